@@ -1,0 +1,1 @@
+"""Archive stage: TAP and DataLink clients, the project view."""

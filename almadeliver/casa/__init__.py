@@ -1,0 +1,1 @@
+"""CASA stage: the offline runtime, restore, native pipeline restore, imaging."""

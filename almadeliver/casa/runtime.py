@@ -1,0 +1,195 @@
+"""The offline CASA runtime.
+
+Modular CASA (casatools from PyPI) reads a site config on import and, by default, downloads
+measures data. ``configure_offline`` writes our own site config (measures from the installed
+casadata package, no auto-update, log file chosen per run) and points ``CASASITECONFIG`` at it.
+It runs when almadeliver is imported, so it is in force before any CASA import, and the
+environment variable carries it into every subprocess.
+
+CASA work runs in a child Python (``run_in_casa``) whose working folder and log file are chosen by
+the caller, so no stray ``casa-*.log`` lands in the user's current directory.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CasaError, CasaNotFoundError
+
+LOGFILE_ENV = "ALMADELIVER_CASA_LOGFILE"
+CASA_ENV = "ALMADELIVER_CASA"
+
+
+def home() -> Path:
+    """The folder almadeliver owns for its own state (site config, caches)."""
+    if os.environ.get("ALMADELIVER_HOME"):
+        return Path(os.environ["ALMADELIVER_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "almadeliver"
+
+
+def casadata_path() -> Path | None:
+    """The measures and data tree shipped by the casadata package (found without importing CASA)."""
+    spec = importlib.util.find_spec("casadata")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "__data__"
+
+
+def _site_config_text(data: Path | None, cachedir: Path) -> str:
+    return (
+        "# Written by almadeliver: offline modular CASA (do not edit; rewritten when it changes)\n"
+        "import os\n"
+        f"measurespath = {str(data)!r}\n"
+        f"datapath = [{str(data)!r}]\n"
+        "measures_auto_update = False\n"
+        "data_auto_update = False\n"
+        "skipnetworkcheck = True\n"
+        "nologger = True\n"
+        "nogui = True\n"
+        f"cachedir = {str(cachedir)!r}\n"
+        f"logfile = os.environ.get({LOGFILE_ENV!r}) or os.path.join(cachedir, 'casa.log')\n"
+    )
+
+
+def configure_offline() -> Path:
+    """Write the site config (when it changed) and set ``CASASITECONFIG``; returns its path."""
+    folder = home() / "casa"
+    path = folder / "casasiteconfig.py"
+    text = _site_config_text(casadata_path(), folder)
+    if not path.is_file() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    os.environ["CASASITECONFIG"] = str(path)
+    os.environ.setdefault(LOGFILE_ENV, str(folder / "casa.log"))
+    return path
+
+
+def casa_env(logfile: Path) -> dict[str, str]:
+    """The environment of a CASA child process writing its log to ``logfile``."""
+    env = dict(os.environ)
+    env["CASASITECONFIG"] = str(configure_offline())
+    env[LOGFILE_ENV] = str(Path(logfile).resolve())
+    return env
+
+
+# -- external monolithic CASA ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MonolithicCasa:
+    """An external (tarball) CASA install: ``bin/casa`` and whether it carries the pipeline."""
+
+    executable: Path
+    version: str | None
+    has_pipeline: bool
+
+    def command(self, script: Path, pipeline: bool = False) -> list[str]:
+        cmd = [str(self.executable), "--nologger", "--nogui", "--nologfile"]
+        if pipeline:
+            cmd.append("--pipeline")
+        return cmd + ["-c", str(script)]
+
+
+def find_monolithic_casa(casa: str | Path | None = None) -> MonolithicCasa | None:
+    """Find monolithic CASA: ``--casa PATH``, else ``$ALMADELIVER_CASA``, else ``casa`` on PATH.
+
+    A path that was named but is not a CASA install raises ``CasaNotFoundError``.
+    """
+    named = casa or os.environ.get(CASA_ENV)
+    if named:
+        exe = Path(named).expanduser()
+        if exe.is_dir():
+            exe = exe / "bin" / "casa"
+        if not (exe.is_file() and os.access(exe, os.X_OK)):
+            raise CasaNotFoundError(
+                f"no CASA executable at {named}",
+                "give --casa the CASA folder or its bin/casa (or unset ALMADELIVER_CASA)",
+            )
+    else:
+        found = shutil.which("casa")
+        if not found:
+            return None
+        exe = Path(found)
+    root = exe.resolve().parent.parent
+    m = re.search(r"casa-(?:release-)?(\d+\.\d+\.\d+(?:[.-]\d+)?)", str(root))
+    has_pipeline = "pipeline" in root.name or any(root.glob("lib/py/lib/python3*/site-packages/pipeline"))
+    return MonolithicCasa(exe, m.group(1) if m else None, has_pipeline)
+
+
+@dataclass(frozen=True)
+class CasaInfo:
+    """What ``almadeliver casa-info`` reports."""
+
+    casatools_version: str | None
+    casatasks_version: str | None
+    data_path: Path | None
+    site_config: Path
+    monolithic: MonolithicCasa | None
+
+
+def casa_info(casa: str | Path | None = None) -> CasaInfo:
+    def _v(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return CasaInfo(_v("casatools"), _v("casatasks"), casadata_path(), configure_offline(),
+                    find_monolithic_casa(casa))
+
+
+# -- running CASA work in a child process --------------------------------------------------------------
+def run_in_casa(
+    func: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    workdir: Path,
+    logfile: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Call ``func`` ("package.module:function") in a fresh Python with the offline CASA runtime.
+
+    The child runs in ``workdir`` and writes CASA's log to ``logfile`` (default
+    ``workdir/casa.log``). ``kwargs`` and the return value travel as JSON. Every line the child
+    prints goes to ``on_line``. A failure raises ``CasaError`` naming the log file.
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    logfile = Path(logfile or workdir / "casa.log").resolve()
+    with tempfile.TemporaryDirectory(prefix="almadeliver-call-") as tmp:
+        call = Path(tmp) / "call.json"
+        result = Path(tmp) / "result.json"
+        call.write_text(json.dumps({"func": func, "kwargs": kwargs or {}, "result": str(result)}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "almadeliver.casa.child", str(call)],
+            cwd=workdir, env=casa_env(logfile), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1,
+        )
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-20:]
+            if on_line:
+                on_line(line)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise CasaError(f"{func} did not finish in {timeout:.0f} s", f"see the CASA log {logfile}")
+        outcome = json.loads(result.read_text()) if result.is_file() else None
+    if code != 0 or outcome is None or "error" in outcome:
+        reason = (outcome or {}).get("error") or next((l for l in reversed(tail) if l.strip()), f"exit code {code}")
+        raise CasaError(f"CASA work failed ({func}): {reason}", f"see the CASA log {logfile}")
+    return outcome["value"]

@@ -1,0 +1,7 @@
+"""The command line: a thin typer app. Each stage registers its commands from its own module."""
+from __future__ import annotations
+
+from .app import app, main
+from . import casa_cmds  # noqa: F401  (registers casa-info)
+
+__all__ = ["app", "main"]

@@ -1,0 +1,90 @@
+"""Root typer app: global options, logging, and the one-line error contract."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import typer
+
+from .. import __version__
+from ..errors import AlmadeliverError
+
+app = typer.Typer(
+    help="almadeliver: query, download, validate, restore, image and package ALMA deliveries.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class State:
+    debug: bool = False
+    verbose: int = 0
+    quiet: bool = False
+
+
+state = State()
+log = logging.getLogger("almadeliver")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"almadeliver {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More detail (-vv for debug logs)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors and results; no progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    state.debug, state.verbose, state.quiet = debug, verbose, quiet
+    level = logging.WARNING if quiet else (logging.INFO if verbose == 1 else logging.DEBUG if verbose > 1 else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+
+
+def fail_line(err: BaseException) -> str:
+    """The one line printed for an error."""
+    return f"error: {err}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``almadeliver`` command. Returns (and exits with) the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="almadeliver", standalone_mode=False)
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        if state.debug or "--debug" in args:
+            raise
+        exc.show()
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted; run the same command again to resume", err=True)
+        code = 130
+    except AlmadeliverError as exc:
+        if state.debug:
+            raise
+        typer.echo(fail_line(exc), err=True)
+        code = exc.exit_code
+    except Exception as exc:  # an unexpected failure still gets one line without --debug
+        if state.debug:
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        code = 1
+    if argv is None:
+        sys.exit(code)
+    return code

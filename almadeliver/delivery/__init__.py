@@ -1,0 +1,1 @@
+"""Delivery tree stage: the standard layout, its parsers and the validator."""

@@ -1,0 +1,1 @@
+"""Packaging stage: staff reduction areas and deterministic delivery tarballs."""

@@ -1,0 +1,1 @@
+"""Simulated ALMA projects (real CASA) and the local archive that serves them."""

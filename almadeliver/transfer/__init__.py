@@ -1,0 +1,1 @@
+"""Transfer stage: download plans, parallel resumable downloads, safe untar, the journal."""
