@@ -1,0 +1,1 @@
+"""Scale stage: many MOUS on Dask or a local process pool."""
