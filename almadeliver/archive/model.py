@@ -1,0 +1,84 @@
+"""The project view: what the query stage hands to the download stage.
+
+Project > MOUS (with its GOUS and SG) > files and EBs, every distinct file once. ``query --format
+json`` writes ``ProjectView.to_json()``; ``download PLAN.json`` reads it back with ``from_json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from ..ids import TarballKind
+
+SCHEMA = "almadeliver.projectview/1"
+
+
+@dataclass
+class ArchiveFile:
+    """One file to download, as DataLink describes it."""
+
+    name: str
+    url: str
+    size: int                  # bytes (DataLink content_length)
+    kind: TarballKind
+    mous: str                  # the MOUS (uid://...) it belongs to; Cycle 0 files: the first one listed
+    readable: bool = True      # DataLink 'readable' for the identity that asked
+
+
+@dataclass
+class Mous:
+    """A member OUS: the unit of QA2, calibration and delivery."""
+
+    uid: str
+    gous: str
+    sg: str | None             # science goal uid; not in ObsCore, read from the tarball's first header
+    array: str                 # 12m | 7m | TP
+    qa2_passed: bool | None
+    ebs: list[str]
+    targets: list[str]
+    bands: list[str]
+    rows: int                  # ObsCore rows merged into this line
+    files: list[ArchiveFile] = field(default_factory=list)
+
+    def size(self, *kinds: TarballKind) -> int:
+        return sum(f.size for f in self.files if not kinds or f.kind in kinds)
+
+
+@dataclass
+class Project:
+    code: str
+    title: str
+    pi: str
+    cycle: int
+    data_rights: str           # Public | Proprietary
+    release_date: str
+    bands: list[str]
+    targets: list[str]
+    mous: list[Mous] = field(default_factory=list)
+
+
+@dataclass
+class ProjectView:
+    archive: str               # the mirror that answered
+    projects: list[Project]
+    rows: int                  # ObsCore rows read
+    duplicates_dropped: int    # file listings dropped because the same file (name, size) was already listed
+
+    def files(self, kinds: set[TarballKind] | None = None) -> list[ArchiveFile]:
+        """Every file of the view (already distinct), optionally only some kinds."""
+        return [f for p in self.projects for m in p.mous for f in m.files if not kinds or f.kind in kinds]
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA, **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProjectView":
+        data = json.loads(text)
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not an almadeliver project view (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+        projects = []
+        for p in data["projects"]:
+            mous = [Mous(**{**m, "files": [ArchiveFile(**{**f, "kind": TarballKind(f["kind"])}) for f in m["files"]]})
+                    for m in p["mous"]]
+            projects.append(Project(**{**p, "mous": mous}))
+        return cls(data["archive"], projects, data["rows"], data["duplicates_dropped"])

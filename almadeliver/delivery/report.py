@@ -1,0 +1,42 @@
+"""Findings about a delivery tree or a staff reduction area (validate, check)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass
+class Finding:
+    severity: Severity
+    check: str                 # short id of the check, e.g. "raw.missing-asdm"
+    path: str                  # relative to the report root
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class Report:
+    root: str
+    flavour: str               # e.g. "manual", "pipeline", "cycle0", "staff-area"
+    details: dict = field(default_factory=dict)   # what was detected (raw present, restored, ...)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, severity: Severity, check: str, path: str, message: str, hint: str | None = None) -> None:
+        self.findings.append(Finding(severity, check, path, message, hint))
+
+    def of(self, severity: Severity) -> list[Finding]:
+        return [f for f in self.findings if f.severity is severity]
+
+    def ok(self, strict: bool = False) -> bool:
+        """No errors (and, when strict, no warnings either)."""
+        return not self.of(Severity.ERROR) and not (strict and self.of(Severity.WARNING))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, default=str)
