@@ -6,3 +6,4 @@ from . import casa_cmds  # noqa: F401  (registers casa-info)
 from . import validate_cmds  # noqa: F401  (registers validate)
 
 __all__ = ["app", "main"]
+from . import restore_cmds  # noqa: F401  (registers restore)
