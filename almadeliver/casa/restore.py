@@ -30,7 +30,7 @@ from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
 
 LEVELS = (0, 1, 2, 3, -1)
 WORK = "almadeliver-restore"            # our folder in the member: logs, driver, resume holding area
-_SCRIPT_ID_RE = re.compile(r"\$Id: scriptForPI\.py,v (\d+\.\d+)")
+_SCRIPT_ID_RE = re.compile(r"\$Id: scriptForPI\.py,v (\d+\.\d+)|^scriptversion\s*=\s*['\"]([^'\"]+)['\"]", re.M)
 _PY2_MARKS = re.compile(r"^\s*print\s+[^\s(=]|\.has_key\(|^\s*except\s+[\w.]+\s*,\s*\w+\s*:|^\s*exec\s+['\"]", re.M)
 
 
@@ -56,7 +56,7 @@ def inspect_script(path: Path) -> ScriptInfo:
             raise CasaError(f"{path} does not parse (line {exc.lineno}: {exc.msg})",
                             "fetch the product tarball of this member again") from None
         python2 = True
-    return ScriptInfo(Path(path), m.group(1) if m else None, python2)
+    return ScriptInfo(Path(path), (m.group(1) or m.group(2)) if m else None, python2)
 
 
 def _casa_major(version: str | None) -> int | None:
@@ -139,7 +139,7 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     """Look at a member folder and decide how (and whether) to restore it; nothing is written."""
     if spacesaving is not None and spacesaving not in LEVELS:
         raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
-    member = _one_member(Path(member_dir))
+    member = _one_member(Path(member_dir).resolve())
     est = estimate(member.path)
     chosen = spacesaving is None
     level = spacesaving if spacesaving is not None else (est.best_level() if est.best_level() is not None else 3)
@@ -235,11 +235,11 @@ class Progress:
     phase: str                   # "checks", "calibration", a flux/imaging-prep script name, "done"
 
 
-_EB_RE = re.compile(r"^>>> Processing ASDM (uid___\w+)")
+_EB_RE = re.compile(r"^(?:>>> )?Processing ASDM (uid___\w+)")
 _STEP_RE = re.compile(r"^\s*Step\s+(\d+)\s+(.*?)\s*$")
-_EXTRA_RE = re.compile(r"^Executing (\S+\.py)")
+_EXTRA_RE = re.compile(r"^(?:Executing|Running) (\S*scriptFor(?:Flux|Pol)Calibration\.py|\S*scriptForImagingPrep\.py)")
 _PIPE_RE = re.compile(r"^now running (\S+)|^Processing the ASDMs .* using pipeline restore")
-_DONE_RE = re.compile(r"^Done\. Please find results in directory")
+_DONE_RE = re.compile(r"^Done\. Please find results in directory|^scriptForPI\.py done")
 
 
 class ProgressParser:
@@ -498,3 +498,45 @@ def concat_in_casa(vis: list[str], concatvis: str) -> str:
     if not os.path.isfile(os.path.join(concatvis, "table.dat")):
         raise CasaError(f"concat did not write {concatvis}")
     return concatvis
+
+
+# -- checking the result ---------------------------------------------------------------------------------
+def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict]:
+    """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child."""
+    return run_in_casa("almadeliver.casa.restore:phase_scatter_in_casa",
+                       {"measurement_sets": [str(p) for p in measurement_sets]},
+                       workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
+
+
+def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> dict[str, dict]:
+    """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
+    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE."""
+    import casatools
+    import numpy as np
+
+    out: dict[str, dict] = {}
+    for ms in measurement_sets:
+        msmd = casatools.msmetadata()
+        msmd.open(ms)
+        fields = sorted(int(f) for f in msmd.fieldsforintent("CALIBRATE_PHASE*"))
+        names = [msmd.namesforfields(f)[0] for f in fields]
+        msmd.close()
+        if not fields:
+            raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
+        tb = casatools.table()
+        tb.open(ms)
+        phases = []
+        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
+            sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")
+            if sub.nrows():
+                data = np.where(sub.getcol("FLAG"), np.nan, sub.getcol(column))[0]   # [chan, row]
+                vis = np.nanmean(data, axis=0) if np.isfinite(data).any() else np.array([])
+                vis = vis[np.isfinite(vis)]
+                if vis.size:
+                    phases.append(np.angle(vis / np.mean(vis)))   # about the mean phasor: no wrapping
+            sub.close()
+        tb.close()
+        ph = np.degrees(np.concatenate(phases)) if phases else np.array([])
+        out[ms] = {"fields": names, "rms_deg": float(np.sqrt(np.mean(ph ** 2))) if ph.size else float("nan"),
+                   "visibilities": int(ph.size)}
+    return out
