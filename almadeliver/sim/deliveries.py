@@ -78,9 +78,10 @@ def _image_stats(fits: Path) -> dict:
 
     with pyfits.open(fits) as hdul:
         h, data = hdul[0].header, np.asarray(hdul[0].data, float)
-    plane = data.reshape(-1, data.shape[-2], data.shape[-1])
-    edge = np.concatenate([plane[:, :12, :].ravel(), plane[:, -12:, :].ravel()])
-    return {"name": fits.name, "rms_mjy": float(np.nanstd(edge) * 1e3) if np.isfinite(edge).any() else float("nan"),
+    plane = data.reshape(-1, data.shape[-2], data.shape[-1]).copy()
+    ny, nx = plane.shape[-2:]
+    plane[:, ny // 2 - ny // 5:ny // 2 + ny // 5, nx // 2 - nx // 5:nx // 2 + nx // 5] = np.nan  # the source
+    return {"name": fits.name, "rms_mjy": float(np.nanstd(plane) * 1e3),
             "bmaj": float(h.get("BMAJ", 0) * 3600), "bmin": float(h.get("BMIN", 0) * 3600)}
 
 

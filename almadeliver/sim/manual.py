@@ -106,7 +106,7 @@ def _phases(ms: str, field: str, column: str = "DATA") -> tuple[np.ndarray, np.n
     data, flag, time = sub.getcol(column), sub.getcol("FLAG"), sub.getcol("TIME")
     sub.close()
     tb.close()
-    vis = np.where(flag, np.nan, data)[0].mean(axis=0)
+    vis = np.nanmean(np.where(flag, np.nan, data)[0], axis=0)
     return time, np.degrees(np.angle(vis)), np.abs(vis)
 
 
