@@ -164,3 +164,23 @@ def test_products_are_fits_images_with_a_restoring_beam(manual2, unpack, tmp_pat
     assert "scriptForFluxCalibration.py" in readme and "member." in readme
     qa = sorted(p.name for p in (member / "qa").iterdir())
     assert len(qa) == 8 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (member / "qa").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_cycle0_delivery_is_one_project_wide_set_attached_to_every_eb(simulated, unpack, tmp_path):
+    project = simulated("2011.0.00340.S", flavour="cycle0", ebs=2)
+    cat = Catalogue.load(project)
+    names = [DeliveryFileName.parse(f.name) for f in cat.files]
+    assert {n.kind for n in names} == {TarballKind.CYCLE0} and {n.parts for n in names} == {len(names)}
+    mous_uids = sorted({r["member_ous_uid"] for r in cat.obscore})
+    assert len(mous_uids) == 2                         # one archive row set per EB ...
+    assert all(sorted(f.ids) == mous_uids for f in cat.files)   # ... all listing the same tarballs
+    tree = unpack(project, tmp_path / "unpacked")
+    member = next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
+    plan = make_plan("2011.0.00340.S", flavour="cycle0", ebs=2)
+    for eb in plan.mous[0].ebs:
+        assert (member / "calibrated" / f"{eb.disk}.ms.split.cal").is_dir()
+        assert (member / "raw" / f"{eb.disk}.ms.split").is_dir()
+        assert (member / "calibration" / f"{eb.disk}.calibration").is_dir()
+        assert (member / "script" / f"{eb.disk}.ms.scriptForCalibration.py").is_file()
+    assert not list((member / "raw").glob("*.asdm.sdm")) and (member / "README").is_file()
