@@ -24,7 +24,7 @@ from ..casa.runtime import run_in_casa
 from ..errors import UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
 from ..packaging.tarballs import tree_entries, write_tar
-from . import manual
+from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember
 from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
@@ -128,8 +128,28 @@ class _Builder:
             parked.rename(raw)
         (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=False))
 
+    def build_pipeline(self, index: int, mous: MousPlan) -> None:
+        member = self.tree / member_path(self.plan, mous)
+        for folder in ("calibration", "qa", "log", "product", "script"):
+            (member / folder).mkdir(parents=True)
+        work = self.work / mous.disk
+        self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), pipeline calibration and imaging in CASA")
+        result = run_in_casa("almadeliver.sim.pipeline:casa_build_mous",
+                             {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work)},
+                             workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
+        self.eb_info.update(result["observed"])
+        pipeline.write_texts(self.plan, mous, member)
+        images = [_image_stats(p) for p in sorted((member / "product").glob("*.pbcor.fits"))]
+        notes = qa2_notes(self.plan, result["qa"], images)
+        parked = self.work / f"{mous.disk}.raw"
+        (member / "raw").rename(parked)
+        tree = tree_text(self.tree / self.plan.code, self.plan.code)
+        parked.rename(member / "raw")
+        (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=True))
+
     def _casa_line(self, line: str) -> None:
-        if line.startswith(("simulated ", "exported ", "running ", "Step ", "Processing ASDM")) and self.on_line:
+        if line.startswith(("simulated ", "exported ", "running ", "Step ", "Processing ASDM", "calibrating ",
+                            "imaging ")) and self.on_line:
             self.on_line("  " + line.strip())
 
     # -- tarballs ----------------------------------------------------------------------------------
@@ -270,7 +290,7 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         elif flavour == "cycle0":
             rows = _build_cycle0(builder)
         else:
-            raise UsageError(f"flavour '{flavour}' is not available yet", "use --flavour manual")
+            rows = _build_pipeline(builder)
         catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
         project = stage / "project"
         catalogue.save(project)
@@ -308,4 +328,13 @@ def _build_cycle0(builder: _Builder) -> list[dict]:
         row["obs_id"] = row["obs_id"].replace(mous.uid, uid)
         row["member_ous_uid"] = uid
         row["access_url"] = f"https://almascience.org/datalink/sync?ID={uid}"
+    return rows
+
+
+def _build_pipeline(builder: _Builder) -> list[dict]:
+    rows = []
+    for index, mous in enumerate(builder.plan.mous):
+        builder.build_pipeline(index, mous)
+        builder.pack_member(mous)
+        rows += builder.obscore_rows(mous, builder.eb_info)
     return rows
