@@ -4,6 +4,7 @@ from __future__ import annotations
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
 from . import validate_cmds  # noqa: F401  (registers validate)
+from . import sim_cmds  # noqa: F401  (registers simulate)
+from . import restore_cmds  # noqa: F401  (registers restore)
 
 __all__ = ["app", "main"]
-from . import restore_cmds  # noqa: F401  (registers restore)

@@ -34,6 +34,25 @@ if not asdms:
 if os.path.exists('../calibrated') and not usems:
     sys.exit('ERROR: directory ../calibrated already exists. Delete it (or set USEMS=True) and start again.')
 
+restorescripts = sorted(glob.glob('*casa_piperestorescript.py'))
+if restorescripts and not glob.glob('uid*.ms.scriptForCalibration.py'):
+    # pipeline-calibrated data: hifa_restoredata applies the delivered calibration in calibrated/working
+    if 'hifa_restoredata' not in globals():
+        sys.exit('ERROR: this MOUS was calibrated by the ALMA pipeline; start CASA with --pipeline '
+                 '(hifa_restoredata is not available in this CASA).')
+    os.makedirs('../calibrated/working', exist_ok=True)
+    os.makedirs('../calibrated/rawdata', exist_ok=True)
+    for asdm in asdms:
+        if not os.path.lexists('../calibrated/rawdata/' + asdm):
+            os.symlink('../../raw/' + asdm + '.asdm.sdm', '../calibrated/rawdata/' + asdm)
+    if not os.path.lexists('../calibrated/products'):
+        os.symlink('../calibration', '../calibrated/products')
+    os.chdir('../calibrated/working')
+    execfile('../../script/' + os.path.basename(restorescripts[0]))
+    os.chdir('../../script')
+    print('scriptForPI.py done: calibrated data in ../calibrated/working')
+    sys.exit(0)
+
 calscripts = {p[:-len('.ms.scriptForCalibration.py')]: p for p in sorted(glob.glob('uid*.ms.scriptForCalibration.py'))}
 extra_scripts = [s for s in ('scriptForFluxCalibration.py', 'scriptForPolCalibration.py', 'scriptForImagingPrep.py')
                  if os.path.exists(s)]
