@@ -17,6 +17,11 @@ mkdir -p "$OUT/delivered"
 for t in "$OUT"/archive/2017.1.00123.S/files/*.tar; do tar xf "$t" -C "$OUT/delivered"; done
 (cd "$OUT/delivered" && find 2017.1.00123.S -maxdepth 5 | sort | sed -e 's|[^/]*/|  |g')
 
+# restore: the delivery's own scriptForPI.py in modular CASA (disk plan first, then the run)
+MEMBER=$(ls -d "$OUT"/delivered/2017.1.00123.S/science_goal.*/group.*/member.* | head -n 1)
+step almadeliver restore "$MEMBER" --dry-run
+step almadeliver restore "$MEMBER" --spacesaving 1
+
 echo
 echo "==> summary"
 for s in "${steps[@]}"; do echo "  ok  $s"; done

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from almadeliver.casa.diskspace import MB
 from almadeliver.casa.restore import phase_scatter, plan_restore, restore
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import CasaNotFoundError, TreeError
-from almadeliver.sim.deliveries import simulate_project
 
 pytestmark = pytest.mark.slow
 PHASE_TOLERANCE_DEG = 5.0      # calibrated phase rms on the phase calibrator (uncalibrated: ~90 deg)
@@ -23,26 +21,12 @@ CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 
 @pytest.fixture(scope="module")
-def delivered(tmp_path_factory):
-    """Simulated manual projects (tarballs as the archive ships them), by number of EBs."""
-    out = tmp_path_factory.mktemp("sim")
-    made = {}
-
-    def get(ebs: int) -> Path:
-        if ebs not in made:
-            made[ebs] = simulate_project(f"2019.1.0001{ebs}.S", out, ebs=ebs).folder
-        return made[ebs]
+def delivered(simulated, unpack):
+    """``delivered(ebs, dest)``: a simulated manual project (cached) untarred into dest; the member folder."""
+    def get(ebs: int, dest: Path) -> Path:
+        [member] = find_members(unpack(simulated(f"2019.1.0001{ebs}.S", ebs=ebs), dest))
+        return member.path
     return get
-
-
-def _unpack(project: Path, dest: Path) -> Path:
-    """Untar every product and raw tarball at the top of ``dest``; returns the member folder."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for tar in sorted((project / "files").glob("*.tar")):
-        with tarfile.open(tar) as tf:
-            tf.extractall(dest, filter="data")
-    [member] = find_members(dest)
-    return member.path
 
 
 def _listing(folder: Path) -> list[tuple[str, int, int]]:
@@ -69,7 +53,7 @@ def _names(folder: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def one_eb_level0(delivered, tmp_path_factory):
     """One EB restored at SPACESAVING 0 by the CLI with the network unreachable."""
-    member = _unpack(delivered(1), tmp_path_factory.mktemp("one"))
+    member = delivered(1, tmp_path_factory.mktemp("one"))
     raw_before = _listing(member / "raw")
     r = _cli(["restore", str(member), "--spacesaving", "0"], member, offline=True, prefix=_no_network())
     return member, raw_before, r
@@ -103,7 +87,7 @@ def test_peak_stays_under_scriptforpi_estimate(one_eb_level0):
 
 
 def test_three_ebs_level1_then_resume_level3_then_cycle0_concat(delivered, tmp_path):
-    member = _unpack(delivered(3), tmp_path / "three")
+    member = delivered(3, tmp_path / "three")
     lines: list[str] = []
     first = plan_restore(member, spacesaving=1)
     result = restore(first, on_line=lines.append, interval=0.2)
@@ -165,7 +149,7 @@ def _fake_monolithic_casa(root: Path) -> Path:
 
 
 def test_level2_through_monolithic_casa_command(delivered, tmp_path, monkeypatch):
-    member = _unpack(delivered(1), tmp_path / "mono")
+    member = delivered(1, tmp_path / "mono")
     exe = _fake_monolithic_casa(tmp_path)
     monkeypatch.setenv("FAKE_CASA_ARGV", str(tmp_path / "argv.json"))
     plan = plan_restore(member, spacesaving=2, casa=str(exe.parent.parent))
@@ -181,7 +165,7 @@ def test_level2_through_monolithic_casa_command(delivered, tmp_path, monkeypatch
 
 
 def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
-    member = _unpack(delivered(1), tmp_path / "refuse")
+    member = delivered(1, tmp_path / "refuse")
     (member / "calibrated").mkdir()
     r = _cli(["restore", str(member)], tmp_path)
     assert r.returncode == 1 and "already exists" in r.stderr and "--resume" in r.stderr
@@ -206,7 +190,7 @@ def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
     """A real small filesystem (tmpfs in a private mount namespace) when we may mount; else skip."""
     if subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("cannot make a mount namespace here (needs root)")
-    member = _unpack(delivered(1), tmp_path / "small")
+    member = delivered(1, tmp_path / "small")
     top = member.parents[3]
     size_mb = sum(p.lstat().st_blocks * 512 for p in top.rglob("*")) // MB + 4      # 4 MB free, level 3 needs 6
     mnt = tmp_path / "mnt"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..casa.restore import Progress, RestorePlan, concat_cycle0, plan_restore, restore
+from ..casa.restore import Progress, RestorePlan, concat_cycle0, phase_scatter, plan_restore, restore
 from .app import app, state
 from .options import CasaOption
 
@@ -47,11 +47,8 @@ def _show_plan(plan: RestorePlan) -> None:
 def _progress(p: Progress) -> None:
     if state.quiet:
         return
-    if p.phase == "calibration" and p.eb:
-        where = f"EB {p.eb_index}/{p.eb_total} {p.eb}"
-        typer.echo(f"  {where}" + (f"  step {p.step} {p.title or ''}".rstrip() if p.step is not None else ""))
-    else:
-        typer.echo(f"  {p.phase}")
+    where = f"EB {p.eb_index}/{p.eb_total} {p.eb}" if p.phase == "calibration" and p.eb else p.phase
+    typer.echo(f"  {where}" + (f"  step {p.step} {p.title or ''}".rstrip() if p.step is not None else ""))
 
 
 @app.command("restore")
@@ -99,7 +96,9 @@ def restore_cmd(
     share = f" ({100 * r.peak_bytes / (r.estimate_mb * MB):.0f}% of it)" if r.estimate_mb else ""
     typer.echo(f"disk use of calibrated/: peak {_mb(r.peak_bytes)}, final {_mb(r.final_bytes)}; "
                f"scriptForPI's estimate {r.estimate_mb} MB{share}")
-    typer.echo("measurement sets:")
+    typer.echo("measurement sets (phase rms on the phase calibrator):")
+    scatter = phase_scatter(r.measurement_sets, r.casa_log.parent) if r.measurement_sets else {}
     for ms in r.measurement_sets:
-        typer.echo(f"  {ms}")
+        s = scatter.get(str(ms))
+        typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
     typer.echo(f"logs: {r.output_log} (script output), {r.casa_log} (CASA)")
