@@ -86,7 +86,7 @@ def test_peak_stays_under_scriptforpi_estimate(one_eb_level0):
     assert float(m.group(1)) <= int(m.group(3))
 
 
-def test_three_ebs_level1_then_resume_level3_then_cycle0_concat(delivered, tmp_path):
+def test_three_ebs_level1_then_resume_level3(delivered, tmp_path):
     member = delivered(3, tmp_path / "three")
     lines: list[str] = []
     first = plan_restore(member, spacesaving=1)
@@ -101,13 +101,6 @@ def test_three_ebs_level1_then_resume_level3_then_cycle0_concat(delivered, tmp_p
     assert result.peak_bytes >= result.final_bytes > 0 and result.estimate_mb == first.estimate.need_mb(1)
     scatter = phase_scatter([cal / "calibrated.ms"], tmp_path)
     assert scatter[str(cal / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
-
-    # keep the 3 calibrated EBs for the Cycle 0 check below
-    cycle0 = tmp_path / "2011.0.00001.S" / "sg_ouss_id" / "group_ouss_id" / "member_ouss_2012-12-05_id"
-    for folder in ("calibration", "script", "raw", "log", "product", "qa"):
-        (cycle0 / folder).mkdir(parents=True)
-    for eb in ebs:
-        shutil.copytree(cal / f"{eb}.ms.split.cal", cycle0 / "calibrated" / f"{eb}.ms.split.cal")
 
     # an interrupted run: the last EB and calibrated.ms were not finished
     shutil.rmtree(cal / f"{ebs[-1]}.ms.split.cal")
@@ -124,12 +117,18 @@ def test_three_ebs_level1_then_resume_level3_then_cycle0_concat(delivered, tmp_p
     assert scatter[str(cal / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
     assert not (member / "almadeliver-restore" / "resume-shadow").exists()
 
-    # Cycle 0: already calibrated; --concat makes calibrated.ms
+
+
+def test_cycle0_is_already_calibrated_and_concat_makes_calibrated_ms(simulated, unpack, tmp_path):
+    [member] = find_members(unpack(simulated("2011.0.00340.S", flavour="cycle0", ebs=2), tmp_path / "c0"))
+    cycle0 = member.path
     r = _cli(["restore", str(cycle0)], tmp_path)
     assert r.returncode == 0 and "already calibrated" in r.stdout and "--concat" in r.stdout, r.stdout + r.stderr
-    r = _cli(["restore", str(cycle0), "--concat"], tmp_path, offline=True)
+    r = _cli(["restore", str(cycle0), "--concat"], tmp_path, offline=True, prefix=_no_network())
     assert r.returncode == 0, r.stdout + r.stderr
     assert (cycle0 / "calibrated" / "calibrated.ms" / "table.dat").is_file()
+    scatter = phase_scatter([cycle0 / "calibrated" / "calibrated.ms"], tmp_path)
+    assert scatter[str(cycle0 / "calibrated" / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
 
 
 def _fake_monolithic_casa(root: Path) -> Path:
