@@ -13,7 +13,7 @@ import pytest
 from almadeliver.casa.diskspace import MB
 from almadeliver.casa.restore import phase_scatter, plan_restore, restore
 from almadeliver.delivery.layout import find_members
-from almadeliver.errors import CasaNotFoundError, TreeError
+from almadeliver.errors import CasaError, CasaNotFoundError, TreeError
 
 pytestmark = pytest.mark.slow
 PHASE_TOLERANCE_DEG = 5.0      # calibrated phase rms on the phase calibrator (uncalibrated: ~90 deg)
@@ -183,6 +183,12 @@ def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
     with pytest.raises(CasaNotFoundError, match=r"Python 2.*CASA 5\.1\.1"):
         plan_restore(member).check()
     script.write_text(text)
+
+    # a failing calibration script: the error names the script output and the CASA log
+    [calscript] = (member / "script").glob("*.ms.scriptForCalibration.py")
+    calscript.write_text("raise RuntimeError('calibration table missing')\n" + calscript.read_text())
+    with pytest.raises(CasaError, match=r"calibration table missing.*scriptForPI-.*\.out.*casa-.*\.log"):
+        restore(plan_restore(member))
 
 
 def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
