@@ -358,15 +358,16 @@ class _Engine:
                 raise _Restart()
             progressed = False
             headers = {"Accept-Encoding": "identity"}
-            ranged = seg.done > 0 or seg.end < job.f.size
+            start, end = seg.done, seg.end        # a thief may shorten seg.end while we wait for the answer
+            ranged = start > 0 or end < job.f.size
             if ranged:
-                headers["Range"] = f"bytes={seg.done}-{seg.end - 1}"
+                headers["Range"] = f"bytes={start}-{end - 1}"
             try:
                 with self.session.get(job.f.url, headers=headers, stream=True,
                                       timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
                     self._check_status(job, r)
                     if ranged and not (r.status_code == 206 and content_range_matches(
-                            r.headers.get("Content-Range"), seg.done, seg.end, job.f.size)):
+                            r.headers.get("Content-Range"), start, end, job.f.size)):
                         seg = holder[0] = self._restart(job, seg)
                         gen = job.generation
                         if r.status_code != 200:
