@@ -5,6 +5,7 @@ It lives in ``DEST/.almadeliver/journal.json`` and is rewritten atomically (temp
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -69,7 +70,12 @@ class Journal:
         """Write the journal atomically (safe to call from any thread)."""
         with self.lock:
             text = json.dumps({"schema": SCHEMA, "files": {n: asdict(e) for n, e in self.files.items()}})
-            self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{JOURNAL_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, self.path)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(text)
+                os.replace(tmp, self.path)
+            except OSError as exc:   # a full disk: keep the previous journal (a .part still resumes from its size)
+                tmp.unlink(missing_ok=True)
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
