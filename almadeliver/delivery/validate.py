@@ -167,7 +167,7 @@ def _check_raw(index: TreeIndex, m: Member, report: Report) -> None:
         report.add(E, "raw.empty", raw_rel, "raw/ holds no ASDM (uid___A002_..._X....asdm.sdm)",
                    "untar the raw data tarballs at the top of the tree (the folder holding the project)")
     for eb in m.missing_raw:
-        script = m.calibration_scripts.get(eb) or m.restore_script or "the calibration"
+        script = Path(m.calibration_scripts.get(eb) or m.restore_script or "the calibration").name
         report.add(E, "raw.missing-asdm", join(raw_rel, f"{eb.disk}.asdm.sdm"),
                    f"ASDM {eb} is missing: {script} needs it",
                    f"fetch {m.raw_tarball(eb)} and untar it at the top of the tree")
