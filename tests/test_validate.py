@@ -217,6 +217,7 @@ def test_leftovers_empty_files_and_broken_links(tmp_path, real):
     touch(tmp_path / PROJECT / f"{PROJECT}_{EBS[0]}.asdm.sdm.tar.part")
     touch(tmp_path / f"{PROJECT}_uid___A001_X196_X93_001_of_001.tar")
     (m / "log/empty.log").write_text("")
+    touch(m / "qa/uid___A001_X196_X93.weblog.tar")          # a weblog tar is a product, not a leftover
     os.symlink("../no/such/file", m / "calibration/dangling")
     report = validate(tmp_path)
     got = {(f.check, f.severity.value) for f in report.findings if f.check.startswith("tree.")}

@@ -10,7 +10,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import ParseError
+from ..errors import IdentifierError, ParseError
 from ..ids import DeliveryFileName
 from .calapply import read_calapply
 from .contdat import parse_contdat
@@ -61,21 +61,21 @@ def _check_files(index: TreeIndex, report: Report) -> None:
             if name.endswith(".part"):
                 report.add(E, "tree.partial-download", where, "incomplete download left behind",
                            "run `almadeliver download` again to resume it, or delete it")
-            elif name.endswith(".tar"):
-                kind = _tarball_kind(name)
+            elif name.endswith(".tar") and (kind := _tarball_kind(name)):
                 report.add(W, "tree.leftover-tarball", where,
-                           f"{kind} tarball inside the tree ({size / 1e6:.1f} MB)",
+                           f"delivery {kind} tarball inside the tree ({size / 1e6:.1f} MB)",
                            "untar it at the top of the tree if not done yet, then delete it")
             elif size == 0 and not casa_output:
                 report.add(W, "tree.zero-size", where, "file is empty (0 bytes)",
                            "fetch the tarball holding it again")
 
 
-def _tarball_kind(name: str) -> str:
+def _tarball_kind(name: str) -> str | None:
+    """The kind of an archive delivery tarball (products, auxiliary, raw, cycle0); None for other tars."""
     try:
-        return f"delivery {DeliveryFileName.parse(name).kind.value}"
-    except Exception:
-        return "a"
+        return DeliveryFileName.parse(name).kind.value
+    except IdentifierError:
+        return None
 
 
 # -- one member ---------------------------------------------------------------------------------------
