@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,6 @@ from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
 from almadeliver.ids import TarballKind, Uid, products_name
 from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
-from almadeliver.sim.server import Faults, LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
 
@@ -51,7 +51,28 @@ def make_archive(root: Path, n: int, mb: int, big_mb: int) -> dict[str, list[str
     return groups
 
 
-def view(archive: LocalArchive, names: list[str]) -> ProjectView:
+class ServedArchive:
+    """The local archive in its own process (as the real one is), so it does not share our GIL."""
+
+    SCRIPT = ("import sys; from almadeliver.sim.server import LocalArchive, Faults; "
+              "a = LocalArchive(sys.argv[1], faults=Faults(throttle=float(sys.argv[2]))).start(); "
+              "print(a.url, flush=True); a.serve_forever()")
+
+    def __init__(self, root: Path, rate: float):
+        self.root, self.rate = root, rate
+
+    def __enter__(self) -> "ServedArchive":
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(self.root), str(self.rate)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def view(archive: ServedArchive, names: list[str]) -> ProjectView:
     cat = {f.name: f for f in Catalogue.load(archive.root / PROJECT).files}
     files = [ArchiveFile(n, f"{archive.url}/dataPortal/{n}", cat[n].size, TarballKind.PRODUCTS, cat[n].ids[0])
              for n in names]
@@ -86,7 +107,9 @@ def curl(urls: list[str], dest: Path, parallel: int) -> float:
 
 
 def astroquery(urls: list[str], dest: Path) -> float:
+    import logging
     from astroquery.alma import Alma
+    logging.getLogger("astroquery").setLevel(logging.WARNING)
     fresh(dest)
     return timed(lambda: Alma().download_files(urls, savedir=str(dest), cache=False))
 
@@ -102,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-download-", dir="/tmp") as tmp:
         tmp = Path(tmp)
         groups = make_archive(tmp / "archive", args.files, args.mb, args.big_mb)
-        with LocalArchive(tmp / "archive", faults=Faults(throttle=args.rate)) as archive:
+        with ServedArchive(tmp / "archive", args.rate) as archive:
             urls = [f"{archive.url}/dataPortal/{n}" for n in groups["many"]]
             big_url = [f"{archive.url}/dataPortal/{groups['big'][0]}"]
             t_ours = min(ours(archive, groups["many"], tmp / "ours", untar=False) for _ in range(2))

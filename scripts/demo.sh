@@ -10,6 +10,17 @@ step() { echo; echo "==> $*"; "$@"; steps+=("$1 ${2:-}"); }
 
 step almadeliver casa-info --check
 
+# download (issue 6): fetch the demo project from the local archive the demo serves into $OUT/download,
+# then run it again (a no-op). The serve/query steps set DEMO_ARCHIVE (the archive's URL) and DEMO_PLAN
+# (the project view `almadeliver query ... --format json` wrote); until they have landed it is skipped.
+if [ -n "${DEMO_PLAN:-}" ] && [ -f "$DEMO_PLAN" ]; then
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download" ${DEMO_ARCHIVE:+--archive "$DEMO_ARCHIVE"}
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download" ${DEMO_ARCHIVE:+--archive "$DEMO_ARCHIVE"}
+  DEMO_TREE=${DEMO_TREE:-$(find "$OUT/download" -mindepth 1 -maxdepth 1 -type d ! -name .almadeliver | head -1)}
+else
+  echo; echo "==> download skipped: no project view yet (the serve/query steps set DEMO_PLAN)"
+fi
+
 # validate (issue 7): check the delivery tree the download step unpacked. The sim/download steps set
 # DEMO_TREE (e.g. "$OUT/download/<project>"); until they have landed this step says it is skipped.
 if [ -n "${DEMO_TREE:-}" ] && [ -d "$DEMO_TREE" ]; then

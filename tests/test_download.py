@@ -55,9 +55,12 @@ def _publish(folder: Path, project: str, proprietary: bool, files: dict[str, Pat
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, real) -> Path:
+    return build_archive(tmp_path_factory.mktemp("archive"), real)
+
+
+def build_archive(root: Path, real: Path) -> Path:
     """Two projects as `simulate` lays them out: a public one (products in two parts, auxiliary, raw, README)
     and a proprietary one."""
-    root = tmp_path_factory.mktemp("archive")
     st = root / "staging"
     readme = (real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_bytes()
     big = os.urandom(12 * MB)

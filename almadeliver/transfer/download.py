@@ -44,7 +44,7 @@ class TransferConfig:
     parallel: int = 5                 # connections per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
-    steal_min: int = 8 * MiB          # an idle connection takes over half of a range with more left than 2x this
+    steal_min: int = 4 * MiB          # an idle connection takes over half of a range with more left than 2x this
     retries: int = 5                  # attempts per range in a row without progress
     backoff: float = 0.5              # seconds before the first retry, doubled each time, with jitter
     backoff_max: float = 30.0
