@@ -29,7 +29,7 @@ from ..archive.model import ArchiveFile
 from ..errors import (AlmadeliverError, AuthError, DiskSpaceError, NotATarballError, NotFoundError,
                       SizeMismatchError, TransferError, UnsafeTarballError)
 from .extract import extract_tarball, read_members
-from .journal import DOWNLOADED, EXTRACTED, FileEntry, Journal
+from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
 from .plan import DownloadPlan, check_space, is_tarball
 
 log = logging.getLogger("almadeliver.transfer")
@@ -185,6 +185,7 @@ class _Engine:
                     self.to_extract.put((f, result))
                 continue
             entry = self.journal.entry(f.name, f.size)
+            entry.state = PARTIAL
             job = _Job(f, self.dest / (f.name + ".part"), final, urlsplit(f.url).netloc, entry, result)
             part_size = job.part.stat().st_size if job.part.exists() else None
             if part_size is None:
