@@ -12,10 +12,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from almadeliver.archive.obscore import COLUMN_NAMES
 from almadeliver.ids import Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile, TarMember
+from almadeliver.sim.server import LocalArchive
 
 PUBLIC = "2017.1.01185.S"
 CYCLE0 = "2011.0.00340.S"
@@ -171,3 +174,23 @@ def build(root: Path) -> Path:
     Catalogue(PROPRIETARY, True, rows, cat_files).save(root / PROPRIETARY)
     shutil.rmtree(staging)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """The three projects, written once per test session."""
+    return build(tmp_path_factory.mktemp("tiny-archive"))
+
+
+@pytest.fixture(scope="module")
+def archive(tiny_root):
+    """A running local archive with one account (pi:secret); faults stay off."""
+    with LocalArchive(tiny_root, users={"pi": "secret"}) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh(tiny_root):
+    """A running local archive of its own, for tests that set faults."""
+    with LocalArchive(tiny_root, users={"pi": "secret"}) as running:
+        yield running

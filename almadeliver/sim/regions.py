@@ -238,6 +238,15 @@ class RegionError(ValueError):
 
 
 def _parse(tokens: list[str], i: int) -> tuple[Shape, int]:
+    """One shape; ALMA writes a polygon with holes as ``Polygon ... Not (Polygon ...) ...``."""
+    shape, i = _parse_one(tokens, i)
+    while i < len(tokens) and tokens[i].lower() == "not":
+        hole, i = _parse_one(tokens, i)
+        shape = Compound("intersection", (shape, hole))
+    return shape, i
+
+
+def _parse_one(tokens: list[str], i: int) -> tuple[Shape, int]:
     word = tokens[i].lower()
     i += 1
     while i < len(tokens) and tokens[i].upper() in _FRAMES:
