@@ -1,6 +1,7 @@
 """serve: a local ALMA archive over simulated projects."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,10 @@ import typer
 from ..errors import UsageError
 from ..sim.server import Faults, LocalArchive
 from .app import app
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _users(values: list[str]) -> dict[str, str]:
@@ -53,6 +58,7 @@ def serve_cmd(
     if archive.users:
         typer.echo(f"accounts: {', '.join(sorted(archive.users))}")
     typer.echo("press Ctrl-C to stop")
+    signal.signal(signal.SIGTERM, _interrupt)   # stop as cleanly on `kill` as on Ctrl-C
     try:
         archive.serve_forever()
     except KeyboardInterrupt:
