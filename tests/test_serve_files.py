@@ -84,6 +84,9 @@ def test_nested_datalink_lists_tarball_members_served_one_by_one(archive, tiny_r
     assert all(r["ID"] == PRODUCTS for r in rows)
     fits = next(r for r in rows if r["access_url"].endswith(".pbcor.fits"))
     assert fits["description"] == "Download dataset of type: product, and class: SCIENCE."
+    aux = auxiliary_name(PUBLIC, Uid.parse(MOUS_12M))
+    log_row = next(r for r in rows_of(datalink(archive, aux)) if r["access_url"].endswith(".casa_commands.log"))
+    assert log_row["description"] == f"Download documentation for log/{aux}|LOG."   # ALMA's wording
     for r in rows:
         body = requests.get(r["access_url"], timeout=30)
         assert body.status_code == 200

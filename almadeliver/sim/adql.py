@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .regions import Circle, Point, Polygon, Range, RegionError, parse_stcs, separation, to_stcs
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import os
 import secrets
 import socket
 import sqlite3
@@ -19,7 +18,6 @@ import tarfile
 import threading
 import time
 from dataclasses import dataclass, replace
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -97,6 +95,10 @@ class ArchiveStats:
         with self._lock:
             self.files.clear()
             self.requests = self.peak_streams = 0
+
+    def _request(self) -> None:
+        with self._lock:
+            self.requests += 1
 
     def _count(self, name: str, method: str) -> None:
         with self._lock:
@@ -326,8 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         archive = self.archive
-        with archive.stats._lock:
-            archive.stats.requests += 1
+        archive.stats._request()
         if archive.faults.latency:
             time.sleep(archive.faults.latency)
         parts = urlsplit(self.path)
@@ -383,23 +384,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     # identity
-    def _identity(self) -> tuple[str | None, bool]:
-        """(user, credentials_were_bad): from HTTP Basic credentials or a session cookie."""
+    def _identity(self) -> str | None:
+        """The user named by valid HTTP Basic credentials or a session cookie; None: anonymous."""
         users = self.archive.users
         auth = self.headers.get("Authorization", "")
         if auth.lower().startswith("basic "):
             try:
                 user, _, password = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
-                return None, True
-            if user in users and secrets.compare_digest(users[user], password):
-                return user, False
-            return None, True
+                return None
+            return user if user in users and secrets.compare_digest(users[user], password) else None
         for part in self.headers.get("Cookie", "").split(";"):
             key, _, value = part.strip().partition("=")
             if key == SESSION_COOKIE and value in self.archive._sessions:
-                return self.archive._sessions[value], False
-        return None, False
+                return self.archive._sessions[value]
+        return None
 
     # pages
     def _index(self, method: str) -> None:
@@ -409,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, page, "text/html", method)
 
     def _login(self, method: str) -> None:
-        user, bad = self._identity()
+        user = self._identity()
         if user is None or self.headers.get("Authorization") is None:
             self._send(401, "log in with HTTP Basic credentials\n", "text/plain", method,
                        {"WWW-Authenticate": 'Basic realm="ALMA"'})
@@ -500,8 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not ids:
             self._send(400, votable.error("ID is missing"), votable.CONTENT_TYPE)
             return
-        user, _ = self._identity()
-        self._send(200, self.archive.datalink(ids, authenticated=user is not None), votable.CONTENT_TYPE)
+        self._send(200, self.archive.datalink(ids, authenticated=self._identity() is not None), votable.CONTENT_TYPE)
 
     # dataPortal
     def _file(self, name: str, method: str) -> None:
@@ -517,12 +515,10 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.html_instead:
             self._send(200, LOGIN_PAGE, "text/html", method)
             return
-        if served.proprietary:
-            user, bad = self._identity()
-            if user is None:
-                self._send(401, f"{name} is proprietary: log in to download it\n", "text/plain", method,
-                           {"WWW-Authenticate": 'Basic realm="ALMA"'})
-                return
+        if served.proprietary and self._identity() is None:
+            self._send(401, f"{name} is proprietary: log in to download it\n", "text/plain", method,
+                       {"WWW-Authenticate": 'Basic realm="ALMA"'})
+            return
         size = served.length()
         start, end, status = 0, size - 1, 200
         wanted = self.headers.get("Range")
@@ -556,8 +552,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = faults.drop_after
         rate = faults.throttle
         with open(served.path, "rb") as fh:
-            if rate is None and limit is None:
-                fh.seek(offset)
+            if rate is None and limit is None:   # the fast path: the kernel copies file to socket
                 try:
                     self.connection.sendfile(fh, offset, count)
                 finally:
@@ -677,7 +672,9 @@ class LocalArchive:
             tr = translate(query, TAP_TABLES)
         except AdqlError as exc:
             return 400, votable.error(str(exc))
-        limit = min(x for x in (tr.top, maxrec) if x is not None) if (tr.top, maxrec) != (None, None) else None
+        caps = [n for n in (tr.top, maxrec) if n is not None]
+        limit = min(caps) if caps else None
+        # one row more than the cap tells an overflow from an answer that fits exactly
         sql = tr.sql if limit is None else f"SELECT * FROM ({tr.sql}) LIMIT {limit + 1}"
         try:
             with self.content.db_lock:
@@ -707,7 +704,7 @@ class LocalArchive:
                 for m in tar.members:
                     member = m.path.rsplit("/", 1)[-1]
                     rows.append((id_, f"{base}/dataPortal/{member}", None, None, m.semantics,
-                                 _member_description(m), m.content_type, m.size, authenticated or not proprietary))
+                                 _member_description(m, id_), m.content_type, m.size, authenticated or not proprietary))
                 continue
             listed = self.content.by_id.get(id_)
             if not listed:
@@ -748,9 +745,14 @@ def _description(f: CatalogueFile) -> str:
     return "Download dataset of type: null, and class: N/A."
 
 
-def _member_description(m: TarMember) -> str:
-    """ALMA's wording for a tarball member (alma-datalink-recurse-*.xml)."""
+def _member_description(m: TarMember, tarball: str) -> str:
+    """ALMA's wording for a tarball member, from the folder it sits in (alma-datalink-recurse-*.xml)."""
+    folder = m.path.rsplit("/", 2)[-2] if m.path.count("/") else ""
     name = m.path.rsplit("/", 1)[-1]
-    klass = "MASK" if ".mask" in name else "SCIENCE" if name.endswith((".fits", ".fits.gz")) else "AUXILIARY"
-    kind = "product" if "/product/" in m.path or name.endswith((".fits", ".fits.gz", ".mask.tgz")) else "auxiliary"
+    if folder == "log":
+        return f"Download documentation for log/{tarball}|LOG."
+    if folder == "product" or name.endswith((".fits", ".fits.gz")):
+        return f"Download dataset of type: product, and class: {'MASK' if '.mask' in name else 'SCIENCE'}."
+    kind, klass = {"calibration": ("calibration", "CALIBRATION"), "script": ("script", "SCRIPT"),
+                   "qa": ("qa", "QA_PLOT" if name.endswith(".png") else "QA")}.get(folder, ("null", "N/A"))
     return f"Download dataset of type: {kind}, and class: {klass}."
