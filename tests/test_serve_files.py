@@ -79,18 +79,23 @@ def test_datalink_matches_the_real_answers_structure(archive, real):
 def test_nested_datalink_lists_tarball_members_served_one_by_one(archive, tiny_root):
     rows = rows_of(datalink(archive, PRODUCTS))
     with tarfile.open(tiny_root / PUBLIC / "files" / PRODUCTS) as tar:
-        members = {m.name.rsplit("/", 1)[1]: tar.extractfile(m).read() for m in tar if m.isreg()}
-    assert {r["access_url"].rsplit("/", 1)[1] for r in rows} == set(members)
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isreg()}
+    # served under the file name, or (a name two tarballs share, like README) under the dotted tar path
+    by_served_name = {**{p.rsplit("/", 1)[1]: d for p, d in members.items()}, **{p.replace("/", "."): d for p, d in members.items()}}
+    served = [r["access_url"].rsplit("/", 1)[1] for r in rows]
+    assert len(served) == len(members) and set(served) <= set(by_served_name)
+    readme = next(n for n in served if n.endswith("README"))
+    assert readme == next(p for p in members if p.endswith("/README")).replace("/", ".")
     assert all(r["ID"] == PRODUCTS for r in rows)
     fits = next(r for r in rows if r["access_url"].endswith(".pbcor.fits"))
     assert fits["description"] == "Download dataset of type: product, and class: SCIENCE."
     aux = auxiliary_name(PUBLIC, Uid.parse(MOUS_12M))
     log_row = next(r for r in rows_of(datalink(archive, aux)) if r["access_url"].endswith(".casa_commands.log"))
     assert log_row["description"] == f"Download documentation for log/{aux}|LOG."   # ALMA's wording
-    for r in rows:
+    for r, name in zip(rows, served):
         body = requests.get(r["access_url"], timeout=30)
         assert body.status_code == 200
-        assert body.content == members[r["access_url"].rsplit("/", 1)[1]] and len(body.content) == r["content_length"]
+        assert body.content == by_served_name[name] and len(body.content) == r["content_length"]
 
 
 def test_cycle0_tarballs_are_listed_under_every_mous(archive):

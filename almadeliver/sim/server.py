@@ -17,6 +17,7 @@ import sqlite3
 import tarfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,7 +148,8 @@ class ArchiveContent:
         self.files: dict[str, ServedFile] = {}
         self.by_id: dict[str, list[tuple[CatalogueFile, bool]]] = {}
         self.tarballs: dict[str, tuple[CatalogueFile, bool, Path]] = {}
-        self._members: dict[str, tuple[str, TarMember]] = {}  # member file name -> (tarball, member)
+        self._members: dict[str, tuple[str, TarMember]] = {}  # served name -> (tarball, member)
+        self.member_names: dict[tuple[str, str], str] = {}     # (tarball, member path) -> served name
         self._lock = threading.Lock()
         for folder in folders:
             cat = Catalogue.load(folder)
@@ -159,10 +161,19 @@ class ArchiveContent:
                     self.by_id.setdefault(id_, []).append((f, cat.proprietary))
                 if f.members:
                     self.tarballs[f.name] = (f, cat.proprietary, path)
-                    for m in f.members:
-                        self._members.setdefault(m.path.rsplit("/", 1)[-1], (f.name, m))
+        self._name_members()
         self.db = self._database()
         self.db_lock = threading.Lock()
+
+    def _name_members(self) -> None:
+        """Members are served under their file name, like ALMA's; a name used twice gets its tar path."""
+        counts = Counter(m.path.rsplit("/", 1)[-1] for f, _, _ in self.tarballs.values() for m in f.members)
+        for tar_name, (f, _, _) in self.tarballs.items():
+            for m in f.members:
+                base = m.path.rsplit("/", 1)[-1]
+                name = base if counts[base] == 1 and base not in self.files else m.path.replace("/", ".")
+                self.member_names[(tar_name, m.path)] = name
+                self._members[name] = (tar_name, m)
 
     @property
     def projects(self) -> list[str]:
@@ -186,10 +197,9 @@ class ArchiveContent:
             for info in tar:
                 member = wanted.get(info.name)
                 if member is not None and info.isreg():
-                    base = info.name.rsplit("/", 1)[-1]
-                    if self._members.get(base, (None,))[0] == tar_name:
-                        self.files[base] = ServedFile(base, path, member.content_type, proprietary,
-                                                      info.offset_data, info.size)
+                    name = self.member_names[(tar_name, info.name)]
+                    self.files[name] = ServedFile(name, path, member.content_type, proprietary,
+                                                  info.offset_data, info.size)
 
     # ObsCore and TAP_SCHEMA in SQLite
     def _database(self) -> sqlite3.Connection:
@@ -702,7 +712,7 @@ class LocalArchive:
             if id_ in self.content.tarballs:
                 tar, proprietary, _ = self.content.tarballs[id_]
                 for m in tar.members:
-                    member = m.path.rsplit("/", 1)[-1]
+                    member = self.content.member_names[(id_, m.path)]
                     rows.append((id_, f"{base}/dataPortal/{member}", None, None, m.semantics,
                                  _member_description(m, id_), m.content_type, m.size, authenticated or not proprietary))
                 continue
