@@ -3,5 +3,6 @@ from __future__ import annotations
 
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
+from . import package_cmds  # noqa: F401  (registers prepare, check, package, package-group)
 
 __all__ = ["app", "main"]
