@@ -100,7 +100,7 @@ def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
 
 def load_area(area: Path) -> StaffArea:
     """Read the area's MOUS from its folder name and its EBs from the Calibration_X folders."""
-    area = Path(area)
+    area = Path(area).resolve()
     if not area.is_dir():
         raise TreeError(f"{area} is not a folder", "give the reduction area made by 'almadeliver prepare'")
     try:
@@ -110,7 +110,7 @@ def load_area(area: Path) -> StaffArea:
                         "the area must be named after its MOUS, as 'almadeliver prepare' makes it") from None
     ebs = [StaffEb(folder, _eb_uid(folder)) for folder in sorted(area.glob(f"{CALIBRATION_PREFIX}X*"))
            if folder.is_dir()]
-    return StaffArea(area.resolve(), ous, ebs)
+    return StaffArea(area, ous, ebs)
 
 
 def _eb_uid(folder: Path) -> Uid | None:
