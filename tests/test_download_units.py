@@ -91,7 +91,7 @@ def test_journal_is_atomic_and_survives_reload(tmp_path):
     again = Journal(tmp_path)
     assert again.files["a.tar"].fetched() == 8 and again.state("b.tar", 7) == DOWNLOADED
     assert again.state("b.tar", 8) is None, "a size change means a different file"
-    assert [p.name for p in (tmp_path / ".almadeliver").iterdir()] == ["journal.json"]
+    assert [p.name for p in (tmp_path / ".almadeliver").iterdir()] == ["journal.json"], "no temporary file left"
     assert json.loads((tmp_path / ".almadeliver" / "journal.json").read_text())["schema"] == "almadeliver.journal/1"
 
 

@@ -54,7 +54,7 @@ class TransferConfig:
     untar: bool = True
     keep_tars: bool = False
     progress: bool = True             # tqdm bars on stderr (only when it is a terminal)
-    journal_every: float = 0.5        # seconds between journal writes while bytes arrive
+    journal_every: float = 0.2        # seconds between journal writes while bytes arrive
 
 
 @dataclass
@@ -161,7 +161,7 @@ class _Engine:
         self.cond = threading.Condition(self.journal.lock)
         self.stop: AlmadeliverError | None = None
         self.active: dict[str, int] = {}
-        self.ranges_ok: dict[str, bool] = {}
+        self.ranges_ok: dict[str, bool | str] = {}     # per host: True, False, or "probe" (one range asked)
         self.results: list[FileResult] = []
         self.jobs: list[_Job] = []
         self.to_extract: queue.Queue = queue.Queue()
@@ -191,7 +191,7 @@ class _Engine:
             if part_size is None:
                 entry.segments, entry.preallocated = [], False
             elif len(entry.segments) == 1 and entry.segments[0][0] == 0 and not entry.preallocated:
-                entry.segments[0][2] = min(max(entry.segments[0][2], part_size), f.size)   # appended bytes count
+                entry.segments[0][2] = min(part_size, f.size)    # written in order: the size is the progress
             elif not entry.segments and not entry.preallocated:
                 entry.segments = [[0, f.size, min(part_size, f.size)]]   # a .part without journal (curl -C -)
             job.segments = [_Segment(s, e, d) for s, e, d in entry.segments]
@@ -208,7 +208,8 @@ class _Engine:
         job.fd = os.open(job.part, os.O_RDWR | os.O_CREAT, 0o644)
         job.started = True
         if not job.segments:
-            n = cfg.split if (cfg.split > 1 and size >= cfg.split_min_size and self.ranges_ok.get(job.host, True)) else 1
+            n = cfg.split if (cfg.split > 1 and size >= cfg.split_min_size
+                              and self.ranges_ok.get(job.host) is not False) else 1
             if n > 1:
                 job.entry.preallocated = True
                 try:
@@ -219,6 +220,10 @@ class _Engine:
                     os.ftruncate(job.fd, size)
             step = max(-(-size // n), 1)
             job.segments = [_Segment(a, min(a + step, size), a) for a in range(0, size, step)]
+            if n > 1:
+                self._journal_segments(job)
+                if not self.journal.save():
+                    raise OSError(errno.ENOSPC, "no space left for the journal")
         job.slot = self.free_slots.pop() if self.free_slots else 0
         job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=1024,
                        desc=job.f.name[-32:], position=job.slot, leave=False, disable=self.bar_disable)
@@ -246,7 +251,7 @@ class _Engine:
             if pick is None:                                             # take over half of the largest range
                 best, left = None, 2 * cfg.steal_min
                 for j in live:
-                    if j.host in free and self.ranges_ok.get(j.host, True):
+                    if j.host in free and self.ranges_ok.get(j.host, "unknown") in (True, "unknown"):
                         for s in j.segments:
                             if s.busy and s.end - s.done > left:
                                 best, left = (j, s), s.end - s.done
@@ -257,7 +262,14 @@ class _Engine:
                     new = _Segment(mid, s.end, mid)
                     s.end = mid
                     j.segments.append(new)
-                    pick = (j, new)
+                    was, j.entry.preallocated = j.entry.preallocated, True   # written out of order from now on
+                    self._journal_segments(j)
+                    if self.journal.save():            # before any byte lands out of order
+                        pick = (j, new)
+                        self.ranges_ok.setdefault(j.host, "probe")   # no more thieves until a 206 is right
+                    else:
+                        j.segments.remove(new)
+                        s.end, j.entry.preallocated = new.end, was
             if pick is not None:
                 j, s = pick
                 s.busy, j.users = True, j.users + 1
@@ -316,14 +328,18 @@ class _Engine:
     def _journal_segments(self, job: _Job) -> None:
         job.entry.segments = [[s.start, s.end, min(s.done, s.end)] for s in job.segments]
 
-    def _restart(self, job: _Job, seg: _Segment) -> _Segment:
+    def _restart(self, job: _Job, seg: _Segment, gen: int) -> _Segment:
         """The server did not honour a range: drop every range and fetch the file again from byte 0."""
         with self.cond:
+            if job.generation != gen:          # another connection restarted it already
+                raise _Restart()
             self.ranges_ok[job.host] = False
             job.generation += 1
             fresh = _Segment(0, job.f.size, 0, busy=True)
             job.segments = [fresh]
             job.entry.preallocated = True      # old bytes stay in the .part: only the journal tells progress
+            self._journal_segments(job)
+            self.journal.save()
             if job.bar is not None:
                 job.bar.reset(total=job.f.size)
             self.cond.notify_all()
@@ -363,13 +379,19 @@ class _Engine:
             ranged = start > 0 or end < job.f.size
             if ranged:
                 headers["Range"] = f"bytes={start}-{end - 1}"
+                with self.cond:
+                    self.ranges_ok.setdefault(job.host, "probe")
             try:
                 with self.session.get(job.f.url, headers=headers, stream=True,
                                       timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
                     self._check_status(job, r)
-                    if ranged and not (r.status_code == 206 and content_range_matches(
-                            r.headers.get("Content-Range"), start, end, job.f.size)):
-                        seg = holder[0] = self._restart(job, seg)
+                    good = r.status_code == 206 and content_range_matches(
+                        r.headers.get("Content-Range"), start, end, job.f.size)
+                    if good and self.ranges_ok.get(job.host) == "probe":
+                        with self.cond:
+                            self.ranges_ok[job.host] = True
+                    if ranged and not good:
+                        seg = holder[0] = self._restart(job, seg, gen)
                         gen = job.generation
                         if r.status_code != 200:
                             continue                     # ask again for the whole file, without Range
@@ -395,7 +417,9 @@ class _Engine:
                         n = min(len(chunk), seg.end - seg.done)
                         if n <= 0:
                             break
-                        os.pwrite(job.fd, chunk if n == len(chunk) else chunk[:n], seg.done)
+                        view = memoryview(chunk)[:n]
+                        while view:                       # a full disk may write part of a chunk
+                            view = view[os.pwrite(job.fd, view, seg.done + n - len(view)):]
                         seg.done += n
                         job.result.fetched += n
                         progressed = True
@@ -512,6 +536,7 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
     engine = _Engine(plan, dest, config, session)
     check_space(plan, dest, config.untar, engine.journal)
     engine.prepare()
+    engine.journal.reserve()
     engine.journal.save()
     todo = sum(j.remaining if j.segments else j.f.size for j in engine.jobs)
     engine.total = tqdm(total=todo, unit="B", unit_scale=True, unit_divisor=1024, desc="total", position=0,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 JOURNAL_DIR = ".almadeliver"
 JOURNAL_NAME = "journal.json"
+RESERVE_NAME = "journal.reserve"
+RESERVE_BYTES = 1 << 20
 SCHEMA = "almadeliver.journal/1"
 
 PARTIAL, DOWNLOADED, EXTRACTED = "partial", "downloaded", "extracted"
@@ -66,16 +68,34 @@ class Journal:
                 e.segments, e.preallocated = [], False
         self.save()
 
-    def save(self) -> None:
-        """Write the journal atomically (safe to call from any thread)."""
+    def reserve(self) -> None:
+        """Set aside room for the journal, given back when the disk fills so progress is still recorded."""
+        reserve = self.folder / RESERVE_NAME
+        if not reserve.exists():
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with open(reserve, "wb") as fh:
+                    os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)
+            except OSError:
+                reserve.unlink(missing_ok=True)
+
+    def save(self) -> bool:
+        """Write the journal atomically (safe to call from any thread); False if the disk is full."""
         with self.lock:
             text = json.dumps({"schema": SCHEMA, "files": {n: asdict(e) for n, e in self.files.items()}})
             tmp = self.path.with_name(f"{JOURNAL_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(text)
-                os.replace(tmp, self.path)
-            except OSError as exc:   # a full disk: keep the previous journal (a .part still resumes from its size)
-                tmp.unlink(missing_ok=True)
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
+            for _attempt in range(2):
+                try:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    tmp.write_text(text)
+                    os.replace(tmp, self.path)
+                    return True
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    reserve = self.folder / RESERVE_NAME      # the disk is full: use the room set aside
+                    if not reserve.exists():
+                        return False
+                    reserve.unlink()
+            return False
