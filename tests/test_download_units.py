@@ -156,3 +156,30 @@ def test_password_never_on_the_command_line():
     cmd = typer.main.get_command(app).commands["download"]
     names = {o for p in cmd.params for o in getattr(p, "opts", [])}
     assert "--user" in names and not any("pass" in n for n in names)
+
+
+def test_cli_dry_run_prints_plan_counts_totals_and_space(tmp_path, capsys):
+    from almadeliver.cli import main
+    plan = tmp_path / "plan.json"
+    plan.write_text(view([PRODUCTS, AUX, RAW, README, RAW]).to_json())
+    assert main(["download", str(plan), "--dest", str(tmp_path / "d"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["products", "3.0", "kB", PRODUCTS.name]
+    assert out[4].startswith("4 files (1 products, 1 auxiliary, 1 raw, 1 readme), 10.1 kB from "
+                             "https://almascience.eso.org; 4 duplicate listings dropped")
+    assert out[5].startswith("space: 20.1 kB still to write") and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["2013.1.00308.S"], "needs the query stage"),
+    (["missing.json"], "not found"),
+    (["plan.json", "--what", "calibrated"], "unknown kind 'calibrated'"),
+    (["plan.json", "--archive", "almascience"], "neither a mirror name nor a URL"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    from almadeliver.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plan.json").write_text(view([PRODUCTS]).to_json())
+    assert main(["download", *args, "--dest", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
