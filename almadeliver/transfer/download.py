@@ -390,6 +390,7 @@ class _Engine:
                     if good and self.ranges_ok.get(job.host) == "probe":
                         with self.cond:
                             self.ranges_ok[job.host] = True
+                            self.cond.notify_all()             # idle connections may take over ranges now
                     if ranged and not good:
                         seg = holder[0] = self._restart(job, seg, gen)
                         gen = job.generation
