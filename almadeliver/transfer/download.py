@@ -504,6 +504,11 @@ class _Engine:
                     with self.journal.lock:
                         self.journal.files.pop(f.name, None)
                     self.journal.save()
+            except OSError as exc:                                # e.g. the disk filled while unpacking
+                error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
+                result.status = "failed"
+                result.error = error(f"{f.name}: extraction failed ({exc.strerror})",
+                                     "free some space and run the same command again; the tarball is kept")
 
     def flusher(self) -> None:
         while not self.done_event.wait(self.config.journal_every):
