@@ -3,5 +3,6 @@ from __future__ import annotations
 
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
+from . import query_cmds  # noqa: F401  (registers query)
 
 __all__ = ["app", "main"]
