@@ -117,5 +117,6 @@ def down_reason(exc: BaseException) -> str | None:
             return "no connection"
         if isinstance(cause, requests.HTTPError) and cause.response is not None and cause.response.status_code >= 500:
             return f"HTTP {cause.response.status_code}"
-        cause = getattr(cause, "cause", None) or cause.__cause__
+        nested = getattr(cause, "cause", None)
+        cause = nested if isinstance(nested, BaseException) else (cause.__cause__ or cause.__context__)
     return None

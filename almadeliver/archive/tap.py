@@ -184,6 +184,9 @@ def run_query(client: ArchiveClient, adql: str) -> Table:
                 raise MirrorDown(reason) from exc
             raise ArchiveError(f"the archive's TAP service failed: {exc}", "try again later or another --archive") from exc
         except pyvo.dal.DALFormatError as exc:
+            reason = down_reason(exc)
+            if reason:
+                raise MirrorDown(reason) from exc
             raise ArchiveError(f"the archive's TAP answer is not a VOTable: {exc}",
                                "try again later or another --archive") from exc
         if str(result.query_status).upper() == "OVERFLOW":

@@ -60,12 +60,19 @@ def _project_block(p: Project) -> list[str]:
              f"  title    {p.title}", f"  PI       {p.pi}",
              f"  bands    {' '.join(p.bands)}", f"  targets  {', '.join(p.targets)}"]
     sg = gous = object()
-    rows: list[list[str]] = []
+    group: list[Mous] = []
 
     def flush():
-        if rows:
-            lines.extend(_grid(["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw"], rows, "      "))
-            rows.clear()
+        if group:
+            grid = _grid(["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw"],
+                         [[m.uid, m.array, _qa2(m), str(len(m.ebs)), *_sizes(m)] for m in group], "      ")
+            lines.append(grid[0])
+            for m, line in zip(group, grid[1:]):
+                lines.append(line)
+                lines.append(f"        EBs {' '.join(m.ebs) or 'none listed'}")
+                if m.shared_files:
+                    lines.append(f"        + {len(m.shared_files)} files listed under another MOUS (fetched once)")
+            group.clear()
 
     for m in p.mous:
         if m.sg != sg:
@@ -76,10 +83,7 @@ def _project_block(p: Project) -> list[str]:
             flush()
             gous = m.gous
             lines.append(f"    GOUS {m.gous}")
-        rows.append([m.uid, m.array, _qa2(m), str(len(m.ebs)), *_sizes(m)])
-        rows.append([f"  EBs: {' '.join(m.ebs) or 'none listed'}", "", "", "", "", "", ""])
-        if m.shared_files:
-            rows.append([f"  + {len(m.shared_files)} files listed under another MOUS (fetched once)", "", "", "", "", "", ""])
+        group.append(m)
     flush()
     files = [f for m in p.mous for f in m.files]
     lines.append(f"  project total {human(sum(f.size for f in files))} in {len(files)} files")
