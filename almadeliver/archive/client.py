@@ -75,8 +75,9 @@ def make_session(workers: int = 8, timeout=TIMEOUT) -> requests.Session:
 class ArchiveClient:
     """Where to ask (the mirrors, in order) and how (one injected requests session)."""
 
-    def __init__(self, archive: str | None = None, session: requests.Session | None = None, workers: int = 8):
-        self.mirrors = mirror_list(archive)
+    def __init__(self, archive: str | None = None, session: requests.Session | None = None, workers: int = 8,
+                 mirrors: list[str] | None = None):
+        self.mirrors = [m.rstrip("/") for m in mirrors] if mirrors else mirror_list(archive)
         self.session = session or make_session(workers)
         self.workers = workers
         self.url: str | None = None    # the mirror that answered; later calls stay on it
