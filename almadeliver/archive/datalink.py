@@ -6,12 +6,9 @@ import warnings
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
 import requests
 from astropy.io.votable import parse as parse_votable
 from astropy.utils.exceptions import AstropyWarning
-from pyvo.dal import DALFormatError, DALQueryError, DALServiceError
-from pyvo.dal.adhoc import DatalinkResults
 
 from ..errors import ArchiveError, AuthError, IdentifierError, NotFoundError
 from ..ids import DeliveryFileName, TarballKind
@@ -54,68 +51,69 @@ class DataLinkAnswer:
     nested: dict[str, str] = field(default_factory=dict)   # tarball name -> its nested DataLink URL
 
 
-def _value(row, name: str, default=None):
-    if name not in row.colnames:
-        return default
-    value = row[name]
-    if value is None or np.ma.is_masked(value):
-        return default
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str):
-        value = value.strip()
-        return value if value else default
-    return value.item() if hasattr(value, "item") else value
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
 
 
 def _bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "t", "1")
+    if isinstance(value, (str, bytes)):
+        return _text(value).lower() in ("true", "t", "1")
     return True if value is None else bool(value)
 
 
-def parse_datalink(content: bytes, id: str, url: str | None = None,
-                   session: requests.Session | None = None) -> DataLinkAnswer:
+def _results(votable):
+    """The results RESOURCE (as pyvo finds it) and its adhoc:service RESOURCEs by ID."""
+    results = next((r for r in votable.resources if r.type == "results"), votable.resources[0] if votable.resources else None)
+    services = {r.ID: r for r in votable.resources if r.type == "meta" and r.utype == "adhoc:service"}
+    return results, services
+
+
+def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkAnswer:
     """Parse a DataLink VOTable. Raises NotFoundError for NotFoundFault, ArchiveError otherwise."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            results = DatalinkResults(parse_votable(io.BytesIO(content), verify="ignore"), url=url,
-                                       session=session or requests.Session())
-    except (DALQueryError, DALFormatError) as exc:
-        raise ArchiveError(f"the archive's DataLink answer for {id} failed: {exc}", "try again later") from exc
+            votable = parse_votable(io.BytesIO(content), verify="ignore")
     except Exception as exc:  # not XML / not a VOTable (e.g. an HTML error page)
         raise ArchiveError(f"the archive's DataLink answer for {id} is not a VOTable ({exc})",
                            "try again later or another --archive") from exc
+    results, services = _results(votable)
+    status = next((i for i in (results.infos if results else []) if i.name.upper() == "QUERY_STATUS"), None)
+    if status is not None and str(status.value).upper() == "ERROR":
+        raise ArchiveError(f"the archive's DataLink answer for {id} failed: {_text(status.content)}", "try again later")
+    if results is None or not results.tables:
+        raise ArchiveError(f"the archive's DataLink answer for {id} has no table", "try again later")
+    array = results.tables[0].array
+    names = array.dtype.names or ()
+    columns = {n: array[n].tolist() if n in names else [None] * len(array) for n in _COLUMNS}
     answer = DataLinkAnswer(id)
-    for row in results.to_table():
-        row_id = _value(row, "ID", id)
-        error = _value(row, "error_message")
+    for row_id, access, service, error, semantics, description, ctype, size, readable in zip(
+            *(columns[n] for n in _COLUMNS)):
+        row_id, error, service, access = _text(row_id) or id, _text(error), _text(service), _text(access)
         if error:
             if error.startswith("NotFoundFault"):
                 raise NotFoundError(f"the archive does not know {row_id} ({error})",
                                     "DataLink takes member_ous_uid values (uid://A001/...), not obs_id")
             raise ArchiveError(f"DataLink for {row_id} answered: {error}", "try again later")
-        service = _value(row, "service_def")
-        access = _value(row, "access_url")
         if service:
-            if service.startswith("DataLink."):
-                try:
-                    params = {p.name: p.value for p in results.get_adhocservice_by_id(service).params}
-                    answer.nested[service.removeprefix("DataLink.")] = str(params["accessURL"])
-                except (DALServiceError, KeyError):
-                    pass  # a nested answer the service does not describe: nothing to follow
+            if service.startswith("DataLink.") and service in services:
+                params = {p.name: p.value for p in services[service].params}
+                if "accessURL" in params:
+                    answer.nested[service.removeprefix("DataLink.")] = _text(params["accessURL"])
             continue  # services (nested DataLink, #cutout SODA) are not files
         if not access:
             continue
-        size = _value(row, "content_length")
         answer.links.append(Link(
             id=row_id, name=unquote(urlsplit(access).path.rsplit("/", 1)[-1]), url=access,
-            semantics=_value(row, "semantics", ""), content_type=_value(row, "content_type", ""),
-            size=int(size) if size is not None else None, readable=_bool(_value(row, "readable")),
-            description=_value(row, "description", ""),
-        ))
+            semantics=_text(semantics), content_type=_text(ctype), size=None if size is None else int(size),
+            readable=_bool(readable), description=_text(description)))
     return answer
+
+
+_COLUMNS = ("ID", "access_url", "service_def", "error_message", "semantics", "description", "content_type",
+            "content_length", "readable")
 
 
 def fetch_datalink(client: ArchiveClient, id: str, url: str | None = None) -> DataLinkAnswer:
@@ -134,6 +132,6 @@ def fetch_datalink(client: ArchiveClient, id: str, url: str | None = None) -> Da
             raise NotFoundError(f"the archive does not know {id} (HTTP 404)", "check the uid")
         if response.status_code >= 500 and b"VOTABLE" not in response.content[:2000].upper():
             raise MirrorDown(f"HTTP {response.status_code}")
-        return parse_datalink(response.content, id, response.url, client.session)
+        return parse_datalink(response.content, id, response.url)
 
     return client.call(f"DataLink for {id}", on)
