@@ -179,6 +179,8 @@ def test_unknown_project(tmp_path):
     try:
         with pytest.raises(NotFoundError, match="project 2099.1.00001.S is not in the archive at http://127.0.0.1"):
             query(Selection(projects=["2099.1.00001.S"]), ArchiveClient(empty.url))
+        with pytest.raises(NotFoundError, match="uid___A001_X1_X2: no MOUS or GOUS with this uid"):
+            query(Selection(uids=["uid___A001_X1_X2"]), ArchiveClient(empty.url))
         with pytest.raises(NotFoundError, match="nothing in the archive at .* matches the selection"):
             query(Selection(bands=[9]), ArchiveClient(empty.url))
     finally:

@@ -188,6 +188,9 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
         if missing and len(missing) == len(selection.projects) and not selection.uids:
             raise NotFoundError(f"project {', '.join(missing)} is not in the archive at {client.url}",
                                 "check the code, or search with a wildcard such as 2013.1.*.S")
+        if selection.uids and not selection.projects:
+            raise NotFoundError(f"{', '.join(selection.uids)}: no MOUS or GOUS with this uid in the archive at "
+                                f"{client.url}", "check the uid (an EB uid starts uid://A002/; query its project)")
         raise NotFoundError(f"nothing in the archive at {client.url} matches the selection",
                             "widen it (fewer conditions, a larger cone) or check the uids and codes")
     for code in missing:
