@@ -45,7 +45,9 @@ def astroquery_view(url: str):
 
 
 def main() -> int:
-    logging.getLogger("astroquery").setLevel(logging.ERROR)
+    from astroquery import log as astroquery_log
+
+    astroquery_log.setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
         write_project(Path(tmp), PROJECT, n_mous=200, sources=3, spws=4)

@@ -6,6 +6,7 @@ tarballs written by packaging.tarballs.write_tar, whose first headers name the s
 from __future__ import annotations
 
 import tempfile
+import zlib
 from pathlib import Path
 
 from almadeliver.archive.obscore import OBSCORE_COLUMNS
@@ -39,22 +40,23 @@ def write_project(root: Path, project: str, n_mous: int = 2, sources: int = 2, s
     folder = Path(root) / project
     files_dir = folder / FILES_DIR
     files_dir.mkdir(parents=True, exist_ok=True)
-    sg, gous = Uid.parse("uid://A001/X1465/X2"), Uid.parse("uid://A001/X1465/X3")
+    key = f"X{zlib.crc32(project.encode()) & 0xfffff:x}"     # uids differ between projects
+    sg, gous = Uid.parse(f"uid://A001/{key}/X2"), Uid.parse(f"uid://A001/{key}/X3")
     rows, files = [], []
     rights = "Proprietary" if proprietary else "Public"
     with tempfile.TemporaryDirectory(prefix="almadeliver-tree-") as tmp:
         _write(project, Path(tmp), files_dir, n_mous, sources, spws, ebs_per_mous, rights, cycle0_tarballs,
-               payload, sg, gous, rows, files)
+               payload, key, sg, gous, rows, files)
     catalogue = Catalogue(project, proprietary, rows, files)
     catalogue.save(folder)
     return catalogue
 
 
 def _write(project, work, files_dir, n_mous, sources, spws, ebs_per_mous, rights, cycle0_tarballs, payload,
-           sg, gous, rows, files) -> None:
+           key, sg, gous, rows, files) -> None:
     for i in range(n_mous):
-        mous = Uid.parse(_uid("A001/X1465", 0x100 + i))
-        ebs = [Uid.parse(_uid(f"A002/Xe{i:05x}", 0x10 + k)) for k in range(ebs_per_mous)]
+        mous = Uid.parse(_uid(f"A001/{key}", 0x100 + i))
+        ebs = [Uid.parse(_uid(f"A002/{key}{i:04x}", 0x10 + k)) for k in range(ebs_per_mous)]
         for s in range(sources):
             for w in range(spws):
                 eb = ebs[(s * spws + w) % len(ebs)]

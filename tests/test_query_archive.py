@@ -30,7 +30,7 @@ def test_project_view(archive):
     view = query(Selection(projects=["2019.1.00458.S"]), ArchiveClient(archive.url))
     (p,) = view.projects
     assert (p.code, p.cycle, p.pi, p.data_rights) == ("2019.1.00458.S", 7, "Ginsburg, Adam", "Public")
-    assert len(p.mous) == 3 and all(m.sg == "uid://A001/X1465/X2" for m in p.mous)
+    assert len(p.mous) == 3 and all(m.sg == "uid://A001/X385f5/X2" for m in p.mous)
     assert all(len(m.ebs) == 2 and m.rows == 4 and m.size(TarballKind.RAW) == 128 for m in p.mous)
     assert summary(view) == "12 rows -> 3 MOUS, 6 EBs; 15 files, 0 duplicates dropped"
 
@@ -45,12 +45,16 @@ def test_cycle0_project_lists_its_tarballs_once(archive):
 
 def test_selections(archive):
     client = ArchiveClient(archive.url)
-    uid = query(Selection(uids=["uid___A001_X1465_X101"]), client)
-    assert [m.uid for p in uid.projects for m in p.mous] == ["uid://A001/X1465/X101"]
-    both = query(Selection(uids=["uid://A001/X1465/X3"], public=True), client)
-    assert {p.code for p in both.projects} == {"2019.1.00458.S", "2011.0.00340.S"}
+    uid = query(Selection(uids=["uid___A001_X385f5_X101"]), client)
+    assert [m.uid for p in uid.projects for m in p.mous] == ["uid://A001/X385f5/X101"]
+    gous = query(Selection(uids=["uid://A001/X49a3e/X3", "uid://A001/X385f5/X100"], public=True), client)
+    assert [(p.code, len(p.mous)) for p in gous.projects] == [("2011.0.00340.S", 3), ("2019.1.00458.S", 1)]
     assert {p.code for p in query(Selection(public=False, bands=[6]), client).projects} == {"2021.1.00123.S"}
     assert query(Selection(cone=cone("266.41", "-28.9", "10arcsec"), keyword="molecular CLOUDS"), client).projects
+    prop = query(Selection(projects=["2021.1.00123.S"]), client)
+    (m,) = prop.projects[0].mous
+    assert prop.projects[0].data_rights == "Proprietary" and m.files and not any(f.readable for f in m.files)
+    assert m.sg is None                                   # its tarball header needs a login: sg unknown
     with pytest.raises(NotFoundError, match="project 2099.1.00001.S is not in the archive"):
         query(Selection(projects=["2099.1.00001.S"]), client)
 
@@ -61,4 +65,4 @@ def test_cli_plan_round_trip(archive, tmp_path, capsys):
     assert len(ProjectView.from_json(plan.read_text()).files()) == 15
     assert main(["query", "2019.1.00458.S", "--archive", archive.url, "--view", "mous"]) == 0
     out = capsys.readouterr().out
-    assert "uid://A001/X1465/X100" in out and "12 rows -> 3 MOUS, 6 EBs; 15 files, 0 duplicates dropped" in out
+    assert "uid://A001/X385f5/X100" in out and "12 rows -> 3 MOUS, 6 EBs; 15 files, 0 duplicates dropped" in out
