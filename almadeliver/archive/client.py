@@ -62,7 +62,7 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, **kwargs)
 
 
-def make_session(workers: int = 16, timeout=TIMEOUT) -> requests.Session:
+def make_session(workers: int = 8, timeout=TIMEOUT) -> requests.Session:
     """A requests session with enough pooled connections for ``workers`` threads."""
     session = requests.Session()
     adapter = _TimeoutAdapter(timeout, pool_connections=4, pool_maxsize=max(10, workers))
@@ -75,7 +75,7 @@ def make_session(workers: int = 16, timeout=TIMEOUT) -> requests.Session:
 class ArchiveClient:
     """Where to ask (the mirrors, in order) and how (one injected requests session)."""
 
-    def __init__(self, archive: str | None = None, session: requests.Session | None = None, workers: int = 16,
+    def __init__(self, archive: str | None = None, session: requests.Session | None = None, workers: int = 8,
                  mirrors: list[str] | None = None):
         self.mirrors = [m.rstrip("/") for m in mirrors] if mirrors else mirror_list(archive)
         self.session = session or make_session(workers)
