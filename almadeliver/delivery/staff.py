@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TreeError, UsageError
+from ..errors import IdentifierError, TreeError, UsageError
 from ..ids import Uid
 from .report import Report, Severity
 
@@ -105,7 +105,7 @@ def load_area(area: Path) -> StaffArea:
         raise TreeError(f"{area} is not a folder", "give the reduction area made by 'almadeliver prepare'")
     try:
         ous = Uid.parse(area.name)
-    except UsageError:
+    except IdentifierError:
         raise TreeError(f"{area.name} is not a uid folder (uid___A001_X.._X..)",
                         "the area must be named after its MOUS, as 'almadeliver prepare' makes it") from None
     ebs = [StaffEb(folder, _eb_uid(folder)) for folder in sorted(area.glob(f"{CALIBRATION_PREFIX}X*"))

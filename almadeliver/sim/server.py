@@ -316,6 +316,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "almadeliver-local-archive"
+    disable_nagle_algorithm = True   # small answers must not wait for delayed ACKs (~40 ms each)
     timeout = 300
     server: _Server
 
