@@ -24,6 +24,7 @@ from almadeliver.transfer.auth import Credentials, login
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.journal import DOWNLOADED, EXTRACTED
 from almadeliver.transfer.plan import make_plan, parse_what
+from tiny_archive import tiny_root  # noqa: F401  (the query stage needs ObsCore rows)
 
 PROJECT = "2017.1.01185.S"
 PRIVATE = "2019.1.00099.S"
@@ -338,3 +339,27 @@ def test_sigkill_mid_run_then_rerun_fetches_no_finished_file_again(archive, tmp_
         assert first.get(name, 0) + archive.stats[name].bytes_sent <= size + 4 * MB  # bar the journal's last beat
     assert (dest / MEMBER / "product" / "W51.spw25.cube.I.pbcor.fits").stat().st_size == 12 * MB
     assert not list(dest.glob("*.part"))
+
+
+# -- by project code or MOUS: the query stage, then the download ---------------------------------------------
+def test_download_by_project_code_and_by_mous_through_the_query_stage(tiny_root, tmp_path, capsys):
+    from almadeliver.cli import main
+    with LocalArchive(tiny_root, users={"pi_user": "s3cret"}) as a:
+        assert main(["-q", "download", "2017.1.01185.S", "--archive", a.url, "--dest", str(tmp_path / "d")]) == 0
+        assert "fetched 8 files" in capsys.readouterr().out
+        tree = tmp_path / "d" / "2017.1.01185.S" / "science_goal.uid___A001_X12a3_Xe7" / "group.uid___A001_X12a3_Xe8"
+        assert sorted(p.name for p in tree.iterdir()) == ["member.uid___A001_X12a3_Xe9", "member.uid___A001_X12a3_Xeb"]
+        assert sorted(p.name for p in (tree / "member.uid___A001_X12a3_Xe9").iterdir()) == [
+            "README", "calibration", "log", "product", "qa", "script"]
+        assert (tmp_path / "d" / "2017.1.01185.S" / "uid___A002_Xd28a9e_X71b8.asdm.sdm" / "ASDM.xml").is_file()
+        assert not list((tmp_path / "d").glob("*.tar"))
+        # a proprietary MOUS: refused anonymously, fetched with --user (password from ALMA_PASSWORD)
+        args = ["-q", "download", "uid://A001/X1465/X2f66", "--archive", a.url, "--dest", str(tmp_path / "p")]
+        assert main(args) == 1
+        assert "--user" in capsys.readouterr().err
+        os.environ["ALMA_PASSWORD"] = "s3cret"
+        try:
+            assert main([*args, "--user", "pi_user"]) == 0
+        finally:
+            del os.environ["ALMA_PASSWORD"]
+        assert (tmp_path / "p" / "2019.1.00099.S").is_dir()

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Optional
+from urllib.parse import urlsplit
 
-import requests
 import typer
 
-from .. import __version__
+from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session
 from ..archive.model import ProjectView
+from ..archive.projectview import query
+from ..archive.tap import Selection
 from ..errors import DiskSpaceError, UsageError
 from ..transfer.auth import get_credentials, login
 from ..transfer.download import TransferConfig, download
@@ -16,18 +18,14 @@ from ..transfer.plan import DEFAULT_WHAT, check_space, make_plan, parse_what
 from .app import app, state
 
 
-def _view(targets: list[str]) -> ProjectView:
-    if len(targets) == 1 and targets[0].endswith(".json"):
-        path = Path(targets[0])
-        if not path.is_file():
-            raise UsageError(f"plan file {path} not found", "write one with `almadeliver query ... --format json`")
-        try:
-            return ProjectView.from_json(path.read_text())
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path} is not a project view ({exc})",
-                             "write one with `almadeliver query ... --format json`") from None
-    raise UsageError("download by project code or MOUS needs the query stage, which is not installed yet",
-                     "pass a PLAN.json written by `almadeliver query ... --format json`")
+def _view_file(path: Path) -> ProjectView:
+    if not path.is_file():
+        raise UsageError(f"plan file {path} not found", "write one with `almadeliver query ... --format json`")
+    try:
+        return ProjectView.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a project view ({exc})",
+                         "write one with `almadeliver query ... --format json`") from None
 
 
 def _size(n: float) -> str:
@@ -43,7 +41,8 @@ def download_cmd(
     targets: List[str] = typer.Argument(..., metavar="PROJECT|MOUS...|PLAN.json",
                                         help="Project codes or MOUS uids, or a plan written by `query --format json`."),
     dest: Path = typer.Option(..., "--dest", help="Folder that receives the delivery tree."),
-    archive: Optional[str] = typer.Option(None, "--archive", help="Mirror: eso, nrao, naoj or a URL."),
+    archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
+                                          help="Mirror: eso, nrao, naoj or a URL."),
     what: str = typer.Option(DEFAULT_WHAT, "--what", help="Comma-separated kinds: products,auxiliary,raw,readme."),
     parallel: int = typer.Option(5, "--parallel", min=1, max=32, help="Connections per archive host."),
     split: int = typer.Option(1, "--split", min=1, max=32, help="Fetch each large file as N ranges in parallel."),
@@ -54,7 +53,20 @@ def download_cmd(
                                                             "or keyring, or ALMA_PASSWORD)."),
 ) -> None:
     """Fetch what the project view lists and leave the standard delivery tree in DEST."""
-    plan = make_plan(_view(targets), parse_what(what), archive)
+    kinds = parse_what(what)
+    session = make_session(parallel)
+    credentials = get_credentials(user) if user and not dry_run else None
+    if len(targets) == 1 and targets[0].endswith(".json"):
+        plan = make_plan(_view_file(Path(targets[0])), kinds, archive)
+        if credentials:
+            login(session, plan.archive, credentials, plan.hosts)
+    else:
+        client = ArchiveClient(archive, session=session)
+        if credentials:   # before the query, so DataLink answers for this identity
+            login(session, client.mirrors[0], credentials, {urlsplit(m).netloc for m in client.mirrors})
+        plan = make_plan(query(Selection.from_ids(targets), client), kinds)
+        if credentials:
+            session.auth.hosts |= plan.hosts
     if not plan.files:
         typer.echo(f"nothing to download ({what} of the given projects lists no file)")
         return
@@ -77,10 +89,6 @@ def download_cmd(
     if plan.skipped_unreadable and not user:
         typer.echo(f"note: {len(plan.skipped_unreadable)} files are proprietary; without --user they will fail",
                    err=True)
-    session = requests.Session()
-    session.headers["User-Agent"] = f"almadeliver/{__version__}"
-    if user:
-        login(session, plan.archive, get_credentials(user), plan.hosts)
     config = TransferConfig(parallel=parallel, split=split, untar=not no_untar, keep_tars=keep_tars,
                             progress=not state.quiet)
     result = download(plan, dest, config, session)

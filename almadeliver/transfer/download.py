@@ -272,6 +272,8 @@ class _Engine:
                         s.end, j.entry.preallocated = new.end, was
             if pick is not None:
                 j, s = pick
+                if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven
+                    self.ranges_ok.setdefault(j.host, "probe")
                 s.busy, j.users = True, j.users + 1
                 self.active[j.host] = self.active.get(j.host, 0) + 1
                 return pick

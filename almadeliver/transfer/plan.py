@@ -6,16 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..archive.client import mirror_list
 from ..archive.model import ArchiveFile, ProjectView
 from ..errors import DiskSpaceError, UsageError
 from ..ids import TarballKind
 from .journal import DOWNLOADED, EXTRACTED, Journal
-
-MIRRORS = {
-    "eso": "https://almascience.eso.org",
-    "nrao": "https://almascience.nrao.edu",
-    "naoj": "https://almascience.nao.ac.jp",
-}
 
 WHAT = {
     "products": {TarballKind.PRODUCTS, TarballKind.CYCLE0},
@@ -40,12 +35,7 @@ def parse_what(text: str) -> set[TarballKind]:
 
 def mirror_url(archive: str) -> str:
     """``eso|nrao|naoj`` or a URL -> the mirror root URL."""
-    if archive.lower() in MIRRORS:
-        return MIRRORS[archive.lower()]
-    if urlsplit(archive).scheme in ("http", "https") and urlsplit(archive).netloc:
-        return archive.rstrip("/")
-    raise UsageError(f"--archive: '{archive}' is neither a mirror name nor a URL",
-                     f"use one of {', '.join(MIRRORS)} or http(s)://host[:port]")
+    return mirror_list(archive)[0]
 
 
 def is_tarball(f: ArchiveFile) -> bool:
