@@ -21,12 +21,11 @@ else
   echo; echo "==> query skipped: no local archive served yet (the simulate/serve steps set DEMO_PROJECT, ALMADELIVER_ARCHIVE)"
 fi
 
-# download (issue 6): fetch the demo project from the local archive the demo serves into $OUT/download,
-# then run it again (a no-op). The serve/query steps set DEMO_ARCHIVE (the archive's URL) and DEMO_PLAN
-# (the project view `almadeliver query ... --format json` wrote); until they have landed it is skipped.
+# download (issue 6): fetch the demo project from the local archive the demo serves (ALMADELIVER_ARCHIVE)
+# into $OUT/download, from the plan the query step wrote (DEMO_PLAN), then run it again (a no-op).
 if [ -n "${DEMO_PLAN:-}" ] && [ -f "$DEMO_PLAN" ]; then
-  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download" ${DEMO_ARCHIVE:+--archive "$DEMO_ARCHIVE"}
-  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download" ${DEMO_ARCHIVE:+--archive "$DEMO_ARCHIVE"}
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
   DEMO_TREE=${DEMO_TREE:-$(find "$OUT/download" -mindepth 1 -maxdepth 1 -type d ! -name .almadeliver | head -1)}
 else
   echo; echo "==> download skipped: no project view yet (the serve/query steps set DEMO_PLAN)"
