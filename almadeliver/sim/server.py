@@ -13,6 +13,7 @@ import html
 import logging
 import secrets
 import socket
+import sys
 import sqlite3
 import tarfile
 import threading
@@ -302,6 +303,11 @@ class _Server(ThreadingHTTPServer):
         with self.sockets_lock:
             self.open_sockets.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up early (a killed or resumed download) is normal here, not a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def close_open_sockets(self) -> None:
         with self.sockets_lock:
