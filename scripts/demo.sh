@@ -16,6 +16,25 @@ echo "--- delivered tree (all tarballs of 2017.1.00123.S untarred into $OUT/deli
 mkdir -p "$OUT/delivered"
 for t in "$OUT"/archive/2017.1.00123.S/files/*.tar; do tar xf "$t" -C "$OUT/delivered"; done
 (cd "$OUT/delivered" && find 2017.1.00123.S -maxdepth 5 | sort | sed -e 's|[^/]*/|  |g')
+export DEMO_PROJECT=2017.1.00123.S
+# query (issue 5): the project view of the project the local archive serves, then the JSON plan that
+# download takes. The simulate/serve steps set DEMO_PROJECT and export ALMADELIVER_ARCHIVE (the URL of
+# `almadeliver serve`); until they have landed this step says it is skipped.
+if [ -n "${DEMO_PROJECT:-}" ] && [ -n "${ALMADELIVER_ARCHIVE:-}" ]; then
+  step almadeliver query "$DEMO_PROJECT"
+  step almadeliver query "$DEMO_PROJECT" --format json --output "$OUT/plan.json"
+  export DEMO_PLAN="$OUT/plan.json"
+else
+  echo; echo "==> query skipped: no local archive served yet (the simulate/serve steps set DEMO_PROJECT, ALMADELIVER_ARCHIVE)"
+fi
+
+# validate (issue 7): check the delivery tree the download step unpacked. The sim/download steps set
+# DEMO_TREE (e.g. "$OUT/download/<project>"); until they have landed this step says it is skipped.
+if [ -n "${DEMO_TREE:-}" ] && [ -d "$DEMO_TREE" ]; then
+  step almadeliver validate "$DEMO_TREE"
+else
+  echo; echo "==> validate skipped: no delivery tree yet (the simulate/download steps set DEMO_TREE)"
+fi
 
 echo
 echo "==> summary"

@@ -1,0 +1,39 @@
+import os
+
+from almadeliver.casa.diskspace import MB, DiskSampler, du_mb, estimate
+
+
+def _member(tmp_path, raw_bytes, extra=False):
+    member = tmp_path / "member.uid___A001_X1_X2"
+    (member / "raw" / "uid___A002_X1_X3.asdm.sdm").mkdir(parents=True)
+    (member / "script").mkdir()
+    with open(member / "raw" / "uid___A002_X1_X3.asdm.sdm" / "ASDM.xml", "wb") as fh:
+        fh.write(os.urandom(raw_bytes))
+    (member / "script" / "scriptForPI.py").write_text("")
+    if extra:
+        (member / "script" / "scriptForFluxCalibration.py").write_text("")
+    return member
+
+
+def test_levels_follow_scriptforpi(tmp_path):
+    est = estimate(_member(tmp_path, 3 * MB))
+    assert est.raw_mb == du_mb(tmp_path / "member.uid___A001_X1_X2" / "raw") >= 3
+    assert est.needs == {0: 11 * est.raw_mb, 1: 7 * est.raw_mb, 2: 3 * est.raw_mb, 3: 3 * est.raw_mb}
+    assert est.fits(-1) and est.need_mb(-1) == 0
+    assert est.best_level() == 0 and est.free_mb > 0
+
+
+def test_flux_script_adds_three_times_raw(tmp_path):
+    est = estimate(_member(tmp_path, MB, extra=True))
+    assert est.extra_scripts == ("scriptForFluxCalibration.py",)
+    assert est.need_mb(1) == 10 * est.raw_mb
+
+
+def test_sampler_sees_the_peak(tmp_path):
+    work = tmp_path / "calibrated"
+    work.mkdir()
+    with DiskSampler(work, interval=0.01) as sampler:
+        (work / "big").write_bytes(os.urandom(2 * MB))
+        sampler.sample()
+        (work / "big").unlink()
+    assert sampler.peak >= 2 * MB and sampler.last < MB
