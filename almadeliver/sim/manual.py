@@ -8,7 +8,6 @@ plots and text, logs and FITS products into the member folder, and remove calibr
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ids import Uid
-from ..packaging.tarballs import tree_entries, write_tar
+from ..packaging.tarballs import tree_entries, write_tgz
 from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
 CALTABLE_SUFFIXES = (".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
@@ -78,17 +77,6 @@ def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
             "CASAVERSION": plan.casa_version, "VISLIST": vislist, "PHCAL": plan.field("phase")["name"],
             "SPWLIST": ", ".join(str(i) for i in range(len(plan.spws)))}))
     (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), imaging_values(plan, mous)))
-
-
-def write_tgz(out: Path, entries: list[tuple[str, Path]]) -> Path:
-    """A deterministic .tgz: the deterministic tar, gzipped with a fixed header time."""
-    plain = out.with_name(out.name + ".tar")
-    write_tar(plain, entries)
-    with open(plain, "rb") as src, open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0,
-                                                                         filename="") as gz:
-        shutil.copyfileobj(src, gz)
-    plain.unlink()
-    return out
 
 
 # -- CASA side ---------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from ..ids import Uid
-from ..packaging.tarballs import tree_entries
-from .manual import edge_channels, template, write_tgz
+from ..packaging.tarballs import tree_entries, write_tgz
+from .manual import edge_channels, template
 from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
 FLAG_HEADER = """#
