@@ -10,6 +10,13 @@ step() { echo; echo "==> $*"; "$@"; steps+=("$1 ${2:-}"); }
 
 step almadeliver casa-info --check
 
+# simulate: a small ALMA project made with real CASA, written into the local archive folder
+step almadeliver simulate 2017.1.00123.S --out "$OUT/archive" --ebs 2
+echo "--- delivered tree (all tarballs of 2017.1.00123.S untarred into $OUT/delivered)"
+mkdir -p "$OUT/delivered"
+for t in "$OUT"/archive/2017.1.00123.S/files/*.tar; do tar xf "$t" -C "$OUT/delivered"; done
+(cd "$OUT/delivered" && find 2017.1.00123.S -maxdepth 5 | sort | sed -e 's|[^/]*/|  |g')
+export DEMO_PROJECT=2017.1.00123.S
 # query (issue 5): the project view of the project the local archive serves, then the JSON plan that
 # download takes. The simulate/serve steps set DEMO_PROJECT and export ALMADELIVER_ARCHIVE (the URL of
 # `almadeliver serve`); until they have landed this step says it is skipped.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
+from . import sim_cmds  # noqa: F401  (registers simulate)
 from . import query_cmds  # noqa: F401  (registers query)
 from . import download_cmds  # noqa: F401  (registers download)
 from . import serve_cmds  # noqa: F401  (registers serve)
