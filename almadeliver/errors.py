@@ -26,8 +26,8 @@ class UsageError(AlmadeliverError):
     exit_code = 2
 
 
-class IdentifierError(UsageError):
-    """A malformed project code, uid or tarball name."""
+class IdentifierError(AlmadeliverError):
+    """A malformed project code, uid or tarball name (exit 1, like any other bad input data)."""
 
 
 # -- archive: TAP, DataLink, project view -------------------------------------------------------

@@ -16,6 +16,35 @@ echo "--- delivered tree (all tarballs of 2017.1.00123.S untarred into $OUT/deli
 mkdir -p "$OUT/delivered"
 for t in "$OUT"/archive/2017.1.00123.S/files/*.tar; do tar xf "$t" -C "$OUT/delivered"; done
 (cd "$OUT/delivered" && find 2017.1.00123.S -maxdepth 5 | sort | sed -e 's|[^/]*/|  |g')
+export DEMO_PROJECT=2017.1.00123.S
+# query (issue 5): the project view of the project the local archive serves, then the JSON plan that
+# download takes. The simulate/serve steps set DEMO_PROJECT and export ALMADELIVER_ARCHIVE (the URL of
+# `almadeliver serve`); until they have landed this step says it is skipped.
+if [ -n "${DEMO_PROJECT:-}" ] && [ -n "${ALMADELIVER_ARCHIVE:-}" ]; then
+  step almadeliver query "$DEMO_PROJECT"
+  step almadeliver query "$DEMO_PROJECT" --format json --output "$OUT/plan.json"
+  export DEMO_PLAN="$OUT/plan.json"
+else
+  echo; echo "==> query skipped: no local archive served yet (the simulate/serve steps set DEMO_PROJECT, ALMADELIVER_ARCHIVE)"
+fi
+
+# download (issue 6): fetch the demo project from the local archive the demo serves (ALMADELIVER_ARCHIVE)
+# into $OUT/download, from the plan the query step wrote (DEMO_PLAN), then run it again (a no-op).
+if [ -n "${DEMO_PLAN:-}" ] && [ -f "$DEMO_PLAN" ]; then
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
+  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
+  DEMO_TREE=${DEMO_TREE:-$(find "$OUT/download" -mindepth 1 -maxdepth 1 -type d ! -name .almadeliver | head -1)}
+else
+  echo; echo "==> download skipped: no project view yet (the serve/query steps set DEMO_PLAN)"
+fi
+
+# validate (issue 7): check the delivery tree the download step unpacked. The sim/download steps set
+# DEMO_TREE (e.g. "$OUT/download/<project>"); until they have landed this step says it is skipped.
+if [ -n "${DEMO_TREE:-}" ] && [ -d "$DEMO_TREE" ]; then
+  step almadeliver validate "$DEMO_TREE"
+else
+  echo; echo "==> validate skipped: no delivery tree yet (the simulate/download steps set DEMO_TREE)"
+fi
 
 # restore: the delivery's own scriptForPI.py in modular CASA (disk plan first, then the run)
 MEMBER=$(ls -d "$OUT"/delivered/2017.1.00123.S/science_goal.*/group.*/member.* | head -n 1)

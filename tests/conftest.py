@@ -54,11 +54,14 @@ def simulated():
 
     def make(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
              group_12m_7m: bool = False, proprietary: bool = False) -> Path:
-        params = f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}|{version}"
-        key = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:12]}"
+        params = f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}"
+        stem = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
+        key = f"{stem}-{version}"
         final = SIM_CACHE / key
         if not (final / code / "catalogue.json").is_file():
             SIM_CACHE.mkdir(parents=True, exist_ok=True)
+            for stale in SIM_CACHE.glob(f"{stem}-*"):  # the same project made by older simulator code
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = SIM_CACHE / f".{key}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,

@@ -184,3 +184,59 @@ def test_cycle0_delivery_is_one_project_wide_set_attached_to_every_eb(simulated,
         assert (member / "calibration" / f"{eb.disk}.calibration").is_dir()
         assert (member / "script" / f"{eb.disk}.ms.scriptForCalibration.py").is_file()
     assert not list((member / "raw").glob("*.asdm.sdm")) and (member / "README").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_group_12m_7m_proprietary(simulated, unpack, tmp_path):
+    """Pipeline flavour, a 12m + 7m group, proprietary: the files the restore stage consumes."""
+    import ast
+    import tarfile
+
+    code = "2019.1.00456.S"
+    project = simulated(code, flavour="pipeline", group_12m_7m=True, proprietary=True)
+    cat = Catalogue.load(project)
+    plan = make_plan(code, flavour="pipeline", group_12m_7m=True, proprietary=True)
+    assert cat.proprietary and {r["data_rights"] for r in cat.obscore} == {"Proprietary"}
+    assert {r["schedblock_name"][-3:] for r in cat.obscore} == {"_TC", "_7m"}
+    assert len({r["member_ous_uid"] for r in cat.obscore}) == 2 and len({r["group_ous_uid"] for r in cat.obscore}) == 1
+    for f in cat.files:
+        DeliveryFileName.parse(f.name)
+    tree = unpack(project, tmp_path / "unpacked")
+    for mous in plan.mous:
+        member = tree / f"science_goal.{Uid(plan.sg_uid).disk}" / f"group.{Uid(plan.gous_uid).disk}" / f"member.{mous.disk}"
+        prefix = f"member.{mous.disk}"
+        cal = member / "calibration"
+        with tarfile.open(cal / f"{prefix}.session_1.caltables.tgz") as tar:
+            tables = {m.name.split("/")[0] for m in tar.getmembers()}
+        for eb in mous.ebs:
+            lines = (cal / f"{eb.disk}.ms.calapply.txt").read_text().splitlines()
+            assert len(lines) == 3
+            intents = set()
+            for line in lines:
+                call = ast.parse(line).body[0].value
+                assert call.func.id == "applycal"
+                kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+                assert kw["vis"] == f"{eb.disk}.ms" and set(kw["gaintable"]) <= tables
+                intents |= set(kw["intent"].split(","))
+            assert intents == {"BANDPASS", "AMPLITUDE", "PHASE", "TARGET"}
+            with tarfile.open(cal / f"{eb.disk}.ms.flagversions.tgz") as tar:
+                assert f"{eb.disk}.ms.flagversions/flags.Pipeline_Final" in tar.getnames()
+            assert (cal / f"{eb.disk}_flagtemplate.txt").read_text().startswith("#\n# User flagging commands")
+            assert (member / "raw" / f"{eb.disk}.asdm.sdm" / "ASDM.xml").is_file()
+        assert (cal / f"{prefix}.cont.dat").read_text().startswith("Field: ")
+        assert (cal / f"{prefix}.pipeline_manifest.xml").is_file()
+        log = (member / "log" / f"{prefix}.hifa_calimage.casa_commands.log").read_text()
+        tcleans = re.findall(r"^tclean\(.*?\)$", log, flags=re.S | re.M)
+        assert len(tcleans) == 2 and all("\n" in t for t in tcleans)   # calls spanning several lines
+        made = {re.search(r"imagename='([^']+)\.iter1'", t).group(1) for t in tcleans}
+        assert made == {p.name[:-len(".pbcor.fits")] for p in (member / "product").glob("*.pbcor.fits")}
+        for name in ("scriptForPI.py", "hifa_calimage.casa_pipescript.py",
+                     "hifa_calimage.casa_piperestorescript.py", "pprequest.xml"):
+            assert (member / "script" / f"{prefix}.{name}").is_file()
+    # our scriptForPI knows pipeline data needs hifa_restoredata (monolithic CASA --pipeline)
+    member = next(tree.glob("science_goal.*/group.*/member.*"))
+    script = next((member / "script").glob("*.scriptForPI.py"))
+    with pytest.raises(CasaError, match="ERROR: this MOUS was calibrated by the ALMA pipeline"):
+        run_in_casa("almadeliver.casa.legacy:run_script", {"script": str(script), "cwd": str(member / "script"),
+                                                           "variables": {"SPACESAVING": -1}},
+                    workdir=tmp_path / "run")

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
-from . import validate_cmds  # noqa: F401  (registers validate)
 from . import sim_cmds  # noqa: F401  (registers simulate)
+from . import query_cmds  # noqa: F401  (registers query)
+from . import download_cmds  # noqa: F401  (registers download)
+from . import serve_cmds  # noqa: F401  (registers serve)
+from . import package_cmds  # noqa: F401  (registers prepare, check, package, package-group)
+from . import validate_cmds  # noqa: F401  (registers validate)
 from . import restore_cmds  # noqa: F401  (registers restore)
 
 __all__ = ["app", "main"]

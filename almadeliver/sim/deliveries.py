@@ -23,7 +23,7 @@ from ..archive.obscore import COLUMN_NAMES
 from ..casa.runtime import run_in_casa
 from ..errors import UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
-from ..packaging.tarballs import tree_entries, write_tar
+from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember
 from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, make_plan
@@ -190,18 +190,13 @@ class _Builder:
         """The whole project as <project>_<date>_<m>_of_<n>.tar, attached to every EB: each EB is
         its own (pseudo) member OUS in ObsCore and DataLink lists the same tarballs for each."""
         root = self.tree / self.plan.code
-        entries = sorted(e for e in tree_entries(root, self.plan.code) if e[1].is_file())
+        entries = [e for e in tree_entries(root, self.plan.code) if e[1].is_file()]
         ids = [cycle0_mous_uid(self.plan, j) for j in range(len(self.plan.mous[0].ebs))]
-        size = sum(p.stat().st_size for _, p in entries)
-        chunks: list[list[tuple[str, Path]]] = [[] for _ in range(parts)]
-        acc = 0
-        for arc, p in entries:  # contiguous chunks of about equal size, tree order
-            chunks[min(parts - 1, int(acc * parts / max(size, 1)))].append((arc, p))
-            acc += p.stat().st_size
+        chunks = plan_parts(entries, tar_size(entries) // parts + (1 << 20))
         day = cycle0_date(self.plan)
         for m, chunk in enumerate(chunks, start=1):
-            self._add(cycle0_name(self.plan.code, day, m, parts), "#this", ids, chunk,
-                      description=f"Cycle 0 delivery of {self.plan.code}, part {m} of {parts}.")
+            self._add(cycle0_name(self.plan.code, day, m, len(chunks)), "#this", ids, chunk,
+                      description=f"Cycle 0 delivery of {self.plan.code}, part {m} of {len(chunks)}.")
         return ids
 
     # -- ObsCore -----------------------------------------------------------------------------------

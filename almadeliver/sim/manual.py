@@ -8,7 +8,6 @@ plots and text, logs and FITS products into the member folder, and remove calibr
 from __future__ import annotations
 
 import glob
-import gzip
 import os
 import re
 import shutil
@@ -18,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..ids import Uid
-from ..packaging.tarballs import tree_entries, write_tar
-from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan
+from ..packaging.tarballs import tree_entries, write_tgz
+from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
 CALTABLE_SUFFIXES = (".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
                      ".fluxscale", ".listobs", ".flagversions")
@@ -47,11 +46,11 @@ def bandpass_channels(spws: list[dict]) -> str:
     return ",".join(f"{i}:{s['nchan'] // 2 - 4}~{s['nchan'] // 2 + 3}" for i, s in enumerate(spws))
 
 
-def calibration_values(plan: ProjectPlan, eb_disk: str) -> dict[str, object]:
+def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
     bp = plan.field("bandpass")
     comp = bp["components"][0]
     return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "BPCAL": bp["name"],
-            "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": "DA41",
+            "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": refant(mous.array),
             "SPWS": ",".join(str(i) for i in range(len(plan.spws))), "EDGECHANNELS": edge_channels(plan.spws),
             "BPCHANNELS": bandpass_channels(plan.spws), "FLUXDENSITY": comp["flux_jy"], "SPIX": comp["spix"],
             "REFFREQ": f"{bp['ref_freq_hz'] / 1e9:.1f}GHz"}
@@ -71,24 +70,13 @@ def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
     (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
     for eb in mous.ebs:
         (script / f"{eb.disk}.ms.scriptForCalibration.py").write_text(
-            fill(template("scriptForCalibration.py.in"), calibration_values(plan, eb.disk)))
+            fill(template("scriptForCalibration.py.in"), calibration_values(plan, mous, eb.disk)))
     if len(mous.ebs) > 1:
         vislist = ", ".join(f"'{eb.disk}.ms.split.cal'" for eb in mous.ebs)
         (script / "scriptForFluxCalibration.py").write_text(fill(template("scriptForFluxCalibration.py.in"), {
             "CASAVERSION": plan.casa_version, "VISLIST": vislist, "PHCAL": plan.field("phase")["name"],
             "SPWLIST": ", ".join(str(i) for i in range(len(plan.spws)))}))
     (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), imaging_values(plan, mous)))
-
-
-def write_tgz(out: Path, entries: list[tuple[str, Path]]) -> Path:
-    """A deterministic .tgz: the deterministic tar, gzipped with a fixed header time."""
-    plain = out.with_name(out.name + ".tar")
-    write_tar(plain, entries)
-    with open(plain, "rb") as src, open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0,
-                                                                         filename="") as gz:
-        shutil.copyfileobj(src, gz)
-    plain.unlink()
-    return out
 
 
 # -- CASA side ---------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 
 from ..ids import Uid
-from ..packaging.tarballs import tree_entries
-from .manual import edge_channels, template, write_tgz
-from .plan import LINE_REST_HZ, MousPlan, ProjectPlan
+from ..packaging.tarballs import tree_entries, write_tgz
+from .manual import edge_channels, template
+from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
 FLAG_HEADER = """#
 # User flagging commands file for the calibration pipeline
@@ -52,7 +52,7 @@ def calapply_line(kwargs: dict) -> str:
 
 
 # -- CASA side ------------------------------------------------------------------------------------------
-def _calibrate(eb: str, plan: dict, commands: list[str]) -> tuple[list[str], list[dict]]:
+def _calibrate(eb: str, plan: dict, ref: str, commands: list[str]) -> tuple[list[str], list[dict]]:
     """Calibrate <EB>.ms in the current folder; returns the caltables and the applycal calls used."""
     import casatasks as ct
 
@@ -81,16 +81,16 @@ def _calibrate(eb: str, plan: dict, commands: list[str]) -> tuple[list[str], lis
          "amp": f"{vis}.hifa_timegaincal.s11_4.{tag}.solintinf.gacal.tbl",
          "flux": f"{vis}.hifa_gfluxscale.s10_1.{tag}.solintinf.fluxgaincal.tbl",
          "phinf": f"{vis}.hifa_timegaincal.s11_5.{tag}.solintinf.gpcal.tbl"}
-    run("gaincal", vis=vis, caltable=t["pre"], field=bp, spw=spws, solint="int", refant="DA41", calmode="p")
-    run("bandpass", vis=vis, caltable=t["bp"], field=bp, solint="inf", combine="scan", refant="DA41",
+    run("gaincal", vis=vis, caltable=t["pre"], field=bp, spw=spws, solint="int", refant=ref, calmode="p")
+    run("bandpass", vis=vis, caltable=t["bp"], field=bp, solint="inf", combine="scan", refant=ref,
         solnorm=True, bandtype="B", gaintable=[t["pre"]])
     commands.append("# hifa_timegaincal()")
-    run("gaincal", vis=vis, caltable=t["phint"], field=f"{bp},{ph}", solint="int", refant="DA41", calmode="p",
+    run("gaincal", vis=vis, caltable=t["phint"], field=f"{bp},{ph}", solint="int", refant=ref, calmode="p",
         gaintable=[t["bp"]])
-    run("gaincal", vis=vis, caltable=t["amp"], field=f"{bp},{ph}", solint="inf", refant="DA41", gaintype="T",
+    run("gaincal", vis=vis, caltable=t["amp"], field=f"{bp},{ph}", solint="inf", refant=ref, gaintype="T",
         calmode="a", gaintable=[t["bp"], t["phint"]])
     run("fluxscale", vis=vis, caltable=t["amp"], fluxtable=t["flux"], reference=bp)
-    run("gaincal", vis=vis, caltable=t["phinf"], field=f"{bp},{ph}", solint="inf", refant="DA41", calmode="p",
+    run("gaincal", vis=vis, caltable=t["phinf"], field=f"{bp},{ph}", solint="inf", refant=ref, calmode="p",
         gaintable=[t["bp"]])
     commands.append("# hifa_applycal()")
     calls = []
@@ -134,7 +134,7 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
         os.chdir(folder)
         os.symlink(member_p / "raw" / f"{disk}.asdm.sdm", disk)
         print(f"calibrating {disk} (pipeline)", flush=True)
-        tables, calls = _calibrate(disk, plan, commands)
+        tables, calls = _calibrate(disk, plan, refant(mous["array"]), commands)
         caltables += [folder / t for t in tables]
         (calibration / f"{disk}.ms.calapply.txt").write_text("".join(calapply_line(c) + "\n" for c in calls))
         write_tgz(calibration / f"{disk}.ms.flagversions.tgz",

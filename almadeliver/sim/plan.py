@@ -26,6 +26,11 @@ _CATEGORIES = [("Active galaxies", "Galaxy structure & evolution"),
                ("Disks and planet formation", "Disks around low-mass stars")]
 
 
+def refant(array: str) -> str:
+    """The reference antenna of an array (the first antenna observe.py names)."""
+    return "CM01" if array == "7m" else "DA41"
+
+
 def _hash(*parts: object) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
 
@@ -119,10 +124,11 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                                    start_mjd=round(start + (i * ebs + j) * SIDEREAL_DAY, 6),
                                    seed=int(_hash(code, "seed", i, j)[:8], 16)))
         suffix = "7m" if array == "7m" else ("TC" if i % 2 == 0 else "TE")
+        # 6 antennas for the 7m array: gaincal needs 4 baselines per antenna (minblperant)
         mous_plans.append(MousPlan(
             uid=ous_uid(code, "mous", i).archive, array=array,
             config="aca.cycle7.cfg" if array == "7m" else "alma.cycle0.compact.cfg",
-            antennas=4 if array == "7m" else 5, sb_name=f"{sb_base}_a_{i + 6:02d}_{suffix}", ebs=eb_plans))
+            antennas=6 if array == "7m" else 5, sb_name=f"{sb_base}_a_{i + 6:02d}_{suffix}", ebs=eb_plans))
     category, keyword = _CATEGORIES[int(h[6:8], 16) % len(_CATEGORIES)]
     target = _TARGETS[int(h[4:6], 16) % len(_TARGETS)]
     plan = ProjectPlan(

@@ -1,0 +1,109 @@
+"""download."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import urlsplit
+
+import typer
+
+from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session
+from ..archive.model import ProjectView
+from ..archive.projectview import query
+from ..archive.tap import Selection
+from ..errors import DiskSpaceError, UsageError
+from ..transfer.auth import get_credentials, login
+from ..transfer.download import TransferConfig, download
+from ..transfer.plan import DEFAULT_WHAT, check_space, make_plan, parse_what
+from .app import app, state
+
+
+def _view_file(path: Path) -> ProjectView:
+    if not path.is_file():
+        raise UsageError(f"plan file {path} not found", "write one with `almadeliver query ... --format json`")
+    try:
+        return ProjectView.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a project view ({exc})",
+                         "write one with `almadeliver query ... --format json`") from None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@app.command("download")
+def download_cmd(
+    targets: List[str] = typer.Argument(..., metavar="PROJECT|MOUS...|PLAN.json",
+                                        help="Project codes or MOUS uids, or a plan written by `query --format json`."),
+    dest: Path = typer.Option(..., "--dest", help="Folder that receives the delivery tree."),
+    archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
+                                          help="Mirror: eso, nrao, naoj or a URL."),
+    what: str = typer.Option(DEFAULT_WHAT, "--what", help="Comma-separated kinds: products,auxiliary,raw,readme."),
+    parallel: int = typer.Option(5, "--parallel", min=1, max=32, help="Connections per archive host."),
+    split: int = typer.Option(1, "--split", min=1, max=32, help="Fetch each large file as N ranges in parallel."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, counts and totals, and exit."),
+    keep_tars: bool = typer.Option(False, "--keep-tars", help="Keep each tarball after a verified extraction."),
+    no_untar: bool = typer.Option(False, "--no-untar", help="Download and verify the tarballs, do not unpack."),
+    user: Optional[str] = typer.Option(None, "--user", help="ALMA account for proprietary data (password asked, "
+                                                            "or keyring, or ALMA_PASSWORD)."),
+) -> None:
+    """Fetch what the project view lists and leave the standard delivery tree in DEST."""
+    kinds = parse_what(what)
+    session = make_session(parallel)
+    credentials = get_credentials(user) if user and not dry_run else None
+    if len(targets) == 1 and targets[0].endswith(".json"):
+        plan = make_plan(_view_file(Path(targets[0])), kinds, archive)
+        if credentials:
+            login(session, plan.archive, credentials, plan.hosts)
+    else:
+        client = ArchiveClient(archive, session=session)
+        if credentials:   # before the query, so DataLink answers for this identity
+            login(session, client.mirrors[0], credentials, {urlsplit(m).netloc for m in client.mirrors})
+        plan = make_plan(query(Selection.from_ids(targets), client), kinds)
+        if credentials:
+            session.auth.hosts |= plan.hosts
+    if not plan.files:
+        typer.echo(f"nothing to download ({what} of the given projects lists no file)")
+        return
+    if dry_run:
+        for f in plan.files:
+            typer.echo(f"{f.kind.value:<10} {_size(f.size):>9}  {f.name}")
+        kinds = {}
+        for f in plan.files:
+            kinds[f.kind.value] = kinds.get(f.kind.value, 0) + 1
+        typer.echo(f"{len(plan.files)} files ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
+                   f"{_size(plan.total_bytes)} from {plan.archive}; {plan.duplicates_dropped} duplicate listings dropped")
+        try:
+            space = check_space(plan, dest, untar=not no_untar)
+            typer.echo(f"space: {_size(space.needed)} still to write in {dest} "
+                       f"({_size(space.download_bytes)} download + {_size(space.unpack_bytes)} unpacked), "
+                       f"{_size(space.free_bytes)} free")
+        except DiskSpaceError as exc:
+            typer.echo(f"space: {exc}")
+        return
+    if plan.skipped_unreadable and not user:
+        typer.echo(f"note: {len(plan.skipped_unreadable)} files are proprietary; without --user they will fail",
+                   err=True)
+    config = TransferConfig(parallel=parallel, split=split, untar=not no_untar, keep_tars=keep_tars,
+                            progress=not state.quiet)
+    result = download(plan, dest, config, session)
+    fetched = [f for f in result.files if f.status == "fetched"]
+    already = [f for f in result.files if f.status == "already"]
+    extracted = sum(f.extracted for f in result.files if f.status != "failed")
+    rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds else 0.0
+    if not fetched and not result.failed and all(f.extracted or not f.name.endswith(".tar") or no_untar
+                                                 for f in already):
+        typer.echo(f"nothing to do: all {len(already)} files are already in {dest}")
+        return
+    typer.echo(f"fetched {len(fetched)} files, {_size(result.fetched_bytes)} in {result.seconds:.1f} s "
+               f"({rate:.0f} MB/s); {len(already)} already there; "
+               + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
+    for f in result.failed:
+        typer.echo(f"failed  {f.error}", err=True)
+    if result.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,101 @@
+"""The download journal: what is fetched, what is unpacked, so a killed run resumes where it stopped.
+
+It lives in ``DEST/.almadeliver/journal.json`` and is rewritten atomically (temporary file, then
+``os.replace``), so a run killed at any moment leaves either the old or the new journal.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+JOURNAL_DIR = ".almadeliver"
+JOURNAL_NAME = "journal.json"
+RESERVE_NAME = "journal.reserve"
+RESERVE_BYTES = 1 << 20
+SCHEMA = "almadeliver.journal/1"
+
+PARTIAL, DOWNLOADED, EXTRACTED = "partial", "downloaded", "extracted"
+
+
+@dataclass
+class FileEntry:
+    """One file of the plan: its state and, while partial, the byte ranges already on disk."""
+
+    size: int
+    state: str = PARTIAL                    # partial | downloaded | extracted
+    segments: list[list[int]] = field(default_factory=list)  # [start, end, done] per range, while partial
+    preallocated: bool = False              # the .part was preallocated (its size says nothing of progress)
+
+    def fetched(self) -> int:
+        return sum(done - start for start, _end, done in self.segments)
+
+
+class Journal:
+    """A thread-safe view of DEST/.almadeliver/journal.json."""
+
+    def __init__(self, dest: Path):
+        self.folder = Path(dest) / JOURNAL_DIR
+        self.path = self.folder / JOURNAL_NAME
+        self.lock = threading.RLock()   # the engine also holds it while it moves segment marks
+        self.files: dict[str, FileEntry] = {}
+        if self.path.is_file():
+            data = json.loads(self.path.read_text())
+            if data.get("schema") == SCHEMA:
+                self.files = {name: FileEntry(**entry) for name, entry in data["files"].items()}
+
+    def entry(self, name: str, size: int) -> FileEntry:
+        """The entry of ``name``; a new one if unknown or if the archive's size changed."""
+        with self.lock:
+            e = self.files.get(name)
+            if e is None or e.size != size:
+                e = self.files[name] = FileEntry(size=size)
+            return e
+
+    def state(self, name: str, size: int) -> str | None:
+        with self.lock:
+            e = self.files.get(name)
+            return e.state if e is not None and e.size == size else None
+
+    def set_state(self, name: str, size: int, state: str) -> None:
+        with self.lock:
+            e = self.files.setdefault(name, FileEntry(size=size))
+            e.size, e.state = size, state
+            if state != PARTIAL:
+                e.segments, e.preallocated = [], False
+        self.save()
+
+    def reserve(self) -> None:
+        """Set aside room for the journal, given back when the disk fills so progress is still recorded."""
+        reserve = self.folder / RESERVE_NAME
+        if not reserve.exists():
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with open(reserve, "wb") as fh:
+                    os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)
+            except OSError:
+                reserve.unlink(missing_ok=True)
+
+    def save(self) -> bool:
+        """Write the journal atomically (safe to call from any thread); False if the disk is full."""
+        with self.lock:
+            text = json.dumps({"schema": SCHEMA, "files": {n: asdict(e) for n, e in self.files.items()}})
+            tmp = self.path.with_name(f"{JOURNAL_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
+            for _attempt in range(2):
+                try:
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    tmp.write_text(text)
+                    os.replace(tmp, self.path)
+                    return True
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    reserve = self.folder / RESERVE_NAME      # the disk is full: use the room set aside
+                    if not reserve.exists():
+                        return False
+                    reserve.unlink()
+            return False
