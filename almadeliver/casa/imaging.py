@@ -1,0 +1,681 @@
+"""Re-imaging a restored delivery: the delivered tclean calls, the user's overrides, CASA per image.
+
+Pipeline deliveries: the product tclean calls come from ``log/<MOUS>.casa_commands.log`` (literal
+parser, never eval); each becomes an ``ImagingJob`` (the call with vis pointed at the restored MSs
+and the overrides applied, plus ALMA's product names for the exported FITS). Manual deliveries:
+``script/scriptForImaging.py`` runs through the legacy shim with ``tclean`` wrapped so that every
+call it makes gets the same overrides (see ``run_script_images``).
+
+Everything up to ``plan_images`` needs no CASA; spw and field are checked against what the delivery
+imaged before any CASA process starts.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..delivery.calls import TaskCall
+from ..delivery.commandslog import product_tclean_calls, read_commands
+from ..errors import TreeError, UsageError
+
+_EB_RE = re.compile(r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+")
+_SPECMODES = ("cube", "mfs", "cont")
+
+
+# -- overrides ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Overrides:
+    """What the user changes (None = keep the delivered value); spw/field/specmode select images."""
+
+    robust: float | None = None
+    uvtaper: str | None = None
+    niter: int | None = None
+    threshold: str | None = None
+    nbin: int | None = None
+    width: str | None = None
+    spw: str | None = None
+    field: str | None = None
+    specmode: str | None = None
+    cell: str | None = None
+    imsize: int | None = None
+    contsub: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nbin is not None and self.width is not None:
+            raise UsageError("--nbin and --width both set", "give one of them")
+        if self.nbin is not None and self.nbin < 1:
+            raise UsageError(f"--nbin {self.nbin} is not a positive channel count", "use e.g. --nbin 2")
+        if self.specmode is not None and self.specmode not in _SPECMODES:
+            raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
+        for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
+            value = getattr(self, name)
+            if value is not None and _quantity(value, unit) is None:
+                raise UsageError(f"--{name} {value!r} is not a quantity in {unit} units",
+                                 f"e.g. --{name} 0.5{unit if unit != 'Jy' else 'mJy'}")
+        if self.width is not None and not str(self.width).lstrip("-").isdigit() \
+                and _quantity(self.width, "Hz") is None and _quantity(self.width, "km/s") is None:
+            raise UsageError(f"--width {self.width!r} is neither a channel count nor a frequency or "
+                             "velocity width", "e.g. --width 2, --width 1.2MHz or --width 0.5km/s")
+
+    def changes(self) -> dict[str, Any]:
+        """The options the user set (for the record)."""
+        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+    @property
+    def spws(self) -> list[str] | None:
+        return _split(self.spw) if self.spw else None
+
+    @property
+    def fields(self) -> list[str] | None:
+        return _split(self.field) if self.field else None
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in str(text).split(",") if p.strip()]
+
+
+def _quantity(text: Any, unit: str):
+    """``text`` as an astropy Quantity convertible to ``unit``, else None."""
+    from astropy import units as u
+
+    try:
+        q = u.Quantity(str(text).strip())
+        q.to(unit, equivalencies=u.spectral())
+        return q
+    except (TypeError, ValueError, u.UnitsError):
+        return None
+
+
+def _format_quantity(value: float, unit) -> str:
+    return f"{value:.12g}{unit.to_string().replace(' ', '')}"
+
+
+# -- spw strings ---------------------------------------------------------------------------------------
+def spw_ids(spw: Any) -> list[str]:
+    """The spw ids in a tclean spw= value: '0', '0,1', '17:90.1~90.2GHz;90.5~90.6GHz', or a list of them."""
+    items = spw if isinstance(spw, (list, tuple)) else [spw]
+    ids: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            m = re.match(r"\s*(\d+)", part)
+            if m and m.group(1) not in ids:
+                ids.append(m.group(1))
+    return ids
+
+
+def _narrow_spw(spw: Any, keep: set[str]) -> Any:
+    """``spw`` with only the spws in ``keep`` (channel ranges kept), same shape (str or list)."""
+    def one(item: str) -> str:
+        return ",".join(p for p in str(item).split(",")
+                        if (m := re.match(r"\s*(\d+)", p)) and m.group(1) in keep)
+    return [one(i) for i in spw] if isinstance(spw, (list, tuple)) else one(spw)
+
+
+# -- the job ---------------------------------------------------------------------------------------------
+@dataclass
+class ImagingJob:
+    """One image to make: the tclean call as it will run, where it came from, and its FITS names."""
+
+    name: str                       # product base name, e.g. <MOUS>.src_sci.spw0.cube.I
+    source: str                     # e.g. uid___A001_X1_X2.casa_commands.log:12
+    field: str
+    spws: list[str]
+    kind: str                       # cube, mfs or cont (ALMA's product naming)
+    tclean: dict[str, Any]          # the exact tclean arguments (vis rewritten, overrides applied)
+    exports: dict[str, str]         # CASA image suffix (after imagename) -> FITS file name
+    delivered: dict[str, str | None] = field(default_factory=dict)  # FITS name -> delivered product
+    changed: dict[str, Any] = field(default_factory=dict)            # tclean args the overrides changed
+    contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
+
+    @property
+    def imagename(self) -> str:
+        return self.tclean["imagename"]
+
+
+def product_name(imagename: str) -> str:
+    """ALMA's product base for a pipeline imagename: the stage token and ``.iterN`` dropped.
+
+    ``uid___A001_X1_X3.s36_0.src_sci.spw0.cube.I.iter1`` -> ``uid___A001_X1_X3.src_sci.spw0.cube.I``
+    """
+    base = Path(str(imagename)).name
+    base = re.sub(r"\.iter\d+$", "", base)
+    return re.sub(r"\.s\d+(?:_\d+)*\.", ".", base, count=1)
+
+
+def image_kind(call: TaskCall) -> str:
+    """cube, mfs or cont: from the name token the pipeline writes, else from specmode and the spws."""
+    name = str(call.kwargs.get("imagename", ""))
+    for kind in ("cube", "cont", "mfs"):
+        if f".{kind}." in name or name.endswith(f".{kind}"):
+            return kind
+    if call.kwargs.get("specmode", "mfs") == "cube":
+        return "cube"
+    return "cont" if len(spw_ids(call.kwargs.get("spw", ""))) > 1 else "mfs"
+
+
+def export_names(base: str, tclean: dict[str, Any]) -> dict[str, str]:
+    """CASA image suffix -> ALMA product FITS name (pbcor and pb; mtmfs carries tt0)."""
+    if tclean.get("deconvolver") == "mtmfs" and int(tclean.get("nterms", 2) or 2) > 1:
+        return {".image.tt0.pbcor": f"{base}.tt0.pbcor.fits", ".pb.tt0": f"{base}.pb.tt0.fits"}
+    return {".image.pbcor": f"{base}.pbcor.fits", ".pb": f"{base}.pb.fits"}
+
+
+def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tclean arguments with the overrides applied, and the ones that changed (old, new)."""
+    new = dict(tclean)
+    if ov.robust is not None:
+        if not str(new.get("weighting", "")).startswith("briggs"):
+            new["weighting"] = "briggs"
+        new["robust"] = float(ov.robust)
+    if ov.uvtaper is not None:
+        new["uvtaper"] = [ov.uvtaper]
+    if ov.niter is not None:
+        new["niter"] = int(ov.niter)
+    if ov.threshold is not None:
+        new["threshold"] = ov.threshold
+    if ov.cell is not None:
+        new["cell"] = ov.cell
+    if ov.imsize is not None:
+        new["imsize"] = [int(ov.imsize), int(ov.imsize)]
+    if kind == "cube" and (ov.nbin is not None or ov.width is not None):
+        new.update(rebin(new, nbin=ov.nbin, width=ov.width))
+    changed = {k: [tclean.get(k), v] for k, v in new.items() if tclean.get(k) != v}
+    return new, changed
+
+
+def rebin(tclean: dict[str, Any], nbin: int | None = None, width: str | None = None) -> dict[str, Any]:
+    """New start/width/nchan for a cube binned by ``nbin`` channels or set to ``width``.
+
+    ``width`` may be a channel count or a quantity (frequency or velocity). ``nchan`` shrinks by the
+    same factor (floor) and a quantity ``start`` moves by half the width change, so the first new
+    channel still begins where the first delivered channel began. Unknown factors give nchan=-1.
+    """
+    old_w, nchan, start = tclean.get("width", ""), tclean.get("nchan", -1), tclean.get("start", "")
+    old_q = None if _is_channels(old_w) else _quantity(old_w, "Hz") or _quantity(old_w, "km/s")
+    out: dict[str, Any] = {}
+    factor: float | None
+    if nbin is not None:
+        factor = float(nbin)
+        if old_q is not None:
+            out["width"] = _format_quantity(old_q.value * nbin, old_q.unit)
+        else:
+            out["width"] = int(old_w or 1) * nbin
+    else:
+        w = str(width).strip()
+        if w.lstrip("-").isdigit():
+            out["width"] = int(w)
+            factor = int(w) / int(old_w or 1) if _is_channels(old_w) else None
+        else:
+            new_q = _quantity(w, "Hz") or _quantity(w, "km/s")
+            out["width"] = w
+            try:
+                factor = abs(float((new_q / old_q).decompose())) if old_q is not None else None
+            except Exception:  # velocity against frequency: not a plain ratio
+                factor = None
+    if isinstance(nchan, int) and nchan > 0:
+        out["nchan"] = max(1, int(math.floor(nchan / factor + 1e-9))) if factor else -1
+    start_q = _quantity(start, "Hz") or _quantity(start, "km/s") if start not in ("", None) else None
+    new_q = None if _is_channels(out["width"]) else _quantity(out["width"], "Hz") or _quantity(out["width"], "km/s")
+    if start_q is not None and old_q is not None and new_q is not None:
+        try:
+            shift = (new_q - old_q).to(start_q.unit) / 2
+            out["start"] = _format_quantity((start_q + shift).value, start_q.unit)
+        except Exception:
+            pass  # velocity start with frequency width: keep the delivered start
+    return out
+
+
+def _is_channels(width: Any) -> bool:
+    return isinstance(width, int) or str(width).strip().lstrip("-").isdigit() or str(width).strip() == ""
+
+
+# -- the delivery ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Restored:
+    """The restored MSs of a member: one per EB, and the combined manual calibrated.ms if present."""
+
+    by_eb: dict[str, Path]
+    combined: Path | None
+
+
+def restored_mss(member: Path) -> Restored:
+    """Restored MSs under calibrated/: working/<EB>.ms (pipeline ids) first, else <EB>.ms.split.cal."""
+    cal = Path(member) / "calibrated"
+    by_eb: dict[str, Path] = {}
+    for pattern in ("*.ms.split.cal", "*.ms", "working/*.ms"):  # later patterns win
+        for ms in sorted(cal.glob(pattern)):
+            m = _EB_RE.match(ms.name)
+            if m and ms.is_dir():
+                by_eb[m.group(0)] = ms
+    combined = next((p for p in (cal / "calibrated_final.ms", cal / "calibrated.ms") if p.is_dir()), None)
+    return Restored(by_eb, combined)
+
+
+def commands_log(member: Path) -> Path | None:
+    logs = sorted((Path(member) / "log").glob("*casa_commands.log"))
+    return logs[0] if logs else None
+
+
+def imaging_script(member: Path) -> Path | None:
+    found = sorted((Path(member) / "script").glob("*scriptForImaging.py"))
+    return found[0] if found else None
+
+
+def member_source(member: Path, source: str = "auto") -> str:
+    """pipeline or script: what the images are re-made from (``auto``: the commands log if present)."""
+    member = Path(member)
+    if not member.is_dir():
+        raise UsageError(f"{member} is not a folder", "give the member.uid___... folder of a delivery")
+    log, script = commands_log(member), imaging_script(member)
+    if source == "pipeline" or (source == "auto" and log):
+        if not log:
+            raise TreeError(f"{member}/log has no casa_commands.log", "use --from script for manual deliveries")
+        return "pipeline"
+    if source in ("script", "auto"):
+        if not script:
+            raise TreeError(f"{member} has neither log/*casa_commands.log nor script/scriptForImaging.py",
+                            "is this a member folder of a delivery?")
+        return "script"
+    raise UsageError(f"--from {source} is unknown", "use auto, pipeline or script")
+
+
+def rewrite_vis(vis: Any, restored: Restored, member: Path) -> list[str]:
+    """The pipeline's vis names pointed at the restored MSs (matched by EB uid)."""
+    out: list[str] = []
+    for v in (vis if isinstance(vis, (list, tuple)) else [vis]):
+        m = _EB_RE.search(str(v))
+        if m and m.group(0) in restored.by_eb:
+            ms = str(restored.by_eb[m.group(0)])
+        elif m is None and restored.combined is not None:
+            ms = str(restored.combined)
+        else:
+            raise TreeError(f"no restored MS for {v} under {Path(member) / 'calibrated'}",
+                            f"restore the data first: almadeliver restore {member}")
+        if ms not in out:
+            out.append(ms)
+    return out
+
+
+def delivered_product(member: Path, fits_name: str) -> Path | None:
+    for cand in (Path(member) / "product" / fits_name, Path(member) / "product" / (fits_name + ".gz")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Overrides,
+                    restored: Restored | None = None, check_vis: bool = True) -> list[ImagingJob]:
+    """ImagingJobs for the product tclean calls, selected and overridden; refuses unknown spw/field."""
+    member = Path(member)
+    calls = product_tclean_calls(list(calls))
+    if not calls:
+        raise TreeError(f"{source} holds no product tclean call (no imagename ending .iter1)",
+                        "is this the pipeline's casa_commands.log?")
+    _check_selection(calls, ov, source)
+    jobs: list[ImagingJob] = []
+    for call in calls:
+        kind = image_kind(call)
+        fieldname = str(call.kwargs.get("field", ""))
+        spws = spw_ids(call.kwargs.get("spw", ""))
+        if ov.fields and fieldname not in ov.fields:
+            continue
+        if ov.specmode and kind != ov.specmode:
+            continue
+        name = product_name(call.kwargs["imagename"])
+        kw = dict(call.kwargs)
+        if ov.spws:
+            keep = [s for s in spws if s in ov.spws]
+            if not keep:
+                continue
+            if keep != spws:
+                kw["spw"] = _narrow_spw(kw.get("spw", ""), set(keep))
+                name = re.sub(r"\.spw[\d_]+\.", f".spw{'_'.join(keep)}.", name, count=1)
+                spws = keep
+        kw["imagename"] = name + ".iter1"
+        kw["pbcor"] = True
+        if check_vis:
+            kw["vis"] = rewrite_vis(kw.get("vis", ""), restored or restored_mss(member), member)
+        kw, changed = apply_overrides(kw, kind, ov)
+        exports = export_names(name, kw)
+        jobs.append(ImagingJob(
+            name=name, source=f"{source}:{call.line}", field=fieldname, spws=spws, kind=kind, tclean=kw,
+            exports=exports, changed=changed,
+            delivered={f: (str(p) if (p := delivered_product(member, f)) else None) for f in exports.values()},
+        ))
+    if not jobs:
+        raise UsageError("the selection leaves no image to make",
+                         f"run almadeliver image {member} --list to see the delivered images")
+    if (ov.nbin is not None or ov.width is not None) and not any(j.kind == "cube" for j in jobs):
+        raise UsageError("--nbin/--width apply to cubes, and no cube is selected",
+                         "drop --nbin/--width or select a cube (--specmode cube)")
+    return jobs
+
+
+def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
+    """Refuse spws and fields the delivery did not image (checked before any CASA starts)."""
+    known_spws = sorted({s for c in calls for s in spw_ids(c.kwargs.get("spw", ""))}, key=int)
+    known_fields = sorted({str(c.kwargs.get("field", "")) for c in calls})
+    for spw in ov.spws or []:
+        if spw not in known_spws:
+            raise UsageError(f"spw {spw} is not among the imaged spws of this delivery ({', '.join(known_spws)})",
+                             "pick one of those with --spw (the ids in the product file names)")
+    for name in ov.fields or []:
+        if name not in known_fields:
+            raise UsageError(f"field {name!r} is not among the imaged fields of this delivery "
+                             f"({', '.join(known_fields)})", "pick one of those with --field")
+
+
+def plan_images(member: Path, overrides: Overrides | None = None, source: str = "auto") -> list[ImagingJob]:
+    """The images a re-run will make (pipeline: one job per product tclean call). No CASA runs."""
+    member = Path(member)
+    ov = overrides or Overrides()
+    if member_source(member, source) != "pipeline":
+        raise UsageError("this delivery was imaged by scriptForImaging.py, not the pipeline",
+                         "use run_script_images (almadeliver image runs it for you)")
+    log = commands_log(member)
+    assert log is not None
+    jobs = jobs_from_calls(read_commands(log), member, log.name, ov)
+    if ov.contsub:
+        _attach_contsub(jobs, member)
+    return jobs
+
+
+# -- continuum subtraction (--contsub) ------------------------------------------------------------------
+def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
+    """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges."""
+    from ..delivery.contdat import read_contdat
+
+    found = sorted((Path(member) / "calibration").glob("*cont.dat"))
+    if not found:
+        raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat")
+    ranges = contdat_ranges(read_contdat(found[0]))
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for job in jobs:
+        if job.kind != "cube":
+            continue
+        spw_ranges = {s: ranges.get(job.field, {}).get(s) for s in job.spws}
+        missing = [s for s, r in spw_ranges.items() if not r]
+        if missing:
+            raise TreeError(f"{found[0].name} has no continuum range for field {job.field!r} spw {', '.join(missing)}",
+                            "add the ranges to cont.dat, or image without --contsub")
+        new_vis = []
+        for vis in job.tclean["vis"]:
+            run = runs.setdefault((vis, job.field), {
+                "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
+                "ranges_ghz_lsrk": {}})
+            run["ranges_ghz_lsrk"].update(spw_ranges)
+            job.contsub.append(run)
+            new_vis.append(run["outputvis"])
+        job.changed["vis"] = [job.tclean["vis"], new_vis]
+        job.tclean["vis"] = new_vis
+
+
+def contdat_ranges(contdat: Any) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """field -> spw -> [(lo, hi) GHz LSRK] from the parsed cont.dat."""
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in contdat.ranges:
+        out.setdefault(r.field, {}).setdefault(str(r.spw), []).append((r.lo_ghz, r.hi_ghz))
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageStats:
+    """What the comparison table shows for one FITS image."""
+
+    bmaj_arcsec: float | None
+    bmin_arcsec: float | None
+    bpa_deg: float | None
+    rms: float
+    peak: float
+    nchan: int
+    unit: str
+
+
+@dataclass
+class Comparison:
+    """One new product beside the delivered one (``max_diff``: max |new - delivered| / delivered peak)."""
+
+    fits: str
+    new: ImageStats
+    delivered: ImageStats | None
+    max_diff: float | None
+
+
+@dataclass
+class ImagingResult:
+    out: Path
+    record: Path
+    table: Path
+    jobs: list[ImagingJob]
+    comparisons: list[Comparison]
+    failures: dict[str, str]
+
+
+def image_stats(path: Path) -> ImageStats:
+    """Beam (header BMAJ/BMIN/BPA, else the median of a BEAMS table), MAD rms and peak of a FITS image."""
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        head, data = hdul[0].header, np.asarray(hdul[0].data, dtype=float)
+        if "BMAJ" in head:
+            bmaj, bmin, bpa = head["BMAJ"] * 3600, head["BMIN"] * 3600, head["BPA"]
+        elif "BEAMS" in hdul:
+            beams = hdul["BEAMS"].data
+            bmaj, bmin, bpa = (float(np.median(beams[c])) for c in ("BMAJ", "BMIN", "BPA"))
+        else:
+            bmaj = bmin = bpa = None
+        nchan = int(head.get("NAXIS3", 1)) if head.get("NAXIS", 2) >= 3 else 1
+        unit = str(head.get("BUNIT", ""))
+    finite = data[np.isfinite(data)]
+    rms = float(1.4826 * np.median(np.abs(finite - np.median(finite)))) if finite.size else float("nan")
+    peak = float(finite.max()) if finite.size else float("nan")
+    return ImageStats(bmaj, bmin, bpa, rms, peak, nchan, unit)
+
+
+def max_difference(new: Path, delivered: Path) -> float | None:
+    """max |new - delivered| over pixels finite in both, in units of the delivered peak; None if shapes differ."""
+    import numpy as np
+    from astropy.io import fits
+
+    a = np.asarray(fits.getdata(new), dtype=float)
+    b = np.asarray(fits.getdata(delivered), dtype=float)
+    if a.shape != b.shape:
+        return None
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return None
+    return float(np.max(np.abs(a[ok] - b[ok])) / np.max(np.abs(b[ok])))
+
+
+def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
+    """A row per exported pbcor image: new stats beside the delivered product's."""
+    rows = []
+    for job in jobs:
+        for fits_name in job.exports.values():
+            if ".pbcor." not in fits_name or not (Path(out) / fits_name).is_file():
+                continue
+            new = Path(out) / fits_name
+            old = job.delivered.get(fits_name)
+            rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
+                                   max_difference(new, Path(old)) if old else None))
+    return rows
+
+
+def new_out_folder(member: Path, out: Path | None) -> Path:
+    """A new folder for the images: ``--out`` (must not hold anything yet) or member/reimage[.N]."""
+    member = Path(member).resolve()
+    if out is None:
+        out = member / "reimage"
+        n = 1
+        while out.exists():
+            n += 1
+            out = member / f"reimage.{n}"
+    out = Path(out).resolve()
+    if out == member / "product" or member / "product" in out.parents:
+        raise UsageError(f"--out {out} is inside product/", "product/ is never written; choose another folder")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} already holds files", "give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
+               on_done: Callable[[ImagingJob, str | None], None] | None = None,
+               overrides: Overrides | None = None) -> ImagingResult:
+    """Run every job (one CASA child per image, ``workers`` at a time), export FITS, compare, record.
+
+    Continuum subtraction runs first (once per output MS). A failed job does not stop the others;
+    its error is in ``failures``.
+    """
+    from .runtime import run_in_casa
+
+    out = Path(out).resolve()
+    workers = max(1, workers or min(len(jobs), os.cpu_count() or 1))
+    failures: dict[str, str] = {}
+
+    contsubs = {c["outputvis"]: c for j in jobs for c in j.contsub}
+    if contsubs:
+        with ThreadPoolExecutor(workers) as pool:
+            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:contsub_child", {"run": c},
+                                     workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
+                    for vis, c in contsubs.items()}
+            for vis, fut in done.items():
+                try:
+                    fut.result()
+                except Exception as exc:  # noqa: BLE001  (reported per image below)
+                    failures[vis] = str(exc)
+
+    def one(job: ImagingJob) -> str | None:
+        bad = [c["outputvis"] for c in job.contsub if c["outputvis"] in failures]
+        if bad:
+            return f"continuum subtraction failed: {failures[bad[0]]}"
+        try:
+            run_in_casa("almadeliver.casa.imaging:tclean_child",
+                        {"tclean": job.tclean, "exports": job.exports, "out": str(out)},
+                        workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
+        except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for job, error in zip(jobs, pool.map(one, jobs)):
+            if error:
+                failures[job.name] = error
+            if on_done:
+                on_done(job, error)
+    comparisons = compare(out, [j for j in jobs if j.name not in failures])
+    record, table = write_record(out, jobs, comparisons, failures, overrides)
+    return ImagingResult(out, record, table, jobs, comparisons, failures)
+
+
+def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison],
+                 failures: dict[str, str], overrides: Overrides | None = None) -> tuple[Path, Path]:
+    """``image_record.json`` (exact parameters per image) and ``comparison.tsv``."""
+    out = Path(out)
+    record = out / "image_record.json"
+    record.write_text(json.dumps({
+        "overrides": (overrides or Overrides()).changes(),
+        "images": [{**asdict(j), "failed": failures.get(j.name)} for j in jobs],
+        "comparison": [asdict(c) for c in comparisons],
+    }, indent=2, default=str) + "\n")
+    table = out / "comparison.tsv"
+    table.write_text("\n".join(["\t".join(COMPARISON_COLUMNS)] + ["\t".join(r) for r in comparison_rows(comparisons)]) + "\n")
+    return record, table
+
+
+COMPARISON_COLUMNS = ("image", "beam new (arcsec x arcsec, deg)", "beam delivered", "rms new", "rms delivered",
+                      "peak new", "peak delivered", "nchan new/delivered", "max |diff|/peak")
+
+
+def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
+    def beam(s: ImageStats | None) -> str:
+        if s is None or s.bmaj_arcsec is None:
+            return "-"
+        return f"{s.bmaj_arcsec:.3f} x {s.bmin_arcsec:.3f}, {s.bpa_deg:.1f}"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    rows = []
+    for c in comparisons:
+        d = c.delivered
+        rows.append((c.fits, beam(c.new), beam(d), num(c.new.rms), num(d.rms if d else None),
+                     num(c.new.peak), num(d.peak if d else None),
+                     f"{c.new.nchan}/{d.nchan if d else '-'}", num(c.max_diff)))
+    return rows
+
+
+# -- in the CASA child ---------------------------------------------------------------------------------
+def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> dict[str, Any]:
+    """tclean (arguments this CASA does not know are dropped and reported), then exportfits."""
+    import inspect
+
+    from casatasks import exportfits
+    from casatasks import tclean as casa_tclean
+    from casatools import table
+
+    known = set(inspect.signature(casa_tclean).parameters)
+    kwargs = {k: v for k, v in tclean.items() if k in known}
+    dropped = sorted(set(tclean) - known)
+    if str(kwargs.get("datacolumn", "")).lower() == "corrected":
+        tb = table()
+        tb.open(kwargs["vis"][0] if isinstance(kwargs["vis"], list) else kwargs["vis"])
+        if "CORRECTED_DATA" not in tb.colnames():
+            kwargs["datacolumn"] = "data"  # restored split MSs carry the calibrated data in DATA
+        tb.close()
+    for stale in Path(".").glob(kwargs["imagename"] + ".*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    casa_tclean(**kwargs)
+    written = []
+    for suffix, fits_name in exports.items():
+        image = kwargs["imagename"] + suffix
+        if not Path(image).is_dir():
+            raise RuntimeError(f"tclean made no {image}")
+        target = Path(out) / fits_name
+        exportfits(imagename=image, fitsimage=str(target), overwrite=True, dropdeg=False)
+        written.append(str(target))
+    return {"dropped": dropped, "fits": written}
+
+
+def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
+    """uvcontsub of one MS and field, fitted on channels whose LSRK frequency lies in cont.dat's ranges."""
+    from casatasks import uvcontsub
+    from casatools import ms as mstool
+
+    ms = mstool()
+    ms.open(run["vis"])
+    fitspec = []
+    for spw, ranges in run["ranges_ghz_lsrk"].items():
+        freqs = [f / 1e9 for f in ms.cvelfreqs(spwids=[int(spw)], mode="channel", outframe="LSRK")]
+        chans = [i for i, f in enumerate(freqs) if any(lo <= f <= hi for lo, hi in ranges)]
+        if not chans:
+            raise RuntimeError(f"no channel of spw {spw} lies in the cont.dat ranges {ranges}")
+        fitspec.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
+    ms.close()
+    Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
+    if Path(run["outputvis"]).exists():
+        shutil.rmtree(run["outputvis"])
+    # no spw selection: the output keeps the delivered spw ids (spws without ranges are fitted on all channels)
+    uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
+              fitorder=1)
+    return {"fitspec": ",".join(fitspec)}
+
+
+def _runs(chans: list[int]) -> list[tuple[int, int]]:
+    """[0,1,2,5,6] -> [(0,2),(5,6)]"""
+    runs: list[tuple[int, int]] = []
+    for c in sorted(chans):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    return runs
