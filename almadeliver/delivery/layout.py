@@ -1,0 +1,356 @@
+"""The standard delivery tree and the staff reduction area: one walk, then members, flavours and EB lists.
+
+``scan(path)`` walks a tree once (os.scandir) into a ``TreeIndex``; ``find_members(path)`` and
+``find_staff_areas(path)`` read that index. Restore and package import these.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from ..errors import TreeError, UsageError
+from ..ids import ProjectCode, Uid, is_project_code, raw_name
+
+UID_RE = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
+_MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
+_OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
+_CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
+_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>X[0-9a-fA-F]+)$")
+_EB_PREFIX_RE = re.compile(rf"^(?P<uid>{UID_RE})")
+_MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
+
+
+class Flavour(str, Enum):
+    CYCLE0 = "cycle0"          # Cycle 0: calibrated/ and raw/*.ms.split delivered
+    MANUAL = "manual"          # Cycle 1-3 manual calibration: <EB>.ms.scriptForCalibration.py
+    PIPELINE = "pipeline"      # Cycle 4 on (some earlier): casa_piperestorescript, calapply.txt, caltables.tgz
+    STAFF = "staff-area"       # observatory reduction area: <MOUS>/Calibration_X*/, Combination/, Imaging/
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class Listing:
+    """One folder of the index: file sizes, sub-folders, symlinks (name -> target exists)."""
+
+    files: dict[str, int] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)
+    links: dict[str, bool] = field(default_factory=dict)
+    in_table: bool = False     # inside a CASA table (MS, caltable): sizes are not read
+
+    def names(self) -> list[str]:
+        return [*self.files, *self.dirs, *self.links]
+
+
+@dataclass
+class TreeIndex:
+    """Every folder under ``root`` keyed by its path relative to root ('' is root itself)."""
+
+    root: Path
+    dirs: dict[str, Listing] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def n_files(self) -> int:
+        return sum(len(d.files) + len(d.links) for d in self.dirs.values())
+
+    def get(self, rel: str) -> Listing:
+        return self.dirs.get(rel) or Listing()
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel if rel else self.root
+
+    def under(self, rel: str):
+        """(rel, Listing) for rel and every folder below it."""
+        prefix = rel + "/" if rel else ""
+        for key, listing in self.dirs.items():
+            if key == rel or key.startswith(prefix):
+                yield key, listing
+
+
+def join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
+
+
+def scan(path: str | Path) -> TreeIndex:
+    """Walk ``path`` once with os.scandir; symlinks are recorded, never followed."""
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{root} does not exist", "give the project, member or staff folder to validate")
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder", "give the project, member or staff folder to validate")
+    index = TreeIndex(root)
+    stack: list[tuple[str, str, bool]] = [("", str(root), False)]
+    while stack:
+        rel, full, in_table = stack.pop()
+        listing = Listing(in_table=in_table)
+        try:
+            entries = list(os.scandir(full))
+        except OSError:
+            index.unreadable.append(rel)
+            index.dirs[rel] = listing
+            continue
+        table = in_table or any(e.name == "table.dat" for e in entries)
+        listing.in_table = table
+        for e in entries:
+            if e.is_symlink():
+                listing.links[e.name] = os.path.exists(e.path)
+            elif e.is_dir(follow_symlinks=False):
+                listing.dirs.append(e.name)
+                stack.append((join(rel, e.name), e.path, table))
+            elif table:
+                listing.files[e.name] = -1
+            else:
+                try:
+                    listing.files[e.name] = e.stat(follow_symlinks=False).st_size
+                except OSError:
+                    listing.files[e.name] = -1
+        index.dirs[rel] = listing
+    return index
+
+
+def plain_name(name: str) -> str:
+    """A file name without the pipeline's ``member.<MOUS>.`` prefix."""
+    return _MEMBER_PREFIX_RE.sub("", name)
+
+
+def eb_of(name: str) -> Uid | None:
+    """The EB uid a file or folder name starts with (``uid___A002_...``), if any."""
+    m = _EB_PREFIX_RE.match(plain_name(name))
+    if not m:
+        return None
+    uid = Uid.parse(m["uid"])
+    return None if uid.is_ous else uid
+
+
+@dataclass
+class Member:
+    """One member OUS folder of a delivery tree, as found on disk."""
+
+    path: Path
+    rel: str                                  # relative to the scanned root
+    project: ProjectCode | None
+    sg: Uid | None
+    gous: Uid | None
+    mous: Uid | None
+    flavour: Flavour
+    has_raw: bool
+    restored: bool
+    ebs_in_raw: list[Uid] = field(default_factory=list)
+    ebs_in_scripts: list[Uid] = field(default_factory=list)
+    asdms: dict[Uid, str] = field(default_factory=dict)               # EB -> rel path of raw ASDM / ms.split
+    calibration_scripts: dict[Uid, str] = field(default_factory=dict)  # EB -> rel path (manual, Cycle 0)
+    script_for_pi: str | None = None
+    restore_script: str | None = None         # pipeline casa_piperestorescript.py
+    readme: str | None = None
+    naming: list[str] = field(default_factory=list)   # what is wrong with the folder names
+
+    @property
+    def ebs(self) -> list[Uid]:
+        return sorted(set(self.ebs_in_raw) | set(self.ebs_in_scripts))
+
+    @property
+    def missing_raw(self) -> list[Uid]:
+        """EBs a script needs whose ASDM is not in raw/."""
+        return [eb for eb in self.ebs_in_scripts if eb not in self.ebs_in_raw]
+
+    @property
+    def semipass(self) -> list[Uid]:
+        """ASDMs in raw/ without a calibration script (QA semipass data, skipped by scriptForPI)."""
+        return [eb for eb in self.ebs_in_raw if eb not in self.ebs_in_scripts]
+
+    def raw_tarball(self, eb: Uid) -> str:
+        """The archive file to fetch for an EB's ASDM."""
+        return raw_name(self.project or "<project>", eb)
+
+
+@dataclass
+class StaffArea:
+    """An observatory reduction area: ``<MOUS>/Calibration_X<EB tail>/``, ``Combination/``, ``Imaging/``."""
+
+    path: Path
+    rel: str
+    mous: Uid | None
+    calibrations: dict[str, str] = field(default_factory=dict)   # EB tail -> rel path of Calibration_X...
+    asdms: dict[Uid, str] = field(default_factory=dict)          # EB -> rel path of its ASDM
+    combination: str | None = None
+    imaging: str | None = None
+
+
+def _is_member_dir(name: str, listing: Listing) -> bool:
+    if name.startswith("member.") or name.startswith("member_ouss"):
+        return True
+    present = set(listing.dirs) | set(listing.links)
+    return "script" in present and len(present & set(_MEMBER_FOLDERS)) >= 2
+
+
+def _is_staff_dir(listing: Listing) -> bool:
+    if any(_STAFF_CAL_RE.match(d) for d in listing.dirs):
+        return True
+    return "Combination" in listing.dirs and "Imaging" in listing.dirs
+
+
+def _name_chain(index: TreeIndex, rel: str) -> list[str]:
+    """Names of the folder at rel and its three parents (beyond the scanned root too)."""
+    path = index.path(rel).resolve()
+    return [p.name for p in [path, *path.parents][:4]]
+
+
+def _ous(name: str, level: str, problems: list[str]) -> Uid | None:
+    m = _OUS_DIR_RE.match(name)
+    if m and m["level"] == level:
+        return Uid.parse(m["uid"])
+    c0 = _CYCLE0_DIR_RE.match(name)
+    if c0 and c0["level"].startswith({"science_goal": "sg", "group": "group", "member": "member"}[level]):
+        return None
+    problems.append(f"'{name}' is not a {level}.uid___A001_X..._X... folder")
+    return None
+
+
+def _member(index: TreeIndex, rel: str) -> Member:
+    listing = index.get(rel)
+    names = _name_chain(index, rel)
+    problems: list[str] = []
+    mous = _ous(names[0], "member", problems)
+    gous = _ous(names[1], "group", problems) if len(names) > 1 else None
+    sg = _ous(names[2], "science_goal", problems) if len(names) > 2 else None
+    project = ProjectCode.parse(names[3]) if len(names) > 3 and is_project_code(names[3]) else None
+    if project is None:
+        problems.append(f"'{names[3] if len(names) > 3 else ''}' is not a project code folder (YYYY.C.NNNNN.T)")
+
+    script_rel, raw_rel, cal_rel = join(rel, "script"), join(rel, "raw"), join(rel, "calibration")
+    script = index.get(script_rel)
+    raw = index.get(raw_rel)
+    cal = index.get(cal_rel)
+    member = Member(
+        path=index.path(rel), rel=rel, project=project, sg=sg, gous=gous, mous=mous,
+        flavour=Flavour.UNKNOWN, has_raw="raw" in listing.dirs or "raw" in listing.links,
+        restored="calibrated" in listing.dirs, naming=problems,
+    )
+    for name in listing.files:
+        if name == "README" or name.endswith("README.txt") or name.startswith("README"):
+            member.readme = join(rel, name)
+            break
+    for name in [*raw.dirs, *raw.links]:
+        eb = eb_of(name)
+        if eb and (name.endswith(".asdm.sdm") or name.endswith(".ms.split") or name == eb.disk):
+            member.asdms[eb] = join(raw_rel, name)
+    member.ebs_in_raw = sorted(member.asdms)
+
+    restore_names = []
+    for name in script.files:
+        p = plain_name(name)
+        if p == "scriptForPI.py":
+            member.script_for_pi = join(script_rel, name)
+        elif p.endswith(".ms.scriptForCalibration.py") and eb_of(p):
+            member.calibration_scripts[eb_of(p)] = join(script_rel, name)
+        elif p.endswith("casa_piperestorescript.py"):
+            member.restore_script = join(script_rel, name)
+            restore_names.append(name)
+    pipeline_marks = (member.restore_script is not None
+                      or any(plain_name(n).endswith("pprequest.xml") or n.startswith("PPR") for n in script.files)
+                      or any(n.endswith(".ms.calapply.txt") or n.endswith(".caltables.tgz") for n in cal.files))
+    cycle0 = ((project is not None and project.cycle == 0)
+              or bool(_CYCLE0_DIR_RE.match(names[0]) and _CYCLE0_DIR_RE.match(names[0])["date"])
+              or any(n.endswith(".ms.split") for n in raw.dirs))
+    if cycle0:
+        member.flavour = Flavour.CYCLE0
+    elif pipeline_marks:
+        member.flavour = Flavour.PIPELINE
+    elif member.calibration_scripts or member.script_for_pi:
+        member.flavour = Flavour.MANUAL
+    if member.flavour is Flavour.PIPELINE:
+        expected: set[Uid] = set()
+        for name in cal.files:
+            if name.endswith(".ms.calapply.txt") and eb_of(name):
+                expected.add(eb_of(name))
+        if member.restore_script:
+            text = _read_text(index.path(member.restore_script))
+            expected |= {u for u in map(Uid.parse, re.findall(UID_RE, text)) if not u.is_ous}
+        member.ebs_in_scripts = sorted(expected)
+    else:
+        member.ebs_in_scripts = sorted(member.calibration_scripts)
+    return member
+
+
+def _read_text(path: Path, limit: int = 1_000_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _staff(index: TreeIndex, rel: str) -> StaffArea:
+    listing = index.get(rel)
+    name = index.path(rel).resolve().name
+    area = StaffArea(path=index.path(rel), rel=rel,
+                     mous=Uid.parse(name) if re.fullmatch(UID_RE, name) else None)
+    for d in sorted(listing.dirs):
+        m = _STAFF_CAL_RE.match(d)
+        if m:
+            cal_rel = join(rel, d)
+            area.calibrations[m["tail"]] = cal_rel
+            for sub in index.get(cal_rel).dirs:
+                eb = eb_of(sub)
+                if eb and sub in (eb.disk, eb.disk + ".asdm.sdm"):
+                    area.asdms[eb] = join(cal_rel, sub)
+    if "Combination" in listing.dirs:
+        area.combination = join(rel, "Combination")
+    if "Imaging" in listing.dirs:
+        area.imaging = join(rel, "Imaging")
+    return area
+
+
+@dataclass
+class DeliveryTree:
+    """Everything found under a path: the index, the members and the staff areas."""
+
+    index: TreeIndex
+    members: list[Member]
+    staff_areas: list[StaffArea]
+
+    @property
+    def flavour(self) -> str:
+        kinds = sorted({m.flavour.value for m in self.members} | ({Flavour.STAFF.value} if self.staff_areas else set()))
+        return "+".join(kinds) if kinds else Flavour.UNKNOWN.value
+
+
+def load(path: str | Path, index: TreeIndex | None = None) -> DeliveryTree:
+    """Scan ``path`` and find its member folders and staff areas (raises TreeError when there are none)."""
+    index = index or scan(path)
+    members: list[Member] = []
+    staff: list[StaffArea] = []
+    taken: list[str] = []
+    for rel in sorted(index.dirs):
+        if any(rel == t or rel.startswith(t + "/") for t in taken):
+            continue
+        listing = index.dirs[rel]
+        if listing.in_table:
+            continue
+        name = index.path(rel).resolve().name if not rel else rel.rsplit("/", 1)[-1]
+        if _is_staff_dir(listing):
+            staff.append(_staff(index, rel))
+            taken.append(rel)
+        elif _is_member_dir(name, listing):
+            members.append(_member(index, rel))
+            taken.append(rel)
+    if not members and not staff:
+        raise TreeError(
+            f"no member folder or staff reduction area under {index.root}",
+            "give a project folder (<project>/science_goal.uid___.../group.uid___.../member.uid___...), "
+            "a member folder, or a staff area (<MOUS>/Calibration_X.../)",
+        )
+    return DeliveryTree(index, members, staff)
+
+
+def find_members(path: str | Path) -> list[Member]:
+    """The member folders under ``path`` (or ``path`` itself), with flavour and EB lists."""
+    return load(path).members
+
+
+def find_staff_areas(path: str | Path) -> list[StaffArea]:
+    """The staff reduction areas under ``path`` (or ``path`` itself)."""
+    return load(path).staff_areas
