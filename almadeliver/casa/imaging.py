@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -87,7 +87,7 @@ def _quantity(text: Any, unit: str):
 
     try:
         q = u.Quantity(str(text).strip())
-        q.to(unit, equivalencies=u.spectral())
+        q.to(unit)
         return q
     except (TypeError, ValueError, u.UnitsError):
         return None
@@ -194,42 +194,43 @@ def rebin(tclean: dict[str, Any], nbin: int | None = None, width: str | None = N
     """New start/width/nchan for a cube binned by ``nbin`` channels or set to ``width``.
 
     ``width`` may be a channel count or a quantity (frequency or velocity). ``nchan`` shrinks by the
-    same factor (floor) and a quantity ``start`` moves by half the width change, so the first new
-    channel still begins where the first delivered channel began. Unknown factors give nchan=-1.
+    same factor (floor) and a quantity ``start`` (a channel centre) moves by half the width change,
+    so the first new channel still begins where the first delivered one began. When the factor
+    cannot be known (velocity against frequency), nchan=-1 lets tclean cover the band.
     """
     old_w, nchan, start = tclean.get("width", ""), tclean.get("nchan", -1), tclean.get("start", "")
-    old_q = None if _is_channels(old_w) else _quantity(old_w, "Hz") or _quantity(old_w, "km/s")
+    old_q = _spectral(old_w)
     out: dict[str, Any] = {}
-    factor: float | None
+    factor: float | None = None
     if nbin is not None:
         factor = float(nbin)
-        if old_q is not None:
-            out["width"] = _format_quantity(old_q.value * nbin, old_q.unit)
-        else:
-            out["width"] = int(old_w or 1) * nbin
+        out["width"] = _format_quantity(old_q.value * nbin, old_q.unit) if old_q is not None \
+            else int(old_w or 1) * nbin
+    elif str(width).strip().lstrip("-").isdigit():
+        out["width"] = int(str(width).strip())
+        if old_q is None:
+            factor = out["width"] / int(old_w or 1)
     else:
-        w = str(width).strip()
-        if w.lstrip("-").isdigit():
-            out["width"] = int(w)
-            factor = int(w) / int(old_w or 1) if _is_channels(old_w) else None
-        else:
-            new_q = _quantity(w, "Hz") or _quantity(w, "km/s")
-            out["width"] = w
-            try:
-                factor = abs(float((new_q / old_q).decompose())) if old_q is not None else None
-            except Exception:  # velocity against frequency: not a plain ratio
-                factor = None
+        out["width"] = str(width).strip()
+        new_q = _spectral(out["width"])
+        if old_q is not None and new_q is not None and new_q.unit.is_equivalent(old_q.unit):
+            factor = abs(float(new_q.to_value(old_q.unit) / old_q.value))
     if isinstance(nchan, int) and nchan > 0:
         out["nchan"] = max(1, int(math.floor(nchan / factor + 1e-9))) if factor else -1
-    start_q = _quantity(start, "Hz") or _quantity(start, "km/s") if start not in ("", None) else None
-    new_q = None if _is_channels(out["width"]) else _quantity(out["width"], "Hz") or _quantity(out["width"], "km/s")
-    if start_q is not None and old_q is not None and new_q is not None:
-        try:
-            shift = (new_q - old_q).to(start_q.unit) / 2
-            out["start"] = _format_quantity((start_q + shift).value, start_q.unit)
-        except Exception:
-            pass  # velocity start with frequency width: keep the delivered start
+    start_q, new_q = _spectral(start), _spectral(out["width"])
+    if start_q is not None and old_q is not None and new_q is not None \
+            and start_q.unit.is_equivalent(old_q.unit) and new_q.unit.is_equivalent(old_q.unit):
+        shift = (new_q.to(start_q.unit) - old_q.to(start_q.unit)) / 2
+        out["start"] = _format_quantity((start_q + shift).value, start_q.unit)
     return out
+
+
+def _spectral(value: Any):
+    """A width or start given as a frequency or velocity quantity, else None (channels, '')."""
+    if _is_channels(value):
+        return None
+    q = _quantity(value, "Hz")
+    return q if q is not None else _quantity(value, "km/s")
 
 
 def _is_channels(width: Any) -> bool:
@@ -373,12 +374,12 @@ def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
 
 
 def plan_images(member: Path, overrides: Overrides | None = None, source: str = "auto") -> list[ImagingJob]:
-    """The images a re-run will make (pipeline: one job per product tclean call). No CASA runs."""
+    """The images a pipeline re-run will make (one job per product tclean call). No CASA runs."""
     member = Path(member)
     ov = overrides or Overrides()
     if member_source(member, source) != "pipeline":
-        raise UsageError("this delivery was imaged by scriptForImaging.py, not the pipeline",
-                         "use run_script_images (almadeliver image runs it for you)")
+        raise UsageError(f"{member} was imaged by scriptForImaging.py, not the pipeline",
+                         "use plan() (almadeliver image picks the script for you)")
     log = commands_log(member)
     assert log is not None
     jobs = jobs_from_calls(read_commands(log), member, log.name, ov)
@@ -387,15 +388,169 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     return jobs
 
 
+@dataclass
+class ImagingPlan:
+    """What ``almadeliver image`` will do: pipeline jobs, or scriptForImaging.py with the overrides."""
+
+    member: Path
+    source: str                     # pipeline or script
+    overrides: Overrides
+    jobs: list[ImagingJob] = field(default_factory=list)   # pipeline: the images, planned in full
+    script: Path | None = None                             # script: run with tclean wrapped
+
+
+def plan(member: Path, overrides: Overrides | None = None, source: str = "auto") -> ImagingPlan:
+    """Check the request against the delivery (no CASA) and say what will run."""
+    member = Path(member).resolve()
+    ov = overrides or Overrides()
+    kind = member_source(member, source)
+    if kind == "pipeline":
+        return ImagingPlan(member, kind, ov, jobs=plan_images(member, ov, "pipeline"))
+    script = imaging_script(member)
+    assert script is not None
+    if ov.contsub:
+        raise UsageError("--contsub works on pipeline deliveries (cont.dat ranges)",
+                         "scriptForImaging.py does its own continuum subtraction; edit it instead")
+    if not restored_mss(member).by_eb and restored_mss(member).combined is None:
+        raise TreeError(f"no restored MS under {member / 'calibrated'}",
+                        f"restore the data first: almadeliver restore {member}")
+    _check_script_selection(member, script, ov)
+    return ImagingPlan(member, kind, ov, script=script)
+
+
+def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
+    """The delivered images as jobs (pipeline: the product tclean calls; script: its literal tclean calls)."""
+    member = Path(member).resolve()
+    if member_source(member, source) == "pipeline":
+        log = commands_log(member)
+        assert log is not None
+        return jobs_from_calls(read_commands(log), member, log.name, Overrides(), check_vis=False)
+    script = imaging_script(member)
+    assert script is not None
+    jobs = []
+    for line, kwargs in script_tclean_calls(script):
+        name = str(kwargs.get("imagename", "?"))
+        jobs.append(ImagingJob(name=name, source=f"{script.name}:{line}", field=str(kwargs.get("field", "?")),
+                               spws=spw_ids(kwargs.get("spw", "")) or ["?"],
+                               kind="cube" if kwargs.get("specmode") == "cube" else "mfs",
+                               tclean=kwargs, exports={}))
+    return jobs
+
+
+def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
+        on_done: Callable[[str, str | None], None] | None = None) -> "ImagingResult":
+    """Make the planned images in a new folder (product/ is never written)."""
+    folder = new_out_folder(plan_.member, out)
+    if plan_.source == "pipeline":
+        return run_images(plan_.jobs, folder, workers, on_done, plan_.overrides)
+    return run_script_images(plan_, folder, on_done)
+
+
+# -- manual deliveries: scriptForImaging.py ---------------------------------------------------------------
+class Expression(str):
+    """A tclean argument the script computes (a variable, an expression): its source text."""
+
+
+def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text})."""
+    import ast
+
+    text = Path(script).read_text()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise TreeError(f"{Path(script).name}:{exc.lineno}: not valid Python 3 ({exc.msg})",
+                        "a Python 2 script needs converting before it can run in CASA 6") from None
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("tclean", "clean"):
+            kwargs: dict[str, Any] = {}
+            for kw in node.keywords:
+                if kw.arg is None:
+                    continue
+                try:
+                    kwargs[kw.arg] = ast.literal_eval(kw.value)
+                except ValueError:
+                    kwargs[kw.arg] = Expression(ast.get_source_segment(text, kw.value) or "?")
+            calls.append((node.lineno, kwargs))
+    return sorted(calls, key=lambda c: c[0])
+
+
+def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
+    """Refuse spws/fields the script's literal tclean arguments (and product headers) do not name."""
+    calls = [kw for _, kw in script_tclean_calls(script)]
+    spws = [kw.get("spw", "") for kw in calls]
+    fields = [kw.get("field", "") for kw in calls]
+    literal = lambda v: not isinstance(v, Expression)  # noqa: E731
+    if ov.spws and calls and all(literal(v) and v not in ("", []) for v in spws):
+        known = sorted({s for v in spws for s in spw_ids(v)}, key=int)
+        for spw in ov.spws:
+            if spw not in known:
+                raise UsageError(f"spw {spw} is not imaged by {script.name} (spws {', '.join(known) or 'all'})",
+                                 "pick one of those with --spw")
+    if ov.fields and calls and all(literal(v) for v in fields):
+        known_f = sorted({str(v) for v in fields})
+        for name in ov.fields:
+            if name not in known_f:
+                raise UsageError(f"field {name!r} is not imaged by {script.name} ({', '.join(known_f)})",
+                                 "pick one of those with --field")
+
+
+def run_script_images(plan_: ImagingPlan, out: Path,
+                      on_done: Callable[[str, str | None], None] | None = None) -> "ImagingResult":
+    """Run scriptForImaging.py through the legacy shim in out/work (the restored MSs linked there).
+
+    The shim's ``tclean`` is wrapped: each call the script makes gets the overrides applied and is
+    skipped when --spw/--field/--specmode exclude it; ``exportfits`` writes into ``out``. This works
+    whatever the script computes its arguments from (real scripts use variables, so rewriting literal
+    call text would miss most of them). One CASA process: the script's steps depend on each other.
+    """
+    from .runtime import run_in_casa
+
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for ms in sorted((plan_.member / "calibrated").glob("*.ms*")):
+        if ms.is_dir() and not (work / ms.name).exists():
+            (work / ms.name).symlink_to(ms.resolve())
+    failures: dict[str, str] = {}
+    jobs: list[ImagingJob] = []
+    try:
+        made = run_in_casa("almadeliver.casa.imaging:script_child",
+                           {"script": str(plan_.script), "out": str(out),
+                            "overrides": asdict(plan_.overrides)},
+                           workdir=work, logfile=out / "logs" / f"{plan_.script.name}.casa.log")
+    except Exception as exc:  # noqa: BLE001  (reported like a failed image)
+        failures[plan_.script.name] = str(exc)
+        made = {"calls": [], "exports": []}
+    for call in made["calls"]:
+        image = call["tclean"]["imagename"]
+        exports = {e["imagename"][len(image):]: e["fits"] for e in made["exports"]
+                   if e["imagename"].startswith(image + ".")}
+        jobs.append(ImagingJob(
+            name=Path(image).name, source=f"{plan_.script.name}", field=str(call["tclean"].get("field", "")),
+            spws=spw_ids(call["tclean"].get("spw", "")), kind=call["kind"], tclean=call["tclean"],
+            exports=exports, changed=call["changed"],
+            delivered={f: (str(p) if (p := delivered_product(plan_.member, f)) else None) for f in exports.values()}))
+        if on_done:
+            on_done(Path(image).name, None)
+    if not failures and not jobs:
+        failures[plan_.script.name] = "the selection matched no tclean call of the script"
+    if failures and on_done:
+        on_done(plan_.script.name, failures[plan_.script.name])
+    comparisons = compare(out, jobs)
+    record, table = write_record(out, jobs, comparisons, failures, plan_.overrides)
+    return ImagingResult(out, record, table, jobs, comparisons, failures)
+
+
 # -- continuum subtraction (--contsub) ------------------------------------------------------------------
 def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
     """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges."""
-    from ..delivery.contdat import read_contdat
+    from ..delivery.contdat import parse_contdat
 
     found = sorted((Path(member) / "calibration").glob("*cont.dat"))
     if not found:
         raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat")
-    ranges = contdat_ranges(read_contdat(found[0]))
+    ranges = contdat_ranges(parse_contdat(found[0]))
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     for job in jobs:
         if job.kind != "cube":
@@ -409,20 +564,18 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
         for vis in job.tclean["vis"]:
             run = runs.setdefault((vis, job.field), {
                 "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
-                "ranges_ghz_lsrk": {}})
-            run["ranges_ghz_lsrk"].update(spw_ranges)
+                "ranges": {}})
+            run["ranges"].update(spw_ranges)
             job.contsub.append(run)
             new_vis.append(run["outputvis"])
         job.changed["vis"] = [job.tclean["vis"], new_vis]
         job.tclean["vis"] = new_vis
 
 
-def contdat_ranges(contdat: Any) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """field -> spw -> [(lo, hi) GHz LSRK] from the parsed cont.dat."""
-    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    for r in contdat.ranges:
-        out.setdefault(r.field, {}).setdefault(str(r.spw), []).append((r.lo_ghz, r.hi_ghz))
-    return out
+def contdat_ranges(contdat: Any) -> dict[str, dict[str, list[tuple[float, float, str]]]]:
+    """field -> spw -> [(low Hz, high Hz, frame)] from a parsed cont.dat (no frame: LSRK, as the pipeline writes)."""
+    return {f: {str(spw): [(r.low_hz, r.high_hz, r.frame or "LSRK") for r in sr.ranges] for spw, sr in spws.items()}
+            for f, spws in contdat.fields.items()}
 
 
 # -- running ---------------------------------------------------------------------------------------------
@@ -529,7 +682,7 @@ def new_out_folder(member: Path, out: Path | None) -> Path:
 
 
 def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
-               on_done: Callable[[ImagingJob, str | None], None] | None = None,
+               on_done: Callable[[str, str | None], None] | None = None,
                overrides: Overrides | None = None) -> ImagingResult:
     """Run every job (one CASA child per image, ``workers`` at a time), export FITS, compare, record.
 
@@ -571,7 +724,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             if error:
                 failures[job.name] = error
             if on_done:
-                on_done(job, error)
+                on_done(job.name, error)
     comparisons = compare(out, [j for j in jobs if j.name not in failures])
     record, table = write_record(out, jobs, comparisons, failures, overrides)
     return ImagingResult(out, record, table, jobs, comparisons, failures)
@@ -647,16 +800,18 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> d
 
 
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
-    """uvcontsub of one MS and field, fitted on channels whose LSRK frequency lies in cont.dat's ranges."""
+    """uvcontsub of one MS and field, fitted on the channels whose frequency (in cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub
     from casatools import ms as mstool
 
     ms = mstool()
     ms.open(run["vis"])
     fitspec = []
-    for spw, ranges in run["ranges_ghz_lsrk"].items():
-        freqs = [f / 1e9 for f in ms.cvelfreqs(spwids=[int(spw)], mode="channel", outframe="LSRK")]
-        chans = [i for i, f in enumerate(freqs) if any(lo <= f <= hi for lo, hi in ranges)]
+    for spw, ranges in run["ranges"].items():
+        freqs = {frame: ms.cvelfreqs(spwids=[int(spw)], mode="channel", outframe=frame)
+                 for frame in {r[2] for r in ranges}}
+        n = len(next(iter(freqs.values())))
+        chans = [i for i in range(n) if any(lo <= freqs[frame][i] <= hi for lo, hi, frame in ranges)]
         if not chans:
             raise RuntimeError(f"no channel of spw {spw} lies in the cont.dat ranges {ranges}")
         fitspec.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
@@ -679,3 +834,47 @@ def _runs(chans: list[int]) -> list[tuple[int, int]]:
         else:
             runs.append((c, c))
     return runs
+
+
+def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see run_script_images)."""
+    import inspect
+
+    import casatasks
+
+    from .legacy import run_script
+
+    ov = Overrides(**overrides)
+    names = list(inspect.signature(casatasks.tclean).parameters)
+    calls: list[dict[str, Any]] = []
+    exports: list[dict[str, str]] = []
+    skipped: list[str] = []
+
+    def tclean(*args: Any, **kwargs: Any) -> Any:
+        kwargs = {**dict(zip(names, args)), **kwargs}
+        spws = spw_ids(kwargs.get("spw", ""))
+        kind = "cube" if kwargs.get("specmode") == "cube" else ("mfs" if len(spws) == 1 else "cont")
+        excluded = ((ov.fields and str(kwargs.get("field", "")) not in ov.fields)
+                    or (ov.spws and spws and not set(spws) & set(ov.spws))
+                    or (ov.specmode and (ov.specmode == "cube") != (kind == "cube")))
+        if excluded:
+            skipped.append(str(kwargs.get("imagename", "")))
+            return None
+        if ov.spws:
+            kwargs["spw"] = _narrow_spw(kwargs["spw"], set(ov.spws)) if spws else ",".join(ov.spws)
+        new, changed = apply_overrides(kwargs, kind, ov)
+        calls.append({"tclean": new, "changed": changed, "kind": kind})
+        return casatasks.tclean(**new)
+
+    def exportfits(*args: Any, **kwargs: Any) -> Any:
+        kwargs = {**dict(zip(list(inspect.signature(casatasks.exportfits).parameters), args)), **kwargs}
+        image = str(kwargs.get("imagename", ""))
+        if any(image == s or image.startswith(s + ".") for s in skipped if s):
+            return None
+        kwargs["fitsimage"] = str(Path(out) / Path(str(kwargs["fitsimage"])).name)
+        kwargs["overwrite"] = True
+        exports.append({"imagename": image, "fits": Path(kwargs["fitsimage"]).name})
+        return casatasks.exportfits(**kwargs)
+
+    run_script(script, os.getcwd(), {"tclean": tclean, "exportfits": exportfits})
+    return {"calls": calls, "exports": exports, "skipped": skipped}

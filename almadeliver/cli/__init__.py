@@ -6,3 +6,4 @@ from . import casa_cmds  # noqa: F401  (registers casa-info)
 from . import validate_cmds  # noqa: F401  (registers validate)
 
 __all__ = ["app", "main"]
+from . import image_cmds  # noqa: F401,E402  (registers image)
