@@ -779,7 +779,7 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> d
     known = set(inspect.signature(casa_tclean).parameters)
     kwargs = {k: v for k, v in tclean.items() if k in known}
     dropped = sorted(set(tclean) - known)
-    if str(kwargs.get("datacolumn", "")).lower() == "corrected":
+    if str(kwargs.get("datacolumn", "corrected")).lower() == "corrected":  # tclean's default
         tb = table()
         tb.open(kwargs["vis"][0] if isinstance(kwargs["vis"], list) else kwargs["vis"])
         if "CORRECTED_DATA" not in tb.colnames():
@@ -802,20 +802,15 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> d
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     """uvcontsub of one MS and field, fitted on the channels whose frequency (in cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub
-    from casatools import ms as mstool
 
-    ms = mstool()
-    ms.open(run["vis"])
     fitspec = []
     for spw, ranges in run["ranges"].items():
-        freqs = {frame: ms.cvelfreqs(spwids=[int(spw)], mode="channel", outframe=frame)
-                 for frame in {r[2] for r in ranges}}
+        freqs = {frame: channel_frequencies(run["vis"], int(spw), frame) for frame in {r[2] for r in ranges}}
         n = len(next(iter(freqs.values())))
         chans = [i for i in range(n) if any(lo <= freqs[frame][i] <= hi for lo, hi, frame in ranges)]
         if not chans:
             raise RuntimeError(f"no channel of spw {spw} lies in the cont.dat ranges {ranges}")
         fitspec.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
-    ms.close()
     Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
     if Path(run["outputvis"]).exists():
         shutil.rmtree(run["outputvis"])
@@ -823,6 +818,18 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
               fitorder=1)
     return {"fitspec": ",".join(fitspec)}
+
+
+def channel_frequencies(vis: str, spw: int, frame: str = "LSRK") -> list[float]:
+    """The channel centres (Hz) of one spw of an MS in ``frame`` (CASA child)."""
+    from casatools import ms as mstool
+
+    ms = mstool()
+    ms.open(vis)
+    try:
+        return [float(f) for f in ms.cvelfreqs(spwids=[spw], mode="channel", outframe=frame)]
+    finally:
+        ms.close()
 
 
 def _runs(chans: list[int]) -> list[tuple[int, int]]:
