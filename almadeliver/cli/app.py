@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``almadeliver`` command. Returns (and exits with) the exit code."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, prog_name="almadeliver", standalone_mode=False)
-        code = 0
+        result = app(args=args, prog_name="almadeliver", standalone_mode=False)
+        code = result if isinstance(result, int) else 0   # click returns typer.Exit's code here
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:

@@ -6,11 +6,13 @@ README, cont.dat, flag templates, the pipeline manifest, ASDM.xml and product FI
 from __future__ import annotations
 
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import ParseError
+from ..errors import IdentifierError, ParseError
 from ..ids import DeliveryFileName
+from .calapply import read_calapply
 from .contdat import parse_contdat
 from .flagtemplate import parse_flagtemplate
 from .layout import Flavour, Member, StaffArea, TreeIndex, join, load, plain_name
@@ -59,21 +61,21 @@ def _check_files(index: TreeIndex, report: Report) -> None:
             if name.endswith(".part"):
                 report.add(E, "tree.partial-download", where, "incomplete download left behind",
                            "run `almadeliver download` again to resume it, or delete it")
-            elif name.endswith(".tar"):
-                kind = _tarball_kind(name)
+            elif name.endswith(".tar") and (kind := _tarball_kind(name)):
                 report.add(W, "tree.leftover-tarball", where,
-                           f"{kind} tarball inside the tree ({size / 1e6:.1f} MB)",
+                           f"delivery {kind} tarball inside the tree ({size / 1e6:.1f} MB)",
                            "untar it at the top of the tree if not done yet, then delete it")
             elif size == 0 and not casa_output:
                 report.add(W, "tree.zero-size", where, "file is empty (0 bytes)",
                            "fetch the tarball holding it again")
 
 
-def _tarball_kind(name: str) -> str:
+def _tarball_kind(name: str) -> str | None:
+    """The kind of an archive delivery tarball (products, auxiliary, raw, cycle0); None for other tars."""
     try:
-        return f"delivery {DeliveryFileName.parse(name).kind.value}"
-    except Exception:
-        return "a"
+        return DeliveryFileName.parse(name).kind.value
+    except IdentifierError:
+        return None
 
 
 # -- one member ---------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def _check_raw(index: TreeIndex, m: Member, report: Report) -> None:
         report.add(E, "raw.empty", raw_rel, "raw/ holds no ASDM (uid___A002_..._X....asdm.sdm)",
                    "untar the raw data tarballs at the top of the tree (the folder holding the project)")
     for eb in m.missing_raw:
-        script = m.calibration_scripts.get(eb) or m.restore_script or "the calibration"
+        script = Path(m.calibration_scripts.get(eb) or m.restore_script or "the calibration").name
         report.add(E, "raw.missing-asdm", join(raw_rel, f"{eb.disk}.asdm.sdm"),
                    f"ASDM {eb} is missing: {script} needs it",
                    f"fetch {m.raw_tarball(eb)} and untar it at the top of the tree")
@@ -234,15 +236,17 @@ def _check_pipeline(index: TreeIndex, m: Member, report: Report) -> None:
     for p, name in sorted(plain.items()):
         where = join(cal_rel, name)
         try:
-            if p.endswith("cont.dat"):
+            if p.endswith(".ms.calapply.txt"):
+                read_calapply(index.path(where))
+            elif p.endswith("cont.dat"):
                 parse_contdat(index.path(where))
             elif p.endswith("flagtemplate.txt") or p.endswith("flagtargetstemplate.txt"):
                 for note in parse_flagtemplate(index.path(where)).notes:
                     report.add(I, "pipeline.flagtemplate-note", where, note.split(": ", 1)[1])
         except ParseError as exc:
-            severity = E if p.endswith("cont.dat") else W
-            report.add(severity, "pipeline.unparsed", where, exc.message.replace(str(index.path(where)) + ": ", ""),
-                       exc.hint)
+            severity = W if "flag" in p else E
+            message = exc.message.replace(str(index.path(where)) + ": ", "").replace(name + ":", "line ")
+            report.add(severity, "pipeline.unparsed", where, message, exc.hint or "fetch the product tarball again")
     manifests = [(rel, n) for rel, listing in index.under(m.rel) if not listing.in_table
                  for n in listing.files if n.endswith("pipeline_manifest.xml")]
     if manifests:
@@ -299,26 +303,29 @@ def check_fits(path: Path, rel: str, report: Report) -> None:
 
     hint = "fetch the product tarball holding it again"
     try:
-        with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:
-            header = hdul[0].header
-            info = hdul.fileinfo(0)
-            if not path.name.endswith(".gz"):
-                naxes = [header.get(f"NAXIS{i}", 0) for i in range(1, header.get("NAXIS", 0) + 1)]
-                need = abs(header.get("BITPIX", 8)) // 8
-                for n in naxes:
-                    need *= n
-                size = path.stat().st_size
-                if naxes and info["datLoc"] + need > size:
-                    report.add(E, "product.truncated", rel,
-                               f"FITS data cut short ({size} of {info['datLoc'] + need} bytes)", hint)
-                    return
-            if not any(k in path.name for k in _BEAM_FREE) and "BMAJ" not in header:
-                has_beams = any(h.name == "BEAMS" for h in hdul)
-                if not has_beams:
-                    report.add(W, "product.no-beam", rel, "image has no beam (no BMAJ/BMIN/BPA, no BEAMS table)",
-                               "the image was not restored with a clean beam; check how it was made")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _check_fits(fits, path, rel, report, hint)
     except Exception as exc:  # astropy raises OSError, ValueError, VerifyError for broken files
         report.add(E, "product.unreadable", rel, f"not a readable FITS file ({type(exc).__name__}: {exc})", hint)
+
+
+def _check_fits(fits, path: Path, rel: str, report: Report, hint: str) -> None:
+    with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:
+        header = hdul[0].header
+        if not path.name.endswith(".gz"):
+            need = abs(header.get("BITPIX", 8)) // 8 if header.get("NAXIS", 0) else 0
+            for i in range(1, header.get("NAXIS", 0) + 1):
+                need *= header.get(f"NAXIS{i}", 0)
+            end, size = hdul.fileinfo(0)["datLoc"] + need, path.stat().st_size
+            if end > size:
+                report.add(E, "product.truncated", rel, f"FITS data cut short ({size} of {end} bytes)", hint)
+                return
+        if any(k in path.name for k in _BEAM_FREE) or "BMAJ" in header:
+            return
+        if not any(h.name == "BEAMS" for h in hdul):
+            report.add(W, "product.no-beam", rel, "image has no beam (no BMAJ/BMIN/BPA, no BEAMS table)",
+                       "the image was not restored with a clean beam; check how it was made")
 
 
 def _check_restored(index: TreeIndex, m: Member, report: Report) -> None:

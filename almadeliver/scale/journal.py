@@ -1,0 +1,53 @@
+"""The run journal: one JSON record and one marker file per MOUS and step.
+
+``DEST/.almadeliver/run/<mous>/<step>.json`` holds the last outcome; ``<step>.done`` exists once the
+step succeeded, so a rerun skips it and a failed step can be retried alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..ids import Uid
+
+
+@dataclass
+class StepOutcome:
+    project: str
+    mous: str                   # uid://...
+    step: str
+    ok: bool
+    skipped: bool = False       # done in an earlier run, or not run because an earlier step failed
+    seconds: float = 0.0
+    log: str | None = None      # where to look when it failed
+    error: str | None = None
+    output: dict = field(default_factory=dict)
+
+
+class StepJournal:
+    def __init__(self, dest: Path):
+        self.root = Path(dest) / ".almadeliver" / "run"
+
+    def _base(self, mous: str, step: str) -> Path:
+        return self.root / Uid.parse(mous).disk / step
+
+    def is_done(self, mous: str, step: str) -> bool:
+        return self._base(mous, step).with_suffix(".done").is_file()
+
+    def load(self, mous: str, step: str) -> StepOutcome | None:
+        path = self._base(mous, step).with_suffix(".json")
+        return StepOutcome(**json.loads(path.read_text())) if path.is_file() else None
+
+    def record(self, outcome: StepOutcome) -> None:
+        base = self._base(outcome.mous, outcome.step)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tmp = base.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(outcome), indent=1, default=str))
+        tmp.replace(base.with_suffix(".json"))
+        marker = base.with_suffix(".done")
+        if outcome.ok and not outcome.skipped:
+            marker.touch()
+        elif not outcome.ok:
+            marker.unlink(missing_ok=True)
