@@ -135,3 +135,60 @@ def test_cli_refuses_unknown_spw_before_casa(pipeline_member, capsys):
     assert main(["image", str(pipeline_member), "--field", "other"]) == 2
     assert "field 'other' is not among the imaged fields" in capsys.readouterr().err
     assert not any(p.name.startswith("reimage") for p in pipeline_member.iterdir())
+
+
+@pytest.fixture(scope="session")
+def manual_member(pipeline_member, tmp_path_factory):
+    """A restored manual member: calibrated/calibrated.ms, the simulation's scriptForImaging.py, and the
+    products that script made when run in calibrated/ (as the simulation makes them)."""
+    from almadeliver.sim.manual import fill, template
+
+    root = tmp_path_factory.mktemp("image-manual")
+    m = root / "member.uid___A001_X1_X9"
+    for sub in ("script", "product", "calibrated"):
+        (m / sub).mkdir(parents=True)
+    # like scriptForPI's split: the calibrated data in DATA, no CORRECTED_DATA column
+    run_in_casa("casatasks:split", {"vis": str(pipeline_member / "calibrated" / "working" / f"{EB}.ms"),
+                                    "outputvis": str(m / "calibrated" / "calibrated.ms"), "datacolumn": "data"},
+                workdir=root)
+    (m / "script" / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), {
+        "CASAVERSION": "6.7.0", "TARGET": "src", "CELL": "0.5arcsec", "IMSIZE": 64, "LINE": "CS",
+        "CONTSPWS": "1", "LINESPW": "0", "RESTFREQ": "230.004GHz", "CONTTHRESHOLD": "20mJy",
+        "LINETHRESHOLD": "60mJy"}))
+    run_in_casa("almadeliver.casa.legacy:run_script",
+                {"script": str(m / "script" / "scriptForImaging.py"), "cwd": str(m / "calibrated")},
+                workdir=root)
+    for f in (m / "calibrated").glob("*.fits"):
+        shutil.move(f, m / "product" / f.name)
+    for image in (m / "calibrated").glob("src_*"):
+        shutil.rmtree(image)
+    return m
+
+
+def test_manual_rerun_reproduces_then_robust_and_nbin(manual_member, tmp_path):
+    listed = imaging.list_images(manual_member)
+    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["1"]), ("cube", ["0"])]
+    assert all(j.source.startswith("scriptForImaging.py:") for j in listed)
+    same = imaging.run(imaging.plan(manual_member), out=tmp_path / "same")
+    assert same.failures == {} and sorted(c.fits for c in same.comparisons) == [
+        "src_CS.image.pbcor.fits", "src_cont.image.pbcor.fits"]
+    for c in same.comparisons:
+        assert c.new.bmaj_arcsec == pytest.approx(c.delivered.bmaj_arcsec, rel=1e-6)
+        assert c.max_diff is not None and c.max_diff <= PIXEL_TOLERANCE
+    assert not list((manual_member / "product").glob("*.iter*"))  # product/ untouched
+    changed = imaging.run(imaging.plan(manual_member, Overrides(robust=2, nbin=2)), out=tmp_path / "r2")
+    assert changed.failures == {}
+    by = {c.fits: c for c in changed.comparisons}
+    assert by["src_CS.image.pbcor.fits"].new.nchan == by["src_CS.image.pbcor.fits"].delivered.nchan // 2
+    for c in changed.comparisons:
+        assert c.new.bmaj_arcsec * c.new.bmin_arcsec > 1.02 * c.delivered.bmaj_arcsec * c.delivered.bmin_arcsec
+    record = json.loads(changed.record.read_text())
+    assert {i["tclean"]["robust"] for i in record["images"]} == {2.0}
+
+
+@pytest.mark.parametrize("args,msg", [(["--spw", "5"], "spw 5 is not imaged by scriptForImaging.py"),
+                                      (["--field", "other"], "field 'other' is not imaged by scriptForImaging.py")])
+def test_manual_unknown_spw_or_field_is_refused(manual_member, capsys, args, msg):
+    assert main(["image", str(manual_member), *args]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (manual_member / "reimage").exists()

@@ -488,8 +488,8 @@ def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
             if spw not in known:
                 raise UsageError(f"spw {spw} is not imaged by {script.name} (spws {', '.join(known) or 'all'})",
                                  "pick one of those with --spw")
-    if ov.fields and calls and all(literal(v) for v in fields):
-        known_f = sorted({str(v) for v in fields})
+    known_f = sorted({str(v) for v in fields if literal(v)} | _product_objects(member))
+    if ov.fields and calls and (all(literal(v) for v in fields) or _product_objects(member)):
         for name in ov.fields:
             if name not in known_f:
                 raise UsageError(f"field {name!r} is not imaged by {script.name} ({', '.join(known_f)})",
@@ -540,6 +540,21 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     comparisons = compare(out, jobs)
     record, table = write_record(out, jobs, comparisons, failures, plan_.overrides)
     return ImagingResult(out, record, table, jobs, comparisons, failures)
+
+
+def _product_objects(member: Path) -> set[str]:
+    """The OBJECT (field name) of every delivered FITS product."""
+    from astropy.io import fits
+
+    names = set()
+    for path in sorted((Path(member) / "product").glob("*.fits*")):
+        try:
+            obj = fits.getheader(path).get("OBJECT")
+        except OSError:
+            continue
+        if obj:
+            names.add(str(obj).strip())
+    return names
 
 
 # -- continuum subtraction (--contsub) ------------------------------------------------------------------
@@ -646,7 +661,8 @@ def max_difference(new: Path, delivered: Path) -> float | None:
     ok = np.isfinite(a) & np.isfinite(b)
     if not ok.any():
         return None
-    return float(np.max(np.abs(a[ok] - b[ok])) / np.max(np.abs(b[ok])))
+    diff, peak = float(np.max(np.abs(a[ok] - b[ok]))), float(np.max(np.abs(b[ok])))
+    return diff / peak if peak > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
