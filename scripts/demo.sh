@@ -18,6 +18,15 @@ else
   echo; echo "==> validate skipped: no delivery tree yet (the simulate/download steps set DEMO_TREE)"
 fi
 
+# image (issue 10): re-image the restored member the restore step leaves (it sets DEMO_MEMBER):
+# list the delivered tclean calls, then remake them with robust 2 and 2-channel binning.
+if [ -n "${DEMO_MEMBER:-}" ] && [ -d "$DEMO_MEMBER/calibrated" ]; then
+  step almadeliver image "$DEMO_MEMBER" --list
+  step almadeliver image "$DEMO_MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
+else
+  echo; echo "==> image skipped: no restored member yet (the restore step sets DEMO_MEMBER)"
+fi
+
 echo
 echo "==> summary"
 for s in "${steps[@]}"; do echo "  ok  $s"; done

@@ -509,6 +509,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
 
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
     for ms in sorted((plan_.member / "calibrated").glob("*.ms*")):
         if ms.is_dir() and not (work / ms.name).exists():
             (work / ms.name).symlink_to(ms.resolve())
@@ -708,6 +709,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     from .runtime import run_in_casa
 
     out = Path(out).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     workers = max(1, workers or min(len(jobs), os.cpu_count() or 1))
     failures: dict[str, str] = {}
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 from .app import app, main
 from . import casa_cmds  # noqa: F401  (registers casa-info)
 from . import validate_cmds  # noqa: F401  (registers validate)
+from . import image_cmds  # noqa: F401  (registers image)
 
 __all__ = ["app", "main"]
-from . import image_cmds  # noqa: F401,E402  (registers image)
