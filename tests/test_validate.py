@@ -317,7 +317,10 @@ def test_staff_area(tmp_path):
     report = validate(area)
     assert report.flavour == "staff-area"
     got = checks(report)
-    assert "staff.tail-mismatch" in got and "staff.no-combination" in got and "staff.no-imaging" in got
+    assert "staff.tail-mismatch" in got                       # layout: the EB sits in the wrong folder
+    failed = {f.check for f in report.of(Severity.ERROR)}     # the final checklist of `check`, under this root
+    assert {"staff.combination.log", "staff.imaging.pbcor", "staff.eb.log"} <= failed
+    assert any(f.path.startswith("Calibration_X26f0") for f in report.findings if f.check == "staff.eb.log")
     (a,) = find_staff_areas(tmp_path)
     assert a.mous == Uid.parse("uid://A001/X13e/X1fe") and sorted(a.calibrations) == ["X26f0", "Xb4c"]
 

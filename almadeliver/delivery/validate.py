@@ -372,32 +372,16 @@ def _check_staff(index: TreeIndex, area: StaffArea, report: Report) -> None:
                            f"ASDM {eb} sits in Calibration_{tail} (its tail is {eb.tail})",
                            f"move it to Calibration_{eb.tail}")
             _check_asdm(index, area.asdms[eb], eb, report, None)
-            if not any(plain_name(n) == f"{eb.disk}.ms.scriptForCalibration.py" for n in listing.files):
-                report.add(W, "staff.no-calibration-script", join(cal_rel, f"{eb.disk}.ms.scriptForCalibration.py"),
-                           "calibration script missing", "generate it with es.generateReducScript and run it")
-        if "qa2" not in listing.dirs:
-            report.add(W, "staff.no-qa2", join(cal_rel, "qa2"), "no qa2/ folder", "run the QA2 report step of the script")
-    if len(area.asdms) > 1 and not (area.combination and join(area.combination, "calibrated") in index.dirs):
-        report.add(W, "staff.no-combination", join(area.rel, "Combination/calibrated"),
-                   "several EBs but no Combination/calibrated/", "combine the EBs there (scriptForFluxCalibration.py)")
-    if area.imaging is None:
-        report.add(W, "staff.no-imaging", join(area.rel, "Imaging"), "no Imaging/ folder",
-                   "image in <MOUS>/Imaging/ (scriptForImaging.py, *.pbcor.fits, *.flux.fits)")
-    else:
-        _check_fits_folder(index, area.imaging, report)
     _staff_checklist(index, area, report)
 
 
 def _staff_checklist(index: TreeIndex, area: StaffArea, report: Report) -> None:
-    """Hook for the detailed final checklist (the `check` command, almadeliver/delivery/staff.py)."""
-    try:
-        from . import staff  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    checklist = getattr(staff, "checklist", None)
-    if checklist is not None:
-        for finding in checklist(index.path(area.rel)).findings:
-            report.findings.append(finding)
+    """The final checklist of the `check` command (scripts, logs, qa2, README, images), under this root."""
+    from .staff import check_area
+
+    for finding in check_area(index.path(area.rel)).findings:
+        finding.path = join(area.rel, finding.path) if area.rel else finding.path
+        report.findings.append(finding)
 
 
 __all__ = ["validate", "check_fits", "ASDM_CORE_TABLES"]

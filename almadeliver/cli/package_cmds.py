@@ -1,0 +1,96 @@
+"""prepare, check, package, package-group: the observatory staff side."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..delivery.report import Report, Severity
+from ..delivery.staff import check_area, check_group_area, prepare_area
+from ..ids import Uid
+from ..packaging.group import package_group
+from ..packaging.package import DEFAULT_MAX_SIZE, PackageResult, package_mous, parse_size
+from .app import app, log
+
+_MARK = {Severity.INFO: "pass", Severity.WARNING: "warn", Severity.ERROR: "FAIL"}
+MaxSizeOption = typer.Option(DEFAULT_MAX_SIZE, "--max-size", help="Largest product tarball (10GB, 500MB, 1.5G).")
+OutOption = typer.Option(Path("."), "--out", help="Folder for the tarballs, README and manifest.")
+ProjectOption = typer.Option(..., "--project", help="Project code, e.g. 2013.1.00308.S.")
+SgOption = typer.Option(..., "--sg", help="Science goal OUS uid.")
+
+
+@app.command("prepare")
+def prepare_cmd(
+    mous: str = typer.Argument(..., help="The MOUS uid (uid://A001/X13e/X1fe or uid___A001_X13e_X1fe)."),
+    eb: List[str] = typer.Option(..., "--eb", help="An EB uid of the MOUS (repeat for each EB)."),
+    root: Path = typer.Option(Path("."), "--root", help="Folder in which to make the area."),
+) -> None:
+    """Make the staff reduction area: Calibration_X<EB tail> per EB, Combination/calibrated, Imaging."""
+    area = prepare_area(Uid.parse(mous), [Uid.parse(e) for e in eb], root)
+    typer.echo(f"reduction area {area}")
+    for folder in sorted(p for p in area.rglob("*") if p.is_dir()):
+        typer.echo(f"  {folder.relative_to(area)}/")
+
+
+@app.command("check")
+def check_cmd(
+    area: Path = typer.Argument(..., help="The reduction area (<MOUS uid___> folder)."),
+    group: bool = typer.Option(False, "--group", help="AREA is a group area (<GOUS uid___> with Imaging/)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Run the final checklist: each item pass/FAIL with its path. Exit 1 when an item fails."""
+    report = check_group_area(area) if group else check_area(area)
+    if json_out:
+        typer.echo(report.to_json())
+    else:
+        _print_report(report)
+    if not report.ok():
+        raise typer.Exit(1)
+
+
+def _print_report(report: Report) -> None:
+    typer.echo(f"checklist of {report.root}")
+    for f in report.findings:
+        hint = f" ({f.hint})" if f.hint and f.severity is not Severity.INFO else ""
+        typer.echo(f"  {_MARK[f.severity]:4}  {f.check:34} {f.path}: {f.message}{hint}")
+    failed = len(report.of(Severity.ERROR))
+    typer.echo(f"{len(report.findings) - failed} passed, {failed} failed" + ("" if failed else ": ready to package"))
+
+
+@app.command("package")
+def package_cmd(
+    area: Path = typer.Argument(..., help="The checked reduction area (<MOUS uid___> folder)."),
+    project: str = ProjectOption,
+    sg: str = SgOption,
+    group: str = typer.Option(..., "--group", help="Group OUS uid."),
+    max_size: str = MaxSizeOption,
+    raw: Optional[Path] = typer.Option(None, "--raw", help="Folder holding <EB>.asdm.sdm for each EB."),
+    out: Path = OutOption,
+    script_for_pi: Optional[Path] = typer.Option(
+        None, "--script-for-pi", help="The scriptForPI.py to deliver (default: AREA/script/scriptForPI.py)."),
+) -> None:
+    """Package a MOUS: m_of_n product tarballs, auxiliary, raw, README and a manifest."""
+    _print_result(package_mous(area, project, sg, group, out, parse_size(max_size), raw, script_for_pi))
+
+
+@app.command("package-group")
+def package_group_cmd(
+    area: Path = typer.Argument(..., help="The group area (<GOUS uid___> folder with README and Imaging/)."),
+    project: str = ProjectOption,
+    sg: str = SgOption,
+    max_size: str = MaxSizeOption,
+    out: Path = OutOption,
+) -> None:
+    """Package a group's combination products as <project>_<GOUS>_<m>_of_<n>.tar and a manifest."""
+    _print_result(package_group(area, project, sg, out, parse_size(max_size)))
+
+
+def _print_result(result: PackageResult) -> None:
+    for warning in result.warnings:
+        log.warning(warning)
+    for f in result.files:
+        typer.echo(f"{f.size:>14,d}  {f.sha256[:16]}  {f.name}")
+    typer.echo(f"{len(result.files)} files, {sum(f.size for f in result.files):,d} bytes in {result.out}; "
+               f"manifest {result.manifest.name}")
+

@@ -1,0 +1,307 @@
+"""The observatory staff reduction area of one MOUS (or one group) and its final checklist.
+
+Layout (ALMA staff manual, "manual data reduction"; the packager expects these names unchanged)::
+
+    <MOUS uid___>/README
+    <MOUS uid___>/Calibration_X<EB tail>/   per EB: the ASDM, <EB>.ms.scriptForCalibration.py,
+                                            one casa*.log, qa2/, calibration tables and plots
+    <MOUS uid___>/Combination/calibrated/   several EBs: *.ms.split.cal, allFluxes.txt,
+                                            scriptForFluxCalibration.py, calibrated.ms, casa*.log
+    <MOUS uid___>/Imaging/                  scriptForImaging.py, casa*.log, *.pbcor.fits, *.flux.fits
+
+A group area is ``<GOUS uid___>/`` with a README and an ``Imaging/`` folder of the group's
+combination products. ``check_area`` gives one finding per checklist item: info when it passes,
+error when it fails, each with the path it looked at.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TreeError, UsageError
+from ..ids import Uid
+from .report import Report, Severity
+
+CALIBRATION_PREFIX = "Calibration_"
+COMBINATION = "Combination/calibrated"
+IMAGING = "Imaging"
+README = "README"
+CASA_LOG_GLOB = "casa*.log"
+IMAGING_SCRIPT = "scriptForImaging.py"
+FLUX_SCRIPT = "scriptForFluxCalibration.py"
+CASA_VERSION_LINE = re.compile(r"^CASA version used for reduction:\s*(\S.*?)\s*$", re.MULTILINE)
+_SEVERE = re.compile(r"^\S+ \S+\s+SEVERE\s", re.MULTILINE)
+_STEP_TITLE = re.compile(r"^step_title\s*=\s*\{(?P<body>.*?)\}", re.MULTILINE | re.DOTALL)
+_STEP_KEY = re.compile(r"(\d+)\s*:\s*(['\"])(.*?)\2")
+_EB_NAME = re.compile(r"^(uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+)")
+
+
+@dataclass
+class StaffEb:
+    """One EB of the area, found from its Calibration_X<tail> folder."""
+
+    folder: Path
+    uid: Uid | None          # None when nothing in the folder names the EB
+
+    @property
+    def script(self) -> Path | None:
+        return self.folder / f"{self.uid.disk}.ms.scriptForCalibration.py" if self.uid else None
+
+
+@dataclass
+class StaffArea:
+    """A reduction area: its MOUS (or GOUS), its EBs and its standard folders."""
+
+    root: Path
+    ous: Uid
+    ebs: list[StaffEb] = field(default_factory=list)
+
+    @property
+    def combination(self) -> Path:
+        return self.root / COMBINATION
+
+    @property
+    def imaging(self) -> Path:
+        return self.root / IMAGING
+
+    @property
+    def readme(self) -> Path:
+        return self.root / README
+
+    def casa_version(self) -> str | None:
+        """The CASA version the README names ("CASA version used for reduction: 4.4.0")."""
+        if not self.readme.is_file():
+            return None
+        m = CASA_VERSION_LINE.search(self.readme.read_text(errors="replace"))
+        return m.group(1) if m else None
+
+
+def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
+    """Make ``root/<MOUS>/`` with ``Calibration_X<tail>`` per EB, ``Combination/calibrated`` (several
+    EBs) and ``Imaging``. Existing content is kept, so running it again is harmless."""
+    if not ebs:
+        raise UsageError("no EB given", "name every EB of the MOUS with --eb UID")
+    tails = [eb.tail for eb in ebs]
+    clash = sorted({t for t in tails if tails.count(t) > 1})
+    if len(set(ebs)) != len(ebs):
+        raise UsageError("the same EB is given twice", "give each EB once")
+    if clash:
+        raise UsageError(f"EBs share the uid tail {', '.join(clash)}, so their Calibration_X folders "
+                         "would clash", "reduce these EBs in separate areas")
+    area = Path(root) / mous.disk
+    folders = [area / f"{CALIBRATION_PREFIX}{t}" for t in tails] + [area / IMAGING]
+    if len(ebs) > 1:
+        folders.append(area / COMBINATION)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return area
+
+
+def load_area(area: Path) -> StaffArea:
+    """Read the area's MOUS from its folder name and its EBs from the Calibration_X folders."""
+    area = Path(area).resolve()
+    if not area.is_dir():
+        raise TreeError(f"{area} is not a folder", "give the reduction area made by 'almadeliver prepare'")
+    try:
+        ous = Uid.parse(area.name)
+    except UsageError:
+        raise TreeError(f"{area.name} is not a uid folder (uid___A001_X.._X..)",
+                        "the area must be named after its MOUS, as 'almadeliver prepare' makes it") from None
+    ebs = [StaffEb(folder, _eb_uid(folder)) for folder in sorted(area.glob(f"{CALIBRATION_PREFIX}X*"))
+           if folder.is_dir()]
+    return StaffArea(area, ous, ebs)
+
+
+def _eb_uid(folder: Path) -> Uid | None:
+    """The EB whose uid ends in the folder's tail, from the names of the script, ASDM or MS there."""
+    tail = folder.name[len(CALIBRATION_PREFIX):]
+    for child in sorted(folder.iterdir()):
+        m = _EB_NAME.match(child.name)
+        if m and m.group(1).endswith("_" + tail):
+            return Uid.parse(m.group(1))
+    return None
+
+
+def casa_logs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(CASA_LOG_GLOB) if p.is_file()) if folder.is_dir() else []
+
+
+def script_steps(text: str) -> dict[int, str] | None:
+    """The ``step_title`` dict of an ALMA reduction script ({0: 'Import of the ASDM', ...})."""
+    m = _STEP_TITLE.search(text)
+    if not m:
+        return None
+    return {int(k): title for k, _, title in _STEP_KEY.findall(m.group("body"))}
+
+
+def script_problem(text: str, eb: Uid) -> str | None:
+    """Why a scriptForCalibration.py is not complete (None when it is).
+
+    Complete means: the ALMA step structure (a ``step_title`` dict numbered 0..N, a ``mystep = k``
+    block for every step, ``thesteps = []`` so every step runs), and a last step that splits the
+    corrected data out to ``<EB>.ms.split.cal``.
+    """
+    steps = script_steps(text)
+    if not steps:
+        return "has no step_title dict (the ALMA step structure)"
+    if sorted(steps) != list(range(len(steps))):
+        return f"step numbers {sorted(steps)} are not 0..{len(steps) - 1}"
+    missing = [k for k in steps if not re.search(rf"^\s*mystep\s*=\s*{k}\s*$", text, re.MULTILINE)]
+    if missing:
+        return f"has no 'mystep = N' block for step(s) {', '.join(map(str, missing))}"
+    if not re.search(r"^thesteps\s*=\s*\[\s*\]", text, re.MULTILINE):
+        return "does not set thesteps = [] (not every step would run)"
+    last = steps[len(steps) - 1]
+    if "split" not in last.lower() or f"{eb.disk}.ms.split.cal" not in text:
+        return f"last step '{last}' does not split the calibrated data to {eb.disk}.ms.split.cal"
+    return None
+
+
+def log_problem(log: Path, steps: dict[int, str] | None = None) -> str | None:
+    """Why a CASA log is not clean (None when it is): a SEVERE line, or a script step it never ran."""
+    text = log.read_text(errors="replace")
+    severe = _SEVERE.search(text)
+    if severe:
+        line = text.count("\n", 0, severe.start()) + 1
+        return f"has a SEVERE message at line {line}"
+    if steps:
+        missing = [k for k in steps if not re.search(rf"\bStep\s+{k}\b", text)]
+        if missing:
+            return f"does not show step(s) {', '.join(map(str, missing))} of the script (not one full run)"
+    return None
+
+
+def check_area(area: Path) -> Report:
+    """The final checklist of a MOUS reduction area."""
+    staff = load_area(area)
+    report = Report(str(staff.root), "staff-area",
+                    details={"mous": staff.ous.archive,
+                             "ebs": [eb.uid.archive if eb.uid else eb.folder.name for eb in staff.ebs]})
+    check = _Checker(report, staff.root)
+    if not staff.ebs:
+        check.fail("staff.ebs", ".", "no Calibration_X<EB tail> folder",
+                   "make the area with 'almadeliver prepare MOUS --eb EB ...'")
+    for eb in staff.ebs:
+        _check_eb(check, eb)
+    several = len(staff.ebs) > 1
+    if several:
+        check.log("staff.combination.log", staff.combination, "combination")
+        check.file("staff.combination.fluxcal-script", staff.combination / FLUX_SCRIPT)
+    _check_imaging(check, staff)
+    return report
+
+
+def check_group_area(area: Path) -> Report:
+    """The checklist of a group area: README, Imaging script and clean log, images."""
+    staff = load_area(area)
+    report = Report(str(staff.root), "staff-group-area", details={"gous": staff.ous.archive})
+    _check_imaging(_Checker(report, staff.root), staff)
+    return report
+
+
+def _check_eb(check: "_Checker", eb: StaffEb) -> None:
+    if eb.uid is None:
+        check.fail("staff.eb.script", eb.folder, "no <EB>.ms.scriptForCalibration.py (nor ASDM or MS) "
+                   f"naming an EB ending in {eb.folder.name[len(CALIBRATION_PREFIX):]}",
+                   "put the EB's ASDM and its scriptForCalibration.py in this folder")
+        return
+    script, steps = eb.script, None
+    if not script.is_file():
+        check.fail("staff.eb.script", script, "missing", "generate it with es.generateReducScript")
+    else:
+        text = script.read_text(errors="replace")
+        problem = script_problem(text, eb.uid)
+        steps = script_steps(text)
+        if problem:
+            check.fail("staff.eb.script", script, f"not complete: {problem}",
+                       "keep every step of the generated script and run it whole")
+        else:
+            check.ok("staff.eb.script", script, f"complete ({len(steps)} steps)")
+    check.log("staff.eb.log", eb.folder, "calibration", steps)
+    qa2 = eb.folder / "qa2"
+    if not qa2.is_dir() or not any(p.is_file() for p in qa2.rglob("*")):
+        check.fail("staff.eb.qa2", qa2, "missing or empty", "run es.generateQA2Report in the EB folder")
+    else:
+        check.ok("staff.eb.qa2", qa2, f"{sum(p.is_file() for p in qa2.rglob('*'))} files")
+
+
+def _check_imaging(check: "_Checker", staff: StaffArea) -> None:
+    check.log("staff.imaging.log", staff.imaging, "imaging")
+    if not staff.readme.is_file() or not staff.readme.read_text(errors="replace").strip():
+        check.fail("staff.readme", staff.readme, "missing or empty", "write the README with your QA2 notes")
+    elif staff.casa_version() is None:
+        check.fail("staff.readme", staff.readme, "does not name the CASA version",
+                   "add a line 'CASA version used for reduction: X.Y.Z'")
+    else:
+        check.ok("staff.readme", staff.readme, f"CASA {staff.casa_version()}")
+    check.file("staff.imaging.script", staff.imaging / IMAGING_SCRIPT)
+    pbcor = sorted(staff.imaging.glob("*.pbcor.fits")) if staff.imaging.is_dir() else []
+    flux = sorted(staff.imaging.glob("*.flux.fits")) if staff.imaging.is_dir() else []
+    if not pbcor:
+        check.fail("staff.imaging.pbcor", staff.imaging, "no *.pbcor.fits", "export the PB-corrected images")
+    if not flux:
+        check.fail("staff.imaging.flux", staff.imaging, "no *.flux.fits", "export the primary beam images")
+    for image in pbcor:
+        check.fits("staff.imaging.pbcor", image)
+        partner = staff.imaging / (_image_stem(image.name) + ".flux.fits")
+        if not partner.is_file():
+            check.fail("staff.imaging.flux", partner, f"missing: the primary beam of {image.name}",
+                       "export the .flux.fits that goes with each .pbcor.fits")
+    for image in flux:
+        check.fits("staff.imaging.flux", image)
+
+
+def _image_stem(name: str) -> str:
+    """``w51_CO.image.pbcor.fits`` and ``w51_CO.pbcor.fits`` -> ``w51_CO`` (the .flux.fits stem)."""
+    stem = name[: -len(".pbcor.fits")]
+    return stem[: -len(".image")] if stem.endswith(".image") else stem
+
+
+class _Checker:
+    """Adds one finding per checklist item to the report, paths relative to the area."""
+
+    def __init__(self, report: Report, root: Path):
+        self.report, self.root = report, root
+
+    def _rel(self, path: Path | str) -> str:
+        path = Path(path)
+        return str(path.relative_to(self.root)) if path.is_absolute() and path.is_relative_to(self.root) else str(path)
+
+    def ok(self, check: str, path: Path | str, message: str) -> None:
+        self.report.add(Severity.INFO, check, self._rel(path), message)
+
+    def fail(self, check: str, path: Path | str, message: str, hint: str) -> None:
+        self.report.add(Severity.ERROR, check, self._rel(path), message, hint)
+
+    def file(self, check: str, path: Path) -> None:
+        if path.is_file() and path.stat().st_size:
+            self.ok(check, path, "present")
+        else:
+            self.fail(check, path, "missing or empty", f"put {path.name} in {path.parent.name}/")
+
+    def log(self, check: str, folder: Path, what: str, steps: dict[int, str] | None = None) -> None:
+        logs = casa_logs(folder)
+        if not logs:
+            self.fail(check, folder, f"no CASA log (casa*.log) of the {what}",
+                      f"run the {what} script once, whole, in this folder")
+        elif len(logs) > 1:
+            self.fail(check, folder, f"{len(logs)} CASA logs ({', '.join(p.name for p in logs)}); "
+                      "the checklist wants one clean log", "delete the logs of partial runs")
+        else:
+            problem = log_problem(logs[0], steps)
+            if problem:
+                self.fail(check, logs[0], f"not clean: {problem}", f"rerun the {what} whole, with no errors")
+            else:
+                self.ok(check, logs[0], "clean")
+
+    def fits(self, check: str, path: Path) -> None:
+        from astropy.io import fits  # only when there are images to look at
+
+        try:
+            with fits.open(path, memmap=True) as hdul:
+                shape = hdul[0].shape
+        except (OSError, ValueError) as exc:
+            self.fail(check, path, f"not a readable FITS file ({exc})", "export the image again")
+            return
+        self.ok(check, path, f"FITS image {'x'.join(map(str, shape[::-1]))}")

@@ -1,0 +1,209 @@
+"""The staff reduction area: prepare and the final checklist (seed 001)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from almadeliver.delivery.report import Severity
+from almadeliver.delivery.staff import check_area, check_group_area, load_area, prepare_area
+from almadeliver.errors import TreeError, UsageError
+from almadeliver.ids import Uid
+
+# The W51 12m MOUS of 2013.1.00308.S (ids from its real README)
+MOUS = Uid.parse("uid://A001/X196/X93")
+EBS = [Uid.parse("uid://A002/X9ee74a/X26f0"), Uid.parse("uid://A002/Xa8df68/Xb4b")]
+STEPS = ["Import of the ASDM", "Fix of SYSCAL table times", "Listobs, flagging", "Bandpass calibration",
+         "Gain calibration", "Apply calibrations", "Split out corrected column"]
+
+
+def calibration_script(eb: Uid, steps=STEPS, thesteps="[]") -> str:
+    """A scriptForCalibration.py with the ALMA generator's step structure (Python 3)."""
+    titles = ",\n              ".join(f"{k}: '{t}'" for k, t in enumerate(steps))
+    blocks = "".join(
+        f"\n# {t}\nmystep = {k}\nif(mystep in thesteps):\n"
+        f"  casalog.post('Step '+str(mystep)+' '+step_title[mystep],'INFO')\n"
+        f"  print('Step ', mystep, step_title[mystep])\n" for k, t in enumerate(steps))
+    split = (f"  split(vis = '{eb.disk}.ms.split', outputvis = '{eb.disk}.ms.split.cal',\n"
+             "    datacolumn = 'corrected', keepflags = True)\n")
+    return (f"thesteps = {thesteps}\nstep_title = {{{titles}}}\n\n"
+            "try:\n  print('List of steps to be executed ...', mysteps)\n  thesteps = mysteps\n"
+            "except:\n  print('global variable mysteps not set.')\nif (thesteps==[]):\n"
+            "  thesteps = range(0,len(step_title))\n" + blocks + split)
+
+
+def casa_log(lines: list[str]) -> str:
+    return "".join(f"2015-07-0{1 + i % 8} 12:00:0{i % 10}\tINFO\t::casa\t{line}\n" for i, line in enumerate(lines))
+
+
+def image(path: Path, value: float) -> None:
+    fits.PrimaryHDU(np.full((1, 1, 16, 16), value, dtype=np.float32)).writeto(path)
+
+
+def make_area(root: Path, real: Path, ebs=EBS, readme: str | None = None) -> Path:
+    """A complete, tiny staff area for the W51 MOUS, README from the real W51 README."""
+    area = prepare_area(MOUS, ebs, root)
+    for eb in ebs:
+        folder = area / f"Calibration_{eb.tail}"
+        (folder / eb.disk).mkdir()
+        (folder / eb.disk / "ASDM.xml").write_text("<ASDM/>\n")
+        (folder / f"{eb.disk}.ms.scriptForCalibration.py").write_text(calibration_script(eb))
+        (folder / "casa-20150701-120000.log").write_text(
+            casa_log([f"Step {k} {t}" for k, t in enumerate(STEPS)]))
+        (folder / "qa2").mkdir()
+        (folder / "qa2" / f"{eb.disk}__qa2_part1.png").write_bytes(b"\x89PNG fake plot")
+        (folder / "qa2" / "textfile.txt").write_text("QA2 report\n")
+        (folder / f"{eb.disk}.ms.split.bandpass").mkdir()
+        (folder / f"{eb.disk}.ms.split.bandpass" / "table.dat").write_bytes(b"\0" * 700)
+        (folder / f"{eb.disk}.ms.wvrgcal").write_text("WVR statistics\n")
+        (folder / f"{eb.disk}.ms.split.bandpass.plots").mkdir()
+        (folder / f"{eb.disk}.ms.split.bandpass.plots" / "bp.png").write_bytes(b"\x89PNG bandpass")
+        (folder / f"{eb.disk}.ms.split.cal").mkdir()
+        (folder / f"{eb.disk}.ms.split.cal" / "table.dat").write_bytes(b"\0" * 100)
+        (folder / f"{eb.disk}.ms.flagversions").mkdir()
+    if len(ebs) > 1:
+        comb = area / "Combination" / "calibrated"
+        (comb / "scriptForFluxCalibration.py").write_text("concat(vis=[...], concatvis='calibrated.ms')\n")
+        (comb / "allFluxes.txt").write_text('"J1922+1530" 0 218.6 1.02 1.02 2015-07-01T06:42:25\n')
+        (comb / "casa-20150702-120000.log").write_text(casa_log(["concat::::", "setjy::::"]))
+        (comb / "calibrated.ms").mkdir()
+    imaging = area / "Imaging"
+    (imaging / "scriptForImaging.py").write_text("tclean(vis='calibrated.ms', imagename='w51_CO')\n")
+    (imaging / "casa-20150703-120000.log").write_text(casa_log(["tclean::::", "exportfits::::"]))
+    image(imaging / "w51_CO.image.pbcor.fits", 1.0)
+    image(imaging / "w51_CO.flux.fits", 0.5)
+    if readme is None:
+        text = (real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_text()
+        readme = text.split("#####")[1].strip() + "\n"     # the reducer's part: header and QA2 notes
+    (area / "README").write_text(readme)
+    (area / "script").mkdir()
+    (area / "script" / "scriptForPI.py").write_text("# scriptForPI (staff copy)\n")
+    return area
+
+
+def failed(report) -> dict[str, str]:
+    """path -> its failure messages (joined by ' | ')."""
+    out: dict[str, str] = {}
+    for f in report.of(Severity.ERROR):
+        out[f.path] = f"{out[f.path]} | {f.message}" if f.path in out else f.message
+    return out
+
+
+def test_prepare_makes_the_staff_layout(tmp_path):
+    area = prepare_area(MOUS, EBS, tmp_path)
+    assert area == tmp_path / "uid___A001_X196_X93"
+    assert sorted(str(p.relative_to(area)) for p in area.rglob("*")) == [
+        "Calibration_X26f0", "Calibration_Xb4b", "Combination", "Combination/calibrated", "Imaging"]
+    (area / "Imaging" / "keep.txt").write_text("x")
+    prepare_area(MOUS, EBS, tmp_path)                      # again: harmless
+    assert (area / "Imaging" / "keep.txt").exists()
+    one = prepare_area(Uid.parse("uid___A001_X196_X94"), EBS[:1], tmp_path)
+    assert not (one / "Combination").exists()
+
+
+def test_prepare_refuses_clashing_tails(tmp_path):
+    with pytest.raises(UsageError, match="X26f0"):
+        prepare_area(MOUS, [EBS[0], Uid.parse("uid://A002/Xabcdef/X26f0")], tmp_path)
+    with pytest.raises(UsageError):
+        prepare_area(MOUS, [], tmp_path)
+
+
+def test_complete_area_passes_every_item(tmp_path, real):
+    report = check_area(make_area(tmp_path, real))
+    assert report.ok(), failed(report)
+    assert report.flavour == "staff-area"
+    assert report.details == {"mous": MOUS.archive, "ebs": [e.archive for e in EBS]}
+    checks = sorted({f.check for f in report.findings})
+    assert checks == ["staff.combination.fluxcal-script", "staff.combination.log", "staff.eb.log", "staff.eb.qa2",
+                      "staff.eb.script", "staff.imaging.flux", "staff.imaging.log", "staff.imaging.pbcor",
+                      "staff.imaging.script", "staff.readme"]
+    assert [f.message for f in report.findings if f.check == "staff.readme"] == ["CASA 4.4.0"]
+    assert {f.path for f in report.findings if f.check == "staff.eb.script"} == {
+        f"Calibration_{eb.tail}/{eb.disk}.ms.scriptForCalibration.py" for eb in EBS}
+
+
+def test_one_eb_needs_no_combination(tmp_path, real):
+    area = make_area(tmp_path, real, ebs=EBS[:1])
+    report = check_area(area)
+    assert report.ok(), failed(report)
+    assert not [f for f in report.findings if f.check.startswith("staff.combination")]
+
+
+def test_each_failure_is_named_with_its_path(tmp_path, real):
+    area = make_area(tmp_path, real)
+    eb0, eb1 = (area / f"Calibration_{eb.tail}" for eb in EBS)
+    log0 = eb0 / "casa-20150701-120000.log"
+    log0.write_text(log0.read_text() + "2015-07-01 12:00:09\tSEVERE\tapplycal::Calibrater::selectvis\t"
+                    "Caught exception: Specified selection selects zero rows!\n")
+    script1 = eb1 / f"{EBS[1].disk}.ms.scriptForCalibration.py"
+    script1.write_text(calibration_script(EBS[1], STEPS[:-1]))          # no final split step
+    (area / "Combination" / "calibrated" / "scriptForFluxCalibration.py").unlink()
+    (area / "Imaging" / "casa-20150704-120000.log").write_text(casa_log(["tclean::::"]))   # a second log
+    (area / "Imaging" / "w51_CO.flux.fits").unlink()
+    report = check_area(area)
+    assert not report.ok()
+    problems = failed(report)
+    assert "SEVERE message at line 8" in problems["Calibration_X26f0/casa-20150701-120000.log"]
+    assert "does not split" in problems[f"Calibration_Xb4b/{EBS[1].disk}.ms.scriptForCalibration.py"]
+    assert problems["Combination/calibrated/scriptForFluxCalibration.py"] == "missing or empty"
+    assert "2 CASA logs" in problems["Imaging"]
+    assert "primary beam of w51_CO.image.pbcor.fits" in problems["Imaging/w51_CO.flux.fits"]
+    assert "staff.imaging.flux" in {f.check for f in report.of(Severity.ERROR)}
+
+
+def test_script_and_log_criteria(tmp_path, real):
+    area = make_area(tmp_path, real, ebs=EBS[:1])
+    folder = area / "Calibration_X26f0"
+    script = folder / f"{EBS[0].disk}.ms.scriptForCalibration.py"
+    script.write_text(calibration_script(EBS[0], thesteps="[0, 1]"))
+    assert "thesteps = []" in failed(check_area(area))[str(script.relative_to(area))]
+    script.write_text("importasdm('x')\n")
+    assert "step_title" in failed(check_area(area))[str(script.relative_to(area))]
+    script.write_text(calibration_script(EBS[0]))
+    log = folder / "casa-20150701-120000.log"
+    log.write_text(casa_log([f"Step {k} {t}" for k, t in enumerate(STEPS) if k != 3]))
+    assert "step(s) 3" in failed(check_area(area))[str(log.relative_to(area))]
+    log.unlink()
+    assert "no CASA log" in failed(check_area(area))["Calibration_X26f0"]
+    (folder / "casa.log").write_text(casa_log([f"Step {k} {t}" for k, t in enumerate(STEPS)]))
+    (folder / "qa2" / "textfile.txt").unlink()
+    (folder / "qa2" / f"{EBS[0].disk}__qa2_part1.png").unlink()
+    assert failed(check_area(area)) == {"Calibration_X26f0/qa2": "missing or empty"}
+
+
+def test_readme_and_images(tmp_path, real):
+    area = make_area(tmp_path, real, ebs=EBS[:1], readme="Comments from Reducer: fine.\n")
+    (area / "Imaging" / "w51_CO.image.pbcor.fits").write_bytes(b"not a fits file")
+    problems = failed(check_area(area))
+    assert problems["README"] == "does not name the CASA version"
+    assert problems["Imaging/w51_CO.image.pbcor.fits"].startswith("not a readable FITS file")
+    for p in (area / "Imaging").glob("*.fits"):
+        p.unlink()
+    problems = failed(check_area(area))
+    assert problems["Imaging"] == "no *.pbcor.fits | no *.flux.fits"
+    assert {f.check for f in check_area(area).of(Severity.ERROR)} >= {"staff.imaging.pbcor", "staff.imaging.flux"}
+
+
+def test_eb_named_by_nothing_and_bad_area(tmp_path, real):
+    area = prepare_area(MOUS, EBS[:1], tmp_path)
+    assert load_area(area).ebs[0].uid is None
+    assert "naming an EB ending in X26f0" in failed(check_area(area))["Calibration_X26f0"]
+    with pytest.raises(TreeError, match="not a uid folder"):
+        load_area(tmp_path)
+    with pytest.raises(TreeError, match="not a folder"):
+        check_area(tmp_path / "nothing")
+
+
+def test_group_area(tmp_path, real):
+    area = make_area(tmp_path, real, ebs=EBS[:1])
+    gous = tmp_path / "uid___A001_X196_X92"
+    (gous / "Imaging").mkdir(parents=True)
+    for name in ("scriptForImaging.py", "casa-20150703-120000.log", "w51_CO.image.pbcor.fits", "w51_CO.flux.fits"):
+        (gous / "Imaging" / name).write_bytes((area / "Imaging" / name).read_bytes())
+    assert not check_group_area(gous).ok()                     # no README yet
+    (gous / "README").write_text((area / "README").read_text())
+    report = check_group_area(gous)
+    assert report.ok(), failed(report)
+    assert report.details == {"gous": "uid://A001/X196/X92"}
