@@ -7,5 +7,6 @@ from . import serve_cmds  # noqa: F401  (registers serve)
 from . import package_cmds  # noqa: F401  (registers prepare, check, package, package-group)
 from . import validate_cmds  # noqa: F401  (registers validate)
 from . import image_cmds  # noqa: F401  (registers image)
+from . import sim_cmds  # noqa: F401  (registers simulate)
 
 __all__ = ["app", "main"]
