@@ -10,3 +10,4 @@ from . import image_cmds  # noqa: F401  (registers image)
 from . import sim_cmds  # noqa: F401  (registers simulate)
 
 __all__ = ["app", "main"]
+from . import restore_cmds  # noqa: F401  (registers restore)
