@@ -12,6 +12,8 @@ _UID_ARCHIVE_RE = re.compile(r"^uid://(?P<a>A\d{3})/(?P<b>X[0-9a-fA-F]+)/(?P<c>X
 _UID_DISK_RE = re.compile(r"^uid___(?P<a>A\d{3})_(?P<b>X[0-9a-fA-F]+)_(?P<c>X[0-9a-fA-F]+)$")
 _UID_IN_TEXT = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
 _PROJECT_IN_TEXT = r"\d{4}\.\d\.\d{5}\.[A-Z]"
+# Calls for proposals by year: no call in 2014 (Cycle 2 ran on) nor in 2020 (Cycle 7 extended).
+_CYCLE_OF_YEAR = {2011: 0, 2012: 1, 2013: 2, 2014: 2, 2015: 3, 2016: 4, 2017: 5, 2018: 6, 2019: 7}
 
 
 @dataclass(frozen=True, order=True)
@@ -32,7 +34,10 @@ class ProjectCode:
 
     @property
     def cycle(self) -> int:
-        return int(self.code.split(".")[1])
+        """The ALMA cycle, from the proposal year (2011 -> 0, 2013 -> 2, 2017 -> 5, 2021 -> 8);
+        the digit after the year is the call's semester, not the cycle."""
+        year = int(self.code[:4])
+        return _CYCLE_OF_YEAR.get(year, year - 2013)
 
     def __str__(self) -> str:
         return self.code

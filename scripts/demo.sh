@@ -10,6 +10,17 @@ step() { echo; echo "==> $*"; "$@"; steps+=("$1 ${2:-}"); }
 
 step almadeliver casa-info --check
 
+# query (issue 5): the project view of the project the local archive serves, then the JSON plan that
+# download takes. The simulate/serve steps set DEMO_PROJECT and export ALMADELIVER_ARCHIVE (the URL of
+# `almadeliver serve`); until they have landed this step says it is skipped.
+if [ -n "${DEMO_PROJECT:-}" ] && [ -n "${ALMADELIVER_ARCHIVE:-}" ]; then
+  step almadeliver query "$DEMO_PROJECT"
+  step almadeliver query "$DEMO_PROJECT" --format json --output "$OUT/plan.json"
+  export DEMO_PLAN="$OUT/plan.json"
+else
+  echo; echo "==> query skipped: no local archive served yet (the simulate/serve steps set DEMO_PROJECT, ALMADELIVER_ARCHIVE)"
+fi
+
 # validate (issue 7): check the delivery tree the download step unpacked. The sim/download steps set
 # DEMO_TREE (e.g. "$OUT/download/<project>"); until they have landed this step says it is skipped.
 if [ -n "${DEMO_TREE:-}" ] && [ -d "$DEMO_TREE" ]; then

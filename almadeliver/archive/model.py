@@ -39,6 +39,7 @@ class Mous:
     bands: list[str]
     rows: int                  # ObsCore rows merged into this line
     files: list[ArchiveFile] = field(default_factory=list)
+    shared_files: list[str] = field(default_factory=list)  # names of its files listed (and fetched) under another MOUS
 
     def size(self, *kinds: TarballKind) -> int:
         return sum(f.size for f in self.files if not kinds or f.kind in kinds)

@@ -1,0 +1,137 @@
+"""DataLink answers: which files a MOUS (or a tarball, nested) consists of, and their sizes."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import requests
+from astropy.io.votable import parse as parse_votable
+from astropy.utils.exceptions import AstropyWarning
+
+from ..errors import ArchiveError, AuthError, IdentifierError, NotFoundError
+from ..ids import DeliveryFileName, TarballKind
+from .client import ArchiveClient, MirrorDown, down_reason
+
+SEMANTICS_KIND = {
+    "#this": TarballKind.PRODUCTS,
+    "#auxiliary": TarballKind.AUXILIARY,
+    "#progenitor": TarballKind.RAW,
+    "#documentation": TarballKind.README,
+}
+
+
+@dataclass
+class Link:
+    """One downloadable file of a DataLink answer."""
+
+    id: str              # the ID asked for (MOUS uid, or a tarball name for nested answers)
+    name: str            # file name (last part of access_url)
+    url: str
+    semantics: str
+    content_type: str
+    size: int | None     # content_length in bytes
+    readable: bool
+    description: str = ""
+
+    @property
+    def kind(self) -> TarballKind | None:
+        """The delivery file kind: from the name, else from the semantics (None for other files)."""
+        try:
+            return DeliveryFileName.parse(self.name).kind
+        except IdentifierError:
+            return SEMANTICS_KIND.get(self.semantics)
+
+
+@dataclass
+class DataLinkAnswer:
+    id: str
+    links: list[Link] = field(default_factory=list)
+    nested: dict[str, str] = field(default_factory=dict)   # tarball name -> its nested DataLink URL
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
+
+
+def _bool(value) -> bool:
+    if isinstance(value, (str, bytes)):
+        return _text(value).lower() in ("true", "t", "1")
+    return True if value is None else bool(value)
+
+
+def _results(votable):
+    """The results RESOURCE (as pyvo finds it) and its adhoc:service RESOURCEs by ID."""
+    results = next((r for r in votable.resources if r.type == "results"), votable.resources[0] if votable.resources else None)
+    services = {r.ID: r for r in votable.resources if r.type == "meta" and r.utype == "adhoc:service"}
+    return results, services
+
+
+def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkAnswer:
+    """Parse a DataLink VOTable. Raises NotFoundError for NotFoundFault, ArchiveError otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            votable = parse_votable(io.BytesIO(content), verify="ignore")
+    except Exception as exc:  # not XML / not a VOTable (e.g. an HTML error page)
+        raise ArchiveError(f"the archive's DataLink answer for {id} is not a VOTable ({exc})",
+                           "try again later or another --archive") from exc
+    results, services = _results(votable)
+    status = next((i for i in (results.infos if results else []) if i.name.upper() == "QUERY_STATUS"), None)
+    if status is not None and str(status.value).upper() == "ERROR":
+        raise ArchiveError(f"the archive's DataLink answer for {id} failed: {_text(status.content)}", "try again later")
+    if results is None or not results.tables:
+        raise ArchiveError(f"the archive's DataLink answer for {id} has no table", "try again later")
+    array = results.tables[0].array
+    names = array.dtype.names or ()
+    columns = {n: array[n].tolist() if n in names else [None] * len(array) for n in _COLUMNS}
+    answer = DataLinkAnswer(id)
+    for row_id, access, service, error, semantics, description, ctype, size, readable in zip(
+            *(columns[n] for n in _COLUMNS)):
+        row_id, error, service, access = _text(row_id) or id, _text(error), _text(service), _text(access)
+        if error:
+            if error.startswith("NotFoundFault"):
+                raise NotFoundError(f"the archive does not know {row_id} ({error})",
+                                    "DataLink takes member_ous_uid values (uid://A001/...), not obs_id")
+            raise ArchiveError(f"DataLink for {row_id} answered: {error}", "try again later")
+        if service:
+            if service.startswith("DataLink.") and service in services:
+                params = {p.name: p.value for p in services[service].params}
+                if "accessURL" in params:
+                    answer.nested[service.removeprefix("DataLink.")] = _text(params["accessURL"])
+            continue  # services (nested DataLink, #cutout SODA) are not files
+        if not access:
+            continue
+        answer.links.append(Link(
+            id=row_id, name=unquote(urlsplit(access).path.rsplit("/", 1)[-1]), url=access,
+            semantics=_text(semantics), content_type=_text(ctype), size=None if size is None else int(size),
+            readable=_bool(readable), description=_text(description)))
+    return answer
+
+
+_COLUMNS = ("ID", "access_url", "service_def", "error_message", "semantics", "description", "content_type",
+            "content_length", "readable")
+
+
+def fetch_datalink(client: ArchiveClient, id: str, url: str | None = None) -> DataLinkAnswer:
+    """The DataLink answer for a MOUS uid (or a tarball name; or a nested DataLink ``url``)."""
+
+    def on(mirror: str) -> DataLinkAnswer:
+        target = url or f"{mirror}/datalink/sync"
+        try:
+            response = client.session.get(target, params=None if url else {"ID": id})
+        except requests.RequestException as exc:
+            raise MirrorDown(down_reason(exc) or str(exc)) from exc
+        if response.status_code in (401, 403):
+            raise AuthError(f"the archive refused DataLink for {id} (HTTP {response.status_code})",
+                            "log in with an account that may see this proprietary data")
+        if response.status_code == 404 and b"VOTABLE" not in response.content[:2000].upper():
+            raise NotFoundError(f"the archive does not know {id} (HTTP 404)", "check the uid")
+        if response.status_code >= 500 and b"VOTABLE" not in response.content[:2000].upper():
+            raise MirrorDown(f"HTTP {response.status_code}")
+        return parse_datalink(response.content, id, response.url)
+
+    return client.call(f"DataLink for {id}", on)

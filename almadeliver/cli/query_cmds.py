@@ -1,0 +1,172 @@
+"""query: the project view of what the archive holds."""
+from __future__ import annotations
+
+import io
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from astropy.io.votable import from_table
+
+from ..archive.client import ARCHIVE_ENV, ArchiveClient
+from ..archive.model import Mous, Project, ProjectView
+from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, query, summary
+from ..archive.tap import Selection, cone, resolve_target
+from ..errors import UsageError
+from ..ids import TarballKind
+from .app import app, state
+
+
+class View(str, Enum):
+    project = "project"
+    mous = "mous"
+    raw = "raw"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    ecsv = "ecsv"
+    votable = "votable"
+
+
+def human(n: int) -> str:
+    """Bytes in decimal units, as the archive shows them."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def _grid(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    return [indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+
+
+def _qa2(m: Mous) -> str:
+    return "?" if m.qa2_passed is None else "pass" if m.qa2_passed else "fail"
+
+
+def _sizes(m: Mous) -> list[str]:
+    return [human(m.size(*PRODUCT_KINDS)), human(m.size(TarballKind.AUXILIARY)), human(m.size(TarballKind.RAW))]
+
+
+def _project_block(p: Project) -> list[str]:
+    rights = "Public" if p.data_rights == "Public" else f"Proprietary until {p.release_date or '?'}"
+    lines = [f"{p.code}  cycle {p.cycle}  {rights}" + (f" (released {p.release_date})" if p.data_rights == "Public" and p.release_date else ""),
+             f"  title    {p.title}", f"  PI       {p.pi}",
+             f"  bands    {' '.join(p.bands)}", f"  targets  {', '.join(p.targets)}"]
+    sg = gous = object()
+    group: list[Mous] = []
+
+    def flush():
+        if group:
+            grid = _grid(["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw"],
+                         [[m.uid, m.array, _qa2(m), str(len(m.ebs)), *_sizes(m)] for m in group], "      ")
+            lines.append(grid[0])
+            for m, line in zip(group, grid[1:]):
+                lines.append(line)
+                lines.append(f"        EBs {' '.join(m.ebs) or 'none listed'}")
+                if m.shared_files:
+                    lines.append(f"        + {len(m.shared_files)} files listed under another MOUS (fetched once)")
+            group.clear()
+
+    for m in p.mous:
+        if m.sg != sg:
+            flush()
+            sg, gous = m.sg, object()
+            lines.append(f"  SG {m.sg or 'unknown (no readable product tarball header)'}")
+        if m.gous != gous:
+            flush()
+            gous = m.gous
+            lines.append(f"    GOUS {m.gous}")
+        group.append(m)
+    flush()
+    files = [f for m in p.mous for f in m.files]
+    lines.append(f"  project total {human(sum(f.size for f in files))} in {len(files)} files")
+    return lines
+
+
+def render(view: ProjectView, how: View) -> str:
+    """The terminal view."""
+    lines: list[str] = []
+    if how is View.project:
+        for p in view.projects:
+            lines += _project_block(p) + [""]
+    elif how is View.mous:
+        rows = [[p.code, m.uid, m.array, _qa2(m), str(len(m.ebs)), " ".join(m.bands), *_sizes(m)]
+                for p in view.projects for m in p.mous]
+        lines += _grid(["project", "MOUS", "array", "QA2", "EBs", "bands", "products", "auxiliary", "raw"], rows) + [""]
+    else:
+        t = eb_table(view)
+        rows = [[str(r["row"]), r["project"], r["mous"], r["eb"], human(int(r["raw_bytes"])) if r["raw_file"] else "-",
+                 human(int(r["delivery_bytes"])), r["shares_with"] or "-"] for r in t]
+        lines += _grid(["row", "project", "MOUS", "EB", "raw", "delivery", "same delivery files as rows"], rows) + [""]
+    files = view.files()
+    total = sum(f.size for f in files)
+    by_kind = {k: sum(f.size for f in files if f.kind in kinds) for k, kinds in
+               (("products", PRODUCT_KINDS), ("auxiliary", (TarballKind.AUXILIARY,)), ("raw", (TarballKind.RAW,)))}
+    lines.append(f"total to download: {human(total)} in {len(files)} files ("
+                 + ", ".join(f"{k} {human(v)}" for k, v in by_kind.items()) + ")")
+    locked = [f for f in files if not f.readable]
+    if locked:
+        lines.append(f"{len(locked)} files are proprietary: downloading them needs a login")
+    lines.append(summary(view))
+    return "\n".join(lines) + "\n"
+
+
+def formatted(view: ProjectView, how: View, fmt: Format) -> str:
+    if fmt is Format.table:
+        return render(view, how)
+    if fmt is Format.json:
+        return view.to_json() + "\n"
+    table = eb_table(view) if how is View.raw else mous_table(view)
+    if fmt is Format.votable:
+        buf = io.BytesIO()
+        from_table(table).to_xml(buf)
+        return buf.getvalue().decode()
+    buf = io.StringIO()
+    table.write(buf, format="ascii.csv" if fmt is Format.csv else "ascii.ecsv")
+    return buf.getvalue()
+
+
+@app.command("query")
+def query_cmd(
+    ids: Optional[List[str]] = typer.Argument(None, help="Project codes (wildcards * ?) and MOUS/GOUS uids (either form)."),
+    ra: Optional[str] = typer.Option(None, "--ra", help="Cone centre RA: degrees or 05h35m17s / 05:35:17."),
+    dec: Optional[str] = typer.Option(None, "--dec", help="Cone centre Dec: degrees or -05d23m28s / -05:23:28."),
+    radius: str = typer.Option("1arcmin", "--radius", help="Cone radius: degrees or with units (30arcsec)."),
+    target: Optional[str] = typer.Option(None, "--target", help="A target name, resolved by astropy (needs a resolver)."),
+    band: Optional[List[int]] = typer.Option(None, "--band", help="ALMA band (1-10); repeat for several."),
+    public: Optional[bool] = typer.Option(None, "--public/--proprietary", help="Only public, or only proprietary data."),
+    start: Optional[str] = typer.Option(None, "--start", help="Observed on or after this date (2016-10-01)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Observed on or before this date."),
+    keyword: Optional[str] = typer.Option(None, "--keyword", help="Science keyword (substring, any case)."),
+    where: Optional[List[str]] = typer.Option(None, "--where", help="Raw ADQL condition on ivoa.obscore; repeatable."),
+    archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
+                                          help="eso, nrao, naoj or a URL (default almascience.org)."),
+    view: View = typer.Option(View.project, "--view", help="project (tree), mous (a line per MOUS), raw (a line per EB)."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table, json (the download plan), csv, ecsv, votable."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+) -> None:
+    """Ask the archive and answer in the project view: one block per project, a line per MOUS."""
+    if target and (ra or dec):
+        raise UsageError("--target and --ra/--dec both given", "give a target name or coordinates, not both")
+    if bool(ra) != bool(dec):
+        raise UsageError("a cone needs both --ra and --dec", "give both, or --target NAME")
+    region = resolve_target(target, radius) if target else cone(ra, dec, radius) if ra else None
+    selection = Selection.from_ids(ids or [], cone=region, bands=band or [], public=public, start=start,
+                                   end=end, keyword=keyword, where=where or [])
+    result = query(selection, ArchiveClient(archive))
+    text = formatted(result, view, fmt)
+    if output:
+        output.write_text(text)
+        if not state.quiet:
+            typer.echo(f"{summary(result)}\nwrote {output}")
+    else:
+        typer.echo(text, nl=False)
+        if fmt is not Format.table and not state.quiet:
+            typer.echo(summary(result), err=True)

@@ -1,0 +1,66 @@
+"""query: a 200-MOUS project (200 x 3 sources x 4 spw = 2400 ObsCore rows, 200 DataLink calls) on the
+local archive; almadeliver's project view against astroquery's query + get_data_info, same project.
+
+Prints the times and the ratio; the target is under 3 s for almadeliver.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from archive_catalogue import write_project  # noqa: E402
+
+from almadeliver.archive.client import ArchiveClient  # noqa: E402
+from almadeliver.archive.projectview import query, summary  # noqa: E402
+from almadeliver.archive.tap import Selection  # noqa: E402
+from almadeliver.sim.server import LocalArchive  # noqa: E402
+
+PROJECT = "2019.1.00999.S"
+TARGET_S = 3.0
+
+
+def best_of(n: int, fn):
+    times, result = [], None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def astroquery_view(url: str):
+    from astroquery.alma import Alma
+
+    alma = Alma()
+    alma.archive_url = alma.dataarchive_url = url
+    rows = alma.query({"project_code": PROJECT})
+    uids = sorted(set(str(u) for u in rows["member_ous_uid"]))
+    return rows, alma.get_data_info(uids)
+
+
+def main() -> int:
+    from astroquery import log as astroquery_log
+
+    astroquery_log.setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
+        write_project(Path(tmp), PROJECT, n_mous=200, sources=3, spws=4)
+        with LocalArchive(Path(tmp)) as archive:
+            ours, view = best_of(3, lambda: query(Selection(projects=[PROJECT]), ArchiveClient(archive.url)))
+            theirs, (rows, info) = best_of(1, lambda: astroquery_view(archive.url))
+    print(f"almadeliver query   {ours:6.2f} s  {summary(view)}")
+    print(f"astroquery          {theirs:6.2f} s  query {len(rows)} rows + get_data_info {len(info)} DataLink rows "
+          f"(no MOUS grouping, no dedup, no science goal)")
+    print(f"ratio astroquery/almadeliver = {theirs / ours:.1f}x; target < {TARGET_S:.0f} s: "
+          f"{'met' if ours < TARGET_S else 'NOT met'}")
+    return 0 if ours < TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
