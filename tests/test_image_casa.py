@@ -192,3 +192,24 @@ def test_manual_unknown_spw_or_field_is_refused(manual_member, capsys, args, msg
     assert main(["image", str(manual_member), *args]) == 2
     assert msg in capsys.readouterr().err
     assert not (manual_member / "reimage").exists()
+
+
+def test_simulated_manual_delivery_restored_then_reimaged(simulated, unpack, tmp_path):
+    """The whole chain on the simulation's own manual delivery: unpack, restore (scriptForPI), image."""
+    from almadeliver.casa.restore import plan_restore, restore
+
+    tree = unpack(simulated("2019.1.00010.S", flavour="manual"), tmp_path / "dl")
+    member = next(p for p in tree.rglob("member.uid___*") if p.is_dir())
+    restore(plan_restore(member))
+    same = imaging.run(imaging.plan(member), out=tmp_path / "same")
+    assert same.failures == {} and len(same.comparisons) == 2
+    for c in same.comparisons:
+        assert c.delivered is not None and c.new.nchan == c.delivered.nchan
+        assert c.new.bmaj_arcsec == pytest.approx(c.delivered.bmaj_arcsec, rel=1e-4)
+        assert c.max_diff is not None and c.max_diff <= PIXEL_TOLERANCE, c
+    changed = imaging.run(imaging.plan(member, Overrides(robust=2, nbin=2)), out=tmp_path / "r2")
+    assert changed.failures == {}
+    for c in changed.comparisons:
+        assert c.new.bmaj_arcsec * c.new.bmin_arcsec > c.delivered.bmaj_arcsec * c.delivered.bmin_arcsec
+        if c.new.nchan > 1 or c.delivered.nchan > 1:
+            assert c.new.nchan == c.delivered.nchan // 2
