@@ -1,55 +1,47 @@
 #!/usr/bin/env bash
-# make demo: the whole mission end to end on the embedded local archive (no internet).
-# Each stage appends its step here; the summary at the end lists what ran.
+# make demo: the whole mission end to end on the embedded local archive (no internet):
+# simulate -> serve -> query -> download -> validate -> restore -> image, then a summary.
 set -euo pipefail
-OUT=${DEMO_OUT:-demo-output}
-rm -rf "$OUT"; mkdir -p "$OUT"
-export ALMADELIVER_HOME="$PWD/$OUT/home"
+OUT=$(mkdir -p "${DEMO_OUT:-demo-output}" && cd "${DEMO_OUT:-demo-output}" && pwd)
+rm -rf "${OUT:?}"/*
+export ALMADELIVER_HOME="$OUT/home"
+PROJECT=2017.1.00123.S
 steps=()
-step() { echo; echo "==> $*"; "$@"; steps+=("$1 ${2:-}"); }
+step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; steps+=("$(printf '%-10s %4ss  %s' "$name" $((SECONDS - t0)) "$*")"); }
 
-step almadeliver casa-info --check
+step casa-info almadeliver casa-info --check
 
-# simulate: a small ALMA project made with real CASA, written into the local archive folder
-step almadeliver simulate 2017.1.00123.S --out "$OUT/archive" --ebs 2
-echo "--- delivered tree (all tarballs of 2017.1.00123.S untarred into $OUT/delivered)"
-mkdir -p "$OUT/delivered"
-for t in "$OUT"/archive/2017.1.00123.S/files/*.tar; do tar xf "$t" -C "$OUT/delivered"; done
-(cd "$OUT/delivered" && find 2017.1.00123.S -maxdepth 5 | sort | sed -e 's|[^/]*/|  |g')
-export DEMO_PROJECT=2017.1.00123.S
-# query (issue 5): the project view of the project the local archive serves, then the JSON plan that
-# download takes. The simulate/serve steps set DEMO_PROJECT and export ALMADELIVER_ARCHIVE (the URL of
-# `almadeliver serve`); until they have landed this step says it is skipped.
-if [ -n "${DEMO_PROJECT:-}" ] && [ -n "${ALMADELIVER_ARCHIVE:-}" ]; then
-  step almadeliver query "$DEMO_PROJECT"
-  step almadeliver query "$DEMO_PROJECT" --format json --output "$OUT/plan.json"
-  export DEMO_PLAN="$OUT/plan.json"
-else
-  echo; echo "==> query skipped: no local archive served yet (the simulate/serve steps set DEMO_PROJECT, ALMADELIVER_ARCHIVE)"
-fi
+# 1. a small ALMA project (2 EBs, manual calibration) made with real CASA, as the archive ships it
+step simulate almadeliver simulate "$PROJECT" --out "$OUT/archive" --ebs 2
 
-# download (issue 6): fetch the demo project from the local archive the demo serves (ALMADELIVER_ARCHIVE)
-# into $OUT/download, from the plan the query step wrote (DEMO_PLAN), then run it again (a no-op).
-if [ -n "${DEMO_PLAN:-}" ] && [ -f "$DEMO_PLAN" ]; then
-  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
-  step almadeliver download "$DEMO_PLAN" --dest "$OUT/download"
-  DEMO_TREE=${DEMO_TREE:-$(find "$OUT/download" -mindepth 1 -maxdepth 1 -type d ! -name .almadeliver | head -1)}
-else
-  echo; echo "==> download skipped: no project view yet (the serve/query steps set DEMO_PLAN)"
-fi
+# 2. the local ALMA archive serves it on 127.0.0.1 (TAP, DataLink, dataPortal)
+PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+almadeliver serve "$OUT/archive" --port "$PORT" > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+export ALMADELIVER_ARCHIVE="http://127.0.0.1:$PORT"
+for _ in $(seq 100); do curl -sf "$ALMADELIVER_ARCHIVE/tap/availability" > /dev/null && break; sleep 0.1; done
+echo; echo "==> local archive at $ALMADELIVER_ARCHIVE (log: $OUT/serve.log)"
 
-# validate (issue 7): check the delivery tree the download step unpacked. The sim/download steps set
-# DEMO_TREE (e.g. "$OUT/download/<project>"); until they have landed this step says it is skipped.
-if [ -n "${DEMO_TREE:-}" ] && [ -d "$DEMO_TREE" ]; then
-  step almadeliver validate "$DEMO_TREE"
-else
-  echo; echo "==> validate skipped: no delivery tree yet (the simulate/download steps set DEMO_TREE)"
-fi
+# 3. the project view, then the same as a JSON plan for download
+step query almadeliver query "$PROJECT"
+step query almadeliver query "$PROJECT" --format json --output "$OUT/plan.json"
 
-# restore: the delivery's own scriptForPI.py in modular CASA (disk plan first, then the run)
-MEMBER=$(ls -d "$OUT"/delivered/2017.1.00123.S/science_goal.*/group.*/member.* | head -n 1)
-step almadeliver restore "$MEMBER" --dry-run
-step almadeliver restore "$MEMBER" --spacesaving 1
+# 4. download everything (products, auxiliary, raw, README), untarred into one tree; a rerun is a no-op
+step download almadeliver download "$OUT/plan.json" --dest "$OUT/download"
+step download almadeliver download "$OUT/plan.json" --dest "$OUT/download"
+
+# 5. the tree is the standard delivery tree
+step validate almadeliver validate "$OUT/download/$PROJECT"
+
+# 6. scriptForPI in modular CASA: the disk plan, then the restore
+MEMBER=$(ls -d "$OUT/download/$PROJECT"/science_goal.*/group.*/member.* | head -n 1)
+step restore almadeliver restore "$MEMBER" --dry-run
+step restore almadeliver restore "$MEMBER" --spacesaving 1
+
+# 7. re-image: the delivered imaging calls, then remade with robust 2 and 2-channel binning
+step image almadeliver image "$MEMBER" --list
+step image almadeliver image "$MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
 
 echo
 echo "==> summary"

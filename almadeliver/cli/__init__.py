@@ -1,14 +1,18 @@
-"""The command line: a thin typer app. Each stage registers its commands from its own module."""
+"""The command line: a thin typer app. Each stage registers its commands from its own module.
+
+The import order is the order of ``almadeliver --help``: the mission first, then the tools.
+"""
 from __future__ import annotations
 
 from .app import app, main
-from . import casa_cmds  # noqa: F401  (registers casa-info)
-from . import sim_cmds  # noqa: F401  (registers simulate)
-from . import query_cmds  # noqa: F401  (registers query)
-from . import download_cmds  # noqa: F401  (registers download)
-from . import serve_cmds  # noqa: F401  (registers serve)
-from . import package_cmds  # noqa: F401  (registers prepare, check, package, package-group)
-from . import validate_cmds  # noqa: F401  (registers validate)
-from . import restore_cmds  # noqa: F401  (registers restore)
+from . import query_cmds  # noqa: F401  (query)
+from . import download_cmds  # noqa: F401  (download)
+from . import validate_cmds  # noqa: F401  (validate)
+from . import restore_cmds  # noqa: F401  (restore)
+from . import image_cmds  # noqa: F401  (image)
+from . import package_cmds  # noqa: F401  (prepare, check, package, package-group)
+from . import sim_cmds  # noqa: F401  (simulate)
+from . import serve_cmds  # noqa: F401  (serve)
+from . import casa_cmds  # noqa: F401  (casa-info)
 
 __all__ = ["app", "main"]

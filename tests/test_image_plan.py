@@ -1,0 +1,226 @@
+"""image: everything before CASA runs (tclean calls -> jobs, overrides, names, refusals, comparison maths)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from almadeliver.casa import imaging
+from almadeliver.casa.imaging import Overrides
+from almadeliver.cli import main
+from almadeliver.delivery.contdat import parse_contdat
+from almadeliver.errors import TreeError, UsageError
+
+MOUS = "uid___A001_X1_X3"
+EB = "uid___A002_Xab_X12"
+# Written the way the pipeline logs them: several lines per call, iter0 then iter1, a re-run of spw1.
+LOG = f"""\
+# hif_makeimages(hm_masking='auto')
+tclean(vis=['{EB}_targets.ms'], field='src', spw=['0'], intent='OBSERVE_TARGET#ON_SOURCE',
+       imagename='{MOUS}.s36_0.src_sci.spw0.cube.I.iter0', imsize=[64, 64], cell=['0.2arcsec'],
+       specmode='cube', start='230.0005GHz', width='0.001GHz', nchan=16, weighting='briggs',
+       robust=0.5, niter=0, deconvolver='hogbom')
+tclean(vis=['{EB}_targets.ms'], field='src', spw=['0'], intent='OBSERVE_TARGET#ON_SOURCE',
+       imagename='{MOUS}.s36_0.src_sci.spw0.cube.I.iter1', imsize=[64, 64], cell=['0.2arcsec'],
+       specmode='cube', start='230.0005GHz', width='0.001GHz', nchan=16, weighting='briggs',
+       robust=0.5, niter=100, threshold='0.01Jy', deconvolver='hogbom', pbcor=True)
+tclean(vis=['{EB}_targets.ms'], field='src', spw=['1'], imagename='{MOUS}.s36_0.src_sci.spw1.cube.I.iter1',
+       imsize=[64, 64], cell=['0.2arcsec'], specmode='cube', nchan=-1, width='', niter=10)
+tclean(vis=['{EB}_targets.ms'], field='src', spw=['1'], imagename='{MOUS}.s37_0.src_sci.spw1.cube.I.iter1',
+       imsize=[64, 64], cell=['0.2arcsec'], specmode='cube', nchan=-1, width='', niter=20)
+tclean(vis=['{EB}_targets.ms'], field='src', spw=['0:229.9~230.0GHz;230.01~230.02GHz,1'],
+       imagename='{MOUS}.s38_0.src_sci.spw0_1.cont.I.iter1', imsize=[64, 64], cell=['0.2arcsec'],
+       specmode='mfs', deconvolver='mtmfs', nterms=2, niter=50)
+exportfits(imagename='x.image', fitsimage='x.fits')
+"""
+CONTDAT = """Field: src
+
+SpectralWindow: 0
+229.990~230.003GHz LSRK
+230.012~230.016GHz LSRK
+
+SpectralWindow: 1
+231.0~231.1GHz LSRK
+"""
+
+
+@pytest.fixture
+def member(tmp_path):
+    """A pipeline member folder as restore leaves it (the MS folders are empty: no CASA here)."""
+    m = tmp_path / f"member.{MOUS}"
+    for sub in ("log", "product", "calibration", "calibrated/working", "script"):
+        (m / sub).mkdir(parents=True)
+    (m / "log" / f"{MOUS}.casa_commands.log").write_text(LOG)
+    (m / "calibration" / f"{MOUS}.cont.dat").write_text(CONTDAT)
+    (m / "calibrated" / f"{EB}.ms.split.cal").mkdir()
+    (m / "calibrated" / "working" / f"{EB}.ms").mkdir()
+    fits.PrimaryHDU(np.zeros((1, 16, 8, 8), np.float32)).writeto(
+        m / "product" / f"{MOUS}.src_sci.spw0.cube.I.pbcor.fits")
+    return m
+
+
+def test_jobs_are_the_last_iter1_calls_with_alma_product_names(member):
+    jobs = imaging.plan_images(member)
+    assert [j.name for j in jobs] == [f"{MOUS}.src_sci.spw0.cube.I", f"{MOUS}.src_sci.spw1.cube.I",
+                                      f"{MOUS}.src_sci.spw0_1.cont.I"]
+    spw0, spw1, cont = jobs
+    assert spw1.tclean["niter"] == 20 and spw1.source.endswith("casa_commands.log:12")
+    assert spw0.exports == {".image.pbcor": f"{MOUS}.src_sci.spw0.cube.I.pbcor.fits",
+                            ".pb": f"{MOUS}.src_sci.spw0.cube.I.pb.fits"}
+    assert cont.exports == {".image.tt0.pbcor": f"{MOUS}.src_sci.spw0_1.cont.I.tt0.pbcor.fits",
+                            ".pb.tt0": f"{MOUS}.src_sci.spw0_1.cont.I.pb.tt0.fits"}
+    assert [j.kind for j in jobs] == ["cube", "cube", "cont"] and cont.spws == ["0", "1"]
+    # vis points at the restored MS with the pipeline's spw ids (calibrated/working wins over split.cal)
+    assert spw0.tclean["vis"] == [str(member / "calibrated" / "working" / f"{EB}.ms")]
+    assert spw0.delivered[f"{MOUS}.src_sci.spw0.cube.I.pbcor.fits"].endswith("spw0.cube.I.pbcor.fits")
+    assert spw0.delivered[f"{MOUS}.src_sci.spw0.cube.I.pb.fits"] is None
+    assert spw0.changed == {}  # no override, nothing changed beyond vis/imagename
+
+
+def test_overrides_change_exactly_what_was_asked(member):
+    ov = Overrides(robust=2, uvtaper="0.5arcsec", niter=7, threshold="1mJy", cell="0.1arcsec", imsize=128)
+    spw0 = imaging.plan_images(member, ov)[0]
+    t = spw0.tclean
+    assert (t["weighting"], t["robust"], t["uvtaper"], t["niter"], t["threshold"]) == \
+        ("briggs", 2.0, ["0.5arcsec"], 7, "1mJy")
+    assert t["cell"] == "0.1arcsec" and t["imsize"] == [128, 128]
+    assert spw0.changed["robust"] == [0.5, 2.0] and spw0.changed["niter"] == [100, 7]
+    # the spw1 call had no weighting: robust needs briggs
+    assert imaging.plan_images(member, ov)[1].tclean["weighting"] == "briggs"
+
+
+def test_nbin_halves_cube_channels_and_keeps_the_band_edge(member):
+    spw0, spw1, cont = imaging.plan_images(member, Overrides(nbin=2))
+    assert spw0.tclean["nchan"] == 8 and spw0.tclean["width"] == "0.002GHz"
+    # first binned channel spans the first two delivered ones: centre moves by half a delivered channel
+    assert spw0.tclean["start"] == "230.001GHz"
+    assert spw1.tclean["width"] == 2 and spw1.tclean["nchan"] == -1
+    assert "width" not in cont.changed  # continuum images are not binned
+
+
+@pytest.mark.parametrize("tclean,kw,expect", [
+    ({"width": "0.001GHz", "nchan": 16, "start": "230.0005GHz"}, {"width": "4MHz"},
+     {"width": "4MHz", "nchan": 4, "start": "230.002GHz"}),
+    ({"width": 1, "nchan": 15}, {"width": "2"}, {"width": 2, "nchan": 7}),
+    ({"width": "", "nchan": 10}, {"nbin": 3}, {"width": 3, "nchan": 3}),
+    ({"width": "-0.5MHz", "nchan": 10, "start": "100GHz"}, {"nbin": 2},
+     {"width": "-1MHz", "nchan": 5, "start": "99.99975GHz"}),
+    ({"width": "0.5MHz", "nchan": 10}, {"width": "1km/s"}, {"width": "1km/s", "nchan": -1}),
+])
+def test_rebin_arithmetic(tclean, kw, expect):
+    assert imaging.rebin(tclean, **kw) == expect
+
+
+def test_spw_selection_narrows_the_aggregate_continuum(member):
+    jobs = imaging.plan_images(member, Overrides(spw="1"))
+    assert [j.name for j in jobs] == [f"{MOUS}.src_sci.spw1.cube.I", f"{MOUS}.src_sci.spw1.cont.I"]
+    assert jobs[1].tclean["spw"] == ["1"]
+    jobs = imaging.plan_images(member, Overrides(spw="0", specmode="cont"))
+    assert jobs[0].tclean["spw"] == ["0:229.9~230.0GHz;230.01~230.02GHz"]
+
+
+@pytest.mark.parametrize("ov,msg", [
+    (Overrides(spw="7"), r"spw 7 is not among the imaged spws of this delivery \(0, 1\)"),
+    (Overrides(field="nope"), r"field 'nope' is not among the imaged fields of this delivery \(src\)"),
+    (Overrides(nbin=2, specmode="cont"), "--nbin/--width apply to cubes"),
+])
+def test_unknown_spw_or_field_is_refused_before_casa(member, ov, msg):
+    with pytest.raises(UsageError, match=msg):
+        imaging.plan_images(member, ov)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"nbin": 2, "width": "2"}, "both set"), ({"nbin": 0}, "not a positive"), ({"specmode": "line"}, "unknown"),
+    ({"threshold": "3"}, "quantity in Jy"), ({"uvtaper": "1GHz"}, "quantity in arcsec"), ({"width": "wide"}, "--width"),
+])
+def test_bad_overrides(kw, msg):
+    with pytest.raises(UsageError, match=msg):
+        Overrides(**kw)
+
+
+def test_unrestored_member_is_refused(member):
+    import shutil
+    shutil.rmtree(member / "calibrated")
+    with pytest.raises(TreeError, match="no restored MS .* almadeliver restore"):
+        imaging.plan_images(member)
+
+
+def test_contsub_uses_contdat_ranges_and_images_the_subtracted_ms(member, real):
+    jobs = imaging.plan_images(member, Overrides(contsub=True, spw="0"))
+    cube = jobs[0]
+    assert cube.tclean["vis"] == [f"contsub/{EB}.ms.src.contsub"]
+    (run,) = cube.contsub
+    assert run["ranges"] == {"0": [(229.99e9, 230.003e9, "LSRK"), (230.012e9, 230.016e9, "LSRK")]}
+    assert jobs[1].contsub == []  # continuum images are made from the unsubtracted data
+    # the real pipeline cont.dat reads into the same shape
+    ranges = imaging.contdat_ranges(parse_contdat(real / "pipeline" / "G008.67.B3.12m.cont.dat"))
+    assert ranges["G008.67"]["25"][0] == pytest.approx((93.100687e9, 93.152312e9, "LSRK"))
+
+
+def test_out_folder_is_new_and_never_product(member):
+    first = imaging.new_out_folder(member, None)
+    assert first.name == "reimage" and imaging.new_out_folder(member, None).name == "reimage.2"
+    with pytest.raises(UsageError, match="inside product/"):
+        imaging.new_out_folder(member, member / "product" / "x")
+    (first / "a").write_text("x")
+    with pytest.raises(UsageError, match="already holds files"):
+        imaging.new_out_folder(member, first)
+
+
+def _gaussian_fits(path, peak, sigma_noise, bmaj_arcsec, nchan=1, beams_table=False, seed=1):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:64, :64]
+    img = peak * np.exp(-((x - 32) ** 2 + (y - 32) ** 2) / (2 * 3.0 ** 2))
+    data = img[None, None] + rng.normal(0, sigma_noise, (1, nchan, 64, 64))
+    hdu = fits.PrimaryHDU(data.astype(np.float32))
+    hdu.header["BUNIT"] = "Jy/beam"
+    hdus = [hdu]
+    if beams_table:
+        cols = [fits.Column("BMAJ", "E", array=np.full(nchan, bmaj_arcsec)),
+                fits.Column("BMIN", "E", array=np.full(nchan, bmaj_arcsec / 2)),
+                fits.Column("BPA", "E", array=np.full(nchan, 30.0))]
+        hdus.append(fits.BinTableHDU.from_columns(cols, name="BEAMS"))
+    else:
+        hdu.header.update(BMAJ=bmaj_arcsec / 3600, BMIN=bmaj_arcsec / 7200, BPA=30.0)
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_comparison_maths_and_record(tmp_path):
+    new, old = tmp_path / "new.pbcor.fits", tmp_path / "old.pbcor.fits"
+    _gaussian_fits(new, 1.0, 0.01, 1.2, nchan=4, beams_table=True, seed=1)
+    _gaussian_fits(old, 1.0, 0.01, 1.0, nchan=4, seed=2)
+    s_new, s_old = imaging.image_stats(new), imaging.image_stats(old)
+    assert s_new.bmaj_arcsec == pytest.approx(1.2) and s_old.bmaj_arcsec == pytest.approx(1.0)
+    assert (s_old.bmin_arcsec, s_old.bpa_deg, s_old.nchan) == (pytest.approx(0.5), 30.0, 4)
+    assert s_new.rms == pytest.approx(0.01, rel=0.1)  # MAD ignores the source
+    assert s_new.peak == pytest.approx(1.0, abs=0.05)
+    diff = imaging.max_difference(new, old)
+    assert 0.03 < diff < 0.2  # two noise draws of sigma 0.01 differ by a few sigma at most
+    assert imaging.max_difference(new, new) == 0.0
+    job = imaging.ImagingJob(name="new", source="log:1", field="src", spws=["0"], kind="cube",
+                             tclean={"imagename": "new.iter1", "robust": 2.0},
+                             exports={".image.pbcor": "new.pbcor.fits"}, delivered={"new.pbcor.fits": str(old)},
+                             changed={"robust": [0.5, 2.0]})
+    rows = imaging.compare(tmp_path, [job])
+    record, table = imaging.write_record(tmp_path, [job], rows, {}, Overrides(robust=2))
+    data = json.loads(record.read_text())
+    assert data["overrides"] == {"robust": 2}
+    assert data["images"][0]["tclean"]["robust"] == 2.0 and data["images"][0]["failed"] is None
+    assert data["comparison"][0]["delivered"]["bmaj_arcsec"] == pytest.approx(1.0)
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("image\tbeam new") and lines[1].startswith("new.pbcor.fits\t1.200 x 0.600, 30.0\t1.000 x 0.500")
+
+
+def test_cli_list_dry_run_and_refusal(member, capsys):
+    assert main(["image", str(member), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{MOUS}.src_sci.spw1.cube.I  field=src spw=1 cube  ({MOUS}.casa_commands.log:12)" in out
+    assert main(["image", str(member), "--dry-run", "--nbin", "2", "--spw", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "would run 2 image(s)" in out and "nchan=8" in out and "width='0.002GHz'" in out
+    assert not (member / "reimage").exists()
+    assert main(["image", str(member), "--spw", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: spw 9 is not among the imaged spws") and len(err.strip().splitlines()) == 1
