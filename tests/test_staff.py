@@ -131,6 +131,21 @@ def test_one_eb_needs_no_combination(tmp_path, real):
     assert not [f for f in report.findings if f.check.startswith("staff.combination")]
 
 
+def test_stale_leap_second_table_is_a_warning(tmp_path, real):
+    """casacore's SEVERE about an old leap second table (what CASA 6.7 writes here) is about the install."""
+    area = make_area(tmp_path, real, ebs=EBS[:1])
+    log = area / "Imaging" / "casa-20150703-120000.log"
+    origin = "tclean::MeasTable::dUTC(Double) (file MeasTable.cc, line 4290)"
+    log.write_text(log.read_text() + f"2015-07-03 12:00:09\tSEVERE\t{origin}\tLeap second table TAI_UTC seems "
+                   f"out-of-date.\n2015-07-03 12:00:09\tSEVERE\t{origin}+\tUntil the table is updated\n")
+    report = check_area(area)
+    assert report.ok(), failed(report)
+    [warning] = report.of(Severity.WARNING)
+    assert warning.check == "staff.imaging.log" and "leap second table" in warning.message
+    log.write_text(log.read_text() + "2015-07-03 12:00:10\tSEVERE\ttclean::::\tTask tclean raised an exception\n")
+    assert "SEVERE message at line 5" in failed(check_area(area))["Imaging/casa-20150703-120000.log"]
+
+
 def test_each_failure_is_named_with_its_path(tmp_path, real):
     area = make_area(tmp_path, real)
     eb0, eb1 = (area / f"Calibration_{eb.tail}" for eb in EBS)

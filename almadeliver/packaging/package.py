@@ -19,9 +19,9 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..delivery.layout import StaffArea, StaffEb
 from ..delivery.report import Severity
-from ..delivery.staff import (CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, StaffArea, StaffEb, casa_logs,
-                              check_area, load_area)
+from ..delivery.staff import CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, casa_logs, check_area, load_area
 from ..errors import DiskSpaceError, PackagingError, UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, products_name, raw_name, readme_name
 from .tarballs import Entry, TarRecord, tar_size, tree_entries, write_parts, write_tar_record, write_tgz
