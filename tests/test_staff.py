@@ -103,9 +103,15 @@ def test_prepare_makes_the_staff_layout(tmp_path):
     assert not (one / "Combination").exists()
 
 
-def test_prepare_refuses_clashing_tails(tmp_path):
-    with pytest.raises(UsageError, match="X26f0"):
-        prepare_area(MOUS, [EBS[0], Uid.parse("uid://A002/Xabcdef/X26f0")], tmp_path)
+def test_prepare_tells_clashing_tails_apart(tmp_path):
+    twin = Uid.parse("uid://A002/Xabcdef/X26f0")
+    area = prepare_area(MOUS, [EBS[0], twin, EBS[1]], tmp_path)
+    assert sorted(p.name for p in area.glob("Calibration_*")) == [
+        "Calibration_X9ee74a_X26f0", "Calibration_Xabcdef_X26f0", "Calibration_Xb4b"]
+    (area / "Calibration_Xabcdef_X26f0" / f"{twin.disk}.ms.scriptForCalibration.py").write_text("")
+    assert [eb.uid for eb in load_area(area).ebs] == [None, twin, None]
+    with pytest.raises(UsageError, match="twice"):
+        prepare_area(MOUS, [EBS[0], EBS[0]], tmp_path)
     with pytest.raises(UsageError):
         prepare_area(MOUS, [], tmp_path)
 

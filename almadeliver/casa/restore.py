@@ -270,6 +270,23 @@ class ProgressParser:
         return new
 
 
+def script_logs(casa_log: Path) -> dict[str, str]:
+    """A restore's CASA log cut where scriptForPI starts each script: EB uid -> the log of its
+    calibration script, ``scriptForFluxCalibration.py`` (and the other combining scripts) -> theirs.
+    Lines before the first script and after scriptForPI's last message are left out."""
+    parser = ProgressParser([])
+    parts: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in Path(casa_log).read_text(errors="replace").splitlines(keepends=True):
+        progress = parser.feed(line.rstrip("\n").split("\t", 3)[-1])   # date time, priority, origin, message
+        if progress is not None and progress.step is None:              # a script starts, or the run ends
+            current = progress.eb if progress.phase == "calibration" else (
+                progress.phase if progress.phase.startswith("scriptFor") else None)
+        if current:
+            parts.setdefault(current, []).append(line)
+    return {key: "".join(lines) for key, lines in parts.items()}
+
+
 # -- running --------------------------------------------------------------------------------------------
 @dataclass
 class RestoreResult:

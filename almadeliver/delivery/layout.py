@@ -18,7 +18,7 @@ UID_RE = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
 _CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
-_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>X[0-9a-fA-F]+)$")
+_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>(?:X[0-9a-fA-F]+_)?X[0-9a-fA-F]+)$")
 _EB_PREFIX_RE = re.compile(rf"^(?P<uid>{UID_RE})")
 _MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
 
@@ -182,11 +182,23 @@ class StaffEb:
 
     @property
     def tail(self) -> str:
+        """What the folder name carries of the EB uid: ``X26f0``, or ``X768808_X1`` (see calibration_folder)."""
         return self.folder.name[len(STAFF_CALIBRATION_PREFIX):]
+
+    def fits(self, uid: Uid) -> bool:
+        """True when ``uid`` is an EB this folder is named for."""
+        return uid.disk.endswith("_" + self.tail)
 
     @property
     def script(self) -> Path | None:
         return self.folder / f"{self.uid.disk}.ms.scriptForCalibration.py" if self.uid else None
+
+
+def calibration_folder(eb: Uid, ebs: list[Uid]) -> str:
+    """``Calibration_X<tail>`` (ALMA staff manual); ``Calibration_X<range>_X<tail>`` when another EB of
+    the area ends in the same tail (exportasdm names every simulated EB ``.../X1``)."""
+    clash = sum(other.tail == eb.tail for other in ebs) > 1
+    return STAFF_CALIBRATION_PREFIX + ("_".join(eb.archive.rsplit("/", 2)[1:]) if clash else eb.tail)
 
 
 @dataclass
@@ -346,7 +358,7 @@ def _staff(index: TreeIndex, rel: str) -> StaffArea:
                 eb.asdms[uid] = eb.folder / sub
         for child in sorted(cal.names()):
             uid = eb_of(child)
-            if uid and uid.disk.endswith("_" + m["tail"]):
+            if uid and eb.fits(uid):
                 eb.uid = uid
                 break
         area.ebs.append(eb)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..errors import TreeError, UsageError
 from ..ids import Uid
-from .layout import (STAFF_CALIBRATION_PREFIX, STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
-                     read_staff_area)
+from .layout import (STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
+                     calibration_folder, read_staff_area)
 from .report import Report, Severity
 
 CASA_LOG_GLOB = "casa*.log"
@@ -36,19 +36,14 @@ _STEP_KEY = re.compile(r"(\d+)\s*:\s*(['\"])(.*?)\2")
 
 
 def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
-    """Make ``root/<MOUS>/`` with ``Calibration_X<tail>`` per EB, ``Combination/calibrated`` (several
-    EBs) and ``Imaging``. Existing content is kept, so running it again is harmless."""
+    """Make ``root/<MOUS>/`` with ``Calibration_X<tail>`` per EB (``Calibration_X<range>_X<tail>`` for
+    EBs whose tails clash), ``Combination/calibrated`` (several EBs) and ``Imaging``. Existing content is kept, so running it again is harmless."""
     if not ebs:
         raise UsageError("no EB given", "name every EB of the MOUS with --eb UID")
-    tails = [eb.tail for eb in ebs]
-    clash = sorted({t for t in tails if tails.count(t) > 1})
     if len(set(ebs)) != len(ebs):
         raise UsageError("the same EB is given twice", "give each EB once")
-    if clash:
-        raise UsageError(f"EBs share the uid tail {', '.join(clash)}, so their Calibration_X folders "
-                         "would clash", "reduce these EBs in separate areas")
     area = Path(root) / mous.disk
-    folders = [area / f"{STAFF_CALIBRATION_PREFIX}{t}" for t in tails] + [area / STAFF_IMAGING]
+    folders = [area / calibration_folder(eb, ebs) for eb in ebs] + [area / STAFF_IMAGING]
     if len(ebs) > 1:
         folders.append(area / STAFF_COMBINATION)
     for folder in folders:
@@ -85,7 +80,8 @@ def script_problem(text: str, eb: Uid) -> str | None:
 
     Complete means: the ALMA step structure (a ``step_title`` dict numbered 0..N, a ``mystep = k``
     block for every step, ``thesteps = []`` so every step runs), and a last step that splits the
-    corrected data out to ``<EB>.ms.split.cal``.
+    corrected data out to ``<EB>.ms.split.cal`` (written out, or as ``vis + '.split.cal'`` with
+    ``vis = '<EB>.ms'``).
     """
     steps = script_steps(text)
     if not steps:
@@ -98,7 +94,10 @@ def script_problem(text: str, eb: Uid) -> str | None:
     if not re.search(r"^thesteps\s*=\s*\[\s*\]", text, re.MULTILINE):
         return "does not set thesteps = [] (not every step would run)"
     last = steps[len(steps) - 1]
-    if "split" not in last.lower() or f"{eb.disk}.ms.split.cal" not in text:
+    block = text[re.search(rf"^\s*mystep\s*=\s*{len(steps) - 1}\s*$", text, re.MULTILINE).end():]
+    # the generator writes the name out; hand-edited scripts build it from vis = '<EB>.ms'
+    names_it = f"{eb.disk}.ms.split.cal" in block or (".split.cal" in block and f"'{eb.disk}.ms'" in text)
+    if "split" not in last.lower() or "split(" not in block or not names_it:
         return f"last step '{last}' does not split the calibrated data to {eb.disk}.ms.split.cal"
     return None
 

@@ -367,7 +367,7 @@ def _check_staff(index: TreeIndex, area: StaffArea, report: Report) -> None:
             report.add(E, "staff.no-asdm", cal_rel, f"no ASDM (uid___A002_..._{eb.tail}) in {eb.folder.name}",
                        "move the EB's ASDM into its Calibration folder")
         for uid, asdm in eb.asdms.items():
-            if uid.tail != eb.tail:
+            if not eb.fits(uid):
                 report.add(E, "staff.tail-mismatch", area.rel_path(asdm),
                            f"ASDM {uid} sits in Calibration_{eb.tail} (its tail is {uid.tail})",
                            f"move it to Calibration_{uid.tail}")
