@@ -21,6 +21,7 @@ from almadeliver.delivery.layout import find_members
 from almadeliver.delivery.report import Severity
 from almadeliver.delivery.staff import check_area, prepare_area
 from almadeliver.delivery.validate import validate
+from almadeliver.errors import UsageError
 from almadeliver.ids import Uid
 from almadeliver.packaging.fromdelivery import staff_from_delivery
 from almadeliver.packaging.package import package_mous, parse_size
@@ -29,10 +30,10 @@ from almadeliver.sim.server import LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
 
-pytestmark = pytest.mark.slow
 PROJECT = "2017.1.00123.S"          # the demo's project: one MOUS, 2 EBs (flux calibration + combination)
 
 
+@pytest.mark.slow
 def test_round_trip(simulated, unpack, tmp_path):
     simulated_project = simulated(PROJECT, ebs=2)
     [member] = find_members(unpack(simulated_project, tmp_path / "delivered"))
@@ -100,3 +101,22 @@ def test_round_trip(simulated, unpack, tmp_path):
         ("script", ".ms.scriptForCalibration.py"), ("qa", "__textfile.txt"))}
     assert names >= {"calibration/allFluxes.txt", "log/calibrated.log.tgz", "log/Imaging.log.tgz",
                      "script/scriptForFluxCalibration.py", "script/scriptForImaging.py"}
+
+
+def test_fill_refuses_what_it_cannot_use(simulated, unpack, tmp_path, capsys):
+    """prepare --from-delivery: an unrestored member, EBs that do not match, a manifest of another project."""
+    from almadeliver.cli import main
+
+    [member] = find_members(unpack(simulated(PROJECT, ebs=2), tmp_path / "delivered"))
+    ebs = [eb.archive for eb in member.ebs_in_scripts]
+    args = ["prepare", member.mous.archive, "--from-delivery", str(member.path)]
+    (member.path / "calibrated").mkdir()
+    assert main(args + ["--root", str(tmp_path / "one"), "--eb", ebs[0]]) == 2
+    assert "does not match the delivery's EBs" in capsys.readouterr().err
+    (member.path / "calibrated").rmdir()
+    assert main(args + ["--root", str(tmp_path / "two"), "--eb", ebs[0], "--eb", ebs[1]]) == 1
+    assert "is not restored (no calibrated/)" in capsys.readouterr().err
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"project": "2019.1.00001.S", "ous": member.mous.archive, "files": []}))
+    with pytest.raises(UsageError, match="not 2017.1.00123.S"):
+        catalogue_from_manifests(PROJECT, [], [manifest])
