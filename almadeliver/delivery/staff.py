@@ -11,7 +11,8 @@ Layout (ALMA staff manual, "manual data reduction"; the packager expects these n
 
 A group area is ``<GOUS uid___>/`` with a README and an ``Imaging/`` folder of the group's
 combination products. ``check_area`` gives one finding per checklist item: info when it passes,
-error when it fails, each with the path it looked at.
+error when it fails, each with the path it looked at. The area model (``StaffArea``, ``StaffEb``)
+is layout.py's, the one validate reads too.
 """
 from __future__ import annotations
 
