@@ -56,5 +56,5 @@ step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$
 
 echo
 echo "==> summary"
-for s in "${steps[@]}"; do echo "  ok  $s"; done
+for s in "${steps[@]}"; do echo "  ok  ${s//$OUT\//}"; done
 echo "demo output in $OUT/"
