@@ -24,7 +24,6 @@ def asdm_summary(asdm: str, vis: str) -> dict:
             "scan_fields": {str(s): [str(msmd.namesforfields(int(f))[0]) for f in msmd.fieldsforscan(s)] for s in scans},
             "nspw": int(msmd.nspw()),
             "nchan": [int(msmd.nchan(i)) for i in range(msmd.nspw())],
-            "spw_names": [str(n) for n in msmd.namesforspws()],
             "antennas": list(msmd.antennanames()),
             "nobservations": int(msmd.nobservations()),
         }
