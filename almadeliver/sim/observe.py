@@ -348,7 +348,7 @@ def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
     ``work``, the ASDMs in ``raw/<EB>.asdm.sdm``. Checks each ASDM carries the planned uid.
 
     The ASDMs carry the science spws (``plan["spws"]``) followed by the plan's non-science spws
-    (``plan["aux_spws"]``: WVR, channel-averaged; none unless the plan has them), observed with
+    (``plan["aux_spws"]``: channel-averaged; none unless the plan has them), observed with
     the plan's ``integration_s`` (default INTEGRATION_S)."""
     mous = plan["mous"][index]
     raw.mkdir(parents=True, exist_ok=True)
