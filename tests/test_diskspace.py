@@ -1,6 +1,7 @@
 import os
+import subprocess
 
-from almadeliver.casa.diskspace import MB, DiskSampler, du_mb, estimate
+from almadeliver.casa.diskspace import MB, DiskSampler, du_mb, estimate, free_mb
 
 
 def _member(tmp_path, raw_bytes, extra=False):
@@ -37,3 +38,25 @@ def test_sampler_sees_the_peak(tmp_path):
         sampler.sample()
         (work / "big").unlink()
     assert sampler.peak >= 2 * MB and sampler.last < MB
+
+
+def _du_sm(path) -> int:
+    return int(subprocess.run(["du", "-sm", f"{path}/"], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def test_raw_is_measured_as_scriptforpi_does(tmp_path):
+    """ALMA's scriptForPI runs `du -smc $PWD` and `df -P -m $PWD` inside raw/: MB rounded up,
+    the folder itself counted, a hard-linked file once, a linked raw/ followed."""
+    member = _member(tmp_path, MB - 4096)          # just under 1 MB of data: the folders tip it over
+    asdm = member / "raw" / "uid___A002_X1_X3.asdm.sdm"
+    os.link(asdm / "ASDM.xml", asdm / "ASDM.link")
+    assert du_mb(member / "raw") == _du_sm(member / "raw")
+    elsewhere = tmp_path / "bigdisk" / "raw"
+    elsewhere.parent.mkdir()
+    (member / "raw").rename(elsewhere)
+    (member / "raw").symlink_to(elsewhere)
+    est = estimate(member)
+    assert est.raw_mb == _du_sm(member / "raw") == du_mb(elsewhere)
+    df = subprocess.run(["df", "-P", "-m", str(elsewhere)], capture_output=True, text=True, check=True)
+    assert abs(free_mb(elsewhere) - int(df.stdout.splitlines()[-1].split()[3])) <= 2
+    assert est.free_mb == min(free_mb(member), free_mb(elsewhere))

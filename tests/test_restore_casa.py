@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from almadeliver.casa.diskspace import MB
+from almadeliver.casa.diskspace import MB, estimate
 from almadeliver.casa.restore import phase_scatter, plan_restore, restore
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import CasaError, CasaNotFoundError, TreeError
@@ -22,9 +22,10 @@ CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 @pytest.fixture(scope="module")
 def delivered(simulated, unpack):
-    """``delivered(ebs, dest)``: a simulated manual project (cached) untarred into dest; the member folder."""
-    def get(ebs: int, dest: Path) -> Path:
-        [member] = find_members(unpack(simulated(f"2019.1.0001{ebs}.S", ebs=ebs), dest))
+    """``delivered(ebs, dest, size="small")``: a simulated manual project (cached) untarred into dest;
+    the member folder."""
+    def get(ebs: int, dest: Path, size: str = "small") -> Path:
+        [member] = find_members(unpack(simulated(f"2019.1.0001{ebs}.S", ebs=ebs, size=size), dest))
         return member.path
     return get
 
@@ -52,8 +53,9 @@ def _names(folder: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def one_eb_level0(delivered, tmp_path_factory):
-    """One EB restored at SPACESAVING 0 by the CLI with the network unreachable."""
-    member = delivered(1, tmp_path_factory.mktemp("one"))
+    """One EB restored at SPACESAVING 0 by the CLI with the network unreachable. The EB is of the
+    "medium" size (raw/ about 19 MB) so that the raw data outweighs CASA's fixed table footprint."""
+    member = delivered(1, tmp_path_factory.mktemp("one"), size="medium")
     raw_before = _listing(member / "raw")
     r = _cli(["restore", str(member), "--spacesaving", "0"], member, offline=True, prefix=_no_network())
     return member, raw_before, r
@@ -62,7 +64,7 @@ def one_eb_level0(delivered, tmp_path_factory):
 def test_one_eb_restored_offline(one_eb_level0):
     member, raw_before, r = one_eb_level0
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "step 13 Split out corrected column" in r.stdout           # progress: EB and step
+    assert "step 15 Split out corrected column" in r.stdout           # progress: EB and step
     [eb] = [p.name[:-len(".asdm.sdm")] for p in (member / "raw").iterdir()]
     cal = member / "calibrated"
     assert _names(cal) == {f"{eb}.ms.split.cal", f"{eb}.calibration"}
@@ -76,14 +78,38 @@ def test_one_eb_restored_offline(one_eb_level0):
     assert logs and "importasdm" in logs[0].read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="sim EBs are ~1 MB: CASA's fixed table footprint (1 MB tiles per "
-                   "column, flag versions) makes calibrated/ ~25x raw/, above scriptForPI's 11x; holds for "
-                   "real-size data")
-def test_peak_stays_under_scriptforpi_estimate(one_eb_level0):
-    _, _, r = one_eb_level0
-    m = re.search(r"peak ([\d.]+) MB, final ([\d.]+) MB; scriptForPI's estimate (\d+) MB", r.stdout)
-    assert m, r.stdout
-    assert float(m.group(1)) <= int(m.group(3))
+def _disk_line(stdout: str) -> tuple[float, float, int]:
+    m = re.search(r"peak ([\d.]+) MB, final ([\d.]+) MB; scriptForPI's estimate (\d+) MB", stdout)
+    assert m, stdout
+    return float(m.group(1)), float(m.group(2)), int(m.group(3))
+
+
+def test_peak_stays_under_scriptforpi_estimate_one_eb(one_eb_level0):
+    """SPACESAVING 0 deletes nothing, so the final size is the peak. With one EB, SPACESAVING 1
+    holds the same files until the EB's calibration script ends (*.ms.split goes afterwards), so
+    its peak is the same and must also stay under the level-1 estimate (raw x 7)."""
+    member, _, r = one_eb_level0
+    assert r.returncode == 0, r.stdout + r.stderr
+    peak, final, need0 = _disk_line(r.stdout)
+    est = estimate(member)
+    assert need0 == est.need_mb(0) == 11 * est.raw_mb and est.raw_mb >= 15
+    assert peak == final <= need0
+    assert peak <= est.need_mb(1)
+
+
+def test_peak_stays_under_scriptforpi_estimate_two_ebs_level3(delivered, tmp_path):
+    """Two EBs and a flux script at SPACESAVING 3: each EB's *.ms and *.ms.split go once its
+    .ms.split.cal is made, the .ms.split.cal once calibrated.ms exists; the peak (the last EB's
+    working set beside the first EB's .ms.split.cal) stays under raw x (3 + 3). Level 2 deletes
+    the same files at the same moments except the final .ms.split.cal, so its peak is the same."""
+    member = delivered(2, tmp_path / "two", size="medium")
+    plan = plan_restore(member, spacesaving=3)
+    result = restore(plan, interval=0.1)
+    assert plan.estimate.extra_scripts == ("scriptForFluxCalibration.py",) and plan.estimate.raw_mb >= 30
+    assert result.estimate_mb == plan.estimate.need_mb(2) == 6 * plan.estimate.raw_mb
+    assert _names(member / "calibrated") == {"calibrated.ms", "allFluxes.txt"} | {
+        f"{eb}.calibration" for eb in result.calibrated_ebs}
+    assert result.final_bytes < result.peak_bytes <= result.estimate_mb * MB and result.within_estimate
 
 
 def test_three_ebs_level1_then_resume_level3(delivered, tmp_path):

@@ -43,6 +43,20 @@ def test_cli_rejects_unknown_flavour(tmp_path):
     r = subprocess.run([sys.executable, "-m", "almadeliver", "simulate", CODE, "--out", str(tmp_path),
                         "--flavour", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown flavour 'nope'")
+    r = subprocess.run([sys.executable, "-m", "almadeliver", "simulate", CODE, "--out", str(tmp_path),
+                        "--size", "huge"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown size 'huge'; choose one of small, medium")
+
+
+def test_medium_size_has_more_data_in_the_same_bands():
+    small, medium = make_plan(CODE), make_plan(CODE, size="medium")
+    assert medium.integration_s < small.integration_s and small.mous == medium.mous
+    for s, m in zip(small.spws, medium.spws):
+        assert s["nchan"] * s["width_hz"] == m["nchan"] * m["width_hz"] and s["freq_hz"] == m["freq_hz"]
+    assert sum(s["nchan"] for s in medium.spws) / medium.integration_s > 20 * sum(
+        s["nchan"] for s in small.spws) / small.integration_s
+    assert [a["nchan"] for a in small.aux_spws] == [1, 1, 1]            # channel-averaged, split off later
+    assert make_plan(CODE, flavour="pipeline").aux_spws == []
 
 
 # -- simulated with CASA (cached) -------------------------------------------------------------------------
@@ -92,7 +106,8 @@ def test_asdm_roundtrips_through_importasdm(manual2, unpack, tmp_path):
                        workdir=tmp_path)
     names = {f["role"]: f["name"] for f in plan.fields}
     assert info["fields"] == [names["bandpass"], names["phase"], names["target"]]
-    assert info["nspw"] == 3 and info["nchan"] == [32, 16, 16]
+    # the science spws, then the channel-averaged spw a real ASDM carries beside each of them
+    assert info["nspw"] == 6 and info["nchan"] == [32, 16, 16, 1, 1, 1]
     assert info["nobservations"] == 1 and len(info["antennas"]) == 5
     assert info["scan_intents"]["1"] == ["CALIBRATE_ATMOSPHERE#ON_SOURCE", "CALIBRATE_WVR#ON_SOURCE"]
     assert info["scan_intents"]["2"] == ["CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE",
@@ -114,13 +129,14 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     run_in_casa("almadeliver.casa.legacy:run_script",
                 {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member / "script"),
                  "variables": {"SPACESAVING": 1}}, workdir=tmp_path / "run", on_line=lines.append)
-    found = next(l for l in lines if l.startswith("Found "))
-    free, need = map(float, re.fullmatch(r"Found (\d+) MB of available free disk space\. "
-                                         r"Expect to need up to ([\d.]+) MB", found).groups())
-    raw_mb = float(subprocess.check_output(["du", "-sk", str(member / "raw")], text=True).split()[0]) / 1024
-    assert need == pytest.approx(round(raw_mb * (7 + 3), 1), abs=0.11)  # level 1: 7x raw, +3x (flux script)
+    free = int(re.fullmatch(r"Found (\d+) MB of available free disk space\.",
+                            next(l for l in lines if l.startswith("Found "))).group(1))
+    need = float(re.fullmatch(r"Expect to need up to ([\d.]+) MB of free disk space\.",
+                              next(l for l in lines if l.startswith("Expect "))).group(1))
+    raw_mb = int(subprocess.check_output(["du", "-sm", str(member / "raw")], text=True).split()[0])
+    assert need == raw_mb * (7 + 3)       # level 1: 7x raw, +3x (flux script); raw/ in MB rounded up as du -sm
     assert free > need
-    assert any(l.startswith("Step  13 Split out corrected column") for l in lines)
+    assert any(l.startswith("Step  15 Split out corrected column") for l in lines)
     calibrated = member / "calibrated"
     assert (calibrated / "calibrated.ms").is_dir()
     phasecal = plan.field("phase")["name"]
@@ -132,6 +148,7 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
         before = run_in_casa("almadeliver.sim.verify:phase_scatter",
                              {"vis": str(calibrated / f"{eb.disk}.calibration" / f"{eb.disk}.ms"), "field": phasecal},
                              workdir=tmp_path / "run")
+        assert len(after) == 3, after                 # the split kept the science spws only
         assert max(after.values()) < PHASE_TOLERANCE_DEG, after
         assert min(before.values()) > 20.0, before   # the corruption is real: calibration matters
 

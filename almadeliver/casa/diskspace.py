@@ -1,8 +1,9 @@
 """Disk need of a restore, computed the way scriptForPI does, and the disk use actually measured.
 
-scriptForPI measures raw/ with ``du`` (MB) and the free space with ``df`` before anything runs:
-need = raw x 11 at SPACESAVING 0, x 7 at 1, x 3 at 2 and 3, plus raw x 3 at every level when a
-flux-, polarization- or imaging-prep script is present (ALMA-FACTS.md section 4).
+ALMA's scriptForPI (v1.34 and v2.5 read) changes into raw/ before anything runs and takes
+``du -smc $PWD`` (raw/ in MB, rounded up) and the "Available" column of ``df -P -m $PWD`` (MB,
+rounded up): need = raw x 11 at SPACESAVING 0, x 7 at 1, x 3 at 2 and 3, plus raw x 3 at every
+level when a flux-, polarization- or imaging-prep script is present (ALMA-FACTS.md section 4).
 """
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ MB = 1 << 20
 
 
 def du_bytes(path: Path) -> int:
-    """Bytes allocated below ``path``, as ``du`` counts them (blocks, links not followed)."""
-    total = 0
+    """Bytes allocated to ``path`` and below, as ``du -s path/`` counts them: blocks, the folder
+    itself included (a symlinked folder is followed), links inside not followed, a file with
+    several hard links counted once."""
+    try:
+        total = os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+    seen: set[tuple[int, int]] = set()
     stack = [Path(path)]
     while stack:
         try:
@@ -33,6 +40,10 @@ def du_bytes(path: Path) -> int:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # removed while we walk (a restore deletes as it goes)
                     continue
+                if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
@@ -44,14 +55,19 @@ def du_mb(path: Path) -> int:
     return -(-du_bytes(path) // MB)
 
 
+def free_mb(path: Path) -> int:
+    """The "Available" column of ``df -P -m``: megabytes, rounded up."""
+    return -(-shutil.disk_usage(path).free // MB)
+
+
 @dataclass(frozen=True)
 class DiskEstimate:
     """What scriptForPI will ask for at each SPACESAVING level, beside the free space."""
 
     raw_mb: int
-    free_mb: int
+    free_mb: int                       # the smaller of: free where calibrated/ goes, free where raw/ is
     extra_scripts: tuple[str, ...]     # the scripts that add raw x 3
-    target: str                        # the filesystem the MSs are written to
+    target: str                        # the folder whose filesystem has that free space
 
     def need_mb(self, level: int) -> int:
         if level == -1:
@@ -74,12 +90,17 @@ class DiskEstimate:
 
 
 def estimate(member: Path) -> DiskEstimate:
-    """Measure raw/ and the free space where calibrated/ will be written."""
+    """Measure raw/ and the free space: scriptForPI checks it where raw/ is (a link to another disk
+    is followed), the MSs are written to calibrated/ in the member; both must suffice."""
     member = Path(member)
     scripts = {p.name.split(".", 1)[-1] if p.name.startswith("member.") else p.name
                for p in (member / "script").glob("*.py")}
     extra = tuple(s for s in EXTRA_SCRIPTS if s in scripts)
-    return DiskEstimate(du_mb(member / "raw"), shutil.disk_usage(member).free // MB, extra, str(member))
+    raw = member / "raw"
+    free, target = free_mb(member), member
+    if raw.is_dir() and free_mb(raw) < free:
+        free, target = free_mb(raw), raw.resolve()
+    return DiskEstimate(du_mb(raw), free, extra, str(target))
 
 
 @dataclass

@@ -359,7 +359,7 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
 
 
 def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = None,
-            on_line: Callable[[str], None] | None = None, interval: float = 1.0) -> RestoreResult:
+            on_line: Callable[[str], None] | None = None, interval: float = 0.25) -> RestoreResult:
     """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first)."""
     if plan.already_calibrated:
         raise UsageError(f"{plan.path} is a Cycle 0 delivery: calibrated/ already holds the calibrated MSs",

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from ..sim.deliveries import FLAVOURS, simulate_project
+from ..sim.plan import SIZES
 from ..errors import UsageError
 from .app import app, state
 
@@ -19,13 +20,15 @@ def simulate_cmd(
     ebs: int = typer.Option(1, "--ebs", help="Execution blocks per MOUS."),
     group_12m_7m: bool = typer.Option(False, "--group-12m-7m", help="One 12m and one 7m MOUS in the group."),
     proprietary: bool = typer.Option(False, "--proprietary", help="Mark the data proprietary (not yet released)."),
+    size: str = typer.Option("small", "--size", help=f"EB size: {' | '.join(SIZES)} (medium: ~19 MB of ASDM per "
+                             "EB, for measuring restore's disk use)."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
     progress = None if state.quiet else (lambda line: typer.echo(line, err=True))
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
-                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress)
+                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")

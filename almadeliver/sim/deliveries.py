@@ -26,7 +26,7 @@ from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, 
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember
-from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, make_plan
+from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
 
 FLAVOURS = ("manual", "pipeline", "cycle0")
@@ -264,15 +264,17 @@ def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
 
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
-                     on_line: Callable[[str], None] | None = None) -> SimulatedProject:
+                     on_line: Callable[[str], None] | None = None, size: str = "small") -> SimulatedProject:
     """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc)."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
     if mous < 1 or ebs < 1 or ebs > 9 or mous > 4:
         raise UsageError("--mous must be 1..4 and --ebs 1..9", "keep simulated projects small")
+    if size not in SIZES:
+        raise UsageError(f"unknown size '{size}'", f"choose one of {', '.join(SIZES)}")
     started = time.monotonic()
-    plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary)
+    plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".{code}.partial-{os.getpid()}"

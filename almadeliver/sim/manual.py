@@ -20,7 +20,7 @@ from ..ids import Uid
 from ..packaging.tarballs import tree_entries, write_tgz
 from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
-CALTABLE_SUFFIXES = (".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
+CALTABLE_SUFFIXES = (".antpos", ".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
                      ".fluxscale", ".listobs", ".flagversions")
 
 

@@ -136,7 +136,7 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     tb.close()
 
 
-def _renumber_scans(ms: str, nspw: int) -> list[tuple[float, float]]:
+def _renumber_scans(ms: str, nspw: int, integration_s: float = INTEGRATION_S) -> list[tuple[float, float]]:
     """One scan number per scan of the plan (the simulator counts one per observe call, and each
     scan is observed once per spw); returns each scan's (start, stop) in MS time."""
     import casatools
@@ -148,12 +148,12 @@ def _renumber_scans(ms: str, nspw: int) -> list[tuple[float, float]]:
     tb.putcol("SCAN_NUMBER", scans)
     times = tb.getcol("TIME")
     tb.close()
-    half = INTEGRATION_S / 2
+    half = integration_s / 2
     return [(float(times[scans == n].min() - half), float(times[scans == n].max() + half))
             for n in range(1, int(scans.max()) + 1)]
 
 
-def _one_observation(ms: str, project: str) -> None:
+def _one_observation(ms: str, project: str, integration_s: float = INTEGRATION_S) -> None:
     """One OBSERVATION row spanning every scan. exportasdm closes an ExecBlock once it spans the
     observation's time range and opens another for any row after that; the simulator's range
     covers the first scan only, so the range is set a little longer than the data."""
@@ -163,7 +163,7 @@ def _one_observation(ms: str, project: str) -> None:
     tb.open(ms)
     times = tb.getcol("TIME")
     tb.close()
-    half = INTEGRATION_S / 2
+    half = integration_s / 2
     tb.open(f"{ms}/OBSERVATION", nomodify=False)
     tb.putcol("TIME_RANGE", np.array([[times.min() - half], [times.max() + 3 * half]]))
     tb.putcell("PROJECT", 0, project)
@@ -204,6 +204,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
     """Make the MS of one EB (see ``observe_ebs`` for the keys of ``eb``); returns its scan list."""
     import casatools
 
+    integration_s = float(eb.get("integration_s", INTEGRATION_S))
     sm, me, qa = casatools.simulator(), casatools.measures(), casatools.quanta()
     ant = _antennas(eb["config"], eb["antennas"], eb["array"])
     sm.open(ms)
@@ -220,7 +221,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
     for field in eb["fields"]:
         sm.setfield(sourcename=field["name"], sourcedirection=me.direction(
             "J2000", qa.quantity(field["ra_deg"], "deg"), qa.quantity(field["dec_deg"], "deg")))
-    sm.settimes(integrationtime=f"{INTEGRATION_S}s", usehourangle=False,
+    sm.settimes(integrationtime=f"{integration_s}s", usehourangle=False,
                 referencetime=me.epoch("utc", qa.quantity(eb["start_mjd"], "d")))
     by_role = {f["role"]: f for f in eb["fields"]}
     scans, start = [], 0.0
@@ -234,8 +235,8 @@ def simulate_ms(ms: str, eb: dict) -> dict:
         start += SCAN_S + SCAN_GAP_S
     sm.close()
     _single_polarization(ms)
-    _one_observation(ms, eb.get("project", ""))
-    for scan, (begin, end) in zip(scans, _renumber_scans(ms, len(eb["spws"]))):
+    _one_observation(ms, eb.get("project", ""), integration_s)
+    for scan, (begin, end) in zip(scans, _renumber_scans(ms, len(eb["spws"]), integration_s)):
         scan.update(start_s=begin, stop_s=end)
     _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], eb.get("noise_jy", 0.05))
     _sort_by_time(ms)
@@ -322,8 +323,8 @@ def asdm_uid(asdm: Path) -> str:
 
 def observe_ebs(ebs: list[dict]) -> list[dict]:
     """Simulate every EB: ``eb`` holds ms, asdm (paths), config, antennas, array, spws, fields,
-    start_mjd, seed, archiveid/rangeid (the ASDM uid prefix). Returns per EB the scans, antennas
-    and the uid inside the ASDM."""
+    start_mjd, seed, archiveid/rangeid (the ASDM uid prefix), and optionally integration_s (default
+    INTEGRATION_S). Returns per EB the scans, antennas and the uid inside the ASDM."""
     from casatasks import exportasdm
 
     results = []
@@ -344,7 +345,11 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
 
 def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
     """Simulate every EB of MOUS ``index`` of ``plan`` (a ProjectPlan as a dict): the MSs in
-    ``work``, the ASDMs in ``raw/<EB>.asdm.sdm``. Checks each ASDM carries the planned uid."""
+    ``work``, the ASDMs in ``raw/<EB>.asdm.sdm``. Checks each ASDM carries the planned uid.
+
+    The ASDMs carry the science spws (``plan["spws"]``) followed by the plan's non-science spws
+    (``plan["aux_spws"]``: channel-averaged; none unless the plan has them), observed with
+    the plan's ``integration_s`` (default INTEGRATION_S)."""
     mous = plan["mous"][index]
     raw.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -353,7 +358,8 @@ def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
         disk = eb["uid"].replace("uid://", "uid___").replace("/", "_")
         ebs.append({"ms": str(work / f"{disk}.sim.ms"), "asdm": str(raw / f"{disk}.asdm.sdm"),
                     "config": mous["config"], "antennas": mous["antennas"], "array": mous["array"],
-                    "spws": plan["spws"], "fields": plan["fields"], "start_mjd": eb["start_mjd"],
+                    "spws": plan["spws"] + plan.get("aux_spws", []), "fields": plan["fields"],
+                    "integration_s": plan.get("integration_s", INTEGRATION_S), "start_mjd": eb["start_mjd"],
                     "seed": eb["seed"], "archiveid": "A002", "rangeid": eb["rangeid"], "project": plan["code"]})
     results = observe_ebs(ebs)
     for eb, result in zip(mous["ebs"], results):

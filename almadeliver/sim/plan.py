@@ -16,6 +16,10 @@ REF_FREQ_HZ = 100.0e9
 CHAN_LINE_HZ = 1.953125e6
 CHAN_CONT_HZ = 31.25e6
 SIDEREAL_DAY = 0.99726957
+# size -> (integration time in s, channels of each continuum spw over its 500 MHz). "small" keeps
+# the tests fast; "medium" makes the raw ASDM dominate CASA's fixed table footprint the way real
+# (GB-sized) ALMA data does, for measuring disk use against scriptForPI's estimate.
+SIZES = {"small": (6.0, 16), "medium": (2.0, 256)}
 CASA_VERSION = "6.7.0"
 ALMA_LONGITUDE_DEG = -67.755
 
@@ -85,8 +89,11 @@ class ProjectPlan:
     gous_uid: str
     mous: list[MousPlan]
     fields: list[dict] = field(default_factory=list)
-    spws: list[dict] = field(default_factory=list)
+    spws: list[dict] = field(default_factory=list)          # science spws
     casa_version: str = CASA_VERSION
+    size: str = "small"
+    integration_s: float = SIZES["small"][0]
+    aux_spws: list[dict] = field(default_factory=list)      # non-science spws the ASDMs also carry
 
     def field(self, role: str) -> dict:
         return next(f for f in self.fields if f["role"] == role)
@@ -108,9 +115,10 @@ def _start_mjd(code: ProjectCode, h: str) -> float:
 
 
 def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
-              group_12m_7m: bool = False, proprietary: bool = False) -> ProjectPlan:
-    """The deterministic plan of a simulated project."""
+              group_12m_7m: bool = False, proprietary: bool = False, size: str = "small") -> ProjectPlan:
+    """The deterministic plan of a simulated project (``size``: a key of SIZES)."""
     project = ProjectCode.parse(code)
+    integration_s, cont_nchan = SIZES[size]
     h = _hash(code, flavour)
     start = _start_mjd(project, h)
     arrays = ["12m", "7m"] if group_12m_7m else ["12m"] * mous
@@ -135,14 +143,25 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
         code=code, flavour=flavour, proprietary=proprietary, pi=_PIS[int(h[8:10], 16) % len(_PIS)],
         title=f"Dense gas kinematics in {target.replace('_', ' ')} (simulated)", category=category,
         keyword=keyword, sg_uid=ous_uid(code, "sg").archive, gous_uid=ous_uid(code, "gous").archive,
-        mous=mous_plans)
+        mous=mous_plans, size=size, integration_s=integration_s)
     place_fields(plan)
+    cont_width = CHAN_CONT_HZ * 16 / cont_nchan
     plan.spws = [
         {"name": "spw0", "freq_hz": LINE_REST_HZ - 16 * CHAN_LINE_HZ, "width_hz": CHAN_LINE_HZ, "nchan": 32},
-        {"name": "spw1", "freq_hz": 99.5e9, "width_hz": CHAN_CONT_HZ, "nchan": 16},
-        {"name": "spw2", "freq_hz": 111.5e9, "width_hz": CHAN_CONT_HZ, "nchan": 16},
+        {"name": "spw1", "freq_hz": 99.5e9, "width_hz": cont_width, "nchan": cont_nchan},
+        {"name": "spw2", "freq_hz": 111.5e9, "width_hz": cont_width, "nchan": cont_nchan},
     ]
+    if flavour != "pipeline":
+        plan.aux_spws = aux_spws(plan.spws)
     return plan
+
+
+def aux_spws(science: list[dict]) -> list[dict]:
+    """The channel-averaged spw (one channel) a real ALMA ASDM carries beside each science spw;
+    calibration scripts split them off. (Real ASDMs also hold the 183 GHz WVR spw, which
+    exportasdm cannot write: it refuses two receiver bands in one observation.)"""
+    return [{"name": f"{s['name']}#CH_AVG", "freq_hz": s["freq_hz"] + (s["nchan"] - 1) * s["width_hz"] / 2,
+             "width_hz": s["nchan"] * s["width_hz"], "nchan": 1} for s in science]
 
 
 def _lst_deg(mjd: float) -> float:

@@ -58,20 +58,23 @@ extra_scripts = [s for s in ('scriptForFluxCalibration.py', 'scriptForPolCalibra
                  if os.path.exists(s)]
 
 
-def _megabytes(text):
-    return float(text.split()[0]) / 1024.
+def _in_raw(command):
+    """The fields of the last line a shell tool prints when run inside ../raw (a link is followed)."""
+    return subprocess.check_output(command, cwd='../raw', text=True).strip().splitlines()[-1].split()
 
 
 if savingslevel >= 0:
-    rawsize = _megabytes(subprocess.check_output(['du', '-sk', '../raw'], text=True))
-    freelines = subprocess.check_output(['df', '-Pk', '..'], text=True).strip().splitlines()
-    freespace = float(freelines[-1].split()[3]) / 1024.
+    # as ALMA's scriptForPI: inside raw/, du (MB, rounded up) and df's "Available" column (MB)
+    rawsize = int(_in_raw(['du', '-sm', '.'])[0])
+    freespace = int(_in_raw(['df', '-P', '-m', '.'])[3])
     factor = 11 if savingslevel == 0 else 7 if savingslevel == 1 else 3
     if extra_scripts:
         factor += 3
     needed = rawsize * factor
-    print('Found %d MB of available free disk space. Expect to need up to %.1f MB' % (freespace, needed))
-    casalog.post('Found %d MB of available free disk space. Expect to need up to %.1f MB' % (freespace, needed))
+    for line in ('Found %d MB of available free disk space.' % freespace,
+                 'Expect to need up to %.1f MB of free disk space.' % needed):
+        print(line)
+        casalog.post(line)
     if freespace < needed:
         sys.exit('ERROR: not enough free disk space (%d MB free, %.1f MB needed). '
                  'Free some space, use a higher SPACESAVING level, or set SPACESAVING=-1 to skip this check.'
