@@ -586,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.sendall(data)
                 sent += len(data)
                 stats._sent(name, len(data))
-                if rate:
+                if rate and sent < todo:     # no pause after the last byte: the stream is over
                     ahead = sent / rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
