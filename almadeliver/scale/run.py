@@ -227,6 +227,13 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
                                output={"reason": "done in an earlier run"}))
         return None
 
+    def give_up(failed: StepOutcome) -> None:
+        """A step failed: the later steps of its MOUS are not run."""
+        for task in queues[failed.mous]:
+            finish(StepOutcome(task.project, task.mous, task.step, False, skipped=True,
+                               error=f"not run: {failed.step} failed"))
+        queues[failed.mous] = []
+
     def lost(task: StepTask, why: str) -> StepOutcome:
         return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
                            error=f"the worker running it was lost ({why})")
@@ -252,14 +259,10 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
                     outcome = lost(task, f"{type(exc).__name__}: {exc}")
                 journal.record(outcome)
                 finish(outcome)
-                follow = next_task(outcome.mous) if outcome.ok else None
-                if follow:
+                if not outcome.ok:
+                    give_up(outcome)
+                elif follow := next_task(outcome.mous):
                     pending[backend.submit(follow)] = follow
-                elif not outcome.ok:
-                    for skipped in queues.pop(outcome.mous, []):
-                        finish(StepOutcome(skipped.project, skipped.mous, skipped.step, False, skipped=True,
-                                           error=f"not run: {outcome.step} failed"))
-                    queues[outcome.mous] = []
             if broken:                        # the pool is gone: resubmit everything it held
                 again = broken + list(pending.values())
                 pending.clear()
@@ -273,10 +276,7 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
                     outcome = lost(task, f"its process died {crashes[key]} times")
                     journal.record(outcome)
                     finish(outcome)
-                    for skipped in queues.pop(task.mous, []):
-                        finish(StepOutcome(skipped.project, skipped.mous, skipped.step, False, skipped=True,
-                                           error=f"not run: {task.step} failed"))
-                    queues[task.mous] = []
+                    give_up(outcome)
     finally:
         backend.close()
     return result
