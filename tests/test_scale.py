@@ -250,3 +250,15 @@ def test_a_failed_step_is_reported_with_its_log_and_retried_alone(archive, tmp_p
     assert f"log: {log}" in captured.err and "run its download step first" in log.read_text()
     assert main([*args, "--steps", "download,validate"]) == 0  # the failed step, retried alone, now passes
     assert "6 ran" in capsys.readouterr().out
+
+
+def test_a_batch_cluster_without_jobqueue_config_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("dask_jobqueue")
+    import dask
+
+    monkeypatch.setitem(dask.config.config, "jobqueue", {**dask.config.get("jobqueue"),
+                                                         "slurm": {**dask.config.get("jobqueue.slurm"),
+                                                                   "cores": None, "memory": None}})
+    with pytest.raises(UsageError, match="--cluster slurm: You must specify how much cores") as err:
+        run(RunConfig(tmp_path, cluster="slurm"), [("2019.1.00101.S", "uid://A001/X1/X2")])
+    assert "jobqueue.yaml" in err.value.hint

@@ -135,7 +135,12 @@ class _DaskBackend:
                                  "pip install 'almadeliver[dask]'")
             import dask_jobqueue
 
-            self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()  # queue, cores, memory from dask config
+            try:   # queue, cores, memory, ... from the dask config (~/.config/dask/jobqueue.yaml)
+                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()
+            except ValueError as exc:
+                raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
+                                 f"describe the jobs under jobqueue.{config.cluster} in ~/.config/dask/jobqueue.yaml "
+                                 "(see the README)") from None
             self.cluster.scale(jobs=config.workers)
         self.client = Client(self.cluster or config.cluster)
         self.gate = DaskGate(config.connections_per_host)
