@@ -114,6 +114,8 @@ def test_run_config_checks_steps_and_cluster(tmp_path):
         RunConfig(tmp_path, steps=("calibrate",))
     with pytest.raises(UsageError, match="unknown cluster 'sge'"):
         RunConfig(tmp_path, cluster="sge")
+    with pytest.raises(UsageError, match="no step"):
+        RunConfig(tmp_path, steps=())
 
 
 def test_connection_gate_holds_connections_across_downloads(archive, tmp_path):

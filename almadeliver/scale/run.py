@@ -51,10 +51,13 @@ class RunConfig:
     dask: bool | None = None          # None: Dask when installed; False: the process pool
 
     def __post_init__(self) -> None:
+        self.dest = Path(self.dest).resolve()      # the workers may start elsewhere (batch jobs)
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
             raise UsageError(f"unknown step {unknown[0]!r}", f"steps are {', '.join(STEPS)}")
         self.steps = tuple(s for s in STEPS if s in self.steps)   # always in data-flow order
+        if not self.steps:
+            raise UsageError("no step to run", f"give --steps, e.g. {','.join(STEPS)}")
         if not (self.cluster in ("local", *JOBQUEUE) or self.cluster.startswith("tcp://")):
             raise UsageError(f"unknown cluster {self.cluster!r}",
                              "use local, slurm, pbs, htcondor or tcp://HOST:8786")
