@@ -45,5 +45,5 @@ step image almadeliver image "$MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
 
 echo
 echo "==> summary"
-for s in "${steps[@]}"; do echo "  ok  $s"; done
+for s in "${steps[@]}"; do echo "  ok  ${s//$OUT\//}"; done
 echo "demo output in $OUT/"
