@@ -1,12 +1,16 @@
 """The run journal: one JSON record and one marker file per MOUS and step.
 
 ``DEST/.almadeliver/run/<mous>/<step>.json`` holds the last outcome; ``<step>.done`` exists once the
-step succeeded, so a rerun skips it and a failed step can be retried alone.
+step succeeded, so a rerun skips it and a failed step can be retried alone. ``<step>.running`` says
+which host and process run the step now (written by the worker, removed with the outcome), and
+``<step>.log`` is the step's own log (every attempt appended).
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +37,27 @@ class StepJournal:
     def _base(self, mous: str, step: str) -> Path:
         return self.root / Uid.parse(mous).disk / step
 
+    def folder(self, mous: str) -> Path:
+        """The MOUS's folder: journal records, markers, step logs and the download staging area."""
+        return self.root / Uid.parse(mous).disk
+
+    def log(self, mous: str, step: str) -> Path:
+        return self._base(mous, step).with_suffix(".log")
+
+    def start(self, mous: str, step: str, worker: str) -> None:
+        """Say where the step runs now (``<step>.running``: host, pid, worker)."""
+        base = self._base(mous, step)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        base.with_suffix(".running").write_text(json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker, "started": time.time()}))
+
+    def running(self, mous: str, step: str) -> dict | None:
+        path = self._base(mous, step).with_suffix(".running")
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
     def is_done(self, mous: str, step: str) -> bool:
         return self._base(mous, step).with_suffix(".done").is_file()
 
@@ -46,6 +71,7 @@ class StepJournal:
         tmp = base.with_suffix(f".json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(asdict(outcome), indent=1, default=str))
         tmp.replace(base.with_suffix(".json"))
+        base.with_suffix(".running").unlink(missing_ok=True)
         marker = base.with_suffix(".done")
         if outcome.ok and not outcome.skipped:
             marker.touch()

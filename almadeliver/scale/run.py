@@ -9,19 +9,24 @@ on the pool), so the host's connection limit holds across the whole run.
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
 from concurrent.futures import wait as pool_wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..ids import ProjectCode
+from .gates import DaskGate, GateManager, PoolGate
 from .journal import StepJournal, StepOutcome
 
 STEPS = ("download", "validate", "restore", "image")
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
+CRASHES_ALLOWED = 3       # a task whose process pool broke this often fails (Dask's allowed-failures)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class StepTask:
     dest: str
     archive: str | None
     connections_per_host: int
+    gate: Callable | None = None      # the backend's connection gate (gates.py), set when submitted
 
 
 @dataclass
@@ -41,14 +47,17 @@ class RunConfig:
     cluster: str = "local"            # local | slurm | pbs | htcondor | tcp://HOST:8786
     workers: int = 2
     archive: str | None = None
-    connections_per_host: int = 5
-    retries: int = 1                  # extra tries of a step that raised (a lost worker is rescheduled by Dask)
+    connections_per_host: int = 5     # the archive's own download script runs 5 at a time
+    dask: bool | None = None          # None: Dask when installed; False: the process pool
 
     def __post_init__(self) -> None:
+        self.dest = Path(self.dest).resolve()      # the workers may start elsewhere (batch jobs)
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
             raise UsageError(f"unknown step {unknown[0]!r}", f"steps are {', '.join(STEPS)}")
         self.steps = tuple(s for s in STEPS if s in self.steps)   # always in data-flow order
+        if not self.steps:
+            raise UsageError("no step to run", f"give --steps, e.g. {','.join(STEPS)}")
         if not (self.cluster in ("local", *JOBQUEUE) or self.cluster.startswith("tcp://")):
             raise UsageError(f"unknown cluster {self.cluster!r}",
                              "use local, slurm, pbs, htcondor or tcp://HOST:8786")
@@ -65,21 +74,52 @@ class RunResult:
 
 
 def have_dask() -> bool:
-    return importlib.util.find_spec("distributed") is not None
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def parse_projects(text: str) -> list[str]:
+    """``--projects``: comma-separated codes, or a file with one code per line (# comments)."""
+    path = Path(text)
+    if path.is_file():
+        words = [w for line in path.read_text().splitlines() for w in line.split("#")[0].replace(",", " ").split()]
+        if not words:
+            raise UsageError(f"{path} lists no project code", "write one code per line, e.g. 2013.1.00308.S")
+    else:
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        if not words:
+            raise UsageError("--projects is empty", "give codes such as 2013.1.00308.S,2017.1.01185.S or a FILE")
+    return list(dict.fromkeys(str(ProjectCode.parse(w)) for w in words))
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def execute_step(task: StepTask) -> StepOutcome:
     """Run one step for one MOUS (on a worker); every failure becomes an outcome, not an exception."""
     from . import steps
 
+    worker = _worker_name()
+    StepJournal(Path(task.dest)).start(task.mous, task.step, worker)
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
     start = time.monotonic()
     try:
-        output, log = steps.STEP_FUNCTIONS[task.step](task)
+        output = steps.STEP_FUNCTIONS[task.step](task)
         return StepOutcome(task.project, task.mous, task.step, True, seconds=time.monotonic() - start,
-                           log=log, output=output)
+                           log=str(steps.step_log(task)), output={**output, **where})
     except Exception as exc:  # the failure report names the step's log
+        steps.log_failure(task, exc)
         return StepOutcome(task.project, task.mous, task.step, False, seconds=time.monotonic() - start,
-                           log=getattr(exc, "log", None) or steps.step_log(task), error=str(exc))
+                           log=str(steps.step_log(task)), error=str(exc), output=where)
 
 
 class _DaskBackend:
@@ -98,15 +138,21 @@ class _DaskBackend:
                                  "pip install 'almadeliver[dask]'")
             import dask_jobqueue
 
-            self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()  # queue, cores, memory from dask config
+            try:   # queue, cores, memory, ... from the dask config (~/.config/dask/jobqueue.yaml)
+                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()
+            except ValueError as exc:
+                raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
+                                 f"describe the jobs under jobqueue.{config.cluster} in ~/.config/dask/jobqueue.yaml "
+                                 "(see the README)") from None
             self.cluster.scale(jobs=config.workers)
         self.client = Client(self.cluster or config.cluster)
-        self.retries = config.retries
+        self.gate = DaskGate(config.connections_per_host)
         self.name = f"dask ({config.cluster}, {config.workers} workers)"
 
     def submit(self, task: StepTask):
-        return self.client.submit(execute_step, task, pure=False, retries=self.retries,
-                                  key=f"{task.step}-{task.mous}-{time.monotonic_ns()}")
+        """One task; a worker lost while running it is replaced and the task rescheduled by Dask."""
+        return self.client.submit(execute_step, replace(task, gate=self.gate), pure=False,
+                                  key=f"{task.step}-{task.mous.replace('/', '_')}-{time.monotonic_ns()}")
 
     def wait_first(self, pending: set) -> set:
         from distributed import wait
@@ -120,32 +166,41 @@ class _DaskBackend:
 
 
 class _PoolBackend:
+    """A local process pool; the connection gate's semaphores live in a manager process."""
+
     def __init__(self, config: RunConfig):
-        self.workers = config.workers
-        self.pool = ProcessPoolExecutor(max_workers=config.workers)
+        self.workers, self.connections = config.workers, config.connections_per_host
+        self._start()
         self.name = f"process pool ({config.workers} processes, no dask)"
 
+    def _start(self) -> None:
+        self.manager = GateManager()
+        self.manager.start()
+        self.gate = PoolGate(self.manager.address, self.connections)
+        self.pool = ProcessPoolExecutor(max_workers=self.workers)
+
     def submit(self, task: StepTask):
-        fut = self.pool.submit(execute_step, task)
-        fut.task = task
-        return fut
+        return self.pool.submit(execute_step, replace(task, gate=self.gate))
 
     def wait_first(self, pending: set) -> set:
         return set(pool_wait(pending, return_when=FIRST_COMPLETED).done)
 
-    def resubmit_after_crash(self, pending: set) -> set:
-        """A worker process died: start a new pool and resubmit what did not finish."""
-        self.pool.shutdown(cancel_futures=True)
-        self.pool = ProcessPoolExecutor(max_workers=self.workers)
-        return {self.submit(f.task) for f in pending}
+    def restart(self) -> None:
+        """A worker process died and broke the pool: a new pool, and new semaphores (a dead
+        process may have held leases it will never give back)."""
+        self.close()
+        self._start()
 
     def close(self) -> None:
-        self.pool.shutdown()
+        self.pool.shutdown(cancel_futures=True)
+        self.manager.shutdown()
 
 
 def _backend(config: RunConfig):
-    if have_dask():
+    if config.dask is not False and have_dask():
         return _DaskBackend(config)
+    if config.dask:
+        raise UsageError("dask is not installed", "pip install 'almadeliver[dask]'")
     if config.cluster != "local":
         raise UsageError(f"--cluster {config.cluster} needs dask", "pip install 'almadeliver[dask]'")
     return _PoolBackend(config)
@@ -153,11 +208,18 @@ def _backend(config: RunConfig):
 
 def run(config: RunConfig, mous: list[tuple[str, str]],
         on_outcome: Callable[[StepOutcome], None] | None = None) -> RunResult:
-    """Run ``config.steps`` for every (project, MOUS uid); steps already journalled are skipped."""
+    """Run ``config.steps`` for every (project, MOUS uid); steps already journalled are skipped.
+
+    One task per MOUS and step; the next step of a MOUS is submitted when the previous one
+    succeeded. A failed step stops its MOUS (its later steps are reported as not run).
+    """
+    from .steps import step_log
+
     journal = StepJournal(config.dest)
     result = RunResult()
     queues = {m: [StepTask(p, m, s, str(config.dest), config.archive, config.connections_per_host)
                   for s in config.steps] for p, m in mous}
+    crashes: dict[tuple[str, str], int] = {}
 
     def finish(outcome: StepOutcome) -> None:
         result.outcomes.append(outcome)
@@ -173,30 +235,56 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
                                output={"reason": "done in an earlier run"}))
         return None
 
+    def give_up(failed: StepOutcome) -> None:
+        """A step failed: the later steps of its MOUS are not run."""
+        for task in queues[failed.mous]:
+            finish(StepOutcome(task.project, task.mous, task.step, False, skipped=True,
+                               error=f"not run: {failed.step} failed"))
+        queues[failed.mous] = []
+
+    def lost(task: StepTask, why: str) -> StepOutcome:
+        return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
+                           error=f"the worker running it was lost ({why})")
+
     backend = _backend(config)
     result.backend = backend.name
+    pending: dict = {}                       # future -> task
     try:
-        pending = {backend.submit(t) for t in (next_task(m) for m in queues) if t}
+        for m in queues:
+            task = next_task(m)
+            if task:
+                pending[backend.submit(task)] = task
         while pending:
-            try:
-                done = backend.wait_first(pending)
-                outcomes = [f.result() for f in done]
-            except BrokenProcessPool:
-                pending = backend.resubmit_after_crash(pending)
-                continue
-            pending -= done
-            for outcome in outcomes:
+            broken: list[StepTask] = []
+            for fut in backend.wait_first(set(pending)):
+                task = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    broken.append(task)
+                    continue
+                except Exception as exc:  # Dask: KilledWorker after too many lost workers, a lost scheduler
+                    outcome = lost(task, f"{type(exc).__name__}: {exc}")
                 journal.record(outcome)
                 finish(outcome)
-                if outcome.ok:
-                    follow = next_task(outcome.mous)
-                    if follow:
-                        pending.add(backend.submit(follow))
-                else:
-                    for task in queues.pop(outcome.mous, []):
-                        finish(StepOutcome(task.project, task.mous, task.step, False, skipped=True,
-                                           error=f"not run: {outcome.step} failed"))
-                    queues[outcome.mous] = []
+                if not outcome.ok:
+                    give_up(outcome)
+                elif follow := next_task(outcome.mous):
+                    pending[backend.submit(follow)] = follow
+            if broken:                        # the pool is gone: resubmit everything it held
+                again = broken + list(pending.values())
+                pending.clear()
+                backend.restart()
+                for task in again:
+                    key = (task.mous, task.step)
+                    crashes[key] = crashes.get(key, 0) + 1
+                    if crashes[key] < CRASHES_ALLOWED:
+                        pending[backend.submit(task)] = task
+                        continue
+                    outcome = lost(task, f"its process died {crashes[key]} times")
+                    journal.record(outcome)
+                    finish(outcome)
+                    give_up(outcome)
     finally:
         backend.close()
     return result

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..archive.obscore import OBSCORE_COLUMNS, Column
@@ -559,12 +560,20 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.slow_first_byte:
             time.sleep(faults.slow_first_byte)
         archive.stats._stream(+1)
-        try:
-            self._body(served, served.offset + start, end - start + 1)
-        finally:
-            archive.stats._stream(-1)
+        open_ = [True]
 
-    def _body(self, served: ServedFile, offset: int, count: int) -> None:
+        def ended() -> None:
+            if open_[0]:
+                open_[0] = False
+                archive.stats._stream(-1)
+        try:
+            self._body(served, served.offset + start, end - start + 1, ended)
+        finally:
+            ended()
+
+    def _body(self, served: ServedFile, offset: int, count: int, ended: Callable[[], None]) -> None:
+        """Send the bytes; a chunked body calls ``ended`` before its last chunk, so a client holding
+        the whole body never finds its stream still counted in ``peak_streams``."""
         faults, stats, name = self.archive.faults, self.archive.stats, served.name
         limit = faults.drop_after
         rate = faults.throttle
@@ -583,6 +592,8 @@ class _Handler(BaseHTTPRequestHandler):
                 data = fh.read(min(chunk, todo - sent))
                 if not data:
                     break
+                if sent + len(data) >= count:
+                    ended()
                 self.connection.sendall(data)
                 sent += len(data)
                 stats._sent(name, len(data))

@@ -17,8 +17,10 @@ import random
 import re
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -55,6 +57,10 @@ class TransferConfig:
     keep_tars: bool = False
     progress: bool = True             # tqdm bars on stderr (only when it is a terminal)
     journal_every: float = 0.2        # seconds between journal writes while bytes arrive
+    # Called with the archive host before each request for file bytes; the request is made, and its
+    # body read, inside the context it returns. A semaphore shared by several processes (almadeliver
+    # run) keeps the host's connection limit across all of them. None: only ``parallel`` applies.
+    connection_gate: Callable[[str], AbstractContextManager] | None = None
 
 
 @dataclass
@@ -383,9 +389,10 @@ class _Engine:
                 headers["Range"] = f"bytes={start}-{end - 1}"
                 with self.cond:
                     self.ranges_ok.setdefault(job.host, "probe")
+            gate = cfg.connection_gate(job.host) if cfg.connection_gate else nullcontext()
             try:
-                with self.session.get(job.f.url, headers=headers, stream=True,
-                                      timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
+                with gate, self.session.get(job.f.url, headers=headers, stream=True,
+                                            timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
                     self._check_status(job, r)
                     good = r.status_code == 206 and content_range_matches(
                         r.headers.get("Content-Range"), start, end, job.f.size)
