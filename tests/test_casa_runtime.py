@@ -65,3 +65,31 @@ def test_named_casa_must_exist(tmp_path):
     found = find_monolithic_casa(fake.parent.parent)
     assert found.version == "6.5.4-9" and found.has_pipeline
     assert found.command(Path("s.py"), pipeline=True)[-3:] == ["--pipeline", "-c", "s.py"]
+
+
+def test_casa_child_ends_with_its_parent(tmp_path):
+    """A worker killed mid-run must not leave its CASA child writing on (scale retries the step)."""
+    code = (
+        "import sys; from pathlib import Path; from almadeliver.casa.runtime import run_in_casa; "
+        f"run_in_casa('subprocess:run', {{'args': ['sleep', '60']}}, workdir=Path({str(tmp_path)!r}))"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    import time
+
+    deadline = time.monotonic() + 60
+    child = None
+    while child is None and time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "almadeliver.casa.child"],
+                             capture_output=True, text=True).stdout.split()
+        child = int(out[0]) if out else None
+        time.sleep(0.1)
+    assert child, "the CASA child did not start"
+    parent.kill()
+    parent.wait()
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        status = open(f"/proc/{child}/status").read() if os.path.exists(f"/proc/{child}/status") else ""
+        if "zombie" in status:
+            break
+        time.sleep(0.1)
+    alive = os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read()
+    assert not alive, "the CASA child outlived its killed parent"

@@ -170,7 +170,8 @@ def run_in_casa(
     with tempfile.TemporaryDirectory(prefix="almadeliver-call-") as tmp:
         call = Path(tmp) / "call.json"
         result = Path(tmp) / "result.json"
-        call.write_text(json.dumps({"func": func, "kwargs": kwargs or {}, "result": str(result)}))
+        call.write_text(json.dumps({"func": func, "kwargs": kwargs or {}, "result": str(result),
+                                     "parent": os.getpid()}))
         proc = subprocess.Popen(
             [sys.executable, "-m", "almadeliver.casa.child", str(call)],
             cwd=workdir, env=casa_env(logfile), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
