@@ -1,0 +1,361 @@
+"""One simulated ALMA execution block: casatools.simulator -> MS -> corrupted visibilities -> ASDM.
+
+Runs inside a CASA child (``run_in_casa("almadeliver.sim.observe:observe_ebs", ...)``). Each EB
+observes a bandpass/flux calibrator, a phase calibrator and a science target with ALMA's scan
+intents, in a few spectral windows (one with a spectral line). The visibilities are the sky model
+times per-antenna complex gains (slow phase drifts, amplitude errors, a bandpass shape) plus
+thermal noise, so that calibration matters. ``exportasdm`` writes the ASDM; its Scan.xml intents
+are then rewritten (exportasdm writes every scan as OBSERVE_TARGET) by matching scans by time.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+C_LIGHT = 299_792_458.0
+
+# The scan plan of one EB: (role, ALMA scan intents); roles map to fields. Every scan lasts
+# SCAN_S with SCAN_GAP_S between scans, so that exportasdm's subscan windows (SUBSCAN_S) fall on
+# scan boundaries (exportasdm writes a whole EB as one scan; observe.py splits it again).
+SCAN_PLAN: list[tuple[str, list[str]]] = [
+    ("bandpass", ["CALIBRATE_BANDPASS", "CALIBRATE_FLUX", "CALIBRATE_WVR"]),
+    ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
+    ("target", ["OBSERVE_TARGET"]),
+    ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
+    ("target", ["OBSERVE_TARGET"]),
+    ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
+    ("target", ["OBSERVE_TARGET"]),
+    ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
+]
+INTEGRATION_S = 6.0
+SCAN_S = 30.0
+SCAN_GAP_S = 12.0
+SUBSCAN_S = SCAN_S + SCAN_GAP_S / 2
+
+
+def field_code(ra_deg: float, dec_deg: float) -> str:
+    """An ALMA calibrator name from its position, e.g. ``J1924-2914``."""
+    ra_h = (ra_deg % 360.0) / 15.0
+    hh, mm = int(ra_h), int((ra_h - int(ra_h)) * 60)
+    sign = "-" if dec_deg < 0 else "+"
+    d = abs(dec_deg)
+    return f"J{hh:02d}{mm:02d}{sign}{int(d):02d}{int((d - int(d)) * 60):02d}"
+
+
+def _antennas(config: str, count: int, array: str) -> dict[str, Any]:
+    """``count`` antennas (ITRF positions, pads, ALMA-like names) from a casadata configuration."""
+    import casatools
+    from casatasks.private.simutil import simutil
+
+    x, y, z, d, pads, _names, _tel, _pos = simutil().readantenna(casatools.ctsys.resolve(f"alma/simmos/{config}"))
+    # the antennas nearest the array centre: short baselines, a compact synthesized beam
+    centre = np.array([np.mean(x), np.mean(y), np.mean(z)])
+    order = np.argsort([np.linalg.norm(np.array([x[i], y[i], z[i]]) - centre) for i in range(len(x))])[:count]
+    order = sorted(order)
+    if array == "7m":
+        names = [f"CM{i + 1:02d}" for i in range(count)]
+    else:
+        prefixes = ["DA", "DV", "PM"]
+        names = [f"{prefixes[i % 3]}{(41 if i % 3 == 0 else 1) + i:02d}" for i in range(count)]
+    return {
+        "x": [float(x[i]) for i in order], "y": [float(y[i]) for i in order], "z": [float(z[i]) for i in order],
+        "diameter": [float(d[i]) for i in order], "pads": [pads[i] for i in order], "names": names,
+    }
+
+
+def _lst_deg(mjd: float) -> float:
+    """Local apparent sidereal time at ALMA, in degrees."""
+    import casatools
+
+    me, qa = casatools.measures(), casatools.quanta()
+    me.doframe(me.observatory("ALMA"))
+    t = me.epoch("utc", qa.quantity(mjd, "d"))
+    last = me.measure(t, "last")
+    return (last["m0"]["value"] % 1.0) * 360.0
+
+
+def _gains(rng: np.random.Generator, nant: int, spws: list[dict], times: np.ndarray) -> dict:
+    """Per antenna, polarization and spw: complex gain vs time and a bandpass shape vs channel."""
+    t = (times - times.min())
+    gains = {}
+    for s, spw in enumerate(spws):
+        nchan = spw["nchan"]
+        chan = np.linspace(-1, 1, nchan)
+        for a in range(nant):
+            for p in range(2):
+                offset = rng.uniform(-math.pi, math.pi) if a else 0.0
+                period = rng.uniform(300.0, 900.0)
+                drift = np.radians(rng.uniform(20.0, 45.0)) * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
+                amp = rng.uniform(0.8, 1.2)
+                slope = np.radians(rng.uniform(-25.0, 25.0))
+                ripple = 1.0 + 0.05 * np.sin(math.pi * chan * rng.uniform(1.0, 3.0) + rng.uniform(0, math.pi))
+                gains[(s, a, p)] = (amp * np.exp(1j * (offset + drift)), ripple * np.exp(1j * slope * chan))
+    return gains
+
+
+def _sky(field: dict, freqs: np.ndarray, uvw: np.ndarray) -> np.ndarray:
+    """Model visibilities (nchan, nrow) of a field's point components."""
+    vis = np.zeros((len(freqs), uvw.shape[1]), dtype=complex)
+    for comp in field["components"]:
+        l, m = math.radians(comp["dx_arcsec"] / 3600.0), math.radians(comp["dy_arcsec"] / 3600.0)
+        flux = comp["flux_jy"] * (freqs / field["ref_freq_hz"]) ** comp.get("spix", 0.0)
+        if comp.get("line"):
+            line = comp["line"]
+            flux = flux + line["peak_jy"] * np.exp(-0.5 * ((freqs - line["freq_hz"]) / line["sigma_hz"]) ** 2)
+        phase = -2j * math.pi * (uvw[0][None, :] * l + uvw[1][None, :] * m) * freqs[:, None] / C_LIGHT
+        vis += flux[:, None] * np.exp(phase)
+    return vis
+
+
+def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int, noise_jy: float) -> None:
+    """Write corrupted model visibilities, sigma and weight into the MS simulator made."""
+    import casatools
+
+    rng = np.random.default_rng(seed)
+    tb = casatools.table()
+    tb.open(ms)
+    times = tb.getcol("TIME")
+    nant = int(max(tb.getcol("ANTENNA1").max(), tb.getcol("ANTENNA2").max())) + 1
+    tb.close()
+    gains = _gains(rng, nant, spws, np.unique(times))
+    t_index = {t: i for i, t in enumerate(np.unique(times))}
+    tb.open(ms, nomodify=False)
+    for s, spw in enumerate(spws):
+        sub = tb.query(f"DATA_DESC_ID=={s}")
+        if sub.nrows() == 0:
+            sub.close()
+            continue
+        a1, a2 = sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
+        fid, uvw = sub.getcol("FIELD_ID"), sub.getcol("UVW")
+        ti = np.array([t_index[t] for t in sub.getcol("TIME")])
+        freqs = spw["freq_hz"] + spw["width_hz"] * np.arange(spw["nchan"])
+        model = np.zeros((spw["nchan"], len(a1)), dtype=complex)
+        for f, field in enumerate(fields):
+            rows = fid == f
+            if rows.any():
+                model[:, rows] = _sky(field, freqs, uvw[:, rows])
+        data = np.zeros((2, spw["nchan"], len(a1)), dtype=complex)
+        for p in range(2):
+            gi = np.array([gains[(s, a, p)][0][t] for a, t in zip(a1, ti)])
+            gj = np.array([gains[(s, a, p)][0][t] for a, t in zip(a2, ti)])
+            bi = np.stack([gains[(s, a, p)][1] for a in a1], axis=1)
+            bj = np.stack([gains[(s, a, p)][1] for a in a2], axis=1)
+            noise = rng.normal(0, noise_jy, model.shape) + 1j * rng.normal(0, noise_jy, model.shape)
+            data[p] = (gi * np.conj(gj))[None, :] * bi * np.conj(bj) * model + noise
+        sub.putcol("DATA", data)
+        sub.putcol("FLAG", np.zeros(data.shape, dtype=bool))
+        sub.putcol("SIGMA", np.full((2, len(a1)), noise_jy * math.sqrt(2)))
+        sub.putcol("WEIGHT", np.full((2, len(a1)), 1.0 / (2 * noise_jy ** 2)))
+        sub.close()
+    tb.close()
+
+
+def _renumber_scans(ms: str, nspw: int) -> list[tuple[float, float]]:
+    """One scan number per scan of the plan (the simulator counts one per observe call, and each
+    scan is observed once per spw); returns each scan's (start, stop) in MS time."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(ms, nomodify=False)
+    calls = tb.getcol("SCAN_NUMBER")
+    scans = ((calls - 1) // nspw + 1).astype(np.int32)
+    tb.putcol("SCAN_NUMBER", scans)
+    times = tb.getcol("TIME")
+    tb.close()
+    half = INTEGRATION_S / 2
+    return [(float(times[scans == n].min() - half), float(times[scans == n].max() + half))
+            for n in range(1, int(scans.max()) + 1)]
+
+
+def _one_observation(ms: str, project: str) -> None:
+    """One OBSERVATION row spanning every scan. exportasdm closes an ExecBlock once it spans the
+    observation's time range and opens another for any row after that; the simulator's range
+    covers the first scan only, so the range is set a little longer than the data."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(ms)
+    times = tb.getcol("TIME")
+    tb.close()
+    half = INTEGRATION_S / 2
+    tb.open(f"{ms}/OBSERVATION", nomodify=False)
+    tb.putcol("TIME_RANGE", np.array([[times.min() - half], [times.max() + 3 * half]]))
+    tb.putcell("PROJECT", 0, project)
+    tb.close()
+
+
+def _sort_by_time(ms: str) -> None:
+    """Rewrite the MS in time order (the simulator writes one block per observe call and spw;
+    exportasdm reads scans off the row order)."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(ms)
+    ordered = tb.query("", sortlist="TIME, DATA_DESC_ID, ANTENNA1, ANTENNA2")
+    ordered.copy(f"{ms}.sorted", deep=True, valuecopy=True)
+    ordered.close()
+    tb.close()
+    shutil.rmtree(ms)
+    Path(f"{ms}.sorted").rename(ms)
+
+
+def _single_polarization(ms: str) -> None:
+    """One POLARIZATION row shared by every spw (the simulator writes one per spw; exportasdm
+    rejects the duplicates)."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(f"{ms}/DATA_DESCRIPTION", nomodify=False)
+    tb.putcol("POLARIZATION_ID", np.zeros(tb.nrows(), dtype=np.int32))
+    tb.close()
+    tb.open(f"{ms}/POLARIZATION", nomodify=False)
+    if tb.nrows() > 1:
+        tb.removerows(list(range(1, tb.nrows())))
+    tb.close()
+
+
+def simulate_ms(ms: str, eb: dict) -> dict:
+    """Make the MS of one EB (see ``observe_ebs`` for the keys of ``eb``); returns its scan list."""
+    import casatools
+
+    sm, me, qa = casatools.simulator(), casatools.measures(), casatools.quanta()
+    ant = _antennas(eb["config"], eb["antennas"], eb["array"])
+    sm.open(ms)
+    sm.setconfig(telescopename="ALMA", x=ant["x"], y=ant["y"], z=ant["z"], dishdiameter=ant["diameter"],
+                 mount=["ALT-AZ"] * len(ant["x"]), antname=ant["names"], padname=ant["pads"],
+                 coordsystem="global", referencelocation=me.observatory("ALMA"))
+    for spw in eb["spws"]:
+        sm.setspwindow(spwname=spw["name"], freq=f"{spw['freq_hz']}Hz", deltafreq=f"{spw['width_hz']}Hz",
+                       freqresolution=f"{spw['width_hz']}Hz", refcode="TOPO", nchannels=spw["nchan"],
+                       stokes="XX YY")
+    sm.setfeed(mode="perfect X Y", pol=[""])
+    sm.setlimits(shadowlimit=0.01, elevationlimit="5deg")
+    sm.setauto(autocorrwt=0.0)
+    for field in eb["fields"]:
+        sm.setfield(sourcename=field["name"], sourcedirection=me.direction(
+            "J2000", qa.quantity(field["ra_deg"], "deg"), qa.quantity(field["dec_deg"], "deg")))
+    sm.settimes(integrationtime=f"{INTEGRATION_S}s", usehourangle=False,
+                referencetime=me.epoch("utc", qa.quantity(eb["start_mjd"], "d")))
+    by_role = {f["role"]: f for f in eb["fields"]}
+    scans, start = [], 0.0
+    for role, intents in SCAN_PLAN:
+        for spw in eb["spws"]:
+            sm.observe(sourcename=by_role[role]["name"], spwname=spw["name"], starttime=f"{start}s",
+                       stoptime=f"{start + SCAN_S}s",
+                       state_obs_mode=",".join(f"{i}#ON_SOURCE" for i in intents),
+                       observer=eb.get("observer", "alma"), project=eb.get("project", ""))
+        scans.append({"field": by_role[role]["name"], "intents": intents})
+        start += SCAN_S + SCAN_GAP_S
+    sm.close()
+    _single_polarization(ms)
+    _one_observation(ms, eb.get("project", ""))
+    for scan, (begin, end) in zip(scans, _renumber_scans(ms, len(eb["spws"]))):
+        scan.update(start_s=begin, stop_s=end)
+    _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], eb.get("noise_jy", 0.05))
+    _sort_by_time(ms)
+    return {"scans": scans, "antennas": ant}
+
+
+def _rows(text: str) -> list[str]:
+    return re.findall(r"<row>.*?</row>", text, flags=re.S)
+
+
+def _set(row: str, tag: str, value: str) -> str:
+    return re.sub(rf"<{tag}>.*?</{tag}>", f"<{tag}> {value} </{tag}>", row, count=1, flags=re.S)
+
+
+def _get_time(row: str, tag: str) -> float:
+    return int(re.search(rf"<{tag}>\s*(\d+)", row).group(1)) / 1e9
+
+
+def _split_scans(asdm: Path, scans: list[dict]) -> None:
+    """Give the ASDM one Scan row per simulated scan, with its real intents.
+
+    exportasdm writes the whole EB as one OBSERVE_TARGET scan; its subscans fall inside our
+    scans (see SUBSCAN_S). Subscans are matched to scans by time (not by order), renumbered in
+    Subscan.xml and Main.xml, and Scan.xml is rewritten with one row per scan.
+    """
+    def scan_of(start: float, stop: float) -> int:
+        mid = 0.5 * (start + stop)
+        for n, scan in enumerate(scans, start=1):
+            if scan["start_s"] - 1 <= mid <= scan["stop_s"] + 1:
+                return n
+        raise RuntimeError(f"{asdm.name}: no simulated scan at {mid:.1f} s")
+
+    sub_text = (asdm / "Subscan.xml").read_text()
+    renumber: dict[int, tuple[int, int]] = {}
+    counts: dict[int, int] = {}
+    spans: dict[int, list[float]] = {}
+    new_rows = []
+    for row in _rows(sub_text):
+        old = int(re.search(r"<subscanNumber>\s*(\d+)", row).group(1))
+        start, stop = _get_time(row, "startTime"), _get_time(row, "endTime")
+        n = scan_of(start, stop)
+        counts[n] = counts.get(n, 0) + 1
+        renumber[old] = (n, counts[n])
+        spans.setdefault(n, []).extend([start, stop])
+        new_rows.append(_set(_set(row, "scanNumber", str(n)), "subscanNumber", str(counts[n])))
+    for old, new in zip(_rows(sub_text), new_rows):
+        sub_text = sub_text.replace(old, new, 1)
+    (asdm / "Subscan.xml").write_text(sub_text)
+
+    main_text = (asdm / "Main.xml").read_text()
+    for row in _rows(main_text):
+        n, k = renumber[int(re.search(r"<subscanNumber>\s*(\d+)", row).group(1))]
+        main_text = main_text.replace(row, _set(_set(row, "scanNumber", str(n)), "subscanNumber", str(k)), 1)
+    (asdm / "Main.xml").write_text(main_text)
+
+    scan_text = (asdm / "Scan.xml").read_text()
+    template = _rows(scan_text)[0]
+    rows = []
+    for n, scan in enumerate(scans, start=1):
+        intents = scan["intents"]
+        caltypes = ["NONE" if i in ("OBSERVE_TARGET", "CALIBRATE_WVR") else "FULL_RESOLUTION_CROSS" for i in intents]
+        k = len(intents)
+        row = _set(template, "scanNumber", str(n))
+        row = _set(row, "startTime", str(int(round(min(spans[n]) * 1e9))))
+        row = _set(row, "endTime", str(int(round(max(spans[n]) * 1e9))))
+        row = _set(row, "numIntent", str(k))
+        row = _set(row, "numSubscan", str(counts[n]))
+        row = _set(row, "scanIntent", f"1 {k} {' '.join(intents)}")
+        row = _set(row, "calDataType", f"1 {k} {' '.join(caltypes)}")
+        row = _set(row, "calibrationOnLine", f"1 {k} {' '.join(['false'] * k)}")
+        rows.append(row)
+    head, tail = scan_text[:scan_text.index("<row>")], scan_text[scan_text.rindex("</row>") + len("</row>"):]
+    (asdm / "Scan.xml").write_text(head + "\n".join(rows) + tail)
+    asdm_xml = (asdm / "ASDM.xml").read_text()
+    asdm_xml = re.sub(r"(<Name> Scan </Name>\s*<NumberRows> )\d+", rf"\g<1>{len(scans)}", asdm_xml)
+    (asdm / "ASDM.xml").write_text(asdm_xml)
+
+
+def asdm_uid(asdm: Path) -> str:
+    """The ASDM's own uid (the container entity of ASDM.xml), e.g. ``uid://A002/Xd28a9e/X1``."""
+    text = (Path(asdm) / "ASDM.xml").read_text()
+    return re.search(r'<Entity[^>]*entityId="(uid://[^"]+)"', text).group(1)
+
+
+def observe_ebs(ebs: list[dict]) -> list[dict]:
+    """Simulate every EB: ``eb`` holds ms, asdm (paths), config, antennas, array, spws, fields,
+    start_mjd, seed, archiveid/rangeid (the ASDM uid prefix). Returns per EB the scans, antennas
+    and the uid inside the ASDM."""
+    from casatasks import exportasdm
+
+    results = []
+    for eb in ebs:
+        for path in (eb["ms"], eb["asdm"]):
+            shutil.rmtree(path, ignore_errors=True)
+        info = simulate_ms(eb["ms"], eb)
+        print(f"simulated {Path(eb['ms']).name}: {len(info['scans'])} scans, "
+              f"{len(info['antennas']['names'])} antennas, {len(eb['spws'])} spws", flush=True)
+        exportasdm(vis=eb["ms"], asdm=eb["asdm"], archiveid=eb["archiveid"], rangeid=eb["rangeid"],
+                   subscanduration=f"{SUBSCAN_S}s", sbduration="86400s", verbose=False)
+        _split_scans(Path(eb["asdm"]), info["scans"])
+        info["uid"] = asdm_uid(Path(eb["asdm"]))
+        print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
+        results.append(info)
+    return results
