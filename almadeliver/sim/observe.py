@@ -23,6 +23,7 @@ C_LIGHT = 299_792_458.0
 # SCAN_S with SCAN_GAP_S between scans, so that exportasdm's subscan windows (SUBSCAN_S) fall on
 # scan boundaries (exportasdm writes a whole EB as one scan; observe.py splits it again).
 SCAN_PLAN: list[tuple[str, list[str]]] = [
+    ("bandpass", ["CALIBRATE_ATMOSPHERE", "CALIBRATE_WVR"]),
     ("bandpass", ["CALIBRATE_BANDPASS", "CALIBRATE_FLUX", "CALIBRATE_WVR"]),
     ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
     ("target", ["OBSERVE_TARGET"]),
@@ -36,15 +37,6 @@ INTEGRATION_S = 6.0
 SCAN_S = 30.0
 SCAN_GAP_S = 12.0
 SUBSCAN_S = SCAN_S + SCAN_GAP_S / 2
-
-
-def field_code(ra_deg: float, dec_deg: float) -> str:
-    """An ALMA calibrator name from its position, e.g. ``J1924-2914``."""
-    ra_h = (ra_deg % 360.0) / 15.0
-    hh, mm = int(ra_h), int((ra_h - int(ra_h)) * 60)
-    sign = "-" if dec_deg < 0 else "+"
-    d = abs(dec_deg)
-    return f"J{hh:02d}{mm:02d}{sign}{int(d):02d}{int((d - int(d)) * 60):02d}"
 
 
 def _antennas(config: str, count: int, array: str) -> dict[str, Any]:
@@ -66,17 +58,6 @@ def _antennas(config: str, count: int, array: str) -> dict[str, Any]:
         "x": [float(x[i]) for i in order], "y": [float(y[i]) for i in order], "z": [float(z[i]) for i in order],
         "diameter": [float(d[i]) for i in order], "pads": [pads[i] for i in order], "names": names,
     }
-
-
-def _lst_deg(mjd: float) -> float:
-    """Local apparent sidereal time at ALMA, in degrees."""
-    import casatools
-
-    me, qa = casatools.measures(), casatools.quanta()
-    me.doframe(me.observatory("ALMA"))
-    t = me.epoch("utc", qa.quantity(mjd, "d"))
-    last = me.measure(t, "last")
-    return (last["m0"]["value"] % 1.0) * 360.0
 
 
 def _gains(rng: np.random.Generator, nant: int, spws: list[dict], times: np.ndarray) -> dict:
@@ -358,4 +339,24 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
         info["uid"] = asdm_uid(Path(eb["asdm"]))
         print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
         results.append(info)
+    return results
+
+
+def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
+    """Simulate every EB of MOUS ``index`` of ``plan`` (a ProjectPlan as a dict): the MSs in
+    ``work``, the ASDMs in ``raw/<EB>.asdm.sdm``. Checks each ASDM carries the planned uid."""
+    mous = plan["mous"][index]
+    raw.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    ebs = []
+    for eb in mous["ebs"]:
+        disk = eb["uid"].replace("uid://", "uid___").replace("/", "_")
+        ebs.append({"ms": str(work / f"{disk}.sim.ms"), "asdm": str(raw / f"{disk}.asdm.sdm"),
+                    "config": mous["config"], "antennas": mous["antennas"], "array": mous["array"],
+                    "spws": plan["spws"], "fields": plan["fields"], "start_mjd": eb["start_mjd"],
+                    "seed": eb["seed"], "archiveid": "A002", "rangeid": eb["rangeid"], "project": plan["code"]})
+    results = observe_ebs(ebs)
+    for eb, result in zip(mous["ebs"], results):
+        if result["uid"] != eb["uid"]:
+            raise RuntimeError(f"exportasdm named the ASDM {result['uid']}, expected {eb['uid']}")
     return results

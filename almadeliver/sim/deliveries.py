@@ -1,0 +1,259 @@
+"""``simulate_project``: a whole simulated ALMA project, written as the archive ships it.
+
+    DIR/<project>/catalogue.json     ObsCore rows and DataLink entries (sim/catalogue.py)
+    DIR/<project>/files/<name>       delivery tarballs and member.<MOUS>.README.txt
+
+The project is built in a temporary folder next to DIR/<project> and renamed into place, so an
+aborted run never leaves half a project. CASA work runs in one child process per MOUS.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..archive.obscore import COLUMN_NAMES
+from ..casa.runtime import run_in_casa
+from ..errors import UsageError
+from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
+from ..packaging.tarballs import tree_entries, write_tar
+from . import manual
+from .catalogue import Catalogue, CatalogueFile, TarMember
+from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, make_plan
+from .readme import qa2_notes, readme_text, tree_text
+
+FLAVOURS = ("manual", "pipeline", "cycle0")
+C_LIGHT = 299_792_458.0
+
+
+@dataclass
+class SimulatedProject:
+    """What ``simulate_project`` made."""
+
+    folder: Path                 # DIR/<project>
+    catalogue: Catalogue
+    mous_uids: list[str]
+    eb_uids: list[str]
+    seconds: float
+
+
+def member_path(plan: ProjectPlan, mous: MousPlan) -> str:
+    """The member folder inside the delivery tree, relative to the tree root."""
+    if plan.flavour == "cycle0":
+        return f"{plan.code}/sg_ouss_id/group_ouss_id/member_ouss_{cycle0_date(plan)}_id"
+    return (f"{plan.code}/science_goal.{Uid(plan.sg_uid).disk}/group.{Uid(plan.gous_uid).disk}/"
+            f"member.{mous.disk}")
+
+
+def cycle0_date(plan: ProjectPlan) -> str:
+    """The delivery date of a Cycle 0 project (a few weeks after its last EB)."""
+    last = max(eb.start_mjd for m in plan.mous for eb in m.ebs)
+    return (date(1858, 11, 17) + timedelta(days=int(last) + 30)).isoformat()
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".fits"):
+        return "image/fits"
+    if name.endswith((".txt", ".py", ".log", ".xml", ".csv", ".dat")) or name == "README":
+        return "text/plain"
+    if name.endswith(".png"):
+        return "image/png"
+    return "application/octet-stream"
+
+
+def _members(entries: list[tuple[str, Path]]) -> list[TarMember]:
+    return [TarMember(arc, p.stat().st_size, _content_type(p.name)) for arc, p in sorted(entries)
+            if p.is_file() and not p.is_symlink()]
+
+
+def _image_stats(fits: Path) -> dict:
+    from astropy.io import fits as pyfits
+
+    with pyfits.open(fits) as hdul:
+        h, data = hdul[0].header, np.asarray(hdul[0].data, float)
+    plane = data.reshape(-1, data.shape[-2], data.shape[-1])
+    edge = np.concatenate([plane[:, :12, :].ravel(), plane[:, -12:, :].ravel()])
+    return {"name": fits.name, "rms_mjy": float(np.nanstd(edge) * 1e3) if np.isfinite(edge).any() else float("nan"),
+            "bmaj": float(h.get("BMAJ", 0) * 3600), "bmin": float(h.get("BMIN", 0) * 3600)}
+
+
+class _Builder:
+    """Builds one project in a temporary folder (``stage``) and packs it."""
+
+    def __init__(self, plan: ProjectPlan, stage: Path, on_line: Callable[[str], None] | None):
+        self.plan, self.stage, self.on_line = plan, stage, on_line
+        self.tree = stage / "tree"
+        self.work = stage / "work"
+        self.files = stage / "project" / "files"
+        self.files.mkdir(parents=True)
+        self.catalogue_files: list[CatalogueFile] = []
+        self.eb_info: dict[str, dict] = {}   # EB uid -> what observe.py reports (scans, antennas)
+
+    def say(self, text: str) -> None:
+        if self.on_line:
+            self.on_line(text)
+
+    # -- CASA work ---------------------------------------------------------------------------------
+    def build_manual(self, index: int, mous: MousPlan) -> None:
+        member = self.tree / member_path(self.plan, mous)
+        for folder in ("calibration", "qa", "log", "product"):
+            (member / folder).mkdir(parents=True)
+        manual.write_scripts(self.plan, mous, member)
+        work = self.work / mous.disk
+        self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), calibrating and imaging in CASA")
+        result = run_in_casa("almadeliver.sim.manual:casa_build_mous",
+                             {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work)},
+                             workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
+        self.eb_info.update(result["observed"])
+        images = [_image_stats(p) for p in sorted((member / "product").glob("*.image.pbcor.fits"))]
+        notes = qa2_notes(self.plan, result["qa"], images)
+        raw = member / "raw"
+        parked = self.work / f"{mous.disk}.raw"
+        raw.rename(parked)  # the README's tree shows the delivery without raw/
+        tree = tree_text(self.tree / self.plan.code, self.plan.code)
+        parked.rename(raw)
+        (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=False))
+
+    def _casa_line(self, line: str) -> None:
+        if line.startswith(("simulated ", "exported ", "running ", "Step ", "Processing ASDM")) and self.on_line:
+            self.on_line("  " + line.strip())
+
+    # -- tarballs ----------------------------------------------------------------------------------
+    def _add(self, name: str, semantics: str, ids: list[str], entries: list[tuple[str, Path]] | None,
+             path: Path | None = None, description: str = "") -> None:
+        out = self.files / name
+        if entries is not None:
+            write_tar(out, entries)
+            members = _members(entries)
+            content_type = "application/x-tar"
+        else:
+            shutil.copyfile(path, out)
+            members, content_type = [], "text/plain"
+        self.catalogue_files.append(CatalogueFile(name, semantics, content_type, out.stat().st_size, ids,
+                                                  description, members))
+
+    def pack_member(self, mous: MousPlan) -> None:
+        """products _001_of_001.tar, _auxiliary.tar, one raw tar per EB, README.txt."""
+        rel = member_path(self.plan, mous)
+        member = self.tree / rel
+        code = self.plan.code
+        ids = [mous.uid]
+        products = [(f"{rel}/README", member / "README")] + tree_entries(member / "product", f"{rel}/product")
+        self._add(products_name(code, Uid(mous.uid), 1, 1), "#this", ids, products,
+                  description="Download dataset of type: product, and class: SCIENCE.")
+        aux = [e for d in ("script", "calibration", "qa", "log") for e in tree_entries(member / d, f"{rel}/{d}")]
+        self._add(auxiliary_name(code, Uid(mous.uid)), "#auxiliary", ids, aux,
+                  description="Download auxiliary data (scripts, calibration, QA2, logs).")
+        for eb in mous.ebs:
+            asdm = member / "raw" / f"{eb.disk}.asdm.sdm"
+            self._add(raw_name(code, Uid(eb.uid)), "#progenitor", ids,
+                      tree_entries(asdm, f"{rel}/raw/{eb.disk}.asdm.sdm"),
+                      description=f"Download raw data of execution block {eb.uid}.")
+        self._add(readme_name(Uid(mous.uid)), "#documentation", ids, None, path=member / "README",
+                  description="Download the README of this member OUS.")
+
+    # -- ObsCore -----------------------------------------------------------------------------------
+    def obscore_rows(self, mous: MousPlan, eb_info: dict[str, dict]) -> list[dict]:
+        plan = self.plan
+        target = plan.field("target")
+        rows = []
+        for eb in mous.ebs:
+            ant = eb_info[eb.uid]["antennas"]
+            baselines = [math.dist((ant["x"][i], ant["y"][i], ant["z"][i]), (ant["x"][j], ant["y"][j], ant["z"][j]))
+                         for i in range(len(ant["x"])) for j in range(i)]
+            for s, spw in enumerate(plan.spws):
+                f0 = spw["freq_hz"]
+                f1 = f0 + spw["width_hz"] * spw["nchan"]
+                fc = 0.5 * (f0 + f1)
+                resolution = C_LIGHT / fc / max(baselines) * 180 / math.pi
+                fov = 1.13 * C_LIGHT / fc / (7.0 if mous.array == "7m" else 12.0) * 180 / math.pi
+                released = date(1858, 11, 17) + timedelta(days=int(eb.start_mjd) + 365)
+                if plan.proprietary:
+                    released = max(released, date.today() + timedelta(days=300))
+                row = dict.fromkeys(COLUMN_NAMES)
+                row.update({
+                    "obs_publisher_did": f"ADS/JAO.ALMA#{plan.code}", "obs_collection": "ALMA",
+                    "facility_name": "JAO", "instrument_name": "ALMA",
+                    "obs_id": f"{mous.uid}.source.{target['name']}.spw.{s}", "dataproduct_type": "cube",
+                    "calib_level": 2, "target_name": target["name"], "s_ra": target["ra_deg"],
+                    "s_dec": target["dec_deg"], "s_fov": fov,
+                    "s_region": f"Circle ICRS {target['ra_deg']:.6f} {target['dec_deg']:.6f} {fov / 2:.6f}",
+                    "s_resolution": resolution, "t_min": eb.start_mjd,
+                    "t_max": eb.start_mjd + 340.0 / 86400, "t_exptime": 90.0, "t_resolution": 6.0,
+                    "em_min": C_LIGHT / f1, "em_max": C_LIGHT / f0, "em_res_power": fc / spw["width_hz"],
+                    "pol_states": "/XX/YY/", "o_ucd": "phot.flux.density;phys.polarization",
+                    "access_url": f"https://almascience.org/datalink/sync?ID={mous.uid}",
+                    "access_format": "text/html", "proposal_id": plan.code,
+                    "data_rights": "Proprietary" if plan.proprietary else "Public",
+                    "band_list": "3", "em_resolution": C_LIGHT / fc ** 2 * spw["width_hz"],
+                    "bandwidth": spw["width_hz"] * spw["nchan"] / 1e9,
+                    "antenna_arrays": " ".join(f"{p}:{n}" for p, n in zip(ant["pads"], ant["names"])),
+                    "is_mosaic": "F", "obs_release_date": f"{released.isoformat()}T00:00:00.000",
+                    "spatial_resolution": resolution * 3600,
+                    "frequency_support": f"[{f0 / 1e9:.3f}..{f1 / 1e9:.3f}GHz,{spw['width_hz'] / 1e3:.2f}kHz,XX YY]",
+                    "frequency": fc / 1e9, "velocity_resolution": C_LIGHT * spw["width_hz"] / fc,
+                    "obs_creator_name": plan.pi, "pi_name": plan.pi, "proposal_authors": plan.pi,
+                    "schedblock_name": mous.sb_name, "group_ous_uid": plan.gous_uid, "member_ous_uid": mous.uid,
+                    "asdm_uid": eb.uid, "obs_title": plan.title, "type": "S",
+                    "scan_intent": "TARGET", "science_observation": "T",
+                    "spatial_scale_max": resolution * 3600 * 4, "qa2_passed": "T",
+                    "science_keyword": plan.keyword, "scientific_category": plan.category,
+                    "spectral_resolution": spw["width_hz"], "lastModified": f"{released.isoformat()}T00:00:00.000",
+                    "sensitivity_10kms": 10.0, "cont_sensitivity_bandwidth": 0.5, "pwv": 2.1,
+                    "proposal_abstract": f"We propose to map CS(2-1) at {LINE_REST_HZ / 1e9:.3f} GHz in "
+                                         f"{target['name'].replace('_', ' ')} (simulated project).",
+                    "gal_longitude": None, "gal_latitude": None,
+                })
+                rows.append(row)
+        return rows
+
+
+def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
+                     group_12m_7m: bool = False, proprietary: bool = False,
+                     on_line: Callable[[str], None] | None = None) -> SimulatedProject:
+    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc)."""
+    ProjectCode.parse(code)
+    if flavour not in FLAVOURS:
+        raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
+    if mous < 1 or ebs < 1 or ebs > 9 or mous > 4:
+        raise UsageError("--mous must be 1..4 and --ebs 1..9", "keep simulated projects small")
+    started = time.monotonic()
+    plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = out / f".{code}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        builder = _Builder(plan, stage, on_line)
+        if flavour == "manual":
+            rows = _build_manual(builder)
+        else:
+            raise UsageError(f"flavour '{flavour}' is not available yet", "use --flavour manual")
+        catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
+        project = stage / "project"
+        catalogue.save(project)
+        final = out / code
+        if final.exists():
+            shutil.rmtree(final)
+        project.rename(final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return SimulatedProject(final, catalogue, [m.uid for m in plan.mous],
+                            [eb.uid for m in plan.mous for eb in m.ebs], time.monotonic() - started)
+
+
+def _build_manual(builder: _Builder) -> list[dict]:
+    rows = []
+    for index, mous in enumerate(builder.plan.mous):
+        builder.build_manual(index, mous)
+        builder.pack_member(mous)
+        rows += builder.obscore_rows(mous, builder.eb_info)
+    return rows

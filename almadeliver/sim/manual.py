@@ -1,0 +1,194 @@
+"""The manual (QA2 by an ALMA reducer) delivery flavour.
+
+Parent side: ``write_scripts`` fills script/ from templates/. CASA side (``casa_build_mous``, run
+by ``run_in_casa``): simulate the EBs into raw/, run our scriptForPI.py through the legacy shim
+(which really calibrates every EB), then scriptForImaging.py; harvest calibration tables, QA2
+plots and text, logs and FITS products into the member folder, and remove calibrated/.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..ids import Uid
+from ..packaging.tarballs import tree_entries, write_tar
+from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan
+
+CALTABLE_SUFFIXES = (".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
+                     ".fluxscale", ".listobs", ".flagversions")
+
+
+def template(name: str) -> str:
+    return resources.files("almadeliver.sim").joinpath("templates", name).read_text()
+
+
+def fill(text: str, values: dict[str, object]) -> str:
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    missing = re.findall(r"@[A-Z]+@", text)
+    if missing:
+        raise ValueError(f"template placeholders left unfilled: {sorted(set(missing))}")
+    return text
+
+
+def edge_channels(spws: list[dict]) -> str:
+    return ",".join(f"{i}:0~0;{s['nchan'] - 1}~{s['nchan'] - 1}" for i, s in enumerate(spws))
+
+
+def bandpass_channels(spws: list[dict]) -> str:
+    """The central channels of each spw (for the pre-bandpass phase solution)."""
+    return ",".join(f"{i}:{s['nchan'] // 2 - 4}~{s['nchan'] // 2 + 3}" for i, s in enumerate(spws))
+
+
+def calibration_values(plan: ProjectPlan, eb_disk: str) -> dict[str, object]:
+    bp = plan.field("bandpass")
+    comp = bp["components"][0]
+    return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "BPCAL": bp["name"],
+            "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": "DA41",
+            "SPWS": ",".join(str(i) for i in range(len(plan.spws))), "EDGECHANNELS": edge_channels(plan.spws),
+            "BPCHANNELS": bandpass_channels(plan.spws), "FLUXDENSITY": comp["flux_jy"], "SPIX": comp["spix"],
+            "REFFREQ": f"{bp['ref_freq_hz'] / 1e9:.1f}GHz"}
+
+
+def imaging_values(plan: ProjectPlan, mous: MousPlan) -> dict[str, object]:
+    cell = "4.0arcsec" if mous.array == "7m" else "2.5arcsec"
+    return {"CASAVERSION": plan.casa_version, "TARGET": plan.field("target")["name"], "CELL": cell, "IMSIZE": 64,
+            "LINE": LINE_NAME, "CONTSPWS": "1,2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz",
+            "CONTTHRESHOLD": "5mJy", "LINETHRESHOLD": "60mJy"}
+
+
+def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
+    """script/: scriptForPI.py, one calibration script per EB, flux calibration (several EBs), imaging."""
+    script = member / "script"
+    script.mkdir(parents=True, exist_ok=True)
+    (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
+    for eb in mous.ebs:
+        (script / f"{eb.disk}.ms.scriptForCalibration.py").write_text(
+            fill(template("scriptForCalibration.py.in"), calibration_values(plan, eb.disk)))
+    if len(mous.ebs) > 1:
+        vislist = ", ".join(f"'{eb.disk}.ms.split.cal'" for eb in mous.ebs)
+        (script / "scriptForFluxCalibration.py").write_text(fill(template("scriptForFluxCalibration.py.in"), {
+            "CASAVERSION": plan.casa_version, "VISLIST": vislist, "PHCAL": plan.field("phase")["name"],
+            "SPWLIST": ", ".join(str(i) for i in range(len(plan.spws)))}))
+    (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), imaging_values(plan, mous)))
+
+
+def write_tgz(out: Path, entries: list[tuple[str, Path]]) -> Path:
+    """A deterministic .tgz: the deterministic tar, gzipped with a fixed header time."""
+    plain = out.with_name(out.name + ".tar")
+    write_tar(plain, entries)
+    with open(plain, "rb") as src, open(out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0,
+                                                                         filename="") as gz:
+        shutil.copyfileobj(src, gz)
+    plain.unlink()
+    return out
+
+
+# -- CASA side ---------------------------------------------------------------------------------------
+def _phases(ms: str, field: str, column: str = "DATA") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time, phase in degrees, amplitude) of every unflagged XX visibility of ``field``, spw 1."""
+    import casatools
+
+    msmd = casatools.msmetadata()
+    msmd.open(ms)
+    fid = msmd.fieldsforname(field)[0]
+    msmd.close()
+    tb = casatools.table()
+    tb.open(ms)
+    sub = tb.query(f"FIELD_ID=={fid} && DATA_DESC_ID==1 && ANTENNA1!=ANTENNA2")
+    data, flag, time = sub.getcol(column), sub.getcol("FLAG"), sub.getcol("TIME")
+    sub.close()
+    tb.close()
+    vis = np.where(flag, np.nan, data)[0].mean(axis=0)
+    return time, np.degrees(np.angle(vis)), np.abs(vis)
+
+
+def qa_products(plan: dict, eb: str, calwork: Path, calibrated_ms: Path, qa: Path) -> dict:
+    """QA2 plots and text file of one EB; returns the phase scatter (deg) on the phase calibrator."""
+    import casatools
+
+    from .pngplot import scatter_png
+
+    phasecal = next(f["name"] for f in plan["fields"] if f["role"] == "phase")
+    bpcal = next(f["name"] for f in plan["fields"] if f["role"] == "bandpass")
+    t_raw, ph_raw, _ = _phases(str(calwork / f"{eb}.ms"), phasecal)
+    t_cal, ph_cal, amp_cal = _phases(str(calibrated_ms), phasecal)
+    scatter_png(qa / f"{eb}__qa2_part1.png", [(t_raw - t_raw.min(), ph_raw)], ylim=(-180, 180))
+    scatter_png(qa / f"{eb}__qa2_part2.png", [(t_cal - t_cal.min(), ph_cal)], ylim=(-180, 180))
+    tb = casatools.table()
+    tb.open(str(calibrated_ms))
+    msmd = casatools.msmetadata()
+    msmd.open(str(calibrated_ms))
+    bp_id = msmd.fieldsforname(bpcal)[0]
+    spectra = []
+    for spw in range(msmd.nspw()):
+        sub = tb.query(f"FIELD_ID=={bp_id} && DATA_DESC_ID=={spw}")
+        d = np.where(sub.getcol("FLAG"), np.nan, sub.getcol("DATA"))
+        spectra.append((msmd.chanfreqs(spw) / 1e9, np.abs(np.nanmean(d[0], axis=1))))
+        sub.close()
+    tb.close()
+    antennas, scans = msmd.antennanames(), len(msmd.scannumbers())
+    msmd.close()
+    scatter_png(qa / f"{eb}__qa2_part3.png", spectra)
+    rms = float(np.nanstd(ph_cal))
+    (qa / f"{eb}__textfile.txt").write_text(
+        f"QA2 report for {eb} ({plan['code']})\n"
+        f"Antennas: {len(antennas)} ({' '.join(antennas)})\n"
+        f"Scans: {scans}\n"
+        f"Fields: {', '.join(f['name'] + ' (' + f['role'] + ')' for f in plan['fields'])}\n"
+        f"Spectral windows: {len(plan['spws'])}\n"
+        f"Phase calibrator {phasecal}, spw 1, XX: phase scatter before calibration {np.nanstd(ph_raw):.1f} deg, "
+        f"after calibration {rms:.2f} deg\n"
+        f"Phase calibrator {phasecal}, spw 1: calibrated amplitude {np.nanmean(amp_cal):.3f} Jy\n"
+        f"QA2 status: PASS\n")
+    return {"eb": eb, "phase_rms_deg": rms, "raw_phase_rms_deg": float(np.nanstd(ph_raw))}
+
+
+def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
+    """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures."""
+    from casatasks import casalog
+
+    from ..casa.legacy import run_script
+    from .observe import observe_mous
+
+    member_p, work_p = Path(member), Path(work)
+    mous = plan["mous"][index]
+    observed = observe_mous(plan, index, member_p / "raw", work_p)
+    log = member_p / "log"
+    log.mkdir(exist_ok=True)
+    casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.scriptForPI.log"))
+    print(f"running scriptForPI.py for {mous['uid']}", flush=True)
+    run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"), {"SPACESAVING": 1})
+    calibrated = member_p / "calibrated"
+    calibration, qa = member_p / "calibration", member_p / "qa"
+    calibration.mkdir(exist_ok=True)
+    qa.mkdir(exist_ok=True)
+    results = []
+    for eb in mous["ebs"]:
+        disk = Uid(eb["uid"]).disk
+        calwork = calibrated / f"{disk}.calibration"
+        results.append(qa_products(plan, disk, calwork, calibrated / f"{disk}.ms.split.cal", qa))
+        tables = sorted(p for p in calwork.iterdir() if p.name.endswith(CALTABLE_SUFFIXES))
+        write_tgz(calibration / f"{disk}.calibration.tgz",
+                  [e for p in tables for e in tree_entries(p, f"{disk}.calibration/{p.name}")])
+        plots = [qa / f"{disk}__qa2_part{k}.png" for k in (1, 2, 3)]
+        write_tgz(calibration / f"{disk}.calibration.plots.tgz",
+                  [(f"{disk}.calibration.plots/{p.name}", p) for p in plots])
+    casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.imaging.log"))
+    print(f"running scriptForImaging.py for {mous['uid']}", flush=True)
+    run_script(str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
+    product = member_p / "product"
+    product.mkdir(exist_ok=True)
+    for fits in sorted(glob.glob(str(calibrated / "*.fits"))):
+        shutil.move(fits, product / os.path.basename(fits))
+    os.chdir(work_p)
+    shutil.rmtree(calibrated)
+    return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
+

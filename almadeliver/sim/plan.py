@@ -1,0 +1,163 @@
+"""What a simulated project is made of: uids, arrays, EBs, fields, spws (deterministic per code).
+
+Everything derives from a hash of the project code and the options, so reruns give the same
+names. The plan travels to the CASA child as JSON (``asdict``).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ..ids import ProjectCode, Uid
+
+LINE_NAME = "CS_2-1"
+LINE_REST_HZ = 97.980953e9
+REF_FREQ_HZ = 100.0e9
+CHAN_LINE_HZ = 1.953125e6
+CHAN_CONT_HZ = 31.25e6
+SIDEREAL_DAY = 0.99726957
+CASA_VERSION = "6.7.0"
+ALMA_LONGITUDE_DEG = -67.755
+
+_PIS = ["Ginsburg, Adam", "Qi, Chunhua", "Leroy, Adam", "Molinari, Sergio", "Turner, Jordan", "Motte, Frederique"]
+_TARGETS = ["NGC_253", "W51_e2", "TW_Hya", "G008.67", "NGC_3627", "Orion_KL"]
+_CATEGORIES = [("Active galaxies", "Galaxy structure & evolution"),
+               ("ISM and star formation", "Intermediate-mass star formation"),
+               ("Disks and planet formation", "Disks around low-mass stars")]
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def _hexnum(h: str, digits: int) -> str:
+    """A uid component: X followed by hex digits without a leading zero."""
+    text = h[:digits].lstrip("0") or "1"
+    return f"X{text}"
+
+
+def ous_uid(code: str, *path: object) -> Uid:
+    h = _hash(code, "ous")
+    return Uid(f"uid://A001/{_hexnum(h, 4)}/{_hexnum(_hash(code, *path), 3)}")
+
+
+@dataclass
+class EbPlan:
+    uid: str            # uid://A002/<rangeid>/X1 (what exportasdm names the ASDM)
+    rangeid: str
+    start_mjd: float
+    seed: int
+
+    @property
+    def disk(self) -> str:
+        return Uid(self.uid).disk
+
+
+@dataclass
+class MousPlan:
+    uid: str
+    array: str          # 12m | 7m
+    config: str         # casadata alma/simmos configuration file
+    antennas: int
+    sb_name: str
+    ebs: list[EbPlan]
+
+    @property
+    def disk(self) -> str:
+        return Uid(self.uid).disk
+
+
+@dataclass
+class ProjectPlan:
+    code: str
+    flavour: str
+    proprietary: bool
+    pi: str
+    title: str
+    category: str
+    keyword: str
+    sg_uid: str
+    gous_uid: str
+    mous: list[MousPlan]
+    fields: list[dict] = field(default_factory=list)
+    spws: list[dict] = field(default_factory=list)
+    casa_version: str = CASA_VERSION
+
+    def field(self, role: str) -> dict:
+        return next(f for f in self.fields if f["role"] == role)
+
+
+def _field_name(ra_deg: float, dec_deg: float) -> str:
+    ra_h = (ra_deg % 360.0) / 15.0
+    sign = "-" if dec_deg < 0 else "+"
+    d = abs(dec_deg)
+    return f"J{int(ra_h):02d}{int((ra_h % 1) * 60):02d}{sign}{int(d):02d}{int((d % 1) * 60):02d}"
+
+
+def _start_mjd(code: ProjectCode, h: str) -> float:
+    """A night in the project's cycle: October of its year plus up to 200 days."""
+    from astropy.time import Time
+
+    year = int(code.code[:4])
+    return float(Time(f"{year}-10-01T00:00:00", scale="utc").mjd) + int(h[:4], 16) % 200 + 0.1
+
+
+def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
+              group_12m_7m: bool = False, proprietary: bool = False) -> ProjectPlan:
+    """The deterministic plan of a simulated project."""
+    project = ProjectCode.parse(code)
+    h = _hash(code, flavour)
+    start = _start_mjd(project, h)
+    arrays = ["12m", "7m"] if group_12m_7m else ["12m"] * mous
+    sb_base = _TARGETS[int(h[4:6], 16) % len(_TARGETS)].split("_")[0].lower()
+    mous_plans = []
+    for i, array in enumerate(arrays):
+        eb_plans = []
+        for j in range(ebs):
+            rangeid = _hexnum(_hash(code, "eb", i, j), 6)
+            eb_plans.append(EbPlan(uid=f"uid://A002/{rangeid}/X1", rangeid=rangeid,
+                                   start_mjd=round(start + (i * ebs + j) * SIDEREAL_DAY, 6),
+                                   seed=int(_hash(code, "seed", i, j)[:8], 16)))
+        suffix = "7m" if array == "7m" else ("TC" if i % 2 == 0 else "TE")
+        mous_plans.append(MousPlan(
+            uid=ous_uid(code, "mous", i).archive, array=array,
+            config="aca.cycle7.cfg" if array == "7m" else "alma.cycle0.compact.cfg",
+            antennas=4 if array == "7m" else 5, sb_name=f"{sb_base}_a_{i + 6:02d}_{suffix}", ebs=eb_plans))
+    category, keyword = _CATEGORIES[int(h[6:8], 16) % len(_CATEGORIES)]
+    target = _TARGETS[int(h[4:6], 16) % len(_TARGETS)]
+    plan = ProjectPlan(
+        code=code, flavour=flavour, proprietary=proprietary, pi=_PIS[int(h[8:10], 16) % len(_PIS)],
+        title=f"Dense gas kinematics in {target.replace('_', ' ')} (simulated)", category=category,
+        keyword=keyword, sg_uid=ous_uid(code, "sg").archive, gous_uid=ous_uid(code, "gous").archive,
+        mous=mous_plans)
+    place_fields(plan)
+    plan.spws = [
+        {"name": "spw0", "freq_hz": LINE_REST_HZ - 16 * CHAN_LINE_HZ, "width_hz": CHAN_LINE_HZ, "nchan": 32},
+        {"name": "spw1", "freq_hz": 99.5e9, "width_hz": CHAN_CONT_HZ, "nchan": 16},
+        {"name": "spw2", "freq_hz": 111.5e9, "width_hz": CHAN_CONT_HZ, "nchan": 16},
+    ]
+    return plan
+
+
+def _lst_deg(mjd: float) -> float:
+    """Local mean sidereal time at ALMA (longitude -67.755 deg), in degrees."""
+    return (280.46061837 + 360.98564736629 * (mjd - 51544.5) + ALMA_LONGITUDE_DEG) % 360.0
+
+
+def place_fields(plan: ProjectPlan) -> None:
+    """Put the target near transit at the first EB's start and the calibrators near it."""
+    h = _hash(plan.code, "fields")
+    ra = (_lst_deg(plan.mous[0].ebs[0].start_mjd) + 5.0) % 360.0
+    dec = -50.0 + int(h[:2], 16) / 255.0 * 40.0
+    bp_ra, bp_dec = (ra + 12.0) % 360.0, max(-80.0, dec - 6.0)
+    ph_ra, ph_dec = (ra + 2.5) % 360.0, dec + 1.5
+    target = _TARGETS[int(_hash(plan.code, plan.flavour)[4:6], 16) % len(_TARGETS)]
+    plan.fields = [
+        {"role": "bandpass", "name": _field_name(bp_ra, bp_dec), "ra_deg": bp_ra, "dec_deg": bp_dec,
+         "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 2.5, "spix": -0.7}]},
+        {"role": "phase", "name": _field_name(ph_ra, ph_dec), "ra_deg": ph_ra, "dec_deg": ph_dec,
+         "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 0.9, "spix": -0.5}]},
+        {"role": "target", "name": target, "ra_deg": ra, "dec_deg": dec, "ref_freq_hz": REF_FREQ_HZ,
+         "components": [{"dx_arcsec": 4.0, "dy_arcsec": -3.0, "flux_jy": 0.25, "spix": 2.0,
+                         "line": {"freq_hz": LINE_REST_HZ, "peak_jy": 1.2, "sigma_hz": 4 * CHAN_LINE_HZ}}]},
+    ]
