@@ -235,6 +235,9 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         builder = _Builder(plan, stage, on_line)
         if flavour == "manual":
             rows = _build_manual(builder)
+        elif flavour == "pipeline":
+            from . import pipeline  # the pipeline flavour lives in sim/pipeline.py (branch native)
+            rows = pipeline.build(builder)
         else:
             raise UsageError(f"flavour '{flavour}' is not available yet", "use --flavour manual")
         catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
