@@ -20,3 +20,74 @@ def real() -> Path:
     if not REAL.is_dir():
         pytest.fail(f"real ALMA fixtures not found at {REAL} (set ALMADELIVER_REAL_FIXTURES)")
     return REAL
+
+
+# -- simulated ALMA projects (almadeliver simulate), cached across test sessions -------------------
+import hashlib  # noqa: E402
+import shutil  # noqa: E402
+import tarfile  # noqa: E402
+
+SIM_CACHE = REPO / ".almadeliver-cache" / "sim"
+_SIM_SOURCES = [REPO / "almadeliver" / "sim", REPO / "almadeliver" / "casa" / "legacy.py"]
+
+
+def _sim_code_version() -> str:
+    """A hash of the simulator's code (almadeliver/sim/** and casa/legacy.py)."""
+    h = hashlib.sha256()
+    for root in _SIM_SOURCES:
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(REPO)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def simulated():
+    """Factory: ``simulated(code, flavour="manual", mous=1, ebs=1, group_12m_7m=False, proprietary=False)``
+    returns the project folder (catalogue.json + files/) of a simulated project, built once and cached
+    in .almadeliver-cache/sim/<key> (key = parameters + simulator code version)."""
+    from almadeliver.sim.deliveries import simulate_project
+
+    version = _sim_code_version()
+
+    def make(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
+             group_12m_7m: bool = False, proprietary: bool = False) -> Path:
+        params = f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}|{version}"
+        key = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:12]}"
+        final = SIM_CACHE / key
+        if not (final / code / "catalogue.json").is_file():
+            SIM_CACHE.mkdir(parents=True, exist_ok=True)
+            tmp = SIM_CACHE / f".{key}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,
+                             proprietary=proprietary)
+            try:
+                tmp.rename(final)
+            except OSError:  # another session finished first: use its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final / code
+
+    return make
+
+
+def unpack_delivery(project_dir: Path, dest: Path) -> Path:
+    """Extract every tarball of a simulated project into ``dest``; returns the tree root dest/<project>
+    (Cycle 0 deliveries unpack to the same root)."""
+    from almadeliver.sim.catalogue import Catalogue
+
+    catalogue = Catalogue.load(project_dir)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in catalogue.files:
+        if f.name.endswith(".tar"):
+            with tarfile.open(Path(project_dir) / "files" / f.name) as tar:
+                tar.extractall(dest, filter="data")
+    return dest / catalogue.project
+
+
+@pytest.fixture(scope="session")
+def unpack():
+    """The ``unpack_delivery(project_dir, dest) -> Path`` helper, as a fixture."""
+    return unpack_delivery

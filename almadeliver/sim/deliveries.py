@@ -78,9 +78,10 @@ def _image_stats(fits: Path) -> dict:
 
     with pyfits.open(fits) as hdul:
         h, data = hdul[0].header, np.asarray(hdul[0].data, float)
-    plane = data.reshape(-1, data.shape[-2], data.shape[-1])
-    edge = np.concatenate([plane[:, :12, :].ravel(), plane[:, -12:, :].ravel()])
-    return {"name": fits.name, "rms_mjy": float(np.nanstd(edge) * 1e3) if np.isfinite(edge).any() else float("nan"),
+    plane = data.reshape(-1, data.shape[-2], data.shape[-1]).copy()
+    ny, nx = plane.shape[-2:]
+    plane[:, ny // 2 - ny // 5:ny // 2 + ny // 5, nx // 2 - nx // 5:nx // 2 + nx // 5] = np.nan  # the source
+    return {"name": fits.name, "rms_mjy": float(np.nanstd(plane) * 1e3),
             "bmaj": float(h.get("BMAJ", 0) * 3600), "bmin": float(h.get("BMIN", 0) * 3600)}
 
 
@@ -108,17 +109,23 @@ class _Builder:
         manual.write_scripts(self.plan, mous, member)
         work = self.work / mous.disk
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), calibrating and imaging in CASA")
+        cycle0 = self.plan.flavour == "cycle0"
         result = run_in_casa("almadeliver.sim.manual:casa_build_mous",
-                             {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work)},
+                             {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
+                              "cycle0": cycle0},
                              workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
         self.eb_info.update(result["observed"])
+        if cycle0:  # Cycle 0 deliveries shipped the reducer's scripts but no scriptForPI
+            (member / "script" / "scriptForPI.py").unlink()
         images = [_image_stats(p) for p in sorted((member / "product").glob("*.image.pbcor.fits"))]
         notes = qa2_notes(self.plan, result["qa"], images)
         raw = member / "raw"
         parked = self.work / f"{mous.disk}.raw"
-        raw.rename(parked)  # the README's tree shows the delivery without raw/
+        if not cycle0:
+            raw.rename(parked)  # the README's tree shows the delivery without raw/
         tree = tree_text(self.tree / self.plan.code, self.plan.code)
-        parked.rename(raw)
+        if not cycle0:
+            parked.rename(raw)
         (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=False))
 
     def _casa_line(self, line: str) -> None:
@@ -158,6 +165,24 @@ class _Builder:
                       description=f"Download raw data of execution block {eb.uid}.")
         self._add(readme_name(Uid(mous.uid)), "#documentation", ids, None, path=member / "README",
                   description="Download the README of this member OUS.")
+
+    def pack_cycle0(self, parts: int = 3) -> list[str]:
+        """The whole project as <project>_<date>_<m>_of_<n>.tar, attached to every EB: each EB is
+        its own (pseudo) member OUS in ObsCore and DataLink lists the same tarballs for each."""
+        root = self.tree / self.plan.code
+        entries = sorted(e for e in tree_entries(root, self.plan.code) if e[1].is_file())
+        ids = [cycle0_mous_uid(self.plan, j) for j in range(len(self.plan.mous[0].ebs))]
+        size = sum(p.stat().st_size for _, p in entries)
+        chunks: list[list[tuple[str, Path]]] = [[] for _ in range(parts)]
+        acc = 0
+        for arc, p in entries:  # contiguous chunks of about equal size, tree order
+            chunks[min(parts - 1, int(acc * parts / max(size, 1)))].append((arc, p))
+            acc += p.stat().st_size
+        day = cycle0_date(self.plan)
+        for m, chunk in enumerate(chunks, start=1):
+            self._add(cycle0_name(self.plan.code, day, m, parts), "#this", ids, chunk,
+                      description=f"Cycle 0 delivery of {self.plan.code}, part {m} of {parts}.")
+        return ids
 
     # -- ObsCore -----------------------------------------------------------------------------------
     def obscore_rows(self, mous: MousPlan, eb_info: dict[str, dict]) -> list[dict]:
@@ -215,6 +240,13 @@ class _Builder:
         return rows
 
 
+def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
+    """The member OUS uid under which the archive lists EB ``eb_index`` of a Cycle 0 project."""
+    from .plan import ous_uid
+
+    return ous_uid(plan.code, "cycle0", eb_index).archive
+
+
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
                      on_line: Callable[[str], None] | None = None) -> SimulatedProject:
@@ -238,6 +270,8 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         elif flavour == "pipeline":
             from . import pipeline  # the pipeline flavour lives in sim/pipeline.py (branch native)
             rows = pipeline.build(builder)
+        elif flavour == "cycle0":
+            rows = _build_cycle0(builder)
         else:
             raise UsageError(f"flavour '{flavour}' is not available yet", "use --flavour manual")
         catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
@@ -249,7 +283,8 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         project.rename(final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return SimulatedProject(final, catalogue, [m.uid for m in plan.mous],
+    mous_uids = list(dict.fromkeys(row["member_ous_uid"] for row in catalogue.obscore))
+    return SimulatedProject(final, catalogue, mous_uids,
                             [eb.uid for m in plan.mous for eb in m.ebs], time.monotonic() - started)
 
 
@@ -259,4 +294,21 @@ def _build_manual(builder: _Builder) -> list[dict]:
         builder.build_manual(index, mous)
         builder.pack_member(mous)
         rows += builder.obscore_rows(mous, builder.eb_info)
+    return rows
+
+
+def _build_cycle0(builder: _Builder) -> list[dict]:
+    plan = builder.plan
+    if len(plan.mous) != 1:
+        raise UsageError("a Cycle 0 project has one member OUS", "drop --mous/--group-12m-7m with --flavour cycle0")
+    mous = plan.mous[0]
+    builder.build_manual(0, mous)
+    ids = builder.pack_cycle0()
+    rows = builder.obscore_rows(mous, builder.eb_info)
+    eb_index = {eb.uid: j for j, eb in enumerate(mous.ebs)}
+    for row in rows:
+        uid = ids[eb_index[row["asdm_uid"]]]
+        row["obs_id"] = row["obs_id"].replace(mous.uid, uid)
+        row["member_ous_uid"] = uid
+        row["access_url"] = f"https://almascience.org/datalink/sync?ID={uid}"
     return rows

@@ -106,7 +106,7 @@ def _phases(ms: str, field: str, column: str = "DATA") -> tuple[np.ndarray, np.n
     data, flag, time = sub.getcol(column), sub.getcol("FLAG"), sub.getcol("TIME")
     sub.close()
     tb.close()
-    vis = np.where(flag, np.nan, data)[0].mean(axis=0)
+    vis = np.nanmean(np.where(flag, np.nan, data)[0], axis=0)
     return time, np.degrees(np.angle(vis)), np.abs(vis)
 
 
@@ -151,8 +151,11 @@ def qa_products(plan: dict, eb: str, calwork: Path, calibrated_ms: Path, qa: Pat
     return {"eb": eb, "phase_rms_deg": rms, "raw_phase_rms_deg": float(np.nanstd(ph_raw))}
 
 
-def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
-    """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures."""
+def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
+    """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures.
+
+    ``cycle0``: lay the member out as Cycle 0 deliveries were: calibrated/<EB>.ms.split.cal,
+    raw/<EB>.ms.split (no ASDM), calibration/<EB>.calibration/ and .calibration.plots/ folders."""
     from casatasks import casalog
 
     from ..casa.legacy import run_script
@@ -165,7 +168,8 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
     log.mkdir(exist_ok=True)
     casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.scriptForPI.log"))
     print(f"running scriptForPI.py for {mous['uid']}", flush=True)
-    run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"), {"SPACESAVING": 1})
+    run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
+               {"SPACESAVING": 0 if cycle0 else 1})
     calibrated = member_p / "calibrated"
     calibration, qa = member_p / "calibration", member_p / "qa"
     calibration.mkdir(exist_ok=True)
@@ -176,9 +180,20 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
         calwork = calibrated / f"{disk}.calibration"
         results.append(qa_products(plan, disk, calwork, calibrated / f"{disk}.ms.split.cal", qa))
         tables = sorted(p for p in calwork.iterdir() if p.name.endswith(CALTABLE_SUFFIXES))
+        plots = [qa / f"{disk}__qa2_part{k}.png" for k in (1, 2, 3)]
+        if cycle0:
+            folder = calibration / f"{disk}.calibration"
+            folder.mkdir()
+            for table in tables:
+                shutil.move(table, folder / table.name)
+            (calibration / f"{disk}.calibration.plots").mkdir()
+            for plot in plots:
+                shutil.copy(plot, calibration / f"{disk}.calibration.plots" / plot.name)
+            shutil.rmtree(member_p / "raw" / f"{disk}.asdm.sdm")
+            shutil.move(calwork / f"{disk}.ms.split", member_p / "raw" / f"{disk}.ms.split")
+            continue
         write_tgz(calibration / f"{disk}.calibration.tgz",
                   [e for p in tables for e in tree_entries(p, f"{disk}.calibration/{p.name}")])
-        plots = [qa / f"{disk}__qa2_part{k}.png" for k in (1, 2, 3)]
         write_tgz(calibration / f"{disk}.calibration.plots.tgz",
                   [(f"{disk}.calibration.plots/{p.name}", p) for p in plots])
     casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.imaging.log"))
@@ -189,6 +204,11 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
     for fits in sorted(glob.glob(str(calibrated / "*.fits"))):
         shutil.move(fits, product / os.path.basename(fits))
     os.chdir(work_p)
-    shutil.rmtree(calibrated)
+    if cycle0:
+        for leftover in calibrated.iterdir():
+            if not leftover.name.endswith(".ms.split.cal"):
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    else:
+        shutil.rmtree(calibrated)
     return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
 

@@ -63,10 +63,20 @@ def tree_text(root: Path, top: str) -> str:
     return "\n".join(lines)
 
 
+_CYCLE_OF_YEAR = {2011: 0, 2012: 1, 2013: 2, 2015: 3, 2016: 4, 2017: 5, 2018: 6, 2019: 7, 2021: 8, 2022: 9,
+                  2023: 10, 2024: 11, 2025: 12}
+
+
+def alma_cycle(code: str) -> int:
+    """ALMA's cycle number of a project code (2013.1.x is Cycle 2, 2017.1.x Cycle 5)."""
+    year = int(code[:4])
+    return _CYCLE_OF_YEAR.get(year, max(0, year - 2013))
+
+
 def readme_text(plan: ProjectPlan, mous: MousPlan, notes: list[str], tree: str, pipeline: bool) -> str:
     array = "7m array (ACA)" if mous.array == "7m" else "12m array"
     ebs = ", ".join(eb.uid for eb in mous.ebs)
-    cycle = plan.code.split(".")[1]
+    cycle = alma_cycle(plan.code)
     return (
         "Atacama Large Millimeter/submillimeter Array (ALMA)\n\n#####\n\n"
         f"Cycle: {cycle}\n"

@@ -1,0 +1,38 @@
+"""simulate."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..sim.deliveries import FLAVOURS, simulate_project
+from ..errors import UsageError
+from .app import app, state
+
+
+@app.command("simulate")
+def simulate_cmd(
+    project_code: str = typer.Argument(..., help="The project code to simulate, e.g. 2017.1.00123.S."),
+    out: Path = typer.Option(..., "--out", help="The local archive folder: the project goes to OUT/<project>/."),
+    flavour: str = typer.Option("manual", "--flavour", help=f"Delivery flavour: {' | '.join(FLAVOURS)}."),
+    mous: int = typer.Option(1, "--mous", help="Number of member OUSs (12m) in the group."),
+    ebs: int = typer.Option(1, "--ebs", help="Execution blocks per MOUS."),
+    group_12m_7m: bool = typer.Option(False, "--group-12m-7m", help="One 12m and one 7m MOUS in the group."),
+    proprietary: bool = typer.Option(False, "--proprietary", help="Mark the data proprietary (not yet released)."),
+) -> None:
+    """Make a realistic ALMA project with CASA and write it as the archive ships it."""
+    if flavour not in FLAVOURS:
+        raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
+    progress = None if state.quiet else (lambda line: typer.echo(line, err=True))
+    project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
+                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress)
+    cat = project.catalogue
+    typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
+               f"in {project.seconds:.0f} s")
+    typer.echo(f"  MOUS       {', '.join(project.mous_uids)}")
+    typer.echo(f"  EBs        {', '.join(project.eb_uids)}")
+    typer.echo(f"  ObsCore    {len(cat.obscore)} rows")
+    typer.echo(f"  files      {len(cat.files)} in {project.folder / 'files'}")
+    for f in cat.files:
+        typer.echo(f"    {f.name:<70} {f.size:>10} B  {f.semantics}")
+    typer.echo(f"  catalogue  {project.folder / 'catalogue.json'}")

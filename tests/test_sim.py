@@ -1,0 +1,186 @@
+"""almadeliver simulate: real CASA simulations written as the ALMA archive ships them."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from almadeliver.archive.obscore import COLUMN_NAMES
+from almadeliver.casa.runtime import run_in_casa
+from almadeliver.errors import CasaError
+from almadeliver.ids import DeliveryFileName, TarballKind, Uid
+from almadeliver.sim.catalogue import Catalogue
+from almadeliver.sim.plan import make_plan
+
+CODE = "2017.1.00123.S"
+PHASE_TOLERANCE_DEG = 3.0   # calibrated phase scatter on the phase calibrator (measured ~0.7 deg)
+
+
+def _member(tree: Path) -> Path:
+    return next(tree.glob("science_goal.*/group.*/member.*"))
+
+
+# -- no CASA -------------------------------------------------------------------------------------------
+def test_plan_is_deterministic_with_alma_uids():
+    a = make_plan(CODE, ebs=3, group_12m_7m=True)
+    b = make_plan(CODE, ebs=3, group_12m_7m=True)
+    assert a == b
+    assert [m.array for m in a.mous] == ["12m", "7m"]
+    assert a.mous[0].sb_name.endswith("_TC") and a.mous[1].sb_name.endswith("_7m")
+    for m in a.mous:
+        assert Uid.parse(m.uid).archive.startswith("uid://A001/")
+        for eb in m.ebs:
+            assert eb.uid.startswith("uid://A002/") and Uid.parse(eb.disk).archive == eb.uid
+    assert len({eb.uid for m in a.mous for eb in m.ebs}) == 6
+    assert make_plan("2017.1.00124.S").mous[0].uid != a.mous[0].uid
+
+
+def test_cli_rejects_unknown_flavour(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "almadeliver", "simulate", CODE, "--out", str(tmp_path),
+                        "--flavour", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown flavour 'nope'")
+
+
+# -- simulated with CASA (cached) -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def manual2(simulated) -> Path:
+    return simulated(CODE, ebs=2)
+
+
+@pytest.mark.slow
+def test_tarball_names_parse_and_catalogue_is_complete(manual2):
+    cat = Catalogue.load(manual2)
+    plan = make_plan(CODE, ebs=2)
+    mous = plan.mous[0]
+    kinds = {}
+    for f in cat.files:
+        parsed = DeliveryFileName.parse(f.name)
+        kinds.setdefault(parsed.kind, []).append(f)
+        assert (manual2 / "files" / f.name).stat().st_size == f.size
+        assert f.ids == [mous.uid]
+        for m in f.members:
+            assert m.path.startswith(f"{CODE}/science_goal.{Uid(plan.sg_uid).disk}/group.{Uid(plan.gous_uid).disk}/"
+                                     f"member.{mous.disk}/")
+    assert len(kinds[TarballKind.PRODUCTS]) == 1 and kinds[TarballKind.PRODUCTS][0].semantics == "#this"
+    assert len(kinds[TarballKind.AUXILIARY]) == 1 and len(kinds[TarballKind.README]) == 1
+    assert sorted(DeliveryFileName.parse(f.name).uid.archive for f in kinds[TarballKind.RAW]) == \
+        sorted(eb.uid for eb in mous.ebs)
+    assert all(m.path.split("/")[4] == "raw" for f in kinds[TarballKind.RAW] for m in f.members)
+    assert any(m.content_type == "image/fits" for m in kinds[TarballKind.PRODUCTS][0].members)
+    # ObsCore: one row per MOUS x source x spw x EB, every column present
+    assert len(cat.obscore) == 3 * 2
+    for row in cat.obscore:
+        assert list(row) == list(COLUMN_NAMES)
+        assert re.fullmatch(rf"{re.escape(mous.uid)}\.source\.\S+\.spw\.\d", row["obs_id"])
+        assert row["data_rights"] == "Public" and row["qa2_passed"] == "T" and row["band_list"] == "3"
+        assert row["s_region"].startswith("Circle ICRS ")
+        assert row["schedblock_name"].endswith("_TC")
+        assert all(re.fullmatch(r"[A-Z]\d{3}:[A-Z]{2}\d{2}", pair) for pair in row["antenna_arrays"].split())
+    assert {r["asdm_uid"] for r in cat.obscore} == {eb.uid for eb in mous.ebs}
+
+
+@pytest.mark.slow
+def test_asdm_roundtrips_through_importasdm(manual2, unpack, tmp_path):
+    tree = unpack(manual2, tmp_path / "unpacked")
+    plan = make_plan(CODE, ebs=2)
+    asdm = _member(tree) / "raw" / f"{plan.mous[0].ebs[0].disk}.asdm.sdm"
+    info = run_in_casa("almadeliver.sim.verify:asdm_summary", {"asdm": str(asdm), "vis": str(tmp_path / "rt.ms")},
+                       workdir=tmp_path)
+    names = {f["role"]: f["name"] for f in plan.fields}
+    assert info["fields"] == [names["bandpass"], names["phase"], names["target"]]
+    assert info["nspw"] == 3 and info["nchan"] == [32, 16, 16]
+    assert info["nobservations"] == 1 and len(info["antennas"]) == 5
+    assert info["scan_intents"]["1"] == ["CALIBRATE_ATMOSPHERE#ON_SOURCE", "CALIBRATE_WVR#ON_SOURCE"]
+    assert info["scan_intents"]["2"] == ["CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE",
+                                         "CALIBRATE_WVR#ON_SOURCE"]
+    assert info["scan_intents"]["3"] == ["CALIBRATE_PHASE#ON_SOURCE", "CALIBRATE_WVR#ON_SOURCE"]
+    assert info["scan_intents"]["4"] == ["OBSERVE_TARGET#ON_SOURCE"]
+    assert info["scan_fields"]["4"] == [names["target"]] and info["scan_fields"]["3"] == [names["phase"]]
+    assert len(info["scan_intents"]) == 9
+
+
+@pytest.mark.slow
+def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
+    """Run the delivered scriptForPI.py (legacy shim) on the unpacked delivery: each EB gets a
+    .ms.split.cal whose phases on the phase calibrator are flat within PHASE_TOLERANCE_DEG."""
+    tree = unpack(manual2, tmp_path / "unpacked")
+    member = _member(tree)
+    plan = make_plan(CODE, ebs=2)
+    lines = []
+    run_in_casa("almadeliver.casa.legacy:run_script",
+                {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member / "script"),
+                 "variables": {"SPACESAVING": 1}}, workdir=tmp_path / "run", on_line=lines.append)
+    found = next(l for l in lines if l.startswith("Found "))
+    free, need = map(float, re.fullmatch(r"Found (\d+) MB of available free disk space\. "
+                                         r"Expect to need up to ([\d.]+) MB", found).groups())
+    raw_mb = float(subprocess.check_output(["du", "-sk", str(member / "raw")], text=True).split()[0]) / 1024
+    assert need == pytest.approx(round(raw_mb * (7 + 3), 1), abs=0.11)  # level 1: 7x raw, +3x (flux script)
+    assert free > need
+    assert any(l.startswith("Step  13 Split out corrected column") for l in lines)
+    calibrated = member / "calibrated"
+    assert (calibrated / "calibrated.ms").is_dir()
+    phasecal = plan.field("phase")["name"]
+    for eb in plan.mous[0].ebs:
+        cal = calibrated / f"{eb.disk}.ms.split.cal"
+        assert cal.is_dir() and not (calibrated / f"{eb.disk}.calibration" / f"{eb.disk}.ms.split").exists()
+        after = run_in_casa("almadeliver.sim.verify:phase_scatter", {"vis": str(cal), "field": phasecal},
+                            workdir=tmp_path / "run")
+        before = run_in_casa("almadeliver.sim.verify:phase_scatter",
+                             {"vis": str(calibrated / f"{eb.disk}.calibration" / f"{eb.disk}.ms"), "field": phasecal},
+                             workdir=tmp_path / "run")
+        assert max(after.values()) < PHASE_TOLERANCE_DEG, after
+        assert min(before.values()) > 20.0, before   # the corruption is real: calibration matters
+
+
+@pytest.mark.slow
+def test_scriptforpi_refuses_outside_script_folder(manual2, unpack, tmp_path):
+    tree = unpack(manual2, tmp_path / "unpacked")
+    member = _member(tree)
+    with pytest.raises(CasaError, match="ERROR: Please start scriptForPI.py from inside the directory named"):
+        run_in_casa("almadeliver.casa.legacy:run_script",
+                    {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member)},
+                    workdir=tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_products_are_fits_images_with_a_restoring_beam(manual2, unpack, tmp_path):
+    from astropy.io import fits
+
+    member = _member(unpack(manual2, tmp_path / "unpacked"))
+    products = sorted((member / "product").glob("*.image.pbcor.fits"))
+    assert len(products) == 2 and len(list((member / "product").glob("*.flux.fits"))) == 2
+    for path in products:
+        with fits.open(path) as hdul:
+            h = hdul[0].header
+            assert h["BUNIT"].lower() == "jy/beam" and h["BMAJ"] > 0 and h["BMIN"] > 0
+            assert h["NAXIS1"] == h["NAXIS2"] == 64
+            assert np.isfinite(hdul[0].data).any()
+    readme = (member / "README").read_text()
+    assert f"Project code: {CODE}" in readme and "CASA version used for reduction: 6.7.0" in readme
+    assert "scriptForFluxCalibration.py" in readme and "member." in readme
+    qa = sorted(p.name for p in (member / "qa").iterdir())
+    assert len(qa) == 8 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (member / "qa").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_cycle0_delivery_is_one_project_wide_set_attached_to_every_eb(simulated, unpack, tmp_path):
+    project = simulated("2011.0.00340.S", flavour="cycle0", ebs=2)
+    cat = Catalogue.load(project)
+    names = [DeliveryFileName.parse(f.name) for f in cat.files]
+    assert {n.kind for n in names} == {TarballKind.CYCLE0} and {n.parts for n in names} == {len(names)}
+    mous_uids = sorted({r["member_ous_uid"] for r in cat.obscore})
+    assert len(mous_uids) == 2                         # one archive row set per EB ...
+    assert all(sorted(f.ids) == mous_uids for f in cat.files)   # ... all listing the same tarballs
+    tree = unpack(project, tmp_path / "unpacked")
+    member = next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
+    plan = make_plan("2011.0.00340.S", flavour="cycle0", ebs=2)
+    for eb in plan.mous[0].ebs:
+        assert (member / "calibrated" / f"{eb.disk}.ms.split.cal").is_dir()
+        assert (member / "raw" / f"{eb.disk}.ms.split").is_dir()
+        assert (member / "calibration" / f"{eb.disk}.calibration").is_dir()
+        assert (member / "script" / f"{eb.disk}.ms.scriptForCalibration.py").is_file()
+    assert not list((member / "raw").glob("*.asdm.sdm")) and (member / "README").is_file()
