@@ -25,6 +25,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ..casa.commands import CommandRecorder
 from ..casa.runtime import run_in_casa
 from ..delivery.calapply import PIPELINE_INTENTS
 from ..delivery.calls import TaskCall
@@ -36,7 +37,6 @@ TEMPLATES = Path(__file__).with_name("templates")
 PIPELINE_VERSION = "2024.1.0.8 (almadeliver simulation)"
 RECIPE = "hifa_calimage"
 TRUTH_DIR = "truth"       # <project>/truth/<EB>.npz: what the simulation's calibration produced
-WRAP = 100
 FLAG_HEADER = """\
 # User flagging commands file for the calibration pipeline
 #
@@ -51,51 +51,12 @@ FLAG_HEADER = """\
 
 
 # -- how calls are written ----------------------------------------------------------------------------
-def render_call(task: str, kwargs: dict[str, Any], width: int = WRAP) -> str:
-    """A call as casa_commands.log holds it: arguments wrapped at ``width``, continuation lines
-    indented under the opening bracket (every break falls between two arguments)."""
-    indent = " " * (len(task) + 1)
-    lines, line = [], f"{task}("
-    args = [f"{k}={v!r}" for k, v in kwargs.items()]
-    for i, arg in enumerate(args):
-        piece = arg + (", " if i < len(args) - 1 else ")")
-        if len(line) + len(piece.rstrip()) > width and line.strip() and not line.endswith("("):
-            lines.append(line.rstrip())
-            line = indent
-        line += piece
-    if not args:
-        line += ")"
-    lines.append(line.rstrip())
-    return "\n".join(lines)
-
-
 def calapply_line(kwargs: dict[str, Any]) -> str:
     """One line of ``<EB>.ms.calapply.txt``: the applycal call with pipeline intent names."""
     return TaskCall("applycal", kwargs, 0).render()
 
 
 # -- CASA side -------------------------------------------------------------------------------------------
-class _Recorder:
-    """Runs casatasks and keeps every call (and the pipeline stage comments) in log order."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def stage(self, text: str) -> None:
-        self.lines.append(f"# {text}")
-
-    def __call__(self, task: str, **kwargs: Any) -> Any:
-        import time
-
-        import casatasks
-
-        self.lines.append(render_call(task, kwargs))
-        started = time.monotonic()
-        value = getattr(casatasks, task)(**kwargs)
-        print(f"running {task} took {time.monotonic() - started:.1f} s", flush=True)
-        return value
-
-
 def _timerange(ms: str, scan: int) -> str:
     """A flag template timerange (``YYYY/MM/DD/hh:mm:ss.s~...``) covering the first half of a scan."""
     import casatools
@@ -173,7 +134,7 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
     import casatools
     import numpy as np
 
-    run = _Recorder()
+    run = CommandRecorder()
     bp, ph, target = roles["bandpass"], roles["phase"], roles["target"]
     out: dict[str, Any] = {"calapply": {}, "tables": {}, "flux": [], "templates": {}, "qa": [], "roles": roles,
                            "sessions": {eb["eb"]: eb["session"] for eb in ebs}}
@@ -285,7 +246,7 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
     return out
 
 
-def _image(run: _Recorder, mous: str, msnames: list[str], roles: dict[str, str], spws: list[int],
+def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str, str], spws: list[int],
            line: dict[str, float]) -> tuple[list[dict], dict[int, list[tuple[float, float]]]]:
     """Cubes per spw and a continuum image of the target; returns (images, cont.dat ranges)."""
     target = roles["target"]
