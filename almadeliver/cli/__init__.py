@@ -7,3 +7,4 @@ from . import validate_cmds  # noqa: F401  (registers validate)
 from . import sim_cmds  # noqa: F401  (registers simulate)
 
 __all__ = ["app", "main"]
+from . import restore_cmds  # noqa: F401  (registers restore)

@@ -1,0 +1,542 @@
+"""restore: run a delivery's own scriptForPI.py and report what it cost.
+
+``plan_restore`` looks before it leaps: it validates the member, measures the disk need the way
+scriptForPI does (``diskspace.estimate``), picks the CASA that can run the script (modular CASA
+through the legacy shim, or an external monolithic ``casa``) and lists every reason to refuse.
+``restore`` runs the script in a child process, follows its progress (EB, step), streams its
+output and CASA's log to files, samples the disk use of ``calibrated/`` and checks the result.
+
+Files written besides ``calibrated/``: ``<member>/almadeliver-restore/`` (logs, the monolithic
+driver, and on ``--resume`` the finished EBs held aside and a shadow ``script/``). raw/ is only read.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..delivery.layout import Flavour, Member, find_members, plain_name
+from ..delivery.readme import parse_readme
+from ..delivery.report import Severity
+from ..delivery.validate import validate
+from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
+from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
+from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
+
+LEVELS = (0, 1, 2, 3, -1)
+WORK = "almadeliver-restore"            # our folder in the member: logs, driver, resume holding area
+_SCRIPT_ID_RE = re.compile(r"\$Id: scriptForPI\.py,v (\d+\.\d+)|^scriptversion\s*=\s*['\"]([^'\"]+)['\"]", re.M)
+_PY2_MARKS = re.compile(r"^\s*print\s+[^\s(=]|\.has_key\(|^\s*except\s+[\w.]+\s*,\s*\w+\s*:|^\s*exec\s+['\"]", re.M)
+
+
+# -- the scriptForPI itself --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScriptInfo:
+    """What the delivery's scriptForPI.py is: its path, CVS version and Python dialect."""
+
+    path: Path
+    version: str | None          # "1.34" from its $Id line
+    python2: bool
+
+
+def inspect_script(path: Path) -> ScriptInfo:
+    """Read scriptForPI.py: Python 2 when Python 3 cannot compile it and it has Python 2 statements."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    m = _SCRIPT_ID_RE.search(text)
+    try:
+        compile(text, str(path), "exec")
+        python2 = False
+    except SyntaxError as exc:
+        if not _PY2_MARKS.search(text):
+            raise CasaError(f"{path} does not parse (line {exc.lineno}: {exc.msg})",
+                            "fetch the product tarball of this member again") from None
+        python2 = True
+    return ScriptInfo(Path(path), (m.group(1) or m.group(2)) if m else None, python2)
+
+
+def _casa_major(version: str | None) -> int | None:
+    return int(version.split(".")[0]) if version and version.split(".")[0].isdigit() else None
+
+
+# -- the plan ----------------------------------------------------------------------------------------
+@dataclass
+class RestorePlan:
+    """Everything decided before anything runs; ``refusal`` is the first reason not to run (or None)."""
+
+    member: Member
+    estimate: DiskEstimate
+    spacesaving: int
+    level_chosen: bool                    # True when the level was picked as the lowest that fits
+    dosplit: bool
+    script: ScriptInfo | None
+    readme_casa: str | None               # "CASA version used for reduction" in the README
+    engine: str                           # "modular" | "monolithic" | "none" (Cycle 0)
+    casa: MonolithicCasa | None
+    resume: bool
+    finished: list[str] = field(default_factory=list)   # EBs whose .ms.split.cal is kept (resume)
+    todo: list[str] = field(default_factory=list)       # EBs scriptForPI will calibrate
+    refusal: AlmadeliverError | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.member.path
+
+    @property
+    def calibrated(self) -> Path:
+        return self.member.path / "calibrated"
+
+    @property
+    def already_calibrated(self) -> bool:
+        """Cycle 0: the delivery ships the calibrated MSs; there is nothing to restore."""
+        return self.member.flavour is Flavour.CYCLE0
+
+    @property
+    def need_mb(self) -> int:
+        return self.estimate.need_mb(self.spacesaving)
+
+    def check(self) -> None:
+        """Raise the refusal, if any."""
+        if self.refusal is not None:
+            raise self.refusal
+
+
+def _one_member(path: Path) -> Member:
+    members = find_members(path)
+    if len(members) != 1:
+        listed = ", ".join(m.rel or "." for m in members)
+        raise UsageError(f"{path} holds {len(members)} member folders ({listed})",
+                         "give one member folder (member.uid___...) to restore")
+    return members[0]
+
+
+def _readme_casa(member: Member) -> str | None:
+    if not member.readme:
+        return None
+    try:
+        return parse_readme(_abs(member, member.readme)).casa_version
+    except AlmadeliverError:
+        return None
+
+
+def _abs(member: Member, rel: str) -> Path:
+    """A path the layout scan gave relative to the member (scanned from the member itself)."""
+    own = member.rel
+    return member.path / (rel[len(own) + 1:] if own and rel.startswith(own + "/") else rel)
+
+
+def finished_ebs(calibrated: Path, ebs: list[str]) -> list[str]:
+    """EBs whose ``<EB>.ms.split.cal`` is complete in calibrated/ (scriptForPI moves it there last)."""
+    return [eb for eb in ebs if (calibrated / f"{eb}.ms.split.cal" / "table.dat").is_file()]
+
+
+def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
+                 casa: str | Path | None = None, resume: bool = False) -> RestorePlan:
+    """Look at a member folder and decide how (and whether) to restore it; nothing is written."""
+    if spacesaving is not None and spacesaving not in LEVELS:
+        raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
+    member = _one_member(Path(member_dir).resolve())
+    est = estimate(member.path)
+    chosen = spacesaving is None
+    level = spacesaving if spacesaving is not None else (est.best_level() if est.best_level() is not None else 3)
+    plan = RestorePlan(member=member, estimate=est, spacesaving=level, level_chosen=chosen, dosplit=dosplit,
+                       script=None, readme_casa=_readme_casa(member), engine="modular", casa=None, resume=resume)
+    if member.flavour is Flavour.CYCLE0:
+        plan.engine = "none"
+        return plan
+    plan.refusal = _refusal(plan, casa)
+    return plan
+
+
+def _refusal(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | None:
+    """The first reason not to run, in the order a user should fix them."""
+    m = plan.member
+    if not m.has_raw:
+        names = ", ".join(m.raw_tarball(eb) for eb in m.ebs_in_scripts) or "the raw data tarballs"
+        return TreeError(f"raw/ is not in {m.path}: scriptForPI needs the ASDMs",
+                         f"fetch {names} and untar them at the top of the tree")
+    report = validate(m.path)
+    errors = [f for f in report.of(Severity.ERROR) if not f.check.startswith("calibrated.")]
+    if errors:
+        shown = "; ".join(f"{f.path}: {f.message}" for f in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return TreeError(f"the delivery is not complete: {shown}{more}",
+                         f"run `almadeliver validate {m.path}` and fix what it reports")
+    plan.script = inspect_script(_abs(m, m.script_for_pi))
+    ebs = [eb.disk for eb in m.ebs_in_scripts if eb in m.ebs_in_raw]
+    if plan.calibrated.exists():
+        if not plan.resume:
+            return TreeError(f"{plan.calibrated} already exists (scriptForPI stops when it does)",
+                             "move it away to restore again, or add --resume to keep the EBs already finished")
+        if m.flavour is Flavour.PIPELINE:
+            return UsageError("--resume keeps finished EBs of manual deliveries only; a pipeline restore "
+                              "calibrates every EB in one hifa_restoredata call",
+                              f"move {plan.calibrated} away and restore again")
+        plan.finished = finished_ebs(plan.calibrated, ebs)
+    plan.todo = [eb for eb in ebs if eb not in plan.finished]
+    engine_problem = _choose_engine(plan, casa)
+    if engine_problem:
+        return engine_problem
+    if not plan.estimate.fits(plan.spacesaving):
+        return _disk_refusal(plan)
+    return None
+
+
+def _choose_engine(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | None:
+    """Modular CASA through the shim, unless a monolithic casa is named or needed (Python 2, pipeline)."""
+    named = find_monolithic_casa(casa) if (casa or os.environ.get("ALMADELIVER_CASA")) else None
+    python2 = plan.script is not None and plan.script.python2
+    pipeline = plan.member.flavour is Flavour.PIPELINE
+    mono = named or (find_monolithic_casa(None) if (python2 or pipeline) else None)
+    asked = f"CASA {plan.readme_casa}" if plan.readme_casa else "the CASA version its README names"
+    if python2:
+        if mono is None or (_casa_major(mono.version) or 0) >= 6:
+            found = f"; {mono.executable} is CASA {mono.version}" if mono else ""
+            return CasaNotFoundError(
+                f"scriptForPI.py v{plan.script.version or '?'} is Python 2 (CASA 4/5 era); it cannot run in "
+                f"CASA 6{found}",
+                f"install {asked} (monolithic, from casa.nrao.edu) and give it with --casa PATH")
+    if pipeline and (mono is None or not mono.has_pipeline):
+        found = f"{mono.executable} has no pipeline" if mono else "no monolithic CASA found"
+        return CasaNotFoundError(
+            f"this is a pipeline delivery: its restore needs hifa_restoredata, which ships only with "
+            f"monolithic CASA started with --pipeline ({found})",
+            f"install {asked} with the pipeline and give it with --casa PATH")
+    if mono is not None:
+        plan.engine, plan.casa = "monolithic", mono
+    return None
+
+
+def _disk_refusal(plan: RestorePlan) -> DiskSpaceError:
+    est = plan.estimate
+    fits = [lvl for lvl in est.needs if est.fits(lvl)]
+    hint = (f"use --spacesaving {fits[-1]} (needs {est.need_mb(fits[-1])} MB)" if fits else
+            f"free {est.shortfall_mb(3)} MB (SPACESAVING 3 needs {est.need_mb(3)} MB)") + \
+        ", or --spacesaving -1 to skip scriptForPI's check"
+    return DiskSpaceError(
+        f"not enough free disk space on {est.target}: SPACESAVING {plan.spacesaving} needs "
+        f"{plan.need_mb} MB, {est.free_mb} MB free ({est.shortfall_mb(plan.spacesaving)} MB missing)", hint)
+
+
+# -- progress -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """Where the restore is: which EB (n of total) and which step of its calibration script."""
+
+    eb: str | None
+    eb_index: int
+    eb_total: int
+    step: int | None
+    title: str | None
+    phase: str                   # "checks", "calibration", a flux/imaging-prep script name, "done"
+
+
+_EB_RE = re.compile(r"^(?:>>> )?Processing ASDM (uid___\w+)")
+_STEP_RE = re.compile(r"^\s*Step\s+(\d+)\s+(.*?)\s*$")
+_EXTRA_RE = re.compile(r"^(?:Executing|Running) (\S*scriptFor(?:Flux|Pol)Calibration\.py|\S*scriptForImagingPrep\.py)")
+_PIPE_RE = re.compile(r"^now running (\S+)|^Processing the ASDMs .* using pipeline restore")
+_DONE_RE = re.compile(r"^Done\. Please find results in directory|^scriptForPI\.py done")
+
+
+class ProgressParser:
+    """Turns scriptForPI's output lines into ``Progress`` (None when a line changes nothing)."""
+
+    def __init__(self, ebs: list[str]):
+        self.ebs = list(ebs)
+        self.state = Progress(None, 0, len(self.ebs), None, None, "checks")
+
+    def feed(self, line: str) -> Progress | None:
+        s = self.state
+        if m := _EB_RE.match(line):
+            eb = m.group(1)
+            if eb not in self.ebs:
+                self.ebs.append(eb)
+            new = Progress(eb, self.ebs.index(eb) + 1, len(self.ebs), None, None, "calibration")
+        elif (m := _STEP_RE.match(line)) and s.phase != "checks":
+            new = Progress(s.eb, s.eb_index, s.eb_total, int(m.group(1)), m.group(2) or None, s.phase)
+        elif m := _EXTRA_RE.match(line):
+            new = Progress(None, s.eb_index, s.eb_total, None, None, plain_name(m.group(1)))
+        elif _PIPE_RE.match(line):
+            new = Progress(None, 0, s.eb_total, None, None, "pipeline restore")
+        elif _DONE_RE.match(line):
+            new = Progress(None, s.eb_index, s.eb_total, None, None, "done")
+        else:
+            return None
+        self.state = new
+        return new
+
+
+# -- running --------------------------------------------------------------------------------------------
+@dataclass
+class RestoreResult:
+    """What a restore did: time, disk use against the estimate, the MSs it left and its logs."""
+
+    member: Path
+    spacesaving: int
+    engine: str
+    seconds: float
+    estimate_mb: int
+    peak_bytes: int
+    final_bytes: int
+    measurement_sets: list[Path]
+    casa_log: Path
+    output_log: Path
+    kept: list[str] = field(default_factory=list)          # EBs kept from an earlier run (--resume)
+    calibrated_ebs: list[str] = field(default_factory=list)
+
+    @property
+    def within_estimate(self) -> bool:
+        return self.spacesaving == -1 or self.peak_bytes <= self.estimate_mb * MB
+
+
+def _logs(plan: RestorePlan) -> tuple[Path, Path, Path]:
+    work = plan.path / WORK
+    work.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return work, work / f"casa-{stamp}.log", work / f"scriptForPI-{stamp}.out"
+
+
+def _variables(plan: RestorePlan) -> dict:
+    variables: dict = {"SPACESAVING": plan.spacesaving}
+    if plan.dosplit:
+        variables["DOSPLIT"] = True
+    return variables
+
+
+def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa_log: Path,
+               on_line: Callable[[str], None]) -> None:
+    """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA."""
+    if plan.engine == "monolithic":
+        assert plan.casa is not None
+        _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
+                        pipeline=plan.member.flavour is Flavour.PIPELINE)
+    else:
+        run_in_casa("almadeliver.casa.legacy:run_script",
+                    {"script": str(script), "cwd": str(cwd), "variables": variables},
+                    workdir=cwd, logfile=casa_log, on_line=on_line)
+
+
+def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: dict, casa_log: Path,
+                    on_line: Callable[[str], None], pipeline: bool) -> None:
+    """``casa --nologger --nogui [--pipeline] -c driver.py`` with a driver valid in Python 2 and 3."""
+    driver = casa_log.with_name(casa_log.stem.replace("casa-", "driver-") + f"-{script.stem}.py")
+    lines = [f"casalog.setlogfile({str(casa_log)!r})"]
+    lines += [f"{name} = {value!r}" for name, value in variables.items()]
+    lines.append(f"execfile({str(script)!r})")
+    driver.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen(casa.command(driver, pipeline), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        tail = (tail + [line])[-20:]
+        on_line(line)
+    if proc.wait() != 0:
+        reason = next((l for l in reversed(tail) if l.strip()), f"exit code {proc.returncode}")
+        raise CasaError(f"{casa.executable} failed running {script.name}: {reason}", f"see the CASA log {casa_log}")
+
+
+def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = None,
+            on_line: Callable[[str], None] | None = None, interval: float = 1.0) -> RestoreResult:
+    """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first)."""
+    if plan.already_calibrated:
+        raise UsageError(f"{plan.path} is a Cycle 0 delivery: calibrated/ already holds the calibrated MSs",
+                         "use them as they are, or concatenate them with `almadeliver restore --concat`")
+    plan.check()
+    assert plan.script is not None
+    work, casa_log, out_log = _logs(plan)
+    parser = ProgressParser(plan.todo)
+    failures: list[str] = []
+
+    with open(out_log, "w") as out:
+        def line_seen(line: str) -> None:
+            out.write(line + "\n")
+            out.flush()
+            if line.startswith("ERROR:") or " ERROR: " in line:
+                failures.append(line.strip())
+            if on_line:
+                on_line(line)
+            p = parser.feed(line)
+            if p and on_progress:
+                on_progress(p)
+
+        start = time.monotonic()
+        if plan.resume and plan.calibrated.exists():
+            sampler, kept = _resume(plan, work, casa_log, line_seen, interval)
+        else:
+            kept = []
+            with DiskSampler(plan.calibrated, interval=interval) as sampler:
+                try:
+                    run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log, line_seen)
+                except CasaError as exc:
+                    raise CasaError(exc.message, f"see the script output {out_log} and the CASA log {casa_log}") from None
+        seconds = time.monotonic() - start
+
+    missing = [eb for eb in plan.todo if not _restored(plan, eb)]
+    if missing:
+        why = f" ({failures[-1]})" if failures else ""
+        raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}",
+                        f"see the script output {out_log} and the CASA log {casa_log}")
+    mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms"))
+                 or (plan.member.flavour is Flavour.PIPELINE and p.name.endswith(".ms")))
+    return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
+                         du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo))
+
+
+def _restored(plan: RestorePlan, eb: str) -> bool:
+    """An EB is restored when its .ms.split.cal is in calibrated/ (or, at level 3, in calibrated.ms)."""
+    cal = plan.calibrated
+    if (cal / f"{eb}.ms.split.cal" / "table.dat").is_file():
+        return True
+    if (cal / "calibrated.ms" / "table.dat").is_file() and plan.spacesaving >= 3:
+        return True
+    return plan.member.flavour is Flavour.PIPELINE and (cal / "working" / f"{eb}.ms" / "table.dat").is_file()
+
+
+# -- --resume -------------------------------------------------------------------------------------------
+def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[str], None],
+            interval: float) -> tuple[DiskSampler, list[str]]:
+    """Keep the finished EBs, calibrate the others with scriptForPI, then run the combining scripts.
+
+    scriptForPI stops when calibrated/ exists and calibrates every EB it has a script for. So the
+    finished ``<EB>.ms.split.cal`` (and their ``<EB>.calibration/``) are held aside, what the failed
+    run left is removed, and scriptForPI runs from a shadow ``script/`` (links to the delivery's
+    files without the finished EBs' scripts and without the combining scripts). Its calibrated/
+    then joins the held EBs, and the combining scripts (scriptForPolCalibration,
+    scriptForFluxCalibration, scriptForImagingPrep) run in calibrated/ as scriptForPI would run them.
+    """
+    cal, hold, shadow = plan.calibrated, work / "resume-hold", work / "resume-shadow"
+    for folder in (hold, shadow):
+        if folder.exists():
+            shutil.rmtree(folder)
+    hold.mkdir()
+    kept = list(plan.finished)
+    for eb in kept:
+        for name in (f"{eb}.ms.split.cal", f"{eb}.calibration"):
+            if (cal / name).exists():
+                (cal / name).rename(hold / name)
+    shutil.rmtree(cal)               # what the interrupted run left: partial EBs, partial calibrated.ms
+    script_dir = plan.script.path.parent
+    extras = [p for p in sorted(script_dir.iterdir()) if plain_name(p.name) in EXTRA_SCRIPTS]
+    hidden = {p.name for p in extras} | {p.name for p in script_dir.iterdir()
+                                         if any(p.name.endswith(f"{eb}.ms.scriptForCalibration.py") for eb in kept)}
+    with DiskSampler(shadow if plan.todo else cal, interval=interval) as sampler:
+        if plan.todo:
+            (shadow / "script").mkdir(parents=True)
+            for p in script_dir.iterdir():
+                if p.name not in hidden:
+                    (shadow / "script" / p.name).symlink_to(p)
+            for name in ("calibration", "raw", "product"):
+                if (plan.path / name).exists():
+                    (shadow / name).symlink_to(plan.path / name)
+            run_script(plan, shadow / "script" / plan.script.path.name, shadow / "script", _variables(plan),
+                       casa_log, line_seen)
+            (shadow / "calibrated").rename(cal)
+        else:
+            cal.mkdir()
+        sampler.path = cal
+        for p in sorted(hold.iterdir()):
+            p.rename(cal / p.name)
+        order = {name: i for i, name in enumerate(("scriptForPolCalibration.py", "scriptForFluxCalibration.py",
+                                                  "scriptForImagingPrep.py"))}
+        for extra in sorted(extras, key=lambda p: order[plain_name(p.name)]):
+            line_seen(f"Executing {extra.name} ...")
+            run_script(plan, extra, cal, _variables(plan) | {"applyonly": True}, casa_log, line_seen)
+        if plan.spacesaving >= 3 and (cal / "calibrated.ms").exists():
+            for eb in kept + plan.todo:
+                shutil.rmtree(cal / f"{eb}.ms.split.cal", ignore_errors=True)
+        line_seen('Done. Please find results in directory "calibrated".')
+    shutil.rmtree(shadow, ignore_errors=True)
+    hold.rmdir()
+    return sampler, kept
+
+
+# -- Cycle 0 -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConcatResult:
+    """Cycle 0: the delivered ``*.ms.split.cal`` concatenated into ``calibrated/calibrated.ms``."""
+
+    inputs: list[Path]
+    output: Path
+    seconds: float
+    casa_log: Path
+
+
+def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = None) -> ConcatResult:
+    """Concatenate a Cycle 0 delivery's calibrated MSs with casatasks.concat in a CASA child."""
+    if not plan.already_calibrated:
+        raise UsageError(f"{plan.path} is not a Cycle 0 delivery", "run `almadeliver restore` without --concat")
+    inputs = sorted(plan.calibrated.glob("*.ms.split.cal"))
+    output = plan.calibrated / "calibrated.ms"
+    if not inputs:
+        raise TreeError(f"no *.ms.split.cal in {plan.calibrated}", "fetch the Cycle 0 delivery tarballs again")
+    if output.exists():
+        raise TreeError(f"{output} already exists", "move it away to concatenate again")
+    needed = -(-sum(du_bytes(p) for p in inputs) // MB)
+    free = shutil.disk_usage(plan.calibrated).free // MB
+    if needed > free:
+        raise DiskSpaceError(f"concat needs {needed} MB in {plan.calibrated}, {free} MB free "
+                             f"({needed - free} MB missing)", "free some space first")
+    work, casa_log, _ = _logs(plan)
+    start = time.monotonic()
+    run_in_casa("almadeliver.casa.restore:concat_in_casa",
+                {"vis": [str(p) for p in inputs], "concatvis": str(output)},
+                workdir=work, logfile=casa_log, on_line=on_line)
+    return ConcatResult(inputs, output, time.monotonic() - start, casa_log)
+
+
+def concat_in_casa(vis: list[str], concatvis: str) -> str:
+    """(CASA child) ``concat`` as the Cycle 0 flux-calibration scripts call it."""
+    from casatasks import concat
+
+    concat(vis=vis, concatvis=concatvis)
+    if not os.path.isfile(os.path.join(concatvis, "table.dat")):
+        raise CasaError(f"concat did not write {concatvis}")
+    return concatvis
+
+
+# -- checking the result ---------------------------------------------------------------------------------
+def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict]:
+    """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child."""
+    return run_in_casa("almadeliver.casa.restore:phase_scatter_in_casa",
+                       {"measurement_sets": [str(p) for p in measurement_sets]},
+                       workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
+
+
+def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> dict[str, dict]:
+    """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
+    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE."""
+    import casatools
+    import numpy as np
+
+    out: dict[str, dict] = {}
+    for ms in measurement_sets:
+        msmd = casatools.msmetadata()
+        msmd.open(ms)
+        fields = sorted(int(f) for f in msmd.fieldsforintent("CALIBRATE_PHASE*"))
+        names = [msmd.namesforfields(f)[0] for f in fields]
+        msmd.close()
+        if not fields:
+            raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
+        tb = casatools.table()
+        tb.open(ms)
+        phases = []
+        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
+            sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")
+            if sub.nrows():
+                data = np.where(sub.getcol("FLAG"), np.nan, sub.getcol(column))[0]   # [chan, row]
+                vis = np.nanmean(data, axis=0) if np.isfinite(data).any() else np.array([])
+                vis = vis[np.isfinite(vis)]
+                if vis.size:
+                    phases.append(np.angle(vis / np.mean(vis)))   # about the mean phasor: no wrapping
+            sub.close()
+        tb.close()
+        ph = np.degrees(np.concatenate(phases)) if phases else np.array([])
+        out[ms] = {"fields": names, "rms_deg": float(np.sqrt(np.mean(ph ** 2))) if ph.size else float("nan"),
+                   "visibilities": int(ph.size)}
+    return out

@@ -1,0 +1,105 @@
+"""restore: the calibrated MSs of a delivery, made by its own scriptForPI.py."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..casa.diskspace import MB
+from ..casa.restore import Progress, RestorePlan, concat_cycle0, plan_restore, restore
+from .app import app, state
+from .options import CasaOption
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / MB:.1f} MB"
+
+
+def _show_plan(plan: RestorePlan) -> None:
+    m, est = plan.member, plan.estimate
+    ebs = [eb.disk for eb in m.ebs_in_scripts] or [eb.disk for eb in m.ebs_in_raw]
+    typer.echo(f"member       {plan.path} ({m.flavour.value}, {len(ebs)} EB{'s' if len(ebs) != 1 else ''})")
+    if plan.already_calibrated:
+        return
+    if plan.script:
+        typer.echo(f"scriptForPI  {plan.script.path.name} v{plan.script.version or '?'} "
+                   f"(Python {2 if plan.script.python2 else 3}); README asks for CASA {plan.readme_casa or '?'}")
+    if plan.engine == "monolithic" and plan.casa:
+        typer.echo(f"CASA         monolithic {plan.casa.executable} (version {plan.casa.version or '?'})")
+    else:
+        typer.echo("CASA         modular casatools/casatasks, through the legacy shim")
+    if plan.finished:
+        typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
+                   f"calibrating {len(plan.todo)}")
+    extra = f" + raw x 3 for {', '.join(est.extra_scripts)}" if est.extra_scripts else ""
+    typer.echo(f"disk         raw/ {est.raw_mb} MB{extra}; {est.free_mb} MB free on {est.target}")
+    typer.echo("  SPACESAVING   need (MB)   fits")
+    for level in (0, 1, 2, 3, -1):
+        need = "no check" if level == -1 else str(est.need_mb(level))
+        fits = "" if level == -1 else ("yes" if est.fits(level) else f"no, {est.shortfall_mb(level)} MB short")
+        mark = "  <- chosen (lowest level that fits)" if level == plan.spacesaving and plan.level_chosen else \
+            ("  <- asked" if level == plan.spacesaving else "")
+        typer.echo(f"  {level:>11}   {need:>9}   {fits}{mark}")
+
+
+def _progress(p: Progress) -> None:
+    if state.quiet:
+        return
+    if p.phase == "calibration" and p.eb:
+        where = f"EB {p.eb_index}/{p.eb_total} {p.eb}"
+        typer.echo(f"  {where}" + (f"  step {p.step} {p.title or ''}".rstrip() if p.step is not None else ""))
+    else:
+        typer.echo(f"  {p.phase}")
+
+
+@app.command("restore")
+def restore_cmd(
+    member_dir: Path = typer.Argument(..., help="The member folder (member.uid___...) holding script/ and raw/."),
+    spacesaving: Optional[int] = typer.Option(
+        None, "--spacesaving", help="scriptForPI's SPACESAVING: 0 keeps everything, 1 drops *.ms.split, 2 also "
+        "*.ms, 3 also *.ms.split.cal when calibrated.ms exists, -1 skips the disk check. Default: the lowest "
+        "level that fits."),
+    dosplit: bool = typer.Option(False, "--dosplit", help="Pipeline data: also split the science spws into "
+                                 "<EB>.ms.split.cal (scriptForPI's DOSPLIT)."),
+    casa: Optional[str] = CasaOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the disk need; run nothing."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
+    concat: bool = typer.Option(False, "--concat", help="Cycle 0: concatenate the delivered *.ms.split.cal "
+                                "into calibrated/calibrated.ms."),
+) -> None:
+    """Restore the calibrated measurement sets of a delivery with its own scriptForPI.py."""
+    plan = plan_restore(member_dir, spacesaving=spacesaving, dosplit=dosplit, casa=casa, resume=resume)
+    _show_plan(plan)
+    if plan.already_calibrated:
+        n = len(list(plan.calibrated.glob("*.ms.split.cal")))
+        typer.echo(f"Cycle 0 delivery: already calibrated ({n} *.ms.split.cal in {plan.calibrated}); "
+                   "nothing to restore.")
+        if dry_run:
+            return
+        if not concat and sys.stdin.isatty() and n > 1:
+            concat = typer.confirm("Concatenate them into calibrated/calibrated.ms?", default=False)
+        if not concat:
+            typer.echo(f"To concatenate them: almadeliver restore {member_dir} --concat")
+            return
+        r = concat_cycle0(plan)
+        typer.echo(f"concatenated {len(r.inputs)} MSs into {r.output} in {r.seconds:.1f} s (CASA log {r.casa_log})")
+        return
+    if dry_run:
+        plan.check()
+        typer.echo(f"dry run: would run {plan.script.path.name} with SPACESAVING={plan.spacesaving}"
+                   + (" DOSPLIT=True" if dosplit else "") + f" in {plan.script.path.parent}")
+        return
+    typer.echo(f"running {plan.script.path.name if plan.script else 'scriptForPI.py'} "
+               f"(SPACESAVING={plan.spacesaving}) ...")
+    r = restore(plan, on_progress=_progress)
+    typer.echo(f"restored in {r.seconds:.1f} s (SPACESAVING {r.spacesaving}, {r.engine} CASA)"
+               + (f"; kept {len(r.kept)} EB(s) from the earlier run" if r.kept else ""))
+    share = f" ({100 * r.peak_bytes / (r.estimate_mb * MB):.0f}% of it)" if r.estimate_mb else ""
+    typer.echo(f"disk use of calibrated/: peak {_mb(r.peak_bytes)}, final {_mb(r.final_bytes)}; "
+               f"scriptForPI's estimate {r.estimate_mb} MB{share}")
+    typer.echo("measurement sets:")
+    for ms in r.measurement_sets:
+        typer.echo(f"  {ms}")
+    typer.echo(f"logs: {r.output_log} (script output), {r.casa_log} (CASA)")

@@ -1,0 +1,224 @@
+"""restore with real CASA on simulated manual deliveries (1 and 3 EBs), network unreachable."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from almadeliver.casa.diskspace import MB
+from almadeliver.casa.restore import phase_scatter, plan_restore, restore
+from almadeliver.delivery.layout import find_members
+from almadeliver.errors import CasaNotFoundError, TreeError
+from almadeliver.sim.deliveries import simulate_project
+
+pytestmark = pytest.mark.slow
+PHASE_TOLERANCE_DEG = 5.0      # calibrated phase rms on the phase calibrator (uncalibrated: ~90 deg)
+CLOSED = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+@pytest.fixture(scope="module")
+def delivered(tmp_path_factory):
+    """Simulated manual projects (tarballs as the archive ships them), by number of EBs."""
+    out = tmp_path_factory.mktemp("sim")
+    made = {}
+
+    def get(ebs: int) -> Path:
+        if ebs not in made:
+            made[ebs] = simulate_project(f"2019.1.0001{ebs}.S", out, ebs=ebs).folder
+        return made[ebs]
+    return get
+
+
+def _unpack(project: Path, dest: Path) -> Path:
+    """Untar every product and raw tarball at the top of ``dest``; returns the member folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for tar in sorted((project / "files").glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            tf.extractall(dest, filter="data")
+    [member] = find_members(dest)
+    return member.path
+
+
+def _listing(folder: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(folder)), p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def _cli(args: list[str], cwd: Path, offline: bool = False, prefix: list[str] | None = None):
+    env = dict(os.environ)
+    if offline:
+        env.update(http_proxy=CLOSED, https_proxy=CLOSED, HTTP_PROXY=CLOSED, HTTPS_PROXY=CLOSED, ALL_PROXY=CLOSED)
+    return subprocess.run((prefix or []) + [sys.executable, "-m", "almadeliver", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _no_network() -> list[str]:
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0
+    return ["unshare", "-n"] if ok else []
+
+
+def _names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def one_eb_level0(delivered, tmp_path_factory):
+    """One EB restored at SPACESAVING 0 by the CLI with the network unreachable."""
+    member = _unpack(delivered(1), tmp_path_factory.mktemp("one"))
+    raw_before = _listing(member / "raw")
+    r = _cli(["restore", str(member), "--spacesaving", "0"], member, offline=True, prefix=_no_network())
+    return member, raw_before, r
+
+
+def test_one_eb_restored_offline(one_eb_level0):
+    member, raw_before, r = one_eb_level0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "step 13 Split out corrected column" in r.stdout           # progress: EB and step
+    [eb] = [p.name[:-len(".asdm.sdm")] for p in (member / "raw").iterdir()]
+    cal = member / "calibrated"
+    assert _names(cal) == {f"{eb}.ms.split.cal", f"{eb}.calibration"}
+    work = cal / f"{eb}.calibration"
+    assert {f"{eb}.ms", f"{eb}.ms.split"} <= _names(work)                 # level 0 keeps everything
+    assert _listing(member / "raw") == raw_before                         # raw/ untouched
+    scatter = phase_scatter([cal / f"{eb}.ms.split.cal", work / f"{eb}.ms.split"], member / "almadeliver-restore")
+    calibrated, uncalibrated = (scatter[str(p)]["rms_deg"] for p in (cal / f"{eb}.ms.split.cal", work / f"{eb}.ms.split"))
+    assert calibrated < PHASE_TOLERANCE_DEG < 30 < uncalibrated, scatter
+    logs = list((member / "almadeliver-restore").glob("casa-*.log"))
+    assert logs and "importasdm" in logs[0].read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="sim EBs are ~1 MB: CASA's fixed table footprint (1 MB tiles per "
+                   "column, flag versions) makes calibrated/ ~25x raw/, above scriptForPI's 11x; holds for "
+                   "real-size data")
+def test_peak_stays_under_scriptforpi_estimate(one_eb_level0):
+    _, _, r = one_eb_level0
+    m = re.search(r"peak ([\d.]+) MB, final ([\d.]+) MB; scriptForPI's estimate (\d+) MB", r.stdout)
+    assert m, r.stdout
+    assert float(m.group(1)) <= int(m.group(3))
+
+
+def test_three_ebs_level1_then_resume_level3_then_cycle0_concat(delivered, tmp_path):
+    member = _unpack(delivered(3), tmp_path / "three")
+    lines: list[str] = []
+    first = plan_restore(member, spacesaving=1)
+    result = restore(first, on_line=lines.append, interval=0.2)
+    ebs = sorted(result.calibrated_ebs)
+    cal = member / "calibrated"
+    assert len(ebs) == 3 and any("Running scriptForFluxCalibration.py" in l for l in lines)
+    assert _names(cal) == {"calibrated.ms", "allFluxes.txt"} | {f"{eb}.ms.split.cal" for eb in ebs} | {f"{eb}.calibration" for eb in ebs}
+    for eb in ebs:                                                        # level 1: no *.ms.split, *.ms kept
+        assert f"{eb}.ms" in _names(cal / f"{eb}.calibration")
+        assert f"{eb}.ms.split" not in _names(cal / f"{eb}.calibration")
+    assert result.peak_bytes >= result.final_bytes > 0 and result.estimate_mb == first.estimate.need_mb(1)
+    scatter = phase_scatter([cal / "calibrated.ms"], tmp_path)
+    assert scatter[str(cal / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
+
+    # keep the 3 calibrated EBs for the Cycle 0 check below
+    cycle0 = tmp_path / "2011.0.00001.S" / "sg_ouss_id" / "group_ouss_id" / "member_ouss_2012-12-05_id"
+    for folder in ("calibration", "script", "raw", "log", "product", "qa"):
+        (cycle0 / folder).mkdir(parents=True)
+    for eb in ebs:
+        shutil.copytree(cal / f"{eb}.ms.split.cal", cycle0 / "calibrated" / f"{eb}.ms.split.cal")
+
+    # an interrupted run: the last EB and calibrated.ms were not finished
+    shutil.rmtree(cal / f"{ebs[-1]}.ms.split.cal")
+    shutil.rmtree(cal / "calibrated.ms")
+    with pytest.raises(TreeError, match="already exists"):
+        plan_restore(member, spacesaving=3).check()
+    plan = plan_restore(member, spacesaving=3, resume=True)
+    assert plan.finished == ebs[:2] and plan.todo == ebs[-1:]
+    resumed = restore(plan)
+    assert resumed.kept == ebs[:2]
+    assert _names(cal) == {"calibrated.ms", "allFluxes.txt"} | {f"{eb}.calibration" for eb in ebs}  # level 3: no split.cal
+    assert not {f"{ebs[-1]}.ms", f"{ebs[-1]}.ms.split"} & _names(cal / f"{ebs[-1]}.calibration")
+    scatter = phase_scatter([cal / "calibrated.ms"], tmp_path)
+    assert scatter[str(cal / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
+    assert not (member / "almadeliver-restore" / "resume-shadow").exists()
+
+    # Cycle 0: already calibrated; --concat makes calibrated.ms
+    r = _cli(["restore", str(cycle0)], tmp_path)
+    assert r.returncode == 0 and "already calibrated" in r.stdout and "--concat" in r.stdout, r.stdout + r.stderr
+    r = _cli(["restore", str(cycle0), "--concat"], tmp_path, offline=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (cycle0 / "calibrated" / "calibrated.ms" / "table.dat").is_file()
+
+
+def _fake_monolithic_casa(root: Path) -> Path:
+    """Stands in for monolithic CASA (not installable here): runs ``-c FILE`` in the legacy namespace."""
+    exe = root / "casa-6.5.4-9-pipeline-2023.1.0.8" / "bin" / "casa"
+    exe.parent.mkdir(parents=True)
+    exe.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, json, os\n"
+        "open(os.environ['FAKE_CASA_ARGV'], 'w').write(json.dumps(sys.argv[1:]))\n"
+        "import almadeliver\n"
+        "from almadeliver.casa.legacy import legacy_globals\n"
+        "ns = legacy_globals()\n"
+        "ns['execfile'](sys.argv[sys.argv.index('-c') + 1])\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_level2_through_monolithic_casa_command(delivered, tmp_path, monkeypatch):
+    member = _unpack(delivered(1), tmp_path / "mono")
+    exe = _fake_monolithic_casa(tmp_path)
+    monkeypatch.setenv("FAKE_CASA_ARGV", str(tmp_path / "argv.json"))
+    plan = plan_restore(member, spacesaving=2, casa=str(exe.parent.parent))
+    assert plan.engine == "monolithic" and plan.casa.version == "6.5.4-9"
+    result = restore(plan)
+    argv = (tmp_path / "argv.json").read_text()
+    assert '"--nologger", "--nogui"' in argv and '"-c"' in argv
+    [eb] = result.calibrated_ebs
+    cal = member / "calibrated"
+    assert _names(cal) == {f"{eb}.ms.split.cal", f"{eb}.calibration"}
+    assert not {f"{eb}.ms", f"{eb}.ms.split"} & _names(cal / f"{eb}.calibration")   # level 2
+    assert result.casa_log.stat().st_size > 0
+
+
+def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
+    member = _unpack(delivered(1), tmp_path / "refuse")
+    (member / "calibrated").mkdir()
+    r = _cli(["restore", str(member)], tmp_path)
+    assert r.returncode == 1 and "already exists" in r.stderr and "--resume" in r.stderr
+    assert not (member / "almadeliver-restore").exists() and not any((member / "calibrated").iterdir())
+    (member / "calibrated").rmdir()
+
+    # a Python 2 scriptForPI (v1.25): the message names the CASA version the README asks for
+    script = member / "script" / "scriptForPI.py"
+    text = script.read_text()
+    script.write_text("# $Id: scriptForPI.py,v 1.25 2018/05/23 07:09:43 dpetry Exp $\nprint 'hello'\n")
+    readme = member / "README"
+    readme.write_text(re.sub(r"CASA version used for reduction: .*", "CASA version used for reduction: 5.1.1",
+                             readme.read_text()))
+    monkeypatch.delenv("ALMADELIVER_CASA", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(CasaNotFoundError, match=r"Python 2.*CASA 5\.1\.1"):
+        plan_restore(member).check()
+    script.write_text(text)
+
+
+def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
+    """A real small filesystem (tmpfs in a private mount namespace) when we may mount; else skip."""
+    if subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (needs root)")
+    member = _unpack(delivered(1), tmp_path / "small")
+    top = member.parents[3]
+    size_mb = sum(p.lstat().st_blocks * 512 for p in top.rglob("*")) // MB + 4      # 4 MB free, level 3 needs 6
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    rel = member.relative_to(top.parent)
+    script = (f"mount -t tmpfs -o size={size_mb}m tmpfs {mnt} && cp -a {top} {mnt}/ && "
+              f"{sys.executable} -m almadeliver restore {mnt / rel}; echo rc=$?; "
+              f"ls {mnt / rel}; {sys.executable} -m almadeliver restore {mnt / rel} --spacesaving -1 --dry-run")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=300)
+    assert "rc=1" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"not enough free disk space .* SPACESAVING 3 needs \d+ MB, \d+ MB free \(\d+ MB missing\)",
+                     r.stderr), r.stderr
+    assert "calibrated" not in r.stdout and "almadeliver-restore" not in r.stdout
+    assert "dry run: would run scriptForPI.py with SPACESAVING=-1" in r.stdout
