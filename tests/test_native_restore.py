@@ -105,3 +105,20 @@ def test_missing_caltables_tarball_is_named(pipeline_member):
     with pytest.raises(TreeError, match=r"is missing \(searched member\.\S+\.session_1\.caltables\.tgz\)"):
         native_restore(pipeline_member)
     shutil.rmtree(pipeline_member.path / "calibrated", ignore_errors=True)
+
+
+def test_restore_cli_engine_auto_uses_native_without_pipeline_casa(simulated, unpack, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from almadeliver.cli import app
+
+    monkeypatch.delenv("ALMADELIVER_CASA", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")          # no monolithic casa on PATH
+    _, member = _member(simulated, unpack, tmp_path, 1)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["restore", str(member.path), "--engine", "casa", "--spacesaving", "1"])
+    assert refused.exit_code != 0 and "--engine native" in str(refused.exception)
+    done = runner.invoke(app, ["restore", str(member.path), "--spacesaving", "1"])
+    assert done.exit_code == 0, done.output
+    assert "native pipeline restore" in done.output
+    assert f"{member.ebs_in_raw[0].disk}.ms.split.cal" in done.output
