@@ -12,7 +12,7 @@ from almadeliver.casa.native_restore import native_restore, plan_native_restore
 from almadeliver.delivery.calls import iter_calls
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import ParseError, TreeError
-from almadeliver.sim.catalogue import Catalogue
+from almadeliver.sim.plan import make_plan
 
 CODE = "2019.1.00042.S"
 ATOL = 1e-6     # Jy; CORRECTED_DATA is complex64, restore and simulation run the same applycal calls
@@ -28,10 +28,9 @@ def _member(simulated, unpack, tmp_path):
 
 def _group_member(project, unpack, tmp_path, array):
     """The 12m or 7m member of the group project (``array``: "12m" or "7m")."""
-    members = find_members(unpack(project, tmp_path))
-    sb = {r["member_ous_uid"]: r["schedblock_name"] for r in Catalogue.load(project).obscore}
-    suffix = "_TC" if array == "12m" else "_7m"
-    (member,) = [m for m in members if sb[m.mous.archive].endswith(suffix)]
+    plan = make_plan(project.name, flavour="pipeline", group_12m_7m=True, proprietary=True)
+    (mous,) = [m for m in plan.mous if m.array == array]
+    (member,) = [m for m in find_members(unpack(project, tmp_path)) if m.mous.disk == mous.disk]
     return member
 
 
@@ -133,7 +132,7 @@ def test_restore_cli_engine_auto_uses_native_without_pipeline_casa(pipeline_grou
     runner = CliRunner()
     refused = runner.invoke(app, ["restore", str(member.path), "--engine", "casa", "--spacesaving", "1"])
     assert refused.exit_code != 0 and "--engine native" in str(refused.exception)
-    done = runner.invoke(app, ["restore", str(member.path), "--spacesaving", "1"])
+    done = runner.invoke(app, ["restore", str(member.path), "--spacesaving", "1", "--dosplit"])
     assert done.exit_code == 0, done.output
     assert "native pipeline restore" in done.output
     assert f"{member.ebs_in_raw[0].disk}.ms.split.cal" in done.output

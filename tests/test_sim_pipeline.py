@@ -101,10 +101,12 @@ def test_contdat_flagtemplates_and_flux_csv_parse(member, real):
     ((field, spws),) = cont.fields.items()
     assert sorted(spws) == [0, 1, 2] and all(r.ranges for r in spws.values())
     assert len(spws[0].ranges) == 2                  # the line cut out of spw 0
-    real_header = (real / "pipeline" / "uid___A002_Xc6c0d5_X3f2e.flagtemplate.txt").read_text().splitlines()[1:9]
+    real_header = (real / "pipeline" / "uid___A002_Xc6c0d5_X3f2e.flagtemplate.txt").read_text().splitlines()[:10]
     for eb in member.ebs_in_raw:
         path = member.path / "calibration" / f"{eb.disk}_flagtemplate.txt"
-        assert path.read_text().splitlines()[:8] == real_header
+        assert path.read_text().splitlines()[:10] == real_header
+        targets = member.path / "calibration" / f"{eb.disk}_flagtargetstemplate.txt"
+        assert parse_flagtemplate(targets).commands == []
         (command,) = parse_flagtemplate(path).commands
         assert command.mode == "manual" and command.reason == "amp_loss"
     header = (member.path / "calibration" / "flux.csv").read_text().splitlines()[0]

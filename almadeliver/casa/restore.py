@@ -387,7 +387,8 @@ def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = 
             with DiskSampler(plan.calibrated, interval=interval) as sampler:
                 try:
                     if plan.engine == "native":
-                        native = native_restore(plan.member, plan.spacesaving, on_line=line_seen)
+                        native = native_restore(plan.member, plan.spacesaving, dosplit=plan.dosplit,
+                                                on_line=line_seen)
                         casa_log = native.casa_log
                     else:
                         run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log,
@@ -401,8 +402,9 @@ def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = 
         why = f" ({failures[-1]})" if failures else ""
         raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}",
                         f"see the script output {out_log} and the CASA log {casa_log}")
-    mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms"))
-                 or (plan.member.flavour is Flavour.PIPELINE and p.name.endswith(".ms")))
+    mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms")))
+    if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
+        mss += sorted((plan.calibrated / "working").glob("*.ms"))
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
                          du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo))
 
@@ -527,9 +529,10 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
                        workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
 
 
-def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> dict[str, dict]:
+def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
-    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE."""
+    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in
+    CORRECTED_DATA when the MS has it (pipeline working/<EB>.ms), else DATA (split MSs)."""
     import casatools
     import numpy as np
 
@@ -544,6 +547,7 @@ def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> 
             raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
         tb = casatools.table()
         tb.open(ms)
+        column = "CORRECTED_DATA" if "CORRECTED_DATA" in tb.colnames() else "DATA"
         phases = []
         for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
             sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")
