@@ -884,8 +884,10 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> d
 
 
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
-    """uvcontsub of one MS and field, fitted on the channels whose frequency (in cont.dat's frame) lies in its ranges."""
+    """uvcontsub of one MS and field (its calibrated column), fitted on the channels whose frequency (in
+    cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub
+    from casatools import table
 
     fitspec = []
     for spw, ranges in run["ranges"].items():
@@ -898,9 +900,13 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
     if Path(run["outputvis"]).exists():
         shutil.rmtree(run["outputvis"])
+    tb = table()
+    tb.open(run["vis"])
+    column = "corrected" if "CORRECTED_DATA" in tb.colnames() else "data"   # working/<EB>.ms vs split MSs
+    tb.close()
     # no spw selection: the output keeps the delivered spw ids (spws without ranges are fitted on all channels)
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
-              fitorder=1)
+              fitorder=1, datacolumn=column)
     return {"fitspec": ",".join(fitspec)}
 
 

@@ -38,6 +38,7 @@ from .manual import template
 
 PIPELINE_VERSION = "2024.1.0.8 (almadeliver simulation)"
 RECIPE = "hifa_calimage"
+CUBE_EDGE = 2             # channels left out of the cubes at each spw edge
 TRUTH_DIR = "truth"       # <project>/truth/<EB>.npz: what the simulation's calibration produced
 FLAG_HEADER = """\
 #
@@ -75,8 +76,8 @@ def _timerange(ms: str, scan: int) -> str:
     return f"{fmt(half[0] - 1.0)}~{fmt(half[-1] + 1.0)}"
 
 
-def _line_free(ms: str, spw: int, field_id: int, line_hz: float, sigma_hz: float) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
-    """Line-free channel ranges of an spw (outside line +- 3 sigma) and the same ranges in LSRK Hz."""
+def _channels(ms: str, spw: int, field_id: int) -> tuple[list[float], list[float], float]:
+    """Channel frequencies of an spw: TOPO, LSRK (towards the field) and the channel width, in Hz."""
     import casatools
 
     msmd = casatools.msmetadata()
@@ -88,6 +89,12 @@ def _line_free(ms: str, spw: int, field_id: int, line_hz: float, sigma_hz: float
     ms_tool.open(ms)
     lsrk = list(ms_tool.cvelfreqs(spwids=[spw], fieldids=[field_id], mode="channel", outframe="LSRK"))
     ms_tool.close()
+    return topo, lsrk, width
+
+
+def _line_free(ms: str, spw: int, field_id: int, line_hz: float, sigma_hz: float) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
+    """Line-free channel ranges of an spw (outside line +- 3 sigma) and the same ranges in LSRK Hz."""
+    topo, lsrk, width = _channels(ms, spw, field_id)
     free = [abs(f - line_hz) > 3 * sigma_hz for f in topo]
     chans, freqs, start = [], [], None
     for i, ok in enumerate(free + [False]):
@@ -269,10 +276,13 @@ def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str,
     images = []
     run.stage("hif_makeimages(specmode='cube')")
     for s in spws:
+        # like hif_makeimages: the cube stops CUBE_EDGE channels short of each (flagged) spw edge, so no
+        # LSRK cube channel depends on a flagged edge channel
+        nchan = len(_channels(msnames[0], s, field_id)[0])
         base = f"{mous}.s36_0.{target}_sci.spw{s}.cube.I"
         run("tclean", **common, spw=[str(s)] * len(msnames), imagename=f"{base}.iter1", specmode="cube",
-            outframe="LSRK", deconvolver="hogbom", niter=20, threshold="0.1Jy", pbcor=True,
-            restoringbeam="common")
+            start=CUBE_EDGE, width=1, nchan=nchan - 2 * CUBE_EDGE, outframe="LSRK", deconvolver="hogbom",
+            niter=20, threshold="0.1Jy", pbcor=True, restoringbeam="common")
         images.append({"image": f"{base}.iter1.image.pbcor", "fits": f"{mous}.{target}_sci.spw{s}.cube.I.pbcor.fits"})
         images.append({"image": f"{base}.iter1.pb", "fits": f"{mous}.{target}_sci.spw{s}.cube.I.pb.fits"})
     run.stage("hif_makeimages(specmode='cont')")
