@@ -94,8 +94,9 @@ def restore_cmd(
         typer.echo(f"dry run: would run {plan.script.path.name} with SPACESAVING={plan.spacesaving}"
                    + (" DOSPLIT=True" if dosplit else "") + f" in {plan.script.path.parent}")
         return
-    typer.echo(f"running {plan.script.path.name if plan.script else 'scriptForPI.py'} "
-               f"(SPACESAVING={plan.spacesaving}) ...")
+    what = "the native pipeline restore" if plan.engine == "native" else \
+        (plan.script.path.name if plan.script else "scriptForPI.py")
+    typer.echo(f"running {what} (SPACESAVING={plan.spacesaving}) ...")
     r = restore(plan, on_progress=_progress)
     typer.echo(f"restored in {r.seconds:.1f} s (SPACESAVING {r.spacesaving}, {r.engine} CASA)"
                + (f"; kept {len(r.kept)} EB(s) from the earlier run" if r.kept else ""))
