@@ -46,7 +46,18 @@ step restore almadeliver restore "$MEMBER" --spacesaving 1
 step image almadeliver image "$MEMBER" --list
 step image almadeliver image "$MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
 
-# 8. the pipeline project: query, download (raw data included), restore (auto: no monolithic CASA with
+# 8. staff side: a reduction area filled from the restore and the re-made images, its final checklist,
+#    then the archive's delivery files (products, auxiliary, raw, README, manifest)
+MOUS=$(basename "$MEMBER"); MOUS=${MOUS#member.}
+GOUS=$(basename "$(dirname "$MEMBER")"); GOUS=${GOUS#group.}
+SG=$(basename "$(dirname "$(dirname "$MEMBER")")"); SG=${SG#science_goal.}
+EBS=(); for asdm in "$MEMBER"/raw/*.asdm.sdm; do EBS+=(--eb "$(basename "$asdm" .asdm.sdm)"); done
+step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-delivery "$MEMBER" --images "$OUT/reimage"
+step check almadeliver check "$OUT/staff/$MOUS"
+step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$SG" --group "$GOUS" \
+    --raw "$MEMBER/raw" --out "$OUT/packaged"
+
+# 9. the pipeline project: query, download (raw data included), restore (auto: no monolithic CASA with
 #    the pipeline here, so the native engine runs hifa_restoredata's steps), the delivered images
 step query almadeliver query "$PIPELINE"
 step download almadeliver download "$PIPELINE" --dest "$OUT/download" --what products,auxiliary,raw,readme
@@ -56,5 +67,5 @@ step image almadeliver image "$PIPE_MEMBER" --list
 
 echo
 echo "==> summary"
-for s in "${steps[@]}"; do echo "  ok  $s"; done
+for s in "${steps[@]}"; do echo "  ok  ${s//$OUT\//}"; done
 echo "demo output in $OUT/"

@@ -103,9 +103,15 @@ def test_prepare_makes_the_staff_layout(tmp_path):
     assert not (one / "Combination").exists()
 
 
-def test_prepare_refuses_clashing_tails(tmp_path):
-    with pytest.raises(UsageError, match="X26f0"):
-        prepare_area(MOUS, [EBS[0], Uid.parse("uid://A002/Xabcdef/X26f0")], tmp_path)
+def test_prepare_tells_clashing_tails_apart(tmp_path):
+    twin = Uid.parse("uid://A002/Xabcdef/X26f0")
+    area = prepare_area(MOUS, [EBS[0], twin, EBS[1]], tmp_path)
+    assert sorted(p.name for p in area.glob("Calibration_*")) == [
+        "Calibration_X9ee74a_X26f0", "Calibration_Xabcdef_X26f0", "Calibration_Xb4b"]
+    (area / "Calibration_Xabcdef_X26f0" / f"{twin.disk}.ms.scriptForCalibration.py").write_text("")
+    assert [eb.uid for eb in load_area(area).ebs] == [None, twin, None]
+    with pytest.raises(UsageError, match="twice"):
+        prepare_area(MOUS, [EBS[0], EBS[0]], tmp_path)
     with pytest.raises(UsageError):
         prepare_area(MOUS, [], tmp_path)
 
@@ -129,6 +135,21 @@ def test_one_eb_needs_no_combination(tmp_path, real):
     report = check_area(area)
     assert report.ok(), failed(report)
     assert not [f for f in report.findings if f.check.startswith("staff.combination")]
+
+
+def test_stale_leap_second_table_is_a_warning(tmp_path, real):
+    """casacore's SEVERE about an old leap second table (what CASA 6.7 writes here) is about the install."""
+    area = make_area(tmp_path, real, ebs=EBS[:1])
+    log = area / "Imaging" / "casa-20150703-120000.log"
+    origin = "tclean::MeasTable::dUTC(Double) (file MeasTable.cc, line 4290)"
+    log.write_text(log.read_text() + f"2015-07-03 12:00:09\tSEVERE\t{origin}\tLeap second table TAI_UTC seems "
+                   f"out-of-date.\n2015-07-03 12:00:09\tSEVERE\t{origin}+\tUntil the table is updated\n")
+    report = check_area(area)
+    assert report.ok(), failed(report)
+    [warning] = report.of(Severity.WARNING)
+    assert warning.check == "staff.imaging.log" and "leap second table" in warning.message
+    log.write_text(log.read_text() + "2015-07-03 12:00:10\tSEVERE\ttclean::::\tTask tclean raised an exception\n")
+    assert "SEVERE message at line 5" in failed(check_area(area))["Imaging/casa-20150703-120000.log"]
 
 
 def test_each_failure_is_named_with_its_path(tmp_path, real):

@@ -322,7 +322,7 @@ def test_staff_area(tmp_path):
     assert {"staff.combination.log", "staff.imaging.pbcor", "staff.eb.log"} <= failed
     assert any(f.path.startswith("Calibration_X26f0") for f in report.findings if f.check == "staff.eb.log")
     (a,) = find_staff_areas(tmp_path)
-    assert a.mous == Uid.parse("uid://A001/X13e/X1fe") and sorted(a.calibrations) == ["X26f0", "Xb4c"]
+    assert a.ous == Uid.parse("uid://A001/X13e/X1fe") and sorted(eb.tail for eb in a.ebs) == ["X26f0", "Xb4c"]
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -284,6 +284,23 @@ class ProgressParser:
         return new
 
 
+def script_logs(casa_log: Path) -> dict[str, str]:
+    """A restore's CASA log cut where scriptForPI starts each script: EB uid -> the log of its
+    calibration script, ``scriptForFluxCalibration.py`` (and the other combining scripts) -> theirs.
+    Lines before the first script and after scriptForPI's last message are left out."""
+    parser = ProgressParser([])
+    parts: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in Path(casa_log).read_text(errors="replace").splitlines(keepends=True):
+        progress = parser.feed(line.rstrip("\n").split("\t", 3)[-1])   # date time, priority, origin, message
+        if progress is not None and progress.step is None:              # a script starts, or the run ends
+            current = progress.eb if progress.phase == "calibration" else (
+                progress.phase if progress.phase.startswith("scriptFor") else None)
+        if current:
+            parts.setdefault(current, []).append(line)
+    return {key: "".join(lines) for key, lines in parts.items()}
+
+
 # -- running --------------------------------------------------------------------------------------------
 @dataclass
 class RestoreResult:
@@ -531,8 +548,8 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
 
 def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
-    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in
-    CORRECTED_DATA when the MS has it (pipeline working/<EB>.ms), else DATA (split MSs)."""
+    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in DATA
+    (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms."""
     import casatools
     import numpy as np
 
@@ -547,7 +564,8 @@ def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
             raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
         tb = casatools.table()
         tb.open(ms)
-        column = "CORRECTED_DATA" if "CORRECTED_DATA" in tb.colnames() else "DATA"
+        column = "CORRECTED_DATA" if os.path.basename(os.path.dirname(os.path.abspath(ms))) == "working" \
+            and "CORRECTED_DATA" in tb.colnames() else "DATA"
         phases = []
         for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
             sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")

@@ -15,6 +15,7 @@ from ..errors import DiskSpaceError, UsageError
 from ..transfer.auth import get_credentials, login
 from ..transfer.download import TransferConfig, download
 from ..transfer.plan import DEFAULT_WHAT, check_space, make_plan, parse_what
+from ..units import human_size
 from .app import app, state
 
 
@@ -26,14 +27,6 @@ def _view_file(path: Path) -> ProjectView:
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path} is not a project view ({exc})",
                          "write one with `almadeliver query ... --format json`") from None
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 @app.command("download")
@@ -72,17 +65,17 @@ def download_cmd(
         return
     if dry_run:
         for f in plan.files:
-            typer.echo(f"{f.kind.value:<10} {_size(f.size):>9}  {f.name}")
+            typer.echo(f"{f.kind.value:<10} {human_size(f.size):>9}  {f.name}")
         kinds = {}
         for f in plan.files:
             kinds[f.kind.value] = kinds.get(f.kind.value, 0) + 1
         typer.echo(f"{len(plan.files)} files ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
-                   f"{_size(plan.total_bytes)} from {plan.archive}; {plan.duplicates_dropped} duplicate listings dropped")
+                   f"{human_size(plan.total_bytes)} from {plan.archive}; {plan.duplicates_dropped} duplicate listings dropped")
         try:
             space = check_space(plan, dest, untar=not no_untar)
-            typer.echo(f"space: {_size(space.needed)} still to write in {dest} "
-                       f"({_size(space.download_bytes)} download + {_size(space.unpack_bytes)} unpacked), "
-                       f"{_size(space.free_bytes)} free")
+            typer.echo(f"space: {human_size(space.needed)} still to write in {dest} "
+                       f"({human_size(space.download_bytes)} download + {human_size(space.unpack_bytes)} unpacked), "
+                       f"{human_size(space.free_bytes)} free")
         except DiskSpaceError as exc:
             typer.echo(f"space: {exc}")
         return
@@ -100,7 +93,7 @@ def download_cmd(
                                                  for f in already):
         typer.echo(f"nothing to do: all {len(already)} files are already in {dest}")
         return
-    typer.echo(f"fetched {len(fetched)} files, {_size(result.fetched_bytes)} in {result.seconds:.1f} s "
+    typer.echo(f"fetched {len(fetched)} files, {human_size(result.fetched_bytes)} in {result.seconds:.1f} s "
                f"({rate:.0f} MB/s); {len(already)} already there; "
                + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
     for f in result.failed:

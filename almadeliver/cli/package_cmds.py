@@ -9,6 +9,7 @@ import typer
 from ..delivery.report import Report, Severity
 from ..delivery.staff import check_area, check_group_area, prepare_area
 from ..ids import Uid
+from ..packaging.fromdelivery import staff_from_delivery
 from ..packaging.group import package_group
 from ..packaging.package import DEFAULT_MAX_SIZE, PackageResult, package_mous, parse_size
 from .app import app, log
@@ -25,10 +26,20 @@ def prepare_cmd(
     mous: str = typer.Argument(..., help="The MOUS uid (uid://A001/X13e/X1fe or uid___A001_X13e_X1fe)."),
     eb: List[str] = typer.Option(..., "--eb", help="An EB uid of the MOUS (repeat for each EB)."),
     root: Path = typer.Option(Path("."), "--root", help="Folder in which to make the area."),
+    from_delivery: Optional[Path] = typer.Option(
+        None, "--from-delivery", help="Fill the area from this restored member folder (manual delivery)."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="With --from-delivery: the folder 'almadeliver image' wrote (default MEMBER/reimage)."),
 ) -> None:
     """Make the staff reduction area: Calibration_X<EB tail> per EB, Combination/calibrated, Imaging."""
     area = prepare_area(Uid.parse(mous), [Uid.parse(e) for e in eb], root)
     typer.echo(f"reduction area {area}")
+    if from_delivery is not None:
+        fill = staff_from_delivery(from_delivery, images or from_delivery / "reimage", area)
+        typer.echo(f"filled from {fill.member} (restore log {fill.restore_log.name}, images {fill.images}):")
+        for rel in fill.placed:
+            typer.echo(f"  {rel}")
+        return
     for folder in sorted(p for p in area.rglob("*") if p.is_dir()):
         typer.echo(f"  {folder.relative_to(area)}/")
 

@@ -15,6 +15,7 @@ from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, query, su
 from ..archive.tap import Selection, cone, resolve_target
 from ..errors import UsageError
 from ..ids import TarballKind
+from ..units import human_size
 from .app import app, state
 
 
@@ -32,15 +33,6 @@ class Format(str, Enum):
     votable = "votable"
 
 
-def human(n: int) -> str:
-    """Bytes in decimal units, as the archive shows them."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
 def _grid(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
     return [indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
@@ -51,7 +43,7 @@ def _qa2(m: Mous) -> str:
 
 
 def _sizes(m: Mous) -> list[str]:
-    return [human(m.size(*PRODUCT_KINDS)), human(m.size(TarballKind.AUXILIARY)), human(m.size(TarballKind.RAW))]
+    return [human_size(m.size(*PRODUCT_KINDS)), human_size(m.size(TarballKind.AUXILIARY)), human_size(m.size(TarballKind.RAW))]
 
 
 def _project_block(p: Project) -> list[str]:
@@ -86,7 +78,7 @@ def _project_block(p: Project) -> list[str]:
         group.append(m)
     flush()
     files = [f for m in p.mous for f in m.files]
-    lines.append(f"  project total {human(sum(f.size for f in files))} in {len(files)} files")
+    lines.append(f"  project total {human_size(sum(f.size for f in files))} in {len(files)} files")
     return lines
 
 
@@ -102,15 +94,15 @@ def render(view: ProjectView, how: View) -> str:
         lines += _grid(["project", "MOUS", "array", "QA2", "EBs", "bands", "products", "auxiliary", "raw"], rows) + [""]
     else:
         t = eb_table(view)
-        rows = [[str(r["row"]), r["project"], r["mous"], r["eb"], human(int(r["raw_bytes"])) if r["raw_file"] else "-",
-                 human(int(r["delivery_bytes"])), r["shares_with"] or "-"] for r in t]
+        rows = [[str(r["row"]), r["project"], r["mous"], r["eb"], human_size(int(r["raw_bytes"])) if r["raw_file"] else "-",
+                 human_size(int(r["delivery_bytes"])), r["shares_with"] or "-"] for r in t]
         lines += _grid(["row", "project", "MOUS", "EB", "raw", "delivery", "same delivery files as rows"], rows) + [""]
     files = view.files()
     total = sum(f.size for f in files)
     by_kind = {k: sum(f.size for f in files if f.kind in kinds) for k, kinds in
                (("products", PRODUCT_KINDS), ("auxiliary", (TarballKind.AUXILIARY,)), ("raw", (TarballKind.RAW,)))}
-    lines.append(f"total to download: {human(total)} in {len(files)} files ("
-                 + ", ".join(f"{k} {human(v)}" for k, v in by_kind.items()) + ")")
+    lines.append(f"total to download: {human_size(total)} in {len(files)} files ("
+                 + ", ".join(f"{k} {human_size(v)}" for k, v in by_kind.items()) + ")")
     locked = [f for f in files if not f.readable]
     if locked:
         lines.append(f"{len(locked)} files are proprietary: downloading them needs a login")

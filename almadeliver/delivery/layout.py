@@ -18,7 +18,7 @@ UID_RE = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
 _CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
-_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>X[0-9a-fA-F]+)$")
+_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>(?:X[0-9a-fA-F]+_)?X[0-9a-fA-F]+)$")
 _EB_PREFIX_RE = re.compile(rf"^(?P<uid>{UID_RE})")
 _MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
 
@@ -166,17 +166,75 @@ class Member:
         return raw_name(self.project or "<project>", eb)
 
 
+STAFF_CALIBRATION_PREFIX = "Calibration_"
+STAFF_COMBINATION = "Combination/calibrated"
+STAFF_IMAGING = "Imaging"
+_CASA_VERSION_LINE = re.compile(r"^CASA version used for reduction:\s*(\S.*?)\s*$", re.MULTILINE)
+
+
+@dataclass
+class StaffEb:
+    """One ``Calibration_X<tail>`` folder of a staff area and the EB it holds."""
+
+    folder: Path
+    uid: Uid | None                      # the EB whose uid ends in the tail (its ASDM, script or MS names it)
+    asdms: dict[Uid, Path] = field(default_factory=dict)   # ASDM folders found there, whatever their tail
+
+    @property
+    def tail(self) -> str:
+        """What the folder name carries of the EB uid: ``X26f0``, or ``X768808_X1`` (see calibration_folder)."""
+        return self.folder.name[len(STAFF_CALIBRATION_PREFIX):]
+
+    def fits(self, uid: Uid) -> bool:
+        """True when ``uid`` is an EB this folder is named for."""
+        return uid.disk.endswith("_" + self.tail)
+
+    @property
+    def script(self) -> Path | None:
+        return self.folder / f"{self.uid.disk}.ms.scriptForCalibration.py" if self.uid else None
+
+
+def calibration_folder(eb: Uid, ebs: list[Uid]) -> str:
+    """``Calibration_X<tail>`` (ALMA staff manual); ``Calibration_X<range>_X<tail>`` when another EB of
+    the area ends in the same tail (exportasdm names every simulated EB ``.../X1``)."""
+    clash = sum(other.tail == eb.tail for other in ebs) > 1
+    return STAFF_CALIBRATION_PREFIX + ("_".join(eb.archive.rsplit("/", 2)[1:]) if clash else eb.tail)
+
+
 @dataclass
 class StaffArea:
-    """An observatory reduction area: ``<MOUS>/Calibration_X<EB tail>/``, ``Combination/``, ``Imaging/``."""
+    """An observatory reduction area: ``<OUS>/Calibration_X<EB tail>/``, ``Combination/``, ``Imaging/``, README.
 
-    path: Path
-    rel: str
-    mous: Uid | None
-    calibrations: dict[str, str] = field(default_factory=dict)   # EB tail -> rel path of Calibration_X...
-    asdms: dict[Uid, str] = field(default_factory=dict)          # EB -> rel path of its ASDM
-    combination: str | None = None
-    imaging: str | None = None
+    ``rel`` is its path relative to the folder validate scanned ('' when read on its own); ``ous`` is
+    the MOUS (or GOUS, for a group area) it is named after, None when its name is not a uid."""
+
+    root: Path
+    ous: Uid | None
+    ebs: list[StaffEb] = field(default_factory=list)
+    rel: str = ""
+
+    @property
+    def combination(self) -> Path:
+        return self.root / STAFF_COMBINATION
+
+    @property
+    def imaging(self) -> Path:
+        return self.root / STAFF_IMAGING
+
+    @property
+    def readme(self) -> Path:
+        return self.root / "README"
+
+    def casa_version(self) -> str | None:
+        """The CASA version the README names ("CASA version used for reduction: 4.4.0")."""
+        if not self.readme.is_file():
+            return None
+        m = _CASA_VERSION_LINE.search(self.readme.read_text(errors="replace"))
+        return m.group(1) if m else None
+
+    def rel_path(self, path: Path) -> str:
+        """``path`` (inside the area) relative to the scanned folder."""
+        return join(self.rel, str(path.relative_to(self.root)))
 
 
 def _is_member_dir(name: str, listing: Listing) -> bool:
@@ -285,23 +343,31 @@ def _read_text(path: Path, limit: int = 1_000_000) -> str:
 
 def _staff(index: TreeIndex, rel: str) -> StaffArea:
     listing = index.get(rel)
-    name = index.path(rel).resolve().name
-    area = StaffArea(path=index.path(rel), rel=rel,
-                     mous=Uid.parse(name) if re.fullmatch(UID_RE, name) else None)
+    root = index.path(rel)
+    name = root.resolve().name
+    area = StaffArea(root, Uid.parse(name) if re.fullmatch(UID_RE, name) else None, rel=rel)
     for d in sorted(listing.dirs):
         m = _STAFF_CAL_RE.match(d)
-        if m:
-            cal_rel = join(rel, d)
-            area.calibrations[m["tail"]] = cal_rel
-            for sub in index.get(cal_rel).dirs:
-                eb = eb_of(sub)
-                if eb and sub in (eb.disk, eb.disk + ".asdm.sdm"):
-                    area.asdms[eb] = join(cal_rel, sub)
-    if "Combination" in listing.dirs:
-        area.combination = join(rel, "Combination")
-    if "Imaging" in listing.dirs:
-        area.imaging = join(rel, "Imaging")
+        if not m:
+            continue
+        cal = index.get(join(rel, d))
+        eb = StaffEb(root / d, None)
+        for sub in sorted(cal.dirs):
+            uid = eb_of(sub)
+            if uid and sub in (uid.disk, uid.disk + ".asdm.sdm"):
+                eb.asdms[uid] = eb.folder / sub
+        for child in sorted(cal.names()):
+            uid = eb_of(child)
+            if uid and eb.fits(uid):
+                eb.uid = uid
+                break
+        area.ebs.append(eb)
     return area
+
+
+def read_staff_area(path: str | Path) -> StaffArea:
+    """The staff area at ``path`` on its own (one walk of it)."""
+    return _staff(scan(path), "")
 
 
 @dataclass

@@ -106,3 +106,18 @@ def parse_readme(path: str | Path) -> Readme:
     except UnicodeDecodeError:
         text = data.decode("latin-1")
     return parse_readme_text(text, str(path))
+
+
+def reducer_section(text: str) -> str:
+    """The reducer's part of a delivered README (its header fields and QA2 notes): the first block
+    between ``#####`` lines that holds a ``Key: value`` line; the whole text when there is none."""
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if _SEPARATOR_RE.match(line):
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    for block in blocks:
+        if any(_FIELD_RE.match(line) for line in block):
+            return "\n".join(block).strip() + "\n"
+    return text.strip() + "\n"

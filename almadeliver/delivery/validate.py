@@ -349,37 +349,37 @@ def _check_restored(index: TreeIndex, m: Member, report: Report) -> None:
 # -- staff reduction area -----------------------------------------------------------------------------
 def _check_staff(index: TreeIndex, area: StaffArea, report: Report) -> None:
     rel = area.rel or "."
+    folders = index.get(area.rel).dirs
     report.details["staff_areas"].append({
-        "path": rel, "mous": str(area.mous) if area.mous else None,
-        "ebs": [str(e) for e in sorted(area.asdms)], "combination": area.combination is not None,
-        "imaging": area.imaging is not None,
+        "path": rel, "mous": str(area.ous) if area.ous else None,
+        "ebs": [str(e) for e in sorted(uid for eb in area.ebs for uid in eb.asdms)],
+        "combination": "Combination" in folders, "imaging": "Imaging" in folders,
     })
-    if area.mous is None:
+    if area.ous is None:
         report.add(W, "staff.naming", rel, "the reduction area is not named after its MOUS (uid___A001_X..._X...)",
                    "the packager expects <MOUS uid___>/Calibration_X<EB tail>/")
-    if not area.calibrations:
+    if not area.ebs:
         report.add(E, "staff.no-calibration", rel, "no Calibration_X<EB tail>/ folder",
                    "make one Calibration_X<tail> folder per EB and move its ASDM there")
-    for tail, cal_rel in area.calibrations.items():
-        listing = index.get(cal_rel)
-        ebs = [eb for eb in area.asdms if area.asdms[eb].startswith(cal_rel + "/")]
-        if not ebs:
-            report.add(E, "staff.no-asdm", cal_rel, f"no ASDM (uid___A002_..._{tail}) in {Path(cal_rel).name}",
+    for eb in area.ebs:
+        cal_rel = area.rel_path(eb.folder)
+        if not eb.asdms:
+            report.add(E, "staff.no-asdm", cal_rel, f"no ASDM (uid___A002_..._{eb.tail}) in {eb.folder.name}",
                        "move the EB's ASDM into its Calibration folder")
-        for eb in ebs:
-            if eb.tail != tail:
-                report.add(E, "staff.tail-mismatch", area.asdms[eb],
-                           f"ASDM {eb} sits in Calibration_{tail} (its tail is {eb.tail})",
-                           f"move it to Calibration_{eb.tail}")
-            _check_asdm(index, area.asdms[eb], eb, report, None)
-    _staff_checklist(index, area, report)
+        for uid, asdm in eb.asdms.items():
+            if not eb.fits(uid):
+                report.add(E, "staff.tail-mismatch", area.rel_path(asdm),
+                           f"ASDM {uid} sits in Calibration_{eb.tail} (its tail is {uid.tail})",
+                           f"move it to Calibration_{uid.tail}")
+            _check_asdm(index, area.rel_path(asdm), uid, report, None)
+    _staff_checklist(area, report)
 
 
-def _staff_checklist(index: TreeIndex, area: StaffArea, report: Report) -> None:
+def _staff_checklist(area: StaffArea, report: Report) -> None:
     """The final checklist of the `check` command (scripts, logs, qa2, README, images), under this root."""
     from .staff import check_area
 
-    for finding in check_area(index.path(area.rel)).findings:
+    for finding in check_area(area).findings:
         finding.path = join(area.rel, finding.path) if area.rel else finding.path
         report.findings.append(finding)
 

@@ -19,9 +19,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..delivery.layout import StaffArea, StaffEb
 from ..delivery.report import Severity
-from ..delivery.staff import (CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, StaffArea, StaffEb, casa_logs,
-                              check_area, load_area)
+from ..delivery.staff import CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, casa_logs, check_area, load_area
+from ..units import human_size
 from ..errors import DiskSpaceError, PackagingError, UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, products_name, raw_name, readme_name
 from .tarballs import Entry, TarRecord, tar_size, tree_entries, write_parts, write_tar_record, write_tgz
@@ -163,7 +164,7 @@ def _out_folder(out: Path) -> Path:
 def _check_space(out: Path, need: int) -> None:
     free = shutil.disk_usage(out).free
     if free < need:
-        raise DiskSpaceError(f"{out} has {free / 1e9:.2f} GB free; the delivery needs {need / 1e9:.2f} GB",
+        raise DiskSpaceError(f"{out} has {human_size(free)} free; the delivery needs {human_size(need)}",
                              "free some space or choose another folder with --out")
 
 

@@ -13,6 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
+
 CATALOGUE_NAME = "catalogue.json"
 FILES_DIR = "files"
 
@@ -59,6 +61,23 @@ class Catalogue:
         data = json.loads((Path(folder) / CATALOGUE_NAME).read_text())
         files = [CatalogueFile(**{**f, "members": [TarMember(**m) for m in f["members"]]}) for f in data["files"]]
         return cls(data["project"], data["proprietary"], data["obscore"], files)
+
+
+def catalogue_from_manifests(project: str, obscore: list[dict], manifests: list[Path],
+                             proprietary: bool = False) -> Catalogue:
+    """The catalogue of packaged deliveries: their files and members from the ``package`` manifests
+    (each listed under the manifest's OUS), beside the project's ObsCore rows (which describe the
+    observations, so a re-packaged delivery keeps the rows the simulator wrote)."""
+    files = []
+    for path in manifests:
+        manifest = json.loads(Path(path).read_text())
+        if manifest["project"] != project:
+            raise UsageError(f"{path} is a manifest of {manifest['project']}, not {project}",
+                             "give the manifests of this project's packages")
+        files += [CatalogueFile(f["name"], f["semantics"], f["content_type"], f["size"], [manifest["ous"]],
+                                f["description"], [TarMember(**m) for m in f["members"]])
+                  for f in manifest["files"]]
+    return Catalogue(project, proprietary, obscore, files)
 
 
 def find_projects(root: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ..archive.client import mirror_list
 from ..archive.model import ArchiveFile, ProjectView
+from ..units import human_size
 from ..errors import DiskSpaceError, UsageError
 from ..ids import TarballKind
 from .journal import DOWNLOADED, EXTRACTED, Journal
@@ -121,11 +122,7 @@ def check_space(plan: DownloadPlan, dest: Path, untar: bool = True, journal: Jou
     check = SpaceCheck(download, unpack, free)
     if check.needed > free:
         raise DiskSpaceError(
-            f"{dest} has {_gb(free)} free but the download needs {_gb(download)} plus {_gb(unpack)} unpacked",
+            f"{dest} has {human_size(free)} free but the download needs {human_size(download)} plus {human_size(unpack)} unpacked",
             "free some space, choose another --dest, or fetch less with --what",
         )
     return check
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"

@@ -1,0 +1,122 @@
+"""Issue 11's done-criterion: a whole round trip with the real parts.
+
+simulate (cached) -> restore -> image -> prepare the staff area and fill it from those results ->
+check -> package -> serve the tarballs with the local archive -> query -> download -> validate (no
+errors) -> restore again (calibrated MSs produced from the re-packaged delivery).
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from almadeliver.archive.client import ArchiveClient
+from almadeliver.archive.projectview import query
+from almadeliver.archive.tap import Selection
+from almadeliver.casa import imaging
+from almadeliver.casa.restore import plan_restore, restore
+from almadeliver.delivery.layout import find_members
+from almadeliver.delivery.report import Severity
+from almadeliver.delivery.staff import check_area, prepare_area
+from almadeliver.delivery.validate import validate
+from almadeliver.errors import UsageError
+from almadeliver.ids import Uid
+from almadeliver.packaging.fromdelivery import staff_from_delivery
+from almadeliver.packaging.package import package_mous, parse_size
+from almadeliver.sim.catalogue import FILES_DIR, Catalogue, catalogue_from_manifests
+from almadeliver.sim.server import LocalArchive
+from almadeliver.transfer.download import TransferConfig, download
+from almadeliver.transfer.plan import make_plan, parse_what
+
+PROJECT = "2017.1.00123.S"          # the demo's project: one MOUS, 2 EBs (flux calibration + combination)
+
+
+@pytest.mark.slow
+def test_round_trip(simulated, unpack, tmp_path):
+    simulated_project = simulated(PROJECT, ebs=2)
+    [member] = find_members(unpack(simulated_project, tmp_path / "delivered"))
+    ebs = member.ebs_in_scripts
+    assert len(ebs) == 2
+
+    restored = restore(plan_restore(member.path, spacesaving=1))
+    imaged = imaging.run(imaging.plan(member.path), tmp_path / "images")
+    assert not imaged.failures and len(imaged.comparisons) == 2
+
+    # the staff area, filled from those results, passes the final checklist
+    area = prepare_area(member.mous, ebs, tmp_path / "staff")
+    fill = staff_from_delivery(member.path, imaged.out, area, restored.casa_log)
+    report = check_area(area)
+    assert report.ok(), [(f.path, f.message) for f in report.of(Severity.ERROR)]
+    assert {f.check for f in report.findings if f.severity is Severity.INFO} >= {
+        "staff.eb.script", "staff.eb.log", "staff.eb.qa2", "staff.combination.log",
+        "staff.combination.fluxcal-script", "staff.imaging.log", "staff.imaging.pbcor", "staff.imaging.flux"}
+    assert "Combination/calibrated/calibrated.ms" in fill.placed
+    for eb in ebs:                             # each EB's log is its own part of the restore log
+        [log] = (area / f"Calibration_{eb.archive.rsplit('/', 2)[1]}_{eb.tail}").glob("casa-*.log")
+        assert f"Processing ASDM {eb.disk}" in log.read_text() and "Step 13 " in log.read_text()
+
+    # package into an archive folder, published with the simulator's ObsCore rows for this project
+    root = tmp_path / "archive"
+    template = resources.files("almadeliver.sim").joinpath("templates", "scriptForPI.py")
+    packaged = package_mous(area, PROJECT, member.sg.archive, member.gous.archive, root / PROJECT / FILES_DIR,
+                            parse_size("10GB"), raw=member.path / "raw", script_for_pi=Path(str(template)))
+    assert not packaged.warnings
+    obscore = Catalogue.load(simulated_project).obscore
+    catalogue_from_manifests(PROJECT, obscore, [packaged.manifest]).save(root / PROJECT)
+
+    with LocalArchive(root) as archive:
+        view = query(Selection.from_ids([PROJECT]), ArchiveClient(archive.url))
+        [project] = view.projects
+        [mous] = project.mous
+        assert mous.uid == member.mous.archive and sorted(mous.ebs) == [eb.archive for eb in ebs]
+        assert mous.sg == member.sg.archive
+        plan = make_plan(view, parse_what("products,auxiliary,raw,readme"))
+        assert sorted(f.name for f in plan.files) == sorted(f.name for f in packaged.files)
+        fetched = download(plan, tmp_path / "download", TransferConfig(progress=False))
+    assert fetched.ok, [(f.name, f.error) for f in fetched.failed]
+
+    tree = tmp_path / "download" / PROJECT
+    findings = validate(tree)
+    assert findings.ok(), [(f.check, f.path, f.message) for f in findings.of(Severity.ERROR)]
+    [again] = find_members(tree)
+    assert again.ebs_in_raw == again.ebs_in_scripts == ebs
+    assert (again.path / "script" / "scriptForPI.py").read_text() == template.read_text()
+    readme = (again.path / "README").read_text()
+    assert "Project code: 2017.1.00123.S" in readme and "Re-processing: calibrated data restored" in readme
+
+    second = restore(plan_restore(again.path, spacesaving=1))
+    assert sorted(second.calibrated_ebs) == sorted(eb.disk for eb in ebs)
+    assert (again.path / "calibrated" / "calibrated.ms" / "table.dat").is_file()
+    assert {p.name for p in second.measurement_sets} == {"calibrated.ms"} | {f"{eb.disk}.ms.split.cal" for eb in ebs}
+
+    # what came back is what was packaged: the re-made images, byte for byte
+    for name in (c.fits for c in imaged.comparisons):
+        assert (again.path / "product" / name).read_bytes() == (imaged.out / name).read_bytes()
+    [aux] = [f for f in json.loads(packaged.manifest.read_text())["files"] if f["semantics"] == "#auxiliary"]
+    names = {m["path"].rsplit("/", 2)[-2] + "/" + m["path"].rsplit("/", 1)[-1] for m in aux["members"]}
+    assert names >= {f"{folder}/{eb.disk}{suffix}" for eb in ebs for folder, suffix in (
+        ("calibration", ".calibration.tgz"), ("calibration", ".calibration.plots.tgz"), ("log", ".log.tgz"),
+        ("script", ".ms.scriptForCalibration.py"), ("qa", "__textfile.txt"))}
+    assert names >= {"calibration/allFluxes.txt", "log/calibrated.log.tgz", "log/Imaging.log.tgz",
+                     "script/scriptForFluxCalibration.py", "script/scriptForImaging.py"}
+
+
+def test_fill_refuses_what_it_cannot_use(simulated, unpack, tmp_path, capsys):
+    """prepare --from-delivery: an unrestored member, EBs that do not match, a manifest of another project."""
+    from almadeliver.cli import main
+
+    [member] = find_members(unpack(simulated(PROJECT, ebs=2), tmp_path / "delivered"))
+    ebs = [eb.archive for eb in member.ebs_in_scripts]
+    args = ["prepare", member.mous.archive, "--from-delivery", str(member.path)]
+    (member.path / "calibrated").mkdir()
+    assert main(args + ["--root", str(tmp_path / "one"), "--eb", ebs[0]]) == 2
+    assert "does not match the delivery's EBs" in capsys.readouterr().err
+    (member.path / "calibrated").rmdir()
+    assert main(args + ["--root", str(tmp_path / "two"), "--eb", ebs[0], "--eb", ebs[1]]) == 1
+    assert "is not restored (no calibrated/)" in capsys.readouterr().err
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"project": "2019.1.00001.S", "ous": member.mous.archive, "files": []}))
+    with pytest.raises(UsageError, match="not 2017.1.00123.S"):
+        catalogue_from_manifests(PROJECT, [], [manifest])
