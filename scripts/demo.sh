@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # make demo: the whole mission end to end on the embedded local archive (no internet):
 # simulate -> serve -> query -> download -> validate -> restore -> image, then a summary.
+# A manual project first, then a pipeline one (restored natively with modular CASA).
 set -euo pipefail
 OUT=$(mkdir -p "${DEMO_OUT:-demo-output}" && cd "${DEMO_OUT:-demo-output}" && pwd)
 rm -rf "${OUT:?}"/*
 export ALMADELIVER_HOME="$OUT/home"
 PROJECT=2017.1.00123.S
+PIPELINE=2019.1.00789.S
 steps=()
 step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; steps+=("$(printf '%-10s %4ss  %s' "$name" $((SECONDS - t0)) "$*")"); }
 
@@ -13,6 +15,7 @@ step casa-info almadeliver casa-info --check
 
 # 1. a small ALMA project (2 EBs, manual calibration) made with real CASA, as the archive ships it
 step simulate almadeliver simulate "$PROJECT" --out "$OUT/archive" --ebs 2
+step simulate almadeliver simulate "$PIPELINE" --out "$OUT/archive" --flavour pipeline
 
 # 2. the local ALMA archive serves it on 127.0.0.1 (TAP, DataLink, dataPortal)
 PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -53,6 +56,14 @@ step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-
 step check almadeliver check "$OUT/staff/$MOUS"
 step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$SG" --group "$GOUS" \
     --raw "$MEMBER/raw" --out "$OUT/packaged"
+
+# 9. the pipeline project: query, download (raw data included), restore (auto: no monolithic CASA with
+#    the pipeline here, so the native engine runs hifa_restoredata's steps), the delivered images
+step query almadeliver query "$PIPELINE"
+step download almadeliver download "$PIPELINE" --dest "$OUT/download" --what products,auxiliary,raw,readme
+PIPE_MEMBER=$(ls -d "$OUT/download/$PIPELINE"/science_goal.*/group.*/member.* | head -n 1)
+step restore almadeliver restore "$PIPE_MEMBER" --engine auto
+step image almadeliver image "$PIPE_MEMBER" --list
 
 echo
 echo "==> summary"

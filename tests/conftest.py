@@ -95,3 +95,12 @@ def unpack_delivery(project_dir: Path, dest: Path) -> Path:
 def unpack():
     """The ``unpack_delivery(project_dir, dest) -> Path`` helper, as a fixture."""
     return unpack_delivery
+
+
+PIPELINE_GROUP = "2019.1.00456.S"   # pipeline flavour, a 12m + 7m group (one EB each), proprietary
+
+
+@pytest.fixture(scope="session")
+def pipeline_group(simulated) -> Path:
+    """The simulated pipeline project shared by the sim, native restore and image tests."""
+    return simulated(PIPELINE_GROUP, flavour="pipeline", group_12m_7m=True, proprietary=True)

@@ -121,6 +121,54 @@ def test_spw_selection_narrows_the_aggregate_continuum(member):
     assert jobs[0].tclean["spw"] == ["0:229.9~230.0GHz;230.01~230.02GHz"]
 
 
+EB2 = "uid___A002_Xab_X13"
+# Real pipeline spw ids (17, 19, 21): .ms.split.cal keeps the science spws, numbered from 0.
+SPLIT_LOG = f"""\
+tclean(vis=['{EB}_targets.ms', '{EB2}_targets.ms'], field='src', spw=['19', '19'],
+       imagename='{MOUS}.s36_0.src_sci.spw19.cube.I.iter1', specmode='cube', niter=10)
+tclean(vis=['{EB}_targets.ms', '{EB2}_targets.ms'], field='src', spw='17:229.9~230.0GHz;230.01~230.02GHz,21',
+       imagename='{MOUS}.s38_0.src_sci.spw17_21.cont.I.iter1', specmode='mfs', niter=10)
+"""
+CALAPPLY = ("applycal(vis='{eb}.ms', field='J1924-2914', intent='AMPLITUDE,BANDPASS', spw='17,19,21,25', "
+            "gaintable=['a.tbl'])\n"
+            "applycal(vis='{eb}.ms', field='src', intent='TARGET', spw='17,19,21', gaintable=['a.tbl'])\n")
+
+
+@pytest.fixture
+def split_member(tmp_path):
+    """A pipeline member restored at SPACESAVING 2 for EB (only .ms.split.cal) and 1 for EB2 (working/)."""
+    m = tmp_path / f"member.{MOUS}"
+    for sub in ("log", "product", "calibration", "calibrated/working"):
+        (m / sub).mkdir(parents=True)
+    (m / "log" / f"member.{MOUS}.casa_commands.log").write_text(SPLIT_LOG)
+    for eb in (EB, EB2):
+        (m / "calibration" / f"{eb}.ms.calapply.txt").write_text(CALAPPLY.format(eb=eb))
+        (m / "calibrated" / f"{eb}.ms.split.cal").mkdir()
+    (m / "calibrated" / "working" / f"{EB2}.ms").mkdir()
+    (m / "product" / f"member.{MOUS}.src_sci.spw19.cube.I.pbcor.fits").write_bytes(b"")
+    return m
+
+
+def test_spws_are_renumbered_for_split_cal_and_kept_for_working_ms(split_member):
+    cube, cont = imaging.plan_images(split_member)
+    split, working = str(split_member / "calibrated" / f"{EB}.ms.split.cal"), \
+        str(split_member / "calibrated" / "working" / f"{EB2}.ms")
+    assert cube.tclean["vis"] == [split, working] and cube.tclean["spw"] == ["1", "19"]
+    # one selection for both MSs becomes one per MS, channel/frequency ranges kept
+    assert cont.tclean["spw"] == ["0:229.9~230.0GHz;230.01~230.02GHz,2", "17:229.9~230.0GHz;230.01~230.02GHz,21"]
+    assert cube.spws == ["19"] and cont.spws == ["17", "21"]          # the user still speaks pipeline ids
+    # delivered products carry the member. prefix: the new ones get the same names
+    assert cube.name == f"member.{MOUS}.src_sci.spw19.cube.I"
+    assert cube.delivered[f"member.{MOUS}.src_sci.spw19.cube.I.pbcor.fits"] is not None
+    assert imaging.plan_images(split_member, Overrides(spw="21"))[0].tclean["spw"] == ["2", "21"]
+
+
+def test_split_cal_without_calapply_cannot_be_mapped(split_member):
+    (split_member / "calibration" / f"{EB}.ms.calapply.txt").unlink()
+    with pytest.raises(TreeError, match=rf"cannot map the pipeline's spw ids onto {EB}.ms.split.cal"):
+        imaging.plan_images(split_member)
+
+
 @pytest.mark.parametrize("ov,msg", [
     (Overrides(spw="7"), r"spw 7 is not among the imaged spws of this delivery \(0, 1\)"),
     (Overrides(field="nope"), r"field 'nope' is not among the imaged fields of this delivery \(src\)"),

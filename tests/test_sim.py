@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from almadeliver.archive.obscore import COLUMN_NAMES
+from almadeliver.casa.imaging import product_name
 from almadeliver.casa.runtime import run_in_casa
+from almadeliver.delivery.commandslog import product_tclean_calls, read_commands
 from almadeliver.errors import CasaError
 from almadeliver.ids import DeliveryFileName, TarballKind, Uid
 from almadeliver.sim.catalogue import Catalogue
@@ -204,13 +206,12 @@ def test_cycle0_delivery_is_one_project_wide_set_attached_to_every_eb(simulated,
 
 
 @pytest.mark.slow
-def test_pipeline_group_12m_7m_proprietary(simulated, unpack, tmp_path):
+def test_pipeline_group_12m_7m_proprietary(pipeline_group, unpack, tmp_path):
     """Pipeline flavour, a 12m + 7m group, proprietary: the files the restore stage consumes."""
     import ast
     import tarfile
 
-    code = "2019.1.00456.S"
-    project = simulated(code, flavour="pipeline", group_12m_7m=True, proprietary=True)
+    code, project = pipeline_group.name, pipeline_group
     cat = Catalogue.load(project)
     plan = make_plan(code, flavour="pipeline", group_12m_7m=True, proprietary=True)
     assert cat.proprietary and {r["data_rights"] for r in cat.obscore} == {"Proprietary"}
@@ -242,11 +243,11 @@ def test_pipeline_group_12m_7m_proprietary(simulated, unpack, tmp_path):
             assert (member / "raw" / f"{eb.disk}.asdm.sdm" / "ASDM.xml").is_file()
         assert (cal / f"{prefix}.cont.dat").read_text().startswith("Field: ")
         assert (cal / f"{prefix}.pipeline_manifest.xml").is_file()
-        log = (member / "log" / f"{prefix}.hifa_calimage.casa_commands.log").read_text()
-        tcleans = re.findall(r"^tclean\(.*?\)$", log, flags=re.S | re.M)
-        assert len(tcleans) == 2 and all("\n" in t for t in tcleans)   # calls spanning several lines
-        made = {re.search(r"imagename='([^']+)\.iter1'", t).group(1) for t in tcleans}
-        assert made == {p.name[:-len(".pbcor.fits")] for p in (member / "product").glob("*.pbcor.fits")}
+        calls = read_commands(member / "log" / f"{prefix}.casa_commands.log")
+        assert any("\n" in c.text for c in calls)          # calls spanning several lines
+        made = {product_name(c.kwargs["imagename"]) for c in product_tclean_calls(calls)}
+        products = {p.name for p in (member / "product").glob("*pbcor.fits")}
+        assert {f"member.{m}" for m in made} == {re.sub(r"(\.tt0)?\.pbcor\.fits$", "", p) for p in products}
         for name in ("scriptForPI.py", "hifa_calimage.casa_pipescript.py",
                      "hifa_calimage.casa_piperestorescript.py", "pprequest.xml"):
             assert (member / "script" / f"{prefix}.{name}").is_file()

@@ -259,6 +259,40 @@ def restored_mss(member: Path) -> Restored:
     return Restored(by_eb, combined)
 
 
+def split_spw_map(member: Path, eb: str) -> dict[str, str]:
+    """Pipeline spw id -> spw id in ``<EB>.ms.split.cal``.
+
+    The split keeps the science spws (those of the TARGET applycal lines in ``<EB>.ms.calapply.txt``)
+    and renumbers them from 0 in increasing order, so pipeline spw 19 of science spws 17,19,21 is 1."""
+    from ..delivery.calapply import read_calapply
+
+    found = sorted((Path(member) / "calibration").glob(f"*{eb}.ms.calapply.txt"))
+    science = sorted({s for c in (read_calapply(found[0]) if found else []) if "TARGET" in c.intent.split(",")
+                      for s in spw_ids(c.spw)}, key=int)
+    if not science:
+        raise TreeError(f"cannot map the pipeline's spw ids onto {eb}.ms.split.cal: no TARGET applycal line "
+                        f"with spws in calibration/{eb}.ms.calapply.txt",
+                        f"restore with SPACESAVING below 2 to keep calibrated/working/{eb}.ms")
+    return {old: str(new) for new, old in enumerate(science)}
+
+
+def remap_spw(spw: str, mapping: dict[str, str] | None, ms: str) -> str:
+    """A spw selection ('17:1~9;20~30,19', '') with its spw ids renumbered by ``mapping`` (None: as is)."""
+    if mapping is None:
+        return spw
+    parts = []
+    for part in str(spw).split(","):
+        m = re.match(r"(\s*)(\d+)(.*)$", part, flags=re.S)
+        if m is None:
+            parts.append(part)
+        elif m.group(2) not in mapping:
+            raise TreeError(f"spw {m.group(2)} of a delivered tclean call is not in {Path(ms).name} "
+                            f"(science spws {', '.join(mapping)})", "restore the data again with SPACESAVING 0 or 1")
+        else:
+            parts.append(m.group(1) + mapping[m.group(2)] + m.group(3))
+    return ",".join(parts)
+
+
 def commands_log(member: Path) -> Path | None:
     logs = sorted((Path(member) / "log").glob("*casa_commands.log"))
     return logs[0] if logs else None
@@ -287,21 +321,49 @@ def member_source(member: Path, source: str = "auto") -> str:
     raise UsageError(f"--from {source} is unknown", "use auto, pipeline or script")
 
 
-def rewrite_vis(vis: Any, restored: Restored, member: Path) -> list[str]:
-    """The pipeline's vis names pointed at the restored MSs (matched by EB uid)."""
-    out: list[str] = []
-    for v in (vis if isinstance(vis, (list, tuple)) else [vis]):
+def rewrite_vis(vis: Any, spw: Any, restored: Restored, member: Path) -> tuple[list[str], Any]:
+    """The pipeline's vis names pointed at the restored MSs (matched by EB uid), and its spw selection
+    renumbered for each MS that is an ``<EB>.ms.split.cal`` (``split_spw_map``). A spw list with one
+    entry per vis stays one entry per MS; a single selection becomes one per MS when the MSs need
+    different numbers."""
+    names = list(vis) if isinstance(vis, (list, tuple)) else [vis]
+    per_vis = isinstance(spw, (list, tuple)) and len(spw) == len(names)
+    mss: list[str] = []
+    spws: list[str] = []
+    maps: list[dict[str, str] | None] = []
+    for i, v in enumerate(names):
         m = _EB_RE.search(str(v))
+        mapping = None
         if m and m.group(0) in restored.by_eb:
             ms = str(restored.by_eb[m.group(0)])
+            if ms.endswith(".ms.split.cal"):
+                mapping = split_spw_map(member, m.group(0))
         elif m is None and restored.combined is not None:
             ms = str(restored.combined)
         else:
             raise TreeError(f"no restored MS for {v} under {Path(member) / 'calibrated'}",
                             f"restore the data first: almadeliver restore {member}")
-        if ms not in out:
-            out.append(ms)
-    return out
+        if ms in mss:
+            continue
+        mss.append(ms)
+        maps.append(mapping)
+        if per_vis:
+            spws.append(remap_spw(spw[i], mapping, ms))
+    if per_vis:
+        return mss, spws
+    if all(mp == maps[0] for mp in maps):
+        return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))
+                     else remap_spw(spw, maps[0], mss[0]))
+    one = ",".join(spw) if isinstance(spw, (list, tuple)) else spw
+    return mss, [remap_spw(one, mp, ms) for mp, ms in zip(maps, mss)]
+
+
+def _product_base(member: Path, name: str) -> str:
+    """The product base as delivered: recent pipeline deliveries prefix it with ``member.``."""
+    prefixed = f"member.{name}"
+    if any(p.name.startswith(prefixed + ".") for p in (Path(member) / "product").glob(f"{prefixed}.*")):
+        return prefixed
+    return name
 
 
 def delivered_product(member: Path, fits_name: str) -> Path | None:
@@ -339,10 +401,12 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
                 kw["spw"] = _narrow_spw(kw.get("spw", ""), set(keep))
                 name = re.sub(r"\.spw[\d_]+\.", f".spw{'_'.join(keep)}.", name, count=1)
                 spws = keep
+        name = _product_base(member, name)
         kw["imagename"] = name + ".iter1"
         kw["pbcor"] = True
         if check_vis:
-            kw["vis"] = rewrite_vis(kw.get("vis", ""), restored or restored_mss(member), member)
+            kw["vis"], kw["spw"] = rewrite_vis(kw.get("vis", ""), kw.get("spw", ""),
+                                               restored or restored_mss(member), member)
         kw, changed = apply_overrides(kw, kind, ov)
         exports = export_names(name, kw)
         jobs.append(ImagingJob(
@@ -581,7 +645,9 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
             run = runs.setdefault((vis, job.field), {
                 "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
                 "ranges": {}})
-            run["ranges"].update(spw_ranges)
+            eb = _EB_RE.match(Path(vis).name)
+            mapping = split_spw_map(member, eb.group(0)) if eb and vis.endswith(".ms.split.cal") else None
+            run["ranges"].update({remap_spw(s, mapping, vis): r for s, r in spw_ranges.items()})
             job.contsub.append(run)
             new_vis.append(run["outputvis"])
         job.changed["vis"] = [job.tclean["vis"], new_vis]
@@ -818,8 +884,10 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> d
 
 
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
-    """uvcontsub of one MS and field, fitted on the channels whose frequency (in cont.dat's frame) lies in its ranges."""
+    """uvcontsub of one MS and field (its calibrated column), fitted on the channels whose frequency (in
+    cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub
+    from casatools import table
 
     fitspec = []
     for spw, ranges in run["ranges"].items():
@@ -832,9 +900,13 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
     if Path(run["outputvis"]).exists():
         shutil.rmtree(run["outputvis"])
+    tb = table()
+    tb.open(run["vis"])
+    column = "corrected" if "CORRECTED_DATA" in tb.colnames() else "data"   # working/<EB>.ms vs split MSs
+    tb.close()
     # no spw selection: the output keeps the delivered spw ids (spws without ranges are fitted on all channels)
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
-              fitorder=1)
+              fitorder=1, datacolumn=column)
     return {"fitspec": ",".join(fitspec)}
 
 

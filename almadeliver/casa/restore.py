@@ -25,10 +25,12 @@ from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
+from .native_restore import native_restore
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
 from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
 
 LEVELS = (0, 1, 2, 3, -1)
+ENGINES = ("auto", "native", "casa")
 WORK = "almadeliver-restore"            # our folder in the member: logs, driver, resume holding area
 _SCRIPT_ID_RE = re.compile(r"\$Id: scriptForPI\.py,v (\d+\.\d+)|^scriptversion\s*=\s*['\"]([^'\"]+)['\"]", re.M)
 _PY2_MARKS = re.compile(r"^\s*print\s+[^\s(=]|\.has_key\(|^\s*except\s+[\w.]+\s*,\s*\w+\s*:|^\s*exec\s+['\"]", re.M)
@@ -75,7 +77,7 @@ class RestorePlan:
     dosplit: bool
     script: ScriptInfo | None
     readme_casa: str | None               # "CASA version used for reduction" in the README
-    engine: str                           # "modular" | "monolithic" | "none" (Cycle 0)
+    engine: str                           # "modular" | "monolithic" | "native" (pipeline) | "none" (Cycle 0)
     casa: MonolithicCasa | None
     resume: bool
     finished: list[str] = field(default_factory=list)   # EBs whose .ms.split.cal is kept (resume)
@@ -135,8 +137,14 @@ def finished_ebs(calibrated: Path, ebs: list[str]) -> list[str]:
 
 
 def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
-                 casa: str | Path | None = None, resume: bool = False) -> RestorePlan:
-    """Look at a member folder and decide how (and whether) to restore it; nothing is written."""
+                 casa: str | Path | None = None, resume: bool = False, engine: str = "auto") -> RestorePlan:
+    """Look at a member folder and decide how (and whether) to restore it; nothing is written.
+
+    ``engine``: ``casa`` runs scriptForPI; ``native`` restores a pipeline delivery with
+    ``native_restore`` (modular CASA); ``auto`` is native for pipeline deliveries when no
+    monolithic CASA with the pipeline is available, else ``casa``."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
     if spacesaving is not None and spacesaving not in LEVELS:
         raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
     member = _one_member(Path(member_dir).resolve())
@@ -148,11 +156,11 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     if member.flavour is Flavour.CYCLE0:
         plan.engine = "none"
         return plan
-    plan.refusal = _refusal(plan, casa)
+    plan.refusal = _refusal(plan, casa, engine)
     return plan
 
 
-def _refusal(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | None:
+def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """The first reason not to run, in the order a user should fix them."""
     m = plan.member
     if not m.has_raw:
@@ -178,7 +186,7 @@ def _refusal(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | N
                               f"move {plan.calibrated} away and restore again")
         plan.finished = finished_ebs(plan.calibrated, ebs)
     plan.todo = [eb for eb in ebs if eb not in plan.finished]
-    engine_problem = _choose_engine(plan, casa)
+    engine_problem = _choose_engine(plan, casa, engine)
     if engine_problem:
         return engine_problem
     if not plan.estimate.fits(plan.spacesaving):
@@ -186,7 +194,7 @@ def _refusal(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | N
     return None
 
 
-def _choose_engine(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverError | None:
+def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """Modular CASA through the shim, unless a monolithic casa is named or needed (Python 2, pipeline)."""
     named = find_monolithic_casa(casa) if (casa or os.environ.get("ALMADELIVER_CASA")) else None
     python2 = plan.script is not None and plan.script.python2
@@ -200,12 +208,18 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None) -> AlmadeliverErr
                 f"scriptForPI.py v{plan.script.version or '?'} is Python 2 (CASA 4/5 era); it cannot run in "
                 f"CASA 6{found}",
                 f"install {asked} (monolithic, from casa.nrao.edu) and give it with --casa PATH")
+    if engine == "native" and not pipeline:
+        return UsageError(f"--engine native restores pipeline deliveries; {plan.path} is "
+                          f"{plan.member.flavour.value}", "use --engine casa (or auto)")
+    if pipeline and (engine == "native" or (engine == "auto" and (mono is None or not mono.has_pipeline))):
+        plan.engine = "native"
+        return None
     if pipeline and (mono is None or not mono.has_pipeline):
         found = f"{mono.executable} has no pipeline" if mono else "no monolithic CASA found"
         return CasaNotFoundError(
             f"this is a pipeline delivery: its restore needs hifa_restoredata, which ships only with "
             f"monolithic CASA started with --pipeline ({found})",
-            f"install {asked} with the pipeline and give it with --casa PATH")
+            f"install {asked} with the pipeline and give it with --casa PATH, or use --engine native")
     if mono is not None:
         plan.engine, plan.casa = "monolithic", mono
     return None
@@ -389,7 +403,13 @@ def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = 
             kept = []
             with DiskSampler(plan.calibrated, interval=interval) as sampler:
                 try:
-                    run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log, line_seen)
+                    if plan.engine == "native":
+                        native = native_restore(plan.member, plan.spacesaving, dosplit=plan.dosplit,
+                                                on_line=line_seen)
+                        casa_log = native.casa_log
+                    else:
+                        run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log,
+                                   line_seen)
                 except CasaError as exc:
                     raise CasaError(exc.message, f"see the script output {out_log} and the CASA log {casa_log}") from None
         seconds = time.monotonic() - start
@@ -399,8 +419,9 @@ def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = 
         why = f" ({failures[-1]})" if failures else ""
         raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}",
                         f"see the script output {out_log} and the CASA log {casa_log}")
-    mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms"))
-                 or (plan.member.flavour is Flavour.PIPELINE and p.name.endswith(".ms")))
+    mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms")))
+    if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
+        mss += sorted((plan.calibrated / "working").glob("*.ms"))
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
                          du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo))
 
@@ -525,9 +546,10 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
                        workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
 
 
-def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> dict[str, dict]:
+def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
-    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE."""
+    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in DATA
+    (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms."""
     import casatools
     import numpy as np
 
@@ -542,6 +564,8 @@ def phase_scatter_in_casa(measurement_sets: list[str], column: str = "DATA") -> 
             raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
         tb = casatools.table()
         tb.open(ms)
+        column = "CORRECTED_DATA" if os.path.basename(os.path.dirname(os.path.abspath(ms))) == "working" \
+            and "CORRECTED_DATA" in tb.colnames() else "DATA"
         phases = []
         for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
             sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")

@@ -26,7 +26,9 @@ def _show_plan(plan: RestorePlan) -> None:
     if plan.script:
         typer.echo(f"scriptForPI  {plan.script.path.name} v{plan.script.version or '?'} "
                    f"(Python {2 if plan.script.python2 else 3}); README asks for CASA {plan.readme_casa or '?'}")
-    if plan.engine == "monolithic" and plan.casa:
+    if plan.engine == "native":
+        typer.echo("CASA         modular casatools/casatasks, native pipeline restore (hifa_restoredata steps)")
+    elif plan.engine == "monolithic" and plan.casa:
         typer.echo(f"CASA         monolithic {plan.casa.executable} (version {plan.casa.version or '?'})")
     else:
         typer.echo("CASA         modular casatools/casatasks, through the legacy shim")
@@ -61,13 +63,17 @@ def restore_cmd(
     dosplit: bool = typer.Option(False, "--dosplit", help="Pipeline data: also split the science spws into "
                                  "<EB>.ms.split.cal (scriptForPI's DOSPLIT)."),
     casa: Optional[str] = CasaOption,
+    engine: str = typer.Option("auto", "--engine", help="native: restore a pipeline delivery with modular CASA "
+                               "(the hifa_restoredata steps); casa: run scriptForPI; auto: native for pipeline "
+                               "deliveries when no monolithic CASA with the pipeline is found, else casa."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the disk need; run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
     concat: bool = typer.Option(False, "--concat", help="Cycle 0: concatenate the delivered *.ms.split.cal "
                                 "into calibrated/calibrated.ms."),
 ) -> None:
     """Restore the calibrated measurement sets of a delivery with its own scriptForPI.py."""
-    plan = plan_restore(member_dir, spacesaving=spacesaving, dosplit=dosplit, casa=casa, resume=resume)
+    plan = plan_restore(member_dir, spacesaving=spacesaving, dosplit=dosplit, casa=casa, resume=resume,
+                        engine=engine)
     _show_plan(plan)
     if plan.already_calibrated:
         n = len(list(plan.calibrated.glob("*.ms.split.cal")))
@@ -88,8 +94,9 @@ def restore_cmd(
         typer.echo(f"dry run: would run {plan.script.path.name} with SPACESAVING={plan.spacesaving}"
                    + (" DOSPLIT=True" if dosplit else "") + f" in {plan.script.path.parent}")
         return
-    typer.echo(f"running {plan.script.path.name if plan.script else 'scriptForPI.py'} "
-               f"(SPACESAVING={plan.spacesaving}) ...")
+    what = "the native pipeline restore" if plan.engine == "native" else \
+        (plan.script.path.name if plan.script else "scriptForPI.py")
+    typer.echo(f"running {what} (SPACESAVING={plan.spacesaving}) ...")
     r = restore(plan, on_progress=_progress)
     typer.echo(f"restored in {r.seconds:.1f} s (SPACESAVING {r.spacesaving}, {r.engine} CASA)"
                + (f"; kept {len(r.kept)} EB(s) from the earlier run" if r.kept else ""))

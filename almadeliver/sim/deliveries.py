@@ -129,20 +129,23 @@ class _Builder:
         (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=False))
 
     def build_pipeline(self, index: int, mous: MousPlan) -> None:
+        """Simulate, reduce and write one pipeline member (sim/pipeline.py); the CORRECTED_DATA and FLAG
+        of every EB go to ``<project>/truth/<EB>.npz`` (kept with the project, never served)."""
         member = self.tree / member_path(self.plan, mous)
-        for folder in ("calibration", "qa", "log", "product", "script"):
-            (member / folder).mkdir(parents=True)
+        member.mkdir(parents=True)
         work = self.work / mous.disk
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), pipeline calibration and imaging in CASA")
-        result = run_in_casa("almadeliver.sim.pipeline:casa_build_mous",
-                             {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work)},
-                             workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
-        self.eb_info.update(result["observed"])
-        pipeline.write_texts(self.plan, mous, member)
+        res = run_in_casa("almadeliver.sim.pipeline:casa_build_mous",
+                          {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
+                           "truth_dir": str(self.stage / "project" / pipeline.TRUTH_DIR)},
+                          workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
+        self.eb_info.update(res["observed"])
+        pipeline.write_member_files(member, res, project=self.plan.code, mous=mous.disk, gous=self.plan.gous_uid,
+                                    sb_name=mous.sb_name, work=work / "working")
         images = [_image_stats(p) for p in sorted((member / "product").glob("*.pbcor.fits"))]
-        notes = qa2_notes(self.plan, result["qa"], images)
+        notes = qa2_notes(self.plan, res["qa"], images)
         parked = self.work / f"{mous.disk}.raw"
-        (member / "raw").rename(parked)
+        (member / "raw").rename(parked)  # the README's tree shows the delivery without raw/
         tree = tree_text(self.tree / self.plan.code, self.plan.code)
         parked.rename(member / "raw")
         (member / "README").write_text(readme_text(self.plan, mous, notes, tree, pipeline=True))
@@ -284,10 +287,10 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         builder = _Builder(plan, stage, on_line)
         if flavour == "manual":
             rows = _build_manual(builder)
-        elif flavour == "cycle0":
-            rows = _build_cycle0(builder)
-        else:
+        elif flavour == "pipeline":
             rows = _build_pipeline(builder)
+        else:
+            rows = _build_cycle0(builder)
         catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
         project = stage / "project"
         catalogue.save(project)

@@ -1,24 +1,47 @@
-"""The pipeline delivery flavour: what the ALMA pipeline's exportdata writes for a MOUS.
+"""The pipeline flavour of a simulated delivery: a real calibration and imaging run, delivered as the
+ALMA pipeline delivers it.
 
-CASA side (``casa_build_mous``): simulate the EBs, import and calibrate each one on its full
-``<EB>.ms`` (pipeline-named caltables), apply the calibration with applycal calls that are recorded
-verbatim in ``<EB>.ms.calapply.txt``, save the ``Pipeline_Final`` flag version, and image with tclean
-calls that are recorded in ``casa_commands.log`` (multi-line, as CASA logs them). Parent side
-(``write_texts``): pprequest, pipescript, restorescript and manifest.
+``reduce_pipeline`` runs in a CASA child (``run_in_casa``) inside the run's ``working/`` folder,
+next to ``rawdata/`` (symlinks to the ASDMs), like a pipeline run. For every EB it imports the ASDM
+with the options hifa_importdata uses, flags (edge channels, the EB's flag template), sets the
+amplitude calibrator's model (flux.csv), solves bandpass, phase and amplitude gains, transfers the
+flux scale, runs the applycal calls it later writes to ``<EB>.ms.calapply.txt`` and saves the
+flags as ``Pipeline_Final``. Then it images the target (a cube per spw and a continuum image from
+the cont.dat channels) with the tclean calls it logs. Every CASA call is recorded as the pipeline's
+``casa_commands.log`` records it (long calls wrapped over several lines).
+
+``casa_build_mous`` (CASA child) simulates a MOUS's EBs and runs ``reduce_pipeline``; it stores the
+calibrated CORRECTED_DATA and FLAG arrays of every EB in ``truth_dir`` (``<EB>.npz``) so a restore
+can be compared with what the pipeline made. ``write_member_files`` (host side) then writes the
+member's pipeline files: script/, calibration/, log/, product/, qa/ with ALMA's names
+(``member.<MOUS>.`` prefix on MOUS-named files, as recent deliveries do).
+deliveries._Builder.build_pipeline drives both and writes the README.
+
+script/ holds ``member.<MOUS>.scriptForPI.py``: the same scriptForPI as manual deliveries
+(templates/scriptForPI.py), as ALMA ships one scriptForPI that takes the pipeline path (hifa_restoredata
+via the casa_piperestorescript, CASA started with --pipeline) when script/ has a piperestorescript
+and no scriptForCalibration.
 """
 from __future__ import annotations
 
-import gzip
-import os
 import shutil
 from pathlib import Path
+from string import Template
+from typing import Any
 
+from ..casa.commands import CommandRecorder
+from ..delivery.calapply import PIPELINE_INTENTS
+from ..delivery.calls import TaskCall
 from ..ids import Uid
 from ..packaging.tarballs import tree_entries, write_tgz
-from .manual import edge_channels, template
-from .plan import LINE_REST_HZ, MousPlan, ProjectPlan, refant
+from .manual import template
 
-FLAG_HEADER = """#
+PIPELINE_VERSION = "2024.1.0.8 (almadeliver simulation)"
+RECIPE = "hifa_calimage"
+CUBE_EDGE = 2             # channels left out of the cubes at each spw edge
+TRUTH_DIR = "truth"       # <project>/truth/<EB>.npz: what the simulation's calibration produced
+FLAG_HEADER = """\
+#
 # User flagging commands file for the calibration pipeline
 #
 # Examples
@@ -31,194 +54,385 @@ FLAG_HEADER = """#
 """
 
 
-def format_call(task: str, kwargs: dict, width: int = 100) -> str:
-    """A task call as CASA's commands log writes it: arguments wrapped over indented lines."""
-    parts = [f"{k}={v!r}" for k, v in kwargs.items()]
-    lines, line = [], f"{task}("
-    indent = " " * len(line)
-    for i, part in enumerate(parts):
-        piece = part + (", " if i < len(parts) - 1 else ")")
-        if len(line) + len(piece) > width and line.strip() != f"{task}(":
-            lines.append(line.rstrip())
-            line = indent
-        line += piece
-    lines.append(line)
+# -- how calls are written ----------------------------------------------------------------------------
+def calapply_line(kwargs: dict[str, Any]) -> str:
+    """One line of ``<EB>.ms.calapply.txt``: the applycal call with pipeline intent names."""
+    return TaskCall("applycal", kwargs, 0).render()
+
+
+# -- CASA side -------------------------------------------------------------------------------------------
+def _timerange(ms: str, scan: int) -> str:
+    """A flag template timerange (``YYYY/MM/DD/hh:mm:ss.s~...``) covering the first half of a scan."""
+    import casatools
+
+    msmd, qa = casatools.msmetadata(), casatools.quanta()
+    msmd.open(ms)
+    times = sorted(msmd.timesforscan(scan))
+    msmd.close()
+    half = times[: max(1, len(times) // 2)]
+
+    def fmt(t: float) -> str:
+        return qa.time(qa.quantity(t, "s"), form=["ymd"], prec=9)[0]
+    return f"{fmt(half[0] - 1.0)}~{fmt(half[-1] + 1.0)}"
+
+
+def _channels(ms: str, spw: int, field_id: int) -> tuple[list[float], list[float], float]:
+    """Channel frequencies of an spw: TOPO, LSRK (towards the field) and the channel width, in Hz."""
+    import casatools
+
+    msmd = casatools.msmetadata()
+    msmd.open(ms)
+    topo = list(msmd.chanfreqs(spw))
+    width = abs(float(msmd.chanwidths(spw)[0]))
+    msmd.close()
+    ms_tool = casatools.ms()
+    ms_tool.open(ms)
+    lsrk = list(ms_tool.cvelfreqs(spwids=[spw], fieldids=[field_id], mode="channel", outframe="LSRK"))
+    ms_tool.close()
+    return topo, lsrk, width
+
+
+def _line_free(ms: str, spw: int, field_id: int, line_hz: float, sigma_hz: float) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
+    """Line-free channel ranges of an spw (outside line +- 3 sigma) and the same ranges in LSRK Hz."""
+    topo, lsrk, width = _channels(ms, spw, field_id)
+    free = [abs(f - line_hz) > 3 * sigma_hz for f in topo]
+    chans, freqs, start = [], [], None
+    for i, ok in enumerate(free + [False]):
+        if ok and start is None:
+            start = i
+        elif not ok and start is not None:
+            chans.append((start, i - 1))
+            lo, hi = sorted((lsrk[start], lsrk[i - 1]))
+            freqs.append((lo - width / 2, hi + width / 2))
+            start = None
+    return chans, freqs
+
+
+def _field_id(ms: str, name: str) -> int:
+    import casatools
+
+    msmd = casatools.msmetadata()
+    msmd.open(ms)
+    fid = int(msmd.fieldsforname(name)[0])
+    msmd.close()
+    return fid
+
+
+def _cell_arcsec(ms: str) -> float:
+    """A fifth of the synthesized beam (lambda / longest baseline), rounded to 0.1 arcsec."""
+    import math
+
+    import casatools
+    import numpy as np
+
+    tb, msmd = casatools.table(), casatools.msmetadata()
+    tb.open(ms)
+    uvw = tb.getcol("UVW")
+    tb.close()
+    msmd.open(ms)
+    freq = max(float(np.max(msmd.chanfreqs(s))) for s in range(msmd.nspw()))
+    msmd.close()
+    beam = 299_792_458.0 / freq / float(np.max(np.hypot(uvw[0], uvw[1]))) * 180 / math.pi * 3600
+    return max(0.1, round(beam / 5, 1))
+
+
+def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dict[str, float],
+                    line: dict[str, float], truth_dir: str) -> dict:
+    """Calibrate and image the EBs (``eb``: {"eb": disk uid, "session": "session_1"}) in the current
+    folder (``working/``); ``rawdata/<EB>`` are the ASDMs. Returns the calls, the calapply lines,
+    cont.dat ranges, flux.csv rows, table names per session and the product images."""
+    import casatools
+    import numpy as np
+
+    run = CommandRecorder()
+    bp, ph, target = roles["bandpass"], roles["phase"], roles["target"]
+    out: dict[str, Any] = {"calapply": {}, "tables": {}, "flux": [], "templates": {}, "qa": [], "roles": roles,
+                           "sessions": {eb["eb"]: eb["session"] for eb in ebs}}
+    msnames = []
+    for eb in ebs:
+        uid, vis = eb["eb"], f"{eb['eb']}.ms"
+        msnames.append(vis)
+        run.stage(f"hifa_importdata(vis=['{uid}'], session=['{eb['session']}'])")
+        run("importasdm", asdm=f"../rawdata/{uid}", vis=vis, createmms=False, ocorr_mode="ca", lazy=False,
+            asis="Antenna Station Receiver Source CalAtmosphere CalWVR CorrelatorMode SBSummary",
+            process_caldevice=False, savecmds=True, outfile=f"{uid}.flagonline.txt", overwrite=False,
+            bdfflags=True, with_pointing_correction=True)
+        msmd = casatools.msmetadata()
+        msmd.open(vis)
+        spws = sorted(int(s) for s in msmd.spwsforintent("OBSERVE_TARGET#ON_SOURCE"))
+        nchan = {s: int(msmd.nchan(s)) for s in spws}
+        freqs = {s: float(np.mean(msmd.chanfreqs(s))) for s in spws}
+        antennas = list(msmd.antennanames())
+        target_scans = sorted(int(s) for s in msmd.scansforintent("OBSERVE_TARGET#ON_SOURCE"))
+        msmd.close()
+        spw_sel = ",".join(map(str, spws))
+        spw_tag = "spw" + "_".join(map(str, spws))
+        refant = ",".join(antennas)
+
+        run.stage("hifa_flagdata(pipelinemode='automatic')")
+        run("flagdata", vis=vis, mode="manual", autocorr=True, reason="autocorr", flagbackup=False)
+        edges = ",".join(f"{s}:0~0;{nchan[s] - 1}~{nchan[s] - 1}" for s in spws)
+        run("flagdata", vis=vis, mode="manual", spw=edges, reason="edgespw", flagbackup=False)
+        flagfile = f"{uid}_flagtemplate.txt"
+        bad_ant = antennas[-1]
+        Path(flagfile).write_text(
+            FLAG_HEADER + f"mode='manual' antenna='{bad_ant}' spw='{spws[-1]}' "
+            f"timerange='{_timerange(vis, target_scans[0])}' reason='amp_loss'\n")
+        out["templates"][uid] = flagfile
+        run.stage(f"hifa_flagtargets / hifa_flagdata(filetemplate='{flagfile}')")
+        run("flagdata", vis=vis, mode="list", inpfile=flagfile, reason="any", action="apply", flagbackup=False)
+
+        run.stage("hifa_fluxcalflag / hifa_importdata flux.csv: setjy of the amplitude calibrator")
+        for s in spws:
+            ratio = freqs[s] / flux["reffreq_hz"]
+            i_jy = round(flux["flux_jy"] * ratio ** flux["spix"], 4)
+            out["flux"].append({"ms": vis, "field": bp, "spw": s, "I": i_jy, "spix": flux["spix"]})
+            run("setjy", vis=vis, field=bp, spw=str(s), standard="manual",
+                fluxdensity=[i_jy, 0, 0, 0], spix=[flux["spix"]], reffreq=f"{freqs[s] / 1e9:.6f}GHz",
+                scalebychan=True, usescratch=True)
+
+        prefix = f"{vis}.hifa"
+        phaseup = f"{prefix}_bandpass.s6_2.{spw_tag}.solintint.gpcal.tbl"
+        bcal = f"{prefix}_bandpass.s6_3.{spw_tag}.channel.solintinf.bcal.tbl"
+        gp_int = f"{prefix}_timegaincal.s9_1.{spw_tag}.solintint.gpcal.tbl"
+        gp_inf = f"{prefix}_timegaincal.s9_2.{spw_tag}.solintinf.gpcal.tbl"
+        ga_inf = f"{prefix}_timegaincal.s9_3.{spw_tag}.solintinf.gacal.tbl"
+        fluxscaled = f"{prefix}_gfluxscale.s9_4.{spw_tag}.solintinf.fluxscale.gacal.tbl"
+        bp_intent = "CALIBRATE_BANDPASS#ON_SOURCE"
+        ph_intent = "CALIBRATE_PHASE#ON_SOURCE"
+        run.stage("hifa_bandpass(pipelinemode='automatic')")
+        run("gaincal", vis=vis, caltable=phaseup, field=bp, intent=bp_intent, spw=spw_sel, solint="int",
+            combine="", refant=refant, minsnr=3.0, calmode="p", gaintype="G")
+        run("bandpass", vis=vis, caltable=bcal, field=bp, intent=bp_intent, spw=spw_sel, solint="inf",
+            combine="scan", refant=refant, minsnr=3.0, bandtype="B", solnorm=True, gaintable=[phaseup])
+        run.stage("hifa_timegaincal(pipelinemode='automatic')")
+        cals = f"{bp},{ph}"
+        cal_intents = f"{bp_intent},{ph_intent}"
+        run("gaincal", vis=vis, caltable=gp_int, field=cals, intent=cal_intents, spw=spw_sel, solint="int",
+            refant=refant, minsnr=3.0, calmode="p", gaintype="G", gaintable=[bcal])
+        run("gaincal", vis=vis, caltable=gp_inf, field=ph, intent=ph_intent, spw=spw_sel, solint="inf",
+            refant=refant, minsnr=3.0, calmode="p", gaintype="G", gaintable=[bcal])
+        run("gaincal", vis=vis, caltable=ga_inf, field=cals, intent=cal_intents, spw=spw_sel, solint="inf",
+            refant=refant, minsnr=3.0, calmode="a", gaintype="T", gaintable=[bcal, gp_int])
+        run.stage("hifa_gfluxscale(pipelinemode='automatic')")
+        run("fluxscale", vis=vis, caltable=ga_inf, fluxtable=fluxscaled, reference=bp, transfer=ph)
+        out["tables"].setdefault(eb["session"], []).extend([bcal, gp_int, gp_inf, fluxscaled])
+
+        run.stage("hif_applycal(pipelinemode='automatic')")
+        applies = [
+            ("AMPLITUDE,BANDPASS", bp, [bcal, gp_int, fluxscaled], ["", bp, bp]),
+            ("PHASE", ph, [bcal, gp_int, fluxscaled], ["", ph, ph]),
+            ("TARGET", target, [bcal, gp_inf, fluxscaled], ["", ph, ph]),
+        ]
+        lines = []
+        for intent, fld, tables, gainfield in applies:
+            kwargs = dict(vis=vis, field=fld, intent=intent, spw=spw_sel, antenna="", gaintable=tables,
+                          gainfield=gainfield, spwmap=[[] for _ in tables],
+                          interp=["linear,linear"] + ["linear"] * (len(tables) - 1),
+                          calwt=[False] * len(tables), parang=False, applymode="calflagstrict",
+                          flagbackup=False)
+            lines.append(calapply_line(kwargs))
+            ms_intent = ",".join(PIPELINE_INTENTS[n] for n in intent.split(","))
+            run("applycal", **{**kwargs, "intent": ms_intent})
+        out["calapply"][uid] = lines
+        run.stage("hifa_exportdata: final flags")
+        run("flagmanager", vis=vis, mode="save", versionname="Pipeline_Final",
+            comment="Final flags saved at the end of the pipeline run", merge="replace")
+
+        tb = casatools.table()
+        tb.open(vis)
+        np.savez(Path(truth_dir) / f"{uid}.npz", corrected=tb.getcol("CORRECTED_DATA"), flag=tb.getcol("FLAG"),
+                 spw=np.array(spws))
+        sel = tb.query(f"FIELD_ID=={_field_id(vis, ph)} && DATA_DESC_ID=={spws[-1]}")
+        raw_phase = np.degrees(np.angle(np.ma.masked_array(sel.getcol("DATA"), sel.getcol("FLAG"))))
+        cal_phase = np.degrees(np.angle(np.ma.masked_array(sel.getcol("CORRECTED_DATA"), sel.getcol("FLAG"))))
+        sel.close()
+        tb.close()
+        out["qa"].append({"eb": uid, "phase_rms_deg": float(cal_phase.std()), "raw_phase_rms_deg": float(raw_phase.std())})
+        out.setdefault("spws", spws)
+
+    out["images"], out["contdat"] = _image(run, mous, msnames, roles, out["spws"], line)
+    out["commands"] = run.lines
+    return out
+
+
+def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str, str], spws: list[int],
+           line: dict[str, float]) -> tuple[list[dict], dict[int, list[tuple[float, float]]]]:
+    """Cubes per spw and a continuum image of the target; returns (images, cont.dat ranges)."""
+    target = roles["target"]
+    field_id = _field_id(msnames[0], target)
+    cell = f"{_cell_arcsec(msnames[0])}arcsec"
+    common = dict(vis=msnames, field=target, intent="OBSERVE_TARGET#ON_SOURCE", datacolumn="corrected",
+                  imsize=[64, 64], cell=[cell], stokes="I", gridder="standard", pblimit=0.2,
+                  weighting="briggs", robust=0.5, interactive=False, parallel=False)
+    contdat, cont_spw = {}, []
+    for s in spws:
+        chans, freqs = _line_free(msnames[0], s, field_id, line["freq_hz"], line["sigma_hz"])
+        if not chans:
+            continue
+        contdat[s] = freqs
+        whole = len(chans) == 1 and chans[0][0] == 0
+        cont_spw.append(str(s) if whole else f"{s}:" + ";".join(f"{a}~{b}" for a, b in chans))
+    images = []
+    run.stage("hif_makeimages(specmode='cube')")
+    for s in spws:
+        # like hif_makeimages: the cube stops CUBE_EDGE channels short of each (flagged) spw edge, so no
+        # LSRK cube channel depends on a flagged edge channel
+        nchan = len(_channels(msnames[0], s, field_id)[0])
+        base = f"{mous}.s36_0.{target}_sci.spw{s}.cube.I"
+        run("tclean", **common, spw=[str(s)] * len(msnames), imagename=f"{base}.iter1", specmode="cube",
+            start=CUBE_EDGE, width=1, nchan=nchan - 2 * CUBE_EDGE, outframe="LSRK", deconvolver="hogbom",
+            niter=20, threshold="0.1Jy", pbcor=True, restoringbeam="common")
+        images.append({"image": f"{base}.iter1.image.pbcor", "fits": f"{mous}.{target}_sci.spw{s}.cube.I.pbcor.fits"})
+        images.append({"image": f"{base}.iter1.pb", "fits": f"{mous}.{target}_sci.spw{s}.cube.I.pb.fits"})
+    run.stage("hif_makeimages(specmode='cont')")
+    tag = "spw" + "_".join(map(str, spws))
+    base = f"{mous}.s38_0.{target}_sci.{tag}.cont.I"
+    for it, niter in (("iter0", 0), ("iter1", 50)):
+        run("tclean", **common, spw=[",".join(cont_spw)] * len(msnames), imagename=f"{base}.{it}",
+            specmode="mfs", deconvolver="mtmfs", nterms=2, niter=niter, threshold="0.01Jy", pbcor=it == "iter1")
+    images.append({"image": f"{base}.iter1.image.tt0.pbcor", "fits": f"{mous}.{target}_sci.{tag}.cont.I.tt0.pbcor.fits"})
+    images.append({"image": f"{base}.iter1.pb.tt0", "fits": f"{mous}.{target}_sci.{tag}.cont.I.pb.tt0.fits"})
+    run.stage("hifa_exportdata(pipelinemode='automatic')")
+    for img in images:
+        run("exportfits", imagename=img["image"], fitsimage=f"products/{img['fits']}", velocity=False,
+            optical=False, bitpix=-32, minpix=0, maxpix=-1, overwrite=True, dropstokes=False, stokeslast=True,
+            history=True, dropdeg=False)
+    return images, {int(k): v for k, v in contdat.items()}
+
+
+# -- host side ----------------------------------------------------------------------------------------------
+def _weblog(out: Path, work: Path, mous: str, res: dict) -> Path:
+    """A small weblog (``pipeline-<stamp>/html/index.html``: per EB phase rms, the products)."""
+    html = work / "weblog" / "pipeline-simulated" / "html"
+    html.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"<tr><td>{q['eb']}</td><td>{q['raw_phase_rms_deg']:.1f}</td><td>{q['phase_rms_deg']:.1f}</td></tr>"
+                   for q in res["qa"])
+    images = "".join(f"<li>{img['fits']}</li>" for img in res["images"])
+    (html / "index.html").write_text(
+        f"<html><head><title>Pipeline weblog {mous}</title></head><body><h1>{mous} ({RECIPE})</h1>"
+        f"<table><tr><th>EB</th><th>raw phase rms (deg)</th><th>calibrated phase rms (deg)</th></tr>{rows}</table>"
+        f"<ul>{images}</ul></body></html>\n")
+    return write_tgz(out, tree_entries(html.parent))
+
+
+def _contdat_text(target: str, ranges: dict[int, list[tuple[float, float]]]) -> str:
+    """cont.dat as the pipeline writes it (see the real ones: Field, SpectralWindow, GHz LSRK ranges)."""
+    out = [f"Field: {target}", ""]
+    for spw, rs in sorted(ranges.items()):
+        out.append(f"SpectralWindow: {spw}")
+        out += [f"{lo / 1e9:.6f}~{hi / 1e9:.6f}GHz LSRK" for lo, hi in rs]
+        out.append("")
+    return "\n".join(out)
+
+
+def _manifest(mous: str, sessions: dict[str, str], files: dict[str, str], images: list[str]) -> str:
+    by_session: dict[str, list[str]] = {}
+    for eb, session in sessions.items():
+        by_session.setdefault(session, []).append(eb)
+    lines = ['<?xml version="1.0" ?>', "<ProductList>", f'    <ousstatus name="{mous}">',
+             f'        <pipeline_version name="{PIPELINE_VERSION}"/>', '        <casa_version name="6.7.0"/>']
+    for session, ebs in sorted(by_session.items()):
+        lines.append(f'        <session name="{session}">')
+        lines.append(f'            <caltables name="{files["caltables"].format(session=session)}"/>')
+        for eb in ebs:
+            lines += [f'            <asdm name="{eb}">',
+                      f'                <finalflags name="{eb}.ms.flagversions.tgz"/>',
+                      f'                <applycmds name="{eb}.ms.calapply.txt"/>',
+                      "            </asdm>"]
+        lines.append("        </session>")
+    for tag in ("casa_cmdlog", "pprequest", "restorescript", "casa_pipescript", "contdat"):
+        lines.append(f'        <{tag} name="{files[tag]}"/>')
+    lines += [f'        <image imtype="science" name="{name}"/>' for name in images]
+    lines += ["    </ousstatus>", "</ProductList>", ""]
     return "\n".join(lines)
 
 
-def calapply_line(kwargs: dict) -> str:
-    """One line of <EB>.ms.calapply.txt (ALMA-FACTS section 4)."""
-    return "applycal(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")"
+def _template(name: str, **values: str) -> str:
+    """templates/pipeline_<name>.in with ``$name`` placeholders filled."""
+    return Template(template(f"pipeline_{name}.in")).substitute(values)
 
 
-# -- CASA side ------------------------------------------------------------------------------------------
-def _calibrate(eb: str, plan: dict, ref: str, commands: list[str]) -> tuple[list[str], list[dict]]:
-    """Calibrate <EB>.ms in the current folder; returns the caltables and the applycal calls used."""
-    import casatasks as ct
+def casa_build_mous(plan: dict, index: int, member: str, work: str, truth_dir: str) -> dict:
+    """CASA side of one MOUS: simulate its EBs into ``member/raw``, then ``reduce_pipeline`` in
+    ``work/working`` (``work/rawdata`` links to the ASDMs, as in a pipeline run)."""
+    import os
 
-    fields = {f["role"]: f for f in plan["fields"]}
-    bp, ph, target = fields["bandpass"]["name"], fields["phase"]["name"], fields["target"]["name"]
-    spws = ",".join(str(i) for i in range(len(plan["spws"])))
-    vis = f"{eb}.ms"
-    tag = "spw" + "_".join(str(i) for i in range(len(plan["spws"])))
-
-    def run(task: str, **kwargs) -> object:
-        commands.append(format_call(task, kwargs))
-        return getattr(ct, task)(**kwargs)
-
-    comp = fields["bandpass"]["components"][0]
-    commands.append(f"# hifa_importdata(vis=['{eb}'], session=['session_1'])")
-    run("importasdm", asdm=eb, vis=vis)
-    commands.append("# hifa_flagdata()")
-    run("flagdata", vis=vis, mode="manual", autocorr=True, flagbackup=False)
-    run("flagdata", vis=vis, mode="manual", spw=edge_channels(plan["spws"]), flagbackup=False)
-    commands.append("# hifa_bandpassflag() / hifa_bandpass()")
-    run("setjy", vis=vis, field=bp, standard="manual", fluxdensity=[comp["flux_jy"], 0, 0, 0], spix=[comp["spix"]],
-        reffreq=f"{fields['bandpass']['ref_freq_hz'] / 1e9:.1f}GHz", usescratch=True)
-    t = {"pre": f"{vis}.hifa_bandpass.s6_1.{tag}.solintint.gpcal.tbl",
-         "bp": f"{vis}.hifa_bandpass.s6_3.{tag}.channel.solintinf.bcal.tbl",
-         "phint": f"{vis}.hifa_timegaincal.s11_2.{tag}.solintint.gpcal.tbl",
-         "amp": f"{vis}.hifa_timegaincal.s11_4.{tag}.solintinf.gacal.tbl",
-         "flux": f"{vis}.hifa_gfluxscale.s10_1.{tag}.solintinf.fluxgaincal.tbl",
-         "phinf": f"{vis}.hifa_timegaincal.s11_5.{tag}.solintinf.gpcal.tbl"}
-    run("gaincal", vis=vis, caltable=t["pre"], field=bp, spw=spws, solint="int", refant=ref, calmode="p")
-    run("bandpass", vis=vis, caltable=t["bp"], field=bp, solint="inf", combine="scan", refant=ref,
-        solnorm=True, bandtype="B", gaintable=[t["pre"]])
-    commands.append("# hifa_timegaincal()")
-    run("gaincal", vis=vis, caltable=t["phint"], field=f"{bp},{ph}", solint="int", refant=ref, calmode="p",
-        gaintable=[t["bp"]])
-    run("gaincal", vis=vis, caltable=t["amp"], field=f"{bp},{ph}", solint="inf", refant=ref, gaintype="T",
-        calmode="a", gaintable=[t["bp"], t["phint"]])
-    run("fluxscale", vis=vis, caltable=t["amp"], fluxtable=t["flux"], reference=bp)
-    run("gaincal", vis=vis, caltable=t["phinf"], field=f"{bp},{ph}", solint="inf", refant=ref, calmode="p",
-        gaintable=[t["bp"]])
-    commands.append("# hifa_applycal()")
-    calls = []
-    for field, intent, phase, gainfield in ((bp, "BANDPASS,AMPLITUDE", t["phint"], bp),
-                                            (ph, "PHASE", t["phint"], ph),
-                                            (target, "TARGET", t["phinf"], ph)):
-        kwargs = {"vis": vis, "field": field, "intent": intent, "spw": spws, "antenna": "*&*",
-                  "gaintable": [t["bp"], phase, t["flux"]], "gainfield": ["", gainfield, gainfield],
-                  "spwmap": [], "interp": ["linear,linear", "linear", "linear"], "calwt": [False, False, False]}
-        intents = {"BANDPASS": "CALIBRATE_BANDPASS", "AMPLITUDE": "CALIBRATE_FLUX", "PHASE": "CALIBRATE_PHASE",
-                   "TARGET": "OBSERVE_TARGET"}
-        casa_intent = ",".join(f"*{intents[i]}*" for i in intent.split(","))
-        run("applycal", **{**kwargs, "intent": casa_intent, "flagbackup": False})
-        calls.append(kwargs)
-    run("flagmanager", vis=vis, mode="save", versionname="Pipeline_Final")
-    return [t[k] for k in ("pre", "bp", "phint", "amp", "flux", "phinf")], calls
-
-
-def casa_build_mous(plan: dict, index: int, member: str, work: str) -> dict:
-    """CASA side of one pipeline MOUS (see module doc)."""
-    import casatasks as ct
-    from casatasks import casalog
-
-    from .manual import qa_products
     from .observe import observe_mous
 
-    member_p, work_p = Path(member), Path(work)
     mous = plan["mous"][index]
-    mous_disk = Uid(mous["uid"]).disk
-    prefix = f"member.{mous_disk}"
-    observed = observe_mous(plan, index, member_p / "raw", work_p)
-    calibration, log, qa, product = (member_p / d for d in ("calibration", "log", "qa", "product"))
-    casalog.setlogfile(str(log / f"casa-{mous_disk}.log"))
-    commands = ["# ALMA pipeline (simulated by almadeliver): CASA commands, one call per entry"]
-    caltables, vislist, results = [], [], []
-    target = next(f["name"] for f in plan["fields"] if f["role"] == "target")
-    for eb in mous["ebs"]:
-        disk = Uid(eb["uid"]).disk
-        folder = work_p / disk
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chdir(folder)
-        os.symlink(member_p / "raw" / f"{disk}.asdm.sdm", disk)
-        print(f"calibrating {disk} (pipeline)", flush=True)
-        tables, calls = _calibrate(disk, plan, refant(mous["array"]), commands)
-        caltables += [folder / t for t in tables]
-        (calibration / f"{disk}.ms.calapply.txt").write_text("".join(calapply_line(c) + "\n" for c in calls))
-        write_tgz(calibration / f"{disk}.ms.flagversions.tgz",
-                  tree_entries(folder / f"{disk}.ms.flagversions", f"{disk}.ms.flagversions"))
-        (calibration / f"{disk}_flagtemplate.txt").write_text(FLAG_HEADER)
-        (calibration / f"{disk}_flagtargetstemplate.txt").write_text(FLAG_HEADER.replace(
-            "calibration pipeline", "imaging pipeline"))
-        split = folder / f"{disk}.ms.split.cal"
-        ct.split(vis=f"{disk}.ms", outputvis=str(split), datacolumn="corrected", keepflags=True)
-        results.append(qa_products(plan, disk, folder, split, qa))
-        vislist.append(str(folder / f"{disk}.ms"))
-    write_tgz(calibration / f"{prefix}.session_1.caltables.tgz",
-              [e for t in caltables for e in tree_entries(t, t.name)])
-    lo = LINE_REST_HZ / 1e9
-    (calibration / f"{prefix}.cont.dat").write_text(
-        f"Field: {target}\n\nSpectralWindow: 0\n{lo - 0.030:.6f}~{lo - 0.012:.6f}GHz LSRK\n"
-        f"{lo + 0.012:.6f}~{lo + 0.030:.6f}GHz LSRK\n\nSpectralWindow: 1\nALL\n\nSpectralWindow: 2\nALL\n\n")
-    (calibration / "flux.csv").write_text("ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment\n" + "".join(
-        f"{Uid(eb['uid']).disk}.ms,0,{s},{plan['fields'][0]['components'][0]['flux_jy']},0,0,0,"
-        f"{plan['fields'][0]['components'][0]['spix']},0.0,0.0,simulated\n"
-        for eb in mous["ebs"] for s in range(len(plan["spws"]))))
-    os.chdir(work_p)
-    commands.append("# hif_makeimlist(specmode='mfs') / hif_makeimages()")
-    cell = "4.0arcsec" if mous["array"] == "7m" else "2.5arcsec"
-    images = []
-    for name, spw, specmode, extra in ((f"{prefix}.{target}_sci.spw1_2.mfs.I", "1,2", "mfs", {}),
-                                       (f"{prefix}.{target}_sci.spw0.cube.I", "0", "cube",
-                                        {"restfreq": f"{LINE_REST_HZ / 1e9:.6f}GHz", "outframe": "LSRK",
-                                         "restoringbeam": "common"})):
-        kwargs = {"vis": vislist, "imagename": str(work_p / f"{name}.iter1"), "field": target, "intent": "OBSERVE_TARGET#ON_SOURCE",
-                  "spw": [spw] * len(vislist), "specmode": specmode, "imsize": [64, 64], "cell": [cell],
-                  "gridder": "standard", "deconvolver": "hogbom", "weighting": "briggs", "robust": 0.5,
-                  "niter": 200, "threshold": "5mJy" if specmode == "mfs" else "60mJy", "interactive": False,
-                  "pbcor": True, "datacolumn": "corrected", **extra}
-        print(f"imaging {name}", flush=True)
-        commands.append(format_call("tclean", {**kwargs, "vis": [Path(v).name for v in vislist],
-                                               "imagename": f"{name}.iter1"}))
-        ct.tclean(**kwargs)
-        ct.exportfits(imagename=f"{name}.iter1.image.pbcor", fitsimage=str(product / f"{name}.pbcor.fits"))
-        ct.exportfits(imagename=f"{name}.iter1.pb", fitsimage=str(work_p / f"{name}.pb.fits"))
-        with open(work_p / f"{name}.pb.fits", "rb") as src, gzip.GzipFile(
-                product / f"{name}.pb.fits.gz", "wb", mtime=0) as dst:
-            shutil.copyfileobj(src, dst)
-        images.append(name)
-    (log / f"{prefix}.hifa_calimage.casa_commands.log").write_text("\n".join(commands) + "\n")
-    return {"qa": results, "images": images,
-            "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
+    work_p, raw = Path(work), Path(member) / "raw"
+    observed = observe_mous(plan, index, raw, work_p / "sim")
+    (work_p / "rawdata").mkdir(parents=True, exist_ok=True)
+    (work_p / "working" / "products").mkdir(parents=True, exist_ok=True)
+    ebs = [eb["uid"].replace("uid://", "uid___").replace("/", "_") for eb in mous["ebs"]]
+    for eb in ebs:
+        link = work_p / "rawdata" / eb
+        if not link.is_symlink():
+            link.symlink_to(raw.resolve() / f"{eb}.asdm.sdm")
+    shutil.rmtree(work_p / "sim", ignore_errors=True)
+    Path(truth_dir).mkdir(parents=True, exist_ok=True)
+    fields = plan["fields"]
+    roles = {f["role"]: f["name"] for f in fields}
+    amp = next(f for f in fields if f["role"] == "bandpass")
+    comp = amp["components"][0]
+    flux = {"flux_jy": comp["flux_jy"], "spix": comp.get("spix", 0.0), "reffreq_hz": amp["ref_freq_hz"]}
+    line = next(c["line"] for f in fields for c in f["components"] if c.get("line"))
+    os.chdir(work_p / "working")
+    result = reduce_pipeline(Uid(mous["uid"]).disk, [{"eb": eb, "session": f"session_{i + 1}"} for i, eb in enumerate(ebs)],
+                             roles, flux, line, truth_dir)
+    result["observed"] = {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}
+    return result
 
 
-# -- parent side ------------------------------------------------------------------------------------------
-def write_texts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
-    """script/: scriptForPI, pipescript, restorescript, pprequest; calibration/: the manifest."""
-    prefix = f"member.{mous.disk}"
-    script, calibration = member / "script", member / "calibration"
-    (script / f"{prefix}.scriptForPI.py").write_text(template("scriptForPI.py"))
-    asdms = ", ".join(f"'../rawdata/{eb.disk}'" for eb in mous.ebs)
-    (script / f"{prefix}.hifa_calimage.casa_pipescript.py").write_text(
-        "from recipes.almahelpers import fixsyscaltimes # SACM/JAO - Fixes\n"
-        "__rethrow_casa_exceptions = True\ncontext = h_init()\ncontext.set_state('ProjectSummary', 'proposal_code', "
-        f"'{plan.code}')\ntry:\n    hifa_importdata(vis=[{asdms}], session=['session_1'])\n"
-        "    hifa_flagdata()\n    hifa_fluxcalflag()\n    hif_rawflagchans()\n    hif_refant()\n"
-        "    hifa_bandpassflag()\n    hifa_bandpass()\n    hifa_spwphaseup()\n    hifa_gfluxscaleflag()\n"
-        "    hifa_gfluxscale()\n    hifa_timegaincal()\n    hif_applycal()\n    hif_makeimlist(specmode='mfs')\n"
-        "    hif_makeimages()\n    hif_makeimlist(specmode='cube')\n    hif_makeimages()\n"
-        "    hifa_exportdata()\nfinally:\n    h_save()\n")
-    (script / f"{prefix}.hifa_calimage.casa_piperestorescript.py").write_text(
-        "__rethrow_casa_exceptions = True\nh_init()\ntry:\n"
-        f"    hifa_restoredata (vis=[{', '.join(repr(eb.disk) for eb in mous.ebs)}], session=['session_1'], "
-        "ocorr_mode='ca')\nfinally:\n    h_save()\n")
-    (script / f"{prefix}.pprequest.xml").write_text(
-        '<?xml version="1.0" encoding="UTF-8"?>\n<ns2:SciPipeRequest xmlns:ns2="Alma/pipelinescience/SciPipeRequest">\n'
-        f"  <ProjectSummary><ProposalCode>{plan.code}</ProposalCode><PIName>{plan.pi}</PIName></ProjectSummary>\n"
-        f"  <ProjectStructure><OUSStatusRef entityId=\"{mous.uid}\"/></ProjectStructure>\n"
-        "  <ProcessingRequests><RecipeName>hifa_calimage</RecipeName>\n"
-        + "".join(f'    <DataSet><SchedBlockRef entityId="{mous.uid}"/><AsdmIdentifier><AsdmRef><ExecBlockId>'
-                  f"{eb.uid}</ExecBlockId></AsdmRef></AsdmIdentifier></DataSet>\n" for eb in mous.ebs)
-        + "  </ProcessingRequests>\n</ns2:SciPipeRequest>\n")
-    files = sorted(p.name for p in calibration.iterdir())
-    (calibration / f"{prefix}.pipeline_manifest.xml").write_text(
-        '<?xml version="1.0" ?>\n<piperesults name="' + plan.code + '">\n'
-        f'  <ous name="{mous.disk}">\n    <pipeline_version name="2023.1.0.124"/>\n'
-        f'    <casa_version name="{plan.casa_version}"/>\n'
-        + "".join(f'    <asdm name="{eb.disk}">\n      <flagversions name="{eb.disk}.ms.flagversions.tgz"/>\n'
-                  f'      <applycmds name="{eb.disk}.ms.calapply.txt"/>\n    </asdm>\n' for eb in mous.ebs)
-        + f'    <caltables name="{prefix}.session_1.caltables.tgz"/>\n'
-        + "".join(f'    <file name="{name}"/>\n' for name in files)
-        + "  </ous>\n</piperesults>\n")
+def write_member_files(member_dir: Path, res: dict, *, project: str, mous: str, gous: str, sb_name: str,
+                       work: Path) -> None:
+    """The member's pipeline files (script/, calibration/, log/, product/) from a ``reduce_pipeline``
+    result whose run folder is ``work``."""
+    ebs = sorted(res["calapply"])
+    sessions = res["sessions"]
+    roles = res["roles"]
+    names = {
+        "caltables": f"member.{mous}.{{session}}.caltables.tgz",
+        "casa_cmdlog": f"member.{mous}.casa_commands.log",
+        "pprequest": f"member.{mous}.pprequest.xml",
+        "restorescript": f"member.{mous}.{RECIPE}.casa_piperestorescript.py",
+        "casa_pipescript": f"member.{mous}.{RECIPE}.casa_pipescript.py",
+        "contdat": f"member.{mous}.cont.dat",
+    }
+    dirs = {d: member_dir / d for d in ("script", "calibration", "log", "product", "qa")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    cal = dirs["calibration"]
+    for eb in ebs:
+        (cal / f"{eb}.ms.calapply.txt").write_text("\n".join(res["calapply"][eb]) + "\n")
+        shutil.copyfile(work / res["templates"][eb], cal / res["templates"][eb])
+        (cal / f"{eb}_flagtargetstemplate.txt").write_text(FLAG_HEADER.replace("calibration pipeline", "imaging pipeline"))
+        write_tgz(cal / f"{eb}.ms.flagversions.tgz", tree_entries(work / f"{eb}.ms.flagversions"))
+    for session, tables in res["tables"].items():
+        entries = [e for t in tables for e in tree_entries(work / t)]
+        write_tgz(cal / names["caltables"].format(session=session), entries)
+    (cal / names["contdat"]).write_text(_contdat_text(roles["target"], {int(k): v for k, v in res["contdat"].items()}))
+    rows = ["ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment"]
+    rows += [f"{r['ms']},{r['field']},{r['spw']},{r['I']},0.0,0.0,0.0,{r['spix']},0.0,0.0,\"# simulated\""
+             for r in res["flux"]]
+    (cal / "flux.csv").write_text("\n".join(rows) + "\n")
+    (dirs["log"] / names["casa_cmdlog"]).write_text("\n".join(res["commands"]) + "\n")
+    products = []
+    for img in res["images"]:
+        dest = dirs["product"] / f"member.{img['fits']}"
+        shutil.copyfile(work / "products" / img["fits"], dest)
+        products.append(dest.name)
+    _weblog(dirs["qa"] / f"member.{mous}.{RECIPE}.weblog.tgz", work, mous, res)
+    vis_list = repr(ebs)
+    session_list = repr([sessions[eb] for eb in ebs])
+    (dirs["script"] / names["restorescript"]).write_text(_template(
+        "casa_piperestorescript.py", vis=vis_list, session=session_list))
+    (dirs["script"] / names["casa_pipescript"]).write_text(_template(
+        "casa_pipescript.py", vis=vis_list, session=session_list))
+    (dirs["script"] / names["pprequest"]).write_text(_template(
+        "pprequest.xml", mous=mous, gous=gous, project=project, sb_name=sb_name, recipe=RECIPE,
+        asdms="\n".join(f"                <AsdmIdentifier><AsdmDiskName>{eb}</AsdmDiskName></AsdmIdentifier>"
+                        for eb in ebs)))
+    (dirs["script"] / f"member.{mous}.scriptForPI.py").write_text(template("scriptForPI.py"))
+    (cal / f"member.{mous}.pipeline_manifest.xml").write_text(_manifest(mous, sessions, names, products))
