@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole mission end to end on the embedded local archive (no internet):
-# simulate -> serve -> query -> download -> validate -> restore -> image, then a summary.
-# A manual project first, then a pipeline one (restored natively with modular CASA).
+# simulate -> serve -> query -> download -> validate -> restore -> image -> prepare/check/package,
+# for a manual project (EBs of realistic proportions, so the disk figures mean something), then a
+# pipeline project restored natively with modular CASA; a summary at the end.
 set -euo pipefail
 OUT=$(mkdir -p "${DEMO_OUT:-demo-output}" && cd "${DEMO_OUT:-demo-output}" && pwd)
 rm -rf "${OUT:?}"/*
@@ -14,7 +15,7 @@ step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; ste
 step casa-info almadeliver casa-info --check
 
 # 1. a small ALMA project (2 EBs, manual calibration) made with real CASA, as the archive ships it
-step simulate almadeliver simulate "$PROJECT" --out "$OUT/archive" --ebs 2
+step simulate almadeliver simulate "$PROJECT" --out "$OUT/archive" --ebs 2 --size medium
 step simulate almadeliver simulate "$PIPELINE" --out "$OUT/archive" --flavour pipeline
 
 # 2. the local ALMA archive serves it on 127.0.0.1 (TAP, DataLink, dataPortal)
