@@ -78,7 +78,8 @@ def _tarinfo(arcname: str, path: Path | None) -> tarfile.TarInfo:
         info.size = st.st_size
         info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
     else:
-        raise ValueError(f"{path}: only files, folders and symlinks go into a delivery tarball")
+        raise PackagingError(f"{path}: only files, folders and symlinks go into a delivery tarball",
+                             "remove it (a socket, FIFO or device) from the area")
     return info
 
 

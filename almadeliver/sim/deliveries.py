@@ -285,12 +285,10 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
     stage.mkdir()
     try:
         builder = _Builder(plan, stage, on_line)
-        if flavour == "manual":
-            rows = _build_manual(builder)
-        elif flavour == "pipeline":
-            rows = _build_pipeline(builder)
-        else:
+        if flavour == "cycle0":
             rows = _build_cycle0(builder)
+        else:
+            rows = _build_members(builder, builder.build_pipeline if flavour == "pipeline" else builder.build_manual)
         catalogue = Catalogue(code, proprietary, rows, builder.catalogue_files)
         project = stage / "project"
         catalogue.save(project)
@@ -305,10 +303,11 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
                             [eb.uid for m in plan.mous for eb in m.ebs], time.monotonic() - started)
 
 
-def _build_manual(builder: _Builder) -> list[dict]:
+def _build_members(builder: _Builder, build) -> list[dict]:
+    """Manual and pipeline projects: build, pack and catalogue each member OUS in turn."""
     rows = []
     for index, mous in enumerate(builder.plan.mous):
-        builder.build_manual(index, mous)
+        build(index, mous)
         builder.pack_member(mous)
         rows += builder.obscore_rows(mous, builder.eb_info)
     return rows
@@ -328,13 +327,4 @@ def _build_cycle0(builder: _Builder) -> list[dict]:
         row["obs_id"] = row["obs_id"].replace(mous.uid, uid)
         row["member_ous_uid"] = uid
         row["access_url"] = f"https://almascience.org/datalink/sync?ID={uid}"
-    return rows
-
-
-def _build_pipeline(builder: _Builder) -> list[dict]:
-    rows = []
-    for index, mous in enumerate(builder.plan.mous):
-        builder.build_pipeline(index, mous)
-        builder.pack_member(mous)
-        rows += builder.obscore_rows(mous, builder.eb_info)
     return rows
