@@ -272,3 +272,18 @@ def test_cli_list_dry_run_and_refusal(member, capsys):
     assert main(["image", str(member), "--spw", "9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: spw 9 is not among the imaged spws") and len(err.strip().splitlines()) == 1
+
+
+def test_script_tclean_calls_resolve_names_assigned_once(tmp_path):
+    from almadeliver.casa.imaging import Expression, script_tclean_calls
+
+    script = tmp_path / "scriptForImaging.py"
+    script.write_text(
+        "field = 'G008.67'\nname = 'G008.67_cont'\nvislist = ['a.ms']\nwidth = 2\nwidth = 4\n"
+        "for i in range(2):\n    pass\n"
+        "tclean(vis=vislist, imagename=name, field=field, width=width, spw=str(i))\n")
+    ((line, kwargs),) = script_tclean_calls(script)
+    assert line == 8 and kwargs["field"] == "G008.67" and kwargs["imagename"] == "G008.67_cont"
+    assert kwargs["vis"] == ["a.ms"]
+    assert isinstance(kwargs["width"], Expression)      # assigned twice: not a constant
+    assert isinstance(kwargs["spw"], Expression)

@@ -525,6 +525,7 @@ def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
     except SyntaxError as exc:
         raise TreeError(f"{Path(script).name}:{exc.lineno}: not valid Python 3 ({exc.msg})",
                         "a Python 2 script needs converting before it can run in CASA 6") from None
+    constants = _script_constants(tree)
     calls = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("tclean", "clean"):
@@ -532,12 +533,36 @@ def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
             for kw in node.keywords:
                 if kw.arg is None:
                     continue
+                if isinstance(kw.value, ast.Name) and kw.value.id in constants:
+                    kwargs[kw.arg] = constants[kw.value.id]
+                    continue
                 try:
                     kwargs[kw.arg] = ast.literal_eval(kw.value)
                 except ValueError:
                     kwargs[kw.arg] = Expression(ast.get_source_segment(text, kw.value) or "?")
             calls.append((node.lineno, kwargs))
     return sorted(calls, key=lambda c: c[0])
+
+
+def _script_constants(tree) -> dict[str, Any]:
+    """Top-level ``name = literal`` assignments made exactly once (e.g. ``field = 'G008.67'``)."""
+    import ast
+
+    values: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+        for target in targets:
+            for name in (n.id for n in ast.walk(target) if isinstance(n, ast.Name)):
+                seen[name] = seen.get(name, 0) + 1
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return {name: value for name, value in values.items() if seen.get(name) == 1}
 
 
 def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
