@@ -11,6 +11,7 @@ os.environ.setdefault("ALMADELIVER_HOME", tempfile.mkdtemp(prefix="almadeliver-t
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"   # small synthetic files of our own
 REAL = Path(os.environ.get("ALMADELIVER_REAL_FIXTURES", REPO.parent / "shared" / "fixtures" / "real"))
 
 

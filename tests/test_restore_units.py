@@ -6,23 +6,11 @@ import pytest
 from almadeliver.casa.restore import ProgressParser, inspect_script
 from almadeliver.errors import CasaError
 
-# The opening of scriptForPI.py v1.25 (Python 2, CASA 5) as ALMA shipped it.
-PY2_SCRIPT = """# ALMA Data Reduction Script
-# $Id: scriptForPI.py,v 1.25 2018/05/23 07:09:43 dpetry Exp $
-import os
-import sys
-applyonly = True
-print '*** ALMA scriptForPI ***'
-savingslevel=0
-if globals().has_key("SPACESAVING"):
-    print 'SPACESAVING =', SPACESAVING
-    savingslevel = SPACESAVING
-"""
-PY3_SCRIPT = PY2_SCRIPT.replace("v 1.25 2018/05/23", "v 1.34 2022/08/26").replace(
-    "print '*** ALMA scriptForPI ***'", "print('*** ALMA scriptForPI ***')").replace(
-    'globals().has_key("SPACESAVING")', '"SPACESAVING" in globals()').replace(
-    "print 'SPACESAVING =', SPACESAVING", "print('SPACESAVING =', SPACESAVING)").replace(
-    ",v 1.25", ",v 1.34")
+from conftest import FIXTURES
+
+# The openings of scriptForPI.py v1.25 (Python 2, CASA 5) and v1.34 (Python 3, CASA 6), as ALMA ships them.
+PY2_SCRIPT = (FIXTURES / "scriptForPI-v1.25-py2.py").read_text()
+PY3_SCRIPT = (FIXTURES / "scriptForPI-v1.34-py3.py").read_text()
 
 
 def test_python2_script_is_recognised(tmp_path):
