@@ -346,7 +346,11 @@ def test_download_by_project_code_and_by_mous_through_the_query_stage(tiny_root,
     from almadeliver.cli import main
     with LocalArchive(tiny_root, users={"pi_user": "s3cret"}) as a:
         assert main(["-q", "download", "2017.1.01185.S", "--archive", a.url, "--dest", str(tmp_path / "d")]) == 0
-        assert "fetched 8 files" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "fetched 8 files" in out
+        # validate runs at the end and says what is wrong with the tree (this test archive's FITS are not FITS)
+        assert f"{tmp_path / 'd' / '2017.1.01185.S'}: flavour" in out
+        assert "pbcor.fits: not a readable FITS file" in out
         tree = tmp_path / "d" / "2017.1.01185.S" / "science_goal.uid___A001_X12a3_Xe7" / "group.uid___A001_X12a3_Xe8"
         assert sorted(p.name for p in tree.iterdir()) == ["member.uid___A001_X12a3_Xe9", "member.uid___A001_X12a3_Xeb"]
         assert sorted(p.name for p in (tree / "member.uid___A001_X12a3_Xe9").iterdir()) == [

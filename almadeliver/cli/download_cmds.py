@@ -11,12 +11,15 @@ from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session
 from ..archive.model import ProjectView
 from ..archive.projectview import query
 from ..archive.tap import Selection
-from ..errors import DiskSpaceError, UsageError
+from ..delivery.validate import validate
+from ..errors import DiskSpaceError, IdentifierError, UsageError
+from ..ids import DeliveryFileName
 from ..transfer.auth import get_credentials, login
 from ..transfer.download import TransferConfig, download
-from ..transfer.plan import DEFAULT_WHAT, check_space, make_plan, parse_what
+from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, make_plan, parse_what
 from ..units import human_size
 from .app import app, state
+from .validate_cmds import format_text
 
 
 def _view_file(path: Path) -> ProjectView:
@@ -98,5 +101,25 @@ def download_cmd(
                + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
     for f in result.failed:
         typer.echo(f"failed  {f.error}", err=True)
+    if not no_untar:
+        _validate_trees(plan, dest)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _validate_trees(plan: DownloadPlan, dest: Path) -> None:
+    """Validate every project tree the download unpacked; errors and warnings are shown.
+
+    The exit code stays the transfer's: `almadeliver validate` is the command that fails on findings.
+    """
+    for code in sorted({p for p in (_project_of(f.name) for f in plan.files) if p}):
+        if (dest / code).is_dir():
+            typer.echo(format_text(validate(dest / code), info=False))
+
+
+def _project_of(name: str) -> str | None:
+    try:
+        project = DeliveryFileName.parse(name).project
+    except IdentifierError:
+        return None
+    return str(project) if project else None

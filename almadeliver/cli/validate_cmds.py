@@ -16,10 +16,10 @@ class Format(str, Enum):
     json = "json"
 
 
-def format_text(report: Report) -> str:
-    """Findings grouped by severity, one line each, then a summary line."""
+def format_text(report: Report, info: bool = True) -> str:
+    """Findings grouped by severity, one line each (info lines only if asked), then a summary line."""
     lines = []
-    for severity in (Severity.ERROR, Severity.WARNING, Severity.INFO):
+    for severity in (Severity.ERROR, Severity.WARNING) + ((Severity.INFO,) if info else ()):
         for f in report.of(severity):
             lines.append(f"{severity.value} {f.path}: {f.message}" + (f" ({f.hint})" if f.hint else ""))
     members = report.details.get("members", [])
