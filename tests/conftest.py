@@ -29,18 +29,22 @@ import shutil  # noqa: E402
 import tarfile  # noqa: E402
 
 SIM_CACHE = REPO / ".almadeliver-cache" / "sim"
-_SIM_SOURCES = [REPO / "almadeliver" / "sim", REPO / "almadeliver" / "casa" / "legacy.py"]
+# What a simulated project is made from: the simulation itself (not the local archive that serves it)
+# and the modules it writes through. A change elsewhere must not rebuild the cached projects.
+_ARCHIVE_DOUBLE = {"server.py", "adql.py", "votable.py", "regions.py"}
+_SIM_SOURCES = [REPO / "almadeliver" / p for p in (
+    "casa/legacy.py", "casa/commands.py", "casa/child.py", "packaging/tarballs.py", "ids.py")]
 
 
 def _sim_code_version() -> str:
-    """A hash of the simulator's code (almadeliver/sim/** and casa/legacy.py)."""
+    """A hash of the code that makes simulated projects (almadeliver/sim/ but the archive double)."""
+    sim = REPO / "almadeliver" / "sim"
+    files = [f for f in sorted(sim.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
+             and f.name not in _ARCHIVE_DOUBLE] + _SIM_SOURCES
     h = hashlib.sha256()
-    for root in _SIM_SOURCES:
-        files = sorted(root.rglob("*")) if root.is_dir() else [root]
-        for f in files:
-            if f.is_file() and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(REPO)).encode())
-                h.update(f.read_bytes())
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
