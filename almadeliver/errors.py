@@ -93,8 +93,3 @@ class CasaNotFoundError(CasaError):
 # -- packaging -------------------------------------------------------------------------------------
 class PackagingError(AlmadeliverError):
     """A reduction area cannot be packaged (the final checklist fails)."""
-
-
-# -- simulation --------------------------------------------------------------------------------------
-class SimulationError(AlmadeliverError):
-    """A simulated project could not be made."""
