@@ -8,10 +8,13 @@ BIN    := $(VENV)/bin
 
 venv: $(STAMP)
 
+# uv installs in seconds from its cache and shows what it fetches; pip is the fallback.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing almadeliver (editable) into $(VENV) ..."
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dask]'
+	@echo "installing almadeliver (editable) and its dependencies into $(VENV) ..."
+	@( $(BIN)/python -m pip install -q --disable-pip-version-check uv \
+	   && $(BIN)/python -m uv pip install --python $(BIN)/python -e '.[test,dask]' ) \
+	 || $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,dask]'
 	@touch $(STAMP)
 
 test: $(STAMP)
