@@ -78,21 +78,33 @@ def plot_answer(result: ScienceResult, path: Path):
                 xs, ys = zip(*outline)
                 sky.plot(xs, ys, color="black", linestyle=style, linewidth=0.9,
                          label=code if (uid == next(u for c, u, _ in mous if c == code) and k == j == 0) else None)
+    # the footprints set the view; targets far from every footprint are counted in the legend
+    xs_all = [x for _, _, m in mous for r in m.regions for o in _outlines(r) for x, _ in o]
+    ys_all = [y for _, _, m in mous for r in m.regions for o in _outlines(r) for _, y in o]
     positioned = [t for t in result.targets if t.ra is not None]
-    if positioned:
-        sky.plot([t.ra for t in positioned], [t.dec for t in positioned], linestyle="none", marker="+",
-                 color="black", markersize=7, label="--targets")
+    covered = {name for _, _, m in mous for name in m.targets}
+    shown = [t for t in positioned if t.name in covered] if xs_all else positioned
+    if shown:
+        outside = len(positioned) - len(shown)
+        sky.plot([t.ra for t in shown], [t.dec for t in shown], linestyle="none", marker="+",
+                 color="black", markersize=9, label="--targets" + (f" ({outside} outside)" if outside else ""))
+    if xs_all:
+        xs_all += [t.ra for t in shown]
+        ys_all += [t.dec for t in shown]
+        mx, my = max(1e-4, 0.08 * (max(xs_all) - min(xs_all))), max(1e-4, 0.08 * (max(ys_all) - min(ys_all)))
+        sky.set_xlim(min(xs_all) - mx, max(xs_all) + mx)
+        sky.set_ylim(min(ys_all) - my, max(ys_all) + my)
     decs = [m.s_dec for _, _, m in mous if m.s_dec is not None]
     if decs:
-        sky.set_aspect(1 / max(math.cos(math.radians(sum(decs) / len(decs))), 1e-3), adjustable="datalim")
-    from matplotlib.ticker import MaxNLocator
+        sky.set_aspect(1 / max(math.cos(math.radians(sum(decs) / len(decs))), 1e-3), adjustable="box")
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     sky.xaxis.set_major_locator(MaxNLocator(4))
     sky.invert_xaxis()
     sky.set_xlabel("RA (ICRS) [deg]")
     sky.set_ylabel("Dec (ICRS) [deg]")
     sky.set_title("Fields (s_region)")
-    sky.legend(loc="best", fontsize="small")
+    sky.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
 
     # frequency coverage
     drawn = mous[:MAX_MOUS_LINES]
@@ -130,7 +142,7 @@ def plot_answer(result: ScienceResult, path: Path):
     freq.set_ylabel("MOUS")
     freq.set_title("Spectral windows (frequency_support)" +
                    (f", first {MAX_MOUS_LINES} of {len(mous)} MOUS" if len(mous) > MAX_MOUS_LINES else ""), pad=14)
-    freq.legend(loc="lower right", fontsize="small")
+    freq.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small")
 
     # band / resolution overview
     seen_bands = set()
@@ -144,10 +156,12 @@ def plot_answer(result: ScienceResult, path: Path):
                  label=f"band {band}" if band not in seen_bands else None)
         seen_bands.add(band)
     res.set_yscale("log")
+    res.yaxis.set_major_formatter(ScalarFormatter())
+    res.yaxis.set_minor_formatter(ScalarFormatter())
     res.set_xlabel("Mean spw frequency [GHz]")
     res.set_ylabel("Spatial resolution [arcsec]")
     res.set_title("Band / resolution")
-    res.legend(loc="best", fontsize="small")
+    res.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small")
 
-    fig.savefig(path)
+    fig.savefig(path, dpi=80 if path.suffix.lower() == ".png" else "figure")
     return fig

@@ -165,8 +165,9 @@ def parse_limit(text: str, unit: str, what: str) -> float:
     """A limit with optional units converted to ``unit`` ('0.5arcsec', '500mas', '2', '1.5mJy/beam')."""
     from astropy import units as u
 
+    text = re.sub(r"(?<=[\d\s])kms$", "km/s", text.strip())   # 1kms, as people write it
     try:
-        q = u.Quantity(text.strip())
+        q = u.Quantity(text)
         value = q.value if q.unit == u.dimensionless_unscaled else q.to(u.Unit(unit)).value
     except (ValueError, TypeError, u.UnitsError) as exc:
         raise UsageError(f"{what} '{text}' is not a value in {unit}", f"give a number in {unit} or a value with units") from exc
