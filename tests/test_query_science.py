@@ -303,3 +303,21 @@ def test_plot_from_the_command_line(archive, tmp_path):
     out = tmp_path / "q.png"
     assert main(["query", "--line", "CO(2-1)", "--z", "0.0125", "--archive", archive.url, "--plot", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_name_without_a_resolver_is_matched_to_target_name(archive, tmp_path, monkeypatch):
+    from almadeliver.archive import tap
+    from almadeliver.errors import ArchiveUnreachable
+
+    def offline(name, radius):
+        raise ArchiveUnreachable(f"could not resolve the target '{name}': no name resolver answered")
+
+    monkeypatch.setattr(tap, "resolve_target", offline)
+    names = tmp_path / "names.txt"
+    names.write_text("SRC1\n")
+    out = tmp_path / "rows.ecsv"
+    assert main(["query", "--targets", str(names), "--archive", archive.url, "--view", "rows", "--format", "ecsv",
+                 "-o", str(out)]) == 0
+    rows = Table.read(out)
+    assert set(rows["target_name"]) == {"src1"} and set(rows["targets_covered"]) == {"SRC1"}
+    assert len(set(rows["member_ous_uid"])) == 5                      # the 2019 project's MOUS observed src1
