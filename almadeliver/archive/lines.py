@@ -1,9 +1,9 @@
 """Spectral lines: a small table of rest frequencies, and a line brought to the sky (--z, --vlsr).
 
-Rest frequencies are laboratory values as listed by the CDMS catalogue (Müller et al. 2005, A&A
-370, L49; Endres et al. 2016, J. Mol. Spectrosc. 327, 95) through Splatalogue, each entry naming
-its measurement. ALMA bands are the receiver ranges of the ALMA Cycle 10 Proposer's Guide /
-Technical Handbook (band 2 as offered from Cycle 12: 67-116 GHz).
+Rest frequencies are the laboratory values of the CDMS and JPL spectral line catalogues as
+Splatalogue lists them (each entry names its catalogue and, where it matters, the transition).
+ALMA bands are the receiver ranges of the ALMA Technical Handbook (band 2: the 67-116 GHz
+receiver, which overlaps band 3).
 """
 from __future__ import annotations
 
@@ -22,45 +22,46 @@ class Line:
     source: str          # where the value comes from
 
 
-_CDMS = "CDMS via Splatalogue"
+_CDMS = "CDMS catalogue (Müller et al. 2005, A&A 370, L49) via Splatalogue"
+_JPL = "JPL catalogue (Pickett et al. 1998, JQSRT 60, 883) via Splatalogue"
 LINES: tuple[Line, ...] = (
-    Line("CO(1-0)", 115.2712018, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("CO(2-1)", 230.5380000, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("CO(3-2)", 345.7959899, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("CO(4-3)", 461.0407682, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("CO(6-5)", 691.4730763, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("CO(7-6)", 806.6518060, f"{_CDMS}; Winnewisser et al. 1997, J. Mol. Spectrosc. 184, 468"),
-    Line("13CO(1-0)", 110.2013543, f"{_CDMS}; Cazzoli et al. 2004, J. Mol. Spectrosc. 223, 211"),
-    Line("13CO(2-1)", 220.3986842, f"{_CDMS}; Cazzoli et al. 2004, J. Mol. Spectrosc. 223, 211"),
-    Line("13CO(3-2)", 330.5879653, f"{_CDMS}; Cazzoli et al. 2004, J. Mol. Spectrosc. 223, 211"),
-    Line("C18O(1-0)", 109.7821734, f"{_CDMS}; Cazzoli et al. 2003, J. Mol. Spectrosc. 218, 63"),
-    Line("C18O(2-1)", 219.5603541, f"{_CDMS}; Cazzoli et al. 2003, J. Mol. Spectrosc. 218, 63"),
-    Line("C18O(3-2)", 329.3305525, f"{_CDMS}; Cazzoli et al. 2003, J. Mol. Spectrosc. 218, 63"),
-    Line("HCN(1-0)", 88.6316022, f"{_CDMS}; Ahrens et al. 2002, Z. Naturforsch. 57a, 669"),
-    Line("HCN(3-2)", 265.8864343, f"{_CDMS}; Ahrens et al. 2002, Z. Naturforsch. 57a, 669"),
-    Line("HCN(4-3)", 354.5054773, f"{_CDMS}; Ahrens et al. 2002, Z. Naturforsch. 57a, 669"),
-    Line("HCO+(1-0)", 89.1885247, f"{_CDMS}; Lattanzi et al. 2007, ApJ 662, 771"),
-    Line("HCO+(3-2)", 267.5576259, f"{_CDMS}; Lattanzi et al. 2007, ApJ 662, 771"),
-    Line("HCO+(4-3)", 356.7342230, f"{_CDMS}; Lattanzi et al. 2007, ApJ 662, 771"),
-    Line("HNC(1-0)", 90.6635680, f"{_CDMS}; Saykally et al. 1976, ApJ 205, L101"),
-    Line("N2H+(1-0)", 93.1737700, f"{_CDMS}; Caselli et al. 1995, ApJ 455, L77 (main hyperfine group)"),
-    Line("N2H+(3-2)", 279.5117491, f"{_CDMS}; Pagani et al. 2009, A&A 494, 719"),
-    Line("CS(2-1)", 97.9809533, f"{_CDMS}; Gottlieb et al. 2003, ApJ 588, 655"),
-    Line("CS(5-4)", 244.9355565, f"{_CDMS}; Gottlieb et al. 2003, ApJ 588, 655"),
-    Line("CS(7-6)", 342.8828503, f"{_CDMS}; Gottlieb et al. 2003, ApJ 588, 655"),
-    Line("SiO(2-1)", 86.8469950, f"{_CDMS}; Müller et al. 2013, J. Mol. Spectrosc. 291, 41 (v=0)"),
-    Line("SiO(5-4)", 217.1049190, f"{_CDMS}; Müller et al. 2013, J. Mol. Spectrosc. 291, 41 (v=0)"),
-    Line("H2CO(3-2)", 218.2221920, f"{_CDMS}; Müller & Lewen 2017, J. Mol. Spectrosc. 331, 28 (3_03-2_02)"),
-    Line("CH3OH(5-4)", 241.7913520, f"{_CDMS}; Xu et al. 2008, J. Mol. Spectrosc. 251, 305 (5_0-4_0 A+)"),
-    Line("H2O(3-2)", 183.3100870, "JPL via Splatalogue; De Lucia et al. 1972, Phys. Rev. A 6, 1324 (3_13-2_20)"),
-    Line("H2O(10-9)", 321.2256770, "JPL via Splatalogue; Kuze et al. 1981 (10_29-9_36)"),
-    Line("[CI](1-0)", 492.1606510, f"{_CDMS}; Yamamoto & Saito 1991, ApJ 370, L103"),
-    Line("[CI](2-1)", 809.3419700, f"{_CDMS}; Klein et al. 1998, ApJ 494, L125"),
-    Line("[NII]205", 1461.1314060, f"{_CDMS}; Brown et al. 1994, ApJ 428, L37"),
-    Line("[CII]", 1900.5369000, f"{_CDMS}; Cooksy et al. 1986, ApJ 305, L89"),
-    Line("[OIII]88", 3393.0062440, f"{_CDMS}; Moreno & Ferraro (JPL); 88.356 um"),
-    Line("H30alpha", 231.9009280, "Lilley & Palmer 1968, ApJS 16, 143 (hydrogen recombination)"),
-    Line("H40alpha", 99.0229500, "Lilley & Palmer 1968, ApJS 16, 143 (hydrogen recombination)"),
+    Line("CO(1-0)", 115.2712018, _CDMS),
+    Line("CO(2-1)", 230.5380000, _CDMS),
+    Line("CO(3-2)", 345.7959899, _CDMS),
+    Line("CO(4-3)", 461.0407682, _CDMS),
+    Line("CO(6-5)", 691.4730763, _CDMS),
+    Line("CO(7-6)", 806.6518060, _CDMS),
+    Line("13CO(1-0)", 110.2013543, _CDMS),
+    Line("13CO(2-1)", 220.3986842, _CDMS),
+    Line("13CO(3-2)", 330.5879653, _CDMS),
+    Line("C18O(1-0)", 109.7821734, _CDMS),
+    Line("C18O(2-1)", 219.5603541, _CDMS),
+    Line("C18O(3-2)", 329.3305525, _CDMS),
+    Line("HCN(1-0)", 88.6316022, _CDMS),
+    Line("HCN(3-2)", 265.8864343, _CDMS),
+    Line("HCN(4-3)", 354.5054773, _CDMS),
+    Line("HCO+(1-0)", 89.1885247, _CDMS),
+    Line("HCO+(3-2)", 267.5576259, _CDMS),
+    Line("HCO+(4-3)", 356.7342230, _CDMS),
+    Line("HNC(1-0)", 90.6635680, _CDMS),
+    Line("N2H+(1-0)", 93.1737700, f"{_CDMS} (main hyperfine group)"),
+    Line("N2H+(3-2)", 279.5117491, _CDMS),
+    Line("CS(2-1)", 97.9809533, _CDMS),
+    Line("CS(5-4)", 244.9355565, _CDMS),
+    Line("CS(7-6)", 342.8828503, _CDMS),
+    Line("SiO(2-1)", 86.8469950, f"{_CDMS} (v=0)"),
+    Line("SiO(5-4)", 217.1049190, f"{_CDMS} (v=0)"),
+    Line("H2CO(3-2)", 218.2221920, f"{_CDMS} (3_03-2_02)"),
+    Line("CH3OH(5-4)", 241.7913520, f"{_CDMS} (5_0-4_0 A+)"),
+    Line("H2O(3-2)", 183.3100870, f"{_JPL} (3_13-2_20)"),
+    Line("H2O(10-9)", 321.2256770, f"{_JPL} (10_29-9_36)"),
+    Line("[CI](1-0)", 492.1606510, _CDMS),
+    Line("[CI](2-1)", 809.3419700, _CDMS),
+    Line("[NII]205", 1461.1314060, _CDMS),
+    Line("[CII]", 1900.5369000, _CDMS),
+    Line("[OIII]88", 3393.0062440, _CDMS),
+    Line("H30alpha", 231.9009280, "Rydberg formula for hydrogen (recombination line tables of Lilley & Palmer 1968, ApJS 16, 143)"),
+    Line("H40alpha", 99.0229500, "Rydberg formula for hydrogen (recombination line tables of Lilley & Palmer 1968, ApJS 16, 143)"),
 )
 
 # ALMA receiver bands (GHz).
