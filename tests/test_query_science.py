@@ -321,3 +321,18 @@ def test_a_name_without_a_resolver_is_matched_to_target_name(archive, tmp_path, 
     rows = Table.read(out)
     assert set(rows["target_name"]) == {"src1"} and set(rows["targets_covered"]) == {"SRC1"}
     assert len(set(rows["member_ous_uid"])) == 5                      # the 2019 project's MOUS observed src1
+
+
+def test_alma_unit_slips_are_repaired_in_the_tables(tmp_path):
+    """tiny_archive serves ALMA's recorded values: bandwidth 1875000000.0 under 'GHz', s_resolution
+    0.3 (arcsec, = spatial_resolution) under 'deg' (obscore_columns.md, unit caveats)."""
+    from tiny_archive import PUBLIC, build
+
+    with LocalArchive(build(tmp_path / "tiny")) as tiny:
+        out = tmp_path / "rows.votable"
+        assert main(["query", PUBLIC, "--archive", tiny.url, "--view", "rows", "--format", "votable", "-o", str(out)]) == 0
+    rows = Table.read(out, format="votable")
+    assert rows["bandwidth"].unit == u.GHz and list(rows["bandwidth"]) == pytest.approx([1.875] * len(rows))
+    assert rows["s_resolution"].unit == u.deg and list(rows["s_resolution"]) == pytest.approx([0.3 / 3600] * len(rows))
+    assert rows["spatial_resolution"].unit == u.arcsec and list(rows["spatial_resolution"]) == pytest.approx([0.3] * len(rows))
+    assert rows["is_mosaic"].dtype == bool and rows["science_observation"].all()
