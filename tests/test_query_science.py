@@ -268,6 +268,13 @@ def test_every_format_reads_back_with_obscore_names_and_units(archive, real, tmp
     assert json.loads(plan.read_text())["schema"] == "almadeliver.projectview/1"
 
 
+def test_raw_view_table_has_units(archive, tmp_path):
+    out = tmp_path / "raw.ecsv"
+    assert main(["query", "--line", "CO(2-1)", "--archive", archive.url, "--view", "raw", "--format", "ecsv", "-o", str(out)]) == 0
+    raw = Table.read(out)
+    assert raw["raw_bytes"].unit == u.byte and raw["eb"].meta["ucd"] == "meta.id;meta.main" and len(raw) > 0
+
+
 def test_pyvo_reads_the_votable(archive, tmp_path):
     from astropy.io.votable import parse
     from pyvo.dal import DALResults

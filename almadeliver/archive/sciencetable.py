@@ -226,6 +226,22 @@ def mous_table(result: ScienceResult) -> Table:
     return Table(cols)
 
 
+def raw_table(view: ProjectView) -> Table:
+    """``--view raw`` (projectview.eb_table: one row per EB) with units and UCDs on its columns."""
+    from .projectview import eb_table
+
+    table = eb_table(view)
+    meta = {"row": ("", "meta.number"), "project": ("", "meta.id;obs.proposal"), "mous": ("", "meta.id"),
+            "eb": ("", "meta.id;meta.main"), "raw_file": ("", "meta.id;meta.file"),
+            "raw_bytes": ("byte", "phys.size;meta.file"), "delivery_bytes": ("byte", "phys.size;meta.file"),
+            "shares_with": ("", "meta.number")}
+    for name, (unit, ucd) in meta.items():
+        if unit:
+            table[name].unit = u.Unit(unit)
+        table[name].meta["ucd"] = ucd
+    return table
+
+
 def write(table: Table, fmt: str) -> str:
     """The table as csv, ecsv or votable text (astropy's writers; VOTable keeps units, UCDs and
     descriptions as FIELD attributes, ECSV in its header, CSV only the names)."""

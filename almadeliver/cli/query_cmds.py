@@ -126,8 +126,9 @@ def formatted(view: ProjectView, how: View, fmt: Format, science: ScienceResult 
         return render(view, View.mous if how is View.rows else how) + ("\n".join(extra) + "\n" if extra else "")
     if fmt is Format.json:
         return view.to_json() + "\n"
-    if science is not None and how is not View.raw:
-        table = sciencetable.rows_table(science) if how is View.rows else sciencetable.mous_table(science)
+    if science is not None:
+        table = (sciencetable.raw_table(view) if how is View.raw else sciencetable.rows_table(science)
+                 if how is View.rows else sciencetable.mous_table(science))
         return sciencetable.write(table, fmt.value)
     table = eb_table(view) if how is View.raw else mous_table(view)
     if fmt is Format.votable:
