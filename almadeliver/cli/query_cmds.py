@@ -205,6 +205,8 @@ def _science(selection: Selection, client: ArchiveClient, freq: list[str], line:
 
     if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--plot {plot}: unknown picture format", "name a .png, .pdf or .svg file")
+    if plot is not None and not plot.parent.is_dir():
+        raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist", "create it or name another file")
     requests = spectral_requests(freq, line, z, vlsr, convention)
     limits = Limits(parse_resolution(resolution) if resolution else None,
                     parse_limit(sensitivity, "mJy/beam", "--sensitivity") if sensitivity else None,
