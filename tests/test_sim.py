@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from almadeliver.archive.obscore import COLUMN_NAMES
+from almadeliver.archive.spectral import parse_frequency_support
 from almadeliver.casa.imaging import product_name
 from almadeliver.casa.runtime import run_in_casa
 from almadeliver.delivery.commandslog import product_tclean_calls, read_commands
@@ -94,6 +95,10 @@ def test_tarball_names_parse_and_catalogue_is_complete(manual2):
         assert re.fullmatch(rf"{re.escape(mous.uid)}\.source\.\S+\.spw\.\d", row["obs_id"])
         assert row["data_rights"] == "Public" and row["qa2_passed"] == "T" and row["band_list"] == "3"
         assert row["s_region"].startswith("Circle ICRS ")
+        # frequency_support: the whole setup (every science spw), the same on every row of the MOUS
+        spws = parse_frequency_support(row["frequency_support"])
+        assert row["frequency_support"] == cat.obscore[0]["frequency_support"] and len(spws) == len(plan.spws)
+        assert any(s.covers(row["frequency"]) for s in spws)
         assert row["schedblock_name"].endswith("_TC")
         assert all(re.fullmatch(r"[A-Z]\d{3}:[A-Z]{2}\d{2}", pair) for pair in row["antenna_arrays"].split())
     assert {r["asdm_uid"] for r in cat.obscore} == {eb.uid for eb in mous.ebs}

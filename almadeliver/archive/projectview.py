@@ -178,10 +178,12 @@ def merge(table: Table, found: Mapping[str, MousFiles], archive: str) -> Project
 
 
 # -- the query ---------------------------------------------------------------------------------------
-def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bool = True) -> ProjectView:
-    """Ask ivoa.obscore, then DataLink (and one tar header) for every MOUS concurrently."""
+def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bool = True,
+          table: Table | None = None) -> ProjectView:
+    """Ask ivoa.obscore, then DataLink (and one tar header) for every MOUS concurrently; ``table``:
+    ObsCore rows already read for this selection (archive.science), so TAP is not asked again."""
     client = client or ArchiveClient()
-    table = run_query(client, build_adql(selection))
+    table = run_query(client, build_adql(selection)) if table is None else table
     found_projects = {str(p) for p in table["proposal_id"]} if len(table) else set()
     missing = [p for p in selection.exact_projects() if p not in found_projects]
     if not len(table):

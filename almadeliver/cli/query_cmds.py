@@ -12,6 +12,8 @@ from astropy.io.votable import from_table
 from ..archive.client import ARCHIVE_ENV, ArchiveClient
 from ..archive.model import Mous, Project, ProjectView
 from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, query, summary
+from ..archive.science import Limits, ScienceResult, parse_resolution, science_query, spectral_requests
+from ..archive.spectral import parse_limit
 from ..archive.tap import Selection, cone, resolve_target
 from ..errors import UsageError
 from ..ids import TarballKind
@@ -23,6 +25,7 @@ class View(str, Enum):
     project = "project"
     mous = "mous"
     raw = "raw"
+    rows = "rows"
 
 
 class Format(str, Enum):
@@ -110,11 +113,23 @@ def render(view: ProjectView, how: View) -> str:
     return "\n".join(lines) + "\n"
 
 
-def formatted(view: ProjectView, how: View, fmt: Format) -> str:
+def formatted(view: ProjectView, how: View, fmt: Format, science: ScienceResult | None = None) -> str:
+    """The answer as text; with ``science`` (archive.science) the tables are the science tables
+    (archive.sciencetable: ObsCore names, units, UCDs) and the terminal view adds the coverage."""
+    from ..archive import sciencetable
+    from .query_science import rows_lines, science_lines
+
     if fmt is Format.table:
-        return render(view, how)
+        if science is not None and how is View.rows:
+            return "\n".join(rows_lines(science)) + "\n\n" + render(view, View.mous).split("\n\n", 1)[-1]
+        extra = science_lines(science) if science is not None and (science.requests or science.targets) else []
+        return render(view, View.mous if how is View.rows else how) + ("\n".join(extra) + "\n" if extra else "")
     if fmt is Format.json:
         return view.to_json() + "\n"
+    if science is not None:
+        table = (sciencetable.raw_table(view) if how is View.raw else sciencetable.rows_table(science)
+                 if how is View.rows else sciencetable.mous_table(science))
+        return sciencetable.write(table, fmt.value)
     table = eb_table(view) if how is View.raw else mous_table(view)
     if fmt is Format.votable:
         buf = io.BytesIO()
@@ -140,7 +155,17 @@ def query_cmd(
     where: Optional[List[str]] = typer.Option(None, "--where", help="Raw ADQL condition on ivoa.obscore; repeatable."),
     archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
                                           help="eso, nrao, naoj or a URL (default almascience.org)."),
-    view: View = typer.Option(View.project, "--view", help="project (tree), mous (a line per MOUS), raw (a line per EB)."),
+    freq: Optional[List[str]] = typer.Option(None, "--freq", help="Sky frequency or range covered by a spw: 230.5GHz, 84..116GHz, 1.3mm; repeatable."),
+    line: Optional[List[str]] = typer.Option(None, "--line", help="A line: CO(2-1) (built-in table) or a rest frequency 230.538GHz; repeatable."),
+    z: Optional[float] = typer.Option(None, "--z", help="Redshift of --line (observed = rest / (1 + z))."),
+    vlsr: Optional[float] = typer.Option(None, "--vlsr", help="LSRK velocity of --line, km/s."),
+    convention: str = typer.Option("radio", "--velocity-convention", help="Doppler convention of --vlsr: radio, optical, relativistic."),
+    resolution: Optional[str] = typer.Option(None, "--resolution", help="Spatial resolution at most (0.5arcsec) or a range (0.1..0.5arcsec)."),
+    sensitivity: Optional[str] = typer.Option(None, "--sensitivity", help="Sensitivity in 10 km/s at most, mJy/beam (at the line when given)."),
+    velocity_resolution: Optional[str] = typer.Option(None, "--velocity-resolution", help="Channel width at most, km/s (at the line when given)."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Targets file: CSV/ECSV/VOTable (ra, dec, name) or one NAME or 'RA DEC' per line."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the answer: FILE.png, .pdf or .svg."),
+    view: View = typer.Option(View.project, "--view", help="project (tree), mous (a line per MOUS), raw (a line per EB), rows (a line per ObsCore row)."),
     fmt: Format = typer.Option(Format.table, "--format", help="table, json (the download plan), csv, ecsv, votable."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
 ) -> None:
@@ -152,8 +177,10 @@ def query_cmd(
     region = resolve_target(target, radius) if target else cone(ra, dec, radius) if ra else None
     selection = Selection.from_ids(ids or [], cone=region, bands=band or [], public=public, start=start,
                                    end=end, keyword=keyword, where=where or [])
-    result = query(selection, ArchiveClient(archive))
-    text = formatted(result, view, fmt)
+    science = _science(selection, ArchiveClient(archive), freq or [], line or [], z, vlsr, convention, resolution,
+                       sensitivity, velocity_resolution, targets, radius, plot)
+    result = science.view
+    text = formatted(result, view, fmt, science)
     if output:
         output.write_text(text)
         if not state.quiet:
@@ -162,3 +189,31 @@ def query_cmd(
         typer.echo(text, nl=False)
         if fmt is not Format.table and not state.quiet:
             typer.echo(summary(result), err=True)
+    if plot:
+        from ..archive.plots import plot_answer
+
+        plot_answer(science, plot)
+        if not state.quiet:
+            typer.echo(f"drew {plot}", err=output is None and fmt is not Format.table)
+
+
+def _science(selection: Selection, client: ArchiveClient, freq: list[str], line: list[str], z, vlsr, convention: str,
+             resolution: str | None, sensitivity: str | None, velocity_resolution: str | None,
+             targets: Path | None, radius: str, plot: Path | None) -> ScienceResult:
+    """The science options checked (before any network call), then archive.science.science_query."""
+    from ..archive.targets import read_targets, resolve_names
+
+    if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {plot}: unknown picture format", "name a .png, .pdf or .svg file")
+    if plot is not None and not plot.parent.is_dir():
+        raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist", "create it or name another file")
+    requests = spectral_requests(freq, line, z, vlsr, convention)
+    limits = Limits(parse_resolution(resolution) if resolution else None,
+                    parse_limit(sensitivity, "mJy/beam", "--sensitivity") if sensitivity else None,
+                    parse_limit(velocity_resolution, "km/s", "--velocity-resolution") if velocity_resolution else None)
+    entries = []
+    if targets is not None:
+        if selection.cone:
+            raise UsageError("--targets and a cone (--ra/--dec/--target) both given", "give one of them")
+        entries = resolve_names(read_targets(targets, cone("0", "0", radius).radius))
+    return science_query(selection, client, requests, limits, entries)

@@ -9,11 +9,13 @@ functions on STC-S text, see ``install_functions``). Anything else raises ``Adql
 """
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import lru_cache
 
-from .regions import Circle, Point, Polygon, Range, RegionError, parse_stcs, separation, to_stcs
+from .regions import Circle, Point, Polygon, Range, RegionError, bounding_cap, parse_stcs, separation, to_stcs
 
 
 class AdqlError(ValueError):
@@ -463,6 +465,7 @@ def translate(text: str, tables: dict[str, TableDef]) -> Translation:
 
 
 # -- SQLite user functions ----------------------------------------------------------------------
+@lru_cache(maxsize=65536)
 def _shape(kind: str, *args) -> str | None:
     if any(a is None for a in args):
         return None
@@ -489,12 +492,40 @@ def _shapes(a: str | None, b: str | None):
         return None
 
 
+@lru_cache(maxsize=65536)
+def _cap(text: str) -> tuple[float, float, float, float, float] | None:
+    """The bounding cap of a region as (x, y, z, cos r, sin r), r widened by 1e-9 deg."""
+    try:
+        cap = bounding_cap(parse_stcs(text))
+    except RegionError:
+        return None
+    if cap is None or cap[2] >= 45.0:
+        return None
+    a, d, r = math.radians(cap[0]), math.radians(cap[1]), math.radians(cap[2] + 1e-9)
+    return math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d), math.cos(r), math.sin(r)
+
+
+def _apart(a: str | None, b: str | None) -> bool:
+    """The bounding caps of two regions (keyed by their text) do not meet: a quick 0 without
+    trigonometry (cos of the separation below cos of the summed radii)."""
+    if a is None or b is None:
+        return False
+    ca, cb = _cap(a), _cap(b)
+    if ca is None or cb is None:
+        return False
+    return ca[0] * cb[0] + ca[1] * cb[1] + ca[2] * cb[2] < ca[3] * cb[3] - ca[4] * cb[4]
+
+
 def _intersects(a, b) -> int | None:
+    if _apart(a, b):
+        return 0
     shapes = _shapes(a, b)
     return None if shapes is None else int(shapes[0].intersects(shapes[1]))
 
 
 def _contains(a, b) -> int | None:
+    if _apart(a, b):
+        return 0
     shapes = _shapes(a, b)
     return None if shapes is None else int(shapes[1].covers(shapes[0]))
 

@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
-from .catalogue import Catalogue, CatalogueFile, TarMember
+from .catalogue import Catalogue, CatalogueFile, TarMember, frequency_support
 from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
 
@@ -207,6 +207,10 @@ class _Builder:
         plan = self.plan
         target = plan.field("target")
         rows = []
+        # the whole correlator setup, one segment per spw, repeated on every row of the MOUS
+        support = frequency_support([{"lo_ghz": min(f0, f0 + w * n) / 1e9, "hi_ghz": max(f0, f0 + w * n) / 1e9,
+                                      "res_khz": abs(w) / 1e3}
+                                     for f0, w, n in ((s["freq_hz"], s["width_hz"], s["nchan"]) for s in plan.spws)])
         for eb in mous.ebs:
             ant = eb_info[eb.uid]["antennas"]
             baselines = [math.dist((ant["x"][i], ant["y"][i], ant["z"][i]), (ant["x"][j], ant["y"][j], ant["z"][j]))
@@ -240,7 +244,7 @@ class _Builder:
                     "antenna_arrays": " ".join(f"{p}:{n}" for p, n in zip(ant["pads"], ant["names"])),
                     "is_mosaic": "F", "obs_release_date": f"{released.isoformat()}T00:00:00.000",
                     "spatial_resolution": resolution * 3600,
-                    "frequency_support": f"[{f0 / 1e9:.3f}..{f1 / 1e9:.3f}GHz,{spw['width_hz'] / 1e3:.2f}kHz,XX YY]",
+                    "frequency_support": support,
                     "frequency": fc / 1e9, "velocity_resolution": C_LIGHT * spw["width_hz"] / fc,
                     "obs_creator_name": plan.pi, "pi_name": plan.pi, "proposal_authors": plan.pi,
                     "schedblock_name": mous.sb_name, "group_ous_uid": plan.gous_uid, "member_ous_uid": mous.uid,

@@ -230,6 +230,29 @@ class Compound(Shape):
         return not self.parts[0].intersects(other)
 
 
+@lru_cache(maxsize=65536)
+def bounding_cap(shape: Shape) -> tuple[float, float, float] | None:
+    """A cap (ra, dec, radius in degrees) holding the whole shape, or None (unbounded or a box).
+
+    A cap of radius < 90 deg is convex on the sphere, so the great-circle edges between vertices
+    inside it stay inside it: two shapes whose caps do not meet do not meet either. The local
+    archive uses it to reject most INTERSECTS pairs before the exact test (a 1000-target query)."""
+    if isinstance(shape, Point):
+        return shape.ra, shape.dec, 0.0
+    if isinstance(shape, Circle):
+        return shape.ra, shape.dec, shape.radius
+    if isinstance(shape, Polygon):
+        ra0, dec0 = shape.centre
+        return ra0, dec0, max(separation(ra0, dec0, ra, dec) for ra, dec in shape.vertices)
+    if isinstance(shape, Compound) and shape.op in ("union", "intersection"):
+        caps = [bounding_cap(p) for p in shape.parts]
+        if not caps or any(c is None for c in caps):
+            return None
+        ra0, dec0, _ = caps[0]
+        return ra0, dec0, max(separation(ra0, dec0, ra, dec) + r for ra, dec, r in caps)
+    return None
+
+
 _FRAMES = {"ICRS", "FK5", "J2000", "UNKNOWNFRAME", "GEOCENTER", "BARYCENTER", "TOPOCENTER"}
 
 
