@@ -1,4 +1,14 @@
-"""ALMA identifiers: project codes, uids in both forms, and delivery file names."""
+"""ALMA identifiers: project codes, uids in both forms, and delivery file names.
+
+The one grammar of ALMA identifiers (ALMA-FACTS.md section 1); every command and parser asks it.
+
+- Project code ``YYYY.C.NNNNN.T``: C is the call digit, or ``A`` for Director's Discretionary Time
+  (``2018.A.00062.S``); T is one to three capital letters: S (standard), L (large programme),
+  T (target of opportunity), V (VLBI), P, E, SV / CSV for (commissioning) science verification
+  (``2011.0.00016.SV``).
+- Uid: ``uid://A001/X13e/X1fe`` on the archive side, ``uid___A001_X13e_X1fe`` on disk. OUS uids start
+  ``A001`` except in Cycle 1, where some start ``A002`` like EB (ASDM) uids.
+"""
 from __future__ import annotations
 
 import re
@@ -7,15 +17,26 @@ from enum import Enum
 
 from .errors import IdentifierError
 
-_PROJECT_RE = re.compile(r"^(?P<year>\d{4})\.(?P<cycle>\d)\.(?P<number>\d{5})\.(?P<type>[A-Z])$")
+#: A project code inside a longer text (no anchors), e.g. in a file name.
+PROJECT_CODE_PATTERN = r"\d{4}\.(?:\d|A)\.\d{5}\.[A-Z]{1,3}"
+#: A uid in its disk form inside a longer text (``uid___A001_X13e_X1fe``).
+UID_DISK_PATTERN = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
+#: A uid in either form inside a longer text.
+UID_PATTERN = r"uid(?:://|___)A\d{3}[/_]X[0-9a-fA-F]+[/_]X[0-9a-fA-F]+"
+
+_PROJECT_RE = re.compile(
+    r"^(?P<year>\d{4})\.(?P<cycle>\d|A)\.(?P<number>\d{5})\.(?P<type>[A-Z]{1,3})$")
 _UID_ARCHIVE_RE = re.compile(r"^uid://(?P<a>A\d{3})/(?P<b>X[0-9a-fA-F]+)/(?P<c>X[0-9a-fA-F]+)$")
 _UID_DISK_RE = re.compile(r"^uid___(?P<a>A\d{3})_(?P<b>X[0-9a-fA-F]+)_(?P<c>X[0-9a-fA-F]+)$")
-_UID_IN_TEXT = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
-_PROJECT_IN_TEXT = r"\d{4}\.\d\.\d{5}\.[A-Z]"
+_UID_ANY = re.compile(UID_PATTERN)
+_UID_DISK_AT_START = re.compile(UID_DISK_PATTERN)
+_OUS_NAMED = re.compile(rf"(?:science_goal|group|member)\.({UID_PATTERN})")
+_UID_IN_TEXT = UID_DISK_PATTERN
+_PROJECT_IN_TEXT = PROJECT_CODE_PATTERN
 # Calls for proposals by year: no call in 2014 (Cycle 2 ran on) nor in 2020 (Cycle 7 extended).
 _CYCLE_OF_YEAR = {2011: 0, 2012: 1, 2013: 2, 2014: 2, 2015: 3, 2016: 4, 2017: 5, 2018: 6, 2019: 7}
-
-
+_PROJECT_HINT = ("project codes look like 2013.1.00308.S: year.cycle.number.type, the cycle digit or A "
+                 "(DDT), the type one to three capital letters (S, L, T, V, P, E, SV, CSV)")
 @dataclass(frozen=True, order=True)
 class ProjectCode:
     """An ALMA project code, ``YYYY.C.NNNNN.T`` (e.g. ``2013.1.00308.S``)."""
@@ -26,16 +47,23 @@ class ProjectCode:
     def parse(cls, text: str) -> "ProjectCode":
         text = text.strip()
         if not _PROJECT_RE.match(text):
-            raise IdentifierError(
-                f"'{text}' is not an ALMA project code",
-                "project codes look like 2013.1.00308.S (year.cycle.number.type)",
-            )
+            raise IdentifierError(f"'{text}' is not an ALMA project code", _PROJECT_HINT)
         return cls(text)
+
+    @property
+    def is_ddt(self) -> bool:
+        """True for Director's Discretionary Time (``YYYY.A.NNNNN.T``)."""
+        return self.code.split(".")[1] == "A"
+
+    @property
+    def type(self) -> str:
+        """The project type letters: ``S``, ``L``, ``T``, ``V``, ``P``, ``E``, ``SV``, ``CSV``..."""
+        return self.code.rsplit(".", 1)[1]
 
     @property
     def cycle(self) -> int:
         """The ALMA cycle, from the proposal year (2011 -> 0, 2013 -> 2, 2017 -> 5, 2021 -> 8);
-        the digit after the year is the call's semester, not the cycle."""
+        the digit after the year is the call's semester (or ``A`` for DDT), not the cycle."""
         year = int(self.code[:4])
         return _CYCLE_OF_YEAR.get(year, year - 2013)
 
@@ -44,6 +72,7 @@ class ProjectCode:
 
 
 def is_project_code(text: str) -> bool:
+    """True when ``text`` (stripped) is a project code in any form ALMA has used."""
     return bool(_PROJECT_RE.match(text.strip()))
 
 
@@ -60,7 +89,7 @@ class Uid:
         if not m:
             raise IdentifierError(
                 f"'{text}' is not an ALMA uid",
-                "uids look like uid://A001/X13e/X1fe or uid___A001_X13e_X1fe",
+                "uids look like uid://A001/X13e/X1fe or uid___A001_X13e_X1fe (A002 for EBs and Cycle 1 OUSs)",
             )
         return cls(f"uid://{m['a']}/{m['b']}/{m['c']}")
 
@@ -75,6 +104,8 @@ class Uid:
 
     @property
     def is_ous(self) -> bool:
+        """True for ``A001`` uids, which are always OUS uids. An ``A002`` uid is an EB, or a Cycle 1
+        OUS: only where it is written tells (see ``ous_uids_in``)."""
         return self.archive.startswith("uid://A001/")
 
     def __str__(self) -> str:
@@ -82,7 +113,36 @@ class Uid:
 
 
 def is_uid(text: str) -> bool:
+    """True when ``text`` (stripped) is a uid in either form."""
     return bool(_UID_ARCHIVE_RE.match(text.strip()) or _UID_DISK_RE.match(text.strip()))
+
+
+def uids_in(text: str) -> list[Uid]:
+    """Every uid written in ``text`` (either form), in order of appearance, each once."""
+    return list(dict.fromkeys(Uid.parse(m) for m in _UID_ANY.findall(text)))
+
+
+def ous_uids_in(text: str) -> set[Uid]:
+    """The uids ``text`` names as OUS folders (``science_goal.<uid>``, ``group.<uid>``,
+    ``member.<uid>``), whatever their archive prefix (Cycle 1 OUS uids start ``A002``)."""
+    return {Uid.parse(m) for m in _OUS_NAMED.findall(text)}
+
+
+def eb_uids_in(text: str) -> list[Uid]:
+    """The EB (ASDM) uids written in ``text``: its uids that are neither ``A001`` nor named as OUS."""
+    ous = ous_uids_in(text)
+    return sorted(u for u in uids_in(text) if not u.is_ous and u not in ous)
+
+
+def uid_at_start(name: str) -> Uid | None:
+    """The uid (disk form) a file or folder name starts with, e.g. ``uid___A002_Xd28a9e_X71b8.ms``."""
+    m = _UID_DISK_AT_START.match(name)
+    return Uid.parse(m.group(0)) if m else None
+
+
+def uid_of_name(name: str) -> Uid | None:
+    """The uid when ``name`` is exactly a uid (either form), else None (never raises)."""
+    return Uid.parse(name) if is_uid(name) else None
 
 
 class TarballKind(str, Enum):

@@ -15,7 +15,7 @@ import requests
 from astropy.table import Table
 
 from ..errors import IdentifierError, NotFoundError
-from ..ids import DeliveryFileName, ProjectCode, TarballKind, Uid
+from ..ids import UID_DISK_PATTERN, DeliveryFileName, ProjectCode, TarballKind, Uid
 from .client import ArchiveClient
 from .datalink import Link, fetch_datalink
 from .model import ArchiveFile, Mous, Project, ProjectView
@@ -24,7 +24,7 @@ from .tap import Selection, build_adql, run_query
 log = logging.getLogger("almadeliver.archive")
 
 HEADER_BYTES = 10240          # one Range request: enough for the first tar headers (GNU long names too)
-_SG_RE = re.compile(r"science_goal\.(uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+)")
+_SG_RE = re.compile(rf"science_goal\.({UID_DISK_PATTERN})")
 PRODUCT_KINDS = (TarballKind.PRODUCTS, TarballKind.CYCLE0, TarballKind.README)
 _ANTENNA_ARRAY = {"DA": "12m", "DV": "12m", "DE": "12m", "CM": "7m", "PM": "TP"}
 

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable
 from ..delivery.calls import TaskCall
 from ..delivery.commandslog import product_tclean_calls, read_commands
 from ..errors import TreeError, UsageError
+from ..ids import UID_DISK_PATTERN
 
-_EB_RE = re.compile(r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+")
+_EB_RE = re.compile(UID_DISK_PATTERN)
 _SPECMODES = ("cube", "mfs", "cont")
 
 

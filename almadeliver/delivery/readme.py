@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IdentifierError, ParseError
-from ..ids import ProjectCode, Uid
+from ..ids import ProjectCode, Uid, eb_uids_in
 
 _FIELD_RE = re.compile(r"^(?P<key>[A-Z][A-Za-z0-9 .()/_-]{1,60}?)\s*:\s*(?P<value>.*?)\s*$")
 _SEPARATOR_RE = re.compile(r"^#{3,}\s*$")
-_UID_RE = re.compile(r"uid(?:://|___)A\d{3}[/_]X[0-9a-fA-F]+[/_]X[0-9a-fA-F]+")
 _CASA_VERSION_RE = re.compile(r"\d+\.\d+(?:\.\d+)?(?:[-.]\d+)?")
 _NOTES_KEY = "comments from reducer"
 
@@ -81,7 +80,7 @@ def parse_readme_text(text: str, path: str = "README") -> Readme:
         value = fields.get(key, (0, ""))[1]
         return value or None
 
-    ebs = sorted({uid for uid in map(Uid.parse, _UID_RE.findall(text)) if not uid.is_ous})
+    ebs = eb_uids_in(text)
     return Readme(
         path=path, project=project, pi=get("pi name"), casa_version=casa_version,
         cycle=get("cycle"), sb_name=get("sb name"), title=get("project title"),
