@@ -124,3 +124,97 @@ def test_flagtemplate_errors_name_lines():
         parse_flagtemplate_text("antenna='DV01' antenna='DV02'\n")
     t = parse_flagtemplate_text("mode='manual' antenna='DV01'  # bad antenna\n")
     assert t.commands[0].params == {"mode": "manual", "antenna": "DV01"}
+
+
+# -- cont.dat: the three generations the pipeline wrote (ALMA-FACTS.md section 3) ------------------
+EARLIEST = """M100
+
+SPW25
+93.10~93.15GHz
+93.20~93.25GHz
+
+SPW27
+NONE
+
+"04287+1801"
+
+SPW25
+93.30~93.35GHz
+"""
+MIDDLE = """Field: M100
+
+SpectralWindow: 25
+93.10~93.15GHz LSRK
+93.20~93.25GHz LSRK
+
+SpectralWindow: 27
+NONE
+
+SpectralWindow: 29
+ALL
+
+Field: 04287+1801
+
+SpectralWindow: 25
+93.30~93.35GHz LSRK
+"""
+NEWEST = """Field: M100
+
+SpectralWindow: 25 X38714582#ALMA_RB_03#BB_1#SW-01#FULL_RES
+Flags: LOWBANDWIDTH LOWSPREAD
+93.1000000000~93.1500000000GHz LSRK
+93.2000000000~93.2500000000GHz LSRK
+
+SpectralWindow: 27 X38714582#ALMA_RB_03#BB_2#SW-01#FULL_RES
+
+SpectralWindow: 29 X38714582#ALMA_RB_03#BB_3#SW-01#FULL_RES
+Flags: ALLCONT
+
+Field: 04287+1801
+
+SpectralWindow: 25 X38714582#ALMA_RB_03#BB_1#SW-01#FULL_RES
+93.3000000000~93.3500000000GHz LSRK
+"""
+
+
+@pytest.mark.parametrize("text, generation, frame", [(EARLIEST, 1, None), (MIDDLE, 2, "LSRK"), (NEWEST, 3, "LSRK")])
+def test_contdat_every_generation_reads_into_one_model(text, generation, frame):
+    c = parse_contdat_text(text)
+    assert c.generation == generation
+    assert list(c.fields) == ["M100", "04287+1801"]
+    assert [(r.low, r.high, r.frame) for r in c.ranges("M100", 25)] == [(93.1, 93.15, frame), (93.2, 93.25, frame)]
+    assert c.fields["M100"][27].no_continuum and not c.fields["M100"][27].all_continuum
+    assert c.ranges("04287+1801", 25)[0].low_hz == pytest.approx(93.3e9)
+    assert c.default_frame == ("TOPO" if generation == 1 else "LSRK")
+    if generation > 1:
+        assert c.fields["M100"][29].all_continuum
+
+
+def test_contdat_newest_keeps_flags_and_spw_names():
+    c = parse_contdat_text(NEWEST)
+    spw25 = c.fields["M100"][25]
+    assert spw25.flags == ["LOWBANDWIDTH", "LOWSPREAD"] and spw25.name.endswith("#BB_1#SW-01#FULL_RES")
+    assert c.fields["M100"][29].flags == ["ALLCONT"] and c.fields["M100"][29].ranges == []
+    assert c.flagged() == [("M100", 25, ["LOWBANDWIDTH", "LOWSPREAD"]), ("M100", 29, ["ALLCONT"])]
+
+
+def test_contdat_flags_outside_a_spw_block_names_the_line():
+    with pytest.raises(ParseError, match="line 2: 'Flags:' outside"):
+        parse_contdat_text("Field: M100\nFlags: ALLCONT\n")
+    with pytest.raises(ParseError, match="line 1: 'SPW' before any 'Field:' line"):
+        parse_contdat_text("SPW25\n93.1~93.2GHz\n")
+
+
+@pytest.mark.parametrize("generation", [1, 2, 3])
+def test_simulator_writes_each_generation_and_it_reads_back(generation):
+    from almadeliver.sim.pipeline import contdat_text
+
+    ranges = {17: [(230.0e9, 230.1e9), (230.2e9, 230.3e9)], 19: [], 21: [(232.0e9, 233.9e9)]}
+    text = contdat_text("src", ranges, generation, flags={21: ["ALLCONT"], 17: ["LOWBANDWIDTH"]})
+    c = parse_contdat_text(text)
+    assert c.generation == generation and list(c.fields) == ["src"]
+    assert [(r.low_hz, r.high_hz) for r in c.ranges("src", 17)] == [pytest.approx((230.0e9, 230.1e9)),
+                                                                      pytest.approx((230.2e9, 230.3e9))]
+    assert c.fields["src"][19].no_continuum
+    assert c.fields["src"][21].all_continuum is (generation > 1)   # the earliest had no ALL keyword nor flags
+    assert c.fields["src"][17].flags == (["LOWBANDWIDTH"] if generation == 3 else [])

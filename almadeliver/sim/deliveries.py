@@ -88,8 +88,10 @@ def _image_stats(fits: Path) -> dict:
 class _Builder:
     """Builds one project in a temporary folder (``stage``) and packs it."""
 
-    def __init__(self, plan: ProjectPlan, stage: Path, on_line: Callable[[str], None] | None):
+    def __init__(self, plan: ProjectPlan, stage: Path, on_line: Callable[[str], None] | None,
+                 contdat_generation: int = 3):
         self.plan, self.stage, self.on_line = plan, stage, on_line
+        self.contdat_generation = contdat_generation
         self.tree = stage / "tree"
         self.work = stage / "work"
         self.files = stage / "project" / "files"
@@ -141,7 +143,8 @@ class _Builder:
                           workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
         self.eb_info.update(res["observed"])
         pipeline.write_member_files(member, res, project=self.plan.code, mous=mous.disk, gous=self.plan.gous_uid,
-                                    sb_name=mous.sb_name, work=work / "working")
+                                    sb_name=mous.sb_name, work=work / "working",
+                                    contdat_generation=self.contdat_generation)
         images = [_image_stats(p) for p in sorted((member / "product").glob("*.pbcor.fits"))]
         notes = qa2_notes(self.plan, res["qa"], images)
         parked = self.work / f"{mous.disk}.raw"
@@ -267,8 +270,10 @@ def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
 
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
-                     on_line: Callable[[str], None] | None = None, size: str = "small") -> SimulatedProject:
-    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc)."""
+                     on_line: Callable[[str], None] | None = None, size: str = "small",
+                     contdat_generation: int = 3) -> SimulatedProject:
+    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc);
+    pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text)."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -276,6 +281,9 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         raise UsageError("--mous must be 1..4 and --ebs 1..9", "keep simulated projects small")
     if size not in SIZES:
         raise UsageError(f"unknown size '{size}'", f"choose one of {', '.join(SIZES)}")
+    if contdat_generation not in pipeline.CONTDAT_GENERATIONS:
+        raise UsageError(f"unknown cont.dat generation {contdat_generation}",
+                         "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
     started = time.monotonic()
     plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
     out = Path(out).resolve()
@@ -284,7 +292,7 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        builder = _Builder(plan, stage, on_line)
+        builder = _Builder(plan, stage, on_line, contdat_generation)
         if flavour == "cycle0":
             rows = _build_cycle0(builder)
         else:
