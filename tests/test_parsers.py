@@ -52,9 +52,25 @@ def test_readme_without_project_code():
         parse_readme_text("<html><body>Please log in</body></html>\n")
 
 
-def test_readme_bad_casa_version_names_line():
-    with pytest.raises(ParseError, match="line 2: 'unknown' is not a CASA version"):
-        parse_readme_text("Project code: 2017.1.01185.S\nCASA version used for reduction: unknown\n")
+@pytest.mark.parametrize("value, problem", [
+    ("unknown", "'unknown' is not a CASA version"),
+    ("4.x", "'4.x' is a placeholder, not a CASA version"),
+    ("5.6.x", "'5.6.x' is a placeholder, not a CASA version"),
+    ("X.Y.Z", "'X.Y.Z' is a placeholder, not a CASA version"),
+    ("<version>", "'<version>' is a placeholder, not a CASA version"),
+    ("4.4.0", None), ("5.1.1-5", None), ("6.5.4.9 (pipeline 2023.1.0.124)", None),
+])
+def test_readme_casa_version_verdict_is_on_the_model_with_its_line(value, problem):
+    r = parse_readme_text(f"Project code: 2017.1.01185.S\nCASA version used for reduction: {value}\n")
+    assert (r.casa_version_problem, r.casa_version_line, r.casa_version_text) == (problem, 2, value)
+    assert (r.casa_version is None) is (problem is not None)
+
+
+def test_staff_readme_may_leave_the_project_code_out():
+    with pytest.raises(ParseError, match="no 'Project code:' line"):
+        parse_readme_text("CASA version used for reduction: 4.4.0\n")
+    r = parse_readme_text("CASA version used for reduction: 4.4.0\n", require_project=False)
+    assert r.project is None and r.casa_version == "4.4.0"
 
 
 def test_every_real_contdat_parses(real):

@@ -377,3 +377,15 @@ def test_pipeline_contdat_of_every_generation_validates(tmp_path, real, generati
     flags = [f.message for f in report.findings if f.check == "pipeline.contdat-flags"]
     assert flags == (["field NGC_628 spw 17: Flags LOWBANDWIDTH LOWSPREAD", "field NGC_628 spw 21: Flags ALLCONT"]
                      if generation == 3 else [])
+
+
+def test_delivered_readme_with_a_placeholder_casa_version(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    readme = m / "README"
+    readme.write_text(readme.read_text().replace("CASA version used for reduction: 4.4.0",
+                                                 "CASA version used for reduction: 4.x"))
+    report = validate(tmp_path / PROJECT)
+    (f,) = [f for f in report.findings if f.check == "readme.casa-version"]
+    assert f.severity is Severity.WARNING and f.message == "line 12: '4.x' is a placeholder, not a CASA version"
+    assert "readme.unparsed" not in checks(report)      # the rest of the README is still read
+    assert report.details["members"][0]["readme"]["pi"] == "Adam Ginsburg"

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import TreeError, UsageError
 from ..ids import UID_DISK_PATTERN as UID_RE
 from ..ids import ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
+from .readme import Readme, parse_readme
 
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
@@ -165,7 +166,6 @@ class Member:
 STAFF_CALIBRATION_PREFIX = "Calibration_"
 STAFF_COMBINATION = "Combination/calibrated"
 STAFF_IMAGING = "Imaging"
-_CASA_VERSION_LINE = re.compile(r"^CASA version used for reduction:\s*(\S.*?)\s*$", re.MULTILINE)
 
 
 @dataclass
@@ -221,12 +221,10 @@ class StaffArea:
     def readme(self) -> Path:
         return self.root / "README"
 
-    def casa_version(self) -> str | None:
-        """The CASA version the README names ("CASA version used for reduction: 4.4.0")."""
-        if not self.readme.is_file():
-            return None
-        m = _CASA_VERSION_LINE.search(self.readme.read_text(errors="replace"))
-        return m.group(1) if m else None
+    def read_readme(self) -> Readme:
+        """The area's README read by the one README reader (readme.py; a staff README may leave the
+        project code to the packager). Raises ParseError when it does not parse, OSError when unreadable."""
+        return parse_readme(self.readme, require_project=False)
 
     def rel_path(self, path: Path) -> str:
         """``path`` (inside the area) relative to the scanned folder."""

@@ -132,9 +132,13 @@ def _check_readme(index: TreeIndex, m: Member, report: Report) -> None:
         report.add(E, "readme.project-mismatch", m.readme,
                    f"README names project {readme.project} but the tree is {m.project}",
                    "this README belongs to another delivery; fetch the right one")
-    for label, value in (("PI name", readme.pi), ("CASA version used for reduction", readme.casa_version)):
+    for label, value in (("PI name", readme.pi), ("CASA version used for reduction", readme.casa_version_text)):
         if not value:
             report.add(W, "readme.field-missing", m.readme, f"no '{label}:' line", "see the QA2 notes in the archive")
+    if readme.casa_version_text and readme.casa_version_problem:
+        report.add(W, "readme.casa-version", m.readme,
+                   f"line {readme.casa_version_line}: {readme.casa_version_problem}",
+                   "the CASA version is in the pipeline manifest or the CASA logs in log/; ask the helpdesk")
     notes = len(readme.qa2_notes.splitlines())
     report.add(I, "readme.summary", m.readme,
                f"project {readme.project}, PI {readme.pi or '?'}, CASA {readme.casa_version or '?'}, "
