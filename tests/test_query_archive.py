@@ -66,3 +66,24 @@ def test_cli_plan_round_trip(archive, tmp_path, capsys):
     assert main(["query", "2019.1.00458.S", "--archive", archive.url, "--view", "mous"]) == 0
     out = capsys.readouterr().out
     assert "uid://A001/X385f5/X100" in out and "12 rows -> 3 MOUS, 6 EBs; 15 files, 0 duplicates dropped" in out
+
+
+def test_an_empty_answer_names_the_condition_that_emptied_it(archive, capsys):
+    client = ArchiveClient(archive.url)
+    with pytest.raises(NotFoundError, match=r"^2019.1.00458.S has no data matching --band 1 \(it has bands 6\); drop"):
+        query(Selection(projects=["2019.1.00458.S"], bands=[1]), client)
+    with pytest.raises(NotFoundError, match=r"2021.1.00123.S has no data matching --public "
+                                            r"\(it has data rights Proprietary\)"):
+        query(Selection(projects=["2021.1.00123.S"], public=True), client)
+    with pytest.raises(NotFoundError, match=r"uid___A001_X385f5_X101 has no data matching --band 3 --end 2000-01-01 "
+                                            r"\(it has bands 6; observations from \d{4}-\d\d-\d\d to "):
+        query(Selection(uids=["uid___A001_X385f5_X101"], bands=[3], end="2000-01-01"), client)
+    # a project that is not there at all is still said to be missing, filter or not
+    with pytest.raises(NotFoundError, match="project 2099.1.00001.S is not in the archive"):
+        query(Selection(projects=["2099.1.00001.S"], bands=[1]), client)
+    # through the CLI: one line, exit 1; with another project found, a warning names the emptied one
+    assert main(["query", "2019.1.00458.S", "--band", "1", "--archive", archive.url]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: 2019.1.00458.S has no data matching --band 1 (it has bands 6); drop or widen")
+    assert main(["query", "2019.1.00458.S", "2021.1.00123.S", "--public", "--archive", archive.url]) == 0
+    assert "2021.1.00123.S has no data matching --public (it has data rights Proprietary)" in capsys.readouterr().err
