@@ -151,6 +151,7 @@ class TarballKind(str, Enum):
     RAW = "raw"                # <project>_<EB>.asdm.sdm.tar
     README = "readme"          # member.<MOUS>.README.txt
     CYCLE0 = "cycle0"          # <project>_<date>_<m>_of_<n>.tar
+    EXTERNAL = "external"      # <project>_<MOUS>_external_<label>_<m>_of_<n>.tar (ARI-L and other external products)
 
 
 _DELIVERY_PATTERNS = [
@@ -161,6 +162,9 @@ _DELIVERY_PATTERNS = [
     (TarballKind.RAW, re.compile(
         rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<uid>{_UID_IN_TEXT})\.asdm\.sdm\.tar$")),
     (TarballKind.README, re.compile(rf"^member\.(?P<uid>{_UID_IN_TEXT})\.README\.txt$")),
+    (TarballKind.EXTERNAL, re.compile(
+        rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<uid>{_UID_IN_TEXT})_external_(?P<label>[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*?)"
+        rf"_(?P<part>\d{{3}})_of_(?P<parts>\d{{3}})\.tar$")),
     (TarballKind.CYCLE0, re.compile(
         rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<date>\d{{4}}-\d{{2}}-\d{{2}})_(?P<part>\d{{3}})_of_(?P<parts>\d{{3}})\.tar$")),
 ]
@@ -177,6 +181,7 @@ class DeliveryFileName:
     part: int | None = None
     parts: int | None = None
     date: str | None = None
+    label: str | None = None     # an external product's label, e.g. ``ari_l`` (ALMA Reprocessed Images, Legacy)
 
     @classmethod
     def parse(cls, name: str) -> "DeliveryFileName":
@@ -192,11 +197,12 @@ class DeliveryFileName:
                     part=int(g["part"]) if g.get("part") else None,
                     parts=int(g["parts"]) if g.get("parts") else None,
                     date=g.get("date"),
+                    label=g.get("label"),
                 )
         raise IdentifierError(
             f"'{name}' is not an ALMA delivery file name",
-            "expected <project>_<uid>_001_of_001.tar, _auxiliary.tar, <project>_<EB>.asdm.sdm.tar "
-            "or member.<MOUS>.README.txt",
+            "expected <project>_<uid>_001_of_001.tar, _auxiliary.tar, _external_<label>_001_of_001.tar, "
+            "<project>_<EB>.asdm.sdm.tar or member.<MOUS>.README.txt",
         )
 
 
@@ -214,6 +220,11 @@ def raw_name(project: ProjectCode | str, eb: Uid) -> str:
 
 def readme_name(mous: Uid) -> str:
     return f"member.{mous.disk}.README.txt"
+
+
+def external_name(project: ProjectCode | str, mous: Uid, label: str, part: int = 1, parts: int = 1) -> str:
+    """``<project>_<MOUS>_external_<label>_<m>_of_<n>.tar``, e.g. an ARI-L product (label ``ari_l``)."""
+    return f"{project}_{mous.disk}_external_{label}_{part:03d}_of_{parts:03d}.tar"
 
 
 def cycle0_name(project: ProjectCode | str, date: str, part: int, parts: int) -> str:

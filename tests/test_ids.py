@@ -4,7 +4,7 @@ import pytest
 from astropy.io.votable import parse_single_table
 
 from almadeliver.errors import IdentifierError
-from almadeliver.ids import (DeliveryFileName, ProjectCode, TarballKind, Uid, eb_uids_in, is_project_code,
+from almadeliver.ids import (DeliveryFileName, ProjectCode, TarballKind, Uid, eb_uids_in, external_name, is_project_code,
                              ous_uids_in, products_name, raw_name)
 
 
@@ -90,6 +90,8 @@ def test_cycle1_ous_uids_start_a002_and_are_told_by_where_they_are_written():
     ("2011.0.00016.SV_uid___A002_X1d54a1_X5.asdm.sdm.tar", TarballKind.RAW, "2011.0.00016.SV"),
     ("2012.1.00123.S_uid___A002_X5784d5_X2a4_auxiliary.tar", TarballKind.AUXILIARY, "2012.1.00123.S"),
     ("2011.0.00016.SV_2012-12-05_001_of_002.tar", TarballKind.CYCLE0, "2011.0.00016.SV"),
+    ("2016.1.00437.S_uid___A001_X87c_X171_external_ari_l_001_of_001.tar", TarballKind.EXTERNAL, "2016.1.00437.S"),
+    ("2018.A.00062.S_uid___A001_X1296_X107_external_ari_l_002_of_003.tar", TarballKind.EXTERNAL, "2018.A.00062.S"),
 ])
 def test_file_names_of_every_code_form(name, kind, project):
     parsed = DeliveryFileName.parse(name)
@@ -113,3 +115,10 @@ def test_malformed_identifier_exits_2_everywhere(args, tmp_path, monkeypatch, ca
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: '") and ("not an ALMA project code" in err or "not an ALMA uid" in err)
+
+
+def test_external_product_names_round_trip():
+    mous = Uid.parse("uid://A001/X87c/X171")
+    name = external_name("2016.1.00437.S", mous, "ari_l", 2, 3)
+    parsed = DeliveryFileName.parse(name)
+    assert (parsed.kind, parsed.uid, parsed.label, parsed.part, parsed.parts) == (TarballKind.EXTERNAL, mous, "ari_l", 2, 3)

@@ -273,12 +273,13 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
 def mous_table(view: ProjectView) -> Table:
     """One row per MOUS."""
     names = ("project", "mous", "gous", "sg", "array", "qa2_passed", "ebs", "bands", "targets", "rows",
-             "files", "shared_files", "products_bytes", "auxiliary_bytes", "raw_bytes")
+             "files", "shared_files", "products_bytes", "auxiliary_bytes", "raw_bytes", "external_bytes")
     rows = [(p.code, m.uid, m.gous, m.sg or "", m.array, "" if m.qa2_passed is None else "T" if m.qa2_passed else "F",
              " ".join(m.ebs), " ".join(m.bands), " ".join(m.targets), m.rows, len(m.files), len(m.shared_files),
-             m.size(*PRODUCT_KINDS), m.size(TarballKind.AUXILIARY), m.size(TarballKind.RAW))
+             m.size(*PRODUCT_KINDS), m.size(TarballKind.AUXILIARY), m.size(TarballKind.RAW),
+             m.size(TarballKind.EXTERNAL))
             for p in view.projects for m in p.mous]
-    return _table(names, [str] * 9 + [int] * 6, rows)
+    return _table(names, [str] * 9 + [int] * 7, rows)
 
 
 def eb_table(view: ProjectView) -> Table:
