@@ -37,6 +37,8 @@ _PROJECT_IN_TEXT = PROJECT_CODE_PATTERN
 _CYCLE_OF_YEAR = {2011: 0, 2012: 1, 2013: 2, 2014: 2, 2015: 3, 2016: 4, 2017: 5, 2018: 6, 2019: 7}
 _PROJECT_HINT = ("project codes look like 2013.1.00308.S: year.cycle.number.type, the cycle digit or A "
                  "(DDT), the type one to three capital letters (S, L, T, V, P, E, SV, CSV)")
+
+
 @dataclass(frozen=True, order=True)
 class ProjectCode:
     """An ALMA project code, ``YYYY.C.NNNNN.T`` (e.g. ``2013.1.00308.S``)."""
@@ -45,6 +47,7 @@ class ProjectCode:
 
     @classmethod
     def parse(cls, text: str) -> "ProjectCode":
+        """Read a project code in any form ALMA has used; IdentifierError (exit 2) otherwise."""
         text = text.strip()
         if not _PROJECT_RE.match(text):
             raise IdentifierError(f"'{text}' is not an ALMA project code", _PROJECT_HINT)
@@ -84,6 +87,7 @@ class Uid:
 
     @classmethod
     def parse(cls, text: str) -> "Uid":
+        """Read a uid in either form (archive or disk); IdentifierError (exit 2) otherwise."""
         text = text.strip()
         m = _UID_ARCHIVE_RE.match(text) or _UID_DISK_RE.match(text)
         if not m:

@@ -82,6 +82,9 @@ def test_an_empty_answer_names_the_condition_that_emptied_it(archive, capsys):
     # a project that is not there at all is still said to be missing, filter or not
     with pytest.raises(NotFoundError, match="project 2099.1.00001.S is not in the archive"):
         query(Selection(projects=["2099.1.00001.S"], bands=[1]), client)
+    with pytest.raises(NotFoundError, match=r"^2019.1.00458.S has no data matching --band 1 \(it has bands 6\); "
+                                            r"project 2099.1.00001.S is not in the archive at "):
+        query(Selection(projects=["2019.1.00458.S", "2099.1.00001.S"], bands=[1]), client)
     # through the CLI: one line, exit 1; with another project found, a warning names the emptied one
     assert main(["query", "2019.1.00458.S", "--band", "1", "--archive", archive.url]) == 1
     assert capsys.readouterr().err.startswith(

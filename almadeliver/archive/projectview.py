@@ -249,7 +249,9 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
     emptied = _emptied_by_conditions(client, selection, missing, len(table) == 0)
     if not len(table):
         if emptied:
-            raise NotFoundError("; ".join(emptied), "drop or widen that condition to see what the archive holds")
+            absent = [c for c in missing if not any(line.startswith(f"{c} ") for line in emptied)]
+            lines = emptied + [f"project {', '.join(absent)} is not in the archive at {client.url}"] * bool(absent)
+            raise NotFoundError("; ".join(lines), "drop or widen that condition to see what the archive holds")
         if missing and len(missing) == len(selection.projects) and not selection.uids:
             raise NotFoundError(f"project {', '.join(missing)} is not in the archive at {client.url}",
                                 "check the code, or search with a wildcard such as 2013.1.*.S")
