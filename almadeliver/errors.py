@@ -26,8 +26,10 @@ class UsageError(AlmadeliverError):
     exit_code = 2
 
 
-class IdentifierError(AlmadeliverError):
-    """A malformed project code, uid or tarball name (exit 1, like any other bad input data)."""
+class IdentifierError(UsageError):
+    """A malformed project code, uid or tarball name (exit 2, bad usage: the README's contract).
+
+    Readers of delivery files turn it into a ParseError naming the file and line."""
 
 
 # -- archive: TAP, DataLink, project view -------------------------------------------------------

@@ -1,4 +1,14 @@
-"""ALMA identifiers: project codes, uids in both forms, and delivery file names."""
+"""ALMA identifiers: project codes, uids in both forms, and delivery file names.
+
+The one grammar of ALMA identifiers (ALMA-FACTS.md section 1); every command and parser asks it.
+
+- Project code ``YYYY.C.NNNNN.T``: C is the call digit, or ``A`` for Director's Discretionary Time
+  (``2018.A.00062.S``); T is one to three capital letters: S (standard), L (large programme),
+  T (target of opportunity), V (VLBI), P, E, SV / CSV for (commissioning) science verification
+  (``2011.0.00016.SV``).
+- Uid: ``uid://A001/X13e/X1fe`` on the archive side, ``uid___A001_X13e_X1fe`` on disk. OUS uids start
+  ``A001`` except in Cycle 1, where some start ``A002`` like EB (ASDM) uids.
+"""
 from __future__ import annotations
 
 import re
@@ -7,13 +17,26 @@ from enum import Enum
 
 from .errors import IdentifierError
 
-_PROJECT_RE = re.compile(r"^(?P<year>\d{4})\.(?P<cycle>\d)\.(?P<number>\d{5})\.(?P<type>[A-Z])$")
+#: A project code inside a longer text (no anchors), e.g. in a file name.
+PROJECT_CODE_PATTERN = r"\d{4}\.(?:\d|A)\.\d{5}\.[A-Z]{1,3}"
+#: A uid in its disk form inside a longer text (``uid___A001_X13e_X1fe``).
+UID_DISK_PATTERN = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
+#: A uid in either form inside a longer text.
+UID_PATTERN = r"uid(?:://|___)A\d{3}[/_]X[0-9a-fA-F]+[/_]X[0-9a-fA-F]+"
+
+_PROJECT_RE = re.compile(
+    r"^(?P<year>\d{4})\.(?P<cycle>\d|A)\.(?P<number>\d{5})\.(?P<type>[A-Z]{1,3})$")
 _UID_ARCHIVE_RE = re.compile(r"^uid://(?P<a>A\d{3})/(?P<b>X[0-9a-fA-F]+)/(?P<c>X[0-9a-fA-F]+)$")
 _UID_DISK_RE = re.compile(r"^uid___(?P<a>A\d{3})_(?P<b>X[0-9a-fA-F]+)_(?P<c>X[0-9a-fA-F]+)$")
-_UID_IN_TEXT = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
-_PROJECT_IN_TEXT = r"\d{4}\.\d\.\d{5}\.[A-Z]"
+_UID_ANY = re.compile(UID_PATTERN)
+_UID_DISK_AT_START = re.compile(UID_DISK_PATTERN)
+_OUS_NAMED = re.compile(rf"(?:science_goal|group|member)\.({UID_PATTERN})")
+_UID_IN_TEXT = UID_DISK_PATTERN
+_PROJECT_IN_TEXT = PROJECT_CODE_PATTERN
 # Calls for proposals by year: no call in 2014 (Cycle 2 ran on) nor in 2020 (Cycle 7 extended).
 _CYCLE_OF_YEAR = {2011: 0, 2012: 1, 2013: 2, 2014: 2, 2015: 3, 2016: 4, 2017: 5, 2018: 6, 2019: 7}
+_PROJECT_HINT = ("project codes look like 2013.1.00308.S: year.cycle.number.type, the cycle digit or A "
+                 "(DDT), the type one to three capital letters (S, L, T, V, P, E, SV, CSV)")
 
 
 @dataclass(frozen=True, order=True)
@@ -24,18 +47,26 @@ class ProjectCode:
 
     @classmethod
     def parse(cls, text: str) -> "ProjectCode":
+        """Read a project code in any form ALMA has used; IdentifierError (exit 2) otherwise."""
         text = text.strip()
         if not _PROJECT_RE.match(text):
-            raise IdentifierError(
-                f"'{text}' is not an ALMA project code",
-                "project codes look like 2013.1.00308.S (year.cycle.number.type)",
-            )
+            raise IdentifierError(f"'{text}' is not an ALMA project code", _PROJECT_HINT)
         return cls(text)
+
+    @property
+    def is_ddt(self) -> bool:
+        """True for Director's Discretionary Time (``YYYY.A.NNNNN.T``)."""
+        return self.code.split(".")[1] == "A"
+
+    @property
+    def type(self) -> str:
+        """The project type letters: ``S``, ``L``, ``T``, ``V``, ``P``, ``E``, ``SV``, ``CSV``..."""
+        return self.code.rsplit(".", 1)[1]
 
     @property
     def cycle(self) -> int:
         """The ALMA cycle, from the proposal year (2011 -> 0, 2013 -> 2, 2017 -> 5, 2021 -> 8);
-        the digit after the year is the call's semester, not the cycle."""
+        the digit after the year is the call's semester (or ``A`` for DDT), not the cycle."""
         year = int(self.code[:4])
         return _CYCLE_OF_YEAR.get(year, year - 2013)
 
@@ -44,6 +75,7 @@ class ProjectCode:
 
 
 def is_project_code(text: str) -> bool:
+    """True when ``text`` (stripped) is a project code in any form ALMA has used."""
     return bool(_PROJECT_RE.match(text.strip()))
 
 
@@ -55,12 +87,13 @@ class Uid:
 
     @classmethod
     def parse(cls, text: str) -> "Uid":
+        """Read a uid in either form (archive or disk); IdentifierError (exit 2) otherwise."""
         text = text.strip()
         m = _UID_ARCHIVE_RE.match(text) or _UID_DISK_RE.match(text)
         if not m:
             raise IdentifierError(
                 f"'{text}' is not an ALMA uid",
-                "uids look like uid://A001/X13e/X1fe or uid___A001_X13e_X1fe",
+                "uids look like uid://A001/X13e/X1fe or uid___A001_X13e_X1fe (A002 for EBs and Cycle 1 OUSs)",
             )
         return cls(f"uid://{m['a']}/{m['b']}/{m['c']}")
 
@@ -75,6 +108,8 @@ class Uid:
 
     @property
     def is_ous(self) -> bool:
+        """True for ``A001`` uids, which are always OUS uids. An ``A002`` uid is an EB, or a Cycle 1
+        OUS: only where it is written tells (see ``ous_uids_in``)."""
         return self.archive.startswith("uid://A001/")
 
     def __str__(self) -> str:
@@ -82,7 +117,36 @@ class Uid:
 
 
 def is_uid(text: str) -> bool:
+    """True when ``text`` (stripped) is a uid in either form."""
     return bool(_UID_ARCHIVE_RE.match(text.strip()) or _UID_DISK_RE.match(text.strip()))
+
+
+def uids_in(text: str) -> list[Uid]:
+    """Every uid written in ``text`` (either form), in order of appearance, each once."""
+    return list(dict.fromkeys(Uid.parse(m) for m in _UID_ANY.findall(text)))
+
+
+def ous_uids_in(text: str) -> set[Uid]:
+    """The uids ``text`` names as OUS folders (``science_goal.<uid>``, ``group.<uid>``,
+    ``member.<uid>``), whatever their archive prefix (Cycle 1 OUS uids start ``A002``)."""
+    return {Uid.parse(m) for m in _OUS_NAMED.findall(text)}
+
+
+def eb_uids_in(text: str) -> list[Uid]:
+    """The EB (ASDM) uids written in ``text``: its uids that are neither ``A001`` nor named as OUS."""
+    ous = ous_uids_in(text)
+    return sorted(u for u in uids_in(text) if not u.is_ous and u not in ous)
+
+
+def uid_at_start(name: str) -> Uid | None:
+    """The uid (disk form) a file or folder name starts with, e.g. ``uid___A002_Xd28a9e_X71b8.ms``."""
+    m = _UID_DISK_AT_START.match(name)
+    return Uid.parse(m.group(0)) if m else None
+
+
+def uid_of_name(name: str) -> Uid | None:
+    """The uid when ``name`` is exactly a uid (either form), else None (never raises)."""
+    return Uid.parse(name) if is_uid(name) else None
 
 
 class TarballKind(str, Enum):
@@ -91,6 +155,7 @@ class TarballKind(str, Enum):
     RAW = "raw"                # <project>_<EB>.asdm.sdm.tar
     README = "readme"          # member.<MOUS>.README.txt
     CYCLE0 = "cycle0"          # <project>_<date>_<m>_of_<n>.tar
+    EXTERNAL = "external"      # <project>_<MOUS>_external_<label>_<m>_of_<n>.tar (ARI-L and other external products)
 
 
 _DELIVERY_PATTERNS = [
@@ -101,6 +166,9 @@ _DELIVERY_PATTERNS = [
     (TarballKind.RAW, re.compile(
         rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<uid>{_UID_IN_TEXT})\.asdm\.sdm\.tar$")),
     (TarballKind.README, re.compile(rf"^member\.(?P<uid>{_UID_IN_TEXT})\.README\.txt$")),
+    (TarballKind.EXTERNAL, re.compile(
+        rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<uid>{_UID_IN_TEXT})_external_(?P<label>[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*?)"
+        rf"_(?P<part>\d{{3}})_of_(?P<parts>\d{{3}})\.tar$")),
     (TarballKind.CYCLE0, re.compile(
         rf"^(?P<project>{_PROJECT_IN_TEXT})_(?P<date>\d{{4}}-\d{{2}}-\d{{2}})_(?P<part>\d{{3}})_of_(?P<parts>\d{{3}})\.tar$")),
 ]
@@ -117,6 +185,7 @@ class DeliveryFileName:
     part: int | None = None
     parts: int | None = None
     date: str | None = None
+    label: str | None = None     # an external product's label, e.g. ``ari_l`` (ALMA Reprocessed Images, Legacy)
 
     @classmethod
     def parse(cls, name: str) -> "DeliveryFileName":
@@ -132,11 +201,12 @@ class DeliveryFileName:
                     part=int(g["part"]) if g.get("part") else None,
                     parts=int(g["parts"]) if g.get("parts") else None,
                     date=g.get("date"),
+                    label=g.get("label"),
                 )
         raise IdentifierError(
             f"'{name}' is not an ALMA delivery file name",
-            "expected <project>_<uid>_001_of_001.tar, _auxiliary.tar, <project>_<EB>.asdm.sdm.tar "
-            "or member.<MOUS>.README.txt",
+            "expected <project>_<uid>_001_of_001.tar, _auxiliary.tar, _external_<label>_001_of_001.tar, "
+            "<project>_<EB>.asdm.sdm.tar or member.<MOUS>.README.txt",
         )
 
 
@@ -154,6 +224,11 @@ def raw_name(project: ProjectCode | str, eb: Uid) -> str:
 
 def readme_name(mous: Uid) -> str:
     return f"member.{mous.disk}.README.txt"
+
+
+def external_name(project: ProjectCode | str, mous: Uid, label: str, part: int = 1, parts: int = 1) -> str:
+    """``<project>_<MOUS>_external_<label>_<m>_of_<n>.tar``, e.g. an ARI-L product (label ``ari_l``)."""
+    return f"{project}_{mous.disk}_external_{label}_{part:03d}_of_{parts:03d}.tar"
 
 
 def cycle0_name(project: ProjectCode | str, date: str, part: int, parts: int) -> str:

@@ -10,10 +10,11 @@ import zlib
 from pathlib import Path
 
 from almadeliver.archive.obscore import OBSCORE_COLUMNS
-from almadeliver.ids import Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
+from almadeliver.ids import Uid, auxiliary_name, cycle0_name, external_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import (FILES_DIR, Catalogue, CatalogueFile, circle_region, frequency_support,
                                        polygon_region, union_region)
+from almadeliver.sim.deliveries import external_description, external_entries
 
 _EMPTY = {"char": "", "int": 0, "double": 0.0}
 
@@ -32,8 +33,12 @@ def _uid(prefix: str, n: int) -> str:
 
 
 def write_project(root: Path, project: str, n_mous: int = 2, sources: int = 2, spws: int = 2, ebs_per_mous: int = 1,
-                  proprietary: bool = False, cycle0_tarballs: int = 0, payload: int = 64) -> Catalogue:
+                  proprietary: bool = False, cycle0_tarballs: int = 0, payload: int = 64,
+                  external: str | None = None) -> Catalogue:
     """DIR/<project>/catalogue.json and files/: n_mous MOUS in one SG/GOUS, tiny real tarballs.
+
+    With ``external`` (a label such as ``ari_l``) each MOUS also has an external product tarball,
+    written as the simulator writes it (sim/deliveries.py external_entries).
 
     With ``cycle0_tarballs`` the project is delivered as Cycle 0 was: that many
     ``<project>_<date>_m_of_n.tar`` listed under every MOUS, once per EB.
@@ -47,7 +52,7 @@ def write_project(root: Path, project: str, n_mous: int = 2, sources: int = 2, s
     rights = "Proprietary" if proprietary else "Public"
     with tempfile.TemporaryDirectory(prefix="almadeliver-tree-") as tmp:
         _write(project, Path(tmp), files_dir, n_mous, sources, spws, ebs_per_mous, rights, cycle0_tarballs,
-               payload, key, sg, gous, rows, files)
+               payload, key, sg, gous, rows, files, external)
     catalogue = Catalogue(project, proprietary, rows, files)
     catalogue.save(folder)
     return catalogue
@@ -78,7 +83,7 @@ def _region(i: int, ra: float, dec: float) -> tuple[str, float]:
 
 
 def _write(project, work, files_dir, n_mous, sources, spws, ebs_per_mous, rights, cycle0_tarballs, payload,
-           key, sg, gous, rows, files) -> None:
+           key, sg, gous, rows, files, external=None) -> None:
     for i in range(n_mous):
         mous = Uid.parse(_uid(f"A001/{key}", 0x100 + i))
         ebs = [Uid.parse(_uid(f"A002/{key}{i:04x}", 0x10 + k)) for k in range(ebs_per_mous)]
@@ -122,6 +127,11 @@ def _write(project, work, files_dir, n_mous, sources, spws, ebs_per_mous, rights
             files += [CatalogueFile(tar.name, "#this", "application/x-tar", tar.stat().st_size, [mous.archive]),
                       CatalogueFile(aux.name, "#auxiliary", "application/x-tar", aux.stat().st_size, [mous.archive]),
                       CatalogueFile(readme.name, "#documentation", "text/plain", readme.stat().st_size, [mous.archive])]
+            if external:
+                ext = write_tar(files_dir / external_name(project, mous, external),
+                                external_entries(str(member.relative_to(work)), member, external))
+                files.append(CatalogueFile(ext.name, "#this", "application/x-tar", ext.stat().st_size, [mous.archive],
+                                           external_description(external)))
         for eb in ebs:
             raw = files_dir / raw_name(project, eb)
             raw.write_bytes(b"R" * payload)

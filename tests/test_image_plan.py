@@ -207,6 +207,32 @@ def test_contsub_uses_contdat_ranges_and_images_the_subtracted_ms(member, real):
     assert ranges["G008.67"]["25"][0] == pytest.approx((93.100687e9, 93.152312e9, "LSRK"))
 
 
+@pytest.mark.parametrize("generation", [1, 2, 3])
+def test_contsub_reads_every_contdat_generation(member, generation):
+    from almadeliver.sim.pipeline import contdat_text
+
+    text = contdat_text("src", {0: [(229.99e9, 230.003e9)], 1: [(231.0e9, 231.1e9)]}, generation,
+                        flags={1: ["ALLCONT"], 0: ["LOWSPREAD"]})
+    (member / "calibration" / f"{MOUS}.cont.dat").write_text(text)
+    jobs = imaging.plan_images(member, Overrides(contsub=True, specmode="cube"))
+    ranges = {spw: r for job in jobs for run in job.contsub for spw, r in run["ranges"].items()}
+    # the earliest generation wrote no frame: the pipeline reads its ranges as TOPO
+    frame = "TOPO" if generation == 1 else "LSRK"
+    assert ranges["0"] == [(pytest.approx(229.99e9), pytest.approx(230.003e9), frame)]
+    # ALLCONT / ALL: the whole spw is continuum (the earliest generation could not say so)
+    assert ranges["1"] == ([(0.0, float("inf"), frame)] if generation > 1
+                           else [(pytest.approx(231.0e9), pytest.approx(231.1e9), frame)])
+
+
+def test_contsub_refuses_a_spw_where_no_continuum_was_found(member):
+    from almadeliver.sim.pipeline import contdat_text
+
+    (member / "calibration" / f"{MOUS}.cont.dat").write_text(
+        contdat_text("src", {0: [], 1: [(231.0e9, 231.1e9)]}, 3))
+    with pytest.raises(TreeError, match="no continuum range for field 'src' spw 0"):
+        imaging.plan_images(member, Overrides(contsub=True, spw="0"))
+
+
 def test_out_folder_is_new_and_never_product(member):
     first = imaging.new_out_folder(member, None)
     assert first.name == "reimage" and imaging.new_out_folder(member, None).name == "reimage.2"

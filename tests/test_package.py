@@ -228,3 +228,34 @@ def test_cli_prepare_check_package(tmp_path, real, capsys):
     assert main(["package", str(area), "--project", PROJECT, "--sg", SG, "--group", GROUP,
                  "--max-size", "lots"]) == 2
     assert "error: 'lots' is not a size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["4.x", "unknown"])
+def test_readme_placeholder_has_one_verdict_in_check_validate_and_package(tmp_path, real, capsys, value):
+    """'CASA version used for reduction: 4.x' (a template left unfilled): check fails, validate of the
+    area reports the same error, package refuses; one README reader (readme.py) gives every verdict."""
+    area = make_area(tmp_path / "staff", real)
+    text = (area / "README").read_text()
+    assert "CASA version used for reduction: 4.4.0" in text
+    (area / "README").write_text(text.replace("CASA version used for reduction: 4.4.0",
+                                              f"CASA version used for reduction: {value}"))
+    kind = "a placeholder, not a CASA version" if value == "4.x" else "not a CASA version"
+    assert main(["check", str(area)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  staff.readme" in out and f"'{value}' is {kind}" in out
+    assert main(["validate", str(area)]) == 1
+    out = capsys.readouterr().out
+    assert f"error README: line 8: '{value}' is {kind}" in out
+    assert main(["package", str(area), "--project", PROJECT, "--sg", SG, "--group", GROUP,
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "the final checklist fails (1 item): README: line" in err and f"'{value}' is {kind}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_package_reads_the_project_code_with_the_readme_reader(tmp_path, real):
+    area = make_area(tmp_path / "staff", real)
+    text = (area / "README").read_text()
+    (area / "README").write_text(text.replace("Project code: 2013.1.00308.S", "Project code: 2013.1.308.S"))
+    with pytest.raises(PackagingError, match="'2013.1.308.S' is not an ALMA project code"):
+        package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", parse_size("1GB"), raw_folder(tmp_path))

@@ -52,9 +52,25 @@ def test_readme_without_project_code():
         parse_readme_text("<html><body>Please log in</body></html>\n")
 
 
-def test_readme_bad_casa_version_names_line():
-    with pytest.raises(ParseError, match="line 2: 'unknown' is not a CASA version"):
-        parse_readme_text("Project code: 2017.1.01185.S\nCASA version used for reduction: unknown\n")
+@pytest.mark.parametrize("value, problem", [
+    ("unknown", "'unknown' is not a CASA version"),
+    ("4.x", "'4.x' is a placeholder, not a CASA version"),
+    ("5.6.x", "'5.6.x' is a placeholder, not a CASA version"),
+    ("X.Y.Z", "'X.Y.Z' is a placeholder, not a CASA version"),
+    ("<version>", "'<version>' is a placeholder, not a CASA version"),
+    ("4.4.0", None), ("5.1.1-5", None), ("6.5.4.9 (pipeline 2023.1.0.124)", None),
+])
+def test_readme_casa_version_verdict_is_on_the_model_with_its_line(value, problem):
+    r = parse_readme_text(f"Project code: 2017.1.01185.S\nCASA version used for reduction: {value}\n")
+    assert (r.casa_version_problem, r.casa_version_line, r.casa_version_text) == (problem, 2, value)
+    assert (r.casa_version is None) is (problem is not None)
+
+
+def test_staff_readme_may_leave_the_project_code_out():
+    with pytest.raises(ParseError, match="no 'Project code:' line"):
+        parse_readme_text("CASA version used for reduction: 4.4.0\n")
+    r = parse_readme_text("CASA version used for reduction: 4.4.0\n", require_project=False)
+    assert r.project is None and r.casa_version == "4.4.0"
 
 
 def test_every_real_contdat_parses(real):
@@ -124,3 +140,97 @@ def test_flagtemplate_errors_name_lines():
         parse_flagtemplate_text("antenna='DV01' antenna='DV02'\n")
     t = parse_flagtemplate_text("mode='manual' antenna='DV01'  # bad antenna\n")
     assert t.commands[0].params == {"mode": "manual", "antenna": "DV01"}
+
+
+# -- cont.dat: the three generations the pipeline wrote (ALMA-FACTS.md section 3) ------------------
+EARLIEST = """M100
+
+SPW25
+93.10~93.15GHz
+93.20~93.25GHz
+
+SPW27
+NONE
+
+"04287+1801"
+
+SPW25
+93.30~93.35GHz
+"""
+MIDDLE = """Field: M100
+
+SpectralWindow: 25
+93.10~93.15GHz LSRK
+93.20~93.25GHz LSRK
+
+SpectralWindow: 27
+NONE
+
+SpectralWindow: 29
+ALL
+
+Field: 04287+1801
+
+SpectralWindow: 25
+93.30~93.35GHz LSRK
+"""
+NEWEST = """Field: M100
+
+SpectralWindow: 25 X38714582#ALMA_RB_03#BB_1#SW-01#FULL_RES
+Flags: LOWBANDWIDTH LOWSPREAD
+93.1000000000~93.1500000000GHz LSRK
+93.2000000000~93.2500000000GHz LSRK
+
+SpectralWindow: 27 X38714582#ALMA_RB_03#BB_2#SW-01#FULL_RES
+
+SpectralWindow: 29 X38714582#ALMA_RB_03#BB_3#SW-01#FULL_RES
+Flags: ALLCONT
+
+Field: 04287+1801
+
+SpectralWindow: 25 X38714582#ALMA_RB_03#BB_1#SW-01#FULL_RES
+93.3000000000~93.3500000000GHz LSRK
+"""
+
+
+@pytest.mark.parametrize("text, generation, frame", [(EARLIEST, 1, None), (MIDDLE, 2, "LSRK"), (NEWEST, 3, "LSRK")])
+def test_contdat_every_generation_reads_into_one_model(text, generation, frame):
+    c = parse_contdat_text(text)
+    assert c.generation == generation
+    assert list(c.fields) == ["M100", "04287+1801"]
+    assert [(r.low, r.high, r.frame) for r in c.ranges("M100", 25)] == [(93.1, 93.15, frame), (93.2, 93.25, frame)]
+    assert c.fields["M100"][27].no_continuum and not c.fields["M100"][27].all_continuum
+    assert c.ranges("04287+1801", 25)[0].low_hz == pytest.approx(93.3e9)
+    assert c.default_frame == ("TOPO" if generation == 1 else "LSRK")
+    if generation > 1:
+        assert c.fields["M100"][29].all_continuum
+
+
+def test_contdat_newest_keeps_flags_and_spw_names():
+    c = parse_contdat_text(NEWEST)
+    spw25 = c.fields["M100"][25]
+    assert spw25.flags == ["LOWBANDWIDTH", "LOWSPREAD"] and spw25.name.endswith("#BB_1#SW-01#FULL_RES")
+    assert c.fields["M100"][29].flags == ["ALLCONT"] and c.fields["M100"][29].ranges == []
+    assert c.flagged() == [("M100", 25, ["LOWBANDWIDTH", "LOWSPREAD"]), ("M100", 29, ["ALLCONT"])]
+
+
+def test_contdat_flags_outside_a_spw_block_names_the_line():
+    with pytest.raises(ParseError, match="line 2: 'Flags:' outside"):
+        parse_contdat_text("Field: M100\nFlags: ALLCONT\n")
+    with pytest.raises(ParseError, match="line 1: 'SPW' before any 'Field:' line"):
+        parse_contdat_text("SPW25\n93.1~93.2GHz\n")
+
+
+@pytest.mark.parametrize("generation", [1, 2, 3])
+def test_simulator_writes_each_generation_and_it_reads_back(generation):
+    from almadeliver.sim.pipeline import contdat_text
+
+    ranges = {17: [(230.0e9, 230.1e9), (230.2e9, 230.3e9)], 19: [], 21: [(232.0e9, 233.9e9)]}
+    text = contdat_text("src", ranges, generation, flags={21: ["ALLCONT"], 17: ["LOWBANDWIDTH"]})
+    c = parse_contdat_text(text)
+    assert c.generation == generation and list(c.fields) == ["src"]
+    assert [(r.low_hz, r.high_hz) for r in c.ranges("src", 17)] == [pytest.approx((230.0e9, 230.1e9)),
+                                                                      pytest.approx((230.2e9, 230.3e9))]
+    assert c.fields["src"][19].no_continuum
+    assert c.fields["src"][21].all_continuum is (generation > 1)   # the earliest had no ALL keyword nor flags
+    assert c.fields["src"][17].flags == (["LOWBANDWIDTH"] if generation == 3 else [])

@@ -13,7 +13,8 @@ from almadeliver.archive.projectview import eb_table, query, summary  # noqa: E4
 from almadeliver.archive.tap import Selection, cone  # noqa: E402
 from almadeliver.cli import main  # noqa: E402
 from almadeliver.errors import NotFoundError  # noqa: E402
-from almadeliver.ids import TarballKind  # noqa: E402
+from almadeliver.ids import TarballKind, Uid  # noqa: E402
+from almadeliver.units import human_size  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,61 @@ def test_cli_plan_round_trip(archive, tmp_path, capsys):
     assert main(["query", "2019.1.00458.S", "--archive", archive.url, "--view", "mous"]) == 0
     out = capsys.readouterr().out
     assert "uid://A001/X385f5/X100" in out and "12 rows -> 3 MOUS, 6 EBs; 15 files, 0 duplicates dropped" in out
+
+
+def test_an_empty_answer_names_the_condition_that_emptied_it(archive, capsys):
+    client = ArchiveClient(archive.url)
+    with pytest.raises(NotFoundError, match=r"^2019.1.00458.S has no data matching --band 1 \(it has bands 6\); drop"):
+        query(Selection(projects=["2019.1.00458.S"], bands=[1]), client)
+    with pytest.raises(NotFoundError, match=r"2021.1.00123.S has no data matching --public "
+                                            r"\(it has data rights Proprietary\)"):
+        query(Selection(projects=["2021.1.00123.S"], public=True), client)
+    with pytest.raises(NotFoundError, match=r"uid___A001_X385f5_X101 has no data matching --band 3 --end 2000-01-01 "
+                                            r"\(it has bands 6; observations from \d{4}-\d\d-\d\d to "):
+        query(Selection(uids=["uid___A001_X385f5_X101"], bands=[3], end="2000-01-01"), client)
+    # a project that is not there at all is still said to be missing, filter or not
+    with pytest.raises(NotFoundError, match="project 2099.1.00001.S is not in the archive"):
+        query(Selection(projects=["2099.1.00001.S"], bands=[1]), client)
+    with pytest.raises(NotFoundError, match=r"^2019.1.00458.S has no data matching --band 1 \(it has bands 6\); "
+                                            r"project 2099.1.00001.S is not in the archive at "):
+        query(Selection(projects=["2019.1.00458.S", "2099.1.00001.S"], bands=[1]), client)
+    # through the CLI: one line, exit 1; with another project found, a warning names the emptied one
+    assert main(["query", "2019.1.00458.S", "--band", "1", "--archive", archive.url]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: 2019.1.00458.S has no data matching --band 1 (it has bands 6); drop or widen")
+    assert main(["query", "2019.1.00458.S", "2021.1.00123.S", "--public", "--archive", archive.url]) == 0
+    assert "2021.1.00123.S has no data matching --public (it has data rights Proprietary)" in capsys.readouterr().err
+
+
+# -- a DDT project with an external (ARI-L) product -------------------------------------------------
+DDT = "2018.A.00062.S"
+
+
+@pytest.fixture(scope="module")
+def ddt_archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddt-archive")
+    write_project(root, DDT, n_mous=1, sources=1, spws=2, external="ari_l")
+    with server.LocalArchive(root) as a:
+        yield a
+
+
+def test_ddt_project_view_lists_its_external_product(ddt_archive, capsys, tmp_path):
+    view = query(Selection(projects=[DDT]), ArchiveClient(ddt_archive.url))
+    (p,) = view.projects
+    (m,) = p.mous
+    (ext,) = [f for f in m.files if f.kind is TarballKind.EXTERNAL]
+    assert p.cycle == 6 and ext.name == f"{DDT}_{Uid.parse(m.uid).disk}_external_ari_l_001_of_001.tar"
+    assert m.size(TarballKind.EXTERNAL) == ext.size > 0
+    assert main(["query", DDT, "--archive", ddt_archive.url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{DDT}  cycle 6  Public")
+    header = next(line for line in out.splitlines() if line.strip().startswith("MOUS"))
+    assert header.split() == ["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw", "external"]
+    assert f"external {ext.name} (" in out
+    assert f"\nexternal products: {human_size(ext.size)} in 1 files (download --what external)\n" in out
+    assert f"raw 64 B)\n" in out                 # the default download total leaves the external product out
+    # --what external fetches it and unpacks it into the member's tree, beside product/
+    assert main(["download", DDT, "--archive", ddt_archive.url, "--what", "external", "--dest", str(tmp_path)]) == 0
+    member = next((tmp_path / DDT).glob("science_goal.*/group.*/member.*"))
+    (image,) = (member / "external" / "ari_l").iterdir()
+    assert image.name.endswith(".cube.I.ari_l.pbcor.fits") and not (member / "product").exists()

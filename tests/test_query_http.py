@@ -167,11 +167,14 @@ def test_cli_json_plan_and_errors(archive, tmp_path, capsys):
     assert "6 rows" not in out and "8 rows -> 2 MOUS, 3 EBs; 5 files, 0 duplicates dropped" in out
     from almadeliver.archive.model import ProjectView
     assert len(ProjectView.from_json(plan.read_text()).files()) == 5
-    assert main(["query", "2019.1.458.S", "--archive", archive.url]) == 1   # bad input data: exit 1, as the issue asks
-    assert main(["query", "uid://A001/X1465", "--archive", archive.url]) == 1   # bad input data: exit 1, as the issue asks
+    assert main(["query", "2019.1.458.S", "--archive", archive.url]) == 2   # bad usage: exit 2, as the README says
+    assert main(["query", "uid://A001/X1465", "--archive", archive.url]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["error: '2019.1.458.S' is not an ALMA project code; project codes look like 2013.1.00308.S (year.cycle.number.type)",
-                   "error: 'uid://A001/X1465' is not an ALMA uid; uids look like uid://A001/X13e/X1fe or uid___A001_X13e_X1fe"]
+    assert err == ["error: '2019.1.458.S' is not an ALMA project code; project codes look like 2013.1.00308.S: "
+                   "year.cycle.number.type, the cycle digit or A (DDT), the type one to three capital letters "
+                   "(S, L, T, V, P, E, SV, CSV)",
+                   "error: 'uid://A001/X1465' is not an ALMA uid; uids look like uid://A001/X13e/X1fe or "
+                   "uid___A001_X13e_X1fe (A002 for EBs and Cycle 1 OUSs)"]
 
 
 def test_unknown_project(tmp_path):

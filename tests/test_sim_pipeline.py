@@ -100,6 +100,7 @@ def test_contdat_flagtemplates_and_flux_csv_parse(member, real):
     cont = parse_contdat(member.path / "calibration" / f"member.{mous}.cont.dat")
     ((field, spws),) = cont.fields.items()
     assert sorted(spws) == [0, 1, 2] and all(r.ranges for r in spws.values())
+    assert cont.generation == 3 and all(s.name for s in spws.values())   # the pipeline 2024 layout
     assert len(spws[0].ranges) == 2                  # the line cut out of spw 0
     real_header = (real / "pipeline" / "uid___A002_Xc6c0d5_X3f2e.flagtemplate.txt").read_text().splitlines()[:10]
     for eb in member.ebs_in_raw:

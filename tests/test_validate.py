@@ -358,3 +358,34 @@ def test_library_errors(tmp_path):
         validate(tmp_path / "nowhere")
     with pytest.raises(TreeError):
         validate(tmp_path)
+
+
+@pytest.mark.parametrize("generation", [1, 2, 3])
+def test_pipeline_contdat_of_every_generation_validates(tmp_path, real, generation):
+    from almadeliver.sim.pipeline import contdat_text
+
+    m = pipeline_member(tmp_path, real)
+    text = contdat_text("NGC_628", {17: [(104.5e9, 104.6e9)], 19: [], 21: [(106.0e9, 107.8e9)]}, generation,
+                        flags={17: ["LOWBANDWIDTH", "LOWSPREAD"], 21: ["ALLCONT"]})
+    (m / "calibration" / f"{PIPE_MOUS}.cont.dat").write_text(text)
+    report = validate(tmp_path)
+    assert checks(report, "error") == []
+    (note,) = [f for f in report.findings if f.check == "pipeline.contdat"]
+    assert note.message.startswith(f"cont.dat generation {generation}: 1 field(s), 3 spw block(s)")
+    assert "no continuum found: NGC_628 spw 19" in note.message
+    assert ("all continuum: NGC_628 spw 21" in note.message) is (generation > 1)
+    flags = [f.message for f in report.findings if f.check == "pipeline.contdat-flags"]
+    assert flags == (["field NGC_628 spw 17: Flags LOWBANDWIDTH LOWSPREAD", "field NGC_628 spw 21: Flags ALLCONT"]
+                     if generation == 3 else [])
+
+
+def test_delivered_readme_with_a_placeholder_casa_version(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    readme = m / "README"
+    readme.write_text(readme.read_text().replace("CASA version used for reduction: 4.4.0",
+                                                 "CASA version used for reduction: 4.x"))
+    report = validate(tmp_path / PROJECT)
+    (f,) = [f for f in report.findings if f.check == "readme.casa-version"]
+    assert f.severity is Severity.WARNING and f.message == "line 12: '4.x' is a placeholder, not a CASA version"
+    assert "readme.unparsed" not in checks(report)      # the rest of the README is still read
+    assert report.details["members"][0]["readme"]["pi"] == "Adam Ginsburg"

@@ -15,7 +15,7 @@ import requests
 from astropy.table import Table
 
 from ..errors import IdentifierError, NotFoundError
-from ..ids import DeliveryFileName, ProjectCode, TarballKind, Uid
+from ..ids import UID_DISK_PATTERN, DeliveryFileName, ProjectCode, TarballKind, Uid
 from .client import ArchiveClient
 from .datalink import Link, fetch_datalink
 from .model import ArchiveFile, Mous, Project, ProjectView
@@ -24,7 +24,7 @@ from .tap import Selection, build_adql, run_query
 log = logging.getLogger("almadeliver.archive")
 
 HEADER_BYTES = 10240          # one Range request: enough for the first tar headers (GNU long names too)
-_SG_RE = re.compile(r"science_goal\.(uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+)")
+_SG_RE = re.compile(rf"science_goal\.({UID_DISK_PATTERN})")
 PRODUCT_KINDS = (TarballKind.PRODUCTS, TarballKind.CYCLE0, TarballKind.README)
 _ANTENNA_ARRAY = {"DA": "12m", "DV": "12m", "DE": "12m", "CM": "7m", "PM": "TP"}
 
@@ -177,6 +177,68 @@ def merge(table: Table, found: Mapping[str, MousFiles], archive: str) -> Project
     return ProjectView(archive=archive, projects=projects, rows=len(table), duplicates_dropped=dropped)
 
 
+# -- an empty answer says which condition emptied it -------------------------------------------------
+def _narrowing(selection: Selection) -> list[tuple[str, str | None]]:
+    """The conditions beyond the ids, as the user gave them (CLI words), each with the ObsCore column
+    that tells what the archive has instead (None: nothing to show)."""
+    out: list[tuple[str, str | None]] = []
+    if selection.bands:
+        out.append((" ".join(f"--band {b}" for b in selection.bands), "band_list"))
+    if selection.public is not None:
+        out.append(("--public" if selection.public else "--proprietary", "data_rights"))
+    if selection.start:
+        out.append((f"--start {selection.start}", "t_min"))
+    if selection.end:
+        out.append((f"--end {selection.end}", "t_min"))
+    if selection.keyword:
+        out.append((f"--keyword {selection.keyword!r}", "science_keyword"))
+    if selection.cone:
+        c = selection.cone
+        out.append((f"the cone of {c.radius * 3600:g} arcsec around ({c.ra:g}, {c.dec:g}) deg", "target_name"))
+    out += [(f"--where {w!r}", None) for w in selection.where if w.strip()]
+    return out
+
+
+def _has(rows: list[dict], column: str) -> str:
+    """What the rows hold in ``column``, in words ("bands 6", "data rights Proprietary", ...)."""
+    if column == "band_list":
+        return "bands " + ", ".join(_bands(rows))
+    if column == "t_min":
+        from astropy.time import Time
+
+        days = sorted(float(r["t_min"]) for r in rows if _text(r, "t_min"))
+        dates = sorted({Time(d, format="mjd").iso[:10] for d in days})
+        return f"observations from {dates[0]} to {dates[-1]}" if dates else "no observation dates"
+    values = sorted({_text(r, column) for r in rows} - {""})
+    label = {"data_rights": "data rights", "science_keyword": "science keywords", "target_name": "targets"}[column]
+    return f"{label} {'; '.join(values) if values else 'none'}"
+
+
+def _emptied_by_conditions(client: ArchiveClient, selection: Selection, missing: list[str],
+                           empty: bool) -> list[str]:
+    """For ids the answer lacks although the archive holds them: one line per id naming the conditions
+    that emptied it and what the id has instead, e.g. "2017.1.00123.S has no data matching --band 1
+    (it has bands 6)". One more query, by the ids alone, and only when conditions narrowed them."""
+    narrowing = _narrowing(selection)
+    ids = missing + (list(selection.uids) if empty else [])
+    if not narrowing or not ids:
+        return []
+    plain = Selection(projects=[p for p in missing], uids=list(selection.uids) if empty else [])
+    rows = _rows(run_query(client, build_adql(plain)))
+    lines = []
+    for given in ids:
+        if given in missing:
+            mine = [r for r in rows if _text(r, "proposal_id") == given]
+        else:
+            uid = Uid.parse(given).archive
+            mine = [r for r in rows if uid in (_text(r, "member_ous_uid"), _text(r, "group_ous_uid"))]
+        if mine:
+            facts = "; ".join(_has(mine, column) for _, column in narrowing if column)
+            lines.append(f"{given} has no data matching {' '.join(w for w, _ in narrowing)}"
+                         + (f" (it has {facts})" if facts else ""))
+    return lines
+
+
 # -- the query ---------------------------------------------------------------------------------------
 def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bool = True,
           table: Table | None = None) -> ProjectView:
@@ -186,7 +248,12 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
     table = run_query(client, build_adql(selection)) if table is None else table
     found_projects = {str(p) for p in table["proposal_id"]} if len(table) else set()
     missing = [p for p in selection.exact_projects() if p not in found_projects]
+    emptied = _emptied_by_conditions(client, selection, missing, len(table) == 0)
     if not len(table):
+        if emptied:
+            absent = [c for c in missing if not any(line.startswith(f"{c} ") for line in emptied)]
+            lines = emptied + [f"project {', '.join(absent)} is not in the archive at {client.url}"] * bool(absent)
+            raise NotFoundError("; ".join(lines), "drop or widen that condition to see what the archive holds")
         if missing and len(missing) == len(selection.projects) and not selection.uids:
             raise NotFoundError(f"project {', '.join(missing)} is not in the archive at {client.url}",
                                 "check the code, or search with a wildcard such as 2013.1.*.S")
@@ -195,8 +262,11 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
                                 f"{client.url}", "check the uid (an EB uid starts uid://A002/; query its project)")
         raise NotFoundError(f"nothing in the archive at {client.url} matches the selection",
                             "widen it (fewer conditions, a larger cone) or check the uids and codes")
+    for line in emptied:
+        log.warning("%s", line)
     for code in missing:
-        log.warning("project %s is not in the archive at %s", code, client.url)
+        if not any(line.startswith(f"{code} ") for line in emptied):
+            log.warning("project %s is not in the archive at %s", code, client.url)
     uids = sorted({str(u) for u in table["member_ous_uid"]})
     with ThreadPoolExecutor(max_workers=client.workers) as pool:
         found = dict(zip(uids, pool.map(lambda uid: mous_files(client, uid, with_sg), uids)))
@@ -207,12 +277,13 @@ def query(selection: Selection, client: ArchiveClient | None = None, with_sg: bo
 def mous_table(view: ProjectView) -> Table:
     """One row per MOUS."""
     names = ("project", "mous", "gous", "sg", "array", "qa2_passed", "ebs", "bands", "targets", "rows",
-             "files", "shared_files", "products_bytes", "auxiliary_bytes", "raw_bytes")
+             "files", "shared_files", "products_bytes", "auxiliary_bytes", "raw_bytes", "external_bytes")
     rows = [(p.code, m.uid, m.gous, m.sg or "", m.array, "" if m.qa2_passed is None else "T" if m.qa2_passed else "F",
              " ".join(m.ebs), " ".join(m.bands), " ".join(m.targets), m.rows, len(m.files), len(m.shared_files),
-             m.size(*PRODUCT_KINDS), m.size(TarballKind.AUXILIARY), m.size(TarballKind.RAW))
+             m.size(*PRODUCT_KINDS), m.size(TarballKind.AUXILIARY), m.size(TarballKind.RAW),
+             m.size(TarballKind.EXTERNAL))
             for p in view.projects for m in p.mous]
-    return _table(names, [str] * 9 + [int] * 6, rows)
+    return _table(names, [str] * 9 + [int] * 7, rows)
 
 
 def eb_table(view: ProjectView) -> Table:

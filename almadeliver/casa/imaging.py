@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable
 from ..delivery.calls import TaskCall
 from ..delivery.commandslog import product_tclean_calls, read_commands
 from ..errors import TreeError, UsageError
+from ..ids import UID_DISK_PATTERN
 
-_EB_RE = re.compile(r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+")
+_EB_RE = re.compile(UID_DISK_PATTERN)
 _SPECMODES = ("cube", "mfs", "cont")
 
 
@@ -680,9 +681,21 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
 
 
 def contdat_ranges(contdat: Any) -> dict[str, dict[str, list[tuple[float, float, str]]]]:
-    """field -> spw -> [(low Hz, high Hz, frame)] from a parsed cont.dat (no frame: LSRK, as the pipeline writes)."""
-    return {f: {str(spw): [(r.low_hz, r.high_hz, r.frame or "LSRK") for r in sr.ranges] for spw, sr in spws.items()}
-            for f, spws in contdat.fields.items()}
+    """field -> spw -> [(low Hz, high Hz, frame)] from a parsed cont.dat, in any generation.
+
+    A range written without a frame is in the frame the pipeline reads it in (``ContDat.default_frame``:
+    TOPO for the earliest generation); an all-continuum spw (``ALL``, ``Flags: ALLCONT``) is the whole
+    spw, ``(0, inf, frame)``; a spw where no continuum was found (``NONE``, or no range) has no range."""
+    out: dict[str, dict[str, list[tuple[float, float, str]]]] = {}
+    for f, spws in contdat.fields.items():
+        out[f] = {}
+        for spw, sr in spws.items():
+            frames = [r.frame or contdat.default_frame for r in sr.ranges]
+            if sr.all_continuum:
+                out[f][str(spw)] = [(0.0, math.inf, frames[0] if frames else "TOPO")]
+            else:
+                out[f][str(spw)] = [(r.low_hz, r.high_hz, fr) for r, fr in zip(sr.ranges, frames)]
+    return out
 
 
 # -- running ---------------------------------------------------------------------------------------------

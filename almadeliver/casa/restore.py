@@ -25,6 +25,7 @@ from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
+from ..ids import UID_DISK_PATTERN
 from .native_restore import native_restore
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
 from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
@@ -249,7 +250,7 @@ class Progress:
     phase: str                   # "checks", "calibration", a flux/imaging-prep script name, "done"
 
 
-_EB_RE = re.compile(r"^(?:>>> )?Processing ASDM (uid___\w+)")
+_EB_RE = re.compile(rf"^(?:>>> )?Processing ASDM ({UID_DISK_PATTERN})")
 _STEP_RE = re.compile(r"^\s*Step\s+(\d+)\s+(.*?)\s*$")
 _EXTRA_RE = re.compile(r"^(?:Executing|Running) (\S*scriptFor(?:Flux|Pol)Calibration\.py|\S*scriptForImagingPrep\.py)")
 _PIPE_RE = re.compile(r"^now running (\S+)|^Processing the ASDMs .* using pipeline restore")

@@ -39,7 +39,7 @@ def download_cmd(
     dest: Path = typer.Option(..., "--dest", help="Folder that receives the delivery tree."),
     archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
                                           help="Mirror: eso, nrao, naoj or a URL."),
-    what: str = typer.Option(DEFAULT_WHAT, "--what", help="Comma-separated kinds: products,auxiliary,raw,readme."),
+    what: str = typer.Option(DEFAULT_WHAT, "--what", help="Comma-separated kinds: products,auxiliary,raw,readme,external (ARI-L and other external products; not in the default)."),
     parallel: int = typer.Option(5, "--parallel", min=1, max=32, help="Connections per archive host."),
     split: int = typer.Option(1, "--split", min=1, max=32, help="Fetch each large file as N ranges in parallel."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, counts and totals, and exit."),

@@ -45,8 +45,13 @@ def _qa2(m: Mous) -> str:
     return "?" if m.qa2_passed is None else "pass" if m.qa2_passed else "fail"
 
 
-def _sizes(m: Mous) -> list[str]:
-    return [human_size(m.size(*PRODUCT_KINDS)), human_size(m.size(TarballKind.AUXILIARY)), human_size(m.size(TarballKind.RAW))]
+def _sizes(m: Mous, external: bool = False) -> list[str]:
+    kinds = [PRODUCT_KINDS, (TarballKind.AUXILIARY,), (TarballKind.RAW,)] + [(TarballKind.EXTERNAL,)] * external
+    return [human_size(m.size(*k)) for k in kinds]
+
+
+def _has_external(mous: list[Mous]) -> bool:
+    return any(f.kind is TarballKind.EXTERNAL for m in mous for f in m.files)
 
 
 def _project_block(p: Project) -> list[str]:
@@ -57,16 +62,21 @@ def _project_block(p: Project) -> list[str]:
     sg = gous = object()
     group: list[Mous] = []
 
+    external = _has_external(p.mous)
+
     def flush():
         if group:
-            grid = _grid(["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw"],
-                         [[m.uid, m.array, _qa2(m), str(len(m.ebs)), *_sizes(m)] for m in group], "      ")
+            grid = _grid(["MOUS", "array", "QA2", "EBs", "products", "auxiliary", "raw"] + ["external"] * external,
+                         [[m.uid, m.array, _qa2(m), str(len(m.ebs)), *_sizes(m, external)] for m in group], "      ")
             lines.append(grid[0])
             for m, line in zip(group, grid[1:]):
                 lines.append(line)
                 lines.append(f"        EBs {' '.join(m.ebs) or 'none listed'}")
                 if m.shared_files:
                     lines.append(f"        + {len(m.shared_files)} files listed under another MOUS (fetched once)")
+                for f in m.files:
+                    if f.kind is TarballKind.EXTERNAL:
+                        lines.append(f"        external {f.name} ({human_size(f.size)}; download --what external)")
             group.clear()
 
     for m in p.mous:
@@ -92,20 +102,26 @@ def render(view: ProjectView, how: View) -> str:
         for p in view.projects:
             lines += _project_block(p) + [""]
     elif how is View.mous:
-        rows = [[p.code, m.uid, m.array, _qa2(m), str(len(m.ebs)), " ".join(m.bands), *_sizes(m)]
+        external = _has_external([m for p in view.projects for m in p.mous])
+        rows = [[p.code, m.uid, m.array, _qa2(m), str(len(m.ebs)), " ".join(m.bands), *_sizes(m, external)]
                 for p in view.projects for m in p.mous]
-        lines += _grid(["project", "MOUS", "array", "QA2", "EBs", "bands", "products", "auxiliary", "raw"], rows) + [""]
+        lines += _grid(["project", "MOUS", "array", "QA2", "EBs", "bands", "products", "auxiliary", "raw"]
+                       + ["external"] * external, rows) + [""]
     else:
         t = eb_table(view)
         rows = [[str(r["row"]), r["project"], r["mous"], r["eb"], human_size(int(r["raw_bytes"])) if r["raw_file"] else "-",
                  human_size(int(r["delivery_bytes"])), r["shares_with"] or "-"] for r in t]
         lines += _grid(["row", "project", "MOUS", "EB", "raw", "delivery", "same delivery files as rows"], rows) + [""]
-    files = view.files()
+    external = [f for f in view.files() if f.kind is TarballKind.EXTERNAL]
+    files = [f for f in view.files() if f.kind is not TarballKind.EXTERNAL]   # what `download` fetches by default
     total = sum(f.size for f in files)
     by_kind = {k: sum(f.size for f in files if f.kind in kinds) for k, kinds in
                (("products", PRODUCT_KINDS), ("auxiliary", (TarballKind.AUXILIARY,)), ("raw", (TarballKind.RAW,)))}
     lines.append(f"total to download: {human_size(total)} in {len(files)} files ("
                  + ", ".join(f"{k} {human_size(v)}" for k, v in by_kind.items()) + ")")
+    if external:
+        lines.append(f"external products: {human_size(sum(f.size for f in external))} in {len(external)} files "
+                     "(download --what external)")
     locked = [f for f in files if not f.readable]
     if locked:
         lines.append(f"{len(locked)} files are proprietary: downloading them needs a login")

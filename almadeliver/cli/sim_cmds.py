@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -22,13 +23,19 @@ def simulate_cmd(
     proprietary: bool = typer.Option(False, "--proprietary", help="Mark the data proprietary (not yet released)."),
     size: str = typer.Option("small", "--size", help=f"EB size: {' | '.join(SIZES)} (medium: ~19 MB of ASDM per "
                              "EB, for measuring restore's disk use)."),
+    contdat_generation: int = typer.Option(3, "--contdat-generation", help="cont.dat layout of pipeline members: "
+                                           "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL), "
+                                           "3 (pipeline 2024: spw names, Flags: lines)."),
+    external: Optional[str] = typer.Option(None, "--external", help="Also ship an external product per member with this "
+                                 "label, e.g. ari_l: <project>_<MOUS>_external_ari_l_001_of_001.tar."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
     progress = None if state.quiet else (lambda line: typer.echo(line, err=True))
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
-                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size)
+                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size,
+                               contdat_generation=contdat_generation, external=external)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")

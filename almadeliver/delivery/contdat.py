@@ -1,4 +1,19 @@
-"""The pipeline's cont.dat: continuum frequency ranges per field and spectral window."""
+"""The pipeline's cont.dat: continuum frequency ranges per field and spectral window.
+
+The ALMA pipeline has written three generations, and reads all three (pipeline contfilehandler;
+ALMA-FACTS.md section 3):
+
+1. earliest: the field name alone on a line, ``SPW<id>`` lines, ranges without a frame
+   (``93.1~93.2GHz``; the pipeline reads them as TOPO);
+2. middle: ``Field: <name>``, ``SpectralWindow: <id>``, ``<lo>~<hi>GHz LSRK`` lines, ``NONE`` (no
+   continuum found) or ``ALL`` (the whole spw is continuum);
+3. newest (pipeline 2024 on): ``SpectralWindow: <id> <spw name>``, optional ``Flags:`` lines
+   (``ALLCONT``: the whole spw is continuum, ``LOWBANDWIDTH``, ``LOWSPREAD``), no ``NONE``/``ALL``
+   lines: a spw line with no ranges and no ``ALLCONT`` flag is a spw where no continuum was found.
+
+The spw name is kept but not used: ranges are looked up by spw id. An spw the file omits is one the
+pipeline will look for itself (``find it``).
+"""
 from __future__ import annotations
 
 import re
@@ -8,15 +23,23 @@ from pathlib import Path
 from ..errors import ParseError
 
 _FIELD_RE = re.compile(r"^Field\s*:\s*(?P<name>\S.*?)\s*$")
-_SPW_RE = re.compile(r"^SpectralWindow\s*:\s*(?P<spw>\d+)(?:\s+(?P<rest>.*))?$")
+_SPW_RE = re.compile(r"^SpectralWindow\s*:\s*(?P<spw>\d+)(?:\s+(?P<name>\S.*?))?\s*$")
+_OLD_SPW_RE = re.compile(r"^SPW\s*(?P<spw>\d+)\s*$")
+_FLAGS_RE = re.compile(r"^Flags\s*:(?P<flags>.*)$")
 _RANGE_RE = re.compile(
-    r"^(?P<low>[0-9.eE+-]+)~(?P<high>[0-9.eE+-]+)\s*(?P<unit>[kMGT]?Hz)(?:\s+(?P<frame>[A-Z]+))?$")
+    r"^(?P<low>[0-9.eE+-]+)~(?P<high>[0-9.eE+-]+)\s*(?P<unit>[kMGT]?Hz)(?:\s+(?P<frame>[A-Z]+))?\s*;?$")
 _KEYWORDS = {"NONE", "ALL", "ALLCONT"}
 _HZ = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9, "THz": 1e12}
+#: Flags the pipeline writes on a ``Flags:`` line (newest generation); others are kept as written.
+KNOWN_FLAGS = ("ALLCONT", "LOWBANDWIDTH", "LOWSPREAD")
+#: The frame the pipeline assumes for ranges written without one (earliest generation).
+FRAMELESS_FRAME = "TOPO"
 
 
 @dataclass(frozen=True)
 class FreqRange:
+    """One continuum range as written, e.g. ``93.10~93.15GHz LSRK`` (frame None when not written)."""
+
     low: float
     high: float
     unit: str
@@ -33,49 +56,120 @@ class FreqRange:
 
 @dataclass
 class SpwRanges:
+    """The continuum of one spw of one field: ranges, NONE/ALL keywords, Flags (newest generation)."""
+
     spw: int
     ranges: list[FreqRange] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)   # NONE, ALL, ALLCONT as the pipeline wrote them
+    flags: list[str] = field(default_factory=list)      # ALLCONT, LOWBANDWIDTH, LOWSPREAD ('Flags:' lines)
+    name: str | None = None                             # the spw name of the newest generation (not used)
+
+    @property
+    def all_continuum(self) -> bool:
+        """The whole spw is continuum (``ALL`` or ``ALLCONT``), as the pipeline's reader decides."""
+        return "ALL" in self.keywords or "ALLCONT" in self.keywords or "ALLCONT" in self.flags
+
+    @property
+    def no_continuum(self) -> bool:
+        """No continuum was found: ``NONE``, or no range at all (and not all continuum)."""
+        return not self.all_continuum and not self.ranges
 
 
 @dataclass
 class ContDat:
+    """A parsed cont.dat: field name -> spw id -> SpwRanges, and the generation it was written in."""
+
     path: str
     fields: dict[str, dict[int, SpwRanges]] = field(default_factory=dict)
+    generation: int = 2
 
     def ranges(self, field_name: str, spw: int) -> list[FreqRange]:
         return self.fields.get(field_name, {}).get(spw, SpwRanges(spw)).ranges
 
+    @property
+    def default_frame(self) -> str:
+        """The frame of a range written without one: TOPO (the pipeline reads the earliest generation so);
+        LSRK otherwise."""
+        return FRAMELESS_FRAME if self.generation == 1 else "LSRK"
+
+    def flagged(self) -> list[tuple[str, int, list[str]]]:
+        """(field, spw, flags) for every spw with a ``Flags:`` line, in file order."""
+        return [(f, s, sr.flags) for f, spws in self.fields.items() for s, sr in spws.items() if sr.flags]
+
 
 def parse_contdat_text(text: str, path: str = "cont.dat") -> ContDat:
-    """Parse cont.dat text; ParseError names the line that does not fit."""
+    """Parse cont.dat text in any of the three pipeline generations.
+
+    Parameters
+    ----------
+    text : str
+        The file's text.
+    path : str
+        The name used in error messages.
+
+    Returns
+    -------
+    ContDat
+        Fields, spws, ranges (frequencies as written, with their unit), keywords and flags.
+
+    Raises
+    ------
+    ParseError
+        Naming the line that fits no generation (a range that is not ``<lo>~<hi><unit> [frame]``, a
+        range running backwards, a range before any spw, no field at all).
+    """
     result = ContDat(path)
     current_field: str | None = None
     current_spw: SpwRanges | None = None
+    bare_fields = old_spws = new_marks = False
+    after_blank = True
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
+            after_blank = True
+            continue
+        if line.startswith("#"):
             continue
         where = f"{path}: line {number}"
+        blank_before, after_blank = after_blank, False
         m = _FIELD_RE.match(line)
         if m:
             current_field, current_spw = m["name"], None
             result.fields.setdefault(current_field, {})
             continue
-        m = _SPW_RE.match(line)
+        m = _SPW_RE.match(line) or _OLD_SPW_RE.match(line)
         if m:
             if current_field is None:
-                raise ParseError(f"{where}: 'SpectralWindow' before any 'Field:' line",
-                                 "each block starts with 'Field: <name>'")
-            current_spw = result.fields[current_field].setdefault(int(m["spw"]), SpwRanges(int(m["spw"])))
+                word = "SPW" if line.startswith("SPW") else "SpectralWindow"
+                raise ParseError(f"{where}: '{word}' before any 'Field:' line",
+                                 "each block starts with 'Field: <name>' (or the field name alone, in old files)")
+            spw = int(m["spw"])
+            current_spw = result.fields[current_field].setdefault(spw, SpwRanges(spw))
+            if line.startswith("SPW"):
+                old_spws = True
+            elif m["name"]:
+                current_spw.name, new_marks = m["name"], True
+            continue
+        m = _FLAGS_RE.match(line)
+        if m:
+            if current_spw is None:
+                raise ParseError(f"{where}: 'Flags:' outside a 'SpectralWindow:' block",
+                                 "a 'Flags:' line follows its 'SpectralWindow: <id> <name>' line")
+            current_spw.flags += m["flags"].split()
+            new_marks = True
+            continue
+        if line.upper() in _KEYWORDS and current_spw is not None:
+            current_spw.keywords.append(line.upper())
+            continue
+        m = _RANGE_RE.match(line)
+        if m is None and "~" not in line and blank_before and (current_field is None or bare_fields):
+            # earliest generation: the field name alone on a line (after a blank line)
+            current_field, current_spw, bare_fields = line.strip('"'), None, True
+            result.fields.setdefault(current_field, {})
             continue
         if current_spw is None:
             raise ParseError(f"{where}: '{line}' outside a 'SpectralWindow:' block",
                              "ranges follow a 'SpectralWindow: <id>' line")
-        if line.upper() in _KEYWORDS:
-            current_spw.keywords.append(line.upper())
-            continue
-        m = _RANGE_RE.match(line)
         if not m:
             raise ParseError(f"{where}: '{line}' is not a frequency range",
                              "expected e.g. '93.10~93.15GHz LSRK'")
@@ -88,8 +182,10 @@ def parse_contdat_text(text: str, path: str = "cont.dat") -> ContDat:
         current_spw.ranges.append(FreqRange(low, high, m["unit"], m["frame"]))
     if not result.fields:
         raise ParseError(f"{path}: no 'Field:' block", "a cont.dat lists 'Field: <name>' then 'SpectralWindow: <id>'")
+    result.generation = 1 if (bare_fields or old_spws) else 3 if new_marks else 2
     return result
 
 
 def parse_contdat(path: str | Path) -> ContDat:
+    """Read and parse a cont.dat file (see ``parse_contdat_text``)."""
     return parse_contdat_text(Path(path).read_text(encoding="utf-8", errors="replace"), str(path))

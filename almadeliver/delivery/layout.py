@@ -12,14 +12,14 @@ from enum import Enum
 from pathlib import Path
 
 from ..errors import TreeError, UsageError
-from ..ids import ProjectCode, Uid, is_project_code, raw_name
+from ..ids import UID_DISK_PATTERN as UID_RE
+from ..ids import ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
+from .readme import Readme, parse_readme
 
-UID_RE = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
 _CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
 _STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>(?:X[0-9a-fA-F]+_)?X[0-9a-fA-F]+)$")
-_EB_PREFIX_RE = re.compile(rf"^(?P<uid>{UID_RE})")
 _MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
 
 
@@ -118,11 +118,8 @@ def plain_name(name: str) -> str:
 
 def eb_of(name: str) -> Uid | None:
     """The EB uid a file or folder name starts with (``uid___A002_...``), if any."""
-    m = _EB_PREFIX_RE.match(plain_name(name))
-    if not m:
-        return None
-    uid = Uid.parse(m["uid"])
-    return None if uid.is_ous else uid
+    uid = uid_at_start(plain_name(name))
+    return None if uid is None or uid.is_ous else uid
 
 
 @dataclass
@@ -169,7 +166,6 @@ class Member:
 STAFF_CALIBRATION_PREFIX = "Calibration_"
 STAFF_COMBINATION = "Combination/calibrated"
 STAFF_IMAGING = "Imaging"
-_CASA_VERSION_LINE = re.compile(r"^CASA version used for reduction:\s*(\S.*?)\s*$", re.MULTILINE)
 
 
 @dataclass
@@ -225,12 +221,10 @@ class StaffArea:
     def readme(self) -> Path:
         return self.root / "README"
 
-    def casa_version(self) -> str | None:
-        """The CASA version the README names ("CASA version used for reduction: 4.4.0")."""
-        if not self.readme.is_file():
-            return None
-        m = _CASA_VERSION_LINE.search(self.readme.read_text(errors="replace"))
-        return m.group(1) if m else None
+    def read_readme(self) -> Readme:
+        """The area's README read by the one README reader (readme.py; a staff README may leave the
+        project code to the packager). Raises ParseError when it does not parse, OSError when unreadable."""
+        return parse_readme(self.readme, require_project=False)
 
     def rel_path(self, path: Path) -> str:
         """``path`` (inside the area) relative to the scanned folder."""
@@ -326,7 +320,7 @@ def _member(index: TreeIndex, rel: str) -> Member:
                 expected.add(eb_of(name))
         if member.restore_script:
             text = _read_text(index.path(member.restore_script))
-            expected |= {u for u in map(Uid.parse, re.findall(UID_RE, text)) if not u.is_ous}
+            expected |= set(eb_uids_in(text))
         member.ebs_in_scripts = sorted(expected)
     else:
         member.ebs_in_scripts = sorted(member.calibration_scripts)
@@ -345,7 +339,7 @@ def _staff(index: TreeIndex, rel: str) -> StaffArea:
     listing = index.get(rel)
     root = index.path(rel)
     name = root.resolve().name
-    area = StaffArea(root, Uid.parse(name) if re.fullmatch(UID_RE, name) else None, rel=rel)
+    area = StaffArea(root, uid_of_name(name) if name.startswith("uid___") else None, rel=rel)
     for d in sorted(listing.dirs):
         m = _STAFF_CAL_RE.match(d)
         if not m:

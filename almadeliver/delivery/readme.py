@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IdentifierError, ParseError
-from ..ids import ProjectCode, Uid
+from ..ids import ProjectCode, Uid, eb_uids_in
 
 _FIELD_RE = re.compile(r"^(?P<key>[A-Z][A-Za-z0-9 .()/_-]{1,60}?)\s*:\s*(?P<value>.*?)\s*$")
 _SEPARATOR_RE = re.compile(r"^#{3,}\s*$")
-_UID_RE = re.compile(r"uid(?:://|___)A\d{3}[/_]X[0-9a-fA-F]+[/_]X[0-9a-fA-F]+")
 _CASA_VERSION_RE = re.compile(r"\d+\.\d+(?:\.\d+)?(?:[-.]\d+)?")
+# What reducers leave when they do not fill the line in: 4.x, 5.6.x, X.Y.Z, <version>, ?, TBD.
+_PLACEHOLDER_RE = re.compile(r"\d\.[xX*?]|\b[xX]\.[xXyY]|[<>?]|\bTBD\b|\bXXX\b", re.IGNORECASE)
 _NOTES_KEY = "comments from reducer"
+CASA_VERSION_KEY = "casa version used for reduction"
 
 
 @dataclass
@@ -20,9 +22,12 @@ class Readme:
     """What a delivery README says. ``fields`` holds every ``Key: value`` line of the header."""
 
     path: str
-    project: ProjectCode
+    project: ProjectCode | None           # None only where a staff README may leave it out
     pi: str | None = None
-    casa_version: str | None = None
+    casa_version: str | None = None       # the version the CASA line names (None when absent or not a version)
+    casa_version_text: str | None = None  # that line's value as written ("4.4.0", "4.x")
+    casa_version_problem: str | None = None   # why the line names no version (see casa_version_problem)
+    casa_version_line: int | None = None
     cycle: str | None = None
     sb_name: str | None = None
     title: str | None = None
@@ -32,8 +37,47 @@ class Readme:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-def parse_readme_text(text: str, path: str = "README") -> Readme:
-    """Parse README text. Raises ParseError (with the line number) when it is not a delivery README."""
+def casa_version_problem(value: str) -> str | None:
+    """The one verdict on a ``CASA version used for reduction:`` value: None for a version
+    (``4.4.0``, ``5.1.1-5``, ``6.5.4.9 (pipeline 2023.1.0.124)``), else what is wrong with it.
+
+    A placeholder left in a template (``4.x``, ``5.6.x``, ``X.Y.Z``, ``<version>``, ``TBD``) and a value
+    that is no version at all (``unknown``, empty) are both problems; check, validate and package all ask
+    this function (via ``parse_readme_text``), so they cannot disagree."""
+    value = value.strip()
+    if not value:
+        return "the CASA version line is empty"
+    if _PLACEHOLDER_RE.search(value):
+        return f"'{value}' is a placeholder, not a CASA version"
+    if not _CASA_VERSION_RE.search(value):
+        return f"'{value}' is not a CASA version"
+    return None
+
+
+def parse_readme_text(text: str, path: str = "README", require_project: bool = True) -> Readme:
+    """Parse README text, delivered or written by a reducer.
+
+    Parameters
+    ----------
+    text : str
+        The README's text.
+    path : str
+        The name used in error messages.
+    require_project : bool
+        A delivered README starts with ``Project code:``; a staff README may leave it to the packager
+        (``False``).
+
+    Returns
+    -------
+    Readme
+        Header fields, QA2 notes, tree, EBs; the CASA version line read with ``casa_version_problem``
+        (a bad value is recorded on the model, not raised, so every caller gives the same verdict).
+
+    Raises
+    ------
+    ParseError
+        With the line number: binary data, no ``Project code:`` line (when required), a malformed code.
+    """
     if "\x00" in text:
         raise ParseError(f"{path}: line 1: binary data, not a README text", "fetch the README again")
     lines = text.splitlines()
@@ -60,32 +104,34 @@ def parse_readme_text(text: str, path: str = "README") -> Readme:
                 in_notes = True
                 if m["value"]:
                     notes.append(m["value"])
+    project = None
     if "project code" not in fields:
-        raise ParseError(f"{path}: no 'Project code:' line; this is not an ALMA delivery README",
-                         "the member README starts with 'Project code: YYYY.C.NNNNN.T'")
-    number, code = fields["project code"]
-    try:
-        project = ProjectCode.parse(code)
-    except IdentifierError as exc:
-        raise ParseError(f"{path}: line {number}: {exc.message}", exc.hint) from None
-    casa_version = None
-    if "casa version used for reduction" in fields:
-        number, value = fields["casa version used for reduction"]
-        m = _CASA_VERSION_RE.search(value)
-        if value and not m:
-            raise ParseError(f"{path}: line {number}: '{value}' is not a CASA version",
-                             "expected e.g. 'CASA version used for reduction: 4.4.0'")
-        casa_version = m.group(0) if m else None
+        if require_project:
+            raise ParseError(f"{path}: no 'Project code:' line; this is not an ALMA delivery README",
+                             "the member README starts with 'Project code: YYYY.C.NNNNN.T'")
+    else:
+        number, code = fields["project code"]
+        try:
+            project = ProjectCode.parse(code)
+        except IdentifierError as exc:
+            raise ParseError(f"{path}: line {number}: {exc.message}", exc.hint) from None
+    casa_version = casa_text = problem = casa_line = None
+    if CASA_VERSION_KEY in fields:
+        casa_line, casa_text = fields[CASA_VERSION_KEY]
+        problem = casa_version_problem(casa_text)
+        if problem is None:
+            casa_version = _CASA_VERSION_RE.search(casa_text).group(0)
 
     def get(key: str) -> str | None:
         value = fields.get(key, (0, ""))[1]
         return value or None
 
-    ebs = sorted({uid for uid in map(Uid.parse, _UID_RE.findall(text)) if not uid.is_ous})
+    ebs = eb_uids_in(text)
     return Readme(
-        path=path, project=project, pi=get("pi name"), casa_version=casa_version,
+        path=path, project=project, pi=get("pi name"), casa_version=casa_version, casa_version_text=casa_text,
+        casa_version_problem=problem, casa_version_line=casa_line,
         cycle=get("cycle"), sb_name=get("sb name"), title=get("project title"),
-        qa2_notes="\n".join(notes).strip(), tree=_tree(lines, project.code), ebs=ebs,
+        qa2_notes="\n".join(notes).strip(), tree=_tree(lines, project.code) if project else None, ebs=ebs,
         fields={k: v for k, (_, v) in fields.items()},
     )
 
@@ -98,14 +144,18 @@ def _tree(lines: list[str], project: str) -> str | None:
     return None
 
 
-def parse_readme(path: str | Path) -> Readme:
-    """Read and parse a README file (any encoding ALMA used: utf-8 or latin-1)."""
+def read_readme_text(path: str | Path) -> str:
+    """A README's text in any encoding ALMA used (utf-8 or latin-1)."""
     data = Path(path).read_bytes()
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return parse_readme_text(text, str(path))
+        return data.decode("latin-1")
+
+
+def parse_readme(path: str | Path, require_project: bool = True) -> Readme:
+    """Read and parse a README file (see ``parse_readme_text``)."""
+    return parse_readme_text(read_readme_text(path), str(path), require_project)
 
 
 def reducer_section(text: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import TreeError, UsageError
+from ..errors import ParseError, TreeError, UsageError
 from ..ids import Uid
 from .layout import (STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
                      calibration_folder, read_staff_area)
@@ -179,13 +179,7 @@ def _check_eb(check: "_Checker", eb: StaffEb) -> None:
 
 def _check_imaging(check: "_Checker", staff: StaffArea) -> None:
     check.log("staff.imaging.log", staff.imaging, "imaging")
-    if not staff.readme.is_file() or not staff.readme.read_text(errors="replace").strip():
-        check.fail("staff.readme", staff.readme, "missing or empty", "write the README with your QA2 notes")
-    elif staff.casa_version() is None:
-        check.fail("staff.readme", staff.readme, "does not name the CASA version",
-                   "add a line 'CASA version used for reduction: X.Y.Z'")
-    else:
-        check.ok("staff.readme", staff.readme, f"CASA {staff.casa_version()}")
+    _check_readme(check, staff)
     check.file("staff.imaging.script", staff.imaging / IMAGING_SCRIPT)
     pbcor = sorted(staff.imaging.glob("*.pbcor.fits")) if staff.imaging.is_dir() else []
     flux = sorted(staff.imaging.glob("*.flux.fits")) if staff.imaging.is_dir() else []
@@ -201,6 +195,28 @@ def _check_imaging(check: "_Checker", staff: StaffArea) -> None:
                        "export the .flux.fits that goes with each .pbcor.fits")
     for image in flux:
         check.fits("staff.imaging.flux", image)
+
+
+def _check_readme(check: "_Checker", staff: StaffArea) -> None:
+    """The README as the one README reader reads it (readme.py): validate and package see the same."""
+    if not staff.readme.is_file() or not staff.readme.read_text(errors="replace").strip():
+        check.fail("staff.readme", staff.readme, "missing or empty", "write the README with your QA2 notes")
+        return
+    try:
+        readme = staff.read_readme()
+    except ParseError as exc:
+        check.fail("staff.readme", staff.readme, exc.message.replace(f"{staff.readme}: ", ""),
+                   exc.hint or "fix the README")
+        return
+    if readme.casa_version_text is None:
+        check.fail("staff.readme", staff.readme, "does not name the CASA version",
+                   "add a line 'CASA version used for reduction: X.Y.Z'")
+    elif readme.casa_version_problem:
+        check.fail("staff.readme", staff.readme,
+                   f"line {readme.casa_version_line}: {readme.casa_version_problem}",
+                   "write the CASA version you reduced with, e.g. 'CASA version used for reduction: 4.4.0'")
+    else:
+        check.ok("staff.readme", staff.readme, f"CASA {readme.casa_version}")
 
 
 def _image_stem(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import IdentifierError, ParseError
 from ..ids import DeliveryFileName
 from .calapply import read_calapply
-from .contdat import parse_contdat
+from .contdat import ContDat, parse_contdat
 from .flagtemplate import parse_flagtemplate
 from .layout import Flavour, Member, StaffArea, TreeIndex, join, load, plain_name
 from .readme import parse_readme
@@ -132,9 +132,13 @@ def _check_readme(index: TreeIndex, m: Member, report: Report) -> None:
         report.add(E, "readme.project-mismatch", m.readme,
                    f"README names project {readme.project} but the tree is {m.project}",
                    "this README belongs to another delivery; fetch the right one")
-    for label, value in (("PI name", readme.pi), ("CASA version used for reduction", readme.casa_version)):
+    for label, value in (("PI name", readme.pi), ("CASA version used for reduction", readme.casa_version_text)):
         if not value:
             report.add(W, "readme.field-missing", m.readme, f"no '{label}:' line", "see the QA2 notes in the archive")
+    if readme.casa_version_text and readme.casa_version_problem:
+        report.add(W, "readme.casa-version", m.readme,
+                   f"line {readme.casa_version_line}: {readme.casa_version_problem}",
+                   "the CASA version is in the pipeline manifest or the CASA logs in log/; ask the helpdesk")
     notes = len(readme.qa2_notes.splitlines())
     report.add(I, "readme.summary", m.readme,
                f"project {readme.project}, PI {readme.pi or '?'}, CASA {readme.casa_version or '?'}, "
@@ -239,7 +243,7 @@ def _check_pipeline(index: TreeIndex, m: Member, report: Report) -> None:
             if p.endswith(".ms.calapply.txt"):
                 read_calapply(index.path(where))
             elif p.endswith("cont.dat"):
-                parse_contdat(index.path(where))
+                _contdat_notes(parse_contdat(index.path(where)), where, report)
             elif p.endswith("flagtemplate.txt") or p.endswith("flagtargetstemplate.txt"):
                 for note in parse_flagtemplate(index.path(where)).notes:
                     report.add(I, "pipeline.flagtemplate-note", where, note.split(": ", 1)[1])
@@ -253,6 +257,21 @@ def _check_pipeline(index: TreeIndex, m: Member, report: Report) -> None:
         present = {n for _, listing in index.under(m.rel) for n in (*listing.files, *listing.dirs)}
         for rel, name in manifests:
             _check_manifest(index, join(rel, name), present, report)
+
+
+def _contdat_notes(contdat: ContDat, where: str, report: Report) -> None:
+    """What cont.dat says beyond its ranges: its generation, all-continuum spws and the pipeline's flags."""
+    spws = [(f, s, sr) for f, by_spw in contdat.fields.items() for s, sr in by_spw.items()]
+    allcont = [f"{f} spw {s}" for f, s, sr in spws if sr.all_continuum]
+    nocont = [f"{f} spw {s}" for f, s, sr in spws if sr.no_continuum]
+    message = f"cont.dat generation {contdat.generation}: {len(contdat.fields)} field(s), {len(spws)} spw block(s)"
+    if allcont:
+        message += f"; all continuum: {', '.join(allcont)}"
+    if nocont:
+        message += f"; no continuum found: {', '.join(nocont)}"
+    report.add(I, "pipeline.contdat", where, message)
+    for field_name, spw, flags in contdat.flagged():
+        report.add(I, "pipeline.contdat-flags", where, f"field {field_name} spw {spw}: Flags {' '.join(flags)}")
 
 
 def _check_manifest(index: TreeIndex, rel: str, present: set[str], report: Report) -> None:

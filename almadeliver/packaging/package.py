@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..delivery.layout import StaffArea, StaffEb
+from ..delivery.readme import parse_readme_text
 from ..delivery.report import Severity
 from ..delivery.staff import CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, casa_logs, check_area, load_area
 from ..units import human_size
-from ..errors import DiskSpaceError, PackagingError, UsageError
+from ..errors import DiskSpaceError, PackagingError, ParseError, UsageError
 from ..ids import ProjectCode, Uid, auxiliary_name, products_name, raw_name, readme_name
 from .tarballs import Entry, TarRecord, tar_size, tree_entries, write_parts, write_tar_record, write_tgz
 
@@ -281,9 +282,12 @@ def compose_readme(staff_text: str, project: ProjectCode, tree: str) -> str:
     body = staff_text.strip()
     if body.startswith(_BANNER):
         body = body[len(_BANNER):].lstrip("\n# ").strip()
-    stated = re.search(r"^Project code:\s*(\S+)", body, re.MULTILINE)
-    if stated and stated.group(1) != project.code:
-        raise PackagingError(f"the README names project {stated.group(1)}, not {project}",
+    try:
+        stated = parse_readme_text(body, "README", require_project=False).project
+    except ParseError as exc:
+        raise PackagingError(exc.message, exc.hint) from None
+    if stated and stated != project:
+        raise PackagingError(f"the README names project {stated}, not {project}",
                              "fix the README or --project")
     if not stated:
         body = f"Project code: {project}\n{body}"

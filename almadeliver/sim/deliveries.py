@@ -22,7 +22,8 @@ import numpy as np
 from ..archive.obscore import COLUMN_NAMES
 from ..casa.runtime import run_in_casa
 from ..errors import UsageError
-from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
+from ..ids import (DeliveryFileName, ProjectCode, Uid, auxiliary_name, cycle0_name, external_name,
+                   products_name, raw_name, readme_name)
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember, frequency_support
@@ -88,8 +89,11 @@ def _image_stats(fits: Path) -> dict:
 class _Builder:
     """Builds one project in a temporary folder (``stage``) and packs it."""
 
-    def __init__(self, plan: ProjectPlan, stage: Path, on_line: Callable[[str], None] | None):
+    def __init__(self, plan: ProjectPlan, stage: Path, on_line: Callable[[str], None] | None,
+                 contdat_generation: int = 3, external: str | None = None):
         self.plan, self.stage, self.on_line = plan, stage, on_line
+        self.contdat_generation = contdat_generation
+        self.external = external
         self.tree = stage / "tree"
         self.work = stage / "work"
         self.files = stage / "project" / "files"
@@ -141,7 +145,8 @@ class _Builder:
                           workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
         self.eb_info.update(res["observed"])
         pipeline.write_member_files(member, res, project=self.plan.code, mous=mous.disk, gous=self.plan.gous_uid,
-                                    sb_name=mous.sb_name, work=work / "working")
+                                    sb_name=mous.sb_name, work=work / "working",
+                                    contdat_generation=self.contdat_generation)
         images = [_image_stats(p) for p in sorted((member / "product").glob("*.pbcor.fits"))]
         notes = qa2_notes(self.plan, res["qa"], images)
         parked = self.work / f"{mous.disk}.raw"
@@ -188,6 +193,12 @@ class _Builder:
                       description=f"Download raw data of execution block {eb.uid}.")
         self._add(readme_name(Uid(mous.uid)), "#documentation", ids, None, path=member / "README",
                   description="Download the README of this member OUS.")
+
+    def pack_external(self, mous: MousPlan, label: str) -> None:
+        """An external product of the member (ARI-L and the like): ``<project>_<MOUS>_external_<label>_001_of_001.tar``."""
+        rel = member_path(self.plan, mous)
+        self._add(external_name(self.plan.code, Uid(mous.uid), label), "#this", [mous.uid],
+                  external_entries(rel, self.tree / rel, label), description=external_description(label))
 
     def pack_cycle0(self, parts: int = 3) -> list[str]:
         """The whole project as <project>_<date>_<m>_of_<n>.tar, attached to every EB: each EB is
@@ -248,7 +259,7 @@ class _Builder:
                     "frequency": fc / 1e9, "velocity_resolution": C_LIGHT * spw["width_hz"] / fc,
                     "obs_creator_name": plan.pi, "pi_name": plan.pi, "proposal_authors": plan.pi,
                     "schedblock_name": mous.sb_name, "group_ous_uid": plan.gous_uid, "member_ous_uid": mous.uid,
-                    "asdm_uid": eb.uid, "obs_title": plan.title, "type": "S",
+                    "asdm_uid": eb.uid, "obs_title": plan.title, "type": ProjectCode(plan.code).type,
                     "scan_intent": "TARGET", "science_observation": "T",
                     "spatial_scale_max": resolution * 3600 * 4, "qa2_passed": "T",
                     "science_keyword": plan.keyword, "scientific_category": plan.category,
@@ -262,6 +273,31 @@ class _Builder:
         return rows
 
 
+def external_entries(member_rel: str, member: Path, label: str) -> list[tuple[str, Path]]:
+    """What an external product tarball holds: the member's images, reprocessed, under
+    ``<member path>/external/<label>/`` (untarred at the top of the tree beside product/, which it
+    never overwrites). ARI-L (ALMA Reprocessed Images, Legacy) ships images of Cycle 2-4 members."""
+    images = sorted(p for p in (member / "product").glob("*.fits*") if p.is_file())
+    if not images:
+        raise UsageError(f"{member} has no product images to ship as external '{label}'", "simulate the member first")
+    base = f"{member_rel}/external/{label}"
+    return [(f"{base}/{p.name.replace('.I.', f'.I.{label}.', 1)}", p) for p in images]
+
+
+def check_external_label(label: str) -> None:
+    """Raise UsageError unless ``label`` makes an external file name the file name parser reads back."""
+    try:
+        ok = DeliveryFileName.parse(external_name("2000.1.00000.S", Uid("uid://A001/X1/X1"), label)).label == label
+    except UsageError:
+        ok = False
+    if not ok:
+        raise UsageError(f"'{label}' is not an external product label", "use letters, digits and '_', e.g. ari_l")
+
+
+def external_description(label: str) -> str:
+    return f"Download dataset of type: external ({label.replace('_', '-').upper()}), and class: SCIENCE."
+
+
 def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
     """The member OUS uid under which the archive lists EB ``eb_index`` of a Cycle 0 project."""
     from .plan import ous_uid
@@ -271,8 +307,11 @@ def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
 
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
-                     on_line: Callable[[str], None] | None = None, size: str = "small") -> SimulatedProject:
-    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc)."""
+                     on_line: Callable[[str], None] | None = None, size: str = "small",
+                     contdat_generation: int = 3, external: str | None = None) -> SimulatedProject:
+    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc);
+    pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text);
+    with ``external`` (a label such as ``ari_l``) every member also gets an external product tarball."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -280,6 +319,11 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         raise UsageError("--mous must be 1..4 and --ebs 1..9", "keep simulated projects small")
     if size not in SIZES:
         raise UsageError(f"unknown size '{size}'", f"choose one of {', '.join(SIZES)}")
+    if external:
+        check_external_label(external)
+    if contdat_generation not in pipeline.CONTDAT_GENERATIONS:
+        raise UsageError(f"unknown cont.dat generation {contdat_generation}",
+                         "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
     started = time.monotonic()
     plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
     out = Path(out).resolve()
@@ -288,7 +332,7 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
-        builder = _Builder(plan, stage, on_line)
+        builder = _Builder(plan, stage, on_line, contdat_generation, external)
         if flavour == "cycle0":
             rows = _build_cycle0(builder)
         else:
@@ -313,6 +357,8 @@ def _build_members(builder: _Builder, build) -> list[dict]:
     for index, mous in enumerate(builder.plan.mous):
         build(index, mous)
         builder.pack_member(mous)
+        if builder.external:
+            builder.pack_external(mous, builder.external)
         rows += builder.obscore_rows(mous, builder.eb_info)
     return rows
 

@@ -251,27 +251,30 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
         out["qa"].append({"eb": uid, "phase_rms_deg": float(cal_phase.std()), "raw_phase_rms_deg": float(raw_phase.std())})
         out.setdefault("spws", spws)
 
-    out["images"], out["contdat"] = _image(run, mous, msnames, roles, out["spws"], line)
+    out["images"], out["contdat"], out["allcont"] = _image(run, mous, msnames, roles, out["spws"], line)
     out["commands"] = run.lines
     return out
 
 
 def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str, str], spws: list[int],
-           line: dict[str, float]) -> tuple[list[dict], dict[int, list[tuple[float, float]]]]:
-    """Cubes per spw and a continuum image of the target; returns (images, cont.dat ranges)."""
+           line: dict[str, float]) -> tuple[list[dict], dict[int, list[tuple[float, float]]], list[int]]:
+    """Cubes per spw and a continuum image of the target; returns (images, cont.dat ranges, the spws
+    that are all continuum: cont.dat's ALLCONT)."""
     target = roles["target"]
     field_id = _field_id(msnames[0], target)
     cell = f"{_cell_arcsec(msnames[0])}arcsec"
     common = dict(vis=msnames, field=target, intent="OBSERVE_TARGET#ON_SOURCE", datacolumn="corrected",
                   imsize=[64, 64], cell=[cell], stokes="I", gridder="standard", pblimit=0.2,
                   weighting="briggs", robust=0.5, interactive=False, parallel=False)
-    contdat, cont_spw = {}, []
+    contdat, cont_spw, allcont = {}, [], []
     for s in spws:
         chans, freqs = _line_free(msnames[0], s, field_id, line["freq_hz"], line["sigma_hz"])
         if not chans:
             continue
         contdat[s] = freqs
         whole = len(chans) == 1 and chans[0][0] == 0
+        if whole:
+            allcont.append(s)
         cont_spw.append(str(s) if whole else f"{s}:" + ";".join(f"{a}~{b}" for a, b in chans))
     images = []
     run.stage("hif_makeimages(specmode='cube')")
@@ -298,7 +301,7 @@ def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str,
         run("exportfits", imagename=img["image"], fitsimage=f"products/{img['fits']}", velocity=False,
             optical=False, bitpix=-32, minpix=0, maxpix=-1, overwrite=True, dropstokes=False, stokeslast=True,
             history=True, dropdeg=False)
-    return images, {int(k): v for k, v in contdat.items()}
+    return images, {int(k): v for k, v in contdat.items()}, allcont
 
 
 # -- host side ----------------------------------------------------------------------------------------------
@@ -316,12 +319,53 @@ def _weblog(out: Path, work: Path, mous: str, res: dict) -> Path:
     return write_tgz(out, tree_entries(html.parent))
 
 
-def _contdat_text(target: str, ranges: dict[int, list[tuple[float, float]]]) -> str:
-    """cont.dat as the pipeline writes it (see the real ones: Field, SpectralWindow, GHz LSRK ranges)."""
-    out = [f"Field: {target}", ""]
-    for spw, rs in sorted(ranges.items()):
-        out.append(f"SpectralWindow: {spw}")
-        out += [f"{lo / 1e9:.6f}~{hi / 1e9:.6f}GHz LSRK" for lo, hi in rs]
+#: cont.dat generations the pipeline has written (ALMA-FACTS.md section 3); the simulated pipeline
+#: (PIPELINE_VERSION 2024) writes the newest unless asked otherwise.
+CONTDAT_GENERATIONS = (1, 2, 3)
+
+
+def contdat_text(target: str, ranges: dict[int, list[tuple[float, float]]], generation: int = 3,
+                 flags: dict[int, list[str]] | None = None, spw_names: dict[int, str] | None = None) -> str:
+    """cont.dat as the pipeline writes it, in one of its three generations.
+
+    Parameters
+    ----------
+    target : str
+        The field name.
+    ranges : dict
+        spw id -> [(low Hz, high Hz)] LSRK continuum ranges (an empty list: no continuum found).
+    generation : int
+        1: the field name alone, ``SPW<id>``, ``lo~hiGHz`` without frame (ranges in TOPO, as the old
+        pipeline wrote them); 2: ``Field:``, ``SpectralWindow: <id>``, ``lo~hiGHz LSRK``, ``NONE`` for a
+        spw without continuum and ``ALL`` for an all-continuum one; 3: ``SpectralWindow: <id> <name>``,
+        ``Flags:`` (``ALLCONT`` ...) and no NONE/ALL line.
+    flags : dict, optional
+        spw id -> flags (``ALLCONT``, ``LOWBANDWIDTH``, ``LOWSPREAD``); generation 2 writes ``ALLCONT``
+        as ``ALL``, generation 1 drops flags.
+    spw_names : dict, optional
+        spw id -> spw name (generation 3); default ``ALMA_RB_xx#BB_n#SW-01#FULL_RES``-like names.
+    """
+    if generation not in CONTDAT_GENERATIONS:
+        raise ValueError(f"cont.dat generation {generation} is not one of {CONTDAT_GENERATIONS}")
+    flags = flags or {}
+    out = [target if generation == 1 else f"Field: {target}", ""]
+    for i, (spw, rs) in enumerate(sorted(ranges.items())):
+        spw_flags = flags.get(spw, [])
+        if generation == 1:
+            out.append(f"SPW{spw}")
+        elif generation == 2:
+            out.append(f"SpectralWindow: {spw}")
+        else:
+            name = (spw_names or {}).get(spw, f"X{spw:x}#ALMA_RB_03#BB_{i + 1}#SW-01#FULL_RES")
+            out.append(f"SpectralWindow: {spw} {name}")
+            if spw_flags:
+                out.append(f"Flags: {' '.join(spw_flags)}")
+        frame = "" if generation == 1 else " LSRK"
+        out += [f"{lo / 1e9:.10f}~{hi / 1e9:.10f}GHz{frame}" for lo, hi in rs]
+        if generation == 2 and "ALLCONT" in spw_flags:
+            out.append("ALL")
+        elif generation in (1, 2) and not rs:
+            out.append("NONE")
         out.append("")
     return "\n".join(out)
 
@@ -386,9 +430,9 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, truth_dir: s
 
 
 def write_member_files(member_dir: Path, res: dict, *, project: str, mous: str, gous: str, sb_name: str,
-                       work: Path) -> None:
+                       work: Path, contdat_generation: int = 3) -> None:
     """The member's pipeline files (script/, calibration/, log/, product/) from a ``reduce_pipeline``
-    result whose run folder is ``work``."""
+    result whose run folder is ``work``; cont.dat in the given generation (see ``contdat_text``)."""
     ebs = sorted(res["calapply"])
     sessions = res["sessions"]
     roles = res["roles"]
@@ -412,7 +456,9 @@ def write_member_files(member_dir: Path, res: dict, *, project: str, mous: str, 
     for session, tables in res["tables"].items():
         entries = [e for t in tables for e in tree_entries(work / t)]
         write_tgz(cal / names["caltables"].format(session=session), entries)
-    (cal / names["contdat"]).write_text(_contdat_text(roles["target"], {int(k): v for k, v in res["contdat"].items()}))
+    contdat = {int(k): v for k, v in res["contdat"].items()}
+    allcont = {s: ["ALLCONT"] for s in res.get("allcont", [])}
+    (cal / names["contdat"]).write_text(contdat_text(roles["target"], contdat, contdat_generation, flags=allcont))
     rows = ["ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment"]
     rows += [f"{r['ms']},{r['field']},{r['spw']},{r['I']},0.0,0.0,0.0,{r['spix']},0.0,0.0,\"# simulated\""
              for r in res["flux"]]

@@ -18,6 +18,7 @@ WHAT = {
     "auxiliary": {TarballKind.AUXILIARY},
     "raw": {TarballKind.RAW},
     "readme": {TarballKind.README},
+    "external": {TarballKind.EXTERNAL},   # ARI-L and other external products (not fetched unless asked)
 }
 DEFAULT_WHAT = "products,auxiliary,raw,readme"
 
