@@ -23,7 +23,6 @@ def _delivery(tmp: Path, real: Path) -> tuple[Path, Path]:
     (member / "README").write_bytes((real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_bytes())
     (member / "script").mkdir()
     (member / "script" / "scriptForPI.py").write_text("print('scriptForPI')\n")
-    (member / "script" / "current.py").symlink_to("scriptForPI.py")
     products = write_tar(tmp / "2013.1.00308.S_uid___A001_X13e_X1fe_001_of_001.tar",
                          tree_entries(src / "2013.1.00308.S", "2013.1.00308.S"))
     raw_src = tmp / "rawsrc" / MEMBER / "raw" / "uid___A002_X1_X2.asdm.sdm"
@@ -43,7 +42,6 @@ def test_products_and_raw_merge_in_one_member_folder(tmp_path, real):
     assert sorted(p.name for p in member.iterdir()) == ["README", "product", "raw", "script"]
     assert (member / "raw" / "uid___A002_X1_X2.asdm.sdm" / "ASDM.xml").read_text() == "<ASDM/>\n"
     assert (member / "README").read_bytes() == (real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_bytes()
-    assert (member / "script" / "current.py").resolve() == (member / "script" / "scriptForPI.py").resolve()
     assert r1.removed and not products.exists()
     assert not r2.removed and raw.exists()
     assert r1.bytes == 256 * 4096 + len((member / "README").read_bytes()) + len("print('scriptForPI')\n")
@@ -83,10 +81,16 @@ def _device(tar):
 @pytest.mark.parametrize("label, add, why", [
     ("dotdot", _file("2013.1.00308.S/../../escaped.txt"), "contains '..'"),
     ("absolute", _file("/tmp/almadeliver-absolute-escape.txt"), "absolute path"),
-    ("symlink", _link("2013.1.00308.S/out", "../../../etc", tarfile.SYMTYPE), "outside the delivery tree"),
-    ("abs-symlink", _link("2013.1.00308.S/passwd", "/etc/passwd", tarfile.SYMTYPE), "outside the delivery tree"),
-    ("hardlink", _link("2013.1.00308.S/shadow", "../etc/shadow", tarfile.LNKTYPE), "outside the delivery tree"),
+    ("symlink", _link("2013.1.00308.S/out", "../../../etc", tarfile.SYMTYPE), "is a symlink"),
+    ("abs-symlink", _link("2013.1.00308.S/passwd", "/etc/passwd", tarfile.SYMTYPE), "is a symlink"),
+    ("inside-symlink", _link("2013.1.00308.S/a/b/link", "../../fine.txt", tarfile.SYMTYPE), "is a symlink"),
+    ("hardlink", _link("2013.1.00308.S/shadow", "../etc/shadow", tarfile.LNKTYPE), "is a hard link"),
+    ("inside-hardlink", _link("2013.1.00308.S/again", "2013.1.00308.S/fine.txt", tarfile.LNKTYPE), "is a hard link"),
     ("device", _device, "device"),
+    ("fifo", _link("2013.1.00308.S/pipe", "", tarfile.FIFOTYPE), "FIFO"),
+    ("deep", _file("2013.1.00308.S/" + "d/" * 5000 + "x.txt"), "bytes|folders deep"),
+    ("many-folders", _file("2013.1.00308.S/" + "d/" * 100 + "x.txt"), "folders deep"),
+    ("long-component", _file("2013.1.00308.S/" + "n" * 300), "longer than 255"),
 ])
 def test_hostile_tarballs_are_refused_before_any_write(tmp_path, label, add, why):
     tarball = _hostile(tmp_path / f"{label}.tar", add)
@@ -97,12 +101,6 @@ def test_hostile_tarballs_are_refused_before_any_write(tmp_path, label, add, why
     assert tarball.exists()
     assert not Path("/tmp/almadeliver-absolute-escape.txt").exists()
     assert not (tmp_path / "escaped.txt").exists()
-
-
-def test_symlink_that_stays_inside_is_accepted(tmp_path):
-    tarball = _hostile(tmp_path / "inside.tar", _link("2013.1.00308.S/a/b/link", "../../fine.txt", tarfile.SYMTYPE))
-    extract_tarball(tarball, tmp_path / "dest")
-    assert (tmp_path / "dest" / "2013.1.00308.S" / "a" / "b" / "link").read_text() == "abc"
 
 
 def test_truncated_tarball_is_incomplete(tmp_path, real):
