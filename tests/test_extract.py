@@ -118,3 +118,113 @@ def test_html_page_is_not_a_tarball(tmp_path):
     page.write_text("<!DOCTYPE html><html><body>Please log in</body></html>\n")
     with pytest.raises(TransferError, match="not a tar file|incomplete"):
         read_members(page)
+
+
+# -- crafted tarballs (issue 15): whatever the Python patch level, nothing lands outside the tree -------
+def _symlink_chain(path: Path, outside: Path) -> Path:
+    """The CVE-2025-4517 kind: symlinks whose expansion passes PATH_MAX, then a link out and a file through it."""
+    comp, steps = "d" * 247, "abcdefghijklmnop"
+    with tarfile.open(path, "w") as tar:
+        here, step = "", ""
+        for s in steps:
+            d = tarfile.TarInfo(posixpath_join(here, comp))
+            d.type = tarfile.DIRTYPE
+            tar.addfile(d)
+            link = tarfile.TarInfo(posixpath_join(here, s))
+            link.type, link.linkname = tarfile.SYMTYPE, comp
+            tar.addfile(link)
+            here, step = posixpath_join(here, comp), posixpath_join(step, s)
+        long_link = posixpath_join(step, "l" * 254)
+        up = tarfile.TarInfo(long_link)
+        up.type, up.linkname = tarfile.SYMTYPE, "../" * len(steps)
+        tar.addfile(up)
+        out = tarfile.TarInfo("escape")
+        # the long link really resolves to the destination, so this is DEST/../<outside>; a realpath that
+        # gives up past PATH_MAX sees only the lexical DEST/a/b/.../<outside>, inside
+        out.type, out.linkname = tarfile.SYMTYPE, f"{long_link}/../{outside.name}"
+        tar.addfile(out)
+        evil = tarfile.TarInfo("escape/pwned.txt")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+    return path
+
+
+def posixpath_join(a: str, b: str) -> str:
+    return f"{a}/{b}" if a else b
+
+
+def _many_members(path: Path, n: int = 6, size: int = 20_000) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            info = tarfile.TarInfo(f"2013.1.00308.S/product/f{i}.fits")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes([i + 1]) * size))
+    return path
+
+
+def test_symlink_chain_past_path_max_cannot_escape(tmp_path):
+    outside = tmp_path / "outside"          # a sibling of dest
+    outside.mkdir()
+    tarball = _symlink_chain(tmp_path / "chain.tar", outside)
+    with pytest.raises(UnsafeTarballError, match="symlink|bytes"):
+        extract_tarball(tarball, tmp_path / "dest")
+    assert not any(outside.iterdir()) and tarball.exists()
+    assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").iterdir())
+
+
+def test_5000_component_path_is_refused_with_a_reason_not_a_recursion_error(tmp_path):
+    tarball = _hostile(tmp_path / "deep.tar", _file("/".join(["a"] * 5000)))
+    with pytest.raises(UnsafeTarballError, match="bytes|deep") as err:
+        extract_tarball(tarball, tmp_path / "dest")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    assert tarball.exists()
+
+
+def test_corrupt_middle_header_at_the_right_size_is_refused(tmp_path):
+    tarball = _many_members(tmp_path / "c.tar")
+    data = bytearray(tarball.read_bytes())
+    with tarfile.open(tarball) as tar:
+        third = tar.getmembers()[3].offset
+    data[third + 10: third + 20] = b"XXXXXXXXXX"          # the name field: the header checksum no longer matches
+    tarball.write_bytes(bytes(data))
+    assert len(data) == tarball.stat().st_size
+    with pytest.raises(TransferError, match="damaged|corrupt"):
+        read_members(tarball)
+    with pytest.raises(TransferError):
+        extract_tarball(tarball, tmp_path / "dest")
+    assert tarball.exists() and not (tmp_path / "dest" / "2013.1.00308.S").exists()
+
+
+def test_zero_padded_truncated_tarball_is_refused(tmp_path):
+    tarball = _many_members(tmp_path / "z.tar")
+    data = tarball.read_bytes()
+    cut = len(data) // 3 + 100                            # inside the data of the second member
+    tarball.write_bytes(data[:cut] + bytes(len(data) - cut))
+    with pytest.raises(TransferError, match="cut short|damaged|corrupt"):
+        read_members(tarball)
+    assert tarball.exists()
+
+
+def test_bytes_after_the_end_marker_are_refused_and_genuine_padding_is_not(tmp_path):
+    tarball = _many_members(tmp_path / "ok.tar")
+    assert len(read_members(tarball)) == 6               # tarfile's own record padding
+    tarball.write_bytes(tarball.read_bytes() + b"garbage" + bytes(505))
+    with pytest.raises(TransferError):
+        read_members(tarball)
+
+
+def test_a_link_already_in_the_destination_is_never_written_through(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    (dest / "2013.1.00308.S").mkdir(parents=True)
+    (dest / "2013.1.00308.S" / "product").symlink_to(outside)      # e.g. left by a user
+    with pytest.raises(UnsafeTarballError, match="not a folder inside the destination"):
+        extract_tarball(_many_members(tmp_path / "m.tar"), dest)
+    assert not any(outside.iterdir())
+    (dest / "2013.1.00308.S" / "product").unlink()
+    (dest / "2013.1.00308.S" / "product").mkdir()
+    (dest / "2013.1.00308.S" / "product" / "f0.fits").symlink_to(outside / "victim")   # a link at a file's name
+    extract_tarball(_many_members(tmp_path / "m.tar"), dest)
+    assert not (outside / "victim").exists()
+    assert (dest / "2013.1.00308.S" / "product" / "f0.fits").read_bytes() == b"\x01" * 20_000
