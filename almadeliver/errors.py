@@ -68,6 +68,10 @@ class UnsafeTarballError(TransferError):
     """A tarball member would land outside the delivery tree (absolute path, '..', link, device)."""
 
 
+class BusyError(AlmadeliverError):
+    """Another almadeliver process holds the folder (a download destination, a member being restored)."""
+
+
 class DiskSpaceError(AlmadeliverError):
     """Not enough free space for what is about to be written."""
 

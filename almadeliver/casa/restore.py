@@ -24,6 +24,7 @@ from ..delivery.layout import Flavour, Member, find_members, plain_name
 from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
+from ..transfer.lock import FolderLock
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
 from .native_restore import native_restore
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
@@ -374,7 +375,16 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
 
 def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = None,
             on_line: Callable[[str], None] | None = None, interval: float = 0.25) -> RestoreResult:
-    """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first)."""
+    """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first).
+
+    One restore per member at a time: a second one raises BusyError naming the pid that holds it.
+    """
+    with FolderLock(plan.path, wait=False, what="restore of", path=plan.path / WORK / "lock"):
+        return _restore(plan, on_progress, on_line, interval)
+
+
+def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
+             on_line: Callable[[str], None] | None, interval: float) -> RestoreResult:
     if plan.already_calibrated:
         raise UsageError(f"{plan.path} is a Cycle 0 delivery: calibrated/ already holds the calibrated MSs",
                          "use them as they are, or concatenate them with `almadeliver restore --concat`")

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="almadeliver", standalone_mode=False)
         code = result if isinstance(result, int) else 0   # click returns typer.Exit's code here
+        if code == 130:                                    # typer turned a KeyboardInterrupt into a silent 130
+            return _interrupted(argv)
     except typer.Exit as exc:
         code = exc.exit_code
         if code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):   # typer's silent Ctrl-C

@@ -64,7 +64,7 @@ def download_cmd(
             login(session, mirrors[0], credentials, hosts)
         plan = make_plan(query(Selection.from_ids(targets), client), kinds)
     foreign = sorted({urlsplit(f.url).netloc for f in plan.files} - hosts)
-    if foreign:
+    if foreign and credentials:
         typer.echo(f"warning: {sum(urlsplit(f.url).netloc in foreign for f in plan.files)} files of the plan are on "
                    f"{', '.join(foreign)}, not on the configured archive ({mirrors[0]}): they are fetched without "
                    "credentials (name that archive with --archive URL if it is one)", err=True)

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import TransferError
+from ..errors import BusyError
 
 log = logging.getLogger("almadeliver.transfer")
 
@@ -32,19 +32,18 @@ class FolderLock:
         as a warning) or raise at once.
     what : str
         Words for the messages ("download into", "restore of").
-    error : type
-        The AlmadeliverError subclass raised when ``wait`` is False and the folder is held.
+    path : Path, optional
+        The lock file; default ``<folder>/.almadeliver/lock``.
 
     Raises
     ------
-    error (TransferError by default)
-        The folder is held by another process and ``wait`` is False.
+    BusyError
+        The folder is held by another process and ``wait`` is False (the message names its pid).
     """
 
-    def __init__(self, folder: Path, wait: bool = True, what: str = "download into", error: type = TransferError,
-                 name: str = LOCK_NAME):
-        self.folder, self.wait, self.what, self.error = Path(folder), wait, what, error
-        self.path = self.folder / LOCK_DIR / name
+    def __init__(self, folder: Path, wait: bool = True, what: str = "download into", path: Path | None = None):
+        self.folder, self.wait, self.what = Path(folder), wait, what
+        self.path = Path(path) if path is not None else self.folder / LOCK_DIR / LOCK_NAME
         self.fd: int | None = None
 
     def holder(self) -> str:
@@ -65,7 +64,7 @@ class FolderLock:
                 pid = self.holder()
                 if not self.wait:
                     os.close(fd)
-                    raise self.error(f"another almadeliver (pid {pid}) is running a {self.what} {self.folder}",
+                    raise BusyError(f"another almadeliver (pid {pid}) is running a {self.what} {self.folder}",
                                      "wait for it to finish, or stop it, then run the same command again") from None
                 if not said:
                     log.warning("waiting for almadeliver pid %s, which is running a %s %s", pid, self.what, self.folder)
