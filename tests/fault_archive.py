@@ -176,7 +176,7 @@ def run_case(archive: LocalArchive, name: str, faults: dict, dest: Path, ref: di
     for f, r in zip(p.files, result.files):
         sent = archive.stats[f.name].bytes_sent
         case.bytes_sent += sent
-        limit = (BUDGET + 1) * f.size + config.budget_slack + config.chunk
+        limit = (BUDGET + 1) * f.size + config.budget_slack     # the budget, plus at most one answer past it
         if sent > limit:
             case.problems.append(f"{f.name}: {sent} bytes sent for {f.size} (limit {limit})")
         if r.status == "failed":
