@@ -63,7 +63,7 @@ INTERRUPTED = "interrupted; run the same command again to resume"
 def _interrupted(argv: list[str] | None) -> int:
     """Ctrl-C: one line, exit 130 at once (the journal is saved by then; worker threads may still be
     blocked in a read, so the process ends without waiting for them)."""
-    typer.echo(f"\r{INTERRUPTED}", err=True)
+    typer.echo(("\r" if sys.stderr.isatty() else "") + INTERRUPTED, err=True)
     if argv is None:
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -692,8 +692,8 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
                      and by_name[f.name].status != "failed" and not by_name[f.name].extracted]
             if not again:
                 break
-            log.warning("%s failed its check (%s); fetching it again", ", ".join(f.name for f in again),
-                        "; ".join(by_name[f.name].rejected[-1] for f in again))
+            for f in again:
+                log.warning("%s; fetching it once more", by_name[f.name].rejected[-1])
             sub = DownloadPlan(plan.archive, again, 0, [])
             for r in _run(sub, dest, config, session, previous=by_name):
                 by_name[r.name] = r
