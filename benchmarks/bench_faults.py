@@ -3,8 +3,8 @@
 For each fault kind it prints: runs, files byte-identical to a plain `tar xf`, files refused (with a
 one-line error, as they must be when the faults make them impossible), contract breaks (a file
 that differs, a feasible file that failed, an impossible one reported fine, an unbounded byte
-count, a multi-line error), and bytes fetched per byte delivered (1.00 = no byte fetched twice;
-refused files count in the bytes fetched, not in those delivered).
+count, a multi-line error), bytes fetched per byte delivered for the files that arrived (1.00 = no
+byte fetched twice) and, for the refused ones, bytes fetched per byte of their size (the bound is 3).
 Usage: python benchmarks/bench_faults.py [--runs 3] [--only 'drop 64 kB']
 """
 from __future__ import annotations
@@ -36,10 +36,10 @@ def main() -> int:
         root = fa.build(work / "archive")
         ref = fa.reference(root, work / "ref")
         print(f"{'fault kind':34s} {'runs':>4s} {'identical':>9s} {'refused':>7s} {'broken':>6s} "
-              f"{'fetched/delivered':>17s} {'s/run':>6s}")
+              f"{'fetched/delivered':>17s} {'refused: fetched/size':>21s} {'s/run':>6s}")
         with LocalArchive(root) as archive:
             for name, faults in kinds.items():
-                identical = refused = problems = sent = delivered = 0
+                identical = refused = problems = sent = delivered = rsent = rsize = 0
                 t0 = time.monotonic()
                 for i in range(args.runs):
                     dest = work / "runs" / f"{len(name)}-{i}"
@@ -49,13 +49,16 @@ def main() -> int:
                     problems += len(case.problems)
                     for p in case.problems:
                         print(f"  BROKEN {name}: {p}")
-                    sent += case.bytes_sent
+                    sent += case.bytes_sent - case.refused_sent
                     delivered += case.bytes_delivered
+                    rsent += case.refused_sent
+                    rsize += case.refused_size
                     shutil.rmtree(dest)
-                per = f"{sent / delivered:.2f}" if delivered else f"- ({sent} B)"
+                per = f"{sent / delivered:.2f}" if delivered else "-"
+                rper = f"{rsent / rsize:.2f}" if rsize else "-"
                 broken += problems
                 print(f"{name:34s} {args.runs:4d} {identical:9d} {refused:7d} {problems:6d} {per:>17s} "
-                      f"{(time.monotonic() - t0) / args.runs:6.2f}")
+                      f"{rper:>21s} {(time.monotonic() - t0) / args.runs:6.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     files = len(fa.CONTENT) + 1

@@ -151,6 +151,8 @@ class Case:
     problems: list[str] = field(default_factory=list)    # anything that breaks the contract
     bytes_sent: int = 0
     bytes_delivered: int = 0
+    refused_sent: int = 0          # bytes the archive sent for the refused files
+    refused_size: int = 0          # their sizes
 
 
 BUDGET = TransferConfig().budget
@@ -184,6 +186,8 @@ def run_case(archive: LocalArchive, name: str, faults: dict, dest: Path, ref: di
             if "\n" in text or not text:
                 case.problems.append(f"{f.name}: error is not one line: {text!r}")
             case.refused.append(f.name)
+            case.refused_sent += sent
+            case.refused_size += f.size
             part = dest / (f.name + ".part")
             if r.fetched and not part.exists() and feasible(f.size, faults):
                 case.problems.append(f"{f.name}: {r.fetched} bytes fetched but the .part is gone")
