@@ -431,3 +431,30 @@ def test_deeply_nested_adql_is_a_400_votable(archive):
     still = requests.post(f"{archive.url}/tap/sync", timeout=30,
                           data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": "SELECT TOP 1 * FROM ivoa.obscore"})
     assert still.status_code == 200
+
+
+# -- smaller items ---------------------------------------------------------------------------------------
+def test_a_rerun_that_only_unpacks_says_so_and_validates(archive, tmp_path, capsys, ref):
+    plan_json = tmp_path / "plan.json"
+    plan_json.write_text(fa.view(archive).to_json())
+    dest = tmp_path / "d"
+    assert main(["-q", "download", str(plan_json), "--dest", str(dest), "--no-untar"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "download", str(plan_json), "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" not in out and "4 tarballs unpacked" in out
+    assert f"{dest / fa.PROJECT}: flavour" in out, "the closing validate ran"
+    assert fa.tree(dest) == ref
+
+
+def test_no_level_is_marked_chosen_when_none_fits(capsys):
+    from types import SimpleNamespace
+    from almadeliver.cli.restore_cmds import _show_plan
+    est = SimpleNamespace(need_mb=lambda level: 1000, fits=lambda level: False, shortfall_mb=lambda level: 10,
+                          free_mb=5, raw_mb=100, extra_scripts=[], target="/data")
+    member = SimpleNamespace(flavour=SimpleNamespace(value="manual"), ebs_in_scripts=[], ebs_in_raw=[])
+    plan = SimpleNamespace(path=Path("member.uid___A001_X1_X2"), member=member, estimate=est, spacesaving=3,
+                           level_chosen=True, already_calibrated=False, script=None, engine="modular", finished=[])
+    _show_plan(plan)
+    out = capsys.readouterr().out
+    assert "<- none fits" in out and "<- chosen" not in out
