@@ -64,6 +64,17 @@ def test_fault_matrix(archive, ref, tmp_path, name):
     assert not again.problems and not again.refused and fa.tree(tmp_path / "d") == ref
 
 
+@pytest.mark.parametrize("name", ["drop 64 kB", "ignore-range", "ignore-range + drop 64 kB", "503 burst"])
+def test_fault_matrix_with_split_ranges(archive, ref, tmp_path, name):
+    """The same judgement when large files are fetched as 4 ranges at once (--split 4)."""
+    faults = {**fa.SINGLE, **fa.PAIRS}[name]
+    config = TransferConfig(**fa.FAST, split=4, split_min_size=100 * fa.KiB, steal_min=16 * fa.KiB)
+    case = fa.run_case(archive, name, faults, tmp_path / "d", ref, config)
+    assert not case.problems, case.problems
+    again = fa.run_case(archive, "rerun", {}, tmp_path / "d", ref)
+    assert not again.problems and fa.tree(tmp_path / "d") == ref
+
+
 def test_ignore_range_and_drop_1_1_mb_ends_with_a_bounded_byte_count(archive, tmp_path, ref):
     """The issue's `serve --ignore-range --drop-after 1100000`, on a file larger than the drop."""
     big = fa.products_name(fa.PROJECT, fa.MOUS, 1, 2)
