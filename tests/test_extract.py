@@ -228,3 +228,21 @@ def test_a_link_already_in_the_destination_is_never_written_through(tmp_path):
     extract_tarball(_many_members(tmp_path / "m.tar"), dest)
     assert not (outside / "victim").exists()
     assert (dest / "2013.1.00308.S" / "product" / "f0.fits").read_bytes() == b"\x01" * 20_000
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix", "ustar"])
+def test_gnu_tar_tarballs_pass_the_end_of_archive_check(tmp_path, fmt):
+    import subprocess
+    folder = "long_" * (15 if fmt == "ustar" else 30)        # ustar: at most 100 bytes per name part
+    src = tmp_path / "2013.1.00308.S" / folder / "product"
+    src.mkdir(parents=True)
+    (src / "cube.fits").write_bytes(bytes(range(256)) * 300)
+    (src / "empty.txt").write_bytes(b"")
+    tarball = tmp_path / "gnu.tar"
+    subprocess.run(["tar", "cf", str(tarball), f"--format={fmt}", "-C", str(tmp_path), "2013.1.00308.S"],
+                   check=True, capture_output=True)
+    assert tarball.stat().st_size % 10240 == 0
+    result = extract_tarball(tarball, tmp_path / "dest")
+    assert (tmp_path / "dest" / "2013.1.00308.S" / folder / "product" / "cube.fits").read_bytes() == \
+        bytes(range(256)) * 300
+    assert result.bytes == 256 * 300
