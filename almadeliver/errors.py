@@ -65,7 +65,8 @@ class SizeMismatchError(TransferError):
 
 
 class UnsafeTarballError(TransferError):
-    """A tarball member would land outside the delivery tree (absolute path, '..', link, device)."""
+    """A tarball member could land outside the delivery tree or is not a folder or regular file
+    (absolute path, '..', too deep or long a path, a symlink, hard link, device or FIFO)."""
 
 
 class BusyError(AlmadeliverError):

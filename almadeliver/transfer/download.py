@@ -6,6 +6,12 @@ nothing left to start takes over the second half of the largest range still runn
 files do not leave connections idle. Progress is journalled (journal.py), so a killed run resumes.
 A range is trusted only from a 206 whose Content-Range matches; anything else restarts the file
 from byte 0. Finished tarballs go to one extraction thread (extract.py) while downloads continue.
+
+Bytes are written as they arrive, so every dropped connection makes progress; retries are bounded in
+attempts without progress and in bytes (``TransferConfig.budget`` times the file's size), and a
+``.part`` is never deleted after a failure. Any exception in a worker is that file's failure. A
+tarball that fails its check is set aside in ``DEST/.almadeliver/rejected/`` and fetched once more.
+One run at a time per destination (lock.py).
 """
 from __future__ import annotations
 
