@@ -364,10 +364,14 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     tail: list[str] = []
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        tail = (tail + [line])[-20:]
-        on_line(line)
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-20:]
+            on_line(line)
+    except BaseException:          # Ctrl-C: CASA does not outlive us
+        proc.kill()
+        raise
     if proc.wait() != 0:
         reason = next((l for l in reversed(tail) if l.strip()), f"exit code {proc.returncode}")
         raise CasaError(f"{casa.executable} failed running {script.name}: {reason}", f"see the CASA log {casa_log}")
