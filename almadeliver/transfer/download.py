@@ -752,6 +752,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
         raise
     finally:
         engine.done_event.set()
+        flusher.join(1.0)         # nothing writes the journal once download() has returned
         engine.flush()
         engine.close_bars()
     if isinstance(engine.stop, DiskSpaceError):
