@@ -67,7 +67,12 @@ class SizeMismatchError(TransferError):
 
 
 class UnsafeTarballError(TransferError):
-    """A tarball member would land outside the delivery tree (absolute path, '..', link, device)."""
+    """A tarball member could land outside the delivery tree or is not a folder or regular file
+    (absolute path, '..', too deep or long a path, a symlink, hard link, device or FIFO)."""
+
+
+class BusyError(AlmadeliverError):
+    """Another almadeliver process holds the folder (a download destination, a member being restored)."""
 
 
 class DiskSpaceError(AlmadeliverError):

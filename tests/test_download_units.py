@@ -182,3 +182,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, arg
     assert main(["download", *args, "--dest", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_the_space_check_keeps_a_margin():
+    from almadeliver.transfer.plan import SPACE_MARGIN, SpaceCheck
+    assert SpaceCheck(1000, 1000, 0).margin == SPACE_MARGIN
+    assert SpaceCheck(50 * SPACE_MARGIN, 50 * SPACE_MARGIN, 0).margin == 2 * SPACE_MARGIN
+    assert SpaceCheck(0, 0, 0).margin == 0

@@ -1,11 +1,15 @@
 """The ALMA archive mirrors, one shared HTTP session, and falling back to the next mirror."""
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import random
+import time
 from typing import Callable, TypeVar
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from .. import __version__
@@ -21,6 +25,14 @@ MIRRORS = {
 DEFAULT_ARCHIVE = "https://almascience.org"   # redirects to one of the mirrors
 ARCHIVE_ENV = "ALMADELIVER_ARCHIVE"
 TIMEOUT = (10, 120)                            # seconds: connect, read
+RETRIES = 2                                    # more attempts on the same mirror before the next one
+BACKOFF = 0.5                                  # seconds before the first retry, doubled each time, with jitter
+
+# Every way a transfer can break before the mirror has answered in full: requests' own errors and
+# the urllib3 / http.client / socket ones that escape from streamed reads (response.raw).
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError,
+                    http.client.HTTPException, ConnectionError, TimeoutError)
 
 T = TypeVar("T")
 
@@ -76,10 +88,11 @@ class ArchiveClient:
     """Where to ask (the mirrors, in order) and how (one injected requests session)."""
 
     def __init__(self, archive: str | None = None, session: requests.Session | None = None, workers: int = 8,
-                 mirrors: list[str] | None = None):
+                 mirrors: list[str] | None = None, retries: int = RETRIES, backoff: float = BACKOFF):
         self.mirrors = [m.rstrip("/") for m in mirrors] if mirrors else mirror_list(archive)
         self.session = session or make_session(workers)
         self.workers = workers
+        self.retries, self.backoff = retries, backoff
         self.url: str | None = None    # the mirror that answered; later calls stay on it
 
     def call(self, what: str, fn: Callable[[str], T]) -> T:
@@ -91,7 +104,7 @@ class ArchiveClient:
         tried = []
         for i, base in enumerate(candidates):
             try:
-                result = fn(base)
+                result = self._retried(what, base, fn)
             except MirrorDown as exc:
                 tried.append(base)
                 if i + 1 < len(candidates):
@@ -108,6 +121,21 @@ class ArchiveClient:
         )
 
 
+    def _retried(self, what: str, base: str, fn: Callable[[str], T]) -> T:
+        """``fn(base)``, tried ``1 + self.retries`` times with exponential backoff and jitter."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(base)
+            except MirrorDown as exc:
+                if attempt >= self.retries:
+                    raise
+                delay = min(30.0, self.backoff * 2 ** attempt)
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                log.info("%s did not answer %s (%s); asking again in %.1f s", base, what, exc, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
 def down_reason(exc: BaseException) -> str | None:
     """Why a request failed because the mirror is not answering, or None if it did answer."""
     cause = exc
@@ -116,6 +144,8 @@ def down_reason(exc: BaseException) -> str | None:
             return "timed out"
         if isinstance(cause, requests.ConnectionError):
             return "no connection"
+        if isinstance(cause, TRANSPORT_ERRORS):
+            return f"the connection broke ({type(cause).__name__})"
         if isinstance(cause, requests.HTTPError) and cause.response is not None and cause.response.status_code >= 500:
             return f"HTTP {cause.response.status_code}"
         nested = getattr(cause, "cause", None)

@@ -5,6 +5,7 @@ import io
 import logging
 import re
 import tarfile
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from astropy.table import Table
 
 from ..errors import IdentifierError, NotFoundError
 from ..ids import UID_DISK_PATTERN, DeliveryFileName, ProjectCode, TarballKind, Uid
-from .client import ArchiveClient
+from .client import TRANSPORT_ERRORS, ArchiveClient
 from .datalink import Link, fetch_datalink
 from .model import ArchiveFile, Mous, Project, ProjectView
 from .tap import Selection, build_adql, run_query
@@ -51,18 +52,30 @@ def sg_from_header(data: bytes) -> str | None:
     return None
 
 
-def read_sg(session: requests.Session, url: str) -> str | None:
-    """Read the science goal uid from the first HEADER_BYTES of a product tarball (one Range request)."""
-    try:
-        with session.get(url, headers={"Range": f"bytes=0-{HEADER_BYTES - 1}"}, stream=True) as response:
-            if response.status_code not in (200, 206):
-                log.debug("science goal of %s unknown: HTTP %s", url, response.status_code)
-                return None
-            data = response.raw.read(HEADER_BYTES, decode_content=True)  # a server ignoring Range: stop early
-    except requests.RequestException as exc:
-        log.debug("science goal of %s unknown: %s", url, exc)
-        return None
-    return sg_from_header(data)
+def read_sg(session: requests.Session, url: str, attempts: int = 3) -> str | None:
+    """Read the science goal uid from the first HEADER_BYTES of a product tarball (one Range request).
+
+    A transport error (a dropped connection while the header is read, a timeout) is retried
+    ``attempts`` times with backoff; after that the science goal is unknown, and a warning says why.
+    """
+    for attempt in range(attempts):
+        try:
+            with session.get(url, headers={"Range": f"bytes=0-{HEADER_BYTES - 1}"}, stream=True) as response:
+                if response.status_code not in (200, 206):
+                    log.debug("science goal of %s unknown: HTTP %s", url, response.status_code)
+                    return None
+                data = response.raw.read(HEADER_BYTES, decode_content=True)  # a server ignoring Range: stop early
+            return sg_from_header(data)
+        except TRANSPORT_ERRORS as exc:
+            if attempt + 1 < attempts:
+                time.sleep(0.25 * 2 ** attempt)
+                continue
+            log.warning("the science goal of %s is unknown: the mirror did not answer (%s)",
+                        url.rsplit("/", 1)[-1], type(exc).__name__)
+        except requests.RequestException as exc:
+            log.debug("science goal of %s unknown: %s", url, exc)
+            return None
+    return None
 
 
 def _first_product(mous: str, links: list[Link]) -> Link | None:

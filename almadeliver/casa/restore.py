@@ -24,6 +24,7 @@ from ..delivery.layout import Flavour, Member, find_members, plain_name
 from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
+from ..transfer.lock import FolderLock
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
 from ..ids import UID_DISK_PATTERN
 from .native_restore import native_restore
@@ -364,10 +365,14 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     tail: list[str] = []
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        tail = (tail + [line])[-20:]
-        on_line(line)
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-20:]
+            on_line(line)
+    except BaseException:          # Ctrl-C: CASA does not outlive us
+        proc.kill()
+        raise
     if proc.wait() != 0:
         reason = next((l for l in reversed(tail) if l.strip()), f"exit code {proc.returncode}")
         raise CasaError(f"{casa.executable} failed running {script.name}: {reason}", f"see the CASA log {casa_log}")
@@ -375,7 +380,16 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
 
 def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = None,
             on_line: Callable[[str], None] | None = None, interval: float = 0.25) -> RestoreResult:
-    """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first)."""
+    """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first).
+
+    One restore per member at a time: a second one raises BusyError naming the pid that holds it.
+    """
+    with FolderLock(plan.path, wait=False, what="restore of", path=plan.path / WORK / "lock"):
+        return _restore(plan, on_progress, on_line, interval)
+
+
+def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
+             on_line: Callable[[str], None] | None, interval: float) -> RestoreResult:
     if plan.already_calibrated:
         raise UsageError(f"{plan.path} is a Cycle 0 delivery: calibrated/ already holds the calibrated MSs",
                          "use them as they are, or concatenate them with `almadeliver restore --concat`")

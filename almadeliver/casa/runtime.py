@@ -179,11 +179,15 @@ def run_in_casa(
         )
         tail: list[str] = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-20:]
-            if on_line:
-                on_line(line)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail = (tail + [line])[-20:]
+                if on_line:
+                    on_line(line)
+        except BaseException:      # Ctrl-C (or any error here): the CASA child does not outlive us
+            proc.kill()
+            raise
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

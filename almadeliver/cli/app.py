@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -56,25 +57,44 @@ def fail_line(err: BaseException) -> str:
     return f"error: {err}"
 
 
+INTERRUPTED = "interrupted; run the same command again to resume"
+
+
+def _interrupted(argv: list[str] | None) -> int:
+    """Ctrl-C: one line, exit 130 at once (the journal is saved by then; worker threads may still be
+    blocked in a read, so the process ends without waiting for them)."""
+    typer.echo(("\r" if sys.stderr.isatty() else "") + INTERRUPTED, err=True)
+    if argv is None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``almadeliver`` command. Returns (and exits with) the exit code."""
     args = sys.argv[1:] if argv is None else argv
     try:
         result = app(args=args, prog_name="almadeliver", standalone_mode=False)
         code = result if isinstance(result, int) else 0   # click returns typer.Exit's code here
+        if code == 130:                                    # typer turned a KeyboardInterrupt into a silent 130
+            return _interrupted(argv)
     except typer.Exit as exc:
         code = exc.exit_code
+        if code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):   # typer's silent Ctrl-C
+            return _interrupted(argv)
     except typer.Abort:
-        typer.echo("error: interrupted", err=True)
-        code = 130
+        return _interrupted(argv)
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
         if state.debug or "--debug" in args:
             raise
         exc.show()
         code = exc.exit_code
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; run the same command again to resume", err=True)
-        code = 130
+        return _interrupted(argv)
     except AlmadeliverError as exc:
         if state.debug:
             raise

@@ -7,14 +7,14 @@ from urllib.parse import urlsplit
 
 import typer
 
-from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session
+from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session, mirror_list
 from ..archive.model import ProjectView
 from ..archive.projectview import query
 from ..archive.tap import Selection
 from ..delivery.validate import validate
 from ..errors import DiskSpaceError, IdentifierError, UsageError
 from ..ids import DeliveryFileName
-from ..transfer.auth import get_credentials, login
+from ..transfer.auth import archive_hosts, get_credentials, login
 from ..transfer.download import TransferConfig, download
 from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, make_plan, parse_what
 from ..units import human_size
@@ -52,17 +52,22 @@ def download_cmd(
     kinds = parse_what(what)
     session = make_session(parallel)
     credentials = get_credentials(user) if user and not dry_run else None
+    mirrors = mirror_list(archive)               # the configured archive: the only hosts credentials go to
+    hosts = archive_hosts(archive)
     if len(targets) == 1 and targets[0].endswith(".json"):
         plan = make_plan(_view_file(Path(targets[0])), kinds, archive)
         if credentials:
-            login(session, plan.archive, credentials, plan.hosts)
+            login(session, mirrors[0], credentials, hosts)
     else:
         client = ArchiveClient(archive, session=session)
         if credentials:   # before the query, so DataLink answers for this identity
-            login(session, client.mirrors[0], credentials, {urlsplit(m).netloc for m in client.mirrors})
+            login(session, mirrors[0], credentials, hosts)
         plan = make_plan(query(Selection.from_ids(targets), client), kinds)
-        if credentials:
-            session.auth.hosts |= plan.hosts
+    foreign = sorted({urlsplit(f.url).netloc for f in plan.files} - hosts)
+    if foreign and credentials:
+        typer.echo(f"warning: {sum(urlsplit(f.url).netloc in foreign for f in plan.files)} files of the plan are on "
+                   f"{', '.join(foreign)}, not on the configured archive ({mirrors[0]}): they are fetched without "
+                   "credentials (name that archive with --archive URL if it is one)", err=True)
     if not plan.files:
         typer.echo(f"nothing to download ({what} of the given projects lists no file)")
         return
@@ -92,15 +97,21 @@ def download_cmd(
     already = [f for f in result.files if f.status == "already"]
     extracted = sum(f.extracted for f in result.files if f.status != "failed")
     rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds else 0.0
-    if not fetched and not result.failed and all(f.extracted or not f.name.endswith(".tar") or no_untar
-                                                 for f in already):
+    unpacked_now = sum(f.unpacked_now for f in result.files)
+    if not fetched and not result.failed and not unpacked_now:
         typer.echo(f"nothing to do: all {len(already)} files are already in {dest}")
         return
     typer.echo(f"fetched {len(fetched)} files, {human_size(result.fetched_bytes)} in {result.seconds:.1f} s "
                f"({rate:.0f} MB/s); {len(already)} already there; "
                + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
+    for f in result.files:
+        if f.rejected and f.status != "failed":
+            typer.echo(f"warning: {f.rejected[0]}; fetched again and it passed", err=True)
     for f in result.failed:
         typer.echo(f"failed  {f.error}", err=True)
+    if result.failed:
+        typer.echo(f"{len(result.failed)} of {len(result.files)} files failed; what was fetched is kept: "
+                   "run the same command again to resume", err=True)
     if not no_untar:
         _validate_trees(plan, dest)
     if result.failed:

@@ -41,7 +41,8 @@ def _show_plan(plan: RestorePlan) -> None:
     for level in (0, 1, 2, 3, -1):
         need = "no check" if level == -1 else str(est.need_mb(level))
         fits = "" if level == -1 else ("yes" if est.fits(level) else f"no, {est.shortfall_mb(level)} MB short")
-        mark = "  <- chosen (lowest level that fits)" if level == plan.spacesaving and plan.level_chosen else \
+        chosen = level == plan.spacesaving and plan.level_chosen
+        mark = ("  <- chosen (lowest level that fits)" if est.fits(level) else "  <- none fits") if chosen else \
             ("  <- asked" if level == plan.spacesaving else "")
         typer.echo(f"  {level:>11}   {need:>9}   {fits}{mark}")
 

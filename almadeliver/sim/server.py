@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import secrets
 import socket
@@ -48,6 +49,23 @@ _UTYPES = {
     "s_region": ("obscore:Char.SpatialAxis.Coverage.Support.Area", "adql:REGION"),
 }
 _SQL_TYPES = {"char": "TEXT", "int": "INTEGER", "long": "INTEGER", "double": "REAL", "boolean": "INTEGER"}
+
+KEYCLOAK_REALM = "/auth/realms/ALMA"
+KEYCLOAK_TOKEN = f"{KEYCLOAK_REALM}/protocol/openid-connect/token"
+MAX_POST_BYTES = 1 << 20       # TAP and DataLink forms are small; a larger body is refused, never awaited
+MAX_QUERY_CHARS = 100_000
+
+
+def _content_length(value: str | None) -> int | None:
+    """A request's Content-Length as a byte count; None when malformed, negative or too large."""
+    if value is None or value.strip() == "":
+        return 0
+    text = value.strip()
+    if not text.isdigit():
+        return None
+    n = int(text)
+    return n if n <= MAX_POST_BYTES else None
+
 
 LOGIN_PAGE = """<!DOCTYPE html>
 <html><head><title>ALMA Science Portal - Log in</title></head>
@@ -353,7 +371,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path).rstrip("/") or "/"
         params = parse_qsl(parts.query, keep_blank_values=True)
         if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
+            length = _content_length(self.headers.get("Content-Length"))
+            if length is None:
+                self.close_connection = True
+                self._send(400, votable.error("Content-Length must be a whole number of bytes up to "
+                                              f"{MAX_POST_BYTES}"), votable.CONTENT_TYPE)
+                return
             body = self.rfile.read(length) if length else b""
             ctype = self.headers.get("Content-Type", "")
             if ctype.startswith("multipart/"):
@@ -375,6 +398,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._datalink(params)
             elif path == "/dataPortal/login":
                 self._login(method)
+            elif path.startswith(KEYCLOAK_REALM):
+                self._keycloak(path, method, params)
             elif path.startswith("/dataPortal/") and method in ("GET", "HEAD"):
                 self._file(path.split("/")[-1], method)
             else:
@@ -387,6 +412,13 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:   # a request the archive cannot handle is a 500, never a dead thread
+            log.warning("%s %s failed: %s: %s", method, path, type(exc).__name__, exc)
+            self.close_connection = True
+            try:
+                self._send(500, f"internal error: {type(exc).__name__}\n", "text/plain", method)
+            except OSError:
+                pass
 
     def _send(self, status: int, body: str | bytes, content_type: str, method: str = "GET",
               headers: dict[str, str] | None = None) -> None:
@@ -435,6 +467,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.archive._sessions[token] = user
         self._send(200, f"logged in as {user}\n", "text/plain", method,
                    {"Set-Cookie": f"{SESSION_COOKIE}={token}; Path=/; HttpOnly"})
+
+    def _keycloak(self, path: str, method: str, params: list[tuple[str, str]]) -> None:
+        """ALMA's Keycloak realm (ALMA-FACTS section 2): the realm document, and the token endpoint that
+        checks a password (form ``username, password, grant_type=password, client_id=oidc``)."""
+        if path == KEYCLOAK_REALM and method in ("GET", "HEAD"):
+            self._send(200, json.dumps({"realm": "ALMA", "token-service": f"{self.archive.url}{KEYCLOAK_TOKEN}"}),
+                       "application/json", method)
+            return
+        if path != KEYCLOAK_TOKEN or method != "POST":
+            self._send(404 if path != KEYCLOAK_TOKEN else 405, json.dumps({"error": "RESTEASY003210: not found"}),
+                       "application/json", method)
+            return
+        form = dict(params)
+        if form.get("grant_type") != "password" or form.get("client_id") != "oidc" or not form.get("username"):
+            self._send(400, json.dumps({"error": "invalid_request",
+                                        "error_description": "Missing form parameter: grant_type, client_id or username"}),
+                       "application/json")
+            return
+        user, password = form["username"], form.get("password", "")
+        known = self.archive.users.get(user)
+        if known is None or not secrets.compare_digest(known, password):
+            self._send(401, json.dumps({"error": "invalid_grant", "error_description": "Invalid user credentials"}),
+                       "application/json")
+            return
+        token = secrets.token_hex(16)
+        self.archive._sessions[token] = user
+        self._send(200, json.dumps({"access_token": token, "expires_in": 300, "refresh_expires_in": 1800,
+                                    "token_type": "Bearer", "not-before-policy": 0, "scope": "profile email"}),
+                   "application/json")
 
     # TAP
     def _tap_sync(self, params: list[tuple[str, str]], method: str) -> None:
@@ -696,10 +757,14 @@ class LocalArchive:
     # answers (also usable without HTTP)
     def run_query(self, query: str, maxrec: int | None = None) -> tuple[int, str]:
         """(HTTP status, VOTable) for one ADQL query."""
+        if len(query) > MAX_QUERY_CHARS:
+            return 400, votable.error(f"the query has {len(query)} characters (at most {MAX_QUERY_CHARS})")
         try:
             tr = translate(query, TAP_TABLES)
         except AdqlError as exc:
             return 400, votable.error(str(exc))
+        except RecursionError:
+            return 400, votable.error("the query is nested too deeply")
         caps = [n for n in (tr.top, maxrec) if n is not None]
         limit = min(caps) if caps else None
         # one row more than the cap tells an overflow from an answer that fits exactly

@@ -6,10 +6,17 @@ nothing left to start takes over the second half of the largest range still runn
 files do not leave connections idle. Progress is journalled (journal.py), so a killed run resumes.
 A range is trusted only from a 206 whose Content-Range matches; anything else restarts the file
 from byte 0. Finished tarballs go to one extraction thread (extract.py) while downloads continue.
+
+Bytes are written as they arrive, so every dropped connection makes progress; retries are bounded in
+attempts without progress and in bytes (``TransferConfig.budget`` times the file's size), and a
+``.part`` is never deleted after a failure. Any exception in a worker is that file's failure. A
+tarball that fails its check is set aside in ``DEST/.almadeliver/rejected/`` and fetched once more.
+One run at a time per destination (lock.py).
 """
 from __future__ import annotations
 
 import errno
+import http.client
 import logging
 import os
 import queue
@@ -24,6 +31,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
@@ -32,7 +40,9 @@ from ..errors import (AlmadeliverError, AuthError, DiskSpaceError, NotATarballEr
                       SizeMismatchError, TransferError, UnsafeTarballError)
 from .extract import extract_tarball, read_members
 from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
+from .lock import DestLock
 from .plan import DownloadPlan, check_space, is_tarball
+from ..units import human_size
 
 log = logging.getLogger("almadeliver.transfer")
 
@@ -48,6 +58,9 @@ class TransferConfig:
     split_min_size: int = 32 * MiB
     steal_min: int = 4 * MiB          # an idle connection takes over half of a range with more left than 2x this
     retries: int = 5                  # attempts per range in a row without progress
+    budget: float = 3.0               # a file may cost at most this many times its size (plus budget_slack)
+    budget_slack: int = 64 * 1024     # bytes allowed on top, so tiny files survive a few drops
+    refetch: int = 1                  # times a tarball that fails its check is fetched again
     backoff: float = 0.5              # seconds before the first retry, doubled each time, with jitter
     backoff_max: float = 30.0
     connect_timeout: float = 15.0
@@ -74,6 +87,8 @@ class FileResult:
     fetched: int = 0                  # bytes fetched by this run
     extracted: bool = False
     error: AlmadeliverError | None = None
+    unpacked_now: bool = False        # extracted by this run (also for files fetched by an earlier run)
+    rejected: list[str] = field(default_factory=list)   # why earlier copies of this tarball were set aside
 
 
 @dataclass
@@ -154,6 +169,11 @@ class _Job:
     finished: bool = False
     bar: tqdm | None = None
     slot: int = 0
+    best: int = 0                   # most bytes ever verified on disk (progress is measured against it)
+
+    @property
+    def have(self) -> int:
+        return self.f.size - self.remaining
 
     @property
     def remaining(self) -> int:
@@ -175,6 +195,8 @@ class _Engine:
         self.bar_disable = None if config.progress else True
         self.total: tqdm | None = None
         self.done_event = threading.Event()
+        self.stop_event = threading.Event()            # set with self.stop: wakes sleeping retries
+        self.refetch: list[tuple[ArchiveFile, FileResult]] = []   # tarballs that failed their check
 
     # ---- setup
     def prepare(self) -> None:
@@ -230,6 +252,7 @@ class _Engine:
                 self._journal_segments(job)
                 if not self.journal.save():
                     raise OSError(errno.ENOSPC, "no space left for the journal")
+        job.best = job.have
         job.slot = self.free_slots.pop() if self.free_slots else 0
         job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=1024,
                        desc=job.f.name[-32:], position=job.slot, leave=False, disable=self.bar_disable)
@@ -311,7 +334,8 @@ class _Engine:
                 self.free_slots.append(job.slot)
         if failed:
             job.finished = job.result.error is not None
-            if job.remaining == job.f.size and job.part.exists():   # nothing useful in it (e.g. an HTML page)
+            # a .part is kept after a failure, unless this run created it and nothing ever landed in it
+            if job.remaining == job.f.size and job.part.exists() and job.part.stat().st_size == 0:
                 job.part.unlink()
                 job.entry.segments = []
             else:
@@ -372,8 +396,31 @@ class _Engine:
                 f"{name}: the archive sent an HTML page instead of the file",
                 "the login may have expired or the data is proprietary: rerun with --user NAME"))
 
+    def _budget(self, job: _Job) -> int:
+        """The most bytes this run may fetch for ``job`` before it gives up (bounded cost, whatever the faults)."""
+        return int(self.config.budget * job.f.size) + self.config.budget_slack
+
+    def _check_budget(self, job: _Job) -> None:
+        if job.result.fetched > self._budget(job):
+            raise self._give_up(job, f"fetching {self.config.budget:g}x its size without completing it "
+                                     "(the archive keeps dropping the connection" +
+                                     (" and ignores Range)" if self.ranges_ok.get(job.host) is False else ")"))
+
+    def _give_up(self, job: _Job, why: str) -> _Fatal:
+        kept = job.part.exists() and job.have > 0
+        return _Fatal(TransferError(
+            f"{job.f.name}: gave up after {why}; {human_size(job.result.fetched)} fetched for a "
+            f"{human_size(job.f.size)} file" + (f", {human_size(job.have)} kept in {job.part.name}" if kept else ""),
+            "run the same command again later to resume, or try another --archive"))
+
     def _fetch(self, job: _Job, seg: _Segment, holder: list[_Segment]) -> None:
-        """Fetch ``seg`` to its end, resuming after drops and retrying with backoff."""
+        """Fetch ``seg`` to its end, resuming after drops and retrying with backoff.
+
+        Bytes are written as they arrive (``read1``), so every dropped connection keeps what it
+        brought. An attempt counts as progress only when the bytes verified on disk pass their
+        previous best; ``config.retries`` attempts in a row without progress, or more than
+        ``config.budget`` times the file's size fetched, give up (the .part is kept).
+        """
         cfg = self.config
         attempt, gen = 0, job.generation
         while seg.done < seg.end:
@@ -381,7 +428,7 @@ class _Engine:
                 return
             if job.generation != gen:
                 raise _Restart()
-            progressed = False
+            self._check_budget(job)
             headers = {"Accept-Encoding": "identity"}
             start, end = seg.done, seg.end        # a thief may shorten seg.end while we wait for the answer
             ranged = start > 0 or end < job.f.size
@@ -410,53 +457,79 @@ class _Engine:
                                                    "try another --archive"))
                     if r.status_code == 200:
                         length = r.headers.get("Content-Length")
-                        if length is not None and int(length) != job.f.size:
+                        if length is not None and length.strip().isdigit() and int(length) != job.f.size:
                             raise _Fatal(SizeMismatchError(
                                 f"{job.f.name}: the archive sends {length} bytes, DataLink announced {job.f.size}",
                                 "the plan is stale: run the query again"))
-                    first = seg.done == 0
-                    for chunk in r.iter_content(cfg.chunk):
-                        if first:
-                            first = False
-                            if looks_like_html(None, chunk):
-                                raise _Fatal(NotATarballError(
-                                    f"{job.f.name}: the archive sent an HTML page instead of the file",
-                                    "the login may have expired or the data is proprietary: rerun with --user NAME"))
-                        if job.generation != gen:
-                            raise _Restart()
-                        n = min(len(chunk), seg.end - seg.done)
-                        if n <= 0:
-                            break
-                        view = memoryview(chunk)[:n]
-                        while view:                       # a full disk may write part of a chunk
-                            view = view[os.pwrite(job.fd, view, seg.done + n - len(view)):]
-                        seg.done += n
-                        job.result.fetched += n
-                        progressed = True
-                        job.bar.update(n)
-                        self.total.update(n)
-                        if seg.done >= seg.end:
-                            break
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    requests.HTTPError) as exc:
-                if progressed:
-                    attempt = 0
+                    self._receive(job, seg, gen, r)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                    ConnectionError, TimeoutError) as exc:
+                have = job.have
+                if have > job.best:                 # the bytes on disk passed their best: progress
+                    job.best, attempt = have, 0
                     continue
                 if attempt >= cfg.retries:
-                    raise _Fatal(TransferError(f"{job.f.name}: gave up after {attempt + 1} attempts ({_short(exc)})",
-                                               "run the same command again later to resume")) from None
+                    raise self._give_up(job, f"{attempt + 1} attempts without progress ({_short(exc)})") from None
                 delay = backoff_delay(attempt, cfg.backoff, cfg.backoff_max)
                 log.info("%s: %s; retrying in %.1f s", job.f.name, _short(exc), delay)
                 attempt += 1
-                time.sleep(delay)
+                if self.stop_event.wait(delay):
+                    return
             except OSError as exc:
                 if exc.errno in _DISK_FULL:
+                    kept = "; the .part is kept" if job.part.exists() and job.have > 0 else ""
                     raise _Fatal(DiskSpaceError(f"{self.dest} is full while writing {job.part.name}",
-                                                "free some space and run the same command again; the .part is kept")) from None
+                                                f"free some space and run the same command again{kept}")) from None
                 raise
+            job.best = max(job.best, job.have)
+
+    def _receive(self, job: _Job, seg: _Segment, gen: int, r: requests.Response) -> None:
+        """Write the body of ``r`` into ``seg`` as it arrives."""
+        first = seg.done == 0
+        read = r.raw.read1 if hasattr(r.raw, "read1") else r.raw.read
+        while seg.done < seg.end:
+            chunk = read(self.config.chunk)
+            if not chunk:
+                if seg.done < seg.end:
+                    raise requests.ConnectionError("the connection closed before the end of the range")
+                break
+            if first:
+                first = False
+                if looks_like_html(None, chunk):
+                    raise _Fatal(NotATarballError(
+                        f"{job.f.name}: the archive sent an HTML page instead of the file",
+                        "the login may have expired or the data is proprietary: rerun with --user NAME"))
+            if job.generation != gen:
+                raise _Restart()
+            n = min(len(chunk), seg.end - seg.done)
+            if n <= 0:
+                break
+            view = memoryview(chunk)[:n]
+            while view:                       # a full disk may write part of a chunk
+                view = view[os.pwrite(job.fd, view, seg.done + n - len(view)):]
+            seg.done += n
+            job.result.fetched += n
+            job.bar.update(n)
+            self.total.update(n)
+            if self.stop is not None:
+                return
+            self._check_budget(job)
 
     # ---- threads
     def worker(self) -> None:
+        """One connection: take ranges until none is left. Nothing escapes this thread: an unexpected
+        error is the failure of the file it was working on, or (outside any file) stops the run."""
+        try:
+            self._work()
+        except BaseException as exc:          # noqa: BLE001 (a thread must never die with a traceback)
+            with self.cond:
+                if self.stop is None:
+                    self.stop = TransferError(f"a download thread failed: {type(exc).__name__}: {_short(exc)}",
+                                              "run the same command again to resume (with --debug for details)")
+                self.stop_event.set()
+                self.cond.notify_all()
+
+    def _work(self) -> None:
         while True:
             with self.cond:
                 try:
@@ -465,6 +538,7 @@ class _Engine:
                     if exc.errno not in _DISK_FULL:
                         raise
                     self.stop = DiskSpaceError(f"{self.dest} is full", "free some space and run the same command again")
+                    self.stop_event.set()
                     self.cond.notify_all()
                     return
             if task is None:
@@ -478,7 +552,8 @@ class _Engine:
             except _Fatal as exc:
                 self._fail(job, exc.error)
             except Exception as exc:  # an unexpected failure belongs to this file, not to the whole run
-                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {exc}", "rerun with --debug"))
+                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {_short(exc)}",
+                                              "run the same command again (with --debug for details)"))
             finally:
                 self._release(job, holder[0])
 
@@ -488,36 +563,69 @@ class _Engine:
                 job.result.status, job.result.error = "failed", error
             if isinstance(error, DiskSpaceError):
                 self.stop = error
+                self.stop_event.set()
             self.cond.notify_all()
 
     def extractor(self) -> None:
-        """Verify (and unless --no-untar, extract) each finished tarball while downloads go on."""
+        """Verify (and unless --no-untar, extract) each finished tarball while downloads go on.
+
+        Any error is the failure of that tarball. A tarball that fails its check (truncated,
+        corrupt, unsafe) is set aside in ``DEST/.almadeliver/rejected/`` (kept, never deleted) and,
+        ``config.refetch`` times, fetched again after this pass.
+        """
         while True:
             item = self.to_extract.get()
             if item is None:
                 return
             f, result = item
-            path = self.dest / f.name
             try:
-                if self.config.untar:
-                    extract_tarball(path, self.dest, keep=self.config.keep_tars)
-                    self.journal.set_state(f.name, f.size, EXTRACTED)
-                    result.extracted = True
-                    result.path = path if self.config.keep_tars else None
-                else:
-                    read_members(path)
-            except AlmadeliverError as exc:
-                result.status, result.error = "failed", exc
-                if not isinstance(exc, UnsafeTarballError):     # a bad download is not kept for next time
-                    path.unlink(missing_ok=True)
-                    with self.journal.lock:
-                        self.journal.files.pop(f.name, None)
-                    self.journal.save()
-            except OSError as exc:                                # e.g. the disk filled while unpacking
-                error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
+                self._extract_one(f, result)
+            except BaseException as exc:      # noqa: BLE001 (RecursionError, MemoryError...: this file's failure)
                 result.status = "failed"
-                result.error = error(f"{f.name}: extraction failed ({exc.strerror})",
-                                     "free some space and run the same command again; the tarball is kept")
+                result.error = TransferError(f"{f.name}: extraction failed ({type(exc).__name__}: {_short(exc)})",
+                                             "the tarball is kept; run the same command again (with --debug for details)")
+
+    def _extract_one(self, f: ArchiveFile, result: FileResult) -> None:
+        path = self.dest / f.name
+        try:
+            if self.config.untar:
+                extract_tarball(path, self.dest, keep=self.config.keep_tars)
+                self.journal.set_state(f.name, f.size, EXTRACTED)
+                result.extracted = result.unpacked_now = True
+                result.path = path if self.config.keep_tars else None
+            else:
+                read_members(path)
+        except (UnsafeTarballError, TransferError) as exc:
+            kept = self._reject(f, path)
+            result.rejected.append(f"{exc.message} (kept as {kept})")
+            with self.journal.lock:
+                self.journal.files.pop(f.name, None)
+            self.journal.save()
+            if len(result.rejected) <= self.config.refetch:
+                self.refetch.append((f, result))
+            else:
+                result.status = "failed"
+                result.error = type(exc)(f"{exc.message}; the tarball is kept as {kept}",
+                                         "a second copy failed the same way: report it to the ALMA helpdesk")
+        except OSError as exc:                                # e.g. the disk filled while unpacking
+            error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
+            result.status = "failed"
+            result.error = error(f"{f.name}: extraction failed ({exc.strerror or exc})",
+                                 "free some space and run the same command again; the tarball is kept")
+
+    def _reject(self, f: ArchiveFile, path: Path) -> Path:
+        """Set a tarball that failed its check aside (it is evidence: never deleted)."""
+        folder = self.journal.folder / "rejected"
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f.name
+        if not path.exists():
+            return kept
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = folder / f"{f.name}.{n}"
+        os.replace(path, kept)
+        return kept
 
     def flusher(self) -> None:
         while not self.done_event.wait(self.config.journal_every):
@@ -530,6 +638,15 @@ class _Engine:
                     self._journal_segments(j)
             self.journal.save()
 
+    def close_bars(self) -> None:
+        with self.cond:
+            for j in self.jobs:
+                if j.bar is not None:
+                    j.bar.close()
+                    j.bar = None
+        if self.total is not None:
+            self.total.close()
+
 
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
@@ -537,20 +654,72 @@ def _short(exc: BaseException) -> str:
 
 
 def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = None,
-             session: requests.Session | None = None) -> TransferResult:
+             session: requests.Session | None = None, wait_lock: bool = True) -> TransferResult:
     """Fetch every file of ``plan`` into ``dest`` and (unless ``config.untar`` is off) unpack the tarballs.
 
-    Raises DiskSpaceError before starting if ``dest`` lacks room, or when the disk fills (the .part
-    files are kept). Other failures are per file: see ``TransferResult.failed``.
+    Parameters
+    ----------
+    plan : DownloadPlan
+        What to fetch (from ``make_plan``).
+    dest : Path
+        The folder that receives the files and the delivery tree.
+    config : TransferConfig, optional
+        Connections, retries, byte budget, untar options.
+    session : requests.Session, optional
+        The HTTP session (carries the login).
+    wait_lock : bool
+        When another process holds ``dest``, wait for it (True) or raise TransferError (False).
+
+    Returns
+    -------
+    TransferResult
+        One FileResult per plan file; failures are per file (``TransferResult.failed``).
+
+    Raises
+    ------
+    DiskSpaceError
+        Before starting if ``dest`` lacks room, or when the disk fills (the .part files are kept).
+    TransferError
+        ``dest`` is locked by another run and ``wait_lock`` is False, or a download thread failed
+        outside any file.
+    KeyboardInterrupt
+        Re-raised within about a second of Ctrl-C, after the journal is saved and the bars closed.
     """
     config = config or TransferConfig()
     session = session or requests.Session()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    with DestLock(dest, wait=wait_lock):
+        results = _run(plan, dest, config, session)
+        by_name = {r.name: r for r in results}
+        for _round in range(config.refetch):
+            again = [f for f in plan.files if f.name in by_name and by_name[f.name].rejected
+                     and by_name[f.name].status != "failed" and not by_name[f.name].extracted]
+            if not again:
+                break
+            for f in again:
+                log.warning("%s; fetching it once more", by_name[f.name].rejected[-1])
+            sub = DownloadPlan(plan.archive, again, 0, [])
+            for r in _run(sub, dest, config, session, previous=by_name):
+                by_name[r.name] = r
+        for r in by_name.values():
+            if r.rejected and r.status != "failed" and not (r.extracted or not config.untar):
+                r.status = "failed"
+                r.error = TransferError(f"{r.name} failed its check: {r.rejected[-1]}",
+                                        "run the same command again; if it persists, report it to the ALMA helpdesk")
+        return TransferResult(dest, [by_name[r.name] for r in results], time.monotonic() - t0)
+
+
+def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: requests.Session,
+         previous: dict[str, FileResult] | None = None) -> list[FileResult]:
+    """One pass over ``plan``: fetch, verify, unpack. ``previous`` results are carried on (refetch)."""
     engine = _Engine(plan, dest, config, session)
     check_space(plan, dest, config.untar, engine.journal)
     engine.prepare()
+    for r in engine.results:
+        if previous and r.name in previous:
+            r.rejected, r.fetched = previous[r.name].rejected, previous[r.name].fetched
     engine.journal.reserve()
     engine.journal.save()
     todo = sum(j.remaining if j.segments else j.f.size for j in engine.jobs)
@@ -571,20 +740,31 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
         while extractor.is_alive():
             extractor.join(0.2)
     except KeyboardInterrupt:
+        # stop within a second: threads are told to stop and given a moment; the journal only ever
+        # records bytes already written, so whatever they were doing is resumed by the next run
         with engine.cond:
             engine.stop = TransferError("interrupted", "run the same command again to resume")
+            engine.stop_event.set()
             engine.cond.notify_all()
+        deadline = time.monotonic() + 0.5
         for t in workers:
-            t.join(5)
+            t.join(max(0.0, deadline - time.monotonic()))
         raise
     finally:
         engine.done_event.set()
+        flusher.join(1.0)         # nothing writes the journal once download() has returned
         engine.flush()
-        engine.total.close()
+        engine.close_bars()
     if isinstance(engine.stop, DiskSpaceError):
         raise engine.stop
     for j in engine.jobs:
         if not j.finished and j.result.error is None:   # a safety net: never report an unfinished file as fetched
             j.result.status = "failed"
-            j.result.error = TransferError(f"{j.f.name}: incomplete", "run the same command again to resume")
-    return TransferResult(dest, engine.results, time.monotonic() - t0)
+            j.result.error = engine.stop or TransferError(f"{j.f.name}: incomplete", "run the same command again to resume")
+    if config.untar:
+        for r, f in zip(engine.results, plan.files):      # a safety net: a tarball left packed is a failure
+            if is_tarball(f) and r.status != "failed" and not r.extracted and all(r is not x for _f, x in engine.refetch):
+                r.status = "failed"
+                r.error = engine.stop or TransferError(f"{r.name}: fetched but not unpacked",
+                                                       "run the same command again to unpack it")
+    return engine.results

@@ -21,6 +21,7 @@ WHAT = {
     "external": {TarballKind.EXTERNAL},   # ARI-L and other external products (not fetched unless asked)
 }
 DEFAULT_WHAT = "products,auxiliary,raw,readme"
+SPACE_MARGIN = 16 << 20      # bytes kept free beyond the files themselves
 
 
 def parse_what(text: str) -> set[TarballKind]:
@@ -95,6 +96,11 @@ class SpaceCheck:
     def needed(self) -> int:
         return self.download_bytes + self.unpack_bytes
 
+    @property
+    def margin(self) -> int:
+        """Room kept free on top: 2 % of what is written, at least SPACE_MARGIN (journal, folders, blocks)."""
+        return max(self.needed // 50, SPACE_MARGIN) if self.needed else 0
+
 
 def check_space(plan: DownloadPlan, dest: Path, untar: bool = True, journal: Journal | None = None) -> SpaceCheck:
     """Raise DiskSpaceError unless DEST has room for what is left to fetch plus the unpacked tree.
@@ -121,9 +127,10 @@ def check_space(plan: DownloadPlan, dest: Path, untar: bool = True, journal: Jou
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     check = SpaceCheck(download, unpack, free)
-    if check.needed > free:
+    if check.needed + check.margin > free:
         raise DiskSpaceError(
-            f"{dest} has {human_size(free)} free but the download needs {human_size(download)} plus {human_size(unpack)} unpacked",
+            f"{dest} has {human_size(free)} free but the download needs {human_size(download)} plus {human_size(unpack)} "
+            f"unpacked plus {human_size(check.margin)} to spare",
             "free some space, choose another --dest, or fetch less with --what",
         )
     return check
