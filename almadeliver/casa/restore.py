@@ -25,7 +25,7 @@ from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
-from .native_restore import native_restore
+from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
 from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
 
@@ -83,6 +83,7 @@ class RestorePlan:
     finished: list[str] = field(default_factory=list)   # EBs whose .ms.split.cal is kept (resume)
     todo: list[str] = field(default_factory=list)       # EBs scriptForPI will calibrate
     refusal: AlmadeliverError | None = None
+    warnings: list[str] = field(default_factory=list)   # restore-script statements the native engine skips
 
     @property
     def path(self) -> Path:
@@ -163,6 +164,9 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
 def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """The first reason not to run, in the order a user should fix them."""
     m = plan.member
+    recipe = _recipe_refusal(plan, casa, engine)
+    if recipe is not None:   # before asking for raw data that could not be restored here anyway
+        return recipe
     if not m.has_raw:
         names = ", ".join(m.raw_tarball(eb) for eb in m.ebs_in_scripts) or "the raw data tarballs"
         return TreeError(f"raw/ is not in {m.path}: scriptForPI needs the ASDMs",
@@ -194,6 +198,19 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
     return None
 
 
+def _recipe_refusal(plan: RestorePlan, casa: str | Path | None, engine: str) -> AlmadeliverError | None:
+    """A pipeline restore script the native engine cannot run (e.g. Total Power's hsd_restoredata),
+    when no monolithic CASA with the pipeline is there to run it instead."""
+    if plan.member.flavour is not Flavour.PIPELINE or engine == "casa":
+        return None
+    script = restore_script(plan.member)
+    refusal = script.native_refusal() if script is not None else None
+    if refusal is None:
+        return None
+    mono = find_monolithic_casa(casa) if engine == "auto" else None
+    return None if (mono is not None and mono.has_pipeline) else refusal
+
+
 def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """Modular CASA through the shim, unless a monolithic casa is named or needed (Python 2, pipeline)."""
     named = find_monolithic_casa(casa) if (casa or os.environ.get("ALMADELIVER_CASA")) else None
@@ -213,6 +230,8 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "au
                           f"{plan.member.flavour.value}", "use --engine casa (or auto)")
     if pipeline and (engine == "native" or (engine == "auto" and (mono is None or not mono.has_pipeline))):
         plan.engine = "native"
+        script = restore_script(plan.member)
+        plan.warnings = list(script.not_run) if script is not None else []
         return None
     if pipeline and (mono is None or not mono.has_pipeline):
         found = f"{mono.executable} has no pipeline" if mono else "no monolithic CASA found"

@@ -32,6 +32,8 @@ def _show_plan(plan: RestorePlan) -> None:
         typer.echo(f"CASA         monolithic {plan.casa.executable} (version {plan.casa.version or '?'})")
     else:
         typer.echo("CASA         modular casatools/casatasks, through the legacy shim")
+    for warning in plan.warnings:
+        typer.echo(f"warning      not run by the native engine: {warning}")
     if plan.finished:
         typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
                    f"calibrating {len(plan.todo)}")
@@ -109,3 +111,5 @@ def restore_cmd(
         s = scatter.get(str(ms))
         typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
     typer.echo(f"logs: {r.output_log} (script output), {r.casa_log} (CASA)")
+    for warning in plan.warnings:
+        typer.echo(f"warning: the native engine did not run {warning}", err=True)
