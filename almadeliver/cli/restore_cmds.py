@@ -93,9 +93,15 @@ def restore_cmd(
         return
     if dry_run:
         plan.check()
+        if plan.engine == "native":
+            typer.echo(f"dry run: would run the native pipeline restore with SPACESAVING={plan.spacesaving}"
+                       + (" DOSPLIT=True" if dosplit else "") + f" in {plan.calibrated / 'working'}"
+                       + (f", without the {len(plan.warnings)} statement(s) warned about" if plan.warnings else ""))
+            return
         typer.echo(f"dry run: would run {plan.script.path.name} with SPACESAVING={plan.spacesaving}"
                    + (" DOSPLIT=True" if dosplit else "") + f" in {plan.script.path.parent}")
         return
+    plan.check()   # a refusal is one line, before anything is said to run
     what = "the native pipeline restore" if plan.engine == "native" else \
         (plan.script.path.name if plan.script else "scriptForPI.py")
     typer.echo(f"running {what} (SPACESAVING={plan.spacesaving}) ...")
