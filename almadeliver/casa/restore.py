@@ -567,7 +567,7 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
 
 def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
-    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in DATA
+    (channel-averaged, first correlation, science spws) on the fields observed with intent CALIBRATE_PHASE, in DATA
     (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms."""
     import casatools
     import numpy as np
@@ -578,6 +578,8 @@ def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
         msmd.open(ms)
         fields = sorted(int(f) for f in msmd.fieldsforintent("CALIBRATE_PHASE*"))
         names = [msmd.namesforfields(f)[0] for f in fields]
+        # science spws only (more than 4 channels): WVR and channel-average spws are never calibrated
+        science_dd = {dd for dd, spw in enumerate(msmd.spwfordatadesc(-1)) if msmd.nchan(int(spw)) > 4}
         msmd.close()
         if not fields:
             raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
@@ -586,7 +588,7 @@ def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
         column = "CORRECTED_DATA" if os.path.basename(os.path.dirname(os.path.abspath(ms))) == "working" \
             and "CORRECTED_DATA" in tb.colnames() else "DATA"
         phases = []
-        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
+        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist()) & science_dd):
             sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")
             if sub.nrows():
                 data = np.where(sub.getcol("FLAG"), np.nan, sub.getcol(column))[0]   # [chan, row]
