@@ -109,3 +109,12 @@ PIPELINE_GROUP = "2019.1.00456.S"   # pipeline flavour, a 12m + 7m group (one EB
 def pipeline_group(simulated) -> Path:
     """The simulated pipeline project shared by the sim, native restore and image tests."""
     return simulated(PIPELINE_GROUP, flavour="pipeline", group_12m_7m=True, proprietary=True)
+
+
+PIPELINE_MODERN = "2023.1.00077.S"  # pipeline flavour, Cycle 10: tclean on <EB>_targets(_line).ms, datacolumn='data'
+
+
+@pytest.fixture(scope="session")
+def pipeline_modern(simulated) -> Path:
+    """A one-EB Cycle 10 pipeline project (the PL2022+ imaging layout), shared by sim, restore and image tests."""
+    return simulated(PIPELINE_MODERN, flavour="pipeline")

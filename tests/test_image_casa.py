@@ -210,3 +210,36 @@ def test_simulated_manual_delivery_restored_then_reimaged(simulated, unpack, tmp
             assert c.new.bmaj_arcsec * c.new.bmin_arcsec > c.delivered.bmaj_arcsec * c.delivered.bmin_arcsec
         else:
             assert c.new.nchan == c.delivered.nchan // 2
+
+
+@pytest.fixture(scope="session")
+def modern_member(pipeline_modern, unpack, tmp_path_factory):
+    """The Cycle 10 pipeline member (tclean on <EB>_targets(_line).ms, datacolumn='data'), restored natively
+    without DOSPLIT: calibrated/<EB>.ms links to working/<EB>.ms, as scriptForPI v2.x leaves it."""
+    (member,) = find_members(unpack(pipeline_modern, tmp_path_factory.mktemp("image-modern")))
+    restore(plan_restore(member.path, spacesaving=0, dosplit=False, engine="native"))
+    return member.path
+
+
+def test_targets_line_delivery_is_reimaged_from_the_calibrated_column(modern_member, tmp_path, capsys):
+    """The delivered calls read DATA of <EB>_targets.ms / <EB>_targets_line.ms; the restore gives
+    working/<EB>.ms, whose calibrated data are in CORRECTED_DATA: image reads that column (after the
+    pipeline's continuum subtraction for the cubes) and reproduces the delivered images."""
+    cal = modern_member / "calibrated"
+    (working,) = (cal / "working").glob("*.ms")
+    assert (cal / working.name).readlink().as_posix() == f"working/{working.name}"
+    assert not list(cal.glob("*.split.cal"))
+    assert main(["image", str(modern_member), "--spw", "0", "--specmode", "cube", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"uvcontsub(vis='{working}', outputvis='contsub/{working.name}." in out and "datacolumn='corrected')" in out
+    assert "reads contsub/" in out and "datacolumn='data' (delivered: uvcontsub of " in out
+    plan = imaging.plan(modern_member)
+    cont = next(j for j in plan.jobs if j.kind == "cont")
+    assert cont.reads == [{"vis": str(working), "datacolumn": "corrected", "delivered": "datacolumn='data'"}]
+    assert cont.tclean["datacolumn"] == "corrected" and cont.contsub == []
+    assert all(j.contsub and j.tclean["datacolumn"] == "data" for j in plan.jobs if j.kind == "cube")
+    result = imaging.run(plan, out=tmp_path / "same", workers=2)
+    assert result.failures == {} and len(result.comparisons) == 4
+    for c in result.comparisons:
+        assert c.delivered is not None and c.new.nchan == c.delivered.nchan
+        assert c.max_diff is not None and c.max_diff < 1e-3, c

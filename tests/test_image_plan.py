@@ -77,6 +77,11 @@ def test_jobs_are_the_last_iter1_calls_with_alma_product_names(member):
     assert spw0.delivered[f"{MOUS}.src_sci.spw0.cube.I.pbcor.fits"].endswith("spw0.cube.I.pbcor.fits")
     assert spw0.delivered[f"{MOUS}.src_sci.spw0.cube.I.pb.fits"] is None
     assert spw0.changed == {}  # no override, nothing changed beyond vis/imagename
+    # the delivered call read DATA of <EB>_targets.ms; the restored working/<EB>.ms holds the calibrated data
+    # in CORRECTED_DATA: that is the column read
+    assert spw0.tclean["datacolumn"] == "corrected"
+    assert spw0.reads == [{"vis": str(member / "calibrated" / "working" / f"{EB}.ms"), "datacolumn": "corrected",
+                           "delivered": "datacolumn='corrected'"}]
 
 
 def test_overrides_change_exactly_what_was_asked(member):
@@ -146,11 +151,19 @@ def split_member(tmp_path):
         (m / "calibrated" / f"{eb}.ms.split.cal").mkdir()
     (m / "calibrated" / "working" / f"{EB2}.ms").mkdir()
     (m / "product" / f"member.{MOUS}.src_sci.spw19.cube.I.pbcor.fits").write_bytes(b"")
+    # what the native restore recorded: EB's science spws split out and re-indexed (the EBs' spws differed)
+    (m / "calibrated" / "working" / "casa_commands.log").write_text(
+        f"mstransform(vis='{EB}.ms', outputvis='../{EB}.ms.split.cal', spw='17,19,21', datacolumn='corrected',\n"
+        "            reindex=True, keepflags=True)\n")
     return m
 
 
 def test_spws_are_renumbered_for_split_cal_and_kept_for_working_ms(split_member):
     cube, cont = imaging.plan_images(split_member)
+    # one tclean call, two MSs: CORRECTED_DATA of working/<EB2>.ms, DATA of the split (tclean's fallback)
+    assert cube.tclean["datacolumn"] == "corrected"
+    assert [(r["vis"].rsplit("/", 1)[1], r["datacolumn"]) for r in cube.reads] == \
+        [(f"{EB}.ms.split.cal", "data"), (f"{EB2}.ms", "corrected")]
     split, working = str(split_member / "calibrated" / f"{EB}.ms.split.cal"), \
         str(split_member / "calibrated" / "working" / f"{EB2}.ms")
     assert cube.tclean["vis"] == [split, working] and cube.tclean["spw"] == ["1", "19"]
@@ -163,7 +176,18 @@ def test_spws_are_renumbered_for_split_cal_and_kept_for_working_ms(split_member)
     assert imaging.plan_images(split_member, Overrides(spw="21"))[0].tclean["spw"] == ["2", "21"]
 
 
+def test_split_cal_spw_ids_follow_what_the_restore_recorded(split_member):
+    """A split that did not re-index (scriptForPI v2.x when the EBs' science spws agree) keeps the
+    pipeline's ids: image must use them as they are, never an assumed renumbering."""
+    log = split_member / "calibrated" / "working" / "casa_commands.log"
+    log.write_text(log.read_text().replace("reindex=True", "reindex=False"))
+    cube, cont = imaging.plan_images(split_member)
+    assert cube.tclean["spw"] == ["19", "19"]
+    assert cont.tclean["spw"] == ["17:229.9~230.0GHz;230.01~230.02GHz,21"] * 2
+
+
 def test_split_cal_without_calapply_cannot_be_mapped(split_member):
+    (split_member / "calibrated" / "working" / "casa_commands.log").unlink()
     (split_member / "calibration" / f"{EB}.ms.calapply.txt").unlink()
     with pytest.raises(TreeError, match=rf"cannot map the pipeline's spw ids onto {EB}.ms.split.cal"):
         imaging.plan_images(split_member)

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from almadeliver.casa.native_restore import native_restore, plan_native_restore
+from almadeliver.casa.native_restore import native_restore, plan_native_restore, read_restore_script
 from almadeliver.delivery.calls import iter_calls
 from almadeliver.delivery.layout import find_members
-from almadeliver.errors import ParseError, TreeError
+from almadeliver.errors import CasaNotFoundError, ParseError, TreeError
 from almadeliver.sim.plan import make_plan
 
 CODE = "2019.1.00042.S"
@@ -34,36 +34,62 @@ def _group_member(project, unpack, tmp_path, array):
     return member
 
 
-def _columns(ms, *names):
+def _by_spw(ms, column):
+    """{spw id: (column, FLAG)} of an MS, rows selected through DATA_DESCRIPTION's SPECTRAL_WINDOW_ID."""
     import casatools
 
     tb = casatools.table()
+    tb.open(f"{ms}/DATA_DESCRIPTION")
+    spw_of = list(tb.getcol("SPECTRAL_WINDOW_ID"))
+    tb.close()
     tb.open(str(ms))
+    out = {}
     try:
-        return [tb.getcol(n) for n in names]
+        for ddid in sorted(set(tb.getcol("DATA_DESC_ID"))):
+            sel = tb.query(f"DATA_DESC_ID=={ddid}")
+            out[int(spw_of[ddid])] = (sel.getcol(column), sel.getcol("FLAG"))
+            sel.close()
     finally:
         tb.close()
+    return out
+
+
+def _assert_truth(ms, column, truth, spw_ids=None):
+    """The science spws of ``ms`` hold exactly the pipeline's calibrated data and flags (``spw_ids``: the
+    ids they carry in ``ms``, default the pipeline's)."""
+    science = [int(s) for s in truth["spw"]]
+    got = _by_spw(ms, column)
+    ids = spw_ids or science
+    assert sorted(got) == sorted(ids), (sorted(got), ids)
+    for new, old in zip(ids, science):
+        data, flag = got[new]
+        np.testing.assert_allclose(data, truth[f"corrected_{old}"], rtol=0, atol=ATOL)
+        assert np.array_equal(flag, truth[f"flag_{old}"])
 
 
 def test_one_eb_restores_the_pipeline_corrected_data_and_flags(pipeline_group, unpack, tmp_path):
     project, member = pipeline_group, _group_member(pipeline_group, unpack, tmp_path, "12m")
-    result = native_restore(member, spacesaving=0)
+    (member.path / "script" / "scriptForImaging.py").write_text("# imaged manually\n")
+    result = native_restore(member, spacesaving=0, dosplit=False)   # imaged manually: split all the same
     cal = member.path / "calibrated"
     (eb,) = [e.disk for e in member.ebs_in_raw]
     assert (cal / "products").readlink().as_posix() == "../calibration"
     assert (cal / "rawdata" / eb).resolve() == (member.path / "raw" / f"{eb}.asdm.sdm").resolve()
     assert result.split_cal == [cal / f"{eb}.ms.split.cal"] and result.applycal_calls == 3
+    assert result.linked == [] and not (cal / f"{eb}.ms").exists()
     truth = np.load(project / "truth" / f"{eb}.npz")
-    corrected, flag = _columns(cal / "working" / f"{eb}.ms", "CORRECTED_DATA", "FLAG")
-    np.testing.assert_allclose(corrected, truth["corrected"], rtol=0, atol=ATOL)
-    assert np.array_equal(flag, truth["flag"]) and 0 < flag.mean() < 0.5
-    data, split_flag = _columns(result.split_cal[0], "DATA", "FLAG")
-    np.testing.assert_allclose(data, truth["corrected"], rtol=0, atol=ATOL)
-    assert np.array_equal(split_flag, truth["flag"])
+    working = _by_spw(cal / "working" / f"{eb}.ms", "CORRECTED_DATA")
+    assert len(working) == 6                      # 3 science spws + 3 channel-average spws in the ASDM
+    for s in truth["spw"]:
+        np.testing.assert_allclose(working[int(s)][0], truth[f"corrected_{s}"], rtol=0, atol=ATOL)
+        assert np.array_equal(working[int(s)][1], truth[f"flag_{s}"]) and 0 < working[int(s)][1].mean() < 0.5
+    # the split keeps the science spws only (more than 4 channels), with the pipeline's ids (one EB)
+    _assert_truth(result.split_cal[0], "DATA", truth)
     calls = list(iter_calls(result.commands_log.read_text(), "casa_commands.log"))
-    assert [c.task for c in calls] == ["importasdm", "flagmanager", "applycal", "applycal", "applycal", "split"]
+    assert [c.task for c in calls] == ["importasdm", "flagmanager", "applycal", "applycal", "applycal", "mstransform"]
     assert calls[1].kwargs["versionname"] == "Pipeline_Final"
     assert calls[2].kwargs["intent"] == "CALIBRATE_FLUX#ON_SOURCE,CALIBRATE_BANDPASS#ON_SOURCE"
+    assert calls[5].kwargs["spw"] == "0,1,2" and calls[5].kwargs["reindex"] is False
 
 
 def test_two_ebs_at_spacesaving_2_keep_only_the_split_cal(simulated, unpack, tmp_path):
@@ -73,10 +99,8 @@ def test_two_ebs_at_spacesaving_2_keep_only_the_split_cal(simulated, unpack, tmp
     for split in result.split_cal:
         eb = split.name[: -len(".ms.split.cal")]
         assert not (member.path / "calibrated" / "working" / f"{eb}.ms").exists()
-        truth = np.load(project / "truth" / f"{eb}.npz")
-        data, flag = _columns(split, "DATA", "FLAG")
-        np.testing.assert_allclose(data, truth["corrected"], rtol=0, atol=ATOL)
-        assert np.array_equal(flag, truth["flag"])
+        _assert_truth(split, "DATA", np.load(project / "truth" / f"{eb}.npz"))
+    assert result.reindexed is False                 # both EBs have the same science spws
 
 
 @pytest.fixture()
@@ -138,7 +162,79 @@ def test_restore_cli_engine_auto_uses_native_without_pipeline_casa(pipeline_grou
     assert f"{member.ebs_in_raw[0].disk}.ms.split.cal" in done.output
     # the 7m member too restores to exactly what the simulation's pipeline made
     (eb,) = [e.disk for e in member.ebs_in_raw]
-    truth = np.load(pipeline_group / "truth" / f"{eb}.npz")
-    data, flag = _columns(member.path / "calibrated" / f"{eb}.ms.split.cal", "DATA", "FLAG")
-    np.testing.assert_allclose(data, truth["corrected"], rtol=0, atol=ATOL)
-    assert np.array_equal(flag, truth["flag"])
+    _assert_truth(member.path / "calibrated" / f"{eb}.ms.split.cal", "DATA",
+                  np.load(pipeline_group / "truth" / f"{eb}.npz"))
+
+
+# -- the restore script, read whole -----------------------------------------------------------------------
+EDITED = """__rethrow_casa_exceptions = True
+h_init()
+try:
+    hifa_importdata(vis={vis}, session=['session_1'], bdfflags=False)
+    hifa_restoredata (vis={vis}, session=['session_1'], ocorr_mode='ca', lazy=True)
+    from casarecipes.almahelpers import fixsyscaltimes
+    fixsyscaltimes(vis='{eb}.ms')
+finally:
+    h_save()
+"""
+
+
+def test_restore_script_statements_the_engine_will_not_run_are_listed(tmp_path):
+    path = tmp_path / "member.uid___A001_X1_X2.hifa_calimage.casa_piperestorescript.py"
+    path.write_text(EDITED.format(vis="['uid___A002_X1_X1']", eb="uid___A002_X1_X1"))
+    script = read_restore_script(path)
+    assert script.task == "hifa_restoredata" and script.recipe == "hifa_calimage"
+    assert script.native_refusal() is None
+    assert [w.split(": ", 1)[0] for w in script.not_run] == [f"{path.name}:{n}" for n in (4, 5, 6, 7)]
+    assert "hifa_importdata(vis=['uid___A002_X1_X1'], session=['session_1'], bdfflags=False)" in script.not_run[0]
+    assert "argument lazy=True" in script.not_run[1] and "fixsyscaltimes(vis='uid___A002_X1_X1.ms')" in script.not_run[3]
+
+
+def test_dry_run_lists_the_restore_script_statements_not_run(pipeline_member, monkeypatch):
+    from typer.testing import CliRunner
+
+    from almadeliver.cli import app
+
+    monkeypatch.delenv("ALMADELIVER_CASA", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    (script,) = (pipeline_member.path / "script").glob("*casa_piperestorescript.py")
+    vis = repr([e.disk for e in pipeline_member.ebs_in_raw])
+    script.write_text(EDITED.format(vis=vis, eb=pipeline_member.ebs_in_raw[0].disk))
+    done = CliRunner().invoke(app, ["restore", str(pipeline_member.path), "--dry-run", "--spacesaving", "-1"])
+    assert done.exit_code == 0, done.output
+    warnings = [l for l in done.output.splitlines() if l.startswith("warning ")]
+    assert len(warnings) == 4 and "bdfflags=False" in warnings[0] and "fixsyscaltimes" in warnings[3]
+    assert plan_native_restore(pipeline_member).warnings == read_restore_script(script).not_run
+
+
+def _tp_member(root):
+    from almadeliver.sim.pipeline import write_total_power_member
+
+    mous = "uid___A001_X2d1f_X3a4"
+    member = root / "2023.1.00077.S" / "science_goal.uid___A001_X2d1f_X3a1" / "group.uid___A001_X2d1f_X3a2" / f"member.{mous}"
+    write_total_power_member(member, project="2023.1.00077.S", mous=mous, gous="uid://A001/X2d1f/X3a2",
+                             sb_name="ngc_a_06_TP", ebs=["uid___A002_X10a7a20_X2b4e"])
+    return member
+
+
+def test_total_power_restore_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """hsd_restoredata (Total Power) needs the pipeline's single-dish tasks: never restored as interferometer data."""
+    from typer.testing import CliRunner
+
+    from almadeliver.casa.restore import plan_restore
+    from almadeliver.cli import app
+
+    monkeypatch.delenv("ALMADELIVER_CASA", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    member = _tp_member(tmp_path)
+    (script,) = (member / "script").glob("*.hsd_calimage.casa_piperestorescript.py")
+    assert read_restore_script(script).kwargs["ocorr_mode"] == "ao"
+    assert (member / "calibration" / "jyperk.csv").read_text().startswith("MS,Antenna,Spwid,Polarization,Factor\n")
+    with pytest.raises(CasaNotFoundError, match=r"calls hsd_restoredata \(recipe hsd_calimage, Total Power"):
+        plan_native_restore(member)
+    for engine in ("auto", "native"):
+        plan = plan_restore(member, engine=engine)
+        assert isinstance(plan.refusal, CasaNotFoundError) and "monolithic CASA with the pipeline" in plan.refusal.message
+        result = CliRunner().invoke(app, ["restore", str(member), "--engine", engine])
+        assert result.exit_code != 0 and "hsd_restoredata" in str(result.exception)
+    assert not (member / "calibrated").exists()

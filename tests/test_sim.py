@@ -254,7 +254,7 @@ def test_pipeline_group_12m_7m_proprietary(pipeline_group, unpack, tmp_path):
         products = {p.name for p in (member / "product").glob("*pbcor.fits")}
         assert {f"member.{m}" for m in made} == {re.sub(r"(\.tt0)?\.pbcor\.fits$", "", p) for p in products}
         for name in ("scriptForPI.py", "hifa_calimage.casa_pipescript.py",
-                     "hifa_calimage.casa_piperestorescript.py", "pprequest.xml"):
+                     "hifa_calimage.casa_piperestorescript.py", "hifa_calimage.pprequest.xml"):
             assert (member / "script" / f"{prefix}.{name}").is_file()
     # our scriptForPI knows pipeline data needs hifa_restoredata (monolithic CASA --pipeline)
     member = next(tree.glob("science_goal.*/group.*/member.*"))

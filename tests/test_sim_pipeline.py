@@ -42,7 +42,7 @@ def test_pipeline_member_layout_and_names(member):
     for expected in (f"script/member.{mous}.scriptForPI.py",
                      f"script/member.{mous}.hifa_calimage.casa_pipescript.py",
                      f"script/member.{mous}.hifa_calimage.casa_piperestorescript.py",
-                     f"script/member.{mous}.pprequest.xml", f"log/member.{mous}.casa_commands.log",
+                     f"script/member.{mous}.hifa_calimage.pprequest.xml", f"log/member.{mous}.casa_commands.log",
                      f"calibration/member.{mous}.cont.dat", f"calibration/member.{mous}.pipeline_manifest.xml",
                      f"calibration/member.{mous}.session_1.caltables.tgz",
                      f"calibration/member.{mous}.session_2.caltables.tgz", "calibration/flux.csv"):
@@ -112,3 +112,55 @@ def test_contdat_flagtemplates_and_flux_csv_parse(member, real):
         assert command.mode == "manual" and command.reason == "amp_loss"
     header = (member.path / "calibration" / "flux.csv").read_text().splitlines()[0]
     assert header == "ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment"
+
+
+def alma_scriptforpi_ppr(script_dir):
+    """The PPR as ALMA's scriptForPI (v1.34 to v2.x) finds it, run in script/: ``glob('*PPR*.xml')``, else
+    ``glob('*cal*pprequest.xml')``; then the ASDM names from its ``AsdmDiskName`` elements."""
+    import glob
+    import os
+    import xml.etree.ElementTree as ET
+
+    cwd = os.getcwd()
+    os.chdir(script_dir)
+    try:
+        found = glob.glob("*PPR*.xml") or glob.glob("*cal*pprequest.xml")
+    finally:
+        os.chdir(cwd)
+    assert len(found) == 1, found
+    tree = ET.parse(script_dir / found[0])
+    return found[0], sorted(e.text for e in tree.iter("AsdmDiskName"))
+
+
+def test_alma_scriptforpi_finds_the_ppr_and_its_asdms(member):
+    name, asdms = alma_scriptforpi_ppr(member.path / "script")
+    assert name == f"member.{member.mous.disk}.hifa_calimage.pprequest.xml"
+    assert asdms == sorted(eb.disk for eb in member.ebs_in_raw)
+    restore = list((member.path / "script").glob("*hifa_calimage.casa_piperestorescript.py"))
+    assert len(restore) == 1 and "hifa_restoredata" in restore[0].read_text()
+
+
+def test_asdms_carry_channel_average_spws_the_pipeline_leaves_out(member):
+    """The ASDMs carry a 1-channel spw beside each science spw; calibration and imaging use the science spws."""
+    import xml.etree.ElementTree as ET
+
+    asdm = member.path / "raw" / f"{member.ebs_in_raw[0].disk}.asdm.sdm" / "SpectralWindow.xml"
+    nchans = sorted(int(e.text) for e in ET.parse(asdm).getroot().iter("numChan"))
+    assert nchans.count(1) == 3 and len([n for n in nchans if n > 4]) == 3, nchans
+    calls = read_commands(next((member.path / "log").glob("*casa_commands.log")))
+    assert {c.kwargs["spw"] for c in calls if c.task == "gaincal"} == {"0,1,2"}
+
+
+def test_cycle_10_layout_images_targets_ms_with_datacolumn_data(pipeline_modern, unpack, tmp_path):
+    (member,) = find_members(unpack(pipeline_modern, tmp_path))
+    (eb,) = [e.disk for e in member.ebs_in_raw]
+    calls = read_commands(next((member.path / "log").glob("*casa_commands.log")))
+    made = product_tclean_calls(calls)
+    assert len(made) == 4
+    by_mode = {(c.kwargs["specmode"], tuple(c.kwargs["vis"]), c.kwargs["datacolumn"]) for c in made}
+    assert by_mode == {("cube", (f"{eb}_targets_line.ms",), "data"), ("mfs", (f"{eb}_targets.ms",), "data")}
+    (mst,) = [c for c in calls if c.task == "mstransform"]
+    assert mst.kwargs["outputvis"] == f"{eb}_targets.ms" and mst.kwargs["reindex"] is False
+    (sub,) = [c for c in calls if c.task == "uvcontsub"]
+    assert sub.kwargs["vis"] == f"{eb}_targets.ms" and sub.kwargs["outputvis"] == f"{eb}_targets_line.ms"
+    assert alma_scriptforpi_ppr(member.path / "script")[1] == [eb]

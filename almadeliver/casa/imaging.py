@@ -134,6 +134,7 @@ class ImagingJob:
     delivered: dict[str, str | None] = field(default_factory=dict)  # FITS name -> delivered product
     changed: dict[str, Any] = field(default_factory=dict)            # tclean args the overrides changed
     contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
+    reads: list[dict[str, str]] = field(default_factory=list)        # per MS tclean opens: vis, datacolumn, why
 
     @property
     def imagename(self) -> str:
@@ -248,25 +249,66 @@ class Restored:
 
 
 def restored_mss(member: Path) -> Restored:
-    """Restored MSs under calibrated/: working/<EB>.ms (pipeline ids) first, else <EB>.ms.split.cal."""
+    """Restored MSs under calibrated/: working/<EB>.ms (pipeline ids) first, else calibrated/<EB>.ms (the
+    link scriptForPI v2.x makes to it), else <EB>.ms.split.cal. Only these exact names count: an
+    ``<EB>_targets.ms`` a pipeline run left in working/ is not a restored MS."""
     cal = Path(member) / "calibrated"
     by_eb: dict[str, Path] = {}
-    for pattern in ("*.ms.split.cal", "*.ms", "working/*.ms"):  # later patterns win
-        for ms in sorted(cal.glob(pattern)):
+    for pattern, suffix in (("*.ms.split.cal", ".ms.split.cal"), ("*.ms", ".ms"), ("working/*.ms", ".ms")):
+        for ms in sorted(cal.glob(pattern)):  # later patterns win
             m = _EB_RE.match(ms.name)
-            if m and ms.is_dir():
+            if m and ms.name == m.group(0) + suffix and ms.is_dir():
                 by_eb[m.group(0)] = ms
     combined = next((p for p in (cal / "calibrated_final.ms", cal / "calibrated.ms") if p.is_dir()), None)
     return Restored(by_eb, combined)
 
 
-def split_spw_map(member: Path, eb: str) -> dict[str, str]:
-    """Pipeline spw id -> spw id in ``<EB>.ms.split.cal``.
+def calibrated_column(ms: str | Path) -> str:
+    """The column of ``ms`` that holds the calibrated visibilities: ``corrected`` in the MSs that
+    hifa_restoredata calibrates in place (``working/<EB>.ms``, and ``calibrated/<EB>.ms``, scriptForPI's
+    link to it); ``data`` in split MSs (``<EB>.ms.split.cal``, ``calibrated.ms``, ``calibrated_final.ms``,
+    ``<EB>_targets.ms``, continuum-subtracted copies). Decided from the name; the CASA child checks the
+    column is there before tclean reads it."""
+    name = Path(str(ms).rstrip("/")).name
+    m = _EB_RE.match(name)
+    return "corrected" if m and name == m.group(0) + ".ms" else "data"
 
-    The split keeps the science spws (those of the TARGET applycal lines in ``<EB>.ms.calapply.txt``)
-    and renumbers them from 0 in increasing order, so pipeline spw 19 of science spws 17,19,21 is 1."""
+
+def restore_spw_record(member: Path, eb: str) -> dict[str, str] | None:
+    """Pipeline spw id -> spw id in ``<EB>.ms.split.cal`` as the restore made it, from the split or
+    mstransform call that wrote it in ``calibrated/working/casa_commands.log`` (native restore): its spw
+    selection, renumbered from 0 when it re-indexed (split always does; mstransform with reindex=True).
+    None when no such call is recorded."""
+    from ..delivery.calls import iter_calls
+
+    log = Path(member) / "calibrated" / "working" / "casa_commands.log"
+    if not log.is_file():
+        return None
+    found = None
+    for call in iter_calls(log.read_text(), source=str(log)):
+        out = Path(str(call.kwargs.get("outputvis", "")).rstrip("/")).name
+        if call.task in ("split", "mstransform") and out == f"{eb}.ms.split.cal":
+            found = call
+    if found is None:
+        return None
+    ids = spw_ids(found.kwargs.get("spw", ""))
+    reindex = found.task == "split" or bool(found.kwargs.get("reindex", True))
+    return {old: (str(new) if reindex else old) for new, old in enumerate(sorted(ids, key=int))}
+
+
+def split_spw_map(member: Path, eb: str) -> dict[str, str]:
+    """Pipeline spw id -> spw id in ``<EB>.ms.split.cal``: as the restore recorded it
+    (``restore_spw_record``), else read from the split MS itself.
+
+    Without a record, the split kept the science spws (those of the TARGET applycal lines in
+    ``<EB>.ms.calapply.txt``); its SPECTRAL_WINDOW table says whether they were re-indexed: it keeps
+    every row of the ASDM when they were not (scriptForPI v2.x, EBs with the same spws), and holds
+    only the science spws, renumbered from 0 in increasing order, when they were."""
     from ..delivery.calapply import read_calapply
 
+    recorded = restore_spw_record(member, eb)
+    if recorded is not None:
+        return recorded
     found = sorted((Path(member) / "calibration").glob(f"*{eb}.ms.calapply.txt"))
     science = sorted({s for c in (read_calapply(found[0]) if found else []) if "TARGET" in c.intent.split(",")
                       for s in spw_ids(c.spw)}, key=int)
@@ -274,7 +316,37 @@ def split_spw_map(member: Path, eb: str) -> dict[str, str]:
         raise TreeError(f"cannot map the pipeline's spw ids onto {eb}.ms.split.cal: no TARGET applycal line "
                         f"with spws in calibration/{eb}.ms.calapply.txt",
                         f"restore with SPACESAVING below 2 to keep calibrated/working/{eb}.ms")
+    rows = _spw_rows(Path(member) / "calibrated" / f"{eb}.ms.split.cal")
+    if rows > max(int(s) for s in science):
+        return {old: old for old in science}
     return {old: str(new) for new, old in enumerate(science)}
+
+
+def _spw_rows(ms: Path) -> int:
+    """The number of rows of an MS's SPECTRAL_WINDOW table (read in a CASA child)."""
+    from ..errors import CasaError
+    from .runtime import run_in_casa
+
+    if not (ms / "SPECTRAL_WINDOW" / "table.dat").is_file():
+        raise TreeError(f"cannot tell which spw ids {ms.name} carries: {ms}/SPECTRAL_WINDOW is not a table",
+                        "restore the data again (almadeliver restore)")
+    try:
+        return int(run_in_casa("almadeliver.casa.imaging:spw_rows_child", {"ms": str(ms)}, workdir=ms.parent))
+    except CasaError as exc:
+        raise TreeError(f"cannot read the spw table of {ms.name} ({exc.message})",
+                        "restore the data again (almadeliver restore)") from None
+
+
+def spw_rows_child(ms: str) -> int:
+    """CASA child: rows of ``ms``/SPECTRAL_WINDOW."""
+    from casatools import table
+
+    tb = table()
+    tb.open(f"{ms}/SPECTRAL_WINDOW")
+    try:
+        return int(tb.nrows())
+    finally:
+        tb.close()
 
 
 def remap_spw(spw: str, mapping: dict[str, str] | None, ms: str) -> str:
@@ -405,14 +477,16 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
         name = _product_base(member, name)
         kw["imagename"] = name + ".iter1"
         kw["pbcor"] = True
+        reads: list[dict[str, str]] = []
         if check_vis:
             kw["vis"], kw["spw"] = rewrite_vis(kw.get("vis", ""), kw.get("spw", ""),
                                                restored or restored_mss(member), member)
+            kw["datacolumn"], reads = _read_columns(call, kw["vis"], source)
         kw, changed = apply_overrides(kw, kind, ov)
         exports = export_names(name, kw)
         jobs.append(ImagingJob(
             name=name, source=f"{source}:{call.line}", field=fieldname, spws=spws, kind=kind, tclean=kw,
-            exports=exports, changed=changed,
+            exports=exports, changed=changed, reads=reads,
             delivered={f: (str(p) if (p := delivered_product(member, f)) else None) for f in exports.values()},
         ))
     if not jobs:
@@ -422,6 +496,25 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
         raise UsageError("--nbin/--width apply to cubes, and no cube is selected",
                          "drop --nbin/--width or select a cube (--specmode cube)")
     return jobs
+
+
+def continuum_subtracted(call: TaskCall) -> bool:
+    """True when a delivered tclean call imaged continuum-subtracted data: ``<EB>_targets_line.ms``
+    (hif_uvcontsub, PL2022 on) holds the line data in DATA, the continuum fitted on cont.dat's ranges."""
+    vis = call.kwargs.get("vis", "")
+    return any(str(v).rstrip("/").endswith("_targets_line.ms") for v in (vis if isinstance(vis, (list, tuple)) else [vis]))
+
+
+def _read_columns(call: TaskCall, mss: list[str], source: str) -> tuple[str, list[dict[str, str]]]:
+    """The datacolumn tclean must read on the restored MSs (whatever the delivered call said: the
+    pipeline's ``<EB>_targets.ms`` hold the calibrated data in DATA, ``working/<EB>.ms`` in
+    CORRECTED_DATA), and what each MS is read for."""
+    columns = {ms: calibrated_column(ms) for ms in mss}
+    delivered = call.kwargs.get("datacolumn", "corrected")
+    reads = [{"vis": ms, "datacolumn": c, "delivered": f"datacolumn={delivered!r}"} for ms, c in columns.items()]
+    # one column per tclean call: 'corrected' when any MS needs it (tclean reads DATA in the MSs that
+    # have no CORRECTED_DATA column, which the CASA child checks), else 'data'
+    return ("corrected" if "corrected" in columns.values() else "data"), reads
 
 
 def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
@@ -447,9 +540,13 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
                          "use plan() (almadeliver image picks the script for you)")
     log = commands_log(member)
     assert log is not None
-    jobs = jobs_from_calls(read_commands(log), member, log.name, ov)
-    if ov.contsub:
-        _attach_contsub(jobs, member)
+    calls = read_commands(log)
+    jobs = jobs_from_calls(calls, member, log.name, ov)
+    by_line = {c.line: c for c in calls}
+    line_data = [j for j in jobs if continuum_subtracted(by_line[int(j.source.rsplit(":", 1)[1])])]
+    if ov.contsub or line_data:
+        # cubes imaged from <EB>_targets_line.ms were continuum subtracted by the pipeline: do the same
+        _attach_contsub([j for j in jobs if j in line_data or (ov.contsub and j.kind == "cube")], member)
     return jobs
 
 
@@ -670,14 +767,18 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
         for vis in job.tclean["vis"]:
             run = runs.setdefault((vis, job.field), {
                 "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
-                "ranges": {}})
+                "datacolumn": calibrated_column(vis), "ranges": {}})
             eb = _EB_RE.match(Path(vis).name)
             mapping = split_spw_map(member, eb.group(0)) if eb and vis.endswith(".ms.split.cal") else None
             run["ranges"].update({remap_spw(s, mapping, vis): r for s, r in spw_ranges.items()})
             job.contsub.append(run)
             new_vis.append(run["outputvis"])
         job.changed["vis"] = [job.tclean["vis"], new_vis]
+        job.reads = [{"vis": out, "datacolumn": "data",
+                      "delivered": f"uvcontsub of {Path(vis).name} ({calibrated_column(vis).upper()}), cont.dat ranges"}
+                     for vis, out in zip(job.tclean["vis"], new_vis)]
         job.tclean["vis"] = new_vis
+        job.tclean["datacolumn"] = "data"   # uvcontsub writes the subtracted data to DATA
 
 
 def contdat_ranges(contdat: Any) -> dict[str, dict[str, list[tuple[float, float, str]]]]:
@@ -835,7 +936,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             return f"continuum subtraction failed: {failures[bad[0]]}"
         try:
             run_in_casa("almadeliver.casa.imaging:tclean_child",
-                        {"tclean": job.tclean, "exports": job.exports, "out": str(out)},
+                        {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
         except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)
             return str(exc)
@@ -890,23 +991,23 @@ def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
 
 
 # -- in the CASA child ---------------------------------------------------------------------------------
-def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str) -> dict[str, Any]:
-    """tclean (arguments this CASA does not know are dropped and reported), then exportfits."""
+def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
+                 reads: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """tclean (arguments this CASA does not know are dropped and reported), then exportfits. Before
+    tclean, every MS must hold the column the plan says it is read from (``reads``): the calibrated
+    visibilities, never the raw ones."""
     import inspect
 
     from casatasks import exportfits
     from casatasks import tclean as casa_tclean
-    from casatools import table
 
     known = set(inspect.signature(casa_tclean).parameters)
     kwargs = {k: v for k, v in tclean.items() if k in known}
     dropped = sorted(set(tclean) - known)
-    if str(kwargs.get("datacolumn", "corrected")).lower() == "corrected":  # tclean's default
-        tb = table()
-        tb.open(kwargs["vis"][0] if isinstance(kwargs["vis"], list) else kwargs["vis"])
-        if "CORRECTED_DATA" not in tb.colnames():
-            kwargs["datacolumn"] = "data"  # restored split MSs carry the calibrated data in DATA
-        tb.close()
+    column = str(kwargs.get("datacolumn", "corrected")).lower()   # tclean's default is corrected
+    planned = {r["vis"]: r["datacolumn"] for r in reads or []}
+    for vis in kwargs["vis"] if isinstance(kwargs["vis"], list) else [kwargs["vis"]]:
+        _check_column(vis, planned.get(vis, column), fallback=column == "corrected")
     for stale in Path(".").glob(kwargs["imagename"] + ".*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     casa_tclean(**kwargs)
@@ -925,11 +1026,10 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     """uvcontsub of one MS and field (its calibrated column), fitted on the channels whose frequency (in
     cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub
-    from casatools import table
 
     fitspec = []
     for spw, ranges in run["ranges"].items():
-        freqs = {frame: channel_frequencies(run["vis"], int(spw), frame) for frame in {r[2] for r in ranges}}
+        freqs = {frame: channel_frequencies(run["vis"], int(spw), frame, run["field"]) for frame in {r[2] for r in ranges}}
         n = len(next(iter(freqs.values())))
         chans = [i for i in range(n) if any(lo <= freqs[frame][i] <= hi for lo, hi, frame in ranges)]
         if not chans:
@@ -938,24 +1038,53 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
     if Path(run["outputvis"]).exists():
         shutil.rmtree(run["outputvis"])
-    tb = table()
-    tb.open(run["vis"])
-    column = "corrected" if "CORRECTED_DATA" in tb.colnames() else "data"   # working/<EB>.ms vs split MSs
-    tb.close()
+    column = run.get("datacolumn") or calibrated_column(run["vis"])
+    _check_column(run["vis"], column)
     # no spw selection: the output keeps the delivered spw ids (spws without ranges are fitted on all channels)
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
               fitorder=1, datacolumn=column)
     return {"fitspec": ",".join(fitspec)}
 
 
-def channel_frequencies(vis: str, spw: int, frame: str = "LSRK") -> list[float]:
-    """The channel centres (Hz) of one spw of an MS in ``frame`` (CASA child)."""
-    from casatools import ms as mstool
+def _check_column(vis: str, column: str, fallback: bool = False) -> None:
+    """CASA child: refuse to read ``column`` (data/corrected) of ``vis`` when the MS does not have it.
+    ``fallback``: tclean runs with datacolumn='corrected' and reads DATA in this MS, which it does only
+    when the MS has no CORRECTED_DATA."""
+    from casatools import table
 
+    name = {"data": "DATA", "corrected": "CORRECTED_DATA"}.get(column.lower(), column.upper())
+    tb = table()
+    tb.open(vis)
+    try:
+        names = tb.colnames()
+    finally:
+        tb.close()
+    if name not in names:
+        raise RuntimeError(f"{vis} has no {name} column to read the calibrated visibilities from "
+                           f"(datacolumn='{column}'); restore the data again")
+    if fallback and name == "DATA" and "CORRECTED_DATA" in names:
+        raise RuntimeError(f"{vis} holds its calibrated data in DATA but also has a CORRECTED_DATA column, "
+                           "which tclean (datacolumn='corrected' for the other MSs) would read; image it alone")
+
+
+def channel_frequencies(vis: str, spw: int, frame: str = "LSRK", field: str | None = None) -> list[float]:
+    """The channel centres (Hz) of one spw of an MS in ``frame``, towards ``field`` (a name; default the
+    MS's first field) (CASA child)."""
+    from casatools import ms as mstool
+    from casatools import msmetadata
+
+    fieldids: list[int] = []
+    if field:
+        md = msmetadata()
+        md.open(vis)
+        try:
+            fieldids = [int(md.fieldsforname(field)[0])]
+        finally:
+            md.close()
     ms = mstool()
     ms.open(vis)
     try:
-        return [float(f) for f in ms.cvelfreqs(spwids=[spw], mode="channel", outframe=frame)]
+        return [float(f) for f in ms.cvelfreqs(spwids=[spw], fieldids=fieldids, mode="channel", outframe=frame)]
     finally:
         ms.close()
 

@@ -27,7 +27,7 @@ from ..delivery.validate import validate
 from ..transfer.lock import FolderLock
 from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
 from ..ids import UID_DISK_PATTERN
-from .native_restore import native_restore
+from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
 from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
 
@@ -85,6 +85,7 @@ class RestorePlan:
     finished: list[str] = field(default_factory=list)   # EBs whose .ms.split.cal is kept (resume)
     todo: list[str] = field(default_factory=list)       # EBs scriptForPI will calibrate
     refusal: AlmadeliverError | None = None
+    warnings: list[str] = field(default_factory=list)   # restore-script statements the native engine skips
 
     @property
     def path(self) -> Path:
@@ -165,6 +166,9 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
 def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """The first reason not to run, in the order a user should fix them."""
     m = plan.member
+    recipe = _recipe_refusal(plan, casa, engine)
+    if recipe is not None:   # before asking for raw data that could not be restored here anyway
+        return recipe
     if not m.has_raw:
         names = ", ".join(m.raw_tarball(eb) for eb in m.ebs_in_scripts) or "the raw data tarballs"
         return TreeError(f"raw/ is not in {m.path}: scriptForPI needs the ASDMs",
@@ -196,6 +200,19 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
     return None
 
 
+def _recipe_refusal(plan: RestorePlan, casa: str | Path | None, engine: str) -> AlmadeliverError | None:
+    """A pipeline restore script the native engine cannot run (e.g. Total Power's hsd_restoredata),
+    when no monolithic CASA with the pipeline is there to run it instead."""
+    if plan.member.flavour is not Flavour.PIPELINE or engine == "casa":
+        return None
+    script = restore_script(plan.member)
+    refusal = script.native_refusal() if script is not None else None
+    if refusal is None:
+        return None
+    mono = find_monolithic_casa(casa) if engine == "auto" else None
+    return None if (mono is not None and mono.has_pipeline) else refusal
+
+
 def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -> AlmadeliverError | None:
     """Modular CASA through the shim, unless a monolithic casa is named or needed (Python 2, pipeline)."""
     named = find_monolithic_casa(casa) if (casa or os.environ.get("ALMADELIVER_CASA")) else None
@@ -215,6 +232,8 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "au
                           f"{plan.member.flavour.value}", "use --engine casa (or auto)")
     if pipeline and (engine == "native" or (engine == "auto" and (mono is None or not mono.has_pipeline))):
         plan.engine = "native"
+        script = restore_script(plan.member)
+        plan.warnings = list(script.not_run) if script is not None else []
         return None
     if pipeline and (mono is None or not mono.has_pipeline):
         found = f"{mono.executable} has no pipeline" if mono else "no monolithic CASA found"
@@ -563,7 +582,7 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
 
 def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
-    (channel-averaged, first correlation) on the fields observed with intent CALIBRATE_PHASE, in DATA
+    (channel-averaged, first correlation, science spws) on the fields observed with intent CALIBRATE_PHASE, in DATA
     (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms."""
     import casatools
     import numpy as np
@@ -574,6 +593,8 @@ def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
         msmd.open(ms)
         fields = sorted(int(f) for f in msmd.fieldsforintent("CALIBRATE_PHASE*"))
         names = [msmd.namesforfields(f)[0] for f in fields]
+        # science spws only (more than 4 channels): WVR and channel-average spws are never calibrated
+        science_dd = {dd for dd, spw in enumerate(msmd.spwfordatadesc(-1)) if msmd.nchan(int(spw)) > 4}
         msmd.close()
         if not fields:
             raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
@@ -582,7 +603,7 @@ def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
         column = "CORRECTED_DATA" if os.path.basename(os.path.dirname(os.path.abspath(ms))) == "working" \
             and "CORRECTED_DATA" in tb.colnames() else "DATA"
         phases = []
-        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist())):
+        for ddid in sorted(set(tb.getcol("DATA_DESC_ID").tolist()) & science_dd):
             sub = tb.query(f"FIELD_ID IN {fields} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2")
             if sub.nrows():
                 data = np.where(sub.getcol("FLAG"), np.nan, sub.getcol(column))[0]   # [chan, row]

@@ -45,7 +45,10 @@ def image_cmd(
                    f"would run {plan.script} with these overrides on every tclean: {ov.changes() or 'none'}")
         for job in plan.jobs:
             for c in job.contsub:
-                typer.echo(f"uvcontsub(vis={c['vis']!r}, outputvis={c['outputvis']!r}, field={c['field']!r})")
+                typer.echo(f"uvcontsub(vis={c['vis']!r}, outputvis={c['outputvis']!r}, field={c['field']!r}, "
+                           f"datacolumn={c.get('datacolumn', 'data')!r})")
+            for r in job.reads:
+                typer.echo(f"# {job.name} reads {r['vis']} datacolumn={r['datacolumn']!r} (delivered: {r['delivered']})")
             typer.echo("tclean(" + ", ".join(f"{k}={v!r}" for k, v in job.tclean.items()) + ")")
         return
 

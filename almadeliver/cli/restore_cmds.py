@@ -32,6 +32,8 @@ def _show_plan(plan: RestorePlan) -> None:
         typer.echo(f"CASA         monolithic {plan.casa.executable} (version {plan.casa.version or '?'})")
     else:
         typer.echo("CASA         modular casatools/casatasks, through the legacy shim")
+    for warning in plan.warnings:
+        typer.echo(f"warning      not run by the native engine: {warning}")
     if plan.finished:
         typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
                    f"calibrating {len(plan.todo)}")
@@ -92,9 +94,15 @@ def restore_cmd(
         return
     if dry_run:
         plan.check()
+        if plan.engine == "native":
+            typer.echo(f"dry run: would run the native pipeline restore with SPACESAVING={plan.spacesaving}"
+                       + (" DOSPLIT=True" if dosplit else "") + f" in {plan.calibrated / 'working'}"
+                       + (f", without the {len(plan.warnings)} statement(s) warned about" if plan.warnings else ""))
+            return
         typer.echo(f"dry run: would run {plan.script.path.name} with SPACESAVING={plan.spacesaving}"
                    + (" DOSPLIT=True" if dosplit else "") + f" in {plan.script.path.parent}")
         return
+    plan.check()   # a refusal is one line, before anything is said to run
     what = "the native pipeline restore" if plan.engine == "native" else \
         (plan.script.path.name if plan.script else "scriptForPI.py")
     typer.echo(f"running {what} (SPACESAVING={plan.spacesaving}) ...")
@@ -110,3 +118,5 @@ def restore_cmd(
         s = scatter.get(str(ms))
         typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
     typer.echo(f"logs: {r.output_log} (script output), {r.casa_log} (CASA)")
+    for warning in plan.warnings:
+        typer.echo(f"warning: the native engine did not run {warning}", err=True)

@@ -27,7 +27,7 @@ from ..ids import (DeliveryFileName, ProjectCode, Uid, auxiliary_name, cycle0_na
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember, frequency_support
-from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
+from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, aux_spws, make_plan
 from .readme import qa2_notes, readme_text, tree_text
 
 FLAVOURS = ("manual", "pipeline", "cycle0")
@@ -326,6 +326,10 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
                          "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
     started = time.monotonic()
     plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
+    if flavour == "pipeline" and not plan.aux_spws:
+        # real ASDMs carry channel-averaged spws beside the science ones; the pipeline (and scriptForPI's
+        # split) must leave them out, so pipeline deliveries carry them too
+        plan.aux_spws = aux_spws(plan.spws)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".{code}.partial-{os.getpid()}"

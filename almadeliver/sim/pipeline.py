@@ -14,8 +14,22 @@ the cont.dat channels) with the tclean calls it logs. Every CASA call is recorde
 calibrated CORRECTED_DATA and FLAG arrays of every EB in ``truth_dir`` (``<EB>.npz``) so a restore
 can be compared with what the pipeline made. ``write_member_files`` (host side) then writes the
 member's pipeline files: script/, calibration/, log/, product/, qa/ with ALMA's names
-(``member.<MOUS>.`` prefix on MOUS-named files, as recent deliveries do).
-deliveries._Builder.build_pipeline drives both and writes the README.
+(``member.<MOUS>.`` prefix on MOUS-named files, as recent deliveries do; the PPR is
+``member.<MOUS>.hifa_calimage.pprequest.xml``, which ALMA's scriptForPI finds with its pattern
+``*cal*pprequest.xml``). deliveries._Builder.build_pipeline drives both and writes the README.
+
+Science spws are the ``OBSERVE_TARGET`` spws with more than 4 channels (the pipeline's science
+windows): the channel-averaged (1 channel) and WVR (4 channels) spws an ASDM carries are never
+calibrated nor imaged.
+
+Imaging layout by cycle (``modern_layout``): up to Cycle 8 the tclean calls image ``<EB>.ms`` with
+``datacolumn='corrected'``; from Cycle 9 (PL2022 on) the pipeline first splits the calibrated target
+data to ``<EB>_targets.ms`` (``hif_mstransform``: DATA = calibrated, spw ids kept) and subtracts the
+continuum (cont.dat ranges) into ``<EB>_targets_line.ms`` (``hif_uvcontsub``); the cubes image
+``<EB>_targets_line.ms`` and the continuum ``<EB>_targets.ms``, both with ``datacolumn='data'``.
+
+``write_total_power_member`` writes the files of a Total Power MOUS (recipe ``hsd_calimage``: the
+restore script calls ``hsd_restoredata``, Jy/K factors in ``jyperk.csv``).
 
 script/ holds ``member.<MOUS>.scriptForPI.py``: the same scriptForPI as manual deliveries
 (templates/scriptForPI.py), as ALMA ships one scriptForPI that takes the pipeline path (hifa_restoredata
@@ -38,6 +52,9 @@ from .manual import template
 
 PIPELINE_VERSION = "2024.1.0.8 (almadeliver simulation)"
 RECIPE = "hifa_calimage"
+TP_RECIPE = "hsd_calimage"
+MIN_SCIENCE_CHANNELS = 5   # science spws have more than 4 channels (WVR: 4, channel average: 1)
+MODERN_LAYOUT_CYCLE = 9    # <EB>_targets.ms / <EB>_targets_line.ms imaging from Cycle 9 (PL2022) on
 CUBE_EDGE = 2             # channels left out of the cubes at each spw edge
 TRUTH_DIR = "truth"       # <project>/truth/<EB>.npz: what the simulation's calibration produced
 FLAG_HEADER = """\
@@ -55,6 +72,18 @@ FLAG_HEADER = """\
 
 
 # -- how calls are written ----------------------------------------------------------------------------
+def modern_layout(project: str) -> bool:
+    """True when a project's pipeline images ``<EB>_targets.ms`` / ``<EB>_targets_line.ms`` (Cycle 9 on)."""
+    from ..ids import ProjectCode
+
+    return ProjectCode.parse(project).cycle >= MODERN_LAYOUT_CYCLE
+
+
+def pprequest_name(mous: str, recipe: str = RECIPE) -> str:
+    """The PPR file name as recent deliveries carry it; ALMA's scriptForPI finds it with ``*cal*pprequest.xml``."""
+    return f"member.{mous}.{recipe}.pprequest.xml"
+
+
 def calapply_line(kwargs: dict[str, Any]) -> str:
     """One line of ``<EB>.ms.calapply.txt``: the applycal call with pipeline intent names."""
     return TaskCall("applycal", kwargs, 0).render()
@@ -136,11 +165,17 @@ def _cell_arcsec(ms: str) -> float:
     return max(0.1, round(beam / 5, 1))
 
 
+def science_spws(msmd: Any) -> list[int]:
+    """The science spws of an open msmetadata: OBSERVE_TARGET spws with more than 4 channels."""
+    return sorted(int(s) for s in msmd.spwsforintent("OBSERVE_TARGET*") if msmd.nchan(s) >= MIN_SCIENCE_CHANNELS)
+
+
 def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dict[str, float],
-                    line: dict[str, float], truth_dir: str) -> dict:
+                    line: dict[str, float], truth_dir: str, modern: bool = False) -> dict:
     """Calibrate and image the EBs (``eb``: {"eb": disk uid, "session": "session_1"}) in the current
-    folder (``working/``); ``rawdata/<EB>`` are the ASDMs. Returns the calls, the calapply lines,
-    cont.dat ranges, flux.csv rows, table names per session and the product images."""
+    folder (``working/``); ``rawdata/<EB>`` are the ASDMs. ``modern``: image ``<EB>_targets.ms`` and
+    ``<EB>_targets_line.ms`` (see the module doc). Returns the calls, the calapply lines, cont.dat
+    ranges, flux.csv rows, table names per session and the product images."""
     import casatools
     import numpy as np
 
@@ -159,7 +194,7 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
             bdfflags=True, with_pointing_correction=True)
         msmd = casatools.msmetadata()
         msmd.open(vis)
-        spws = sorted(int(s) for s in msmd.spwsforintent("OBSERVE_TARGET#ON_SOURCE"))
+        spws = science_spws(msmd)
         nchan = {s: int(msmd.nchan(s)) for s in spws}
         freqs = {s: float(np.mean(msmd.chanfreqs(s))) for s in spws}
         antennas = list(msmd.antennanames())
@@ -241,8 +276,12 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
 
         tb = casatools.table()
         tb.open(vis)
-        np.savez(Path(truth_dir) / f"{uid}.npz", corrected=tb.getcol("CORRECTED_DATA"), flag=tb.getcol("FLAG"),
-                 spw=np.array(spws))
+        truth = {}
+        for s in spws:   # per science spw (the spws differ in channels; DATA_DESCRIPTION row = spw id here)
+            sel = tb.query(f"DATA_DESC_ID=={s}")
+            truth[f"corrected_{s}"], truth[f"flag_{s}"] = sel.getcol("CORRECTED_DATA"), sel.getcol("FLAG")
+            sel.close()
+        np.savez(Path(truth_dir) / f"{uid}.npz", spw=np.array(spws), **truth)
         sel = tb.query(f"FIELD_ID=={_field_id(vis, ph)} && DATA_DESC_ID=={spws[-1]}")
         raw_phase = np.degrees(np.angle(np.ma.masked_array(sel.getcol("DATA"), sel.getcol("FLAG"))))
         cal_phase = np.degrees(np.angle(np.ma.masked_array(sel.getcol("CORRECTED_DATA"), sel.getcol("FLAG"))))
@@ -251,31 +290,58 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
         out["qa"].append({"eb": uid, "phase_rms_deg": float(cal_phase.std()), "raw_phase_rms_deg": float(raw_phase.std())})
         out.setdefault("spws", spws)
 
-    out["images"], out["contdat"], out["allcont"] = _image(run, mous, msnames, roles, out["spws"], line)
+    out["images"], out["contdat"], out["allcont"] = _image(run, mous, msnames, roles, out["spws"], line, modern)
     out["commands"] = run.lines
     return out
 
 
+def _split_targets(run: CommandRecorder, msnames: list[str], target: str, spws: list[int],
+                   fitspec: dict[int, list[tuple[int, int]]]) -> tuple[list[str], list[str]]:
+    """hif_mstransform and hif_uvcontsub (PL2022 on): ``<EB>_targets.ms`` (the calibrated target data in
+    DATA, spw ids kept) and ``<EB>_targets_line.ms`` (continuum subtracted on the cont.dat channels)."""
+    targets, lines = [], []
+    spw_sel = ",".join(map(str, spws))
+    spec = ",".join(f"{s}:" + ";".join(f"{a}~{b}" for a, b in fitspec[s]) for s in spws if s in fitspec)
+    run.stage("hif_mstransform(pipelinemode='automatic')")
+    for vis in msnames:
+        out = vis[: -len(".ms")] + "_targets.ms"
+        run("mstransform", vis=vis, outputvis=out, field=target, intent="OBSERVE_TARGET#ON_SOURCE", spw=spw_sel,
+            datacolumn="corrected", reindex=False, keepflags=True)
+        targets.append(out)
+    run.stage("hif_uvcontsub(pipelinemode='automatic')")
+    for vis in targets:
+        out = vis[: -len("_targets.ms")] + "_targets_line.ms"
+        run("uvcontsub", vis=vis, outputvis=out, field=target, fitspec=spec, fitorder=1, datacolumn="data")
+        lines.append(out)
+    return targets, lines
+
+
 def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str, str], spws: list[int],
-           line: dict[str, float]) -> tuple[list[dict], dict[int, list[tuple[float, float]]], list[int]]:
+           line: dict[str, float], modern: bool = False
+           ) -> tuple[list[dict], dict[int, list[tuple[float, float]]], list[int]]:
     """Cubes per spw and a continuum image of the target; returns (images, cont.dat ranges, the spws
     that are all continuum: cont.dat's ALLCONT)."""
     target = roles["target"]
     field_id = _field_id(msnames[0], target)
     cell = f"{_cell_arcsec(msnames[0])}arcsec"
-    common = dict(vis=msnames, field=target, intent="OBSERVE_TARGET#ON_SOURCE", datacolumn="corrected",
+    common = dict(field=target, intent="OBSERVE_TARGET#ON_SOURCE", datacolumn="corrected",
                   imsize=[64, 64], cell=[cell], stokes="I", gridder="standard", pblimit=0.2,
                   weighting="briggs", robust=0.5, interactive=False, parallel=False)
-    contdat, cont_spw, allcont = {}, [], []
+    contdat, cont_spw, allcont, fitspec = {}, [], [], {}
     for s in spws:
         chans, freqs = _line_free(msnames[0], s, field_id, line["freq_hz"], line["sigma_hz"])
         if not chans:
             continue
         contdat[s] = freqs
+        fitspec[s] = chans
         whole = len(chans) == 1 and chans[0][0] == 0
         if whole:
             allcont.append(s)
         cont_spw.append(str(s) if whole else f"{s}:" + ";".join(f"{a}~{b}" for a, b in chans))
+    cube_vis = cont_vis = msnames
+    if modern:
+        cont_vis, cube_vis = _split_targets(run, msnames, target, spws, fitspec)
+        common["datacolumn"] = "data"
     images = []
     run.stage("hif_makeimages(specmode='cube')")
     for s in spws:
@@ -283,7 +349,7 @@ def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str,
         # LSRK cube channel depends on a flagged edge channel
         nchan = len(_channels(msnames[0], s, field_id)[0])
         base = f"{mous}.s36_0.{target}_sci.spw{s}.cube.I"
-        run("tclean", **common, spw=[str(s)] * len(msnames), imagename=f"{base}.iter1", specmode="cube",
+        run("tclean", **common, vis=cube_vis, spw=[str(s)] * len(msnames), imagename=f"{base}.iter1", specmode="cube",
             start=CUBE_EDGE, width=1, nchan=nchan - 2 * CUBE_EDGE, outframe="LSRK", deconvolver="hogbom",
             niter=20, threshold="0.1Jy", pbcor=True, restoringbeam="common")
         images.append({"image": f"{base}.iter1.image.pbcor", "fits": f"{mous}.{target}_sci.spw{s}.cube.I.pbcor.fits"})
@@ -292,7 +358,7 @@ def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str,
     tag = "spw" + "_".join(map(str, spws))
     base = f"{mous}.s38_0.{target}_sci.{tag}.cont.I"
     for it, niter in (("iter0", 0), ("iter1", 50)):
-        run("tclean", **common, spw=[",".join(cont_spw)] * len(msnames), imagename=f"{base}.{it}",
+        run("tclean", **common, vis=cont_vis, spw=[",".join(cont_spw)] * len(msnames), imagename=f"{base}.{it}",
             specmode="mfs", deconvolver="mtmfs", nterms=2, niter=niter, threshold="0.01Jy", pbcor=it == "iter1")
     images.append({"image": f"{base}.iter1.image.tt0.pbcor", "fits": f"{mous}.{target}_sci.{tag}.cont.I.tt0.pbcor.fits"})
     images.append({"image": f"{base}.iter1.pb.tt0", "fits": f"{mous}.{target}_sci.{tag}.cont.I.pb.tt0.fits"})
@@ -424,7 +490,7 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, truth_dir: s
     line = next(c["line"] for f in fields for c in f["components"] if c.get("line"))
     os.chdir(work_p / "working")
     result = reduce_pipeline(Uid(mous["uid"]).disk, [{"eb": eb, "session": f"session_{i + 1}"} for i, eb in enumerate(ebs)],
-                             roles, flux, line, truth_dir)
+                             roles, flux, line, truth_dir, modern=modern_layout(plan["code"]))
     result["observed"] = {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}
     return result
 
@@ -439,7 +505,7 @@ def write_member_files(member_dir: Path, res: dict, *, project: str, mous: str, 
     names = {
         "caltables": f"member.{mous}.{{session}}.caltables.tgz",
         "casa_cmdlog": f"member.{mous}.casa_commands.log",
-        "pprequest": f"member.{mous}.pprequest.xml",
+        "pprequest": pprequest_name(mous),
         "restorescript": f"member.{mous}.{RECIPE}.casa_piperestorescript.py",
         "casa_pipescript": f"member.{mous}.{RECIPE}.casa_pipescript.py",
         "contdat": f"member.{mous}.cont.dat",
@@ -482,3 +548,60 @@ def write_member_files(member_dir: Path, res: dict, *, project: str, mous: str, 
                         for eb in ebs)))
     (dirs["script"] / f"member.{mous}.scriptForPI.py").write_text(template("scriptForPI.py"))
     (cal / f"member.{mous}.pipeline_manifest.xml").write_text(_manifest(mous, sessions, names, products))
+
+
+# -- Total Power -----------------------------------------------------------------------------------------
+TP_ANTENNAS = ("PM01", "PM02", "PM03", "PM04")
+
+
+def write_total_power_member(member_dir: Path, *, project: str, mous: str, gous: str, sb_name: str,
+                             ebs: list[str], spws: tuple[int, ...] = (17, 19, 21, 23)) -> None:
+    """The script/ and calibration/ files of a Total Power MOUS calibrated by the pipeline (recipe
+    ``hsd_calimage``), as ALMA delivers them [ALMA-FACTS.md section 3]: the restore script calls
+    ``hsd_restoredata`` (autocorrelations, ``ocorr_mode='ao'``), the Jy/K factors per EB, antenna, spw
+    and polarisation are in ``calibration/jyperk.csv``, and ``<EB>.ms.calapply.txt`` applies the
+    sky (``.skycal.tbl``) and Tsys tables. The simulator cannot write a single-dish ASDM (simobserve
+    makes interferometer data), so the member is written as delivered before its raw tarballs are
+    unpacked (no raw/)."""
+    dirs = {d: member_dir / d for d in ("script", "calibration", "log", "product", "qa")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    sessions = [f"session_{i + 1}" for i in range(len(ebs))]
+    vis, session = repr(list(ebs)), repr(sessions)
+    script = dirs["script"]
+    (script / f"member.{mous}.{TP_RECIPE}.casa_piperestorescript.py").write_text(
+        "__rethrow_casa_exceptions = True\nh_init()\ntry:\n"
+        f"    hsd_restoredata (vis={vis}, session={session}, ocorr_mode='ao')\n"
+        "finally:\n    h_save()\n")
+    steps = ["hsd_importdata(vis={vis}, session={session})", "hsd_flagdata(pipelinemode=\"automatic\")",
+             "h_tsyscal(pipelinemode=\"automatic\")", "hsd_tsysflag(pipelinemode=\"automatic\")",
+             "hsd_skycal(pipelinemode=\"automatic\")", "hsd_k2jycal(dbservice=True, endpoint='asdm')",
+             "hsd_applycal(pipelinemode=\"automatic\")", "hsd_atmcor(pipelinemode=\"automatic\")",
+             "hsd_baseline(pipelinemode=\"automatic\")", "hsd_blflag(pipelinemode=\"automatic\")",
+             "hsd_baseline(pipelinemode=\"automatic\")", "hsd_blflag(pipelinemode=\"automatic\")",
+             "hsd_imaging(pipelinemode=\"automatic\")", "hsd_exportdata(pipelinemode=\"automatic\")"]
+    (script / f"member.{mous}.{TP_RECIPE}.casa_pipescript.py").write_text(
+        "__rethrow_casa_exceptions = True\ncontext = h_init()\n"
+        "context.set_state('ProjectSummary', 'observatory', 'ALMA Joint Observatory')\n"
+        "context.set_state('ProjectSummary', 'telescope', 'ALMA')\ntry:\n"
+        + "".join(f"    {s.format(vis=vis, session=session)}\n" for s in steps) + "finally:\n    h_save()\n")
+    (script / pprequest_name(mous, TP_RECIPE)).write_text(_template(
+        "pprequest.xml", mous=mous, gous=gous, project=project, sb_name=sb_name, recipe=TP_RECIPE,
+        asdms="\n".join(f"                <AsdmIdentifier><AsdmDiskName>{eb}</AsdmDiskName></AsdmIdentifier>"
+                        for eb in ebs)))
+    (script / f"member.{mous}.scriptForPI.py").write_text(template("scriptForPI.py"))
+    cal = dirs["calibration"]
+    rows = ["MS,Antenna,Spwid,Polarization,Factor"]
+    for i, eb in enumerate(ebs):
+        sky = f"{eb}.ms.hsd_skycal.s6_1.spw{'_'.join(map(str, spws))}.skycal.tbl"
+        tsys = f"{eb}.ms.h_tsyscal.s4_1.tsyscal.tbl"
+        line = TaskCall("applycal", dict(
+            vis=f"{eb}.ms", field="", intent="TARGET", spw=",".join(map(str, spws)), antenna="",
+            gaintable=[sky, tsys], gainfield=["", ""], spwmap=[[], []], interp=["linear,linear", "linear,linear"],
+            calwt=[True, True], applymode="calflagstrict", flagbackup=False), 0).render()
+        (cal / f"{eb}.ms.calapply.txt").write_text(line + "\n")
+        for j, ant in enumerate(TP_ANTENNAS):
+            for k, spw in enumerate(spws):
+                for pol in ("XX", "YY"):
+                    rows.append(f"{eb}.ms,{ant},{spw},{pol},{40.0 + 0.7 * j + 0.3 * k + 0.1 * i + (pol == 'YY') * 0.2:.3f}")
+    (cal / "jyperk.csv").write_text("\n".join(rows) + "\n")
