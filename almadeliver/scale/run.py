@@ -155,7 +155,10 @@ class _DaskBackend:
                 raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
                                  f"describe the jobs under jobqueue.{config.cluster} in {config_path()} "
                                  f"(almadeliver run --cluster {config.cluster} --write-config)") from None
-            self.cluster.scale(jobs=config.workers)
+            # SpecCluster.scale would submit in the background, where a refusal is only logged and the
+            # run waits for workers forever: describe the jobs here and submit them in _submit_jobs
+            while len(self.cluster.worker_spec) < config.workers:
+                self.cluster.worker_spec.update(self.cluster.new_worker_spec())
             try:
                 self._submit_jobs()        # now, so that a refused job is one clear error, not a hang
             except BaseException:
@@ -173,8 +176,11 @@ class _DaskBackend:
         try:
             self.cluster.sync(self.cluster._correct_state)
         except (RuntimeError, FileNotFoundError) as exc:   # dask-jobqueue: the submit command failed
+            from distributed.core import Status
+
             for name, job in list(self.cluster.workers.items()):
                 if getattr(job, "job_id", None) is None:   # never submitted: submit it again next time
+                    job.status = Status.failed             # (and the cluster closes without waiting for it)
                     del self.cluster.workers[name]
             raise submit_refused(self.kind, exc) from None
 
