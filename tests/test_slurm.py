@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 
+from almadeliver.cli import main
 from almadeliver.errors import UsageError
 from almadeliver.ids import Uid
 from almadeliver.scale.jobqueue import JobSpec, jobqueue_section, write_jobqueue_config
@@ -191,24 +192,27 @@ def test_run_on_slurm_survives_a_cancelled_job_and_reruns_nothing(slurm, archive
         assert list((member / IMAGE_OUT).glob("*.pbcor.fits")), f"no image of {uid}"
 
     # the same command again: every step is skipped, nothing is rewritten
-    before = _mtimes(dest)
+    before, submitted = _mtimes(dest), slurm.jobs()
     second = _almadeliver(args, env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "0 ran, 8 done before, 0 failed" in second.stdout
     assert _mtimes(dest) == before
-    assert not [j for j in slurm.jobs() if j["JobState"] in ("RUNNING", "PENDING")], "the run leaves no job behind"
+    assert [j["JobId"] for j in slurm.jobs()] == [j["JobId"] for j in submitted], "a rerun with nothing to do submits no job"
+    assert not [j for j in submitted if j["JobState"] in ("RUNNING", "PENDING")], "the run leaves no job behind"
 
 
-def test_a_partition_that_does_not_exist_is_one_clear_line(slurm, archive, tmp_path):
-    env = _env(slurm, tmp_path / "dask")
-    assert _almadeliver(["run", "--cluster", "slurm", "--write-config", "--partition", "nosuch"], env).returncode == 0
+def test_a_partition_that_does_not_exist_is_one_clear_line(slurm, archive, tmp_path, capsys):
+    import dask
+
     before = {j["JobId"] for j in slurm.jobs()}
-    proc = _almadeliver(["run", "--projects", CODES[0], "--steps", "download", "--dest", str(tmp_path / "dest"),
-                         "--archive", archive.url, "--cluster", "slurm", "--workers", "2"], env, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    [line] = proc.stderr.splitlines()
+    section = jobqueue_section("slurm", JobSpec(queue="nosuch", memory="1GB", walltime="00:10:00"))
+    with dask.config.set({"jobqueue.slurm": section}):
+        code = main(["run", "--projects", CODES[0], "--steps", "download", "--dest", str(tmp_path / "dest"),
+                     "--archive", archive.url, "--cluster", "slurm", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    [line] = err.splitlines()
     assert line.startswith("error: --cluster slurm: sbatch refused the worker job: invalid partition specified: "
                            "nosuch; Batch job submission failed: Invalid partition name specified; check queue"), line
-    assert f"{tmp_path / 'dask' / 'jobqueue.yaml'}" in line
     assert {j["JobId"] for j in slurm.jobs()} == before, "no job was queued"
     assert not (tmp_path / "dest" / CODES[0]).exists()

@@ -300,14 +300,16 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
         return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
                            error=f"the worker running it was lost ({why})")
 
+    first = [t for t in (next_task(m) for m in queues) if t]
+    if not first:                            # all done before: no cluster (and no batch job) needed
+        result.backend = "no workers (all done before)"
+        return result
     backend = _backend(config)
     result.backend = backend.name
     pending: dict = {}                       # future -> task
     try:
-        for m in queues:
-            task = next_task(m)
-            if task:
-                pending[backend.submit(task)] = task
+        for task in first:
+            pending[backend.submit(task)] = task
         while pending:
             broken: list[StepTask] = []
             backend.tend()
