@@ -25,13 +25,17 @@ def _cell(o: StepOutcome | None) -> str:
 
 def _write_config(cluster: str, spec) -> None:
     """``run --cluster slurm --write-config``: the jobqueue section, where it went, the job script."""
-    import yaml
-
-    from ..scale.jobqueue import job_script, write_jobqueue_config
+    import importlib.util
 
     if cluster not in JOBQUEUE:
         raise UsageError(f"--write-config needs a batch system, not --cluster {cluster}",
                          "use --cluster slurm, pbs or htcondor")
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        raise UsageError(f"--cluster {cluster} needs dask-jobqueue", "pip install 'almadeliver[dask]'")
+    import yaml
+
+    from ..scale.jobqueue import job_script, write_jobqueue_config
+
     path, section = write_jobqueue_config(cluster, spec)
     typer.echo(f"wrote jobqueue.{cluster} to {path}:")
     typer.echo(yaml.safe_dump({"jobqueue": {cluster: section}}, sort_keys=False).rstrip())

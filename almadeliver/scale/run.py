@@ -150,7 +150,13 @@ class _DaskBackend:
             from .jobqueue import config_path
 
             try:   # queue, cores, memory, ... from the dask config (~/.config/dask/jobqueue.yaml)
-                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()
+                import dask.config
+
+                # the scheduler's HTTP server on a free port unless the configuration names one
+                # (two runs on one login node would fight for :8787)
+                options = {"dashboard_address": ":0",
+                           **(dask.config.get(f"jobqueue.{config.cluster}.scheduler-options", None) or {})}
+                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])(scheduler_options=options)
             except ValueError as exc:
                 raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
                                  f"describe the jobs under jobqueue.{config.cluster} in {config_path()} "
