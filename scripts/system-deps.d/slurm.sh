@@ -6,9 +6,9 @@ need=()
 command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
-  echo "system-deps: ${need[*]} missing; run as root (or: sudo apt-get install ${need[*]})" >&2
-  exit 1
+if [ "$(id -u)" -ne 0 ]; then   # the other tests still run; tests/test_slurm.py fails and says why
+  echo "system-deps: ${need[*]} missing and not root: sudo apt-get install ${need[*]}" >&2
+  exit 0
 fi
 echo "system-deps: installing ${need[*]} (Debian)"
 export DEBIAN_FRONTEND=noninteractive
