@@ -145,17 +145,16 @@ class _DaskBackend:
             if importlib.util.find_spec("dask_jobqueue") is None:
                 raise UsageError(f"--cluster {config.cluster} needs dask-jobqueue",
                                  "pip install 'almadeliver[dask]'")
+            import dask.config
             import dask_jobqueue
 
             from .jobqueue import config_path
 
+            # the scheduler's HTTP server on a free port unless the configuration names one
+            # (two runs on one login node would fight for :8787)
+            options = {"dashboard_address": ":0",
+                       **(dask.config.get(f"jobqueue.{config.cluster}.scheduler-options", None) or {})}
             try:   # queue, cores, memory, ... from the dask config (~/.config/dask/jobqueue.yaml)
-                import dask.config
-
-                # the scheduler's HTTP server on a free port unless the configuration names one
-                # (two runs on one login node would fight for :8787)
-                options = {"dashboard_address": ":0",
-                           **(dask.config.get(f"jobqueue.{config.cluster}.scheduler-options", None) or {})}
                 self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])(scheduler_options=options)
             except ValueError as exc:
                 raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
