@@ -256,13 +256,14 @@ class _PoolBackend:
 
 
 def _backend(config: RunConfig):
+    """The backend's class (not started yet): Dask when installed, else the process pool."""
     if config.dask is not False and have_dask():
-        return _DaskBackend(config)
+        return _DaskBackend
     if config.dask:
         raise UsageError("dask is not installed", "pip install 'almadeliver[dask]'")
     if config.cluster != "local":
         raise UsageError(f"--cluster {config.cluster} needs dask", "pip install 'almadeliver[dask]'")
-    return _PoolBackend(config)
+    return _PoolBackend
 
 
 def run(config: RunConfig, mous: list[tuple[str, str]],
@@ -305,11 +306,12 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
         return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
                            error=f"the worker running it was lost ({why})")
 
+    backend_class = _backend(config)         # a backend that cannot be had is an error even with nothing to do
     first = [t for t in (next_task(m) for m in queues) if t]
     if not first:                            # all done before: no cluster (and no batch job) needed
         result.backend = "no workers (all done before)"
         return result
-    backend = _backend(config)
+    backend = backend_class(config)
     result.backend = backend.name
     pending: dict = {}                       # future -> task
     try:
