@@ -100,3 +100,9 @@ class CasaNotFoundError(CasaError):
 # -- packaging -------------------------------------------------------------------------------------
 class PackagingError(AlmadeliverError):
     """A reduction area cannot be packaged (the final checklist fails)."""
+
+
+# -- run on a batch system -------------------------------------------------------------------------
+class BatchSubmitError(UsageError):
+    """The batch system refused the worker jobs of ``run --cluster slurm|pbs|htcondor`` (a partition
+    that does not exist, a limit above the partition's): the job description is to fix (exit 2)."""

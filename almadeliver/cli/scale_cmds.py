@@ -8,8 +8,9 @@ import typer
 from tqdm import tqdm
 
 from ..archive.client import ARCHIVE_ENV
+from ..errors import UsageError
 from ..scale.journal import StepOutcome
-from ..scale.run import STEPS, RunConfig, parse_projects, run
+from ..scale.run import JOBQUEUE, STEPS, RunConfig, parse_projects, run
 from ..scale.steps import find_mous
 from .app import app, state
 
@@ -22,19 +23,73 @@ def _cell(o: StepOutcome | None) -> str:
     return f"ok {o.seconds:.0f}s" if o.ok else "FAILED"
 
 
+def _write_config(cluster: str, spec) -> None:
+    """``run --cluster slurm --write-config``: the jobqueue section, where it went, the job script."""
+    import importlib.util
+
+    if cluster not in JOBQUEUE:
+        raise UsageError(f"--write-config needs a batch system, not --cluster {cluster}",
+                         "use --cluster slurm, pbs or htcondor")
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        raise UsageError(f"--cluster {cluster} needs dask-jobqueue", "pip install 'almadeliver[dask]'")
+    import yaml
+
+    from ..scale.jobqueue import job_script, write_jobqueue_config
+
+    path, section = write_jobqueue_config(cluster, spec)
+    typer.echo(f"wrote jobqueue.{cluster} to {path}:")
+    typer.echo(yaml.safe_dump({"jobqueue": {cluster: section}}, sort_keys=False).rstrip())
+    import dask.config
+
+    dask.config.refresh()                    # read the file just written
+    typer.echo(f"each worker job (--workers N submits N of them) runs:\n{job_script(cluster).rstrip()}")
+    typer.echo(f"now: almadeliver run --projects CODES|FILE --cluster {cluster} --workers N --dest DIR")
+
+
 @app.command("run")
 def run_cmd(
-    projects: str = typer.Option(..., "--projects", metavar="CODES|FILE",
-                                 help="Project codes, comma-separated, or a file with one code per line."),
+    projects: Optional[str] = typer.Option(None, "--projects", metavar="CODES|FILE",
+                                           help="Project codes, comma-separated, or a file with one code per line."),
     steps: str = typer.Option(",".join(STEPS), "--steps", help="Comma-separated: download,validate,restore,image."),
     cluster: str = typer.Option("local", "--cluster", help="local, slurm, pbs, htcondor (dask-jobqueue, "
-                                "configured in ~/.config/dask/jobqueue.yaml) or tcp://HOST:8786."),
+                                "configured in ~/.config/dask/jobqueue.yaml: see --write-config) or "
+                                "tcp://HOST:8786."),
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes (local) or batch jobs."),
     dest: Path = typer.Option(Path("."), "--dest", help="Folder of the delivery trees and the run journal."),
     archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
                                           help="Mirror: eso, nrao, naoj or a URL."),
+    write_config: bool = typer.Option(False, "--write-config", help="Write the worker jobs of --cluster "
+                                      "slurm|pbs|htcondor into the dask configuration (jobqueue.yaml) from the "
+                                      "options below, show the job script, and stop."),
+    queue: Optional[str] = typer.Option(None, "--queue", "--partition", rich_help_panel="--write-config",
+                                        help="Partition (SLURM) or queue (PBS); default: the site's."),
+    account: Optional[str] = typer.Option(None, "--account", rich_help_panel="--write-config",
+                                          help="Account (project) the jobs are charged to."),
+    memory: str = typer.Option("4GB", "--memory", rich_help_panel="--write-config",
+                               help="Memory per task (one task per job), e.g. 8GB."),
+    walltime: str = typer.Option("04:00:00", "--walltime", rich_help_panel="--write-config",
+                                 help="Time limit per job, HH:MM:SS; a worker leaves at 90% and is replaced."),
+    cores: int = typer.Option(1, "--cores", rich_help_panel="--write-config",
+                              help="Cores per task (CASA's OMP_NUM_THREADS); still one task per job."),
+    local_directory: Optional[str] = typer.Option(None, "--local-directory", rich_help_panel="--write-config",
+                                                  help="Worker scratch folder on the node, e.g. '$TMPDIR'."),
+    log_directory: Optional[str] = typer.Option(None, "--log-directory", rich_help_panel="--write-config",
+                                                help="Folder of the jobs' stdout/stderr files."),
+    prologue: Optional[list[str]] = typer.Option(None, "--prologue", rich_help_panel="--write-config",
+                                                 help="A shell line run before the worker starts "
+                                                 "(repeatable), e.g. 'module load gcc'."),
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step."""
+    if write_config:
+        from ..scale.jobqueue import JobSpec
+
+        _write_config(cluster, JobSpec(queue=queue, account=account, memory=memory, walltime=walltime,
+                                       cores=cores, local_directory=local_directory,
+                                       log_directory=str(Path(log_directory).resolve()) if log_directory else None,
+                                       prologue=list(prologue or [])))
+        return
+    if not projects:
+        raise UsageError("--projects is missing", "give codes such as 2013.1.00308.S,2017.1.01185.S or a FILE")
     config = RunConfig(dest=dest.resolve(), steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
                        cluster=cluster, workers=workers, archive=archive)
     mous = find_mous(parse_projects(projects), archive)

@@ -9,6 +9,7 @@ on the pool), so the host's connection limit holds across the whole run.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import socket
 import time
@@ -27,6 +28,10 @@ from .journal import StepJournal, StepOutcome
 STEPS = ("download", "validate", "restore", "image")
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
 CRASHES_ALLOWED = 3       # a task whose process pool broke this often fails (Dask's allowed-failures)
+TEND_SECONDS = 5          # how often the driver looks for lost batch jobs to replace
+SUBMIT_FAILURES_ALLOWED = 3   # replacement jobs refused this many times in a row end the run
+
+log = logging.getLogger("almadeliver.scale")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,9 @@ def execute_step(task: StepTask) -> StepOutcome:
     worker = _worker_name()
     StepJournal(Path(task.dest)).start(task.mous, task.step, worker)
     where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+    if job:                                # the batch job the worker runs in
+        where["batch_job"] = job
     start = time.monotonic()
     try:
         output = steps.STEP_FUNCTIONS[task.step](task)
@@ -129,6 +137,7 @@ class _DaskBackend:
         from distributed import Client, LocalCluster
 
         self.cluster = None
+        self.kind, self.submit_failures = config.cluster, 0
         if config.cluster == "local":
             self.cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True,
                                         dashboard_address=None)
@@ -136,18 +145,62 @@ class _DaskBackend:
             if importlib.util.find_spec("dask_jobqueue") is None:
                 raise UsageError(f"--cluster {config.cluster} needs dask-jobqueue",
                                  "pip install 'almadeliver[dask]'")
+            import dask.config
             import dask_jobqueue
 
+            from .jobqueue import config_path
+
+            # the scheduler's HTTP server on a free port unless the configuration names one
+            # (two runs on one login node would fight for :8787)
+            options = {"dashboard_address": ":0",
+                       **(dask.config.get(f"jobqueue.{config.cluster}.scheduler-options", None) or {})}
             try:   # queue, cores, memory, ... from the dask config (~/.config/dask/jobqueue.yaml)
-                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])()
+                self.cluster = getattr(dask_jobqueue, JOBQUEUE[config.cluster])(scheduler_options=options)
             except ValueError as exc:
                 raise UsageError(f"--cluster {config.cluster}: {exc}".splitlines()[0],
-                                 f"describe the jobs under jobqueue.{config.cluster} in ~/.config/dask/jobqueue.yaml "
-                                 "(see the README)") from None
-            self.cluster.scale(jobs=config.workers)
+                                 f"describe the jobs under jobqueue.{config.cluster} in {config_path()} "
+                                 f"(almadeliver run --cluster {config.cluster} --write-config)") from None
+            # SpecCluster.scale would submit in the background, where a refusal is only logged and the
+            # run waits for workers forever: describe the jobs here and submit them in _submit_jobs
+            while len(self.cluster.worker_spec) < config.workers:
+                self.cluster.worker_spec.update(self.cluster.new_worker_spec())
+            try:
+                self._submit_jobs()        # now, so that a refused job is one clear error, not a hang
+            except BaseException:
+                self.cluster.close()
+                raise
         self.client = Client(self.cluster or config.cluster)
         self.gate = DaskGate(config.connections_per_host)
         self.name = f"dask ({config.cluster}, {config.workers} workers)"
+
+    def _submit_jobs(self) -> None:
+        """Submit the batch jobs the cluster is short of (all at the start; later, one for each job
+        that ended: cancelled, killed by its walltime, its node lost)."""
+        from .jobqueue import submit_refused
+
+        try:
+            self.cluster.sync(self.cluster._correct_state)
+        except (RuntimeError, FileNotFoundError) as exc:   # dask-jobqueue: the submit command failed
+            from distributed.core import Status
+
+            for name, job in list(self.cluster.workers.items()):
+                if getattr(job, "job_id", None) is None:   # never submitted: submit it again next time
+                    job.status = Status.failed             # (and the cluster closes without waiting for it)
+                    del self.cluster.workers[name]
+            raise submit_refused(self.kind, exc) from None
+
+    def tend(self) -> None:
+        """Replace lost batch jobs; a refusal ends the run only when it keeps happening."""
+        if self.kind not in JOBQUEUE:
+            return
+        try:
+            self._submit_jobs()
+            self.submit_failures = 0
+        except UsageError as exc:
+            self.submit_failures += 1
+            if self.submit_failures >= SUBMIT_FAILURES_ALLOWED:
+                raise
+            log.warning("a replacement worker job was not submitted (%s); trying again", exc.message)
 
     def submit(self, task: StepTask):
         """One task; a worker lost while running it is replaced and the task rescheduled by Dask."""
@@ -157,7 +210,10 @@ class _DaskBackend:
     def wait_first(self, pending: set) -> set:
         from distributed import wait
 
-        return set(wait(list(pending), return_when="FIRST_COMPLETED").done)
+        try:
+            return set(wait(list(pending), timeout=TEND_SECONDS, return_when="FIRST_COMPLETED").done)
+        except TimeoutError:
+            return set()
 
     def close(self) -> None:
         self.client.close()
@@ -185,6 +241,9 @@ class _PoolBackend:
     def wait_first(self, pending: set) -> set:
         return set(pool_wait(pending, return_when=FIRST_COMPLETED).done)
 
+    def tend(self) -> None:
+        """Nothing to replace: the pool's processes are restarted when it breaks."""
+
     def restart(self) -> None:
         """A worker process died and broke the pool: a new pool, and new semaphores (a dead
         process may have held leases it will never give back)."""
@@ -197,13 +256,14 @@ class _PoolBackend:
 
 
 def _backend(config: RunConfig):
+    """The backend's class (not started yet): Dask when installed, else the process pool."""
     if config.dask is not False and have_dask():
-        return _DaskBackend(config)
+        return _DaskBackend
     if config.dask:
         raise UsageError("dask is not installed", "pip install 'almadeliver[dask]'")
     if config.cluster != "local":
         raise UsageError(f"--cluster {config.cluster} needs dask", "pip install 'almadeliver[dask]'")
-    return _PoolBackend(config)
+    return _PoolBackend
 
 
 def run(config: RunConfig, mous: list[tuple[str, str]],
@@ -246,16 +306,20 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
         return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
                            error=f"the worker running it was lost ({why})")
 
-    backend = _backend(config)
+    backend_class = _backend(config)         # a backend that cannot be had is an error even with nothing to do
+    first = [t for t in (next_task(m) for m in queues) if t]
+    if not first:                            # all done before: no cluster (and no batch job) needed
+        result.backend = "no workers (all done before)"
+        return result
+    backend = backend_class(config)
     result.backend = backend.name
     pending: dict = {}                       # future -> task
     try:
-        for m in queues:
-            task = next_task(m)
-            if task:
-                pending[backend.submit(task)] = task
+        for task in first:
+            pending[backend.submit(task)] = task
         while pending:
             broken: list[StepTask] = []
+            backend.tend()
             for fut in backend.wait_first(set(pending)):
                 task = pending.pop(fut)
                 try:
