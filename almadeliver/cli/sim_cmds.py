@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from ..sim.deliveries import FLAVOURS, simulate_project
-from ..sim.plan import SIZES
+from ..sim.plan import DELIVERY_CASA_VERSION, SIZES
 from ..errors import UsageError
 from .app import app, state
 
@@ -22,13 +22,17 @@ def simulate_cmd(
     proprietary: bool = typer.Option(False, "--proprietary", help="Mark the data proprietary (not yet released)."),
     size: str = typer.Option("small", "--size", help=f"EB size: {' | '.join(SIZES)} (medium: ~19 MB of ASDM per "
                              "EB, for measuring restore's disk use)."),
+    casa_version: str = typer.Option(DELIVERY_CASA_VERSION, "--casa-version", help="The CASA that made the "
+                                     "delivery: named in the README and demanded by the calibration scripts' "
+                                     "version gate (ALMA's generator writes the exact version)."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
     progress = None if state.quiet else (lambda line: typer.echo(line, err=True))
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
-                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size)
+                               group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size,
+                               casa_version=casa_version)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")

@@ -26,7 +26,7 @@ from ..ids import ProjectCode, Uid, auxiliary_name, cycle0_name, products_name, 
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember
-from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
+from .plan import DELIVERY_CASA_VERSION, LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
 
 FLAVOURS = ("manual", "pipeline", "cycle0")
@@ -267,8 +267,13 @@ def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
 
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
-                     on_line: Callable[[str], None] | None = None, size: str = "small") -> SimulatedProject:
-    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc)."""
+                     on_line: Callable[[str], None] | None = None, size: str = "small",
+                     casa_version: str = DELIVERY_CASA_VERSION) -> SimulatedProject:
+    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc).
+
+    ``casa_version``: the CASA that made the delivery (README, calibration scripts' version gate),
+    by default DELIVERY_CASA_VERSION, older than the installed modular CASA. Raises UsageError for a
+    bad option."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -277,7 +282,10 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
     if size not in SIZES:
         raise UsageError(f"unknown size '{size}'", f"choose one of {', '.join(SIZES)}")
     started = time.monotonic()
-    plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
+    try:
+        plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size, casa_version)
+    except ValueError as exc:
+        raise UsageError(f"--casa-version: {exc}", "give the CASA version as 6.5.4 or 6.5.4-9") from None
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".{code}.partial-{os.getpid()}"
