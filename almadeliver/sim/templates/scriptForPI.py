@@ -75,6 +75,12 @@ if restorescripts and not calibrationscripts:
 
 calscripts = {re.search(r'(uid___\w+?)\.ms\.scriptFor(?:SD)?Calibration\.py$', p).group(1): p
               for p in calibrationscripts}
+# as scriptForPI v2.x: amplitude-renormalised (ACreNorm) data keep their *.ms (SPACESAVING at most 1)
+for calscript in calscripts.values():
+    with open(calscript) as fh:
+        if savingslevel > 1 and re.search(r'^[^#\n]*\bACreNorm\b', fh.read(), re.M):
+            print('This dataset uses ACreNorm: SPACESAVING is reduced to 1.')
+            savingslevel = 1
 extra_scripts = [s for s in ('scriptForFluxCalibration.py', 'scriptForPolCalibration.py', 'scriptForImagingPrep.py')
                  if os.path.exists(s)]
 
