@@ -32,7 +32,8 @@ def casalith_module(casa_version: str | None = None) -> types.ModuleType:
     CASA a simulated reducer ran (almadeliver's simulator only)."""
     import re
 
-    import casatools
+    if casa_version is None:
+        import casatools
 
     text = casa_version or casatools.version_string()
     numbers = [int(n) for n in re.split(r"[.-]", text) if n.isdigit()]

@@ -30,7 +30,7 @@ _PIP_NAMES = {"casarecipes": "casarecipes", "casaplotms": "casaplotms", "casavie
 _SHIM_NAMES = {"casalog", "casa", "execfile", "sys", "msmd", "tb", "ms", "ia", "qa", "me", "cb", "sm", "cl", "im",
                "af", "rg", "at", "mst", "cs", "applyonly", "mysteps", "SPACESAVING", "DOSPLIT", "USEMS"}
 
-_GATE_RE = re.compile(r"^\s*if\s+re\.search\(\s*(['\"])(?P<pattern>.*?)\1\s*,\s*(?P<subject>.+?)\)\s*"
+_GATE_RE = re.compile(r"^[ \t]*if\s+re\.search\(\s*(['\"])(?P<pattern>.*?)\1\s*,\s*(?P<subject>.+?)\)\s*"
                       r"(?:==|is)\s*None\s*:", re.M)
 _GATE_EXIT_RE = re.compile(r"sys\.exit\(\s*['\"][^'\"]*SAME VERSION OF CASA", re.I)
 _VERSION_RE = re.compile(r"^\^?(\d+)\\?\.(\d+)\\?\.(\d+)$")
@@ -209,7 +209,8 @@ def lacking(scripts: list[Path], context: list[Path] | None = None) -> list[Lack
             if lack and lack.what not in seen:
                 seen.add(lack.what)
                 lacks.append(lack)
-    return lacks
+    order = {Path(p): i for i, p in enumerate(scripts)}
+    return sorted(lacks, key=lambda l: (order[l.script], l.line))
 
 
 def python_executable() -> str:

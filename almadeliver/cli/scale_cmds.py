@@ -33,10 +33,14 @@ def run_cmd(
     dest: Path = typer.Option(Path("."), "--dest", help="Folder of the delivery trees and the run journal."),
     archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
                                           help="Mirror: eso, nrao, naoj or a URL."),
+    casa_version_mismatch: str = typer.Option(
+        "refuse", "--casa-version-mismatch", help="restore: refuse (default) or allow running calibration scripts "
+        "whose version gate asks for another CASA in the installed modular CASA (see `restore --help`)."),
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step."""
     config = RunConfig(dest=dest.resolve(), steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
-                       cluster=cluster, workers=workers, archive=archive)
+                       cluster=cluster, workers=workers, archive=archive,
+                       casa_version_mismatch=casa_version_mismatch)
     mous = find_mous(parse_projects(projects), archive)
     bar = tqdm(total=len(mous) * len(config.steps), unit="task", desc="run", disable=state.quiet or None)
 

@@ -155,7 +155,7 @@ def validate_step(task: StepTask) -> dict:
 
 def restore_step(task: StepTask) -> dict:
     with _logged(task) as say:
-        plan = plan_restore(member_dir(task), resume=True)
+        plan = plan_restore(member_dir(task), resume=True, casa_version_mismatch=task.casa_version_mismatch)
         if plan.already_calibrated:
             say("Cycle 0 delivery: calibrated/ already holds the calibrated MSs")
             return {"measurement_sets": sorted(str(p) for p in plan.calibrated.glob("*.ms.split.cal"))}
