@@ -242,3 +242,53 @@ def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
                      r.stderr), r.stderr
     assert "calibrated" not in r.stdout and "almadeliver-restore" not in r.stdout
     assert "dry run: would run scriptForPI.py with SPACESAVING=-1" in r.stdout
+
+
+def test_version_gate_is_a_decision_and_bad_scripts_refuse_in_one_line(delivered, tmp_path):
+    """The generator's exact-version gate (the simulated delivery asks for CASA 6.5.4): the dry run
+    names it, a plain restore refuses before CASA starts in one line naming both ways on, and a gate
+    we cannot read, a missing module or an unknown import refuse the same way (raw/ untouched,
+    nothing written)."""
+    member = delivered(1, tmp_path / "gate")
+    raw_before = _listing(member / "raw")
+    r = _cli(["restore", str(member), "--dry-run"], tmp_path)
+    assert r.returncode == 1
+    assert re.search(r"version gate uid___\w+\.ms\.scriptForCalibration\.py asks for CASA 6\.5\.4; modular CASA "
+                     r"6\.7\.\d+-\d+ would run: mismatch: refused", r.stdout), r.stdout
+    r = _cli(["restore", str(member)], tmp_path)
+    assert r.returncode == 1 and "running" not in r.stdout
+    [line] = r.stderr.strip().splitlines()
+    assert re.match(r"error: the calibration scripts ask for CASA 6\.5\.4 exactly \(uid___\w+\.ms\.scriptFor"
+                    r"Calibration\.py: version gate\); this restore would run modular CASA 6\.7\.\d+-\d+; give a "
+                    r"monolithic CASA 6\.5\.4 with --casa PATH, or add --casa-version-mismatch allow", line), line
+    r = _cli(["restore", str(member), "--casa-version-mismatch", "allow", "--dry-run"], tmp_path)
+    assert r.returncode == 0 and "mismatch: gate passed (--casa-version-mismatch allow)" in r.stdout, r.stderr
+
+    [calscript] = (member / "script").glob("*.ms.scriptForCalibration.py")
+    text = calscript.read_text()
+    for broken, expected in (
+            (text.replace("re.search('^6.5.4'", "re.search('^6.5'"),
+             rf"{calscript.name} line \d+: cannot read the CASA version its gate demands \('\^6\.5'\)"),
+            (text.replace("import casalith\n", "import casalith\nimport casadef\n"),
+             rf"{calscript.name} line \d+ needs module casadef, which modular CASA in \S+ does not have; it ships "
+             r"only with monolithic CASA"),
+            (text.replace("from casarecipes.almahelpers import tsysspwmap", "from recipes.almahelpers import tsysspwmap"),
+             rf"{calscript.name} line \d+ needs module recipes.almahelpers, which modular CASA")):
+        calscript.write_text(broken)
+        r = _cli(["restore", str(member), "--casa-version-mismatch", "allow"], tmp_path)
+        [line] = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and re.match("error: " + expected, line), line
+        assert not (member / "calibrated").exists() and not (member / "almadeliver-restore").exists()
+    calscript.write_text(text)
+    assert _listing(member / "raw") == raw_before
+
+
+def test_relative_casa_path_and_matching_monolithic_casa_runs_without_asking(delivered, tmp_path, monkeypatch):
+    """A monolithic CASA whose version matches the gates is used as named (a relative path too)."""
+    member = delivered(1, tmp_path / "rel")
+    _fake_monolithic_casa(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    plan = plan_restore(member, casa="casa-6.5.4-9-pipeline-2023.1.0.8")
+    plan.check()
+    assert plan.engine == "monolithic" and plan.casa.executable.is_absolute() and not plan.mismatched_gates
+    assert plan.casa_asked == ["6.5.4"]
