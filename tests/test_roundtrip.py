@@ -49,8 +49,8 @@ def test_round_trip(simulated, unpack, tmp_path):
     # calibration scripts in applyonly mode (not every step); the reducer's full run is the
     # scriptForPI log the delivery ships in log/.
     area = prepare_area(member.mous, ebs, tmp_path / "staff")
-    reducer_log = member.path / "log" / f"{member.mous.disk}.scriptForPI.log"
-    fill = staff_from_delivery(member.path, imaged.out, area, reducer_log)
+    fill = staff_from_delivery(member.path, imaged.out, area)
+    assert fill.restore_log == member.path / "log" / f"{member.mous.disk}.scriptForPI.log"
     report = check_area(area)
     assert report.ok(), [(f.path, f.message) for f in report.of(Severity.ERROR)]
     assert {f.check for f in report.findings if f.severity is Severity.INFO} >= {

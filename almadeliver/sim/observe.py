@@ -215,7 +215,7 @@ def _syscal_column(value_type: str, ndim: int = 0, unit: str | None = None, meas
 def _add_syscal(ms: str, spws: list[dict], scans: list[dict], seed: int) -> int:
     """A SYSCAL subtable as ALMA's correlator writes it: one Tsys spectrum (K, per polarization and
     channel) per antenna and multi-channel spw at every CALIBRATE_ATMOSPHERE scan (none for the
-    one-channel channel-average spws). exportasdm writes it to SysCal.xml/.bin, importasdm reads it
+    one-channel channel-average spws nor the WVR spw). exportasdm writes it to SysCal.xml/.bin, importasdm reads it
     back, and the calibration scripts' ``gencal(caltype='tsys')`` makes the Tsys table from it.
     Returns the number of rows."""
     import casatools
@@ -234,7 +234,7 @@ def _add_syscal(ms: str, spws: list[dict], scans: list[dict], seed: int) -> int:
     tb.close()
     atmosphere = [s for s in scans if "CALIBRATE_ATMOSPHERE" in s["intents"]]
     rows = [(0.5 * (scan["start_s"] + scan["stop_s"]), a, i, spw) for scan in atmosphere for a in range(nant)
-            for i, spw in enumerate(spws) if spw["nchan"] > 1]
+            for i, spw in enumerate(spws) if spw["nchan"] > 1 and "asdm_freq_hz" not in spw]
     tb.open(f"{ms}/SYSCAL", nomodify=False)
     tb.addrows(len(rows))
     for row, (time, antenna, spw_id, spw) in enumerate(rows):
@@ -395,6 +395,31 @@ def _associate_spws(asdm: Path, spws: list[dict]) -> None:
     path.write_text(text)
 
 
+def _array(values: list[float]) -> str:
+    return f"1 {len(values)} " + " ".join(f"{v:.1f}".rstrip("0").rstrip(".") for v in values)
+
+
+def _relabel_spws(asdm: Path, spws: list[dict]) -> None:
+    """Give spws simulated at a stand-in frequency (``asdm_freq_hz``, the WVR spw) their real
+    frequencies and name in SpectralWindow.xml (exportasdm refuses two receiver bands)."""
+    path = asdm / "SpectralWindow.xml"
+    text = path.read_text()
+    for i, spw in enumerate(spws):
+        if "asdm_freq_hz" not in spw:
+            continue
+        row = next(r for r in _rows(text) if re.search(rf"<spectralWindowId>\s*SpectralWindow_{i}\s*<", r))
+        width, n = spw["asdm_width_hz"], spw["nchan"]
+        freqs = [spw["asdm_freq_hz"] + k * width for k in range(n)]
+        new = _set(row, "refFreq", f"{freqs[0]:.1f}")
+        new = _set(new, "totBandwidth", f"{n * width:.1f}")
+        new = _set(new, "chanFreqArray", _array(freqs))
+        for tag in ("chanWidthArray", "effectiveBwArray", "resolutionArray"):
+            new = _set(new, tag, _array([width] * n))
+        new = new.replace("</row>", f"<name> {spw['name']} </name> </row>")
+        text = text.replace(row, new, 1)
+    path.write_text(text)
+
+
 def asdm_uid(asdm: Path) -> str:
     """The ASDM's own uid (the container entity of ASDM.xml), e.g. ``uid://A002/Xd28a9e/X1``."""
     text = (Path(asdm) / "ASDM.xml").read_text()
@@ -418,6 +443,7 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
                    subscanduration=f"{SUBSCAN_S}s", sbduration="86400s", verbose=False)
         _split_scans(Path(eb["asdm"]), info["scans"])
         _associate_spws(Path(eb["asdm"]), eb["spws"])
+        _relabel_spws(Path(eb["asdm"]), eb["spws"])
         info["uid"] = asdm_uid(Path(eb["asdm"]))
         print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
         results.append(info)

@@ -161,17 +161,22 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
         {"name": "spw1", "freq_hz": 99.5e9, "width_hz": cont_width, "nchan": cont_nchan},
         {"name": "spw2", "freq_hz": 111.5e9, "width_hz": cont_width, "nchan": cont_nchan},
     ]
-    if flavour != "pipeline":
-        plan.aux_spws = aux_spws(plan.spws)
+    plan.aux_spws = aux_spws(plan.spws)       # every flavour: real ASDMs carry them
     return plan
 
 
+# The water vapour radiometer's spw as real ALMA ASDMs carry it: 4 channels near the 183.31 GHz
+# water line. exportasdm refuses two receiver bands in one observation, so observe.py simulates it
+# in band 3 (``freq_hz``) and writes its real frequencies (``asdm_freq_hz``) into the ASDM.
+WVR_SPW = {"name": "WVR#NOMINAL", "freq_hz": 104.0e9, "width_hz": 31.25e6, "nchan": 4,
+           "asdm_freq_hz": 184.55e9, "asdm_width_hz": 1.5e9}
+
+
 def aux_spws(science: list[dict]) -> list[dict]:
-    """The channel-averaged spw (one channel) a real ALMA ASDM carries beside each science spw;
-    calibration scripts split them off. (Real ASDMs also hold the 183 GHz WVR spw, which
-    exportasdm cannot write: it refuses two receiver bands in one observation.)"""
+    """The non-science spws a real ALMA ASDM carries: the channel-averaged spw (one channel) beside
+    each science spw, then the 4-channel WVR spw (``WVR_SPW``); calibration scripts split them off."""
     return [{"name": f"{s['name']}#CH_AVG", "freq_hz": s["freq_hz"] + (s["nchan"] - 1) * s["width_hz"] / 2,
-             "width_hz": s["nchan"] * s["width_hz"], "nchan": 1} for s in science]
+             "width_hz": s["nchan"] * s["width_hz"], "nchan": 1} for s in science] + [dict(WVR_SPW)]
 
 
 def _lst_deg(mjd: float) -> float:
