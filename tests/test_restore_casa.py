@@ -212,6 +212,15 @@ def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(CasaNotFoundError, match=r"Python 2.*CASA 5\.1\.1"):
         plan_restore(member).check()
+    # a README naming a CASA 6 beside a Python 2 script: one consistent sentence, no "install CASA 6"
+    readme.write_text(re.sub(r"CASA version used for reduction: .*", "CASA version used for reduction: 6.5.4-9",
+                             readme.read_text()))
+    r = _cli(["restore", str(member)], tmp_path, prefix=["env", "PATH=/usr/bin:/bin", "-u", "ALMADELIVER_CASA"])
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "running" not in r.stdout, r.stdout
+    assert re.match(r"error: scriptForPI\.py v1\.25 is Python 2 \(CASA 4/5 era\); it cannot run in CASA 6; install "
+                    r"a CASA 5 or earlier \(monolithic, from casa\.nrao\.edu; the README names CASA 6\.5\.4-9, which "
+                    r"cannot run a Python 2 script\) and give it with --casa PATH$", line), line
     script.write_text(text)
 
     # a failing calibration script: the error names the script output and the CASA log
@@ -280,6 +289,22 @@ def test_version_gate_is_a_decision_and_bad_scripts_refuse_in_one_line(delivered
         assert r.returncode == 1 and re.match("error: " + expected, line), line
         assert not (member / "calibrated").exists() and not (member / "almadeliver-restore").exists()
     calscript.write_text(text)
+
+    # a Total Power EB: its <EB>.ms.scriptForSDCalibration.py is the EB's calibration script
+    sd = calscript.with_name(calscript.name.replace("scriptForCalibration", "scriptForSDCalibration"))
+    calscript.rename(sd)
+    assert _cli(["validate", str(member)], tmp_path).returncode == 0
+    r = _cli(["restore", str(member), "--dry-run", "--casa-version-mismatch", "allow"], tmp_path)
+    assert r.returncode == 0 and f"version gate {sd.name} asks for CASA 6.5.4" in r.stdout, r.stdout + r.stderr
+    sd.write_text(text.replace("# Split out corrected column", "plotms(vis=vis, xaxis='time')\n\n"
+                                                               "# Split out corrected column"))
+    r = _cli(["restore", str(member), "--casa-version-mismatch", "allow"], tmp_path)
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and re.match(rf"error: {sd.name} line \d+ needs task plotms, which modular CASA does "
+                                          r"not have", line), line
+    sd.unlink()
+    calscript.write_text(text)
+    assert not (member / "calibrated").exists() and not (member / "almadeliver-restore").exists()
     assert _listing(member / "raw") == raw_before
 
 
