@@ -85,9 +85,7 @@ def legacy_globals(variables: dict[str, Any] | None = None, casa_version: str | 
     import casatools
 
     sys.modules["casalith"] = casalith_module(casa_version)
-    # T and F: the generator's older scripts write ``flagbackup = F`` (CASA's shell defined them)
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "sys": sys,
-                                 "T": True, "F": False}
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "sys": sys}
     for name in dir(casatasks):
         if not name.startswith("_"):
             namespace[name] = getattr(casatasks, name)

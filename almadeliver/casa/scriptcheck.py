@@ -27,7 +27,7 @@ _MONOLITHIC_ONLY = {"casadef", "taskinit", "casa", "casashell", "pipeline", "rec
 _PIP_NAMES = {"casarecipes": "casarecipes", "casaplotms": "casaplotms", "casaviewer": "casaviewer",
               "matplotlib": "matplotlib", "pylab": "matplotlib", "scipy": "scipy"}
 # names the legacy shim puts in a script's namespace besides casatasks and casatools (legacy.py)
-_SHIM_NAMES = {"casalog", "casa", "execfile", "sys", "T", "F", "msmd", "tb", "ms", "ia", "qa", "me", "cb", "sm", "cl", "im",
+_SHIM_NAMES = {"casalog", "casa", "execfile", "sys", "msmd", "tb", "ms", "ia", "qa", "me", "cb", "sm", "cl", "im",
                "af", "rg", "at", "mst", "cs", "applyonly", "mysteps", "SPACESAVING", "DOSPLIT", "USEMS"}
 
 _GATE_RE = re.compile(r"^[ \t]*if\s+re\.search\(\s*(['\"])(?P<pattern>.*?)\1\s*,\s*(?P<subject>.+?)\)\s*"
