@@ -130,7 +130,7 @@ def _cell_arcsec(ms: str) -> float:
     uvw = tb.getcol("UVW")
     tb.close()
     msmd.open(ms)
-    freq = max(float(np.max(msmd.chanfreqs(s))) for s in range(msmd.nspw()))
+    freq = max(float(np.max(msmd.chanfreqs(s))) for s in range(msmd.nspw()) if msmd.nchan(s) > 4)   # science spws
     msmd.close()
     beam = 299_792_458.0 / freq / float(np.max(np.hypot(uvw[0], uvw[1]))) * 180 / math.pi * 3600
     return max(0.1, round(beam / 5, 1))
@@ -159,7 +159,8 @@ def reduce_pipeline(mous: str, ebs: list[dict], roles: dict[str, str], flux: dic
             bdfflags=True, with_pointing_correction=True)
         msmd = casatools.msmetadata()
         msmd.open(vis)
-        spws = sorted(int(s) for s in msmd.spwsforintent("OBSERVE_TARGET#ON_SOURCE"))
+        # science spws: more than 4 channels (channel-average and WVR spws left out, as scriptForPI v2.x does)
+        spws = sorted(int(s) for s in msmd.spwsforintent("OBSERVE_TARGET#ON_SOURCE") if msmd.nchan(s) > 4)
         nchan = {s: int(msmd.nchan(s)) for s in spws}
         freqs = {s: float(np.mean(msmd.chanfreqs(s))) for s in spws}
         antennas = list(msmd.antennanames())
