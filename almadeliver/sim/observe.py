@@ -373,7 +373,7 @@ def _associate_spws(asdm: Path, spws: list[dict]) -> None:
     """Pair each science spw with its channel-average spw in SpectralWindow.xml, as real ASDMs do
     (``assocNature`` CHANNEL_AVERAGE one way, FULL_RESOLUTION the other); importasdm fills the MS's
     ASSOC_SPW_ID/ASSOC_NATURE from them, which casarecipes' tsysspwmap reads. A spw without a
-    partner gets an empty association (both columns defined on every row, as importasdm leaves them)."""
+    partner (the WVR spw) is associated with itself, so that both columns are defined on every row."""
     path = asdm / "SpectralWindow.xml"
     text = path.read_text()
     names = [s["name"] for s in spws]
@@ -388,9 +388,9 @@ def _associate_spws(asdm: Path, spws: list[dict]) -> None:
             j, nature = partner[i]
             extra = (f"<numAssocValues> 1 </numAssocValues> <assocNature> 1 1 {nature} </assocNature> "
                      f"<assocSpectralWindowId> 1 1 SpectralWindow_{j} </assocSpectralWindowId> ")
-        else:
-            extra = ("<numAssocValues> 0 </numAssocValues> <assocNature> 1 0 </assocNature> "
-                     "<assocSpectralWindowId> 1 0 </assocSpectralWindowId> ")
+        else:   # itself: importasdm leaves ASSOC_SPW_ID undefined for an empty list (tsysspwmap reads every row)
+            extra = (f"<numAssocValues> 1 </numAssocValues> <assocNature> 1 1 FULL_RESOLUTION </assocNature> "
+                     f"<assocSpectralWindowId> 1 1 SpectralWindow_{i} </assocSpectralWindowId> ")
         text = text.replace(row, row.replace("</row>", extra + "</row>"), 1)
     path.write_text(text)
 
