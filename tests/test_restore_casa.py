@@ -215,7 +215,7 @@ def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
     # a README naming a CASA 6 beside a Python 2 script: one consistent sentence, no "install CASA 6"
     readme.write_text(re.sub(r"CASA version used for reduction: .*", "CASA version used for reduction: 6.5.4-9",
                              readme.read_text()))
-    r = _cli(["restore", str(member)], tmp_path, prefix=["env", "PATH=/usr/bin:/bin", "-u", "ALMADELIVER_CASA"])
+    r = _cli(["restore", str(member)], tmp_path, prefix=["env", "-u", "ALMADELIVER_CASA", "PATH=/usr/bin:/bin"])
     [line] = r.stderr.strip().splitlines()
     assert r.returncode == 1 and "running" not in r.stdout, r.stdout
     assert re.match(r"error: scriptForPI\.py v1\.25 is Python 2 \(CASA 4/5 era\); it cannot run in CASA 6; install "
