@@ -97,6 +97,11 @@ class CasaNotFoundError(CasaError):
     """A CASA installation that was asked for (or is needed) is not there."""
 
 
+class CasaVersionMismatchError(CasaError):
+    """A delivery's calibration scripts demand (by their exact-version gate) another CASA than the
+    one that would run them."""
+
+
 # -- packaging -------------------------------------------------------------------------------------
 class PackagingError(AlmadeliverError):
     """A reduction area cannot be packaged (the final checklist fails)."""

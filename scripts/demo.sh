@@ -38,10 +38,12 @@ step download almadeliver download "$OUT/plan.json" --dest "$OUT/download"
 # 5. the tree is the standard delivery tree
 step validate almadeliver validate "$OUT/download/$PROJECT"
 
-# 6. scriptForPI in modular CASA: the disk plan, then the restore
+# 6. scriptForPI in modular CASA: the disk plan and the calibration scripts' version gate (they ask for
+#    the CASA that made the delivery, 6.5.4: the dry run says so and refuses), then the restore in the
+#    installed modular CASA, the mismatch allowed and recorded
 MEMBER=$(ls -d "$OUT/download/$PROJECT"/science_goal.*/group.*/member.* | head -n 1)
-step restore almadeliver restore "$MEMBER" --dry-run
-step restore almadeliver restore "$MEMBER" --spacesaving 1
+step restore almadeliver restore "$MEMBER" --dry-run || true
+step restore almadeliver restore "$MEMBER" --spacesaving 1 --casa-version-mismatch allow
 
 # 7. re-image: the delivered imaging calls, then remade with robust 2 and 2-channel binning
 step image almadeliver image "$MEMBER" --list

@@ -57,14 +57,18 @@ def one_eb_level0(delivered, tmp_path_factory):
     "medium" size (raw/ about 19 MB) so that the raw data outweighs CASA's fixed table footprint."""
     member = delivered(1, tmp_path_factory.mktemp("one"), size="medium")
     raw_before = _listing(member / "raw")
-    r = _cli(["restore", str(member), "--spacesaving", "0"], member, offline=True, prefix=_no_network())
+    r = _cli(["restore", str(member), "--spacesaving", "0", "--casa-version-mismatch", "allow"], member, offline=True,
+             prefix=_no_network())
     return member, raw_before, r
 
 
 def test_one_eb_restored_offline(one_eb_level0):
     member, raw_before, r = one_eb_level0
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "step 15 Split out corrected column" in r.stdout           # progress: EB and step
+    assert "step 18 Split out corrected column" in r.stdout           # progress: EB and step
+    assert "step 1 Fix of SYSCAL table times" in r.stdout and "step 13 " not in r.stdout   # applyonly
+    assert re.search(r"CASA: ran modular CASA 6\.7\.\d+-\d+; the calibration scripts asked for CASA 6\.5\.4 "
+                     r"\(version mismatch allowed by --casa-version-mismatch allow\)", r.stdout), r.stdout
     [eb] = [p.name[:-len(".asdm.sdm")] for p in (member / "raw").iterdir()]
     cal = member / "calibrated"
     assert _names(cal) == {f"{eb}.ms.split.cal", f"{eb}.calibration"}
@@ -103,7 +107,7 @@ def test_peak_stays_under_scriptforpi_estimate_two_ebs_level3(delivered, tmp_pat
     working set beside the first EB's .ms.split.cal) stays under raw x (3 + 3). Level 2 deletes
     the same files at the same moments except the final .ms.split.cal, so its peak is the same."""
     member = delivered(2, tmp_path / "two", size="medium")
-    plan = plan_restore(member, spacesaving=3)
+    plan = plan_restore(member, spacesaving=3, casa_version_mismatch="allow")
     result = restore(plan, interval=0.1)
     assert plan.estimate.extra_scripts == ("scriptForFluxCalibration.py",) and plan.estimate.raw_mb >= 30
     assert result.estimate_mb == plan.estimate.need_mb(2) == 6 * plan.estimate.raw_mb
@@ -115,7 +119,7 @@ def test_peak_stays_under_scriptforpi_estimate_two_ebs_level3(delivered, tmp_pat
 def test_three_ebs_level1_then_resume_level3(delivered, tmp_path):
     member = delivered(3, tmp_path / "three")
     lines: list[str] = []
-    first = plan_restore(member, spacesaving=1)
+    first = plan_restore(member, spacesaving=1, casa_version_mismatch="allow")
     result = restore(first, on_line=lines.append, interval=0.2)
     ebs = sorted(result.calibrated_ebs)
     cal = member / "calibrated"
@@ -132,8 +136,8 @@ def test_three_ebs_level1_then_resume_level3(delivered, tmp_path):
     shutil.rmtree(cal / f"{ebs[-1]}.ms.split.cal")
     shutil.rmtree(cal / "calibrated.ms")
     with pytest.raises(TreeError, match="already exists"):
-        plan_restore(member, spacesaving=3).check()
-    plan = plan_restore(member, spacesaving=3, resume=True)
+        plan_restore(member, spacesaving=3, casa_version_mismatch="allow").check()
+    plan = plan_restore(member, spacesaving=3, resume=True, casa_version_mismatch="allow")
     assert plan.finished == ebs[:2] and plan.todo == ebs[-1:]
     resumed = restore(plan)
     assert resumed.kept == ebs[:2]
@@ -167,7 +171,7 @@ def _fake_monolithic_casa(root: Path) -> Path:
         "open(os.environ['FAKE_CASA_ARGV'], 'w').write(json.dumps(sys.argv[1:]))\n"
         "import almadeliver\n"
         "from almadeliver.casa.legacy import legacy_globals\n"
-        "ns = legacy_globals()\n"
+        "ns = legacy_globals(casa_version='6.5.4-9')   # its casalith: the CASA in its folder name\n"
         "ns['execfile'](sys.argv[sys.argv.index('-c') + 1])\n")
     exe.chmod(0o755)
     return exe
@@ -208,13 +212,23 @@ def test_refusals_before_anything_runs(delivered, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     with pytest.raises(CasaNotFoundError, match=r"Python 2.*CASA 5\.1\.1"):
         plan_restore(member).check()
+    # a README naming a CASA 6 beside a Python 2 script: one consistent sentence, no "install CASA 6"
+    readme.write_text(re.sub(r"CASA version used for reduction: .*", "CASA version used for reduction: 6.5.4-9",
+                             readme.read_text()))
+    r = _cli(["restore", str(member)], tmp_path, prefix=["env", "-u", "ALMADELIVER_CASA", "PATH=/usr/bin:/bin"])
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and "running" not in r.stdout, r.stdout
+    assert re.match(r"error: scriptForPI\.py v1\.25 is Python 2 \(CASA 4/5 era\); it cannot run in CASA 6; install "
+                    r"a CASA 5 or earlier \(monolithic, from casa\.nrao\.edu; the README names CASA 6\.5\.4-9, which "
+                    r"cannot run a Python 2 script\) and give it with --casa PATH$", line), line
     script.write_text(text)
 
     # a failing calibration script: the error names the script output and the CASA log
     [calscript] = (member / "script").glob("*.ms.scriptForCalibration.py")
     calscript.write_text("raise RuntimeError('calibration table missing')\n" + calscript.read_text())
-    with pytest.raises(CasaError, match=r"calibration table missing.*scriptForPI-.*\.out.*casa-.*\.log"):
-        restore(plan_restore(member))
+    with pytest.raises(CasaError, match=r"calibration table missing.*calibrated is left as it is.*"
+                                        r"scriptForPI-.*\.out.*casa-.*\.log"):
+        restore(plan_restore(member, casa_version_mismatch="allow"))
 
 
 def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
@@ -228,8 +242,9 @@ def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
     mnt.mkdir()
     rel = member.relative_to(top.parent)
     script = (f"mount -t tmpfs -o size={size_mb}m tmpfs {mnt} && cp -a {top} {mnt}/ && "
-              f"{sys.executable} -m almadeliver restore {mnt / rel}; echo rc=$?; "
-              f"ls {mnt / rel}; {sys.executable} -m almadeliver restore {mnt / rel} --spacesaving -1 --dry-run")
+              f"{sys.executable} -m almadeliver restore {mnt / rel} --casa-version-mismatch allow; echo rc=$?; "
+              f"ls {mnt / rel}; {sys.executable} -m almadeliver restore {mnt / rel} --spacesaving -1 --dry-run "
+              "--casa-version-mismatch allow")
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                        capture_output=True, text=True, timeout=300)
     assert "rc=1" in r.stdout, r.stdout + r.stderr
@@ -237,3 +252,69 @@ def test_too_small_disk_is_refused_before_anything_runs(delivered, tmp_path):
                      r.stderr), r.stderr
     assert "calibrated" not in r.stdout and "almadeliver-restore" not in r.stdout
     assert "dry run: would run scriptForPI.py with SPACESAVING=-1" in r.stdout
+
+
+def test_version_gate_is_a_decision_and_bad_scripts_refuse_in_one_line(delivered, tmp_path):
+    """The generator's exact-version gate (the simulated delivery asks for CASA 6.5.4): the dry run
+    names it, a plain restore refuses before CASA starts in one line naming both ways on, and a gate
+    we cannot read, a missing module or an unknown import refuse the same way (raw/ untouched,
+    nothing written)."""
+    member = delivered(1, tmp_path / "gate")
+    raw_before = _listing(member / "raw")
+    r = _cli(["restore", str(member), "--dry-run"], tmp_path)
+    assert r.returncode == 1
+    assert re.search(r"version gate uid___\w+\.ms\.scriptForCalibration\.py asks for CASA 6\.5\.4; modular CASA "
+                     r"6\.7\.\d+-\d+ would run: mismatch: refused", r.stdout), r.stdout
+    r = _cli(["restore", str(member)], tmp_path)
+    assert r.returncode == 1 and "running" not in r.stdout
+    [line] = r.stderr.strip().splitlines()
+    assert re.match(r"error: the calibration scripts ask for CASA 6\.5\.4 exactly \(uid___\w+\.ms\.scriptFor"
+                    r"Calibration\.py: version gate\); this restore would run modular CASA 6\.7\.\d+-\d+; give a "
+                    r"monolithic CASA 6\.5\.4 with --casa PATH, or add --casa-version-mismatch allow", line), line
+    r = _cli(["restore", str(member), "--casa-version-mismatch", "allow", "--dry-run"], tmp_path)
+    assert r.returncode == 0 and "mismatch: gate passed (--casa-version-mismatch allow)" in r.stdout, r.stderr
+
+    [calscript] = (member / "script").glob("*.ms.scriptForCalibration.py")
+    text = calscript.read_text()
+    for broken, expected in (
+            (text.replace("re.search('^6.5.4'", "re.search('^6.5'"),
+             rf"{calscript.name} line \d+: cannot read the CASA version its gate demands \('\^6\.5'\)"),
+            (text.replace("import casalith\n", "import casalith\nimport casadef\n"),
+             rf"{calscript.name} line \d+ needs module casadef, which modular CASA in \S+ does not have; it ships "
+             r"only with monolithic CASA"),
+            (text.replace("from casarecipes.almahelpers import tsysspwmap", "from recipes.almahelpers import tsysspwmap"),
+             rf"{calscript.name} line \d+ needs module recipes.almahelpers, which modular CASA")):
+        calscript.write_text(broken)
+        r = _cli(["restore", str(member), "--casa-version-mismatch", "allow"], tmp_path)
+        [line] = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and re.match("error: " + expected, line), line
+        assert not (member / "calibrated").exists() and not (member / "almadeliver-restore").exists()
+    calscript.write_text(text)
+
+    # a Total Power EB: its <EB>.ms.scriptForSDCalibration.py is the EB's calibration script
+    sd = calscript.with_name(calscript.name.replace("scriptForCalibration", "scriptForSDCalibration"))
+    calscript.rename(sd)
+    assert _cli(["validate", str(member)], tmp_path).returncode == 0
+    r = _cli(["restore", str(member), "--dry-run", "--casa-version-mismatch", "allow"], tmp_path)
+    assert r.returncode == 0 and f"version gate {sd.name} asks for CASA 6.5.4" in r.stdout, r.stdout + r.stderr
+    sd.write_text(text.replace("# Split out corrected column", "plotms(vis=vis, xaxis='time')\n\n"
+                                                               "# Split out corrected column"))
+    r = _cli(["restore", str(member), "--casa-version-mismatch", "allow"], tmp_path)
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and re.match(rf"error: {sd.name} line \d+ needs task plotms, which modular CASA does "
+                                          r"not have", line), line
+    sd.unlink()
+    calscript.write_text(text)
+    assert not (member / "calibrated").exists() and not (member / "almadeliver-restore").exists()
+    assert _listing(member / "raw") == raw_before
+
+
+def test_relative_casa_path_and_matching_monolithic_casa_runs_without_asking(delivered, tmp_path, monkeypatch):
+    """A monolithic CASA whose version matches the gates is used as named (a relative path too)."""
+    member = delivered(1, tmp_path / "rel")
+    _fake_monolithic_casa(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    plan = plan_restore(member, casa="casa-6.5.4-9-pipeline-2023.1.0.8")
+    plan.check()
+    assert plan.engine == "monolithic" and plan.casa.executable.is_absolute() and not plan.mismatched_gates
+    assert plan.casa_asked == ["6.5.4"]

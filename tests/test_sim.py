@@ -42,6 +42,13 @@ def test_plan_is_deterministic_with_alma_uids():
     assert make_plan("2017.1.00124.S").mous[0].uid != a.mous[0].uid
 
 
+def test_cli_rejects_a_bad_casa_version(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "almadeliver", "simulate", CODE, "--out", str(tmp_path),
+                        "--casa-version", "6.5"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: --casa-version: CASA version '6.5' is not of the form")
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_rejects_unknown_flavour(tmp_path):
     r = subprocess.run([sys.executable, "-m", "almadeliver", "simulate", CODE, "--out", str(tmp_path),
                         "--flavour", "nope"], capture_output=True, text=True)
@@ -58,8 +65,12 @@ def test_medium_size_has_more_data_in_the_same_bands():
         assert s["nchan"] * s["width_hz"] == m["nchan"] * m["width_hz"] and s["freq_hz"] == m["freq_hz"]
     assert sum(s["nchan"] for s in medium.spws) / medium.integration_s > 20 * sum(
         s["nchan"] for s in small.spws) / small.integration_s
-    assert [a["nchan"] for a in small.aux_spws] == [1, 1, 1]            # channel-averaged, split off later
-    assert make_plan(CODE, flavour="pipeline").aux_spws == []
+    # channel-averaged spws and the 4-channel WVR spw (183 GHz), split off later, in every flavour
+    assert [a["nchan"] for a in small.aux_spws] == [1, 1, 1, 4] and small.aux_spws[3]["asdm_freq_hz"] > 183e9
+    assert make_plan(CODE, flavour="pipeline").aux_spws == small.aux_spws
+    assert small.casa_version == "6.5.4-9" and make_plan(CODE, casa_version="6.4.1-12").casa_version == "6.4.1-12"
+    with pytest.raises(ValueError, match="not of the form"):
+        make_plan(CODE, casa_version="6.5")
 
 
 # -- simulated with CASA (cached) -------------------------------------------------------------------------
@@ -113,8 +124,8 @@ def test_asdm_roundtrips_through_importasdm(manual2, unpack, tmp_path):
                        workdir=tmp_path)
     names = {f["role"]: f["name"] for f in plan.fields}
     assert info["fields"] == [names["bandpass"], names["phase"], names["target"]]
-    # the science spws, then the channel-averaged spw a real ASDM carries beside each of them
-    assert info["nspw"] == 6 and info["nchan"] == [32, 16, 16, 1, 1, 1]
+    # the science spws, then the channel-averaged spw a real ASDM carries beside each of them, then WVR
+    assert info["nspw"] == 7 and info["nchan"] == [32, 16, 16, 1, 1, 1, 4]
     assert info["nobservations"] == 1 and len(info["antennas"]) == 5
     assert info["scan_intents"]["1"] == ["CALIBRATE_ATMOSPHERE#ON_SOURCE", "CALIBRATE_WVR#ON_SOURCE"]
     assert info["scan_intents"]["2"] == ["CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE",
@@ -135,7 +146,8 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     lines = []
     run_in_casa("almadeliver.casa.legacy:run_script",
                 {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member / "script"),
-                 "variables": {"SPACESAVING": 1}}, workdir=tmp_path / "run", on_line=lines.append)
+                 "variables": {"SPACESAVING": 1}, "pass_version_gates": True}, workdir=tmp_path / "run",
+                on_line=lines.append)
     free = int(re.fullmatch(r"Found (\d+) MB of available free disk space\.",
                             next(l for l in lines if l.startswith("Found "))).group(1))
     need = float(re.fullmatch(r"Expect to need up to ([\d.]+) MB of free disk space\.",
@@ -143,7 +155,10 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     raw_mb = int(subprocess.check_output(["du", "-sm", str(member / "raw")], text=True).split()[0])
     assert need == raw_mb * (7 + 3)       # level 1: 7x raw, +3x (flux script); raw/ in MB rounded up as du -sm
     assert free > need
-    assert any(l.startswith("Step  15 Split out corrected column") for l in lines)
+    assert any(l.startswith("Step  18 Split out corrected column") for l in lines)
+    assert any(l.startswith("Step  1 Fix of SYSCAL table times") for l in lines)        # applyonly steps only
+    assert not any(l.startswith("Step  13 ") for l in lines)
+    assert any("asks for CASA 6.5.4; running in this CASA anyway" in l for l in lines)
     calibrated = member / "calibrated"
     assert (calibrated / "calibrated.ms").is_dir()
     phasecal = plan.field("phase")["name"]
@@ -184,7 +199,7 @@ def test_products_are_fits_images_with_a_restoring_beam(manual2, unpack, tmp_pat
             assert h["NAXIS1"] == h["NAXIS2"] == 64
             assert np.isfinite(hdul[0].data).any()
     readme = (member / "README").read_text()
-    assert f"Project code: {CODE}" in readme and "CASA version used for reduction: 6.7.0" in readme
+    assert f"Project code: {CODE}" in readme and "CASA version used for reduction: 6.5.4-9" in readme
     assert "scriptForFluxCalibration.py" in readme and "member." in readme
     qa = sorted(p.name for p in (member / "qa").iterdir())
     assert len(qa) == 8 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (member / "qa").glob("*.png"))

@@ -4,10 +4,13 @@ ALMA's scriptForPI (v1.34 and v2.5 read) changes into raw/ before anything runs 
 ``du -smc $PWD`` (raw/ in MB, rounded up) and the "Available" column of ``df -P -m $PWD`` (MB,
 rounded up): need = raw x 11 at SPACESAVING 0, x 7 at 1, x 3 at 2 and 3, plus raw x 3 at every
 level when a flux-, polarization- or imaging-prep script is present (ALMA-FACTS.md section 4).
+scriptForPI v2.x caps SPACESAVING at 1 for datasets whose calibration used ACreNorm (amplitude
+renormalisation): levels 2 and 3 then need, and delete, what level 1 does.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ LEVEL_FACTORS = {0: 11, 1: 7, 2: 3, 3: 3}
 EXTRA_FACTOR = 3
 EXTRA_SCRIPTS = ("scriptForFluxCalibration.py", "scriptForPolCalibration.py", "scriptForImagingPrep.py")
 MB = 1 << 20
+ACRENORM_CAP = 1                                   # scriptForPI v2.x: highest level for ACreNorm data
+_ACRENORM_RE = re.compile(r"^[^#\n]*\bACreNorm\b", re.M)   # used on a line that is not a comment
 
 
 def du_bytes(path: Path) -> int:
@@ -68,10 +73,16 @@ class DiskEstimate:
     free_mb: int                       # the smaller of: free where calibrated/ goes, free where raw/ is
     extra_scripts: tuple[str, ...]     # the scripts that add raw x 3
     target: str                        # the folder whose filesystem has that free space
+    acrenorm: bool = False             # ACreNorm data: scriptForPI caps SPACESAVING at ACRENORM_CAP
+
+    def effective_level(self, level: int) -> int:
+        """The level scriptForPI really applies (ACreNorm data: at most ACRENORM_CAP)."""
+        return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level
 
     def need_mb(self, level: int) -> int:
         if level == -1:
             return 0
+        level = self.effective_level(level)
         return self.raw_mb * (LEVEL_FACTORS[level] + (EXTRA_FACTOR if self.extra_scripts else 0))
 
     @property
@@ -96,11 +107,13 @@ def estimate(member: Path) -> DiskEstimate:
     scripts = {p.name.split(".", 1)[-1] if p.name.startswith("member.") else p.name
                for p in (member / "script").glob("*.py")}
     extra = tuple(s for s in EXTRA_SCRIPTS if s in scripts)
+    acrenorm = any(_ACRENORM_RE.search(p.read_text(errors="replace"))
+                   for p in (member / "script").glob("*.ms.scriptFor*Calibration.py"))
     raw = member / "raw"
     free, target = free_mb(member), member
     if raw.is_dir() and free_mb(raw) < free:
         free, target = free_mb(raw), raw.resolve()
-    return DiskEstimate(du_mb(raw), free, extra, str(target))
+    return DiskEstimate(du_mb(raw), free, extra, str(target), acrenorm)
 
 
 @dataclass

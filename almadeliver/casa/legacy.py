@@ -7,8 +7,10 @@ ALMA's scripts expect monolithic CASA's interactive namespace: every task and to
 """
 from __future__ import annotations
 
+import ast
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,69 @@ _TOOLS = {
 }
 
 
-def legacy_globals(variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A namespace like monolithic CASA's: tasks, tools, ``casalog``, ``execfile`` and ``variables``."""
+def casalith_module(casa_version: str | None = None) -> types.ModuleType:
+    """A ``casalith`` module for modular CASA (monolithic CASA's ``casalith`` holds its version).
+
+    ``version()`` answers ``[major, minor, patch, build]`` and ``version_string()`` ``"6.7.0-31"``, as
+    monolithic CASA 6's do (ALMA's CASA 6 calibration scripts gate on the first three numbers). They
+    answer the CASA that runs (``casatools``), unless ``casa_version`` (e.g. ``"6.5.4-9"``) names the
+    CASA a simulated reducer ran (almadeliver's simulator only)."""
+    import re
+
+    if casa_version is None:
+        import casatools
+
+    text = casa_version or casatools.version_string()
+    numbers = [int(n) for n in re.split(r"[.-]", text) if n.isdigit()]
+    numbers = (numbers + [0, 0, 0, 0])[:4]
+    module = types.ModuleType("casalith", "almadeliver's casalith for modular CASA: version() and version_string()")
+    module.version = lambda: list(numbers)                       # type: ignore[attr-defined]
+    module.version_string = lambda: f"{numbers[0]}.{numbers[1]}.{numbers[2]}-{numbers[3]}"  # type: ignore[attr-defined]
+    module.__file__ = __file__
+    return module
+
+
+def is_version_gate(node: ast.stmt) -> bool:
+    """True for the generator's version gate: ``if re.search('^X.Y.Z', <CASA version>) == None:``
+    (or ``is None``) whose body is one ``sys.exit(...)`` call (ALMA-FACTS.md section 4)."""
+    if not isinstance(node, ast.If) or len(node.body) != 1 or node.orelse:
+        return False
+    test, body = node.test, node.body[0]
+    call = test.left if isinstance(test, ast.Compare) else None
+    exits = (isinstance(body, ast.Expr) and isinstance(body.value, ast.Call)
+             and isinstance(body.value.func, ast.Attribute) and body.value.func.attr == "exit"
+             and isinstance(body.value.func.value, ast.Name) and body.value.func.value.id == "sys")
+    return bool(exits and isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "search" and isinstance(call.func.value, ast.Name) and call.func.value.id == "re"
+                and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
+                and call.args[0].value.startswith("^"))
+
+
+def _pass_gates(tree: ast.Module, path: str) -> ast.Module:
+    """Replace each version gate by a print saying it was passed (``--casa-version-mismatch allow``);
+    the delivered file is not touched, only the code compiled from it."""
+    class Gates(ast.NodeTransformer):
+        def visit_If(self, node: ast.If) -> ast.AST:
+            if not is_version_gate(node):
+                return self.generic_visit(node)
+            asked = node.test.left.args[0].value.lstrip("^")   # type: ignore[attr-defined]
+            message = (f"almadeliver: {os.path.basename(path)} asks for CASA {asked}; running in this CASA "
+                       f"anyway (--casa-version-mismatch allow)")
+            return ast.copy_location(ast.Expr(ast.Call(ast.Name("print", ast.Load()), [ast.Constant(message)], [])),
+                                     node)
+    return ast.fix_missing_locations(Gates().visit(tree))
+
+
+def legacy_globals(variables: dict[str, Any] | None = None, casa_version: str | None = None,
+                   pass_version_gates: bool = False) -> dict[str, Any]:
+    """A namespace like monolithic CASA's: tasks, tools, ``casalog``, ``sys``, ``execfile`` and
+    ``variables``; ``import casalith`` gives ``casalith_module(casa_version)``. With
+    ``pass_version_gates`` the scripts' exact-version gates print instead of exiting."""
     import casatasks
     import casatools
 
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+    sys.modules["casalith"] = casalith_module(casa_version)
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__, "sys": sys}
     for name in dir(casatasks):
         if not name.startswith("_"):
             namespace[name] = getattr(casatasks, name)
@@ -44,7 +103,10 @@ def legacy_globals(variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """Python 2's execfile, running in the shared CASA namespace unless told otherwise."""
         target = namespace if globals is None else globals
         with open(path) as fh:
-            code = compile(fh.read(), str(path), "exec")
+            tree = ast.parse(fh.read(), str(path))
+        if pass_version_gates:
+            tree = _pass_gates(tree, str(path))
+        code = compile(tree, str(path), "exec")
         exec(code, target, locals if locals is not None else target)
 
     namespace["execfile"] = execfile
@@ -52,15 +114,17 @@ def legacy_globals(variables: dict[str, Any] | None = None) -> dict[str, Any]:
     return namespace
 
 
-def run_script(script: str, cwd: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Exec ``script`` with ``cwd`` as the current directory in a fresh legacy namespace.
+def run_script(script: str, cwd: str, variables: dict[str, Any] | None = None, casa_version: str | None = None,
+               pass_version_gates: bool = False) -> dict[str, Any]:
+    """Exec ``script`` with ``cwd`` as the current directory in a fresh legacy namespace
+    (``casa_version`` and ``pass_version_gates``: see ``legacy_globals``).
 
     A ``sys.exit('ERROR: ...')`` from the script becomes a ``RuntimeError`` carrying its message
     (the CASA child reports it as the error). Returns the script path and the final directory.
     """
     script_path = Path(script).resolve()
     os.chdir(cwd)
-    namespace = legacy_globals(variables)
+    namespace = legacy_globals(variables, casa_version, pass_version_gates)
     try:
         namespace["execfile"](str(script_path))
     except SystemExit as exc:

@@ -25,14 +25,18 @@ from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
 from ..transfer.lock import FolderLock
-from ..errors import AlmadeliverError, CasaError, CasaNotFoundError, DiskSpaceError, TreeError, UsageError
+from ..errors import (AlmadeliverError, CasaError, CasaNotFoundError, CasaVersionMismatchError, DiskSpaceError,
+                      TreeError, UsageError)
 from ..ids import UID_DISK_PATTERN
 from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
 from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
+from .scriptcheck import (ScriptCheckError, VersionGate, first_three, lacking, modular_casa_version,
+                          python_executable, read_gates)
 
 LEVELS = (0, 1, 2, 3, -1)
 ENGINES = ("auto", "native", "casa")
+MISMATCH_CHOICES = ("refuse", "allow")   # --casa-version-mismatch
 WORK = "almadeliver-restore"            # our folder in the member: logs, driver, resume holding area
 _SCRIPT_ID_RE = re.compile(r"\$Id: scriptForPI\.py,v (\d+\.\d+)|^scriptversion\s*=\s*['\"]([^'\"]+)['\"]", re.M)
 _PY2_MARKS = re.compile(r"^\s*print\s+[^\s(=]|\.has_key\(|^\s*except\s+[\w.]+\s*,\s*\w+\s*:|^\s*exec\s+['\"]", re.M)
@@ -86,6 +90,31 @@ class RestorePlan:
     todo: list[str] = field(default_factory=list)       # EBs scriptForPI will calibrate
     refusal: AlmadeliverError | None = None
     warnings: list[str] = field(default_factory=list)   # restore-script statements the native engine skips
+    gates: list[VersionGate] = field(default_factory=list)   # the calibration scripts' version gates
+    casa_version_mismatch: str = "refuse"                    # what to do when a gate asks for another CASA
+
+    @property
+    def casa_version(self) -> str | None:
+        """The version of the CASA that would run the scripts (None when unknown)."""
+        if self.engine == "monolithic":
+            return self.casa.version if self.casa else None
+        return modular_casa_version()
+
+    @property
+    def casa_asked(self) -> list[str]:
+        """The versions the calibration scripts' gates demand (distinct, in script order)."""
+        return list(dict.fromkeys(g.demands for g in self.gates))
+
+    @property
+    def mismatched_gates(self) -> list[VersionGate]:
+        """Gates the CASA that would run does not pass (none when its version is unknown)."""
+        running = first_three(self.casa_version)
+        return [g for g in self.gates if running and g.demands != running]
+
+    @property
+    def passes_gates(self) -> bool:
+        """True when the scripts run with their gates passed (``--casa-version-mismatch allow``)."""
+        return bool(self.mismatched_gates) and self.casa_version_mismatch == "allow"
 
     @property
     def path(self) -> Path:
@@ -140,14 +169,21 @@ def finished_ebs(calibrated: Path, ebs: list[str]) -> list[str]:
 
 
 def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
-                 casa: str | Path | None = None, resume: bool = False, engine: str = "auto") -> RestorePlan:
+                 casa: str | Path | None = None, resume: bool = False, engine: str = "auto",
+                 casa_version_mismatch: str = "refuse") -> RestorePlan:
     """Look at a member folder and decide how (and whether) to restore it; nothing is written.
 
     ``engine``: ``casa`` runs scriptForPI; ``native`` restores a pipeline delivery with
     ``native_restore`` (modular CASA); ``auto`` is native for pipeline deliveries when no
-    monolithic CASA with the pipeline is available, else ``casa``."""
+    monolithic CASA with the pipeline is available, else ``casa``. ``casa_version_mismatch``:
+    ``refuse`` (default) when a calibration script's exact-version gate asks for another CASA than
+    the one that would run, ``allow`` to run anyway with the gates passed (recorded in the report).
+    Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``."""
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
+    if casa_version_mismatch not in MISMATCH_CHOICES:
+        raise UsageError(f"--casa-version-mismatch {casa_version_mismatch} is not a choice",
+                         f"use one of {', '.join(MISMATCH_CHOICES)}")
     if spacesaving is not None and spacesaving not in LEVELS:
         raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
     member = _one_member(Path(member_dir).resolve())
@@ -155,7 +191,8 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     chosen = spacesaving is None
     level = spacesaving if spacesaving is not None else (est.best_level() if est.best_level() is not None else 3)
     plan = RestorePlan(member=member, estimate=est, spacesaving=level, level_chosen=chosen, dosplit=dosplit,
-                       script=None, readme_casa=_readme_casa(member), engine="modular", casa=None, resume=resume)
+                       script=None, readme_casa=_readme_casa(member), engine="modular", casa=None, resume=resume,
+                       casa_version_mismatch=casa_version_mismatch)
     if member.flavour is Flavour.CYCLE0:
         plan.engine = "none"
         return plan
@@ -195,6 +232,10 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
     engine_problem = _choose_engine(plan, casa, engine)
     if engine_problem:
         return engine_problem
+    if plan.engine in ("modular", "monolithic"):
+        script_problem = _check_scripts(plan)
+        if script_problem:
+            return script_problem
     if not plan.estimate.fits(plan.spacesaving):
         return _disk_refusal(plan)
     return None
@@ -223,10 +264,16 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "au
     if python2:
         if mono is None or (_casa_major(mono.version) or 0) >= 6:
             found = f"; {mono.executable} is CASA {mono.version}" if mono else ""
+            readme_major = _casa_major(plan.readme_casa)
+            if readme_major is not None and readme_major >= 6:   # README and script disagree: say so, once
+                want = (f"a CASA 5 or earlier (monolithic, from casa.nrao.edu; the README names CASA "
+                        f"{plan.readme_casa}, which cannot run a Python 2 script)")
+            else:
+                want = f"{asked} (monolithic, from casa.nrao.edu)"
             return CasaNotFoundError(
                 f"scriptForPI.py v{plan.script.version or '?'} is Python 2 (CASA 4/5 era); it cannot run in "
                 f"CASA 6{found}",
-                f"install {asked} (monolithic, from casa.nrao.edu) and give it with --casa PATH")
+                f"install {want} and give it with --casa PATH")
     if engine == "native" and not pipeline:
         return UsageError(f"--engine native restores pipeline deliveries; {plan.path} is "
                           f"{plan.member.flavour.value}", "use --engine casa (or auto)")
@@ -243,6 +290,49 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "au
             f"install {asked} with the pipeline and give it with --casa PATH, or use --engine native")
     if mono is not None:
         plan.engine, plan.casa = "monolithic", mono
+    return None
+
+
+def calibration_scripts(plan: RestorePlan) -> list[Path]:
+    """The scripts scriptForPI runs for the EBs to do, then the combining scripts, in that order."""
+    m = plan.member
+    ebs = {eb.disk: eb for eb in m.calibration_scripts}
+    scripts = [_abs(m, m.calibration_scripts[ebs[eb]]) for eb in plan.todo if eb in ebs]
+    folder = plan.script.path.parent if plan.script else m.path / "script"
+    return scripts + sorted(p for p in folder.glob("*.py") if plain_name(p.name) in EXTRA_SCRIPTS)
+
+
+def _check_scripts(plan: RestorePlan) -> AlmadeliverError | None:
+    """Read the calibration scripts' version gates and, for modular CASA, what they import or call
+    that it lacks; the first reason not to run, in one line naming the script."""
+    scripts = calibration_scripts(plan)
+    try:
+        plan.gates = read_gates(scripts)
+    except ScriptCheckError as exc:
+        return exc
+    if plan.engine == "modular":
+        lacks = lacking(scripts, context=[plan.script.path] if plan.script else None)
+        if lacks:
+            first = lacks[0]
+            more = f" (and {len(lacks) - 1} more: {', '.join(l.what for l in lacks[1:4])})" if len(lacks) > 1 else ""
+            where = f" in {python_executable()}" if first.what.startswith("module") else ""
+            return ScriptCheckError(f"{first.script.name} line {first.line} needs {first.what}, which modular "
+                                    f"CASA{where} does not have{more}", first.hint)
+    bad = plan.mismatched_gates
+    if bad and plan.casa_version_mismatch == "allow" and plan.engine == "monolithic":
+        return UsageError(f"--casa-version-mismatch allow runs the scripts in modular CASA, but {plan.casa.executable} "
+                          f"(CASA {plan.casa_version}) was named and its gates ask for CASA {bad[0].demands}",
+                          f"give a monolithic CASA {bad[0].demands} with --casa PATH, or leave --casa and "
+                          "ALMADELIVER_CASA out")
+    if bad and plan.casa_version_mismatch == "refuse":
+        asked = bad[0].demands
+        names = ", ".join(sorted({g.script.name for g in bad})[:2]) + (" ..." if len({g.script for g in bad}) > 2 else "")
+        running = ("monolithic " if plan.engine == "monolithic" else "modular ") + f"CASA {plan.casa_version}"
+        return CasaVersionMismatchError(
+            f"the calibration scripts ask for CASA {asked} exactly ({names}: version gate); this restore "
+            f"would run {running}",
+            f"give a monolithic CASA {asked} with --casa PATH, or add --casa-version-mismatch allow to run them "
+            f"in {running} anyway (recorded in the restore report)")
     return None
 
 
@@ -339,6 +429,9 @@ class RestoreResult:
     output_log: Path
     kept: list[str] = field(default_factory=list)          # EBs kept from an earlier run (--resume)
     calibrated_ebs: list[str] = field(default_factory=list)
+    casa_ran: str | None = None                            # "modular CASA 6.7.0-31", "monolithic CASA 6.5.4-9"
+    casa_asked: list[str] = field(default_factory=list)    # versions the calibration scripts' gates demand
+    mismatch_allowed: bool = False                         # gates passed by --casa-version-mismatch allow
 
     @property
     def within_estimate(self) -> bool:
@@ -368,7 +461,8 @@ def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
     else:
         run_in_casa("almadeliver.casa.legacy:run_script",
-                    {"script": str(script), "cwd": str(cwd), "variables": variables},
+                    {"script": str(script), "cwd": str(cwd), "variables": variables,
+                     "pass_version_gates": plan.passes_gates},
                     workdir=cwd, logfile=casa_log, on_line=on_line)
 
 
@@ -417,8 +511,14 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
     work, casa_log, out_log = _logs(plan)
     parser = ProgressParser(plan.todo)
     failures: list[str] = []
+    casa_ran = casa_description(plan)
+    left_behind = f"; {plan.calibrated} is left as it is (add --resume to keep the EBs it finished, or move it away)"
 
     with open(out_log, "w") as out:
+        out.write(f"almadeliver: {casa_ran}"
+                  + (f"; the calibration scripts ask for CASA {', '.join(plan.casa_asked)}" if plan.casa_asked else "")
+                  + (" (version gates passed: --casa-version-mismatch allow)" if plan.passes_gates else "") + "\n")
+
         def line_seen(line: str) -> None:
             out.write(line + "\n")
             out.flush()
@@ -445,19 +545,31 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                         run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log,
                                    line_seen)
                 except CasaError as exc:
-                    raise CasaError(exc.message, f"see the script output {out_log} and the CASA log {casa_log}") from None
+                    partial = left_behind if plan.calibrated.exists() else ""
+                    raise CasaError(exc.message + partial,
+                                    f"see the script output {out_log} and the CASA log {casa_log}") from None
         seconds = time.monotonic() - start
 
     missing = [eb for eb in plan.todo if not _restored(plan, eb)]
     if missing:
         why = f" ({failures[-1]})" if failures else ""
-        raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}",
+        raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}{left_behind}",
                         f"see the script output {out_log} and the CASA log {casa_log}")
     mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms")))
     if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
         mss += sorted((plan.calibrated / "working").glob("*.ms"))
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
-                         du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo))
+                         du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo),
+                         casa_ran, plan.casa_asked, plan.passes_gates)
+
+
+def casa_description(plan: RestorePlan) -> str:
+    """Which CASA runs the restore, in words: ``modular CASA 6.7.0-31`` or ``monolithic CASA ... (path)``."""
+    if plan.engine == "monolithic" and plan.casa:
+        return f"monolithic CASA {plan.casa.version or '(version unknown)'} ({plan.casa.executable})"
+    if plan.engine == "native":
+        return f"modular CASA {plan.casa_version or '?'} (native pipeline restore)"
+    return f"modular CASA {plan.casa_version or '?'}"
 
 
 def _restored(plan: RestorePlan, eb: str) -> bool:
@@ -465,7 +577,7 @@ def _restored(plan: RestorePlan, eb: str) -> bool:
     cal = plan.calibrated
     if (cal / f"{eb}.ms.split.cal" / "table.dat").is_file():
         return True
-    if (cal / "calibrated.ms" / "table.dat").is_file() and plan.spacesaving >= 3:
+    if (cal / "calibrated.ms" / "table.dat").is_file() and plan.estimate.effective_level(plan.spacesaving) >= 3:
         return True
     return plan.member.flavour is Flavour.PIPELINE and (cal / "working" / f"{eb}.ms" / "table.dat").is_file()
 
@@ -519,7 +631,7 @@ def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[
         for extra in sorted(extras, key=lambda p: order[plain_name(p.name)]):
             line_seen(f"Executing {extra.name} ...")
             run_script(plan, extra, cal, _variables(plan) | {"applyonly": True}, casa_log, line_seen)
-        if plan.spacesaving >= 3 and (cal / "calibrated.ms").exists():
+        if plan.estimate.effective_level(plan.spacesaving) >= 3 and (cal / "calibrated.ms").exists():
             for eb in kept + plan.todo:
                 shutil.rmtree(cal / f"{eb}.ms.split.cal", ignore_errors=True)
         line_seen('Done. Please find results in directory "calibrated".')

@@ -107,7 +107,7 @@ def find_monolithic_casa(casa: str | Path | None = None) -> MonolithicCasa | Non
     """
     named = casa or os.environ.get(CASA_ENV)
     if named:
-        exe = Path(named).expanduser()
+        exe = Path(named).expanduser().absolute()     # relative to where the user typed it
         if exe.is_dir():
             exe = exe / "bin" / "casa"
         if not (exe.is_file() and os.access(exe, os.X_OK)):

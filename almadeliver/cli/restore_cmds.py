@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..casa.restore import Progress, RestorePlan, concat_cycle0, phase_scatter, plan_restore, restore
+from ..casa.restore import (MISMATCH_CHOICES, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
+                            plan_restore, restore)
 from .app import app, state
 from .options import CasaOption
 
@@ -34,15 +35,25 @@ def _show_plan(plan: RestorePlan) -> None:
         typer.echo("CASA         modular casatools/casatasks, through the legacy shim")
     for warning in plan.warnings:
         typer.echo(f"warning      not run by the native engine: {warning}")
+    for gate in plan.gates:
+        passes = gate not in plan.mismatched_gates
+        verdict = "passes" if passes else ("mismatch: gate passed (--casa-version-mismatch allow)" if plan.passes_gates
+                                           else "mismatch: refused")
+        typer.echo(f"version gate {gate.script.name} asks for CASA {gate.demands}; "
+                   f"{casa_description(plan)} would run: {verdict}")
     if plan.finished:
         typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
                    f"calibrating {len(plan.todo)}")
     extra = f" + raw x 3 for {', '.join(est.extra_scripts)}" if est.extra_scripts else ""
     typer.echo(f"disk         raw/ {est.raw_mb} MB{extra}; {est.free_mb} MB free on {est.target}")
+    if est.acrenorm:
+        typer.echo("  ACreNorm data: scriptForPI v2.x caps SPACESAVING at 1 (levels 2 and 3 keep the *.ms)")
     typer.echo("  SPACESAVING   need (MB)   fits")
     for level in (0, 1, 2, 3, -1):
         need = "no check" if level == -1 else str(est.need_mb(level))
+        capped = est.effective_level(level) != level
         fits = "" if level == -1 else ("yes" if est.fits(level) else f"no, {est.shortfall_mb(level)} MB short")
+        fits += f" (capped at {est.effective_level(level)}: ACreNorm)" if capped else ""
         chosen = level == plan.spacesaving and plan.level_chosen
         mark = ("  <- chosen (lowest level that fits)" if est.fits(level) else "  <- none fits") if chosen else \
             ("  <- asked" if level == plan.spacesaving else "")
@@ -69,14 +80,19 @@ def restore_cmd(
     engine: str = typer.Option("auto", "--engine", help="native: restore a pipeline delivery with modular CASA "
                                "(the hifa_restoredata steps); casa: run scriptForPI; auto: native for pipeline "
                                "deliveries when no monolithic CASA with the pipeline is found, else casa."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the disk need; run nothing."),
+    casa_version_mismatch: str = typer.Option(
+        "refuse", "--casa-version-mismatch", help=f"{' | '.join(MISMATCH_CHOICES)}: when the calibration scripts' "
+        "exact-version gate asks for another CASA than the one that would run, refuse (default) or run them in "
+        "the installed modular CASA anyway (recorded in the restore report and log)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the version gates and the disk need; "
+                                 "run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
     concat: bool = typer.Option(False, "--concat", help="Cycle 0: concatenate the delivered *.ms.split.cal "
                                 "into calibrated/calibrated.ms."),
 ) -> None:
     """Restore the calibrated measurement sets of a delivery with its own scriptForPI.py."""
     plan = plan_restore(member_dir, spacesaving=spacesaving, dosplit=dosplit, casa=casa, resume=resume,
-                        engine=engine)
+                        engine=engine, casa_version_mismatch=casa_version_mismatch)
     _show_plan(plan)
     if plan.already_calibrated:
         n = len(list(plan.calibrated.glob("*.ms.split.cal")))
@@ -117,6 +133,11 @@ def restore_cmd(
     for ms in r.measurement_sets:
         s = scatter.get(str(ms))
         typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
+    if r.casa_asked:
+        typer.echo(f"CASA: ran {r.casa_ran}; the calibration scripts asked for CASA {', '.join(r.casa_asked)}"
+                   + (" (version mismatch allowed by --casa-version-mismatch allow)" if r.mismatch_allowed else ""))
+    else:
+        typer.echo(f"CASA: ran {r.casa_ran}")
     typer.echo(f"logs: {r.output_log} (script output), {r.casa_log} (CASA)")
     for warning in plan.warnings:
         typer.echo(f"warning: the native engine did not run {warning}", err=True)

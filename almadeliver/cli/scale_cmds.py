@@ -78,6 +78,9 @@ def run_cmd(
     prologue: Optional[list[str]] = typer.Option(None, "--prologue", rich_help_panel="--write-config",
                                                  help="A shell line run before the worker starts "
                                                  "(repeatable), e.g. 'module load gcc'."),
+    casa_version_mismatch: str = typer.Option(
+        "refuse", "--casa-version-mismatch", help="restore: refuse (default) or allow running calibration scripts "
+        "whose version gate asks for another CASA in the installed modular CASA (see `restore --help`)."),
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step."""
     if write_config:
@@ -91,7 +94,8 @@ def run_cmd(
     if not projects:
         raise UsageError("--projects is missing", "give codes such as 2013.1.00308.S,2017.1.01185.S or a FILE")
     config = RunConfig(dest=dest.resolve(), steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
-                       cluster=cluster, workers=workers, archive=archive)
+                       cluster=cluster, workers=workers, archive=archive,
+                       casa_version_mismatch=casa_version_mismatch)
     mous = find_mous(parse_projects(projects), archive)
     bar = tqdm(total=len(mous) * len(config.steps), unit="task", desc="run", disable=state.quiet or None)
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..sim.deliveries import FLAVOURS, simulate_project
-from ..sim.plan import SIZES
+from ..sim.plan import DELIVERY_CASA_VERSION, SIZES
 from ..errors import UsageError
 from .app import app, state
 
@@ -28,6 +28,9 @@ def simulate_cmd(
                                            "3 (pipeline 2024: spw names, Flags: lines)."),
     external: Optional[str] = typer.Option(None, "--external", help="Also ship an external product per member with this "
                                  "label, e.g. ari_l: <project>_<MOUS>_external_ari_l_001_of_001.tar."),
+    casa_version: str = typer.Option(DELIVERY_CASA_VERSION, "--casa-version", help="The CASA that made the "
+                                     "delivery: named in the README and demanded by the calibration scripts' "
+                                     "version gate (ALMA's generator writes the exact version)."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
@@ -35,7 +38,8 @@ def simulate_cmd(
     progress = None if state.quiet else (lambda line: typer.echo(line, err=True))
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
                                group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size,
-                               contdat_generation=contdat_generation, external=external)
+                               contdat_generation=contdat_generation, external=external,
+                               casa_version=casa_version)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")

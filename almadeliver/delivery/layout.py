@@ -166,6 +166,9 @@ class Member:
 STAFF_CALIBRATION_PREFIX = "Calibration_"
 STAFF_COMBINATION = "Combination/calibrated"
 STAFF_IMAGING = "Imaging"
+# The calibration script of one manual EB: interferometric, or Total Power (scriptForPI v2.x globs
+# ``*uid*.ms.scriptForSDCalibration.py``; ALMA-FACTS.md section 3).
+CALIBRATION_SCRIPT_SUFFIXES = (".ms.scriptForCalibration.py", ".ms.scriptForSDCalibration.py")
 
 
 @dataclass
@@ -296,7 +299,7 @@ def _member(index: TreeIndex, rel: str) -> Member:
         p = plain_name(name)
         if p == "scriptForPI.py":
             member.script_for_pi = join(script_rel, name)
-        elif p.endswith(".ms.scriptForCalibration.py") and eb_of(p):
+        elif p.endswith(CALIBRATION_SCRIPT_SUFFIXES) and eb_of(p):   # interferometric or Total Power EB
             member.calibration_scripts[eb_of(p)] = join(script_rel, name)
         elif p.endswith("casa_piperestorescript.py"):
             member.restore_script = join(script_rel, name)

@@ -49,7 +49,9 @@ class StaffFill:
 
 def staff_from_delivery(member: Path, images: Path, area: Path, restore_log: Path | None = None) -> StaffFill:
     """Fill the prepared ``area`` from a restored manual ``member`` and the ``images`` folder that
-    ``almadeliver image`` wrote; ``restore_log`` defaults to the member's latest restore CASA log."""
+    ``almadeliver image`` wrote. ``restore_log`` defaults to the reducer's full run the delivery ships
+    (``log/<MOUS>.scriptForPI.log``: a restore runs the calibration scripts in applyonly mode, not
+    every step), else the member's latest restore CASA log."""
     m = _manual_member(Path(member))
     staff = load_area(area)
     ebs = m.ebs_in_scripts
@@ -59,7 +61,9 @@ def staff_from_delivery(member: Path, images: Path, area: Path, restore_log: Pat
                          f"({', '.join(eb.archive for eb in ebs)})",
                          f"prepare it with 'almadeliver prepare {m.mous.archive if m.mous else 'MOUS'} "
                          + " ".join(f"--eb {eb.archive}" for eb in ebs) + "' in a new folder")
-    log = Path(restore_log) if restore_log else _latest_restore_log(m.path)
+    reducer = m.path / "log" / f"{m.mous.disk}.scriptForPI.log" if m.mous else None
+    log = Path(restore_log) if restore_log else (
+        reducer if reducer is not None and reducer.is_file() else _latest_restore_log(m.path))
     parts = script_logs(log)
     images = Path(images)
     fill = StaffFill(staff.root, m.path, log, images)

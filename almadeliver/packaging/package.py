@@ -36,7 +36,10 @@ _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _BANNER = "Atacama Large Millimeter/submillimeter Array (ALMA)"
-_SKIP_IN_CALIBRATION = (".flagversions", ".last")
+# not in <EB>.calibration.tgz: CASA's .last files and <EB>.ms.flagversions (importasdm refuses to
+# overwrite it when scriptForPI re-imports the ASDM); <EB>.ms.split.flagversions is kept: the
+# applyonly run restores the reducer's flags from it (as the simulator delivers them)
+_SKIP_IN_CALIBRATION = (".ms.flagversions", ".last")
 _PLOTS = (".plots", ".png", ".pdf")
 
 

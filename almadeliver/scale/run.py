@@ -43,6 +43,7 @@ class StepTask:
     archive: str | None
     connections_per_host: int
     gate: Callable | None = None      # the backend's connection gate (gates.py), set when submitted
+    casa_version_mismatch: str = "refuse"   # restore: --casa-version-mismatch
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunConfig:
     archive: str | None = None
     connections_per_host: int = 5     # the archive's own download script runs 5 at a time
     dask: bool | None = None          # None: Dask when installed; False: the process pool
+    casa_version_mismatch: str = "refuse"   # restore: refuse | allow (calibration scripts' version gates)
 
     def __post_init__(self) -> None:
         self.dest = Path(self.dest).resolve()      # the workers may start elsewhere (batch jobs)
@@ -277,7 +279,8 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
 
     journal = StepJournal(config.dest)
     result = RunResult()
-    queues = {m: [StepTask(p, m, s, str(config.dest), config.archive, config.connections_per_host)
+    queues = {m: [StepTask(p, m, s, str(config.dest), config.archive, config.connections_per_host,
+                                 casa_version_mismatch=config.casa_version_mismatch)
                   for s in config.steps] for p, m in mous}
     crashes: dict[tuple[str, str], int] = {}
 

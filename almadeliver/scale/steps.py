@@ -155,10 +155,11 @@ def validate_step(task: StepTask) -> dict:
 
 def restore_step(task: StepTask) -> dict:
     with _logged(task) as say:
-        plan = plan_restore(member_dir(task), resume=True)
+        plan = plan_restore(member_dir(task), resume=True, casa_version_mismatch=task.casa_version_mismatch)
         if plan.already_calibrated:
             say("Cycle 0 delivery: calibrated/ already holds the calibrated MSs")
             return {"measurement_sets": sorted(str(p) for p in plan.calibrated.glob("*.ms.split.cal"))}
+        plan.check()                 # a refusal is said before anything claims to run
         say(f"running {plan.script.path.name if plan.script else 'scriptForPI.py'} with SPACESAVING={plan.spacesaving}"
             + (f", keeping {len(plan.finished)} EBs of an earlier attempt" if plan.finished else ""))
         r = restore(plan, on_line=say)

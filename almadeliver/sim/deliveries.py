@@ -27,7 +27,7 @@ from ..ids import (DeliveryFileName, ProjectCode, Uid, auxiliary_name, cycle0_na
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
 from . import manual, pipeline
 from .catalogue import Catalogue, CatalogueFile, TarMember, frequency_support
-from .plan import LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, aux_spws, make_plan
+from .plan import DELIVERY_CASA_VERSION, LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
 
 FLAVOURS = ("manual", "pipeline", "cycle0")
@@ -308,10 +308,15 @@ def cycle0_mous_uid(plan: ProjectPlan, eb_index: int) -> str:
 def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                      group_12m_7m: bool = False, proprietary: bool = False,
                      on_line: Callable[[str], None] | None = None, size: str = "small",
-                     contdat_generation: int = 3, external: str | None = None) -> SimulatedProject:
-    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc);
-    pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text);
-    with ``external`` (a label such as ``ari_l``) every member also gets an external product tarball."""
+                     contdat_generation: int = 3, external: str | None = None,
+                     casa_version: str = DELIVERY_CASA_VERSION) -> SimulatedProject:
+    """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc).
+
+    Pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text);
+    with ``external`` (a label such as ``ari_l``) every member also gets an external product tarball.
+    ``casa_version``: the CASA that made the delivery (README, calibration scripts' version gate),
+    by default DELIVERY_CASA_VERSION, older than the installed modular CASA. Raises UsageError for a
+    bad option."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -325,11 +330,10 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         raise UsageError(f"unknown cont.dat generation {contdat_generation}",
                          "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
     started = time.monotonic()
-    plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size)
-    if flavour == "pipeline" and not plan.aux_spws:
-        # real ASDMs carry channel-averaged spws beside the science ones; the pipeline (and scriptForPI's
-        # split) must leave them out, so pipeline deliveries carry them too
-        plan.aux_spws = aux_spws(plan.spws)
+    try:
+        plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size, casa_version)
+    except ValueError as exc:
+        raise UsageError(f"--casa-version: {exc}", "give the CASA version as 6.5.4 or 6.5.4-9") from None
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".{code}.partial-{os.getpid()}"

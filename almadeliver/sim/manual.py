@@ -20,7 +20,7 @@ from ..ids import Uid
 from ..packaging.tarballs import tree_entries, write_tgz
 from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
-CALTABLE_SUFFIXES = (".antpos", ".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
+CALTABLE_SUFFIXES = (".tsys", ".wvr", ".antpos", ".ap_pre_bandpass", ".bandpass", ".phase_int", ".ampli_inf", ".flux_inf", ".phase_inf",
                      ".fluxscale", ".listobs", ".flagversions")
 
 
@@ -46,10 +46,16 @@ def bandpass_channels(spws: list[dict]) -> str:
     return ",".join(f"{i}:{s['nchan'] // 2 - 4}~{s['nchan'] // 2 + 3}" for i, s in enumerate(spws))
 
 
+def casa_gate(casa_version: str) -> str:
+    """What the generator's version gate matches: the first three numbers (``6.5.4`` of ``6.5.4-9``)."""
+    return ".".join(re.split(r"[.-]", casa_version)[:3])
+
+
 def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
     bp = plan.field("bandpass")
     comp = bp["components"][0]
-    return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "BPCAL": bp["name"],
+    return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "CASAGATE": casa_gate(plan.casa_version),
+            "BPCAL": bp["name"],
             "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": refant(mous.array),
             "SPWS": ",".join(str(i) for i in range(len(plan.spws))), "EDGECHANNELS": edge_channels(plan.spws),
             "BPCHANNELS": bandpass_channels(plan.spws), "FLUXDENSITY": comp["flux_jy"], "SPIX": comp["spix"],
@@ -139,6 +145,15 @@ def qa_products(plan: dict, eb: str, calwork: Path, calibrated_ms: Path, qa: Pat
     return {"eb": eb, "phase_rms_deg": rms, "raw_phase_rms_deg": float(np.nanstd(ph_raw))}
 
 
+def reducer_analysis_utils():
+    """What the simulated reducer's calibration run needs of analysisUtils: the generator's header
+    makes ``es = aU.stuffForScienceDataReduction()`` when applyonly is not True; the simulated
+    scripts call nothing on it."""
+    import types
+
+    return types.SimpleNamespace(stuffForScienceDataReduction=lambda: types.SimpleNamespace())
+
+
 def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
     """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures.
 
@@ -156,8 +171,11 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     log.mkdir(exist_ok=True)
     casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.scriptForPI.log"))
     print(f"running scriptForPI.py for {mous['uid']}", flush=True)
+    # the reducer's run: the full calibration (applyonly False) in the CASA that made the delivery;
+    # analysisUtils is not on PyPI and the simulated reducer uses none of it (``reducer_analysis_utils``)
     run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
-               {"SPACESAVING": 0 if cycle0 else 1})
+               {"SPACESAVING": 0 if cycle0 else 1, "applyonly": False, "aU": reducer_analysis_utils()},
+               casa_version=plan["casa_version"])
     calibrated = member_p / "calibrated"
     calibration, qa = member_p / "calibration", member_p / "qa"
     calibration.mkdir(exist_ok=True)
@@ -167,7 +185,9 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
         disk = Uid(eb["uid"]).disk
         calwork = calibrated / f"{disk}.calibration"
         results.append(qa_products(plan, disk, calwork, calibrated / f"{disk}.ms.split.cal", qa))
-        tables = sorted(p for p in calwork.iterdir() if p.name.endswith(CALTABLE_SUFFIXES))
+        # not <EB>.ms.flagversions: importasdm refuses to overwrite it when scriptForPI re-imports the ASDM
+        tables = sorted(p for p in calwork.iterdir()
+                        if p.name.endswith(CALTABLE_SUFFIXES) and not p.name.endswith(".ms.flagversions"))
         plots = [qa / f"{disk}__qa2_part{k}.png" for k in (1, 2, 3)]
         if cycle0:
             folder = calibration / f"{disk}.calibration"

@@ -200,6 +200,59 @@ def _single_polarization(ms: str) -> None:
     tb.close()
 
 
+def _syscal_column(value_type: str, ndim: int = 0, unit: str | None = None, meas: dict | None = None) -> dict:
+    column: dict = {"valueType": value_type, "dataManagerType": "StandardStMan", "dataManagerGroup": "StandardStMan",
+                    "option": 0, "maxlen": 0, "comment": "", "keywords": {}}
+    if ndim:
+        column["ndim"] = ndim
+    if unit:
+        column["keywords"]["QuantumUnits"] = [unit]
+    if meas:
+        column["keywords"]["MEASINFO"] = meas
+    return column
+
+
+def _add_syscal(ms: str, spws: list[dict], scans: list[dict], seed: int) -> int:
+    """A SYSCAL subtable as ALMA's correlator writes it: one Tsys spectrum (K, per polarization and
+    channel) per antenna and multi-channel spw at every CALIBRATE_ATMOSPHERE scan (none for the
+    one-channel channel-average spws nor the WVR spw). exportasdm writes it to SysCal.xml/.bin, importasdm reads it
+    back, and the calibration scripts' ``gencal(caltype='tsys')`` makes the Tsys table from it.
+    Returns the number of rows."""
+    import casatools
+
+    rng = np.random.default_rng(seed + 1)
+    tb = casatools.table()
+    desc = {"ANTENNA_ID": _syscal_column("int"), "FEED_ID": _syscal_column("int"),
+            "SPECTRAL_WINDOW_ID": _syscal_column("int"),
+            "TIME": _syscal_column("double", unit="s", meas={"type": "epoch", "Ref": "UTC"}),
+            "INTERVAL": _syscal_column("double", unit="s"),
+            "TSYS_SPECTRUM": _syscal_column("float", ndim=2, unit="K"), "TSYS_FLAG": _syscal_column("boolean")}
+    tb.create(f"{ms}/SYSCAL", desc)
+    tb.close()
+    tb.open(f"{ms}/ANTENNA")
+    nant = tb.nrows()
+    tb.close()
+    atmosphere = [s for s in scans if "CALIBRATE_ATMOSPHERE" in s["intents"]]
+    rows = [(0.5 * (scan["start_s"] + scan["stop_s"]), a, i, spw) for scan in atmosphere for a in range(nant)
+            for i, spw in enumerate(spws) if spw["nchan"] > 1 and "asdm_freq_hz" not in spw]
+    tb.open(f"{ms}/SYSCAL", nomodify=False)
+    tb.addrows(len(rows))
+    for row, (time, antenna, spw_id, spw) in enumerate(rows):
+        tsys = rng.uniform(60.0, 90.0) * (1.0 + 0.05 * np.linspace(-1.0, 1.0, spw["nchan"]) ** 2)
+        tb.putcell("ANTENNA_ID", row, antenna)
+        tb.putcell("FEED_ID", row, 0)
+        tb.putcell("SPECTRAL_WINDOW_ID", row, spw_id)
+        tb.putcell("TIME", row, time)
+        tb.putcell("INTERVAL", row, SCAN_S)
+        tb.putcell("TSYS_SPECTRUM", row, np.vstack([tsys, tsys]).astype(np.float32))
+        tb.putcell("TSYS_FLAG", row, True)
+    tb.close()
+    tb.open(ms, nomodify=False)
+    tb.putkeyword("SYSCAL", f"Table: {ms}/SYSCAL")
+    tb.close()
+    return len(rows)
+
+
 def simulate_ms(ms: str, eb: dict) -> dict:
     """Make the MS of one EB (see ``observe_ebs`` for the keys of ``eb``); returns its scan list."""
     import casatools
@@ -240,6 +293,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
         scan.update(start_s=begin, stop_s=end)
     _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], eb.get("noise_jy", 0.05))
     _sort_by_time(ms)
+    _add_syscal(ms, eb["spws"], scans, eb["seed"])
     return {"scans": scans, "antennas": ant}
 
 
@@ -315,6 +369,57 @@ def _split_scans(asdm: Path, scans: list[dict]) -> None:
     (asdm / "ASDM.xml").write_text(asdm_xml)
 
 
+def _associate_spws(asdm: Path, spws: list[dict]) -> None:
+    """Pair each science spw with its channel-average spw in SpectralWindow.xml, as real ASDMs do
+    (``assocNature`` CHANNEL_AVERAGE one way, FULL_RESOLUTION the other); importasdm fills the MS's
+    ASSOC_SPW_ID/ASSOC_NATURE from them, which casarecipes' tsysspwmap reads. A spw without a
+    partner (the WVR spw) is associated with itself, so that both columns are defined on every row."""
+    path = asdm / "SpectralWindow.xml"
+    text = path.read_text()
+    names = [s["name"] for s in spws]
+    partner: dict[int, tuple[int, str]] = {}
+    for i, name in enumerate(names):
+        if f"{name}#CH_AVG" in names:
+            j = names.index(f"{name}#CH_AVG")
+            partner[i], partner[j] = (j, "CHANNEL_AVERAGE"), (i, "FULL_RESOLUTION")
+    for row in _rows(text):
+        i = int(re.search(r"<spectralWindowId>\s*SpectralWindow_(\d+)", row).group(1))
+        if i in partner:
+            j, nature = partner[i]
+            extra = (f"<numAssocValues> 1 </numAssocValues> <assocNature> 1 1 {nature} </assocNature> "
+                     f"<assocSpectralWindowId> 1 1 SpectralWindow_{j} </assocSpectralWindowId> ")
+        else:   # itself: importasdm leaves ASSOC_SPW_ID undefined for an empty list (tsysspwmap reads every row)
+            extra = (f"<numAssocValues> 1 </numAssocValues> <assocNature> 1 1 FULL_RESOLUTION </assocNature> "
+                     f"<assocSpectralWindowId> 1 1 SpectralWindow_{i} </assocSpectralWindowId> ")
+        text = text.replace(row, row.replace("</row>", extra + "</row>"), 1)
+    path.write_text(text)
+
+
+def _array(values: list[float]) -> str:
+    return f"1 {len(values)} " + " ".join(f"{v:.1f}".rstrip("0").rstrip(".") for v in values)
+
+
+def _relabel_spws(asdm: Path, spws: list[dict]) -> None:
+    """Give spws simulated at a stand-in frequency (``asdm_freq_hz``, the WVR spw) their real
+    frequencies and name in SpectralWindow.xml (exportasdm refuses two receiver bands)."""
+    path = asdm / "SpectralWindow.xml"
+    text = path.read_text()
+    for i, spw in enumerate(spws):
+        if "asdm_freq_hz" not in spw:
+            continue
+        row = next(r for r in _rows(text) if re.search(rf"<spectralWindowId>\s*SpectralWindow_{i}\s*<", r))
+        width, n = spw["asdm_width_hz"], spw["nchan"]
+        freqs = [spw["asdm_freq_hz"] + k * width for k in range(n)]
+        new = _set(row, "refFreq", f"{freqs[0]:.1f}")
+        new = _set(new, "totBandwidth", f"{n * width:.1f}")
+        new = _set(new, "chanFreqArray", _array(freqs))
+        for tag in ("chanWidthArray", "effectiveBwArray", "resolutionArray"):
+            new = _set(new, tag, _array([width] * n))
+        new = new.replace("</row>", f"<name> {spw['name']} </name> </row>")
+        text = text.replace(row, new, 1)
+    path.write_text(text)
+
+
 def asdm_uid(asdm: Path) -> str:
     """The ASDM's own uid (the container entity of ASDM.xml), e.g. ``uid://A002/Xd28a9e/X1``."""
     text = (Path(asdm) / "ASDM.xml").read_text()
@@ -337,6 +442,8 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
         exportasdm(vis=eb["ms"], asdm=eb["asdm"], archiveid=eb["archiveid"], rangeid=eb["rangeid"],
                    subscanduration=f"{SUBSCAN_S}s", sbduration="86400s", verbose=False)
         _split_scans(Path(eb["asdm"]), info["scans"])
+        _associate_spws(Path(eb["asdm"]), eb["spws"])
+        _relabel_spws(Path(eb["asdm"]), eb["spws"])
         info["uid"] = asdm_uid(Path(eb["asdm"]))
         print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
         results.append(info)

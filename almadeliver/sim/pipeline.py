@@ -159,7 +159,7 @@ def _cell_arcsec(ms: str) -> float:
     uvw = tb.getcol("UVW")
     tb.close()
     msmd.open(ms)
-    freq = max(float(np.max(msmd.chanfreqs(s))) for s in range(msmd.nspw()))
+    freq = max(float(np.max(msmd.chanfreqs(s))) for s in range(msmd.nspw()) if msmd.nchan(s) > 4)   # science spws
     msmd.close()
     beam = 299_792_458.0 / freq / float(np.max(np.hypot(uvw[0], uvw[1]))) * 180 / math.pi * 3600
     return max(0.1, round(beam / 5, 1))

@@ -6,6 +6,7 @@ names. The plan travels to the CASA child as JSON (``asdict``).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from ..ids import ProjectCode, Uid
@@ -21,6 +22,10 @@ SIDEREAL_DAY = 0.99726957
 # (GB-sized) ALMA data does, for measuring disk use against scriptForPI's estimate.
 SIZES = {"small": (6.0, 16), "medium": (2.0, 256)}
 CASA_VERSION = "6.7.0"
+# The CASA that made a simulated delivery (README, calibration scripts' version gate). Real deliveries
+# name the CASA of their cycle, usually older than the one a user installs today (ALMA-FACTS.md s.4).
+DELIVERY_CASA_VERSION = "6.5.4-9"
+_CASA_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-\d+)?$")
 ALMA_LONGITUDE_DEG = -67.755
 
 _PIS = ["Ginsburg, Adam", "Qi, Chunhua", "Leroy, Adam", "Molinari, Sergio", "Turner, Jordan", "Motte, Frederique"]
@@ -90,7 +95,7 @@ class ProjectPlan:
     mous: list[MousPlan]
     fields: list[dict] = field(default_factory=list)
     spws: list[dict] = field(default_factory=list)          # science spws
-    casa_version: str = CASA_VERSION
+    casa_version: str = DELIVERY_CASA_VERSION
     size: str = "small"
     integration_s: float = SIZES["small"][0]
     aux_spws: list[dict] = field(default_factory=list)      # non-science spws the ASDMs also carry
@@ -115,8 +120,13 @@ def _start_mjd(code: ProjectCode, h: str) -> float:
 
 
 def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
-              group_12m_7m: bool = False, proprietary: bool = False, size: str = "small") -> ProjectPlan:
-    """The deterministic plan of a simulated project (``size``: a key of SIZES)."""
+              group_12m_7m: bool = False, proprietary: bool = False, size: str = "small",
+              casa_version: str = DELIVERY_CASA_VERSION) -> ProjectPlan:
+    """The deterministic plan of a simulated project (``size``: a key of SIZES; ``casa_version``: the
+    CASA that made the delivery, e.g. ``6.5.4-9``, written into the README and the version gate of the
+    calibration scripts). Raises ValueError for a version not of the form ``6.5.4`` or ``6.5.4-9``."""
+    if not _CASA_VERSION_RE.match(casa_version):
+        raise ValueError(f"CASA version {casa_version!r} is not of the form 6.5.4 or 6.5.4-9")
     project = ProjectCode.parse(code)
     integration_s, cont_nchan = SIZES[size]
     h = _hash(code, flavour)
@@ -143,7 +153,7 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
         code=code, flavour=flavour, proprietary=proprietary, pi=_PIS[int(h[8:10], 16) % len(_PIS)],
         title=f"Dense gas kinematics in {target.replace('_', ' ')} (simulated)", category=category,
         keyword=keyword, sg_uid=ous_uid(code, "sg").archive, gous_uid=ous_uid(code, "gous").archive,
-        mous=mous_plans, size=size, integration_s=integration_s)
+        mous=mous_plans, size=size, integration_s=integration_s, casa_version=casa_version)
     place_fields(plan)
     cont_width = CHAN_CONT_HZ * 16 / cont_nchan
     plan.spws = [
@@ -151,17 +161,22 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
         {"name": "spw1", "freq_hz": 99.5e9, "width_hz": cont_width, "nchan": cont_nchan},
         {"name": "spw2", "freq_hz": 111.5e9, "width_hz": cont_width, "nchan": cont_nchan},
     ]
-    if flavour != "pipeline":
-        plan.aux_spws = aux_spws(plan.spws)
+    plan.aux_spws = aux_spws(plan.spws)       # every flavour: real ASDMs carry them
     return plan
 
 
+# The water vapour radiometer's spw as real ALMA ASDMs carry it: 4 channels near the 183.31 GHz
+# water line. exportasdm refuses two receiver bands in one observation, so observe.py simulates it
+# in band 3 (``freq_hz``) and writes its real frequencies (``asdm_freq_hz``) into the ASDM.
+WVR_SPW = {"name": "WVR#NOMINAL", "freq_hz": 104.0e9, "width_hz": 31.25e6, "nchan": 4,
+           "asdm_freq_hz": 184.55e9, "asdm_width_hz": 1.5e9}
+
+
 def aux_spws(science: list[dict]) -> list[dict]:
-    """The channel-averaged spw (one channel) a real ALMA ASDM carries beside each science spw;
-    calibration scripts split them off. (Real ASDMs also hold the 183 GHz WVR spw, which
-    exportasdm cannot write: it refuses two receiver bands in one observation.)"""
+    """The non-science spws a real ALMA ASDM carries: the channel-averaged spw (one channel) beside
+    each science spw, then the 4-channel WVR spw (``WVR_SPW``); calibration scripts split them off."""
     return [{"name": f"{s['name']}#CH_AVG", "freq_hz": s["freq_hz"] + (s["nchan"] - 1) * s["width_hz"] / 2,
-             "width_hz": s["nchan"] * s["width_hz"], "nchan": 1} for s in science]
+             "width_hz": s["nchan"] * s["width_hz"], "nchan": 1} for s in science] + [dict(WVR_SPW)]
 
 
 def _lst_deg(mjd: float) -> float:

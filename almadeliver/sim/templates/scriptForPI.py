@@ -9,11 +9,17 @@
 #                3 also *.ms.split.cal once calibrated.ms exists; -1 skip the disk space check
 #   DOSPLIT      True (default): keep the per-EB *.ms.split.cal; False: keep the unsplit *.ms.split
 #   USEMS        run even though ../calibrated already exists (reuse what is there)
+#
+# As ALMA's scriptForPI, it runs the calibration scripts with applyonly = True: the tables come from
+# ../calibration/<EB>.calibration.tgz and only the steps that apply them run (their titles are in
+# APPLY_STEPS). The simulated reducer's own run sets applyonly = False before execfile.
 import glob
 import os
 import shutil
+import re
 import subprocess
 import sys
+import tarfile
 
 scriptversion = '2.0-almadeliver'
 casalog.post('Running scriptForPI.py version ' + scriptversion)
@@ -22,6 +28,19 @@ print('scriptForPI.py version ' + scriptversion)
 savingslevel = int(globals().get('SPACESAVING', 0))
 dosplit = bool(globals().get('DOSPLIT', True))
 usems = bool(globals().get('USEMS', False))
+applyonly = bool(globals().get('applyonly', True))
+APPLY_STEPS = ('Import of the ASDM', 'Fix of SYSCAL table times', 'Application of the WVR, Tsys and antpos cal tables',
+               'Application of the WVR and Tsys cal tables', 'Split out science SPWs and time average',
+               'Save flags before bandpass cal', 'Save flags before gain cal', 'Save flags before applycal',
+               'Application of the bandpass and gain cal tables', 'Split out corrected column',
+               'Save flags after applycal')
+
+
+def apply_steps(script):
+    """The steps of a calibration script that apply the delivered tables (read off its step_title)."""
+    with open(script) as fh:
+        titles = re.findall(r"(\d+)\s*:\s*'([^']*)'", fh.read().split('step_title', 1)[1].split('}', 1)[0])
+    return [int(n) for n, title in titles if title in APPLY_STEPS]
 
 if os.path.basename(os.getcwd()) != 'script':
     sys.exit('ERROR: Please start scriptForPI.py from inside the directory named "script" of the delivery.')
@@ -35,7 +54,8 @@ if os.path.exists('../calibrated') and not usems:
     sys.exit('ERROR: directory ../calibrated already exists. Delete it (or set USEMS=True) and start again.')
 
 restorescripts = sorted(glob.glob('*casa_piperestorescript.py'))
-if restorescripts and not glob.glob('uid*.ms.scriptForCalibration.py'):
+calibrationscripts = sorted(glob.glob('uid*.ms.scriptForCalibration.py') + glob.glob('*uid*.ms.scriptForSDCalibration.py'))
+if restorescripts and not calibrationscripts:
     # pipeline-calibrated data: hifa_restoredata applies the delivered calibration in calibrated/working
     if 'hifa_restoredata' not in globals():
         sys.exit('ERROR: this MOUS was calibrated by the ALMA pipeline; start CASA with --pipeline '
@@ -53,7 +73,14 @@ if restorescripts and not glob.glob('uid*.ms.scriptForCalibration.py'):
     print('scriptForPI.py done: calibrated data in ../calibrated/working')
     sys.exit(0)
 
-calscripts = {p[:-len('.ms.scriptForCalibration.py')]: p for p in sorted(glob.glob('uid*.ms.scriptForCalibration.py'))}
+calscripts = {re.search(r'(uid___\w+?)\.ms\.scriptFor(?:SD)?Calibration\.py$', p).group(1): p
+              for p in calibrationscripts}
+# as scriptForPI v2.x: amplitude-renormalised (ACreNorm) data keep their *.ms (SPACESAVING at most 1)
+for calscript in calscripts.values():
+    with open(calscript) as fh:
+        if savingslevel > 1 and re.search(r'^[^#\n]*\bACreNorm\b', fh.read(), re.M):
+            print('This dataset uses ACreNorm: SPACESAVING is reduced to 1.')
+            savingslevel = 1
 extra_scripts = [s for s in ('scriptForFluxCalibration.py', 'scriptForPolCalibration.py', 'scriptForImagingPrep.py')
                  if os.path.exists(s)]
 
@@ -93,13 +120,19 @@ for asdm in asdms:
         done.append(asdm)
         continue
     workdir = asdm + '.calibration'
+    if applyonly:
+        tables = '../calibration/' + asdm + '.calibration.tgz'
+        if not os.path.exists(tables):
+            sys.exit('ERROR: ' + tables[3:] + ' is missing: the calibration tables of ' + asdm + ' are needed.')
+        with tarfile.open(tables) as tgz:
+            tgz.extractall('.')
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     if not os.path.lexists(asdm):
         os.symlink('../../raw/' + asdm + '.asdm.sdm', asdm)
     print('Processing ASDM ' + asdm + ' with ' + calscripts[asdm])
     casalog.post('Processing ASDM ' + asdm + ' with ' + calscripts[asdm])
-    mysteps = []
+    mysteps = apply_steps('../../script/' + calscripts[asdm]) if applyonly else []
     execfile('../../script/' + calscripts[asdm])
     if dosplit:
         shutil.move(asdm + '.ms.split.cal', '../' + asdm + '.ms.split.cal')
