@@ -109,3 +109,29 @@ PIPELINE_GROUP = "2019.1.00456.S"   # pipeline flavour, a 12m + 7m group (one EB
 def pipeline_group(simulated) -> Path:
     """The simulated pipeline project shared by the sim, native restore and image tests."""
     return simulated(PIPELINE_GROUP, flavour="pipeline", group_12m_7m=True, proprietary=True)
+
+
+STAFF_PROJECT = "2017.1.00123.S"    # the demo's project: one MOUS, 2 EBs (flux calibration + combination)
+
+
+@pytest.fixture(scope="session")
+def staff_reduction(simulated, unpack, tmp_path_factory):
+    """A staff reduction area filled by ``prepare --from-delivery`` from the simulated 2-EB manual
+    project, restored and re-imaged once per session: ``.area`` (read it, or copy it before
+    changing anything), ``.member``, ``.restored``, ``.imaged``, ``.fill``."""
+    from types import SimpleNamespace
+
+    from almadeliver.casa import imaging
+    from almadeliver.casa.restore import plan_restore, restore
+    from almadeliver.delivery.layout import find_members
+    from almadeliver.delivery.staff import prepare_area
+    from almadeliver.packaging.fromdelivery import staff_from_delivery
+
+    project = simulated(STAFF_PROJECT, ebs=2)
+    root = tmp_path_factory.mktemp("staff-reduction")
+    [member] = find_members(unpack(project, root / "delivered"))
+    restored = restore(plan_restore(member.path, spacesaving=1))
+    imaged = imaging.run(imaging.plan(member.path), root / "images")
+    area = prepare_area(member.mous, member.ebs_in_scripts, root / "staff")
+    fill = staff_from_delivery(member.path, imaged.out, area, restored.casa_log)
+    return SimpleNamespace(project=project, member=member, restored=restored, imaged=imaged, area=area, fill=fill)

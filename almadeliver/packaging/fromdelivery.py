@@ -9,8 +9,10 @@ What goes where, as staff lay out their own reduction (delivery/staff.py)::
                                     delivered qa/<EB>__*), the calibration tables the restore made
                                     (calibrated/<EB>.calibration/, intermediate MSs left out) and the
                                     delivered calibration plots
-    Combination/calibrated/         several EBs: *.ms.split.cal, calibrated.ms, allFluxes.txt,
-                                    scriptForFluxCalibration.py, casa-<time>.log (its part of the log)
+    Combination/calibrated/         several EBs: *.ms.split.cal, the *.ms.split.fluxscale of each EB,
+                                    calibrated.ms, allFluxes.txt, scriptForFluxCalibration.py,
+                                    casa-<time>.log (its part of the log); one EB: its .ms.split.cal
+                                    goes into its Calibration_X folder
     Imaging/                        scriptForImaging.py, casa-<time>.log (of `almadeliver image`),
                                     *.pbcor.fits and *.flux.fits from the images folder
 
@@ -134,6 +136,9 @@ def _fill_eb(put: "_Placer", m: Member, eb: Uid, folder: str, parts: dict[str, s
     plots = m.path / "calibration" / f"{eb.disk}.calibration.plots.tgz"
     if plots.is_file():
         put.untar(plots, f"{eb.disk}.calibration.plots/", folder)
+    split_cal = m.path / "calibrated" / f"{eb.disk}.ms.split.cal"
+    if len(m.ebs_in_scripts) == 1 and split_cal.is_dir():    # one EB: its .split.cal stays in its folder
+        put.copy(split_cal, f"{folder}/{split_cal.name}")
 
 
 def _fill_combination(put: "_Placer", m: Member, parts: dict[str, str], log: Path) -> None:
@@ -143,6 +148,10 @@ def _fill_combination(put: "_Placer", m: Member, parts: dict[str, str], log: Pat
     for path in sorted(cal.glob("*.ms.split.cal")) + [cal / "calibrated.ms", cal / "allFluxes.txt"]:
         if path.exists():
             put.copy(path, f"Combination/calibrated/{path.name}")
+    for eb in m.ebs_in_scripts:     # the manual: copy each uid*.ms.split.fluxscale next to the .split.cal
+        fluxscale = cal / f"{eb.disk}.calibration" / f"{eb.disk}.ms.split.fluxscale"
+        if fluxscale.exists():
+            put.copy(fluxscale, f"Combination/calibrated/{fluxscale.name}")
     put.copy(m.path / "script" / FLUX_SCRIPT, f"Combination/calibrated/{FLUX_SCRIPT}")
     put.text(parts[FLUX_SCRIPT], f"Combination/calibrated/{_log_name(parts[FLUX_SCRIPT])}")
 
