@@ -40,12 +40,26 @@ PHASE_WARN_DEG, PHASE_FAIL_DEG = 10.0, 20.0     # phase rms of a calibrator (tim
 AMP_WARN, AMP_FAIL = 0.1, 0.2                   # amplitude scatter / mean of a calibrator
 SETJY_WARN, SETJY_FAIL = 0.1, 0.2               # setjy flux against other EBs / flux.csv
 ALLFLUXES_FAIL = 0.05                           # allFluxes.txt against the .fluxscale value
-SEPARATION_WARN_DAYS = 1.0                      # combined flux calibration only within a day (seed 002)
-RMS_WARN, RMS_FAIL = 1.1, 1.5                   # achieved / requested rms
-BEAM_WARN, BEAM_FAIL = 1.2, 1.5                 # achieved / requested resolution
+# EBs further apart may see another phase calibrator flux: seed 002 does the combined flux calibration for
+# EBs "within one day from each other", seed 001 warns of EBs "more than a few days" apart; EBs on
+# consecutive days (up to 2 days between their starts) pass
+SEPARATION_WARN_DAYS = 2.0
+# achieved / requested rms and resolution: a warning, never a failure (the manual: note on the ticket
+# whether the requests are reached; a multi-array SG's MOUS cannot reach them alone; QA2 semipass data
+# are delivered too)
+RMS_WARN = 1.1
+BEAM_WARN = 1.2
 
 _WARN_LINE = re.compile(r"^\S+ \S+\s+WARN\s+(?P<origin>\S*)\s*(?P<text>.*)$", re.MULTILINE)
-_CASA_VERSION = re.compile(r"CASA Version (?:CASA )?(?P<v>\d+\.\d+\.\d+)")
+# "CASA Version 4.4.0-REL (r33623)", "CASA Version CASA 6.5.4-9", "CASA Version MODULAR 6.7.0.31"
+_CASA_VERSION = re.compile(r"CASA Version (?:[A-Z]+ )?(?P<v>\d+\.\d+\.\d+)")
+# WARN lines CASA writes in a sound reduction, with why they are harmless; every other WARN is reported.
+KNOWN_WARNINGS = {
+    "PSF is blank for": "tclean: channels whose data are all flagged (e.g. the flagged edge channels)",
+    "No rest frequency info, using the center": "tclean: a cube of a continuum spw, imaged without restfreq",
+    "Restoring with an empty model image": "tclean: a cube made with niter=0",
+    "State Expression: No match found for": "flagdata: an intent the a priori flagging names is not in this EB",
+}
 _FLUXSCALE = re.compile(r"Flux density for (?P<field>\S+) in SpW=(?P<spw>\d+)(?: \(freq=(?P<freq>[0-9.eE+-]+) Hz\))?"
                         r" is: (?P<flux>[0-9.eE+-]+) \+/- (?P<err>[0-9.eE+-]+)")
 _ALLFLUXES = re.compile(r'^\s*"(?P<field>[^"]+)"\s+(?P<spw>\d+)\s+(?P<freq>[0-9.eE+-]+)\s+(?P<flux>[0-9.eE+-]+)\s+'
@@ -136,11 +150,18 @@ def log_casa_version(log: Path) -> str | None:
 
 
 def check_log_warnings(check: "_Checker", item: str, log: Path) -> None:
+    """The log's WARN lines: pass when there are none or all are of the harmless kinds in
+    KNOWN_WARNINGS, warn otherwise (the manual: check for error/warning messages)."""
     warnings = log_warnings(log)
-    numbers = {"warn_lines": len(warnings), "first": warnings[:5]}
-    if warnings:
-        check.warn(item, log, f"{len(warnings)} WARN line(s), first: {warnings[0][:160]}",
+    known = {k: sum(k in w for w in warnings) for k in KNOWN_WARNINGS}
+    other = [w for w in warnings if not any(k in w for k in KNOWN_WARNINGS)]
+    numbers = {"warn_lines": len(warnings), "known": {k: n for k, n in known.items() if n}, "other": len(other),
+               "first": other[:5]}
+    if other:
+        check.warn(item, log, f"{len(other)} WARN line(s) to read, first: {other[0][:160]}",
                    "read them in the log and say in the README what they mean for the data", numbers)
+    elif warnings:
+        check.ok(item, log, f"{len(warnings)} WARN line(s), all of known harmless kinds", numbers)
     else:
         check.ok(item, log, "no WARN line", numbers)
 
@@ -366,7 +387,11 @@ def check_allfluxes(check: "_Checker", area: "StaffArea", fluxscales: dict[str, 
         check.fail("staff.combination.allfluxes", path, "no line of the form \"field\" spw freq flux mean date vis",
                    "make it again with es.generateReducScript(..., step='fluxcal')")
         return
-    scales = {eb: read_fluxscale(p) for eb, p in fluxscales.items()}
+    sources = dict(fluxscales)
+    for eb in area.ebs:          # not copied yet: the one the calibration made in the EB folder
+        if eb.uid is not None and eb.uid.disk not in sources and (eb.folder / f"{eb.uid.disk}.ms.split.fluxscale").is_file():
+            sources[eb.uid.disk] = eb.folder / f"{eb.uid.disk}.ms.split.fluxscale"
+    scales = {eb: read_fluxscale(p) for eb, p in sources.items() if p.is_file()}
     compared, worst, unmatched = [], 0.0, []
     for r in rows:
         ref = scales.get(r["eb"], {}).get((r["field"], r["spw"]))
@@ -610,7 +635,7 @@ def check_request(check: "_Checker", area: "StaffArea", images: list[ImageFigure
         check.warn("staff.imaging.sensitivity", area.readme, "no requested rms (README 'Proposed rms:' line)",
                    "give --requested-rms or state the request in the README", {"requested_rms_jy": None})
     elif not cubes:
-        check.fail("staff.imaging.sensitivity", area.imaging, "no cube with a measurable rms",
+        check.warn("staff.imaging.sensitivity", area.imaging, "no cube with a measurable rms",
                    "export the cubes with their .flux.fits", {"requested_rms_jy": rms_req})
     else:
         achieved = {}
@@ -624,7 +649,7 @@ def check_request(check: "_Checker", area: "StaffArea", images: list[ImageFigure
         msg = (f"rms {best[1]['rms_at_requested_bandwidth_jy'] * 1e3:.2f} mJy/beam ({best[0]}"
                f"{', scaled to the requested bandwidth' if bandwidth else ''}) against {rms_req * 1e3:.2f} requested "
                f"({source}): x{ratio:.2f}")
-        _verdict(check, "staff.imaging.sensitivity", area.imaging, msg, ratio, RMS_WARN, RMS_FAIL,
+        _verdict(check, "staff.imaging.sensitivity", area.imaging, msg, ratio, RMS_WARN,
                  "note on the ticket that the requested sensitivity is not reached", numbers)
     beams = [i for i in images if i.bmaj_arcsec]
     if beam_req is None:
@@ -632,7 +657,7 @@ def check_request(check: "_Checker", area: "StaffArea", images: list[ImageFigure
                    "resolution' line)", "give --requested-beam or state the request in the README",
                    {"requested_beam_arcsec": None})
     elif not beams:
-        check.fail("staff.imaging.resolution", area.imaging, "no image has a beam", "restore the images with a beam",
+        check.warn("staff.imaging.resolution", area.imaging, "no image has a beam", "restore the images with a beam",
                    {"requested_beam_arcsec": beam_req})
     else:
         achieved = {i.path.name: math.sqrt(i.bmaj_arcsec * i.bmin_arcsec) for i in beams}
@@ -640,15 +665,13 @@ def check_request(check: "_Checker", area: "StaffArea", images: list[ImageFigure
         ratio = best / beam_req
         numbers = {"requested_beam_arcsec": beam_req, "source": source, "achieved_arcsec": achieved, "ratio": ratio}
         msg = f"beam {best:.2f} arcsec ({name}, geometric mean) against {beam_req:.2f} requested ({source}): x{ratio:.2f}"
-        _verdict(check, "staff.imaging.resolution", area.imaging, msg, ratio, BEAM_WARN, BEAM_FAIL,
+        _verdict(check, "staff.imaging.resolution", area.imaging, msg, ratio, BEAM_WARN,
                  "note on the ticket that the requested resolution is not reached", numbers)
 
 
-def _verdict(check: "_Checker", item: str, path: Path, msg: str, ratio: float, warn: float, fail: float,
+def _verdict(check: "_Checker", item: str, path: Path, msg: str, ratio: float, warn: float,
              hint: str, numbers: dict) -> None:
-    if ratio > fail:
-        check.fail(item, path, msg, hint, numbers)
-    elif ratio > warn:
+    if ratio > warn:
         check.warn(item, path, msg, hint, numbers)
     else:
         check.ok(item, path, msg, numbers)

@@ -11,6 +11,7 @@ The quantities are those the ALMA staff manual (seed 001) asks reducers to look 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,8 +262,10 @@ def calibrator_series(ms: MsSummary, column: str = "DATA") -> list[CalibratorSer
                 ref = np.nanmean(vis)
                 vis = vis / (ref / abs(ref)) if ref and np.isfinite(ref) else vis
                 utimes = np.unique(time)
-                per_t = np.array([np.nanmean(vis[:, :, time == t]) for t in utimes])
-                per_f = np.nanmean(vis, axis=(0, 2))
+                with warnings.catch_warnings():     # all-flagged integrations and channels average to NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    per_t = np.array([np.nanmean(vis[:, :, time == t]) for t in utimes])
+                    per_f = np.nanmean(vis, axis=(0, 2))
                 out.append(CalibratorSeries(name, int(spw), utimes, np.abs(per_t), np.degrees(np.angle(per_t)),
                                             freqs.get(int(spw), np.arange(per_f.size, dtype=float)),
                                             np.abs(per_f), np.degrees(np.angle(per_f))))

@@ -97,6 +97,16 @@ def _latest_restore_log(member: Path) -> Path:
     return logs[-1]
 
 
+def _session_header(log: Path) -> str:
+    """The start of a CASA log up to its "CASA Version" line: each part cut from the restore log
+    starts with it, as a CASA session's own log does (the checklist compares the versions)."""
+    lines = log.read_text(errors="replace").splitlines(keepends=True)
+    for k, line in enumerate(lines[:200]):
+        if "CASA Version" in line:
+            return "".join(lines[: k + 1])
+    return ""
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace")
 
@@ -125,7 +135,7 @@ def _fill_eb(put: "_Placer", m: Member, eb: Uid, folder: str, parts: dict[str, s
     put.copy(m.path / m.asdms[eb], f"{folder}/{eb.disk}")
     script = m.path / m.calibration_scripts[eb]
     put.copy(script, f"{folder}/{plain_name(script.name)}")
-    put.text(parts[eb.disk], f"{folder}/{_log_name(parts[eb.disk])}")
+    put.text(_session_header(log) + parts[eb.disk], f"{folder}/{_log_name(parts[eb.disk])}")
     for qa in sorted((m.path / "qa").glob(f"{eb.disk}__*")):
         put.copy(qa, f"{folder}/qa2/{qa.name}")
     work = m.path / "calibrated" / f"{eb.disk}.calibration"
@@ -153,7 +163,7 @@ def _fill_combination(put: "_Placer", m: Member, parts: dict[str, str], log: Pat
         if fluxscale.exists():
             put.copy(fluxscale, f"Combination/calibrated/{fluxscale.name}")
     put.copy(m.path / "script" / FLUX_SCRIPT, f"Combination/calibrated/{FLUX_SCRIPT}")
-    put.text(parts[FLUX_SCRIPT], f"Combination/calibrated/{_log_name(parts[FLUX_SCRIPT])}")
+    put.text(_session_header(log) + parts[FLUX_SCRIPT], f"Combination/calibrated/{_log_name(parts[FLUX_SCRIPT])}")
 
 
 def _fill_imaging(put: "_Placer", m: Member, images: Path) -> None:

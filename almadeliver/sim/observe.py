@@ -315,6 +315,22 @@ def _split_scans(asdm: Path, scans: list[dict]) -> None:
     (asdm / "ASDM.xml").write_text(asdm_xml)
 
 
+def _flag_table(asdm: Path, uid: str) -> None:
+    """Flag.xml, the online flags every real ALMA ASDM carries (here none: the simulated array has no
+    online flags). exportasdm writes no Flag.xml, and importasdm then warns "There is no Flag.xml in
+    ASDM"; with it, importasdm reports "No valid flags found in Flag.xml"."""
+    container = uid.rsplit("/", 1)[0]
+    (asdm / "Flag.xml").write_text(
+        '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+        '<FlagTable xmlns:flag="http://Alma/XASDM/FlagTable" xmlns="http://Alma/XASDM/FlagTable" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        'schemaVersion="3" schemaRevision="-1">\n'
+        f'<Entity entityId="{container}/Xf1a9" entityIdEncrypted="na" entityTypeName="FlagTable" '
+        'schemaVersion="1" documentVersion="1"/>\n'
+        f'<ContainerEntity entityId="{uid}" entityIdEncrypted="na" entityTypeName="ASDM" schemaVersion="1" '
+        'documentVersion="1"/>\n</FlagTable>\n')
+
+
 def asdm_uid(asdm: Path) -> str:
     """The ASDM's own uid (the container entity of ASDM.xml), e.g. ``uid://A002/Xd28a9e/X1``."""
     text = (Path(asdm) / "ASDM.xml").read_text()
@@ -338,6 +354,7 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
                    subscanduration=f"{SUBSCAN_S}s", sbduration="86400s", verbose=False)
         _split_scans(Path(eb["asdm"]), info["scans"])
         info["uid"] = asdm_uid(Path(eb["asdm"]))
+        _flag_table(Path(eb["asdm"]), info["uid"])
         print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
         results.append(info)
     return results
