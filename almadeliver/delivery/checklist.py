@@ -228,10 +228,9 @@ def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis
 
 
 def check_flagging(check: "_Checker", eb: "StaffEb", cal: "vis.MsSummary | None") -> dict:
-    """Flagged fraction per stage and spw: the flag versions of the split MS (per spw, cross-correlations)
-    and of the imported MS (overall), then the final flags of ``.ms.split.cal``. Judged on the split
-    stages and the final flags; the imported MS's stages (autocorrelations and non-science intents
-    flagged a priori) are reported only."""
+    """Flagged fraction per stage and spw: the flag versions of the split MS (per spw, cross-correlations,
+    read with the rows of ``.ms.split.cal``) and of the imported MS (overall), then the final flags of
+    ``.ms.split.cal``. Judged on what is per spw; overall fractions are reported only."""
     stages: dict[str, dict[str, float]] = {}
     for fv in sorted(eb.folder.glob("*.flagversions")):
         matched = cal if cal is not None and fv.name == f"{eb.uid.disk}.ms.split.flagversions" else None
@@ -243,11 +242,14 @@ def check_flagging(check: "_Checker", eb: "StaffEb", cal: "vis.MsSummary | None"
         check.fail("staff.eb.flagging", eb.folder, "no flag versions (<vis>.flagversions) and no .ms.split.cal",
                    "keep the flag versions flagmanager saved during the calibration")
         return stages
-    judged = {s: f for s, f in stages.items() if not s.startswith(f"{eb.uid.disk}.ms:")}
+    # judged: the stages read per spw over the cross-correlations (the overall fractions of a flag
+    # version without an MS of the same rows include the autocorrelations, flagged a priori)
+    judged = {s: f for s, f in stages.items() if "all" not in f}
     worst_stage, worst_spw, worst = max(((s, spw, x) for s, f in judged.items() for spw, x in f.items()),
                                         key=lambda t: t[2], default=("", "", 0.0))
     numbers = {"stages": stages, "max_fraction": worst, "max_at": f"{worst_stage} spw {worst_spw}"}
-    msg = f"largest flagged fraction {worst:.1%} ({worst_stage}, spw {worst_spw}); {len(stages)} stages"
+    msg = (f"largest flagged fraction {worst:.1%} ({worst_stage}, spw {worst_spw}); {len(stages)} stages"
+           if judged else f"{len(stages)} stages, overall fractions only (no MS with their rows to tell the spws apart)")
     if worst > FLAG_FAIL:
         check.fail("staff.eb.flagging", eb.folder, msg, "find why so much is flagged (getFlagStatistics)", numbers)
     elif worst > FLAG_WARN:
