@@ -189,7 +189,7 @@ def break_concat(area: Path):
 def break_casa_version(area: Path):
     log = next((area / "Imaging").glob("casa-*.log"))
     text = log.read_text()
-    m = re.search(r"CASA Version (?:CASA )?(\d+\.\d+\.\d+)", text)
+    m = re.search(r"CASA Version (?:[A-Z]+ )?(\d+\.\d+\.\d+)", text)
     log.write_text(text.replace(m.group(0), m.group(0).replace(m.group(1), "4.4.0")))
     return {"versions": dict}
 

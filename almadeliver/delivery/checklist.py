@@ -604,7 +604,17 @@ def _verify(hdul) -> list[str]:
     try:
         hdul.verify("exception")
     except VerifyError as exc:
-        return [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("Verification")] or [str(exc)]
+        # "Verification reported errors:\nHDU 0:\n    Card 15:\n        Card keyword 'bunit' is not upper case."
+        problems, where = [], []
+        for line in str(exc).splitlines():
+            text = line.strip()
+            if not text or text.startswith(("Verification reported", "Note: astropy")):
+                continue
+            if re.fullmatch(r"(HDU|Card) \d+:", text):
+                where = [w for w in where if not w.startswith(text.split()[0])] + [text[:-1]]
+                continue
+            problems.append(f"{', '.join(where)}: {text}" if where else text)
+        return problems or [str(exc).strip()]
     return []
 
 
