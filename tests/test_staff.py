@@ -294,3 +294,44 @@ def test_group_area(tmp_path, real):
     report = check_group_area(gous)
     assert failed(report) == {}
     assert report.details == {"gous": "uid://A001/X196/X92"}
+
+
+def test_flagversions_removal_forms():
+    """Step 0's removal of <EB>.ms.flagversions: the manual's literal, built from vis, rmtree; not after
+    importasdm, not in another step, not commented out."""
+    from almadeliver.delivery.checklist import flagversions_removal
+
+    eb = EBS[0]
+    head = "thesteps = []\nstep_title = {0: 'Import of the ASDM', 1: 'Listobs'}\n"
+
+    def step0(body: str) -> str:
+        return head + "\nmystep = 0\nif(mystep in thesteps):\n" + body + "\nmystep = 1\nif(mystep in thesteps):\n  listobs(vis='x')\n"
+
+    imp = f"  importasdm('{eb.disk}', asis='Antenna Station Receiver Source')\n"
+    assert flagversions_removal(step0(f"  os.system('rm -rf {eb.disk}.ms.flagversions')\n" + imp), eb) == (True, 6, 7)
+    built = f"vis = '{eb.disk}.ms'\n" + step0("  os.system('rm -rf ' + vis + '.flagversions')\n" + imp)
+    assert flagversions_removal(built, eb)[0]
+    assert flagversions_removal(step0(f"  shutil.rmtree('{eb.disk}.ms.flagversions', ignore_errors=True)\n" + imp), eb)[0]
+    assert flagversions_removal(step0(imp + f"  os.system('rm -rf {eb.disk}.ms.flagversions')\n"), eb) == (False, None, 6)
+    assert not flagversions_removal(step0(f"  # os.system('rm -rf {eb.disk}.ms.flagversions')\n" + imp), eb)[0]
+    assert not flagversions_removal(step0(f"  os.system('rm -rf {EBS[1].disk}.ms.flagversions')\n" + imp), eb)[0]
+    assert flagversions_removal(step0("  listobs(vis='x')\n"), eb) == (False, None, None)
+
+
+def test_setjy_against_other_ebs_and_flux_csv(tmp_path, real):
+    area = make_area(tmp_path, real)
+    for eb, flux in zip(EBS, (1.50, 1.52)):
+        script = area / f"Calibration_{eb.tail}" / f"{eb.disk}.ms.scriptForCalibration.py"
+        script.write_text(script.read_text() + "bpcal = 'J1924-2914'\nsetjy(vis = 'x.ms.split', field = bpcal, "
+                          f"standard = 'manual', fluxdensity = [{flux}, 0, 0, 0], spix = [-0.6])\n")
+    report = check_area(area)
+    setjy = [f for f in report.findings if f.check == "staff.eb.setjy"]
+    assert [f.severity for f in setjy] == [Severity.INFO, Severity.INFO]
+    assert setjy[0].numbers["setjy"][0]["field"] == "J1924-2914"
+    assert setjy[0].numbers["max_relative_difference"] == pytest.approx(0.02 / 1.52)
+    # the pipeline's flux.csv (ms, field, spw, I, Q, U, V, spix, uvmin, uvmax, comment) says 1.0 Jy
+    (area / "Combination" / "calibrated" / "flux.csv").write_text(
+        "ms,field,spw,I,Q,U,V,spix,uvmin,uvmax,comment\nx.ms,J1924-2914,0,1.0,0,0,0,-0.6,0,0,\"# catalogue\"\n")
+    setjy = [f for f in check_area(area).findings if f.check == "staff.eb.setjy"]
+    assert {f.severity for f in setjy} == {Severity.ERROR}
+    assert "differs by 50%" in setjy[0].message and "flux.csv 1 Jy" in setjy[0].message
