@@ -135,3 +135,11 @@ def staff_reduction(simulated, unpack, tmp_path_factory):
     area = prepare_area(member.mous, member.ebs_in_scripts, root / "staff")
     fill = staff_from_delivery(member.path, imaged.out, area, restored.casa_log)
     return SimpleNamespace(project=project, member=member, restored=restored, imaged=imaged, area=area, fill=fill)
+
+
+def pytest_collection_modifyitems(items):
+    """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
+    real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15."""
+    for item in items:
+        if "staff_reduction" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(1800))
