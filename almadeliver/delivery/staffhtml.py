@@ -111,7 +111,7 @@ def _plot_flagging(stages: dict[str, dict[str, float]], path: Path, title: str) 
         ax.bar(np.arange(len(stages)) + k * width, [stages[s].get(spw, np.nan) for s in stages], width,
                label=f"spw {spw}")
     ax.set_xticks(np.arange(len(stages)) + 0.4 - width / 2)
-    ax.set_xticklabels([s.split(":")[-1] for s in stages], rotation=30, ha="right", fontsize=6)
+    ax.set_xticklabels([s.replace(f"{title}.", "") for s in stages], rotation=30, ha="right", fontsize=6)
     ax.set_ylabel("flagged fraction", fontsize=7)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=6)
