@@ -114,7 +114,7 @@ def break_qa2(area: Path):
 def break_split_cal(area: Path):
     folder = _eb_folders(area)[1]
     shutil.rmtree(area / "Combination" / "calibrated" / f"{_eb(folder)}.ms.split.cal")
-    return {}
+    return {"searched": [folder.name, "Combination/calibrated"]}
 
 
 def break_flagging(area: Path):

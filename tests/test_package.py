@@ -67,7 +67,7 @@ def test_package_writes_the_delivery(tmp_path, real, staff_reduction):
         f"calibration/{e0}.calibration.plots.tgz", f"calibration/{e0}.calibration.tgz",
         f"calibration/{e1}.calibration.plots.tgz", f"calibration/{e1}.calibration.tgz", "calibration/allFluxes.txt",
         "log/Imaging.log.tgz", "log/calibrated.log.tgz", f"log/{e0}.log.tgz", f"log/{e1}.log.tgz",
-        f"qa/{e0}__qa2_part1.png", f"qa/{e0}__textfile.txt", f"qa/{e1}__qa2_part1.png", f"qa/{e1}__textfile.txt",
+        *[f"qa/{e}__qa2_part{k}.png" for e in (e0, e1) for k in (1, 2, 3)], f"qa/{e0}__textfile.txt", f"qa/{e1}__textfile.txt",
         "script/scriptForFluxCalibration.py", "script/scriptForImaging.py", "script/scriptForPI.py",
         f"script/{e0}.ms.scriptForCalibration.py", f"script/{e1}.ms.scriptForCalibration.py"])
     assert names(out / MOUS_FILES[2])[-1] == f"{PREFIX}/raw/{e0}.asdm.sdm/ASDM.xml"
@@ -90,7 +90,7 @@ def test_package_writes_the_delivery(tmp_path, real, staff_reduction):
     assert readme.startswith("Atacama Large Millimeter/submillimeter Array (ALMA)\n\n#####\n\nCycle: 2")
     assert "Project code: 2013.1.00308.S" in readme and "CASA version used for reduction: 4.4.0" in readme
     assert "            |-- README\n" in readme and f"`-- {e1}.ms.scriptForCalibration.py" in readme
-    assert readme.endswith(f"8 directories, {19 + len(images)} files\n")
+    assert readme.endswith(f"8 directories, {19 + 4 + len(images)} files\n")   # 4 more qa2 parts than before
 
 
 def test_gnu_tar_unpacks_the_standard_tree(tmp_path, real, staff_reduction):
@@ -154,7 +154,7 @@ def test_split_at_max_size(tmp_path, real, staff_reduction):
         image(area / "Imaging" / f"line{k}.image.pbcor.fits", k)
         image(area / "Imaging" / f"line{k}.flux.fits", k)
     images = sorted((area / "Imaging").glob("*.fits"))
-    max_size = max(p.stat().st_size for p in images) + 10_240     # a part holds the largest image
+    max_size = max(p.stat().st_size for p in images) + 30_720     # a part holds the largest image
     out = tmp_path / "out"
     result = package_mous(area, PROJECT, SG, GROUP, out, max_size)
     parts = [f for f in result.files if f.semantics == "#this"]
@@ -172,7 +172,7 @@ def test_split_at_max_size(tmp_path, real, staff_reduction):
 
 def test_a_file_larger_than_a_part_goes_alone_with_a_warning(tmp_path, real, staff_reduction):
     area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
-    max_size = max(p.stat().st_size for p in (area / "Imaging").glob("*.fits")) + 10_240
+    max_size = max(p.stat().st_size for p in (area / "Imaging").glob("*.fits")) + 30_720
     (area / "Imaging" / "big.fits.gz").write_bytes(b"\x1f\x8b" + bytes(max_size + 20_000))
     result = package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", max_size)
     parts = [f for f in result.files if f.semantics == "#this"]

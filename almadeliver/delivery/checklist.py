@@ -215,7 +215,8 @@ def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis
     path = split_cal(area, eb)
     if path is None:
         check.fail("staff.eb.split-cal", eb.folder, f"no {eb.uid.disk}.ms.split.cal here nor in Combination/calibrated",
-                   "run the calibration script's last step (split of the corrected data)")
+                   "run the calibration script's last step (split of the corrected data)",
+                   {"searched": [eb.folder.name, "Combination/calibrated"]})
         return None
     try:
         summary = vis.ms_summary(path)
