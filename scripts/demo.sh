@@ -57,6 +57,7 @@ SG=$(basename "$(dirname "$(dirname "$MEMBER")")"); SG=${SG#science_goal.}
 EBS=(); for asdm in "$MEMBER"/raw/*.asdm.sdm; do EBS+=(--eb "$(basename "$asdm" .asdm.sdm)"); done
 step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-delivery "$MEMBER" --images "$OUT/reimage"
 step check almadeliver check "$OUT/staff/$MOUS"
+step check almadeliver check "$OUT/staff/$MOUS" --format html -o "$OUT/staff/report.html"
 step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$SG" --group "$GOUS" \
     --raw "$MEMBER/raw" --out "$OUT/packaged"
 

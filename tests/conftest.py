@@ -118,3 +118,37 @@ PIPELINE_MODERN = "2023.1.00077.S"  # pipeline flavour, Cycle 10: tclean on <EB>
 def pipeline_modern(simulated) -> Path:
     """A one-EB Cycle 10 pipeline project (the PL2022+ imaging layout), shared by sim, restore and image tests."""
     return simulated(PIPELINE_MODERN, flavour="pipeline")
+
+
+STAFF_PROJECT = "2017.1.00123.S"    # the demo's project: one MOUS, 2 EBs (flux calibration + combination)
+
+
+@pytest.fixture(scope="session")
+def staff_reduction(simulated, unpack, tmp_path_factory):
+    """A staff reduction area filled by ``prepare --from-delivery`` from the simulated 2-EB manual
+    project, restored and re-imaged once per session: ``.area`` (read it, or copy it before
+    changing anything), ``.member``, ``.restored``, ``.imaged``, ``.fill``."""
+    from types import SimpleNamespace
+
+    from almadeliver.casa import imaging
+    from almadeliver.casa.restore import plan_restore, restore
+    from almadeliver.delivery.layout import find_members
+    from almadeliver.delivery.staff import prepare_area
+    from almadeliver.packaging.fromdelivery import staff_from_delivery
+
+    project = simulated(STAFF_PROJECT, ebs=2)
+    root = tmp_path_factory.mktemp("staff-reduction")
+    [member] = find_members(unpack(project, root / "delivered"))
+    restored = restore(plan_restore(member.path, spacesaving=1, casa_version_mismatch="allow"))
+    imaged = imaging.run(imaging.plan(member.path), root / "images")
+    area = prepare_area(member.mous, member.ebs_in_scripts, root / "staff")
+    fill = staff_from_delivery(member.path, imaged.out, area)
+    return SimpleNamespace(project=project, member=member, restored=restored, imaged=imaged, area=area, fill=fill)
+
+
+def pytest_collection_modifyitems(items):
+    """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
+    real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15."""
+    for item in items:
+        if "staff_reduction" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(1800))

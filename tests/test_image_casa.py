@@ -150,7 +150,7 @@ def manual_member(pipeline_member, pipeline_group, tmp_path_factory):
     target = make_plan(pipeline_group.name, flavour="pipeline", group_12m_7m=True).field("target")["name"]
     (m / "script" / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), {
         "CASAVERSION": "6.7.0", "TARGET": target, "CELL": "2arcsec", "IMSIZE": 64, "LINE": "CS",
-        "CONTSPWS": "1", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz", "CONTTHRESHOLD": "20mJy",
+        "LSBSPWS": "0,1", "USBSPWS": "2", "CUBEA": "1", "CUBEB": "2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz", "CONTTHRESHOLD": "20mJy",
         "LINETHRESHOLD": "60mJy"}))
     run_in_casa("almadeliver.casa.legacy:run_script",
                 {"script": str(m / "script" / "scriptForImaging.py"), "cwd": str(m / "calibrated")},
@@ -164,10 +164,12 @@ def manual_member(pipeline_member, pipeline_group, tmp_path_factory):
 
 def test_manual_rerun_reproduces_then_robust_and_nbin(manual_member, tmp_path):
     listed = imaging.list_images(manual_member)
-    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["1"]), ("cube", ["0"])]
+    # a continuum image per sideband, a cube per spw (seed 002)
+    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["0", "1"]), ("mfs", ["2"]), ("cube", ["0"]), ("cube", ["1"]),
+                                                  ("cube", ["2"])]
     assert all(j.source.startswith("scriptForImaging.py:") for j in listed)
     same = imaging.run(imaging.plan(manual_member), out=tmp_path / "same")
-    assert same.failures == {} and len(same.comparisons) == 2
+    assert same.failures == {} and len(same.comparisons) == 5
     line_fits = next(c.fits for c in same.comparisons if c.fits.endswith("_CS.image.pbcor.fits"))
     for c in same.comparisons:
         assert c.new.bmaj_arcsec == pytest.approx(c.delivered.bmaj_arcsec, rel=1e-6)
@@ -198,7 +200,7 @@ def test_simulated_manual_delivery_restored_then_reimaged(simulated, unpack, tmp
     member = next(p for p in tree.rglob("member.uid___*") if p.is_dir())
     restore(plan_restore(member, casa_version_mismatch="allow"))
     same = imaging.run(imaging.plan(member), out=tmp_path / "same")
-    assert same.failures == {} and len(same.comparisons) == 2
+    assert same.failures == {} and len(same.comparisons) == 5      # a cube per spw, a continuum per sideband
     for c in same.comparisons:
         assert c.delivered is not None and c.new.nchan == c.delivered.nchan
         assert c.new.bmaj_arcsec == pytest.approx(c.delivered.bmaj_arcsec, rel=1e-4)

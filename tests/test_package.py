@@ -38,8 +38,8 @@ def names(tar: Path) -> list[str]:
         return t.getnames()
 
 
-def test_package_writes_the_delivery(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_package_writes_the_delivery(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     out = tmp_path / "out"
     result = package_mous(area, PROJECT, SG, GROUP, out, parse_size("10GB"), raw_folder(tmp_path))
     assert [f.name for f in result.files] == MOUS_FILES and not result.warnings
@@ -57,8 +57,9 @@ def test_package_writes_the_delivery(tmp_path, real):
 
     products = names(out / MOUS_FILES[0])
     assert f"{PREFIX}/README" in products
-    assert [n for n in products if "/product/" in n] == [f"{PREFIX}/product/w51_CO.flux.fits",
-                                                        f"{PREFIX}/product/w51_CO.image.pbcor.fits"]
+    images = sorted(p.name for p in (area / "Imaging").glob("*.fits"))
+    assert "w51_CO.flux.fits" in images and len(images) == 12          # ours + the simulated cubes and continua
+    assert [n for n in products if "/product/" in n] == [f"{PREFIX}/product/{name}" for name in images]
     aux = names(out / MOUS_FILES[1])
     files = sorted(n[len(PREFIX) + 1:] for n in aux if n.startswith(PREFIX + "/") and "." in n.rsplit("/", 1)[1])
     e0, e1 = (eb.disk for eb in EBS)
@@ -66,7 +67,7 @@ def test_package_writes_the_delivery(tmp_path, real):
         f"calibration/{e0}.calibration.plots.tgz", f"calibration/{e0}.calibration.tgz",
         f"calibration/{e1}.calibration.plots.tgz", f"calibration/{e1}.calibration.tgz", "calibration/allFluxes.txt",
         "log/Imaging.log.tgz", "log/calibrated.log.tgz", f"log/{e0}.log.tgz", f"log/{e1}.log.tgz",
-        f"qa/{e0}__qa2_part1.png", f"qa/{e0}__textfile.txt", f"qa/{e1}__qa2_part1.png", f"qa/{e1}__textfile.txt",
+        *[f"qa/{e}__qa2_part{k}.png" for e in (e0, e1) for k in (1, 2, 3)], f"qa/{e0}__textfile.txt", f"qa/{e1}__textfile.txt",
         "script/scriptForFluxCalibration.py", "script/scriptForImaging.py", "script/scriptForPI.py",
         f"script/{e0}.ms.scriptForCalibration.py", f"script/{e1}.ms.scriptForCalibration.py"])
     assert names(out / MOUS_FILES[2])[-1] == f"{PREFIX}/raw/{e0}.asdm.sdm/ASDM.xml"
@@ -89,11 +90,11 @@ def test_package_writes_the_delivery(tmp_path, real):
     assert readme.startswith("Atacama Large Millimeter/submillimeter Array (ALMA)\n\n#####\n\nCycle: 2")
     assert "Project code: 2013.1.00308.S" in readme and "CASA version used for reduction: 4.4.0" in readme
     assert "            |-- README\n" in readme and f"`-- {e1}.ms.scriptForCalibration.py" in readme
-    assert readme.endswith("8 directories, 21 files\n")
+    assert readme.endswith(f"8 directories, {19 + 4 + len(images)} files\n")   # 4 more qa2 parts than before
 
 
-def test_gnu_tar_unpacks_the_standard_tree(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_gnu_tar_unpacks_the_standard_tree(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     out = tmp_path / "out"
     package_mous(area, PROJECT, SG, GROUP, out, parse_size("10GB"), raw_folder(tmp_path))
     tree = tmp_path / "tree"
@@ -107,8 +108,8 @@ def test_gnu_tar_unpacks_the_standard_tree(tmp_path, real):
     assert (member / "script" / "scriptForPI.py").read_text() == "# scriptForPI (staff copy)\n"
 
 
-def test_packaging_twice_gives_identical_bytes(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_packaging_twice_gives_identical_bytes(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     raw = raw_folder(tmp_path)
     one = package_mous(area, PROJECT, SG, GROUP, tmp_path / "one", parse_size("10GB"), raw)
     for p in area.rglob("*"):                           # new mtimes must not change a byte
@@ -119,23 +120,21 @@ def test_packaging_twice_gives_identical_bytes(tmp_path, real):
     assert not list((tmp_path / "one").glob(".*"))      # no staging or .part left behind
 
 
-def test_refuses_a_failing_checklist(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_refuses_a_failing_checklist(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     (area / "Imaging" / "scriptForImaging.py").unlink()
-    (area / "Calibration_Xb4b" / "qa2" / "textfile.txt").unlink()
-    (area / "Calibration_Xb4b" / f"{EBS[1].disk}__qa2_part1.png").unlink(missing_ok=True)
     for p in (area / "Calibration_Xb4b" / "qa2").iterdir():
         p.unlink()
     with pytest.raises(PackagingError) as err:
         package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", parse_size("1GB"))
     assert "2 items" in str(err.value)
     assert "Imaging/scriptForImaging.py: missing or empty" in str(err.value)
-    assert "Calibration_Xb4b/qa2: missing or empty" in str(err.value)
+    assert "Calibration_Xb4b/qa2: missing qa2_part1.png, qa2_part2.png, qa2_part3.png, textfile.txt" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
-def test_script_for_pi_and_raw_are_required_as_given(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_script_for_pi_and_raw_are_required_as_given(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     (area / "script" / "scriptForPI.py").unlink()
     with pytest.raises(PackagingError, match="--script-for-pi"):
         package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", parse_size("1GB"))
@@ -149,19 +148,21 @@ def test_script_for_pi_and_raw_are_required_as_given(tmp_path, real):
         package_mous(area, "2019.1.00001.S", SG, GROUP, tmp_path / "out", parse_size("1GB"), script_for_pi=ours)
 
 
-def test_split_at_max_size(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
+def test_split_at_max_size(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     for k in range(6):
         image(area / "Imaging" / f"line{k}.image.pbcor.fits", k)
         image(area / "Imaging" / f"line{k}.flux.fits", k)
+    images = sorted((area / "Imaging").glob("*.fits"))
+    max_size = max(p.stat().st_size for p in images) + 30_720     # a part holds the largest image
     out = tmp_path / "out"
-    result = package_mous(area, PROJECT, SG, GROUP, out, 45_000)
+    result = package_mous(area, PROJECT, SG, GROUP, out, max_size)
     parts = [f for f in result.files if f.semantics == "#this"]
-    assert len(parts) > 3 and all(f.size <= 45_000 for f in parts) and not result.warnings
+    assert len(parts) > 1 and all(f.size <= max_size for f in parts) and not result.warnings
     n = len(parts)
     assert [f.name for f in parts] == [f"{PROJECT}_uid___A001_X196_X93_{m:03d}_of_{n:03d}.tar" for m in range(1, n + 1)]
     members = [m["path"] for f in json.loads(result.manifest.read_text())["files"][:n] for m in f["members"]]
-    assert len(members) == 15 and members == sorted(members)
+    assert len(members) == len(images) + 1 and members == sorted(members)        # the images and README
     for f in parts:                                    # each part unpacks on its own
         assert names(out / f.name)[:4] == PREFIX.split("/")[:1] + ["/".join(PREFIX.split("/")[:i]) for i in (2, 3, 4)]
     # repackaging in one part removes the stale m_of_n parts
@@ -169,12 +170,13 @@ def test_split_at_max_size(tmp_path, real):
     assert sorted(p.name for p in out.glob("*_of_*.tar")) == [f"{PROJECT}_uid___A001_X196_X93_001_of_001.tar"]
 
 
-def test_a_file_larger_than_a_part_goes_alone_with_a_warning(tmp_path, real):
-    area = make_area(tmp_path / "staff", real)
-    (area / "Imaging" / "big.fits.gz").write_bytes(b"\x1f\x8b" + bytes(60_000))
-    result = package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", 40_960)
+def test_a_file_larger_than_a_part_goes_alone_with_a_warning(tmp_path, real, staff_reduction):
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
+    max_size = max(p.stat().st_size for p in (area / "Imaging").glob("*.fits")) + 30_720
+    (area / "Imaging" / "big.fits.gz").write_bytes(b"\x1f\x8b" + bytes(max_size + 20_000))
+    result = package_mous(area, PROJECT, SG, GROUP, tmp_path / "out", max_size)
     parts = [f for f in result.files if f.semantics == "#this"]
-    big = [f for f in parts if f.size > 40_960]
+    big = [f for f in parts if f.size > max_size]
     assert len(big) == 1 and [m.path.rsplit("/", 1)[1] for m in big[0].members] == ["big.fits.gz"]
     assert len(result.warnings) == 1 and big[0].name in result.warnings[0]
 
@@ -198,26 +200,40 @@ def test_package_group(tmp_path, real):
     for name in ("scriptForImaging.py", "casa-20150703-120000.log", "w51_CO.image.pbcor.fits", "w51_CO.flux.fits"):
         (gous / "Imaging" / name).write_bytes((area / "Imaging" / name).read_bytes())
     (gous / "README").write_text((area / "README").read_text())
-    result = package_group(gous, PROJECT, SG, tmp_path / "out", parse_size("10GB"))
+    members = [MOUS.archive, "uid://A001/X196/X94"]              # the 12m and the 7m member
+    result = package_group(gous, PROJECT, SG, tmp_path / "out", parse_size("10GB"), members)
     assert [f.name for f in result.files] == [f"{PROJECT}_uid___A001_X196_X92_001_of_001.tar"]
     assert result.ous == GROUP
     group_prefix = PREFIX.rsplit("/", 1)[0]
     assert [m.path for m in result.files[0].members] == [
         f"{group_prefix}/README", f"{group_prefix}/log/Imaging.log.tgz", f"{group_prefix}/product/w51_CO.flux.fits",
         f"{group_prefix}/product/w51_CO.image.pbcor.fits", f"{group_prefix}/script/scriptForImaging.py"]
+    # seed 002: group deliveries only when the group has more than one member
+    with pytest.raises(PackagingError, match="has 1 member .*more than one member") as err:
+        package_group(gous, PROJECT, SG, tmp_path / "one", parse_size("10GB"), [MOUS.archive, MOUS.disk])
+    assert "\n" not in str(err.value) and not (tmp_path / "one").exists()
     (gous / "README").unlink()
     with pytest.raises(PackagingError, match="README: missing or empty"):
-        package_group(gous, PROJECT, SG, tmp_path / "out", parse_size("10GB"))
+        package_group(gous, PROJECT, SG, tmp_path / "out", parse_size("10GB"), members)
 
 
-def test_cli_prepare_check_package(tmp_path, real, capsys):
+def test_cli_package_group_refuses_one_member(tmp_path, capsys):
+    gous = tmp_path / "uid___A001_X196_X92"
+    (gous / "Imaging").mkdir(parents=True)
+    assert main(["package-group", str(gous), "--project", PROJECT, "--sg", SG, "--member", MOUS.archive,
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: group uid://A001/X196/X92 has 1 member (uid://A001/X196/X93)")
+
+
+def test_cli_prepare_check_package(tmp_path, real, capsys, staff_reduction):
     assert main(["prepare", "uid://A001/X196/X93", "--eb", EBS[0].archive, "--eb", EBS[1].archive,
                  "--root", str(tmp_path / "new")]) == 0
     out = capsys.readouterr().out
     assert "Calibration_X26f0/" in out and "Combination/calibrated/" in out
     assert main(["check", str(tmp_path / "new" / "uid___A001_X196_X93")]) == 1
     assert "FAIL  staff.eb.script" in capsys.readouterr().out
-    area = make_area(tmp_path / "staff", real)
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     assert main(["check", str(area)]) == 0
     out = capsys.readouterr().out
     assert "pass  staff.imaging.pbcor" in out and out.rstrip().endswith("0 failed: ready to package")

@@ -15,15 +15,13 @@ import pytest
 from almadeliver.archive.client import ArchiveClient
 from almadeliver.archive.projectview import query
 from almadeliver.archive.tap import Selection
-from almadeliver.casa import imaging
 from almadeliver.casa.restore import plan_restore, restore
 from almadeliver.delivery.layout import find_members
 from almadeliver.delivery.report import Severity
-from almadeliver.delivery.staff import check_area, prepare_area
+from almadeliver.delivery.staff import check_area
 from almadeliver.delivery.validate import validate
 from almadeliver.errors import UsageError
 from almadeliver.ids import Uid
-from almadeliver.packaging.fromdelivery import staff_from_delivery
 from almadeliver.packaging.package import package_mous, parse_size
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, catalogue_from_manifests
 from almadeliver.sim.server import LocalArchive
@@ -34,22 +32,18 @@ PROJECT = "2017.1.00123.S"          # the demo's project: one MOUS, 2 EBs (flux 
 
 
 @pytest.mark.slow
-def test_round_trip(simulated, unpack, tmp_path):
-    simulated_project = simulated(PROJECT, ebs=2)
-    [member] = find_members(unpack(simulated_project, tmp_path / "delivered"))
+def test_round_trip(staff_reduction, tmp_path):
+    # simulated, restored, re-imaged and put in a staff area once per session (conftest)
+    simulated_project, member = staff_reduction.project, staff_reduction.member
     ebs = member.ebs_in_scripts
     assert len(ebs) == 2
-
-    restored = restore(plan_restore(member.path, spacesaving=1, casa_version_mismatch="allow"))
-    imaged = imaging.run(imaging.plan(member.path), tmp_path / "images")
-    assert not imaged.failures and len(imaged.comparisons) == 2
-
+    restored, imaged, area, fill = staff_reduction.restored, staff_reduction.imaged, staff_reduction.area, staff_reduction.fill
+    # a cube per spw (3) and a continuum image per sideband (2)
+    assert not imaged.failures and len(imaged.comparisons) == 5
     assert restored.casa_asked == ["6.5.4"] and restored.mismatch_allowed
     # the staff area, filled from those results, passes the final checklist. A restore runs the
     # calibration scripts in applyonly mode (not every step); the reducer's full run is the
     # scriptForPI log the delivery ships in log/.
-    area = prepare_area(member.mous, ebs, tmp_path / "staff")
-    fill = staff_from_delivery(member.path, imaged.out, area)
     assert fill.restore_log == member.path / "log" / f"{member.mous.disk}.scriptForPI.log"
     report = check_area(area)
     assert report.ok(), [(f.path, f.message) for f in report.of(Severity.ERROR)]

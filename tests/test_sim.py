@@ -191,7 +191,8 @@ def test_products_are_fits_images_with_a_restoring_beam(manual2, unpack, tmp_pat
 
     member = _member(unpack(manual2, tmp_path / "unpacked"))
     products = sorted((member / "product").glob("*.image.pbcor.fits"))
-    assert len(products) == 2 and len(list((member / "product").glob("*.flux.fits"))) == 2
+    # seed 002: a cube per spw (3) and a continuum image per sideband (2)
+    assert len(products) == 5 and len(list((member / "product").glob("*.flux.fits"))) == 5
     for path in products:
         with fits.open(path) as hdul:
             h = hdul[0].header

@@ -1,6 +1,8 @@
 """prepare, check, package, package-group: the observatory staff side."""
 from __future__ import annotations
 
+import re
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -8,6 +10,7 @@ import typer
 
 from ..delivery.report import Report, Severity
 from ..delivery.staff import check_area, check_group_area, prepare_area
+from ..errors import UsageError
 from ..ids import Uid
 from ..packaging.fromdelivery import staff_from_delivery
 from ..packaging.group import package_group
@@ -44,29 +47,77 @@ def prepare_cmd(
         typer.echo(f"  {folder.relative_to(area)}/")
 
 
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([A-Za-z\"]*)\s*$")
+_RMS_UNITS = {"": 1.0, "jy": 1.0, "mjy": 1e-3, "ujy": 1e-6, "microjy": 1e-6}
+_ANGLE_UNITS = {"": 1.0, "arcsec": 1.0, "\"": 1.0, "mas": 1e-3, "arcmin": 60.0}
+
+
+def _quantity(text: Optional[str], units: dict, option: str, example: str) -> Optional[float]:
+    if text is None:
+        return None
+    m = _QUANTITY.match(text)
+    unit = m.group(2).lower().replace("/beam", "") if m else None
+    if not m or unit not in units:
+        raise UsageError(f"{option} {text!r} is not understood", f"write it like {example}")
+    return float(m.group(1)) * units[unit]
+
+
 @app.command("check")
 def check_cmd(
     area: Path = typer.Argument(..., help="The reduction area (<MOUS uid___> folder)."),
     group: bool = typer.Option(False, "--group", help="AREA is a group area (<GOUS uid___> with Imaging/)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fmt: CheckFormat = typer.Option(CheckFormat.text, "--format", help="text, json (with the numbers) or html."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report here (html: needed)."),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
+    requested_rms: Optional[str] = typer.Option(
+        None, "--requested-rms", help="Requested rms per beam, e.g. 5.85mJy (default: the README's 'Proposed rms')."),
+    requested_beam: Optional[str] = typer.Option(
+        None, "--requested-beam", help="Requested resolution, e.g. 0.2arcsec (default: the README's request)."),
 ) -> None:
-    """Run the final checklist: each item pass/FAIL with its path. Exit 1 when an item fails."""
-    report = check_group_area(area) if group else check_area(area)
+    """Run the final checklist: each item pass/warn/FAIL with its path and numbers. Exit 1 when an item fails."""
+    rms = _quantity(requested_rms, _RMS_UNITS, "--requested-rms", "5.85mJy or 0.00585")
+    beam = _quantity(requested_beam, _ANGLE_UNITS, "--requested-beam", "0.2arcsec")
     if json_out:
-        typer.echo(report.to_json())
+        fmt = CheckFormat.json
+    if fmt is CheckFormat.html and output is None:
+        raise UsageError("--format html needs -o FILE", "add -o report.html")
+    report = check_group_area(area) if group else check_area(area, rms, beam)
+    if fmt is CheckFormat.html:
+        from ..delivery.staffhtml import write_html_report
+
+        written = write_html_report(report, area, output)
+        typer.echo(f"{written}: {len(report.findings)} items, {len(report.of(Severity.ERROR))} failed")
+    elif fmt is CheckFormat.json:
+        _emit(report.to_json(), output)
     else:
-        _print_report(report)
+        _emit(_report_text(report), output)
     if not report.ok():
         raise typer.Exit(1)
 
 
-def _print_report(report: Report) -> None:
-    typer.echo(f"checklist of {report.root}")
+def _emit(text: str, output: Optional[Path]) -> None:
+    if output is None:
+        typer.echo(text)
+    else:
+        Path(output).write_text(text + "\n")
+
+
+def _report_text(report: Report) -> str:
+    lines = [f"checklist of {report.root}"]
     for f in report.findings:
         hint = f" ({f.hint})" if f.hint and f.severity is not Severity.INFO else ""
-        typer.echo(f"  {_MARK[f.severity]:4}  {f.check:34} {f.path}: {f.message}{hint}")
+        lines.append(f"  {_MARK[f.severity]:4}  {f.check:34} {f.path}: {f.message}{hint}")
     failed = len(report.of(Severity.ERROR))
-    typer.echo(f"{len(report.findings) - failed} passed, {failed} failed" + ("" if failed else ": ready to package"))
+    warned = len(report.of(Severity.WARNING))
+    lines.append(f"{len(report.findings) - failed - warned} passed, {warned} warned, {failed} failed"
+                 + ("" if failed else ": ready to package"))
+    return "\n".join(lines)
 
 
 @app.command("package")
@@ -90,11 +141,12 @@ def package_group_cmd(
     area: Path = typer.Argument(..., help="The group area (<GOUS uid___> folder with README and Imaging/)."),
     project: str = ProjectOption,
     sg: str = SgOption,
+    member: List[str] = typer.Option(..., "--member", help="A member OUS uid of the group (repeat for each; at least two)."),
     max_size: str = MaxSizeOption,
     out: Path = OutOption,
 ) -> None:
     """Package a group's combination products as <project>_<GOUS>_<m>_of_<n>.tar and a manifest."""
-    _print_result(package_group(area, project, sg, out, parse_size(max_size)))
+    _print_result(package_group(area, project, sg, out, parse_size(max_size), member))
 
 
 def _print_result(result: PackageResult) -> None:

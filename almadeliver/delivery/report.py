@@ -19,6 +19,7 @@ class Finding:
     path: str                  # relative to the report root
     message: str
     hint: str | None = None
+    numbers: dict | None = None    # the figures behind the verdict (fractions, scatters, fluxes, ...)
 
 
 @dataclass
@@ -28,8 +29,9 @@ class Report:
     details: dict = field(default_factory=dict)   # what was detected (raw present, restored, ...)
     findings: list[Finding] = field(default_factory=list)
 
-    def add(self, severity: Severity, check: str, path: str, message: str, hint: str | None = None) -> None:
-        self.findings.append(Finding(severity, check, path, message, hint))
+    def add(self, severity: Severity, check: str, path: str, message: str, hint: str | None = None,
+            numbers: dict | None = None) -> None:
+        self.findings.append(Finding(severity, check, path, message, hint, numbers))
 
     def of(self, severity: Severity) -> list[Finding]:
         return [f for f in self.findings if f.severity is severity]

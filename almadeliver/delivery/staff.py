@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import ParseError, TreeError, UsageError
 from ..ids import Uid
+from . import checklist
 from .layout import (STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
                      calibration_folder, read_staff_area)
 from .report import Report, Severity
@@ -123,8 +124,30 @@ def stale_leap_table(log: Path) -> bool:
     return bool(_STALE_LEAP_TABLE.search(log.read_text(errors="replace")))
 
 
-def check_area(area: Path | StaffArea) -> Report:
-    """The final checklist of a MOUS reduction area (a folder, or the area validate found)."""
+def check_area(area: Path | StaffArea, requested_rms_jy: float | None = None,
+               requested_beam_arcsec: float | None = None) -> Report:
+    """The final checklist of a MOUS reduction area (a folder, or the area validate found).
+
+    Parameters
+    ----------
+    area : Path or StaffArea
+        The ``<MOUS uid___>`` reduction area.
+    requested_rms_jy : float, optional
+        Requested rms (Jy/beam, in the requested bandwidth); default: the README's "Proposed rms" line.
+    requested_beam_arcsec : float, optional
+        Requested angular resolution (arcsec); default: the README's "Requested angular resolution".
+
+    Returns
+    -------
+    Report
+        One finding per item: info (pass), warning (warn) or error (FAIL), with its path and, in
+        ``numbers``, the figures behind the verdict (seed 001's final checklist; see checklist.py).
+
+    Raises
+    ------
+    TreeError
+        When ``area`` is not a folder named after a uid.
+    """
     staff = area if isinstance(area, StaffArea) else load_area(area)
     report = Report(str(staff.root), "staff-area",
                     details={"mous": staff.ous.archive if staff.ous else None,
@@ -133,13 +156,29 @@ def check_area(area: Path | StaffArea) -> Report:
     if not staff.ebs:
         check.fail("staff.ebs", ".", "no Calibration_X<EB tail> folder",
                    "make the area with 'almadeliver prepare MOUS --eb EB ...'")
+    cals = {}
     for eb in staff.ebs:
-        _check_eb(check, eb)
+        cal = _check_eb(check, staff, eb)
+        if cal is not None:
+            cals[eb.uid.disk] = cal
+    checklist.check_setjy(check, staff)
     several = len(staff.ebs) > 1
     if several:
         check.log("staff.combination.log", staff.combination, "combination")
+        if len(casa_logs(staff.combination)) == 1:
+            checklist.check_log_warnings(check, "staff.combination.log-warnings", casa_logs(staff.combination)[0])
         check.file("staff.combination.fluxcal-script", staff.combination / FLUX_SCRIPT)
-    _check_imaging(check, staff)
+        fluxscales = checklist.check_fluxscale_copies(check, staff)
+        checklist.check_allfluxes(check, staff, fluxscales)
+        checklist.check_separation(check, staff, cals)
+        checklist.check_concat(check, staff, cals)
+    _check_imaging(check, staff, requested_rms_jy, requested_beam_arcsec)
+    logs = {eb.folder.name: casa_logs(eb.folder)[0] for eb in staff.ebs if len(casa_logs(eb.folder)) == 1}
+    if several and len(casa_logs(staff.combination)) == 1:
+        logs["Combination/calibrated"] = casa_logs(staff.combination)[0]
+    if len(casa_logs(staff.imaging)) == 1:
+        logs["Imaging"] = casa_logs(staff.imaging)[0]
+    checklist.check_casa_versions(check, logs)
     return report
 
 
@@ -147,16 +186,17 @@ def check_group_area(area: Path | StaffArea) -> Report:
     """The checklist of a group area: README, Imaging script and clean log, images."""
     staff = area if isinstance(area, StaffArea) else load_area(area)
     report = Report(str(staff.root), "staff-group-area", details={"gous": staff.ous.archive})
-    _check_imaging(_Checker(report, staff.root), staff)
+    _check_imaging(_Checker(report, staff.root), staff, products=False)
     return report
 
 
-def _check_eb(check: "_Checker", eb: StaffEb) -> None:
+def _check_eb(check: "_Checker", staff: StaffArea, eb: StaffEb):
+    """The EB folder's items; returns the summary of its .ms.split.cal (None when there is none)."""
     if eb.uid is None:
         check.fail("staff.eb.script", eb.folder, "no <EB>.ms.scriptForCalibration.py (nor ASDM or MS) "
                    f"naming an EB ending in {eb.tail}",
                    "put the EB's ASDM and its scriptForCalibration.py in this folder")
-        return
+        return None
     script, steps = eb.script, None
     if not script.is_file():
         check.fail("staff.eb.script", script, "missing", "generate it with es.generateReducScript")
@@ -168,17 +208,35 @@ def _check_eb(check: "_Checker", eb: StaffEb) -> None:
             check.fail("staff.eb.script", script, f"not complete: {problem}",
                        "keep every step of the generated script and run it whole")
         else:
-            check.ok("staff.eb.script", script, f"complete ({len(steps)} steps)")
+            check.ok("staff.eb.script", script, f"complete ({len(steps)} steps)", {"steps": len(steps)})
+        removes, rm_line, import_line = checklist.flagversions_removal(text, eb.uid)
+        numbers = {"removal_line": rm_line, "importasdm_line": import_line}
+        if removes:
+            check.ok("staff.eb.flagversions", script, f"step 0 removes {eb.uid.disk}.ms.flagversions (line {rm_line}) "
+                     f"before importasdm (line {import_line})", numbers)
+        else:
+            check.fail("staff.eb.flagversions", script,
+                       f"step 0 does not remove {eb.uid.disk}.ms.flagversions before importasdm"
+                       + (f" (line {import_line})" if import_line else " (no importasdm in step 0)"),
+                       f"add os.system('rm -rf {eb.uid.disk}.ms.flagversions') just before importasdm", numbers)
+    logs = casa_logs(eb.folder)
     check.log("staff.eb.log", eb.folder, "calibration", steps)
-    qa2 = eb.folder / "qa2"
-    if not qa2.is_dir() or not any(p.is_file() for p in qa2.rglob("*")):
-        check.fail("staff.eb.qa2", qa2, "missing or empty", "run es.generateQA2Report in the EB folder")
-    else:
-        check.ok("staff.eb.qa2", qa2, f"{sum(p.is_file() for p in qa2.rglob('*'))} files")
+    if len(logs) == 1:
+        checklist.check_log_warnings(check, "staff.eb.log-warnings", logs[0])
+    checklist.check_qa2(check, eb)
+    cal = checklist.check_split_cal(check, staff, eb)
+    checklist.check_flagging(check, eb, cal)
+    if cal is not None:
+        checklist.check_calibrators(check, cal)
+    return cal
 
 
-def _check_imaging(check: "_Checker", staff: StaffArea) -> None:
+def _check_imaging(check: "_Checker", staff: StaffArea, requested_rms_jy: float | None = None,
+                   requested_beam_arcsec: float | None = None, products: bool = True) -> None:
     check.log("staff.imaging.log", staff.imaging, "imaging")
+    logs = casa_logs(staff.imaging)
+    if len(logs) == 1:
+        checklist.check_log_warnings(check, "staff.imaging.log-warnings", logs[0])
     _check_readme(check, staff)
     check.file("staff.imaging.script", staff.imaging / IMAGING_SCRIPT)
     pbcor = sorted(staff.imaging.glob("*.pbcor.fits")) if staff.imaging.is_dir() else []
@@ -187,14 +245,22 @@ def _check_imaging(check: "_Checker", staff: StaffArea) -> None:
         check.fail("staff.imaging.pbcor", staff.imaging, "no *.pbcor.fits", "export the PB-corrected images")
     if not flux:
         check.fail("staff.imaging.flux", staff.imaging, "no *.flux.fits", "export the primary beam images")
+    readable = []
     for image in pbcor:
-        check.fits("staff.imaging.pbcor", image)
+        if check.fits("staff.imaging.pbcor", image):
+            readable.append(image)
         partner = staff.imaging / (_image_stem(image.name) + ".flux.fits")
         if not partner.is_file():
             check.fail("staff.imaging.flux", partner, f"missing: the primary beam of {image.name}",
                        "export the .flux.fits that goes with each .pbcor.fits")
     for image in flux:
         check.fits("staff.imaging.flux", image)
+    checklist.check_fits_verify(check, sorted(staff.imaging.glob("*.fits")) if staff.imaging.is_dir() else [])
+    checklist.check_masks(check, staff)
+    figures = [checklist.image_figures(p, staff.imaging / (_image_stem(p.name) + ".flux.fits")) for p in readable]
+    if products:   # a member's products (a group's combination products are judged by staff, not by spw)
+        checklist.check_products(check, staff, figures)
+        checklist.check_request(check, staff, figures, requested_rms_jy, requested_beam_arcsec)
 
 
 def _check_readme(check: "_Checker", staff: StaffArea) -> None:
@@ -235,11 +301,14 @@ class _Checker:
         path = Path(path)
         return str(path.relative_to(self.root)) if path.is_absolute() and path.is_relative_to(self.root) else str(path)
 
-    def ok(self, check: str, path: Path | str, message: str) -> None:
-        self.report.add(Severity.INFO, check, self._rel(path), message)
+    def ok(self, check: str, path: Path | str, message: str, numbers: dict | None = None) -> None:
+        self.report.add(Severity.INFO, check, self._rel(path), message, None, numbers)
 
-    def fail(self, check: str, path: Path | str, message: str, hint: str) -> None:
-        self.report.add(Severity.ERROR, check, self._rel(path), message, hint)
+    def warn(self, check: str, path: Path | str, message: str, hint: str, numbers: dict | None = None) -> None:
+        self.report.add(Severity.WARNING, check, self._rel(path), message, hint, numbers)
+
+    def fail(self, check: str, path: Path | str, message: str, hint: str, numbers: dict | None = None) -> None:
+        self.report.add(Severity.ERROR, check, self._rel(path), message, hint, numbers)
 
     def file(self, check: str, path: Path) -> None:
         if path.is_file() and path.stat().st_size:
@@ -267,7 +336,7 @@ class _Checker:
                                 "times derived from UTC may be off by a second",
                                 "update the CASA measures data (casadata) before the next reduction")
 
-    def fits(self, check: str, path: Path) -> None:
+    def fits(self, check: str, path: Path) -> bool:
         from astropy.io import fits  # only when there are images to look at
 
         try:
@@ -275,5 +344,6 @@ class _Checker:
                 shape = hdul[0].shape
         except (OSError, ValueError) as exc:
             self.fail(check, path, f"not a readable FITS file ({exc})", "export the image again")
-            return
-        self.ok(check, path, f"FITS image {'x'.join(map(str, shape[::-1]))}")
+            return False
+        self.ok(check, path, f"FITS image {'x'.join(map(str, shape[::-1]))}", {"shape": list(shape[::-1])})
+        return True

@@ -9,8 +9,10 @@ What goes where, as staff lay out their own reduction (delivery/staff.py)::
                                     delivered qa/<EB>__*), the calibration tables the restore made
                                     (calibrated/<EB>.calibration/, intermediate MSs left out) and the
                                     delivered calibration plots
-    Combination/calibrated/         several EBs: *.ms.split.cal, calibrated.ms, allFluxes.txt,
-                                    scriptForFluxCalibration.py, casa-<time>.log (its part of the log)
+    Combination/calibrated/         several EBs: *.ms.split.cal, the *.ms.split.fluxscale of each EB,
+                                    calibrated.ms, allFluxes.txt, scriptForFluxCalibration.py,
+                                    casa-<time>.log (its part of the log); one EB: its .ms.split.cal
+                                    goes into its Calibration_X folder
     Imaging/                        scriptForImaging.py, casa-<time>.log (of `almadeliver image`),
                                     *.pbcor.fits and *.flux.fits from the images folder
 
@@ -99,6 +101,16 @@ def _latest_restore_log(member: Path) -> Path:
     return logs[-1]
 
 
+def _session_header(log: Path) -> str:
+    """The start of a CASA log up to its "CASA Version" line: each part cut from the restore log
+    starts with it, as a CASA session's own log does (the checklist compares the versions)."""
+    lines = log.read_text(errors="replace").splitlines(keepends=True)
+    for k, line in enumerate(lines[:200]):
+        if "CASA Version" in line:
+            return "".join(lines[: k + 1])
+    return ""
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace")
 
@@ -127,7 +139,7 @@ def _fill_eb(put: "_Placer", m: Member, eb: Uid, folder: str, parts: dict[str, s
     put.copy(m.path / m.asdms[eb], f"{folder}/{eb.disk}")
     script = m.path / m.calibration_scripts[eb]
     put.copy(script, f"{folder}/{plain_name(script.name)}")
-    put.text(parts[eb.disk], f"{folder}/{_log_name(parts[eb.disk])}")
+    put.text(_session_header(log) + parts[eb.disk], f"{folder}/{_log_name(parts[eb.disk])}")
     for qa in sorted((m.path / "qa").glob(f"{eb.disk}__*")):
         put.copy(qa, f"{folder}/qa2/{qa.name}")
     work = m.path / "calibrated" / f"{eb.disk}.calibration"
@@ -138,6 +150,9 @@ def _fill_eb(put: "_Placer", m: Member, eb: Uid, folder: str, parts: dict[str, s
     plots = m.path / "calibration" / f"{eb.disk}.calibration.plots.tgz"
     if plots.is_file():
         put.untar(plots, f"{eb.disk}.calibration.plots/", folder)
+    split_cal = m.path / "calibrated" / f"{eb.disk}.ms.split.cal"
+    if len(m.ebs_in_scripts) == 1 and split_cal.is_dir():    # one EB: its .split.cal stays in its folder
+        put.copy(split_cal, f"{folder}/{split_cal.name}")
 
 
 def _fill_combination(put: "_Placer", m: Member, parts: dict[str, str], log: Path) -> None:
@@ -147,8 +162,12 @@ def _fill_combination(put: "_Placer", m: Member, parts: dict[str, str], log: Pat
     for path in sorted(cal.glob("*.ms.split.cal")) + [cal / "calibrated.ms", cal / "allFluxes.txt"]:
         if path.exists():
             put.copy(path, f"Combination/calibrated/{path.name}")
+    for eb in m.ebs_in_scripts:     # the manual: copy each uid*.ms.split.fluxscale next to the .split.cal
+        fluxscale = cal / f"{eb.disk}.calibration" / f"{eb.disk}.ms.split.fluxscale"
+        if fluxscale.exists():
+            put.copy(fluxscale, f"Combination/calibrated/{fluxscale.name}")
     put.copy(m.path / "script" / FLUX_SCRIPT, f"Combination/calibrated/{FLUX_SCRIPT}")
-    put.text(parts[FLUX_SCRIPT], f"Combination/calibrated/{_log_name(parts[FLUX_SCRIPT])}")
+    put.text(_session_header(log) + parts[FLUX_SCRIPT], f"Combination/calibrated/{_log_name(parts[FLUX_SCRIPT])}")
 
 
 def _fill_imaging(put: "_Placer", m: Member, images: Path) -> None:

@@ -10,16 +10,37 @@ import shutil
 from pathlib import Path
 
 from ..delivery.staff import IMAGING_SCRIPT, casa_logs, check_group_area, load_area
+from ..errors import PackagingError
 from ..ids import ProjectCode, Uid
 from .package import (PackageResult, _check_space, _images, _log_tgz, _out_folder, _tree_listing,
                       _write_products, compose_readme, require_checklist, write_manifest)
 from .tarballs import tar_size
 
 
-def package_group(area: Path, project: str, sg: str, out: Path, max_size: int) -> PackageResult:
-    """Check a group area and write its m_of_n tarballs and manifest into ``out``."""
+def package_group(area: Path, project: str, sg: str, out: Path, max_size: int,
+                  members: list[str]) -> PackageResult:
+    """Check a group area and write its m_of_n tarballs and manifest into ``out``.
+
+    Parameters
+    ----------
+    members : list of str
+        The member OUS uids of the group. Group deliveries only take place when a group has more
+        than one member (ALMA QA2 Data Products, section 2): one member is refused.
+
+    Raises
+    ------
+    PackagingError
+        When the group has fewer than two members, or the group checklist fails.
+    """
     code, sg_uid = ProjectCode.parse(project), Uid.parse(sg)
+    member_uids = list(dict.fromkeys(Uid.parse(m) for m in members))
     staff = load_area(area)
+    if len(member_uids) < 2:
+        raise PackagingError(
+            f"group {staff.ous.archive} has {len(member_uids)} member"
+            f"{'' if len(member_uids) == 1 else 's'} ({', '.join(m.archive for m in member_uids) or 'none given'}): "
+            "group deliveries are made only for groups with more than one member",
+            "package the member with 'almadeliver package', or name every member with --member")
     require_checklist(check_group_area(area))
     prefix = f"{code}/science_goal.{sg_uid.disk}/group.{staff.ous.disk}"
     out = _out_folder(out)

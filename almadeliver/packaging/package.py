@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..delivery.layout import StaffArea, StaffEb
+from ..delivery.checklist import imaging_masks
 from ..delivery.readme import parse_readme_text
 from ..delivery.report import Severity
 from ..delivery.staff import CASA_LOG_GLOB, FLUX_SCRIPT, IMAGING_SCRIPT, casa_logs, check_area, load_area
@@ -109,7 +110,7 @@ def package_mous(area: Path, project: str, sg: str, group: str, out: Path, max_s
     staging.mkdir()
     try:
         aux = _auxiliary_entries(staff, staging, prefix, pi_script)
-        products = [(f"{prefix}/product/{p.name}", p) for p in _images(staff)]
+        products = [(f"{prefix}/product/{p.name}", p) for p in _images(staff)] + _mask_entries(staff, prefix)
         readme = staging / "README"
         tree = _tree_listing([a for a, _ in aux + products] + [f"{prefix}/README"], f"{code}")
         readme.write_text(compose_readme(staff.readme.read_text(errors="replace"), code, tree))
@@ -175,6 +176,15 @@ def _check_space(out: Path, need: int) -> None:
 def _images(staff: StaffArea) -> list[Path]:
     return sorted(p for p in staff.imaging.iterdir()
                   if p.is_file() and (p.name.endswith(".fits") or p.name.endswith(".fits.gz")))
+
+
+def _mask_entries(staff: StaffArea, prefix: str) -> list[Entry]:
+    """The imaging masks scriptForImaging.py names, as CASA images in product/ (seed 002, section 4.3:
+    masks are provided as CASA images where the script cannot give them analytically)."""
+    script = staff.imaging / IMAGING_SCRIPT
+    names = imaging_masks(script.read_text(errors="replace")) if script.is_file() else []
+    return [e for n in names if (staff.imaging / n).is_dir()
+            for e in tree_entries(staff.imaging / n, f"{prefix}/product/{n}")]
 
 
 def _auxiliary_entries(staff: StaffArea, staging: Path, prefix: str, pi_script: Path) -> list[Entry]:

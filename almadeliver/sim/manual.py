@@ -65,7 +65,7 @@ def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[
 def imaging_values(plan: ProjectPlan, mous: MousPlan) -> dict[str, object]:
     cell = "4.0arcsec" if mous.array == "7m" else "2.5arcsec"
     return {"CASAVERSION": plan.casa_version, "TARGET": plan.field("target")["name"], "CELL": cell, "IMSIZE": 64,
-            "LINE": LINE_NAME, "CONTSPWS": "1,2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz",
+            "LINE": LINE_NAME, "LSBSPWS": "0,1", "USBSPWS": "2", "CUBEA": "1", "CUBEB": "2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz",
             "CONTTHRESHOLD": "5mJy", "LINETHRESHOLD": "60mJy"}
 
 

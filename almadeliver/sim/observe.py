@@ -420,6 +420,22 @@ def _relabel_spws(asdm: Path, spws: list[dict]) -> None:
     path.write_text(text)
 
 
+def _flag_table(asdm: Path, uid: str) -> None:
+    """Flag.xml, the online flags every real ALMA ASDM carries (here none: the simulated array has no
+    online flags). exportasdm writes no Flag.xml, and importasdm then warns "There is no Flag.xml in
+    ASDM"; with it, importasdm reports "No valid flags found in Flag.xml"."""
+    container = uid.rsplit("/", 1)[0]
+    (asdm / "Flag.xml").write_text(
+        '<?xml version="1.0" encoding="ISO-8859-1"?>\n'
+        '<FlagTable xmlns:flag="http://Alma/XASDM/FlagTable" xmlns="http://Alma/XASDM/FlagTable" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        'schemaVersion="3" schemaRevision="-1">\n'
+        f'<Entity entityId="{container}/Xf1a9" entityIdEncrypted="na" entityTypeName="FlagTable" '
+        'schemaVersion="1" documentVersion="1"/>\n'
+        f'<ContainerEntity entityId="{uid}" entityIdEncrypted="na" entityTypeName="ASDM" schemaVersion="1" '
+        'documentVersion="1"/>\n</FlagTable>\n')
+
+
 def asdm_uid(asdm: Path) -> str:
     """The ASDM's own uid (the container entity of ASDM.xml), e.g. ``uid://A002/Xd28a9e/X1``."""
     text = (Path(asdm) / "ASDM.xml").read_text()
@@ -445,6 +461,7 @@ def observe_ebs(ebs: list[dict]) -> list[dict]:
         _associate_spws(Path(eb["asdm"]), eb["spws"])
         _relabel_spws(Path(eb["asdm"]), eb["spws"])
         info["uid"] = asdm_uid(Path(eb["asdm"]))
+        _flag_table(Path(eb["asdm"]), info["uid"])
         print(f"exported {Path(eb['asdm']).name} ({info['uid']})", flush=True)
         results.append(info)
     return results

@@ -73,6 +73,11 @@ def alma_cycle(code: str) -> int:
     return _CYCLE_OF_YEAR.get(year, max(0, year - 2013))
 
 
+# What the simulated PIs asked for (the simulated arrays and integrations reach it: 12m compact
+# beams of 6-10 arcsec at 98-112 GHz)
+REQUESTED_RESOLUTION_ARCSEC = {"12m": 8.0, "7m": 16.0, "TP": 60.0}
+
+
 def readme_text(plan: ProjectPlan, mous: MousPlan, notes: list[str], tree: str, pipeline: bool) -> str:
     array = "7m array (ACA)" if mous.array == "7m" else "12m array"
     ebs = ", ".join(eb.uid for eb in mous.ebs)
@@ -85,9 +90,11 @@ def readme_text(plan: ProjectPlan, mous: MousPlan, notes: list[str], tree: str, 
         f"PI name: {plan.pi}\n"
         f"Project title: {plan.title}\n"
         f"Configuration: {array}, {ebs}\n"
-        f"Proposed rms: 10.0 mJy/beam in 5.9 MHz at Rep. Freq. 97.981 GHz\n"
+        f"Proposed rms: 25.0 mJy/beam in 5.9 MHz at Rep. Freq. 97.981 GHz\n"
         f"CASA version used for reduction: {plan.casa_version}\n"
         f"{'Calibration and imaging by the ALMA pipeline' if pipeline else 'Comments from Reducer:'}\n\n"
+        # the request, in the words of the real W51 README's reducer comments
+        f"* Requested angular resolution {REQUESTED_RESOLUTION_ARCSEC.get(mous.array, 8.0)} arcsec\n\n"
         + "\n".join(notes) + "\n\n#####\n\n" + _ABOUT + "\n\n" + tree + "\n"
     )
 
