@@ -460,12 +460,13 @@ def test_a_rerun_that_only_unpacks_says_so_and_validates(archive, tmp_path, caps
 
 def test_no_level_is_marked_chosen_when_none_fits(capsys):
     from types import SimpleNamespace
+    from almadeliver.casa.diskspace import DiskEstimate
     from almadeliver.cli.restore_cmds import _show_plan
-    est = SimpleNamespace(need_mb=lambda level: 1000, fits=lambda level: False, shortfall_mb=lambda level: 10,
-                          free_mb=5, raw_mb=100, extra_scripts=[], target="/data")
+    est = DiskEstimate(raw_mb=100, free_mb=5, extra_scripts=(), target="/data")   # 5 MB free: no level fits
     member = SimpleNamespace(flavour=SimpleNamespace(value="manual"), ebs_in_scripts=[], ebs_in_raw=[])
     plan = SimpleNamespace(path=Path("member.uid___A001_X1_X2"), member=member, estimate=est, spacesaving=3,
-                           level_chosen=True, already_calibrated=False, script=None, engine="modular", finished=[])
+                           level_chosen=True, already_calibrated=False, script=None, engine="modular", finished=[],
+                           warnings=[], gates=[], mismatched_gates=[], passes_gates=False)
     _show_plan(plan)
     out = capsys.readouterr().out
     assert "<- none fits" in out and "<- chosen" not in out

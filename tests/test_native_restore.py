@@ -79,7 +79,7 @@ def test_one_eb_restores_the_pipeline_corrected_data_and_flags(pipeline_group, u
     assert result.linked == [] and not (cal / f"{eb}.ms").exists()
     truth = np.load(project / "truth" / f"{eb}.npz")
     working = _by_spw(cal / "working" / f"{eb}.ms", "CORRECTED_DATA")
-    assert len(working) == 6                      # 3 science spws + 3 channel-average spws in the ASDM
+    assert len(working) == 7                      # 3 science spws, 3 channel-average spws and the WVR spw
     for s in truth["spw"]:
         np.testing.assert_allclose(working[int(s)][0], truth[f"corrected_{s}"], rtol=0, atol=ATOL)
         assert np.array_equal(working[int(s)][1], truth[f"flag_{s}"]) and 0 < working[int(s)][1].mean() < 0.5
