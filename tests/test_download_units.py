@@ -10,7 +10,7 @@ from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
 from almadeliver.errors import AuthError, DiskSpaceError, UsageError
 from almadeliver.ids import TarballKind
 from almadeliver.transfer import auth
-from almadeliver.transfer.download import backoff_delay, content_range_matches, looks_like_html
+from almadeliver.transfer.download import _steal_point, backoff_delay, content_range_matches, looks_like_html
 from almadeliver.transfer.journal import DOWNLOADED, EXTRACTED, Journal
 from almadeliver.transfer.plan import check_space, make_plan, mirror_url, parse_what
 
@@ -189,3 +189,18 @@ def test_the_space_check_keeps_a_margin():
     assert SpaceCheck(1000, 1000, 0).margin == SPACE_MARGIN
     assert SpaceCheck(50 * SPACE_MARGIN, 50 * SPACE_MARGIN, 0).margin == 2 * SPACE_MARGIN
     assert SpaceCheck(0, 0, 0).margin == 0
+
+
+@pytest.mark.parametrize("done,end,steal_min", [
+    (200_000, 445_440, 16 * 1024),            # a small file: no MiB boundary inside the range
+    (3 * 2**20 + 5000, 3 * 2**20 + 200_000, 16 * 1024),   # just past a MiB boundary
+    (0, 100 * 2**20, 4 * 2**20),
+    (2**20 - 10, 2**20 + 70_000, 16 * 1024),
+])
+def test_steal_point_stays_inside_the_running_range(done, end, steal_min):
+    """A thief's half starts past what the victim already has (never at a MiB boundary behind it,
+    which re-fetched those bytes and let thieves steal the same bytes back and forth)."""
+    mid = _steal_point(done, end, steal_min)
+    assert done + steal_min <= mid <= end - steal_min
+    if end - done >= 4 * 2**20 + 2 * steal_min:
+        assert mid % 2**20 == 0

@@ -9,7 +9,6 @@ local archive's answers to malformed requests.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import socket

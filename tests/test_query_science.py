@@ -4,7 +4,6 @@ Against the local archive (real HTTP on 127.0.0.1) serving catalogues whose freq
 union of per-spw segments and whose s_region is a circle, polygon or union, as ALMA writes them."""
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path

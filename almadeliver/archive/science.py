@@ -92,6 +92,9 @@ class MousScience:
 
 @dataclass
 class ScienceResult:
+    """A science query's answer: the project view of the MOUS kept, their ObsCore rows, and per MOUS
+    what covers the requested frequencies and targets; ``tap_calls`` counts the TAP queries made."""
+
     view: ProjectView
     table: Table                        # the ObsCore rows of the MOUS kept
     mous: dict[str, MousScience]

@@ -11,7 +11,7 @@ from astropy.io.votable import from_table
 
 from ..archive.client import ARCHIVE_ENV, ArchiveClient
 from ..archive.model import Mous, Project, ProjectView
-from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, query, summary
+from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, summary
 from ..archive.science import Limits, ScienceResult, parse_resolution, science_query, spectral_requests
 from ..archive.spectral import parse_limit
 from ..archive.tap import Selection, cone, resolve_target

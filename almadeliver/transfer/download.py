@@ -128,6 +128,18 @@ def content_range_matches(header: str | None, start: int, end: int, total: int) 
     return first == start and start <= last < end and (size == "*" or int(size) == total)
 
 
+def _steal_point(done: int, end: int, steal_min: int) -> int:
+    """Where a thief splits a running range ``[done, end)``: about half way, on a MiB boundary when
+    one leaves both halves at least ``steal_min``, else on a 4 KiB boundary. Always strictly inside
+    the range, so the victim keeps what it has and the thief never fetches those bytes again."""
+    mid = done + (end - done) // 2
+    for unit in (MiB, 4096):
+        aligned = mid - mid % unit
+        if aligned - done >= steal_min and end - aligned >= steal_min:
+            return aligned
+    return mid
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: half fixed, half random, capped."""
     d = min(cap, base * 2 ** attempt)
@@ -286,8 +298,7 @@ class _Engine:
                                 best, left = (j, s), s.end - s.done
                 if best is not None:
                     j, s = best
-                    mid = s.done + left // 2
-                    mid -= mid % MiB
+                    mid = _steal_point(s.done, s.end, cfg.steal_min)
                     new = _Segment(mid, s.end, mid)
                     s.end = mid
                     j.segments.append(new)
