@@ -79,8 +79,15 @@ def test_package_writes_the_delivery(tmp_path, real, staff_reduction):
         plots = t.extractfile(f"{PREFIX}/calibration/{e0}.calibration.plots.tgz").read()
         assert all(m.mtime == FIXED_MTIME and m.uname == "alma" for m in t.getmembers())
     with tarfile.open(fileobj=io.BytesIO(cal)) as t:      # tables only: no ASDM, MS, logs, script, qa2
-        assert t.getnames() == [f"{e0}.calibration", f"{e0}.calibration/{e0}.ms.split.bandpass",
-                                f"{e0}.calibration/{e0}.ms.split.bandpass/table.dat", f"{e0}.calibration/{e0}.ms.wvrgcal"]
+        cal_names = t.getnames()
+    # the split flag versions are kept (the applyonly restore restores the reducer's flags from them);
+    # <EB>.ms.flagversions is not (importasdm would refuse to overwrite it)
+    flagversions = f"{e0}.calibration/{e0}.ms.split.flagversions"
+    assert [n for n in cal_names if not n.startswith(flagversions + "/")] == [
+        f"{e0}.calibration", f"{e0}.calibration/{e0}.ms.split.bandpass",
+        f"{e0}.calibration/{e0}.ms.split.bandpass/table.dat", flagversions, f"{e0}.calibration/{e0}.ms.wvrgcal"]
+    assert f"{flagversions}/FLAG_VERSION_LIST" in cal_names
+    assert not any(".ms.flagversions" in n for n in cal_names)
     with tarfile.open(fileobj=io.BytesIO(plots)) as t:
         assert f"{e0}.calibration.plots/{e0}.ms.split.bandpass.plots/bp.png" in t.getnames()
 
@@ -247,10 +254,12 @@ def test_cli_prepare_check_package(tmp_path, real, capsys, staff_reduction):
 
 
 @pytest.mark.parametrize("value", ["4.x", "unknown"])
-def test_readme_placeholder_has_one_verdict_in_check_validate_and_package(tmp_path, real, capsys, value):
+def test_readme_placeholder_has_one_verdict_in_check_validate_and_package(tmp_path, real, capsys, value,
+                                                                          staff_reduction):
     """'CASA version used for reduction: 4.x' (a template left unfilled): check fails, validate of the
-    area reports the same error, package refuses; one README reader (readme.py) gives every verdict."""
-    area = make_area(tmp_path / "staff", real)
+    area reports the same error, package refuses; one README reader (readme.py) gives every verdict
+    (the area's MSs and images are real, so that the README is the one item that fails)."""
+    area = make_area(tmp_path / "staff", real, measurements=staff_reduction.area)
     text = (area / "README").read_text()
     assert "CASA version used for reduction: 4.4.0" in text
     (area / "README").write_text(text.replace("CASA version used for reduction: 4.4.0",

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import installed_casa_version
 
 from almadeliver.archive.client import ArchiveClient
 from almadeliver.archive.projectview import query
@@ -40,7 +41,8 @@ def test_round_trip(staff_reduction, tmp_path):
     restored, imaged, area, fill = staff_reduction.restored, staff_reduction.imaged, staff_reduction.area, staff_reduction.fill
     # a cube per spw (3) and a continuum image per sideband (2)
     assert not imaged.failures and len(imaged.comparisons) == 5
-    assert restored.casa_asked == ["6.5.4"] and restored.mismatch_allowed
+    # the simulated reducer calibrated in this CASA (conftest): the scripts' gates pass as they are
+    assert restored.casa_asked == [installed_casa_version().split("-")[0]] and not restored.mismatch_allowed
     # the staff area, filled from those results, passes the final checklist. A restore runs the
     # calibration scripts in applyonly mode (not every step); the reducer's full run is the
     # scriptForPI log the delivery ships in log/.

@@ -119,6 +119,11 @@ class _Builder:
                               "cycle0": cycle0},
                              workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
         self.eb_info.update(result["observed"])
+        # the reducer images in a new CASA session (log/<MOUS>.imaging.log), as almadeliver image does
+        run_in_casa("almadeliver.sim.manual:casa_image_mous",
+                    {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
+                     "cycle0": cycle0},
+                    workdir=work, logfile=work / "casa-imaging.log", on_line=self._casa_line)
         if cycle0:  # Cycle 0 deliveries shipped the reducer's scripts but no scriptForPI
             (member / "script" / "scriptForPI.py").unlink()
         images = [_image_stats(p) for p in sorted((member / "product").glob("*.image.pbcor.fits"))]

@@ -2,8 +2,9 @@
 
 Parent side: ``write_scripts`` fills script/ from templates/. CASA side (``casa_build_mous``, run
 by ``run_in_casa``): simulate the EBs into raw/, run our scriptForPI.py through the legacy shim
-(which really calibrates every EB), then scriptForImaging.py; harvest calibration tables, QA2
-plots and text, logs and FITS products into the member folder, and remove calibrated/.
+(which really calibrates every EB) and harvest calibration tables, QA2 plots and text and the log
+(``casa_build_mous``); then, in a CASA session of its own, scriptForImaging.py, its FITS products
+and log (``casa_image_mous``), and remove calibrated/.
 """
 from __future__ import annotations
 
@@ -154,13 +155,30 @@ def reducer_analysis_utils():
     return types.SimpleNamespace(stuffForScienceDataReduction=lambda: types.SimpleNamespace())
 
 
+def start_session_log(path: Path, casa_version: str) -> None:
+    """Make ``path`` the CASA log, starting as the log of a CASA session does: its header names
+    the Python and the CASA version (monolithic CASA 6: ``CASA Version CASA 6.5.4-9``), here the
+    CASA the simulated reducer ran (``casa_version``). The staff checklist compares these lines
+    between the calibration and imaging logs."""
+    import platform
+    import time
+
+    from casatasks import casalog
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    lines = ["", f"Python version {platform.python_version()}", f"CASA Version CASA {casa_version}",
+             "    Descriptor: CASA"]
+    with open(path, "a") as fh:
+        fh.writelines(f"{stamp}\tINFO\t::casa\t{line}\n" for line in lines)
+    casalog.setlogfile(str(path))
+
+
 def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
     """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures.
 
     ``cycle0``: lay the member out as Cycle 0 deliveries were: calibrated/<EB>.ms.split.cal,
-    raw/<EB>.ms.split (no ASDM), calibration/<EB>.calibration/ and .calibration.plots/ folders."""
-    from casatasks import casalog
-
+    raw/<EB>.ms.split (no ASDM), calibration/<EB>.calibration/ and .calibration.plots/ folders.
+    The calibrated data stay in calibrated/ for ``casa_image_mous``."""
     from ..casa.legacy import run_script
     from .observe import observe_mous
 
@@ -169,7 +187,7 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     observed = observe_mous(plan, index, member_p / "raw", work_p)
     log = member_p / "log"
     log.mkdir(exist_ok=True)
-    casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.scriptForPI.log"))
+    start_session_log(log / f"{Uid(mous['uid']).disk}.scriptForPI.log", plan["casa_version"])
     print(f"running scriptForPI.py for {mous['uid']}", flush=True)
     # the reducer's run: the full calibration (applyonly False) in the CASA that made the delivery;
     # analysisUtils is not on PyPI and the simulated reducer uses none of it (``reducer_analysis_utils``)
@@ -204,7 +222,24 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
                   [e for p in tables for e in tree_entries(p, f"{disk}.calibration/{p.name}")])
         write_tgz(calibration / f"{disk}.calibration.plots.tgz",
                   [(f"{disk}.calibration.plots/{p.name}", p) for p in plots])
-    casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.imaging.log"))
+    os.chdir(work_p)
+    return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
+
+
+def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
+    """CASA side of the reducer's imaging session for one manual MOUS (after ``casa_build_mous``):
+    scriptForImaging.py in ``calibrated/``, FITS products into product/, then calibrated/ removed
+    (Cycle 0: only its ``.ms.split.cal`` kept). A CASA session of its own with its own log, as the
+    reducer images (log/<MOUS>.imaging.log); it returns the product names.
+
+    Imaging in the calibration session would image with that session's state: a cube channel whose
+    LSRK grid falls on a flagged edge channel then comes out differently from a fresh session's."""
+    from ..casa.legacy import run_script
+
+    member_p, work_p = Path(member), Path(work)
+    mous = plan["mous"][index]
+    calibrated = member_p / "calibrated"
+    start_session_log(member_p / "log" / f"{Uid(mous['uid']).disk}.imaging.log", plan["casa_version"])
     print(f"running scriptForImaging.py for {mous['uid']}", flush=True)
     run_script(str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
     product = member_p / "product"
@@ -218,5 +253,5 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     else:
         shutil.rmtree(calibrated)
-    return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
+    return {"products": sorted(p.name for p in product.iterdir())}
 
