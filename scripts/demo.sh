@@ -50,16 +50,18 @@ step image almadeliver image "$MEMBER" --list
 step image almadeliver image "$MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
 
 # 8. staff side: a reduction area filled from the restore and the re-made images, its final checklist,
-#    then the archive's delivery files (products, auxiliary, raw, README, manifest)
+#    then the archive's delivery files (products, auxiliary, raw, README, manifest). The reducer
+#    calibrated in CASA 6.5.4 (its logs say so) and the images were re-made here in modular CASA 6.7.0:
+#    staff.casa-version fails (calibrate and image with one CASA), so check exits 1 and package refuses
 MOUS=$(basename "$MEMBER"); MOUS=${MOUS#member.}
 GOUS=$(basename "$(dirname "$MEMBER")"); GOUS=${GOUS#group.}
 SG=$(basename "$(dirname "$(dirname "$MEMBER")")"); SG=${SG#science_goal.}
 EBS=(); for asdm in "$MEMBER"/raw/*.asdm.sdm; do EBS+=(--eb "$(basename "$asdm" .asdm.sdm)"); done
 step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-delivery "$MEMBER" --images "$OUT/reimage"
-step check almadeliver check "$OUT/staff/$MOUS"
-step check almadeliver check "$OUT/staff/$MOUS" --format html -o "$OUT/staff/report.html"
+step check almadeliver check "$OUT/staff/$MOUS" || true
+step check almadeliver check "$OUT/staff/$MOUS" --format html -o "$OUT/staff/report.html" || true
 step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$SG" --group "$GOUS" \
-    --raw "$MEMBER/raw" --out "$OUT/packaged"
+    --raw "$MEMBER/raw" --out "$OUT/packaged" || true
 
 # 9. the pipeline project: query, download (raw data included), restore (auto: no monolithic CASA with
 #    the pipeline here, so the native engine runs hifa_restoredata's steps), the delivered images
