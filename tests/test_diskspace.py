@@ -60,3 +60,15 @@ def test_raw_is_measured_as_scriptforpi_does(tmp_path):
     df = subprocess.run(["df", "-P", "-m", str(elsewhere)], capture_output=True, text=True, check=True)
     assert abs(free_mb(elsewhere) - int(df.stdout.splitlines()[-1].split()[3])) <= 2
     assert est.free_mb == min(free_mb(member), free_mb(elsewhere))
+
+
+def test_exactly_enough_space_fits_and_one_mb_less_does_not():
+    """scriptForPI refuses only when the need passes the free space: need == free runs."""
+    from almadeliver.casa.diskspace import DiskEstimate
+
+    est = DiskEstimate(raw_mb=10, free_mb=30, extra_scripts=(), target="/x")   # level 2 and 3 need 3 x 10
+    assert est.fits(2) and est.fits(3) and not est.fits(1) and est.shortfall_mb(2) == 0
+    assert est.best_level() == 2
+    short = DiskEstimate(raw_mb=10, free_mb=29, extra_scripts=(), target="/x")
+    assert not short.fits(3) and short.shortfall_mb(3) == 1 and short.best_level() is None
+    assert short.fits(-1)                       # SPACESAVING=-1 skips the check

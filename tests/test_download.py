@@ -200,6 +200,28 @@ def test_range_ignored_restarts_from_zero_not_corrupted(archive, tmp_path):
     assert archive.stats[name].bytes_sent == source.stat().st_size      # the whole file again, from byte 0
 
 
+def test_a_206_for_another_range_restarts_from_zero_not_spliced(archive, tmp_path):
+    """A server (or proxy) that answers a resumed Range with a 206 starting 4 KiB earlier, and says so in
+    Content-Range: the bytes must not be written where the asked range starts."""
+    name = products_name(PROJECT, MOUS, 1, 2)
+    source = served(archive, name)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / (name + ".part")).write_bytes(source.read_bytes()[: 3 * MB])   # a previous run's partial file
+    archive.faults.early_range = 4096
+    result = download(plan_of(archive, "products"), dest, TransferConfig(progress=False, untar=False))
+    assert result.ok and sha(dest / name) == sha(source)
+    assert archive.stats[name].bytes_sent > source.stat().st_size - 3 * MB + 4096, "fetched again from byte 0"
+
+
+def test_a_206_for_another_range_while_splitting_is_not_spliced(archive, tmp_path):
+    name = products_name(PROJECT, MOUS, 1, 2)
+    archive.faults.early_range = 4096
+    cfg = TransferConfig(progress=False, split=4, split_min_size=MB, untar=False)
+    result = download(plan_of(archive, "products"), tmp_path / "d", cfg)
+    assert result.ok and sha(tmp_path / "d" / name) == sha(served(archive, name))
+
+
 def test_range_ignored_while_splitting_is_not_corrupted(archive, tmp_path):
     name = products_name(PROJECT, MOUS, 1, 2)
     archive.faults.ignore_range = True

@@ -86,6 +86,7 @@ class Faults:
     html_instead: bool = False         # answer 200 text/html login page instead of files
     fail_503: int = 0                  # answer 503 to the next N file requests (a burst), then recover
     slow_first_byte: float = 0.0       # seconds before the first body byte
+    early_range: int = 0               # answer a Range with a 206 starting this many bytes earlier (honest Content-Range)
 
 
 @dataclass
@@ -608,6 +609,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if parsed is not None:
                 (start, end), status = parsed, 206
+                start = max(0, start - faults.early_range)
         self.send_response(status)
         self.send_header("Content-Type", served.content_type)
         self.send_header("Content-Length", str(end - start + 1))
