@@ -59,7 +59,7 @@ def test_raw_is_measured_as_scriptforpi_does(tmp_path):
     assert est.raw_mb == _du_sm(member / "raw") == du_mb(elsewhere)
     df = subprocess.run(["df", "-P", "-m", str(elsewhere)], capture_output=True, text=True, check=True)
     assert abs(free_mb(elsewhere) - int(df.stdout.splitlines()[-1].split()[3])) <= 2
-    assert est.free_mb == min(free_mb(member), free_mb(elsewhere))
+    assert abs(est.free_mb - min(free_mb(member), free_mb(elsewhere))) <= 2   # other writers move free space
 
 
 def test_exactly_enough_space_fits_and_one_mb_less_does_not():

@@ -330,6 +330,34 @@ def test_disk_full_is_a_clear_error_and_the_part_is_kept(archive, tmp_path, monk
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_a_disk_that_fills_while_unpacking_keeps_the_tarball_and_the_rerun_only_unpacks(archive, tmp_path, monkeypatch):
+    """The tarball (12 MB) fits on the disk, its unpacked copy does not: a one-line DiskSpaceError, the
+    verified tarball kept, and after space is freed the rerun unpacks it without fetching a byte."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        name = products_name(PROJECT, MOUS, 1, 2)
+        plan = plan_of(archive, "products")
+        plan.files = [f for f in plan.files if f.name == name]
+        from almadeliver.transfer import download as engine
+        monkeypatch.setattr(engine, "check_space", lambda *a, **k: None)   # let the disk fill up
+        result = download(plan, mnt / "d", FAST)
+        [failed] = result.failed
+        assert isinstance(failed.error, DiskSpaceError) and "\n" not in str(failed.error)
+        assert "tarball is kept" in str(failed.error)
+        assert sha(mnt / "d" / name) == sha(served(archive, name)), "the verified tarball is kept whole"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)   # free some space
+        archive.stats.reset()
+        again = download(plan, mnt / "d", FAST)
+        assert again.ok and again.fetched_bytes == 0 and archive.stats[name].bytes_sent == 0
+        fits = mnt / "d" / MEMBER / "product" / "W51.spw25.cube.I.pbcor.fits"
+        assert fits.stat().st_size == 12 * MB and not (mnt / "d" / name).exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 # -- a killed run --------------------------------------------------------------------------------------
 def test_sigkill_mid_run_then_rerun_fetches_no_finished_file_again(archive, tmp_path):
     dest = tmp_path / "d"
