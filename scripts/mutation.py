@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,8 @@ def run_module(module: str, work: Path, timeout: float) -> dict:
     bin_dir = Path(sys.executable).parent
     cfg, session = work / "cr.toml", work / f"{module.replace('/', '_')}.sqlite"
     cfg.write_text(_config(module, TESTS[module], timeout))
-    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home")}
+    # no .pyc: a mutant of the same size written within the second of the last one would run the old bytecode
+    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"), "PYTHONDONTWRITEBYTECODE": "1"}
     run = dict(cwd=work, env=env, check=True, capture_output=True, text=True)
     subprocess.run([bin_dir / "cosmic-ray", "init", cfg, session], **run)
     subprocess.run([bin_dir / "cr-filter-operators", session, cfg], **run)
@@ -127,6 +129,7 @@ def main() -> None:
         raise SystemExit(f"error: no tests listed for {', '.join(unknown)}; known: {', '.join(TESTS)}")
     if shutil.which("cosmic-ray", path=str(Path(sys.executable).parent)) is None:
         raise SystemExit("error: cosmic-ray is not installed: VIRTUAL_ENV=.venv uv pip install -e '.[mutation]'")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # so the copy of the tree is removed
     results = []
     for module in args.modules or list(TESTS):
         with tempfile.TemporaryDirectory(prefix="almadeliver-mutation-") as tmp:

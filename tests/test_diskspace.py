@@ -1,7 +1,9 @@
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
-from almadeliver.casa.diskspace import MB, DiskSampler, du_mb, estimate, free_mb
+from almadeliver.casa.diskspace import MB, DiskSampler, du_bytes, du_mb, estimate, free_mb
 
 
 def _member(tmp_path, raw_bytes, extra=False):
@@ -72,3 +74,85 @@ def test_exactly_enough_space_fits_and_one_mb_less_does_not():
     short = DiskEstimate(raw_mb=10, free_mb=29, extra_scripts=(), target="/x")
     assert not short.fits(3) and short.shortfall_mb(3) == 1 and short.best_level() is None
     assert short.fits(-1)                       # SPACESAVING=-1 skips the check
+
+
+def test_a_prefixed_flux_script_adds_three_times_raw(tmp_path):
+    """Pipeline-era names carry the member prefix: member.<MOUS>.scriptForFluxCalibration.py counts too."""
+    member = _member(tmp_path, MB)
+    (member / "script" / "member.uid___A001_X1_X2.scriptForFluxCalibration.py").write_text("")
+    est = estimate(member)
+    assert est.extra_scripts == ("scriptForFluxCalibration.py",) and est.need_mb(1) == 10 * est.raw_mb
+
+
+def test_an_unreadable_folder_in_raw_is_skipped_not_fatal(tmp_path):
+    """du -s reports what it can read; so does du_bytes (measured as another user than the tree's owner)."""
+    import json
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="almadeliver-du-"))
+    try:
+        top.chmod(0o755)
+        (top / "raw" / "locked").mkdir(parents=True)
+        (top / "raw" / "data").write_bytes(os.urandom(2 * MB))
+        (top / "raw" / "locked" / "hidden").write_bytes(os.urandom(MB))
+        (top / "raw" / "locked").chmod(0)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                with os.fdopen(write, "w") as out:
+                    json.dump(du_bytes(top / "raw"), out)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as inp:
+            text = inp.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "du_bytes raised on the unreadable folder"
+        assert 2 * MB <= json.loads(text) < 3 * MB          # the data file counted, the locked one not
+    finally:
+        (top / "raw" / "locked").chmod(0o755)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_du_bytes_equals_du_byte_for_byte_with_hard_links_among_other_files(tmp_path):
+    """Allocated bytes exactly as `du -s -B1` counts them: each hard-linked file once, every other file of
+    the folder still counted whichever order the folder lists them in."""
+    raw = tmp_path / "raw"
+    for d in range(5):
+        folder = raw / f"uid___A002_X1_X{d}.asdm.sdm"
+        folder.mkdir(parents=True)
+        (folder / "a.bin").write_bytes(os.urandom(100_000))
+        os.link(folder / "a.bin", folder / "b.bin")
+        for name in ("c.xml", "d.xml", "e.xml", "f.xml"):
+            (folder / name).write_bytes(os.urandom(20_000))
+    du = subprocess.run(["du", "-s", "-B1", str(raw)], capture_output=True, text=True, check=True)
+    assert du_bytes(raw) == int(du.stdout.split()[0])
+
+
+def test_acrenorm_caps_spacesaving_at_1(tmp_path):
+    """scriptForPI v2.x applies at most SPACESAVING=1 to ACreNorm data: levels 2 and 3 need what 1 needs."""
+    from almadeliver.casa.diskspace import DiskEstimate
+
+    est = DiskEstimate(raw_mb=10, free_mb=1000, extra_scripts=(), target="/x", acrenorm=True)
+    assert [est.effective_level(level) for level in (-1, 0, 1, 2, 3)] == [-1, 0, 1, 1, 1]
+    assert est.needs == {0: 110, 1: 70, 2: 70, 3: 70}
+    member = _member(tmp_path, MB)
+    (member / "script" / "uid___A002_X1_X3.ms.scriptForCalibration.py").write_text(
+        "# ACreNorm is not used here\nes.ACreNorm(vis='x.ms')\n")
+    assert estimate(member).acrenorm
+    (member / "script" / "uid___A002_X1_X3.ms.scriptForCalibration.py").write_text("# ACreNorm in a comment only\n")
+    assert not estimate(member).acrenorm
+
+
+def test_free_space_is_taken_where_calibrated_goes_when_raw_shares_its_disk(tmp_path):
+    member = _member(tmp_path, MB)
+    est = estimate(member)
+    assert est.target == str(member)            # raw/ on the same filesystem: the member folder is named
