@@ -1,7 +1,10 @@
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
+
+import pytest
 
 from almadeliver.casa.diskspace import MB, DiskSampler, du_bytes, du_mb, estimate, free_mb
 
@@ -84,21 +87,24 @@ def test_a_prefixed_flux_script_adds_three_times_raw(tmp_path):
     assert est.extra_scripts == ("scriptForFluxCalibration.py",) and est.need_mb(1) == 10 * est.raw_mb
 
 
-def test_an_unreadable_folder_in_raw_is_skipped_not_fatal(tmp_path):
-    """du -s reports what it can read; so does du_bytes (measured as another user than the tree's owner)."""
+def test_unreadable_folders_in_raw_are_skipped_as_du_skips_them(tmp_path):
+    """du -s reports what it can read; so does du_bytes, byte for byte (both run as another user than the
+    tree's owner), whichever order the locked and readable folders are walked in."""
     import json
     import tempfile
 
     top = Path(tempfile.mkdtemp(prefix="almadeliver-du-"))
     try:
         top.chmod(0o755)
-        (top / "raw" / "locked").mkdir(parents=True)
-        (top / "raw" / "data").write_bytes(os.urandom(2 * MB))
-        (top / "raw" / "locked" / "hidden").write_bytes(os.urandom(MB))
-        (top / "raw" / "locked").chmod(0)
+        for i in range(4):
+            (top / "raw" / f"locked{i}").mkdir(parents=True)
+            (top / "raw" / f"locked{i}" / "hidden").write_bytes(os.urandom(MB))
+            (top / "raw" / f"open{i}").mkdir()
+            (top / "raw" / f"open{i}" / "data").write_bytes(os.urandom(300_000))
+            (top / "raw" / f"locked{i}").chmod(0)
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:
+        if pid == 0:                       # the child: drop root's rights, measure both ways
             code = 1
             try:
                 os.close(read)
@@ -106,8 +112,9 @@ def test_an_unreadable_folder_in_raw_is_skipped_not_fatal(tmp_path):
                     os.setgroups([])
                     os.setresgid(65534, 65534, 65534)
                     os.setresuid(65534, 65534, 65534)
+                du = subprocess.run(["du", "-s", "-B1", str(top / "raw")], capture_output=True, text=True)
                 with os.fdopen(write, "w") as out:
-                    json.dump(du_bytes(top / "raw"), out)
+                    json.dump([du_bytes(top / "raw"), int(du.stdout.split()[0])], out)
                 code = 0
             finally:
                 os._exit(code)
@@ -115,10 +122,12 @@ def test_an_unreadable_folder_in_raw_is_skipped_not_fatal(tmp_path):
         with os.fdopen(read) as inp:
             text = inp.read()
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, "du_bytes raised on the unreadable folder"
-        assert 2 * MB <= json.loads(text) < 3 * MB          # the data file counted, the locked one not
+        assert os.waitstatus_to_exitcode(status) == 0, "du_bytes raised on an unreadable folder"
+        ours, theirs = json.loads(text)
+        assert ours == theirs and 4 * 300_000 <= ours < 4 * MB     # the readable data counted, the locked not
     finally:
-        (top / "raw" / "locked").chmod(0o755)
+        for i in range(4):
+            (top / "raw" / f"locked{i}").chmod(0o755)
         shutil.rmtree(top, ignore_errors=True)
 
 
@@ -156,3 +165,40 @@ def test_free_space_is_taken_where_calibrated_goes_when_raw_shares_its_disk(tmp_
     member = _member(tmp_path, MB)
     est = estimate(member)
     assert est.target == str(member)            # raw/ on the same filesystem: the member folder is named
+
+
+def test_du_of_a_missing_folder_is_zero_and_megabytes_round_up_like_du(tmp_path):
+    assert du_bytes(tmp_path / "nothing") == 0 and du_mb(tmp_path / "nothing") == 0
+    one = tmp_path / "one"
+    one.write_bytes(os.urandom(MB))                 # exactly 1 MiB allocated: 1, not 2
+    du = subprocess.run(["du", "-sm", str(one)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert du_bytes(one) == MB and du_mb(one) == int(du) == 1
+    assert isinstance(free_mb(tmp_path), int)       # df -m: whole megabytes
+
+
+def test_the_sampler_samples_in_the_background(tmp_path):
+    work = tmp_path / "calibrated"
+    work.mkdir()
+    with DiskSampler(work, interval=0.01) as sampler:
+        (work / "big").write_bytes(os.urandom(2 * MB))
+        for _ in range(3000):                       # no sample() here: the sampler's thread must see it
+            if sampler.peak >= 2 * MB:
+                break
+            threading.Event().wait(0.01)
+    assert sampler.peak >= 2 * MB
+
+
+def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
+    """raw/ linked to another filesystem with less room: scriptForPI checks there (df in raw/)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        member = _member(tmp_path, MB)
+        shutil.move(str(member / "raw"), str(small / "raw"))
+        (member / "raw").symlink_to(small / "raw")
+        est = estimate(member)
+        assert est.target == str((small / "raw").resolve()) and 5 <= est.free_mb <= 8
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
