@@ -2,7 +2,8 @@
 
 Writes a 1 GiB tarball-sized file in a temporary folder (page-cached after the first read), serves it
 with LocalArchive and downloads it with curl to /dev/null. Prints ratios: server stream vs
-`cat file > /dev/null`, vs the 1 GB/s target, and a throttled stream vs its cap.
+`cat file > /dev/null`, vs the 1 GB/s target, a throttled stream vs its cap, and the latency and
+slow-first-byte faults vs the delay asked.
 
     .venv/bin/python benchmarks/bench_server.py [--size-mb 1024]
 """
@@ -68,6 +69,18 @@ def main() -> None:
             out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-r", "0-39999999", "-w", "%{time_total} %{size_download}", url],
                                  check=True, capture_output=True, text=True).stdout.split()
             throttled, got = float(out[0]), int(out[1])
+            archive.faults.throttle = None
+            # the latency and slow-first-byte faults (moved here from tests/test_serve_files.py): ratios to the asked delay
+            archive.faults.latency = 0.3
+            began = time.perf_counter()
+            subprocess.run(["curl", "-s", "-o", "/dev/null", f"{archive.url}/tap/availability"], check=True)
+            latency = time.perf_counter() - began
+            archive.faults.latency = 0.0
+            archive.faults.slow_first_byte = 0.4
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-r", "0-999", "-w",
+                                  "%{time_total} %{time_starttransfer}", url],
+                                 check=True, capture_output=True, text=True).stdout.split()
+            first_byte = float(out[0]) - float(out[1])   # from the headers to the end of a 1000-byte body
         gbps = size / best / 1e9
         cat_gbps = size / cat / 1e9
         print(f"file                     {size / 1e9:.2f} GB (page-cached)")
@@ -77,6 +90,8 @@ def main() -> None:
         print(f"ratio stream / 1 GB/s    {gbps:.2f}  ({'meets' if gbps >= 1 else 'BELOW'} the 1 GB/s target)")
         print(f"throttled stream         {got / throttled / 1e6:.1f} MB/s under a {cap / 1e6:.0f} MB/s cap "
               f"(ratio {got / throttled / cap:.2f})")
+        print(f"latency fault            {latency:.2f} s for 0.3 s asked (ratio {latency / 0.3:.2f}, at least 1 expected)")
+        print(f"slow-first-byte fault    {first_byte:.2f} s for 0.4 s asked (ratio {first_byte / 0.4:.2f}, at least 1 expected)")
 
 
 if __name__ == "__main__":

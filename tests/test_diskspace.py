@@ -1,7 +1,12 @@
 import os
+import shutil
 import subprocess
+import threading
+from pathlib import Path
 
-from almadeliver.casa.diskspace import MB, DiskSampler, du_mb, estimate, free_mb
+import pytest
+
+from almadeliver.casa.diskspace import MB, DiskSampler, du_bytes, du_mb, estimate, free_mb
 
 
 def _member(tmp_path, raw_bytes, extra=False):
@@ -59,4 +64,141 @@ def test_raw_is_measured_as_scriptforpi_does(tmp_path):
     assert est.raw_mb == _du_sm(member / "raw") == du_mb(elsewhere)
     df = subprocess.run(["df", "-P", "-m", str(elsewhere)], capture_output=True, text=True, check=True)
     assert abs(free_mb(elsewhere) - int(df.stdout.splitlines()[-1].split()[3])) <= 2
-    assert est.free_mb == min(free_mb(member), free_mb(elsewhere))
+    assert abs(est.free_mb - min(free_mb(member), free_mb(elsewhere))) <= 2   # other writers move free space
+
+
+def test_exactly_enough_space_fits_and_one_mb_less_does_not():
+    """scriptForPI refuses only when the need passes the free space: need == free runs."""
+    from almadeliver.casa.diskspace import DiskEstimate
+
+    est = DiskEstimate(raw_mb=10, free_mb=30, extra_scripts=(), target="/x")   # level 2 and 3 need 3 x 10
+    assert est.fits(2) and est.fits(3) and not est.fits(1) and est.shortfall_mb(2) == 0
+    assert est.best_level() == 2
+    short = DiskEstimate(raw_mb=10, free_mb=29, extra_scripts=(), target="/x")
+    assert not short.fits(3) and short.shortfall_mb(3) == 1 and short.best_level() is None
+    assert short.fits(-1)                       # SPACESAVING=-1 skips the check
+
+
+def test_a_prefixed_flux_script_adds_three_times_raw(tmp_path):
+    """Pipeline-era names carry the member prefix: member.<MOUS>.scriptForFluxCalibration.py counts too."""
+    member = _member(tmp_path, MB)
+    (member / "script" / "member.uid___A001_X1_X2.scriptForFluxCalibration.py").write_text("")
+    est = estimate(member)
+    assert est.extra_scripts == ("scriptForFluxCalibration.py",) and est.need_mb(1) == 10 * est.raw_mb
+
+
+def test_unreadable_folders_in_raw_are_skipped_as_du_skips_them(tmp_path):
+    """du -s reports what it can read; so does du_bytes, byte for byte (both run as another user than the
+    tree's owner), whichever order the locked and readable folders are walked in."""
+    import json
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="almadeliver-du-"))
+    try:
+        top.chmod(0o755)
+        for i in range(4):
+            (top / "raw" / f"locked{i}").mkdir(parents=True)
+            (top / "raw" / f"locked{i}" / "hidden").write_bytes(os.urandom(MB))
+            (top / "raw" / f"open{i}").mkdir()
+            (top / "raw" / f"open{i}" / "data").write_bytes(os.urandom(300_000))
+            (top / "raw" / f"locked{i}").chmod(0)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                       # the child: drop root's rights, measure both ways
+            code = 1
+            try:
+                os.close(read)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                du = subprocess.run(["du", "-s", "-B1", str(top / "raw")], capture_output=True, text=True)
+                with os.fdopen(write, "w") as out:
+                    json.dump([du_bytes(top / "raw"), int(du.stdout.split()[0])], out)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as inp:
+            text = inp.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "du_bytes raised on an unreadable folder"
+        ours, theirs = json.loads(text)
+        assert ours == theirs and 4 * 300_000 <= ours < 4 * MB     # the readable data counted, the locked not
+    finally:
+        for i in range(4):
+            (top / "raw" / f"locked{i}").chmod(0o755)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_du_bytes_equals_du_byte_for_byte_with_hard_links_among_other_files(tmp_path):
+    """Allocated bytes exactly as `du -s -B1` counts them: each hard-linked file once, every other file of
+    the folder still counted whichever order the folder lists them in."""
+    raw = tmp_path / "raw"
+    for d in range(5):
+        folder = raw / f"uid___A002_X1_X{d}.asdm.sdm"
+        folder.mkdir(parents=True)
+        (folder / "a.bin").write_bytes(os.urandom(100_000))
+        os.link(folder / "a.bin", folder / "b.bin")
+        for name in ("c.xml", "d.xml", "e.xml", "f.xml"):
+            (folder / name).write_bytes(os.urandom(20_000))
+    du = subprocess.run(["du", "-s", "-B1", str(raw)], capture_output=True, text=True, check=True)
+    assert du_bytes(raw) == int(du.stdout.split()[0])
+
+
+def test_acrenorm_caps_spacesaving_at_1(tmp_path):
+    """scriptForPI v2.x applies at most SPACESAVING=1 to ACreNorm data: levels 2 and 3 need what 1 needs."""
+    from almadeliver.casa.diskspace import DiskEstimate
+
+    est = DiskEstimate(raw_mb=10, free_mb=1000, extra_scripts=(), target="/x", acrenorm=True)
+    assert [est.effective_level(level) for level in (-1, 0, 1, 2, 3)] == [-1, 0, 1, 1, 1]
+    assert est.needs == {0: 110, 1: 70, 2: 70, 3: 70}
+    member = _member(tmp_path, MB)
+    (member / "script" / "uid___A002_X1_X3.ms.scriptForCalibration.py").write_text(
+        "# ACreNorm is not used here\nes.ACreNorm(vis='x.ms')\n")
+    assert estimate(member).acrenorm
+    (member / "script" / "uid___A002_X1_X3.ms.scriptForCalibration.py").write_text("# ACreNorm in a comment only\n")
+    assert not estimate(member).acrenorm
+
+
+def test_free_space_is_taken_where_calibrated_goes_when_raw_shares_its_disk(tmp_path):
+    member = _member(tmp_path, MB)
+    est = estimate(member)
+    assert est.target == str(member)            # raw/ on the same filesystem: the member folder is named
+
+
+def test_du_of_a_missing_folder_is_zero_and_megabytes_round_up_like_du(tmp_path):
+    assert du_bytes(tmp_path / "nothing") == 0 and du_mb(tmp_path / "nothing") == 0
+    one = tmp_path / "one"
+    one.write_bytes(os.urandom(MB))                 # exactly 1 MiB allocated: 1, not 2
+    du = subprocess.run(["du", "-sm", str(one)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert du_bytes(one) == MB and du_mb(one) == int(du) == 1
+    assert isinstance(free_mb(tmp_path), int)       # df -m: whole megabytes
+
+
+def test_the_sampler_samples_in_the_background(tmp_path):
+    work = tmp_path / "calibrated"
+    work.mkdir()
+    with DiskSampler(work, interval=0.01) as sampler:
+        (work / "big").write_bytes(os.urandom(2 * MB))
+        for _ in range(3000):                       # no sample() here: the sampler's thread must see it
+            if sampler.peak >= 2 * MB:
+                break
+            threading.Event().wait(0.01)
+    assert sampler.peak >= 2 * MB
+
+
+def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
+    """raw/ linked to another filesystem with less room: scriptForPI checks there (df in raw/)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        member = _member(tmp_path, MB)
+        shutil.move(str(member / "raw"), str(small / "raw"))
+        (member / "raw").symlink_to(small / "raw")
+        est = estimate(member)
+        assert est.target == str((small / "raw").resolve()) and 5 <= est.free_mb <= 8
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
+from almadeliver.delivery.validate import validate
 from almadeliver.errors import AuthError, DiskSpaceError, NotATarballError, NotFoundError, SizeMismatchError
 from almadeliver.ids import DeliveryFileName, Uid, auxiliary_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import tree_entries, write_tar
@@ -63,7 +64,8 @@ def build_archive(root: Path, real: Path) -> Path:
     """Two projects as `simulate` lays them out: a public one (products in two parts, auxiliary, raw, README)
     and a proprietary one."""
     st = root / "staging"
-    readme = (real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_bytes()
+    readme = (real / "delivery" / "W51_2013.1.00308.S_12m_README.txt").read_bytes().replace(
+        b"Project code: 2013.1.00308.S", f"Project code: {PROJECT}".encode())     # a README of this project
     big = os.urandom(12 * MB)
     files = {
         products_name(PROJECT, MOUS, 1, 2): _tar_of(st / "p1.tar", {
@@ -129,6 +131,9 @@ def test_download_unpacks_the_standard_tree_and_a_second_run_is_a_no_op(archive,
     assert (dest / readme_name(MOUS)).read_bytes() == served(archive, readme_name(MOUS)).read_bytes()
     assert not list(dest.glob("*.tar")) and not list(dest.glob("*.part")), "verified tarballs are removed"
     assert sum(f.extracted for f in result.files) == 4
+    report = validate(dest)        # the README is this project's; the rest is a sketch (no scripts per EB)
+    assert [f.message for f in report.findings if f.check.startswith("readme.")] == [
+        f"project {PROJECT}, PI Adam Ginsburg, CASA 4.4.0, QA2 notes 104 lines"]
     assert archive.stats.peak_streams <= 5
     archive.stats.reset()
     again = download(plan_of(archive), dest, FAST)
@@ -198,6 +203,28 @@ def test_range_ignored_restarts_from_zero_not_corrupted(archive, tmp_path):
     result = download(plan_of(archive, "products"), dest, TransferConfig(progress=False, untar=False))
     assert result.ok and sha(dest / name) == sha(source)
     assert archive.stats[name].bytes_sent == source.stat().st_size      # the whole file again, from byte 0
+
+
+def test_a_206_for_another_range_restarts_from_zero_not_spliced(archive, tmp_path):
+    """A server (or proxy) that answers a resumed Range with a 206 starting 4 KiB earlier, and says so in
+    Content-Range: the bytes must not be written where the asked range starts."""
+    name = products_name(PROJECT, MOUS, 1, 2)
+    source = served(archive, name)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / (name + ".part")).write_bytes(source.read_bytes()[: 3 * MB])   # a previous run's partial file
+    archive.faults.early_range = 4096
+    result = download(plan_of(archive, "products"), dest, TransferConfig(progress=False, untar=False))
+    assert result.ok and sha(dest / name) == sha(source)
+    assert archive.stats[name].bytes_sent > source.stat().st_size - 3 * MB + 4096, "fetched again from byte 0"
+
+
+def test_a_206_for_another_range_while_splitting_is_not_spliced(archive, tmp_path):
+    name = products_name(PROJECT, MOUS, 1, 2)
+    archive.faults.early_range = 4096
+    cfg = TransferConfig(progress=False, split=4, split_min_size=MB, untar=False)
+    result = download(plan_of(archive, "products"), tmp_path / "d", cfg)
+    assert result.ok and sha(tmp_path / "d" / name) == sha(served(archive, name))
 
 
 def test_range_ignored_while_splitting_is_not_corrupted(archive, tmp_path):
@@ -303,6 +330,34 @@ def test_disk_full_is_a_clear_error_and_the_part_is_kept(archive, tmp_path, monk
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_a_disk_that_fills_while_unpacking_keeps_the_tarball_and_the_rerun_only_unpacks(archive, tmp_path, monkeypatch):
+    """The tarball (12 MB) fits on the disk, its unpacked copy does not: a one-line DiskSpaceError, the
+    verified tarball kept, and after space is freed the rerun unpacks it without fetching a byte."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        name = products_name(PROJECT, MOUS, 1, 2)
+        plan = plan_of(archive, "products")
+        plan.files = [f for f in plan.files if f.name == name]
+        from almadeliver.transfer import download as engine
+        monkeypatch.setattr(engine, "check_space", lambda *a, **k: None)   # let the disk fill up
+        result = download(plan, mnt / "d", FAST)
+        [failed] = result.failed
+        assert isinstance(failed.error, DiskSpaceError) and "\n" not in str(failed.error)
+        assert "tarball is kept" in str(failed.error)
+        assert sha(mnt / "d" / name) == sha(served(archive, name)), "the verified tarball is kept whole"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)   # free some space
+        archive.stats.reset()
+        again = download(plan, mnt / "d", FAST)
+        assert again.ok and again.fetched_bytes == 0 and archive.stats[name].bytes_sent == 0
+        fits = mnt / "d" / MEMBER / "product" / "W51.spw25.cube.I.pbcor.fits"
+        assert fits.stat().st_size == 12 * MB and not (mnt / "d" / name).exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 # -- a killed run --------------------------------------------------------------------------------------
 def test_sigkill_mid_run_then_rerun_fetches_no_finished_file_again(archive, tmp_path):
     dest = tmp_path / "d"
@@ -348,14 +403,19 @@ def test_download_by_project_code_and_by_mous_through_the_query_stage(tiny_root,
         assert main(["-q", "download", "2017.1.01185.S", "--archive", a.url, "--dest", str(tmp_path / "d")]) == 0
         out = capsys.readouterr().out
         assert "fetched 8 files" in out
-        # validate runs at the end and says what is wrong with the tree (this test archive's FITS are not FITS)
-        assert f"{tmp_path / 'd' / '2017.1.01185.S'}: flavour" in out
-        assert "pbcor.fits: not a readable FITS file" in out
+        # validate runs at the end: the archive's tarballs make a valid tree
+        assert f"{tmp_path / 'd' / '2017.1.01185.S'}: flavour pipeline (2 members, raw 2/2, restored 0/2); 0 errors, " \
+               "0 warnings" in out
+        report = validate(tmp_path / "d" / "2017.1.01185.S")
+        assert [(f.check, f.message) for f in report.findings if f.severity.value != "info"] == []
         tree = tmp_path / "d" / "2017.1.01185.S" / "science_goal.uid___A001_X12a3_Xe7" / "group.uid___A001_X12a3_Xe8"
         assert sorted(p.name for p in tree.iterdir()) == ["member.uid___A001_X12a3_Xe9", "member.uid___A001_X12a3_Xeb"]
         assert sorted(p.name for p in (tree / "member.uid___A001_X12a3_Xe9").iterdir()) == [
-            "README", "calibration", "log", "product", "qa", "script"]
-        assert (tmp_path / "d" / "2017.1.01185.S" / "uid___A002_Xd28a9e_X71b8.asdm.sdm" / "ASDM.xml").is_file()
+            "README", "calibration", "log", "product", "qa", "raw", "script"]
+        for mous, ebs in (("uid___A001_X12a3_Xe9", ["uid___A002_Xd28a9e_X71b8", "uid___A002_Xd28a9e_X7b4d"]),
+                          ("uid___A001_X12a3_Xeb", ["uid___A002_Xd29c1f_X5cf"])):    # raw tarballs unpack into member/raw
+            assert sorted(p.name for p in (tree / f"member.{mous}" / "raw").iterdir()) == [f"{e}.asdm.sdm" for e in ebs]
+        assert sorted(p.name for p in (tmp_path / "d" / "2017.1.01185.S").iterdir()) == ["science_goal.uid___A001_X12a3_Xe7"]
         assert not list((tmp_path / "d").glob("*.tar"))
         # a proprietary MOUS: refused anonymously, fetched with --user (password from ALMA_PASSWORD)
         args = ["-q", "download", "uid://A001/X1465/X2f66", "--archive", a.url, "--dest", str(tmp_path / "p")]

@@ -246,3 +246,24 @@ def test_gnu_tar_tarballs_pass_the_end_of_archive_check(tmp_path, fmt):
     assert (tmp_path / "dest" / "2013.1.00308.S" / folder / "product" / "cube.fits").read_bytes() == \
         bytes(range(256)) * 300
     assert result.bytes == 256 * 300
+
+
+def test_a_file_short_after_extraction_is_an_error_and_the_tarball_is_kept(tmp_path, real, monkeypatch):
+    """The last line of defence: a file whose size on disk differs from its tar header after the copy
+    (a filesystem that loses a write silently; no real part here does that on demand, so the copy is
+    made to drop the member's last byte)."""
+    import os
+
+    from almadeliver.transfer import extract
+
+    products, _ = _delivery(tmp_path, real)
+    real_copy = extract._copy
+
+    def lossy_copy(src, dst, offset, size):
+        real_copy(src, dst, offset, size)
+        if size:
+            os.ftruncate(dst, size - 1)
+    monkeypatch.setattr(extract, "_copy", lossy_copy)
+    with pytest.raises(TransferError, match="has the wrong size after extraction") as err:
+        extract_tarball(products, tmp_path / "dest")
+    assert "\n" not in str(err.value) and products.exists()

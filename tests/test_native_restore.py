@@ -1,5 +1,7 @@
 """Native pipeline restore (issue 9) on simulated pipeline deliveries, compared with the simulation's own
-calibration (``<project>/truth/<EB>.npz``: CORRECTED_DATA and FLAG of every EB after the pipeline).
+calibration (``<project>/truth/<EB>.npz``: CORRECTED_DATA and FLAG of every EB after the pipeline), and, as
+a truth independent of both, with the simulated sky: the calibrators' calibrated visibilities must equal
+their point-source models within the thermal noise.
 
 Two simulated projects, shared with test_sim.py / test_sim_pipeline.py / test_image_casa.py: the
 12m + 7m group (one EB per member) and a two-EB member."""
@@ -67,6 +69,88 @@ def _assert_truth(ms, column, truth, spw_ids=None):
         assert np.array_equal(flag, truth[f"flag_{old}"])
 
 
+def _calibrators_against_the_sky(ms, column, fields) -> dict[str, dict[str, float]]:
+    """How well the calibrators' calibrated visibilities in ``ms`` match the simulated sky, computed here from
+    the MS and the simulation's inputs (point sources at the phase centre: flux x (freq/ref)^spix), not from
+    the calibration tables or any almadeliver code: per calibrator (Stokes I, in the scans of its intent), the
+    median amplitude ratio to the model, the worst channel's deviation from the model in sigma, the rms of the
+    residual (data - model) and the thermal noise measured from consecutive integrations of each baseline
+    (their difference / sqrt 2)."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(f"{ms}/FIELD")
+    names = list(tb.getcol("NAME"))
+    tb.close()
+    tb.open(f"{ms}/DATA_DESCRIPTION")
+    spw_of = list(tb.getcol("SPECTRAL_WINDOW_ID"))
+    tb.close()
+    tb.open(f"{ms}/SPECTRAL_WINDOW")
+    freqs = {i: tb.getcell("CHAN_FREQ", i) for i in range(tb.nrows())}
+    tb.close()
+    tb.open(f"{ms}/STATE")
+    modes = list(tb.getcol("OBS_MODE"))
+    tb.close()
+    intent = {"bandpass": "CALIBRATE_BANDPASS", "phase": "CALIBRATE_PHASE"}   # the scans applycal calibrated
+    out = {}
+    tb.open(str(ms))
+    try:
+        for f in fields:
+            if f["role"] not in ("bandpass", "phase"):
+                continue
+            (comp,) = f["components"]
+            ratios, residuals, diffs, channels = [], [], [], []
+            for ddid in sorted(set(tb.getcol("DATA_DESC_ID"))):
+                states = [i for i, mode in enumerate(modes) if intent[f["role"]] in mode]
+                sel = tb.query(f"FIELD_ID=={names.index(f['name'])} && DATA_DESC_ID=={ddid} && ANTENNA1!=ANTENNA2 "
+                               f"&& STATE_ID IN {states}", sortlist="ANTENNA1,ANTENNA2,TIME")
+                if sel.nrows() == 0:
+                    sel.close()
+                    continue
+                data, flag = sel.getcol(column), sel.getcol("FLAG")        # (pol, chan, row)
+                # Stokes I = (XX + YY) / 2: the simulated pipeline solves amplitudes with both polarizations
+                # together (gaintype 'T'), so XX and YY alone keep the simulated per-polarization gain ratio
+                data, flag = data.mean(axis=0, keepdims=True), flag.any(axis=0, keepdims=True)
+                a1, a2 = sel.getcol("ANTENNA1"), sel.getcol("ANTENNA2")
+                sel.close()
+                model = comp["flux_jy"] * (freqs[spw_of[ddid]] / f["ref_freq_hz"]) ** comp["spix"]
+                ratio = np.where(flag, np.nan, data / model[None, :, None])
+                ratios.append(ratio[~flag])
+                residuals.append((data - model[None, :, None])[~flag])
+                n = (~flag).sum(axis=(0, 2))
+                mean = np.nansum(np.nan_to_num(ratio, nan=0.0), axis=(0, 2)) / np.maximum(n, 1)   # vector mean
+                channels.append((mean[n > 0] - 1, model[n > 0], n[n > 0]))
+                same = (a1[1:] == a1[:-1]) & (a2[1:] == a2[:-1])
+                both = ~flag[..., 1:] & ~flag[..., :-1] & same[None, None, :]
+                diffs.append(((data[..., 1:] - data[..., :-1]) / np.sqrt(2))[both])
+            ratio, residual, diff = (np.concatenate(x) for x in (ratios, residuals, diffs))
+            noise = float(np.sqrt(np.mean(np.concatenate([diff.real, diff.imag]) ** 2)))
+            # each channel's vector-mean ratio to the model, in units of its thermal error noise / (flux sqrt(n))
+            worst = max(float(np.max(np.maximum(np.abs(dev.real), np.abs(dev.imag)) * flux * np.sqrt(n) / noise))
+                        for dev, flux, n in channels)
+            out[f["role"]] = {"amp_ratio": float(np.median(np.abs(ratio))), "worst_channel_sigma": worst,
+                              "noise_jy": noise,
+                              "residual_rms_jy": float(np.sqrt(np.mean(np.concatenate([residual.real, residual.imag]) ** 2))),
+                              "phase_rms_deg": float(np.degrees(np.sqrt(np.mean(np.angle(ratio) ** 2)))),
+                              "visibilities": int(ratio.size)}
+    finally:
+        tb.close()
+    return out
+
+
+def _assert_calibrators_match_the_sky(ms, column, fields):
+    """Calibrated calibrators equal the sky within the noise: the flux scale within 2 %, every channel's mean
+    within 5 sigma of the model (the bandpass removed), the residual no more than 1.2 x the thermal noise."""
+    found = _calibrators_against_the_sky(ms, column, fields)
+    print(f"\n{ms}: {found}")
+    assert set(found) == {"bandpass", "phase"}
+    for role, m in found.items():
+        assert m["visibilities"] > 1000, (role, m)
+        assert abs(m["amp_ratio"] - 1) < 0.02, (role, m)
+        assert m["worst_channel_sigma"] < 5, (role, m)
+        assert m["residual_rms_jy"] < 1.2 * m["noise_jy"], (role, m)
+
+
 def test_one_eb_restores_the_pipeline_corrected_data_and_flags(pipeline_group, unpack, tmp_path):
     project, member = pipeline_group, _group_member(pipeline_group, unpack, tmp_path, "12m")
     (member.path / "script" / "scriptForImaging.py").write_text("# imaged manually\n")
@@ -85,6 +169,9 @@ def test_one_eb_restores_the_pipeline_corrected_data_and_flags(pipeline_group, u
         assert np.array_equal(working[int(s)][1], truth[f"flag_{s}"]) and 0 < working[int(s)][1].mean() < 0.5
     # the split keeps the science spws only (more than 4 channels), with the pipeline's ids (one EB)
     _assert_truth(result.split_cal[0], "DATA", truth)
+    _assert_calibrators_match_the_sky(result.split_cal[0], "DATA",
+                                      make_plan(project.name, flavour="pipeline", group_12m_7m=True,
+                                                proprietary=True).fields)
     calls = list(iter_calls(result.commands_log.read_text(), "casa_commands.log"))
     assert [c.task for c in calls] == ["importasdm", "flagmanager", "applycal", "applycal", "applycal", "mstransform"]
     assert calls[1].kwargs["versionname"] == "Pipeline_Final"
@@ -100,6 +187,7 @@ def test_two_ebs_at_spacesaving_2_keep_only_the_split_cal(simulated, unpack, tmp
         eb = split.name[: -len(".ms.split.cal")]
         assert not (member.path / "calibrated" / "working" / f"{eb}.ms").exists()
         _assert_truth(split, "DATA", np.load(project / "truth" / f"{eb}.npz"))
+        _assert_calibrators_match_the_sky(split, "DATA", make_plan(CODE, flavour="pipeline", ebs=2).fields)
     assert result.reindexed is False                 # both EBs have the same science spws
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-server = pytest.importorskip("almadeliver.sim.server", reason="the local archive (issue 4) has not landed yet")
+from almadeliver.sim import server
 
 from archive_catalogue import write_project  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 simulate (cached) -> restore -> image -> prepare the staff area and fill it from those results ->
 check -> package -> serve the tarballs with the local archive -> query -> download -> validate (no
-errors) -> restore again (calibrated MSs produced from the re-packaged delivery).
+errors) -> restore again (the same calibrated visibilities and flags, from the re-packaged delivery).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import installed_casa_version
 
@@ -30,6 +31,18 @@ from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
 
 PROJECT = "2017.1.00123.S"          # the demo's project: one MOUS, 2 EBs (flux calibration + combination)
+
+
+def _visibilities(ms: Path) -> dict[str, np.ndarray]:
+    """The calibrated data (DATA of a split MS), flags and row keys of an MS, read with casatools."""
+    import casatools
+
+    tb = casatools.table()
+    tb.open(str(ms))
+    try:
+        return {c: tb.getcol(c) for c in ("DATA", "FLAG", "TIME", "ANTENNA1", "ANTENNA2", "FIELD_ID", "DATA_DESC_ID")}
+    finally:
+        tb.close()
 
 
 @pytest.mark.slow
@@ -90,6 +103,14 @@ def test_round_trip(staff_reduction, tmp_path):
     assert sorted(second.calibrated_ebs) == sorted(eb.disk for eb in ebs)
     assert (again.path / "calibrated" / "calibrated.ms" / "table.dat").is_file()
     assert {p.name for p in second.measurement_sets} == {"calibrated.ms"} | {f"{eb.disk}.ms.split.cal" for eb in ebs}
+    # ... holding the same calibrated visibilities and flags as the first restore, row for row
+    for ms in second.measurement_sets:
+        before, after = _visibilities(member.path / "calibrated" / ms.name), _visibilities(ms)
+        assert before.keys() == after.keys() and before["DATA"].size > 1000, ms.name
+        assert np.array_equal(before["FLAG"], after["FLAG"]) and 0 < before["FLAG"].mean() < 0.5, ms.name
+        np.testing.assert_allclose(after["DATA"], before["DATA"], rtol=0, atol=1e-6, err_msg=ms.name)
+        for column in ("TIME", "ANTENNA1", "ANTENNA2", "FIELD_ID", "DATA_DESC_ID"):
+            assert np.array_equal(before[column], after[column]), (ms.name, column)
 
     # what came back is what was packaged: the re-made images, byte for byte
     for name in (c.fits for c in imaged.comparisons):

@@ -220,26 +220,21 @@ def test_stop_ends_open_downloads_and_frees_the_port(tiny_root):
 
 
 # -- faults ----------------------------------------------------------------------------------------
-def test_throttle_caps_each_stream(fresh, tiny_root):
-    size = len(on_disk(tiny_root, PUBLIC, PRODUCTS))
-    fresh.faults.throttle = 100_000
-    began = time.monotonic()
-    assert len(requests.get(f"{fresh.url}/dataPortal/{PRODUCTS}", timeout=30).content) == size
-    assert time.monotonic() - began >= 0.8 * size / 100_000
-
-
-def test_latency_and_slow_first_byte(fresh):
-    fresh.faults.latency = 0.3
-    began = time.monotonic()
-    requests.get(f"{fresh.url}/tap/availability", timeout=30)
-    assert time.monotonic() - began >= 0.3
+def test_throttle_latency_and_slow_first_byte_keep_the_answers_whole(fresh, tiny_root):
+    """The slowing faults change when bytes arrive, never which: how slow they are is measured as ratios
+    in benchmarks/bench_server.py, not asserted here."""
+    body = on_disk(tiny_root, PUBLIC, PRODUCTS)
+    fresh.faults.throttle = 1_000_000
+    assert requests.get(f"{fresh.url}/dataPortal/{PRODUCTS}", timeout=30).content == body
+    ranged = requests.get(f"{fresh.url}/dataPortal/{PRODUCTS}", headers={"Range": "bytes=100-1099"}, timeout=30)
+    assert ranged.status_code == 206 and ranged.content == body[100:1100]
+    fresh.faults.throttle = None
+    fresh.faults.latency = 0.05
+    assert "<vosi:available>true</vosi:available>" in requests.get(f"{fresh.url}/tap/availability", timeout=30).text
     fresh.faults.latency = 0.0
-    fresh.faults.slow_first_byte = 0.4
-    response = requests.get(f"{fresh.url}/dataPortal/{PRODUCTS}", stream=True, timeout=30)
-    headers_at = time.monotonic()
-    next(response.iter_content(1))
-    assert time.monotonic() - headers_at >= 0.3
-    response.close()
+    fresh.faults.slow_first_byte = 0.05
+    with requests.get(f"{fresh.url}/dataPortal/{PRODUCTS}", stream=True, timeout=30) as response:
+        assert response.status_code == 200 and b"".join(response.iter_content(4096)) == body
 
 
 def test_drop_after_cuts_the_body(fresh):

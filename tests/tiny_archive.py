@@ -37,6 +37,8 @@ ORION = (83.80917, -5.37239)
 OMC2 = (83.8625, -5.166)
 NGC253 = (11.888, -25.288)
 SGRA = (266.4168, -29.0078)
+ASDM_TABLES = ("Main", "ExecBlock", "Scan", "Subscan", "ConfigDescription", "DataDescription", "SpectralWindow",
+               "Antenna", "Field", "Polarization", "Processor", "Station", "State")
 
 
 def _content_type(name: str) -> str:
@@ -98,17 +100,58 @@ def _square(pos, half=0.01) -> str:
     return f"Polygon ICRS {ra - half:.6f} {dec - half:.6f} {ra + half:.6f} {dec - half:.6f} {ra + half:.6f} {dec + half:.6f} {ra - half:.6f} {dec + half:.6f}"
 
 
-def _member_tree(project: str, mous: str, kind: str) -> dict[str, bytes]:
+def _fits(beam: bool, gz: bool = False) -> bytes:
+    """A small real FITS image (a clean beam in the header when ``beam``), gzipped when ``gz``."""
+    import gzip
+    import io
+
+    import numpy as np
+    from astropy.io import fits
+
+    hdu = fits.PrimaryHDU(np.zeros((1, 1, 4, 4), dtype=np.float32))
+    if beam:
+        hdu.header.update(BMAJ=1.6e-4, BMIN=1.4e-4, BPA=-80.0)
+    out = io.BytesIO()
+    hdu.writeto(out)
+    return gzip.compress(out.getvalue(), mtime=0) if gz else out.getvalue()
+
+
+def _member_tree(project: str, mous: str, kind: str, ebs: list[str] = (), auxiliary: bool = True) -> dict[str, bytes]:
+    """A pipeline member as the products (or auxiliary) tarball holds it: valid for `validate`."""
     m = Uid.parse(mous).disk
     base = f"{project}/science_goal.{Uid.parse(SG).disk}/group.{Uid.parse(GOUS).disk}/member.{m}"
     if kind == "products":
-        return {f"{base}/product/member.{m}.Orion_KL_sci.spw25.cube.I.pbcor.fits": b"SIMPLE  =                    T" + b" " * 2850,
-                f"{base}/product/member.{m}.Orion_KL_sci.spw25.cube.I.pb.fits.gz": b"\x1f\x8b" + bytes(300),
-                f"{base}/README": f"ALMA project {project}\nCASA version used for reduction: 6.5.4\n".encode(),
-                f"{base}/script/member.{m}.scriptForPI.py": b"print('scriptForPI')\n"}
+        disks = [Uid.parse(eb).disk for eb in ebs]
+        tree = {f"{base}/product/member.{m}.Orion_KL_sci.spw25.cube.I.pbcor.fits": _fits(beam=True),
+                f"{base}/product/member.{m}.Orion_KL_sci.spw25.cube.I.pb.fits.gz": _fits(beam=False, gz=True),
+                f"{base}/README": (f"Project code: {project}\nPI name: Smith, Jane\n"
+                                   "CASA version used for reduction: 6.5.4\n").encode(),
+                f"{base}/script/member.{m}.scriptForPI.py": b"print('scriptForPI')\n",
+                f"{base}/script/{m}.hifa_calimage.casa_piperestorescript.py":
+                    f"hifa_restoredata(vis={disks}, session={['session_1'] * len(disks)})\n".encode(),
+                f"{base}/calibration/{m}.session_1.caltables.tgz": bytes(400)}
+        for eb in disks:
+            tree[f"{base}/calibration/{eb}.ms.calapply.txt"] = (
+                f"applycal(vis='{eb}.ms', field='', intent='', spw='', gaintable=['{m}.s1.tsyscal.tbl'])\n").encode()
+            tree[f"{base}/calibration/{eb}.ms.flagversions.tgz"] = bytes(300)
+        if not auxiliary:            # the weblog and the CASA log; a MOUS with an auxiliary tarball has them there
+            tree[f"{base}/qa/{m}.weblog.tgz"] = bytes(1500)
+            tree[f"{base}/log/{m}.casa_commands.log"] = b"tclean(vis=['x.ms'])\n"
+        return tree
     return {f"{base}/calibration/{m}.hifa_calimage.auxproducts.tgz": bytes(700),
             f"{base}/qa/{m}.weblog.tgz": bytes(1500),
             f"{base}/log/{m}.casa_commands.log": b"tclean(vis=['x.ms'])\n"}
+
+
+def _raw_tree(project: str, mous: str, eb: str) -> dict[str, bytes]:
+    """A raw tarball: the EB's ASDM under member.<MOUS>/raw/, as the archive's raw tarballs unpack."""
+    m, e = Uid.parse(mous).disk, Uid.parse(eb).disk
+    base = f"{project}/science_goal.{Uid.parse(SG).disk}/group.{Uid.parse(GOUS).disk}/member.{m}/raw/{e}.asdm.sdm"
+    tables = "".join(f"<Table> <Name> {t} </Name> <NumberRows> 1 </NumberRows> </Table> " for t in ASDM_TABLES)
+    tree = {f"{base}/ASDM.xml": f'<?xml version="1.0"?> <ASDM> {tables}</ASDM>'.encode()}
+    for t in ASDM_TABLES:
+        tree[f"{base}/{t}.xml"] = f"<{t}Table> <row/> </{t}Table>".encode()
+    return tree
 
 
 def build(root: Path) -> Path:
@@ -126,7 +169,8 @@ def build(root: Path) -> Path:
         (files / readme_name(uid)).write_text(f"README of {mous}\n" * 20)
         cat_files.append(_file(files, readme_name(uid), "#documentation", [mous]))
         name = products_name(PUBLIC, uid, 1, 1)
-        members = _tarball(files / name, _member_tree(PUBLIC, mous, "products"), staging / name)
+        members = _tarball(files / name, _member_tree(PUBLIC, mous, "products", ebs, auxiliary=mous == MOUS_12M),
+                           staging / name)
         cat_files.append(_file(files, name, "#this", [mous], members))
         if mous == MOUS_12M:
             name = auxiliary_name(PUBLIC, uid)
@@ -134,9 +178,7 @@ def build(root: Path) -> Path:
             cat_files.append(_file(files, name, "#auxiliary", [mous], members))
         for eb in ebs:
             name = raw_name(PUBLIC, Uid.parse(eb))
-            e = Uid.parse(eb).disk
-            _tarball(files / name, {f"{PUBLIC}/{e}.asdm.sdm/ASDM.xml": b"<ASDM/>" * 100,
-                                    f"{PUBLIC}/{e}.asdm.sdm/Main.xml": b"<Main/>" * 50}, staging / name)
+            _tarball(files / name, _raw_tree(PUBLIC, mous, eb), staging / name)
             cat_files.append(_file(files, name, "#progenitor", [mous]))
         for i, ((source, pos), spw) in enumerate((s, w) for s in sources for w in spws):
             rows.append(_row(PUBLIC, "Outflows in Orion", "Smith, Jane", mous, source, pos, spw, ebs[i % len(ebs)],
@@ -165,7 +207,8 @@ def build(root: Path) -> Path:
     uid = Uid.parse(PROP_MOUS)
     (files / readme_name(uid)).write_text("README (proprietary)\n")
     name = products_name(PROPRIETARY, uid, 1, 1)
-    members = _tarball(files / name, _member_tree(PROPRIETARY, PROP_MOUS, "products"), staging / name)
+    members = _tarball(files / name, _member_tree(PROPRIETARY, PROP_MOUS, "products", auxiliary=False),
+                       staging / name)
     cat_files = [_file(files, readme_name(uid), "#documentation", [PROP_MOUS]),
                  _file(files, name, "#this", [PROP_MOUS], members)]
     rows = [_row(PROPRIETARY, "The Galactic Centre", "Doe, John", PROP_MOUS, "Sgr_A_star", SGRA, spw,

@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..delivery.layout import plain_name
+
 LEVEL_FACTORS = {0: 11, 1: 7, 2: 3, 3: 3}
 EXTRA_FACTOR = 3
 EXTRA_SCRIPTS = ("scriptForFluxCalibration.py", "scriptForPolCalibration.py", "scriptForImagingPrep.py")
@@ -104,8 +106,7 @@ def estimate(member: Path) -> DiskEstimate:
     """Measure raw/ and the free space: scriptForPI checks it where raw/ is (a link to another disk
     is followed), the MSs are written to calibrated/ in the member; both must suffice."""
     member = Path(member)
-    scripts = {p.name.split(".", 1)[-1] if p.name.startswith("member.") else p.name
-               for p in (member / "script").glob("*.py")}
+    scripts = {plain_name(p.name) for p in (member / "script").glob("*.py")}
     extra = tuple(s for s in EXTRA_SCRIPTS if s in scripts)
     acrenorm = any(_ACRENORM_RE.search(p.read_text(errors="replace"))
                    for p in (member / "script").glob("*.ms.scriptFor*Calibration.py"))

@@ -86,6 +86,9 @@ class Faults:
     html_instead: bool = False         # answer 200 text/html login page instead of files
     fail_503: int = 0                  # answer 503 to the next N file requests (a burst), then recover
     slow_first_byte: float = 0.0       # seconds before the first body byte
+    early_range: int = 0               # answer a Range with a 206 starting this many bytes earlier (honest Content-Range)
+    datalink_status: int | None = None  # answer every DataLink request with this HTTP status (401, 403, 404, 5xx), plain text
+    tap_limit: int | None = None       # the TAP service's own row limit: longer answers end with QUERY_STATUS OVERFLOW
 
 
 @dataclass
@@ -514,6 +517,9 @@ class _Handler(BaseHTTPRequestHandler):
             maxrec = int(p["MAXREC"]) if p.get("MAXREC", "") != "" else None
         except ValueError:
             return self._tap_error(f"MAXREC={p['MAXREC']} is not a whole number")
+        limit = self.archive.faults.tap_limit
+        if limit is not None:
+            maxrec = limit if maxrec is None else min(maxrec, limit)
         self._send(*self.archive.run_query(p["QUERY"], maxrec), votable.CONTENT_TYPE, method)
 
     def _tap_error(self, message: str) -> None:
@@ -574,6 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # DataLink
     def _datalink(self, params: list[tuple[str, str]]) -> None:
+        status = self.archive.faults.datalink_status
+        if status is not None:
+            self._send(status, f"HTTP {status} from the DataLink service\n", "text/plain")
+            return
         ids = [v for k, v in params if k.upper() == "ID"]
         if not ids:
             self._send(400, votable.error("ID is missing"), votable.CONTENT_TYPE)
@@ -608,6 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if parsed is not None:
                 (start, end), status = parsed, 206
+                start = max(0, start - faults.early_range)
         self.send_response(status)
         self.send_header("Content-Type", served.content_type)
         self.send_header("Content-Length", str(end - start + 1))
