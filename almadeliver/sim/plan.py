@@ -18,10 +18,10 @@ CHAN_LINE_HZ = 1.953125e6
 CHAN_CONT_HZ = 31.25e6
 SIDEREAL_DAY = 0.99726957
 # array -> (casadata alma/simmos configuration, antennas observe.py takes from it, spread over the
-# configuration from its centre to its longest baselines). 12m: 12 pads of C43-2 (baselines 15-314 m,
-# a 2.7 x 1.4 arcsec beam at 100 GHz): enough baselines share uv cells that Briggs weighting acts on
+# configuration from its centre to its longest baselines). 12m: 12 pads of C43-2 (baselines 15-279 m,
+# a 3.6 x 1.7 arcsec beam at 100 GHz): enough baselines share uv cells that Briggs weighting acts on
 # them as on real ALMA data (robust 2 vs -2 beam area ratio 1.43; the 5 antennas of old gave 1.04).
-# 7m: the whole 7m array of aca.cycle7.cfg (10 antennas, baselines 9-49 m).
+# 7m: the whole 7m array of aca.cycle7.cfg (10 antennas, baselines 9-45 m).
 ARRAYS = {"12m": ("alma.cycle10.2.cfg", 12), "7m": ("aca.cycle7.cfg", 10)}
 # size -> (integration time in s, channels of each continuum spw over its 500 MHz). "small" keeps
 # the tests fast (3 integrations per 30 s scan: the 66 baselines of the 12m array cost what 10 did at
