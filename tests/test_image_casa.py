@@ -107,6 +107,76 @@ def test_contsub_removes_the_continuum_from_the_line_cube(pipeline_member, tmp_p
     assert np.nanmax(new[line][centre]) > 0.5 * (peaks[line] - peaks[ch])   # the line stays
 
 
+# -- each override against physics, on the default simulated project (12 antennas of C43-2, 4 arcsec extended
+# emission beside a compact source): every assertion fails if the override does not reach tclean.
+def _area(stats) -> float:
+    return stats.bmaj_arcsec * stats.bmin_arcsec
+
+
+def _continuum(pipeline_member, tmp_path, name: str, **overrides) -> tuple[imaging.ImagingResult, imaging.ImagingJob]:
+    """The continuum image (mtmfs) re-made with ``overrides``; its residual (tt0) exported beside it."""
+    plan = imaging.plan(pipeline_member, Overrides(specmode="cont", **overrides))
+    (job,) = plan.jobs
+    job.exports[".residual.tt0"] = f"{job.name}.residual.tt0.fits"
+    result = imaging.run(plan, out=tmp_path / name, workers=1)
+    assert result.failures == {}
+    return result, job
+
+
+def _residual_rms(result, job) -> float:
+    data = fits.getdata(result.out / job.exports[".residual.tt0"])
+    return float(np.sqrt(np.nanmean(data ** 2)))
+
+
+def test_uniform_and_natural_weighting_differ_by_more_than_30_percent(pipeline_member, tmp_path):
+    """Briggs robust -2 (uniform) gives the long baselines the weight natural weighting (robust 2) gives the
+    many short ones: a smaller beam. The delivered robust 0.5 lies between."""
+    areas = {}
+    for robust in (-2, 2):
+        result = imaging.run(imaging.plan(pipeline_member, Overrides(robust=robust, spw="0")),
+                             out=tmp_path / f"r{robust}", workers=2)
+        assert result.failures == {} and len(result.comparisons) == 2        # the spw0 cube, its continuum
+        areas[robust] = {c.fits: c for c in result.comparisons}
+    for name, c in areas[2].items():
+        ratio = _area(c.new) / _area(areas[-2][name].new)
+        assert ratio > 1.3, (name, ratio)                                        # measured 1.4
+        if c.delivered is not None:                                              # the cube: robust 0.5 delivered
+            assert _area(areas[-2][name].new) < _area(c.delivered) < _area(c.new), name
+
+
+def test_uvtaper_enlarges_the_beam_as_a_gaussian_convolution(pipeline_member, tmp_path):
+    """A Gaussian uv taper of FWHM t (image plane) convolves the beam: each axis grows towards sqrt(b^2 + t^2)."""
+    taper = 3.0
+    result, _ = _continuum(pipeline_member, tmp_path, "taper", uvtaper=f"{taper}arcsec")
+    (c,) = result.comparisons
+    for new, old in ((c.new.bmaj_arcsec, c.delivered.bmaj_arcsec), (c.new.bmin_arcsec, c.delivered.bmin_arcsec)):
+        assert new > 1.15 * old, (new, old)
+        assert new == pytest.approx(np.hypot(old, taper), rel=0.25), (new, old)
+    assert _area(c.new) > 1.5 * _area(c.delivered)
+
+
+def test_a_smaller_cell_keeps_the_beam(pipeline_member, tmp_path):
+    """Half the pixel size over the same field (twice the pixels): the same uv weighting cells, the same beam."""
+    (job,) = imaging.plan(pipeline_member, Overrides(specmode="cont")).jobs
+    cell = float(str(job.tclean["cell"][0] if isinstance(job.tclean["cell"], list) else job.tclean["cell"])
+                 .removesuffix("arcsec")) / 2
+    size = 2 * int(job.tclean["imsize"][0])
+    result, _ = _continuum(pipeline_member, tmp_path, "cell", cell=f"{cell}arcsec", imsize=size)
+    (c,) = result.comparisons
+    head = fits.getheader(result.out / c.fits)
+    assert abs(head["CDELT2"]) * 3600 == pytest.approx(cell) and head["NAXIS1"] == size
+    assert _area(c.new) == pytest.approx(_area(c.delivered), rel=0.05)
+
+
+def test_more_iterations_lower_the_residual_rms(pipeline_member, tmp_path):
+    """niter 0 leaves the dirty image (the sources' sidelobes) as residual; cleaning removes them."""
+    dirty, dirty_job = _continuum(pipeline_member, tmp_path, "niter0", niter=0)
+    clean, clean_job = _continuum(pipeline_member, tmp_path, "niter500", niter=500, threshold="1mJy")
+    assert dirty_job.tclean["niter"] == 0 and clean_job.tclean["niter"] == 500
+    rms_dirty, rms_clean = _residual_rms(dirty, dirty_job), _residual_rms(clean, clean_job)
+    assert rms_clean < 0.3 * rms_dirty, (rms_clean, rms_dirty)
+
+
 @pytest.mark.parametrize("args,msg", [(["--field", "other"], "field 'other' is not among the imaged fields"),
                                       (["--spw", "7"], "spw 7 is not among the imaged spws of this delivery (0, 1, 2)")])
 def test_cli_refuses_unknown_spw_or_field_before_casa(pipeline_member, capsys, args, msg):

@@ -63,7 +63,7 @@ def test_medium_size_has_more_data_in_the_same_bands():
     assert medium.integration_s < small.integration_s and small.mous == medium.mous
     for s, m in zip(small.spws, medium.spws):
         assert s["nchan"] * s["width_hz"] == m["nchan"] * m["width_hz"] and s["freq_hz"] == m["freq_hz"]
-    assert sum(s["nchan"] for s in medium.spws) / medium.integration_s > 20 * sum(
+    assert sum(s["nchan"] for s in medium.spws) / medium.integration_s > 8 * sum(
         s["nchan"] for s in small.spws) / small.integration_s
     # channel-averaged spws and the 4-channel WVR spw (183 GHz), split off later, in every flavour
     assert [a["nchan"] for a in small.aux_spws] == [1, 1, 1, 4] and small.aux_spws[3]["asdm_freq_hz"] > 183e9
@@ -74,6 +74,54 @@ def test_medium_size_has_more_data_in_the_same_bands():
 
 
 # -- simulated with CASA (cached) -------------------------------------------------------------------------
+def test_arrays_come_from_real_configurations_and_keep_their_shape():
+    """12 pads of a real 12m configuration spread from its core to its longest baselines; the whole 7m array."""
+    from almadeliver.casa.runtime import casadata_path
+    from almadeliver.sim.observe import spread_pads
+    from almadeliver.sim.plan import ARRAYS
+
+    plan = make_plan(CODE, flavour="pipeline", group_12m_7m=True)
+    assert [(m.array, m.antennas) for m in plan.mous] == [("12m", 12), ("7m", 10)]
+    for mous in plan.mous:
+        assert (mous.config, mous.antennas) == ARRAYS[mous.array]
+        pads = np.loadtxt(casadata_path() / "alma" / "simmos" / mous.config, usecols=(0, 1, 2))
+        chosen = spread_pads(pads, mous.antennas)
+        assert len(set(chosen)) == mous.antennas
+        baselines = [np.linalg.norm(pads[i] - pads[j]) for k, i in enumerate(chosen) for j in chosen[:k]]
+        full = [np.linalg.norm(a - b) for k, a in enumerate(pads) for b in pads[:k]]
+        assert max(baselines) > 0.85 * max(full)                     # the configuration's resolution
+        assert np.median(baselines) < 0.5 * max(baselines)           # and its centrally condensed core
+    assert spread_pads(pads, 99) == sorted(spread_pads(pads, 99), key=lambda i: np.linalg.norm(pads[i] - pads.mean(0)))
+
+
+def test_visibility_noise_follows_the_radiometer_equation():
+    from almadeliver.sim.observe import sefd_jy, visibility_sigma_jy
+
+    assert 2000 < sefd_jy(12.0) < 3500                               # ALMA 12m in band 3 (Tsys 75 K)
+    s12 = visibility_sigma_jy(12.0, 12.0, 1.953125e6, 10.0)
+    assert visibility_sigma_jy(7.0, 7.0, 1.953125e6, 10.0) == pytest.approx(s12 * (12 / 7) ** 2)   # dish area
+    assert visibility_sigma_jy(12.0, 7.0, 1.953125e6, 10.0) == pytest.approx(s12 * 12 / 7)
+    assert visibility_sigma_jy(12.0, 12.0, 4 * 1.953125e6, 10.0) == pytest.approx(s12 / 2)       # 1/sqrt(dnu)
+    assert visibility_sigma_jy(12.0, 12.0, 1.953125e6, 40.0) == pytest.approx(s12 / 2)          # 1/sqrt(t)
+
+
+def test_target_has_compact_and_extended_emission_and_a_line_with_a_velocity_gradient():
+    from almadeliver.sim.observe import line_points
+    from almadeliver.sim.plan import line_halfwidth_hz
+
+    comps = make_plan(CODE).field("target")["components"]
+    assert {c.get("fwhm_arcsec", 0.0) for c in comps} == {0.0, 4.0}
+    (line_comp,) = [c for c in comps if c.get("line")]
+    points = line_points(line_comp)
+    centres = [f for _, _, f in points]
+    assert centres == sorted(centres) and centres[-1] - centres[0] == pytest.approx(
+        2 * line_comp["line"]["gradient"]["shift_hz"])
+    offsets = [np.hypot(dx - line_comp["dx_arcsec"], dy - line_comp["dy_arcsec"]) for dx, dy, _ in points]
+    assert max(offsets) == pytest.approx(line_comp["line"]["gradient"]["extent_arcsec"])
+    assert line_halfwidth_hz(line_comp["line"]) == pytest.approx(
+        3 * line_comp["line"]["sigma_hz"] + line_comp["line"]["gradient"]["shift_hz"])
+
+
 @pytest.fixture(scope="module")
 def manual2(simulated) -> Path:
     return simulated(CODE, ebs=2)
@@ -126,7 +174,7 @@ def test_asdm_roundtrips_through_importasdm(manual2, unpack, tmp_path):
     assert info["fields"] == [names["bandpass"], names["phase"], names["target"]]
     # the science spws, then the channel-averaged spw a real ASDM carries beside each of them, then WVR
     assert info["nspw"] == 7 and info["nchan"] == [32, 16, 16, 1, 1, 1, 4]
-    assert info["nobservations"] == 1 and len(info["antennas"]) == 5
+    assert info["nobservations"] == 1 and len(info["antennas"]) == plan.mous[0].antennas == 12
     assert info["scan_intents"]["1"] == ["CALIBRATE_ATMOSPHERE#ON_SOURCE", "CALIBRATE_WVR#ON_SOURCE"]
     assert info["scan_intents"]["2"] == ["CALIBRATE_BANDPASS#ON_SOURCE", "CALIBRATE_FLUX#ON_SOURCE",
                                          "CALIBRATE_WVR#ON_SOURCE"]

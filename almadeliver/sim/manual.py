@@ -64,7 +64,7 @@ def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[
 
 
 def imaging_values(plan: ProjectPlan, mous: MousPlan) -> dict[str, object]:
-    cell = "4.0arcsec" if mous.array == "7m" else "2.5arcsec"
+    cell = "2.5arcsec" if mous.array == "7m" else "0.4arcsec"     # a fifth of the beam (plan.ARRAYS)
     return {"CASAVERSION": plan.casa_version, "TARGET": plan.field("target")["name"], "CELL": cell, "IMSIZE": 64,
             "LINE": LINE_NAME, "LSBSPWS": "0,1", "USBSPWS": "2", "CUBEA": "1", "CUBEB": "2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz",
             "CONTTHRESHOLD": "5mJy", "LINETHRESHOLD": "60mJy"}

@@ -33,10 +33,24 @@ SCAN_PLAN: list[tuple[str, list[str]]] = [
     ("target", ["OBSERVE_TARGET"]),
     ("phase", ["CALIBRATE_PHASE", "CALIBRATE_WVR"]),
 ]
-INTEGRATION_S = 6.0
+INTEGRATION_S = 10.0
 SCAN_S = 30.0
 SCAN_GAP_S = 12.0
 SUBSCAN_S = SCAN_S + SCAN_GAP_S / 2
+
+
+def spread_pads(xyz: np.ndarray, count: int) -> list[int]:
+    """``count`` pads of a configuration, evenly spaced in their distance from the array centre.
+
+    The subset keeps the configuration's shape: its dense core (many short baselines, so that uv cells
+    hold many samples and Briggs weighting acts as on the full array) and its outer pads (the longest
+    baselines, the resolution). ``xyz``: (npad, 3) positions in m. Returns pad indices, centre first.
+    """
+    centre = xyz.mean(axis=0)
+    order = np.argsort(np.linalg.norm(xyz - centre, axis=1), kind="stable")
+    if count >= len(order):
+        return [int(i) for i in order]
+    return [int(order[k]) for k in np.round(np.linspace(0, len(order) - 1, count)).astype(int)]
 
 
 def _antennas(config: str, count: int, array: str) -> dict[str, Any]:
@@ -45,10 +59,7 @@ def _antennas(config: str, count: int, array: str) -> dict[str, Any]:
     from casatasks.private.simutil import simutil
 
     x, y, z, d, pads, _names, _tel, _pos = simutil().readantenna(casatools.ctsys.resolve(f"alma/simmos/{config}"))
-    # the antennas nearest the array centre: short baselines, a compact synthesized beam
-    centre = np.array([np.mean(x), np.mean(y), np.mean(z)])
-    order = np.argsort([np.linalg.norm(np.array([x[i], y[i], z[i]]) - centre) for i in range(len(x))])[:count]
-    order = sorted(order)
+    order = sorted(spread_pads(np.array([x, y, z]).T, count))
     if array == "7m":
         names = [f"CM{i + 1:02d}" for i in range(count)]
     else:
@@ -79,22 +90,81 @@ def _gains(rng: np.random.Generator, nant: int, spws: list[dict], times: np.ndar
     return gains
 
 
-def _sky(field: dict, freqs: np.ndarray, uvw: np.ndarray) -> np.ndarray:
-    """Model visibilities (nchan, nrow) of a field's point components."""
-    vis = np.zeros((len(freqs), uvw.shape[1]), dtype=complex)
-    for comp in field["components"]:
-        l, m = math.radians(comp["dx_arcsec"] / 3600.0), math.radians(comp["dy_arcsec"] / 3600.0)
-        flux = comp["flux_jy"] * (freqs / field["ref_freq_hz"]) ** comp.get("spix", 0.0)
-        if comp.get("line"):
-            line = comp["line"]
-            flux = flux + line["peak_jy"] * np.exp(-0.5 * ((freqs - line["freq_hz"]) / line["sigma_hz"]) ** 2)
-        phase = -2j * math.pi * (uvw[0][None, :] * l + uvw[1][None, :] * m) * freqs[:, None] / C_LIGHT
-        vis += flux[:, None] * np.exp(phase)
+def _component_vis(dx_arcsec: float, dy_arcsec: float, fwhm_arcsec: float, spectrum: np.ndarray,
+                   freqs: np.ndarray, uvw: np.ndarray) -> np.ndarray:
+    """Visibilities (nchan, nrow) of a circular Gaussian (``fwhm_arcsec``; 0: a point) at an offset."""
+    l, m = math.radians(dx_arcsec / 3600.0), math.radians(dy_arcsec / 3600.0)
+    u, v = uvw[0][None, :] * freqs[:, None] / C_LIGHT, uvw[1][None, :] * freqs[:, None] / C_LIGHT   # wavelengths
+    vis = spectrum[:, None] * np.exp(-2j * math.pi * (u * l + v * m))
+    if fwhm_arcsec:
+        theta = math.radians(fwhm_arcsec / 3600.0)
+        vis = vis * np.exp(-(math.pi * theta) ** 2 * (u ** 2 + v ** 2) / (4 * math.log(2)))
     return vis
 
 
-def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int, noise_jy: float) -> None:
-    """Write corrupted model visibilities, sigma and weight into the MS simulator made."""
+def line_points(comp: dict) -> list[tuple[float, float, float]]:
+    """Where a component's line is emitted: (dx arcsec, dy arcsec, line centre Hz) per point.
+
+    A line with a ``gradient`` ({"shift_hz", "extent_arcsec", "pa_deg"}) is LINE_POINTS points along
+    position angle ``pa_deg`` (east of north) within ``extent_arcsec`` of the component, whose line
+    centre moves linearly from ``freq_hz - shift_hz`` to ``freq_hz + shift_hz``: a velocity gradient,
+    as a rotating disk or an outflow shows. Without one: the component's position and ``freq_hz``.
+    """
+    line = comp["line"]
+    grad = line.get("gradient")
+    if not grad:
+        return [(comp["dx_arcsec"], comp["dy_arcsec"], line["freq_hz"])]
+    pa = math.radians(grad["pa_deg"])
+    return [(comp["dx_arcsec"] + t * grad["extent_arcsec"] * math.sin(pa),
+             comp["dy_arcsec"] + t * grad["extent_arcsec"] * math.cos(pa), line["freq_hz"] + t * grad["shift_hz"])
+            for t in np.linspace(-1.0, 1.0, LINE_POINTS)]
+
+
+LINE_POINTS = 5
+
+
+def _sky(field: dict, freqs: np.ndarray, uvw: np.ndarray) -> np.ndarray:
+    """Model visibilities (nchan, nrow) of a field's components: points or circular Gaussians
+    (``fwhm_arcsec``) with a power-law continuum (``spix``), and optionally a Gaussian line (see
+    ``line_points``)."""
+    vis = np.zeros((len(freqs), uvw.shape[1]), dtype=complex)
+    for comp in field["components"]:
+        flux = comp["flux_jy"] * (freqs / field["ref_freq_hz"]) ** comp.get("spix", 0.0)
+        vis += _component_vis(comp["dx_arcsec"], comp["dy_arcsec"], comp.get("fwhm_arcsec", 0.0), flux, freqs, uvw)
+        if comp.get("line"):
+            line = comp["line"]
+            points = line_points(comp)
+            for dx, dy, centre in points:
+                profile = line["peak_jy"] / len(points) * np.exp(-0.5 * ((freqs - centre) / line["sigma_hz"]) ** 2)
+                vis += _component_vis(dx, dy, 0.0, profile, freqs, uvw)
+    return vis
+
+
+# Thermal noise (radiometer equation): system temperature (K; SYSCAL holds 60-90 K), aperture and
+# correlator efficiencies of ALMA in band 3 (ALMA Technical Handbook).
+TSYS_K = 75.0
+APERTURE_EFFICIENCY = 0.71
+CORRELATOR_EFFICIENCY = 0.96
+BOLTZMANN = 1.380649e-23
+
+
+def sefd_jy(diameter_m: float, tsys_k: float = TSYS_K) -> float:
+    """System equivalent flux density (Jy) of one antenna: 2 k Tsys / (eta_A pi D^2 / 4)."""
+    return 2 * BOLTZMANN * tsys_k / (APERTURE_EFFICIENCY * math.pi * diameter_m ** 2 / 4) / 1e-26
+
+
+def visibility_sigma_jy(diameter_i_m: float, diameter_j_m: float, width_hz: float, integration_s: float) -> float:
+    """Noise (Jy) of the real and of the imaginary part of one visibility (one correlation, one channel):
+    sqrt(SEFD_i SEFD_j) / (eta_c sqrt(2 dnu t)) (Thompson, Moran & Swenson, eq. 6.50)."""
+    return math.sqrt(sefd_jy(diameter_i_m) * sefd_jy(diameter_j_m)) / (
+        CORRELATOR_EFFICIENCY * math.sqrt(2 * abs(width_hz) * integration_s))
+
+
+def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
+                       diameters: list[float], integration_s: float) -> None:
+    """Write corrupted model visibilities, sigma and weight into the MS simulator made: the thermal
+    noise of each visibility follows the radiometer equation for its two dishes, its channel width
+    and the integration time (``visibility_sigma_jy``); SIGMA and WEIGHT (1/SIGMA^2) say the same."""
     import casatools
 
     rng = np.random.default_rng(seed)
@@ -103,6 +173,7 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     times = tb.getcol("TIME")
     nant = int(max(tb.getcol("ANTENNA1").max(), tb.getcol("ANTENNA2").max())) + 1
     tb.close()
+    diam = np.array(diameters, dtype=float)
     gains = _gains(rng, nant, spws, np.unique(times))
     t_index = {t: i for i, t in enumerate(np.unique(times))}
     tb.open(ms, nomodify=False)
@@ -120,18 +191,18 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
             rows = fid == f
             if rows.any():
                 model[:, rows] = _sky(field, freqs, uvw[:, rows])
+        sigma = np.array([visibility_sigma_jy(diam[i], diam[j], spw["width_hz"], integration_s)
+                          for i, j in zip(a1, a2)])
         data = np.zeros((2, spw["nchan"], len(a1)), dtype=complex)
         for p in range(2):
-            gi = np.array([gains[(s, a, p)][0][t] for a, t in zip(a1, ti)])
-            gj = np.array([gains[(s, a, p)][0][t] for a, t in zip(a2, ti)])
-            bi = np.stack([gains[(s, a, p)][1] for a in a1], axis=1)
-            bj = np.stack([gains[(s, a, p)][1] for a in a2], axis=1)
-            noise = rng.normal(0, noise_jy, model.shape) + 1j * rng.normal(0, noise_jy, model.shape)
-            data[p] = (gi * np.conj(gj))[None, :] * bi * np.conj(bj) * model + noise
+            g = np.array([gains[(s, a, p)][0] for a in range(nant)])         # (antenna, time)
+            b = np.array([gains[(s, a, p)][1] for a in range(nant)]).T       # (channel, antenna)
+            noise = sigma[None, :] * (rng.normal(0, 1, model.shape) + 1j * rng.normal(0, 1, model.shape))
+            data[p] = (g[a1, ti] * np.conj(g[a2, ti]))[None, :] * b[:, a1] * np.conj(b[:, a2]) * model + noise
         sub.putcol("DATA", data)
         sub.putcol("FLAG", np.zeros(data.shape, dtype=bool))
-        sub.putcol("SIGMA", np.full((2, len(a1)), noise_jy * math.sqrt(2)))
-        sub.putcol("WEIGHT", np.full((2, len(a1)), 1.0 / (2 * noise_jy ** 2)))
+        sub.putcol("SIGMA", np.vstack([sigma, sigma]))
+        sub.putcol("WEIGHT", np.vstack([sigma, sigma]) ** -2)
         sub.close()
     tb.close()
 
@@ -291,7 +362,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
     _one_observation(ms, eb.get("project", ""), integration_s)
     for scan, (begin, end) in zip(scans, _renumber_scans(ms, len(eb["spws"]), integration_s)):
         scan.update(start_s=begin, stop_s=end)
-    _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], eb.get("noise_jy", 0.05))
+    _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], ant["diameter"], integration_s)
     _sort_by_time(ms)
     _add_syscal(ms, eb["spws"], scans, eb["seed"])
     return {"scans": scans, "antennas": ant}

@@ -121,10 +121,13 @@ def _channels(ms: str, spw: int, field_id: int) -> tuple[list[float], list[float
     return topo, lsrk, width
 
 
-def _line_free(ms: str, spw: int, field_id: int, line_hz: float, sigma_hz: float) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
-    """Line-free channel ranges of an spw (outside line +- 3 sigma) and the same ranges in LSRK Hz."""
+def _line_free(ms: str, spw: int, field_id: int, line: dict) -> tuple[list[tuple[int, int]], list[tuple[float, float]]]:
+    """Line-free channel ranges of an spw (outside the line's range, plan.line_halfwidth_hz) and the same
+    ranges in LSRK Hz."""
+    from .plan import line_halfwidth_hz
+
     topo, lsrk, width = _channels(ms, spw, field_id)
-    free = [abs(f - line_hz) > 3 * sigma_hz for f in topo]
+    free = [abs(f - line["freq_hz"]) > line_halfwidth_hz(line) for f in topo]
     chans, freqs, start = [], [], None
     for i, ok in enumerate(free + [False]):
         if ok and start is None:
@@ -329,7 +332,7 @@ def _image(run: CommandRecorder, mous: str, msnames: list[str], roles: dict[str,
                   weighting="briggs", robust=0.5, interactive=False, parallel=False)
     contdat, cont_spw, allcont, fitspec = {}, [], [], {}
     for s in spws:
-        chans, freqs = _line_free(msnames[0], s, field_id, line["freq_hz"], line["sigma_hz"])
+        chans, freqs = _line_free(msnames[0], s, field_id, line)
         if not chans:
             continue
         contdat[s] = freqs

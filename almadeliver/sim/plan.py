@@ -17,10 +17,17 @@ REF_FREQ_HZ = 100.0e9
 CHAN_LINE_HZ = 1.953125e6
 CHAN_CONT_HZ = 31.25e6
 SIDEREAL_DAY = 0.99726957
+# array -> (casadata alma/simmos configuration, antennas observe.py takes from it, spread over the
+# configuration from its centre to its longest baselines). 12m: 12 pads of C43-2 (baselines 15-279 m,
+# a 3.6 x 1.7 arcsec beam at 100 GHz): enough baselines share uv cells that Briggs weighting acts on
+# them as on real ALMA data (robust 2 vs -2 beam area ratio 1.43; the 5 antennas of old gave 1.04).
+# 7m: the whole 7m array of aca.cycle7.cfg (10 antennas, baselines 9-45 m).
+ARRAYS = {"12m": ("alma.cycle10.2.cfg", 12), "7m": ("aca.cycle7.cfg", 10)}
 # size -> (integration time in s, channels of each continuum spw over its 500 MHz). "small" keeps
-# the tests fast; "medium" makes the raw ASDM dominate CASA's fixed table footprint the way real
+# the tests fast (3 integrations per 30 s scan: the 66 baselines of the 12m array cost what 10 did at
+# 6 s); "medium" makes the raw ASDM (~25 MB per EB) dominate CASA's fixed table footprint the way real
 # (GB-sized) ALMA data does, for measuring disk use against scriptForPI's estimate.
-SIZES = {"small": (6.0, 16), "medium": (2.0, 256)}
+SIZES = {"small": (10.0, 16), "medium": (5.0, 128)}
 CASA_VERSION = "6.7.0"
 # The CASA that made a simulated delivery (README, calibration scripts' version gate). Real deliveries
 # name the CASA of their cycle, usually older than the one a user installs today (ALMA-FACTS.md s.4).
@@ -142,11 +149,10 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
                                    start_mjd=round(start + (i * ebs + j) * SIDEREAL_DAY, 6),
                                    seed=int(_hash(code, "seed", i, j)[:8], 16)))
         suffix = "7m" if array == "7m" else ("TC" if i % 2 == 0 else "TE")
-        # 6 antennas for the 7m array: gaincal needs 4 baselines per antenna (minblperant)
+        config, antennas = ARRAYS[array]
         mous_plans.append(MousPlan(
-            uid=ous_uid(code, "mous", i).archive, array=array,
-            config="aca.cycle7.cfg" if array == "7m" else "alma.cycle0.compact.cfg",
-            antennas=6 if array == "7m" else 5, sb_name=f"{sb_base}_a_{i + 6:02d}_{suffix}", ebs=eb_plans))
+            uid=ous_uid(code, "mous", i).archive, array=array, config=config, antennas=antennas,
+            sb_name=f"{sb_base}_a_{i + 6:02d}_{suffix}", ebs=eb_plans))
     category, keyword = _CATEGORIES[int(h[6:8], 16) % len(_CATEGORIES)]
     target = _TARGETS[int(h[4:6], 16) % len(_TARGETS)]
     plan = ProjectPlan(
@@ -196,8 +202,24 @@ def place_fields(plan: ProjectPlan) -> None:
         {"role": "bandpass", "name": _field_name(bp_ra, bp_dec), "ra_deg": bp_ra, "dec_deg": bp_dec,
          "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 2.5, "spix": -0.7}]},
         {"role": "phase", "name": _field_name(ph_ra, ph_dec), "ra_deg": ph_ra, "dec_deg": ph_dec,
-         "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 0.9, "spix": -0.5}]},
+         "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 2.0, "spix": -0.5}]},
         {"role": "target", "name": target, "ra_deg": ra, "dec_deg": dec, "ref_freq_hz": REF_FREQ_HZ,
-         "components": [{"dx_arcsec": 4.0, "dy_arcsec": -3.0, "flux_jy": 0.25, "spix": 2.0,
-                         "line": {"freq_hz": LINE_REST_HZ, "peak_jy": 1.2, "sigma_hz": 4 * CHAN_LINE_HZ}}]},
+         "components": TARGET_COMPONENTS},
     ]
+
+
+# The science target: a compact source (a point: dust continuum rising with frequency, and the CS line
+# with a velocity gradient of +-2 channels, +-12 km/s, across 2 arcsec, as a rotating disk) and extended
+# emission (a 4 arcsec Gaussian the longest baselines resolve out, so that uvtaper and masks matter).
+TARGET_COMPONENTS = [
+    {"dx_arcsec": 0.6, "dy_arcsec": -0.4, "flux_jy": 0.25, "spix": 2.0,
+     "line": {"freq_hz": LINE_REST_HZ, "peak_jy": 1.2, "sigma_hz": 3 * CHAN_LINE_HZ,
+              "gradient": {"shift_hz": 2 * CHAN_LINE_HZ, "extent_arcsec": 1.0, "pa_deg": 45.0}}},
+    {"dx_arcsec": -2.5, "dy_arcsec": 2.0, "flux_jy": 0.3, "spix": 2.5, "fwhm_arcsec": 4.0},
+]
+
+
+def line_halfwidth_hz(line: dict) -> float:
+    """Half the frequency range a line covers (Hz): 3 sigma beyond its centre, plus its gradient's shift;
+    channels farther than this from ``freq_hz`` are line-free (cont.dat)."""
+    return 3 * line["sigma_hz"] + abs(line.get("gradient", {}).get("shift_hz", 0.0))
