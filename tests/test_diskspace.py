@@ -195,6 +195,7 @@ def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
+        assert free_mb(small) == 8                  # an empty 8 MiB tmpfs: exactly 8, not 9
         member = _member(tmp_path, MB)
         shutil.move(str(member / "raw"), str(small / "raw"))
         (member / "raw").symlink_to(small / "raw")
