@@ -53,6 +53,13 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 50, "core/NumberReplacer"): "folders and single-link files never repeat an inode",
     ("casa/diskspace.py", 50, "core/ReplaceAndWithOr"): "folders and single-link files never repeat an inode",
     ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_NotEq"): "st_nlink is never 0 for a listed file",
+    ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_GtE"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 50, "core/ReplaceFalseWithTrue"):
+        "is_dir following links differs only for a link, whose own st_nlink is 1: the test before it is false",
+    ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_Gt"): "min(0, 1) is 0: level 0 is the same either way",
+    ("casa/diskspace.py", 95, "core/ReplaceUnaryOperator_USub_Invert"): _NEG1,
+    ("casa/diskspace.py", 148, "core/AddNot"):
+        "not joining the stopped thread: it ends at its next wait, which returns at once; nothing reads it after",
     ("casa/diskspace.py", 70, "core/ReplaceTrueWithFalse"): "frozen=False: nothing assigns to an estimate",
     ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_NotEq"): _NEG1,
     ("casa/diskspace.py", 82, "core/NumberReplacer"): _NEG1,
