@@ -10,7 +10,8 @@ Each module is mutated in a copy of the work tree (never in place: an interrupte
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
 failure. Prints, per module: mutants, killed, survived, the kill rate; and every survivor (file, line,
 operator) so it can be killed by a new test or listed in EQUIVALENT below with the reason it cannot be.
-``--report FILE`` also writes that text to FILE.
+``--report FILE`` also writes that text to FILE; ``--recheck FILE`` runs again only the mutants that
+report lists as SURVIVED (each applied to a fresh copy), after tests were added to kill them.
 
 Operators: cosmic-ray's core set without the bit-shift, bitwise, power, modulo and floor-division
 replacements of arithmetic operators (no module here uses them; they only multiply the mutants of every
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,6 +131,29 @@ def run_module(module: str, work: Path, timeout: float) -> dict:
             "seconds": time.monotonic() - began}
 
 
+def recheck(report_file: Path, timeout: float) -> list[str]:
+    """Run again only the mutants a report lists as SURVIVED (after new tests): each applied with
+    ``cosmic-ray apply`` to a fresh copy of the tree, then its module's tests. Returns one line per mutant."""
+    bin_dir = Path(sys.executable).parent
+    lines = []
+    for m in re.finditer(r"^  SURVIVED (\S+):(\d+) (\S+)#(\d+): (.*)$", report_file.read_text(), re.M):
+        module, line, operator, occurrence, source = m.groups()
+        with tempfile.TemporaryDirectory(prefix="almadeliver-mutation-") as tmp:
+            work = Path(tmp)
+            _copy_tree(work)
+            env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"),
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+            subprocess.run([bin_dir / "cosmic-ray", "apply", f"almadeliver/{module}", operator, occurrence],
+                           cwd=work, env=env, check=True, capture_output=True)
+            tests = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                    f"--timeout={int(timeout)}", *TESTS[module]], cwd=work, env=env,
+                                   capture_output=True, text=True)
+        outcome = "killed" if tests.returncode != 0 else "SURVIVED"
+        lines.append(f"  {outcome} {module}:{line} {operator}#{occurrence}: {source}")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def report(results: list[dict]) -> str:
     lines = [f"{'module':28} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'kill rate':>9}"]
     for r in results:
@@ -152,7 +177,15 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"modules under almadeliver/ (default: {', '.join(TESTS)})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     parser.add_argument("--report", type=Path, help="also write the report to this file")
+    parser.add_argument("--recheck", type=Path, metavar="REPORT",
+                        help="only run again the mutants REPORT lists as SURVIVED (after adding tests)")
     args = parser.parse_args()
+    if args.recheck:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        lines = recheck(args.recheck, args.timeout)
+        killed = sum(line.startswith("  killed") for line in lines)
+        print(f"{killed} of {len(lines)} survivors now killed")
+        return
     unknown = [m for m in args.modules if m not in TESTS]
     if unknown:
         raise SystemExit(f"error: no tests listed for {', '.join(unknown)}; known: {', '.join(TESTS)}")
