@@ -146,6 +146,9 @@ def test_du_bytes_equals_du_byte_for_byte_with_hard_links_among_other_files(tmp_
             (folder / name).write_bytes(os.urandom(20_000))
     (tmp_path / "elsewhere.bin").write_bytes(os.urandom(MB))
     (raw / "link.bin").symlink_to(tmp_path / "elsewhere.bin")      # a link is counted, not what it points to
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big.bin").write_bytes(os.urandom(MB))
+    (raw / "linked.asdm.sdm").symlink_to(tmp_path / "elsewhere")    # a linked folder inside raw/ is not walked
     du = subprocess.run(["du", "-s", "-B1", str(raw)], capture_output=True, text=True, check=True)
     assert du_bytes(raw) == int(du.stdout.split()[0])
 
@@ -205,5 +208,21 @@ def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
         (member / "raw").symlink_to(small / "raw")
         est = estimate(member)
         assert est.target == str((small / "raw").resolve()) and 5 <= est.free_mb <= 8
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_member_on_a_fuller_disk_than_its_raw_keeps_its_own_free_space(tmp_path):
+    """calibrated/ is written in the member: when raw/ (linked elsewhere) has more room, the member's counts."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        member = _member(small, MB)
+        shutil.move(str(member / "raw"), str(tmp_path / "raw"))
+        (member / "raw").symlink_to(tmp_path / "raw")
+        est = estimate(member)
+        assert est.target == str(member) and est.free_mb <= 8
     finally:
         subprocess.run(["umount", str(small)], check=False)
