@@ -10,7 +10,8 @@ Each module is mutated in a copy of the work tree (never in place: an interrupte
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
 failure. Prints, per module: mutants, killed, survived, the kill rate; and every survivor (file, line,
 operator) so it can be killed by a new test or listed in EQUIVALENT below with the reason it cannot be.
-``--report FILE`` also writes that text to FILE.
+``--report FILE`` also writes that text to FILE; ``--recheck FILE`` runs again only the mutants that
+report lists as SURVIVED (each applied to a fresh copy), after tests were added to kill them.
 
 Operators: cosmic-ray's core set without the bit-shift, bitwise, power, modulo and floor-division
 replacements of arithmetic operators (no module here uses them; they only multiply the mutants of every
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,7 +48,38 @@ EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod)_.*",
 ]
 # (module, line, operator) of survivors judged equivalent: the mutant behaves like the original
-EQUIVALENT: dict[tuple[str, int, str], str] = {}
+_NEG1 = "the only level below 0 is -1 (SPACESAVING=-1): min(-1, 1) is -1, -1 is a cached int, need_mb(-1) is 0"
+EQUIVALENT: dict[tuple[str, int, str], str] = {
+    ("casa/diskspace.py", 49, "core/ReplaceContinueWithBreak"):
+        "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
+    ("casa/diskspace.py", 48, "core/ExceptionReplacer"):
+        "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
+    ("casa/diskspace.py", 50, "core/NumberReplacer"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 50, "core/ReplaceAndWithOr"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_NotEq"): "st_nlink is never 0 for a listed file",
+    ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_GtE"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 50, "core/ReplaceFalseWithTrue"):
+        "is_dir following links differs only for a link, whose own st_nlink is 1: the test before it is false",
+    ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_Gt"): "min(0, 1) is 0: level 0 is the same either way",
+    ("casa/diskspace.py", 95, "core/ReplaceUnaryOperator_USub_Invert"): _NEG1,
+    ("casa/diskspace.py", 148, "core/AddNot"):
+        "not joining the stopped thread: it ends at its next wait, which returns at once; nothing reads it after",
+    ("casa/diskspace.py", 70, "core/ReplaceTrueWithFalse"): "frozen=False: nothing assigns to an estimate",
+    ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_NotEq"): _NEG1,
+    ("casa/diskspace.py", 82, "core/NumberReplacer"): _NEG1,
+    ("casa/diskspace.py", 85, "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
+    ("casa/diskspace.py", 85, "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
+    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_Lt"): _NEG1,
+    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
+    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
+    ("casa/diskspace.py", 95, "core/NumberReplacer"): _NEG1,
+    ("casa/diskspace.py", 125, "core/NumberReplacer"): "the default interval only sets how often the sampler samples",
+    ("casa/diskspace.py", 126, "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
+    ("casa/diskspace.py", 127, "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
+    ("casa/diskspace.py", 128, "core/ReplaceFalseWithTrue"): "repr only",
+    ("casa/diskspace.py", 129, "core/ReplaceFalseWithTrue"): "repr only",
+    ("casa/diskspace.py", 142, "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
+}
 
 
 def _copy_tree(dest: Path) -> None:
@@ -100,6 +133,34 @@ def run_module(module: str, work: Path, timeout: float) -> dict:
             "seconds": time.monotonic() - began}
 
 
+def recheck(report_file: Path, timeout: float) -> list[str]:
+    """Run again only the mutants a report lists as SURVIVED (after new tests): each applied with
+    ``cosmic-ray apply`` to a fresh copy of the tree, then its module's tests. Returns one line per mutant."""
+    bin_dir = Path(sys.executable).parent
+    lines = []
+    for m in re.finditer(r"^  SURVIVED (\S+):(\d+) (\S+)#(\d+): (.*)$", report_file.read_text(), re.M):
+        module, line, operator, occurrence, source = m.groups()
+        why = EQUIVALENT.get((module, int(line), operator))
+        if why:
+            lines.append(f"  equivalent {module}:{line} {operator}#{occurrence}: {source}  -- {why}")
+            print(lines[-1], flush=True)
+            continue
+        with tempfile.TemporaryDirectory(prefix="almadeliver-mutation-") as tmp:
+            work = Path(tmp)
+            _copy_tree(work)
+            env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"),
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+            subprocess.run([bin_dir / "cosmic-ray", "apply", f"almadeliver/{module}", operator, occurrence],
+                           cwd=work, env=env, check=True, capture_output=True)
+            tests = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                    f"--timeout={int(timeout)}", *TESTS[module]], cwd=work, env=env,
+                                   capture_output=True, text=True)
+        outcome = "killed" if tests.returncode != 0 else "SURVIVED"
+        lines.append(f"  {outcome} {module}:{line} {operator}#{occurrence}: {source}")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def report(results: list[dict]) -> str:
     lines = [f"{'module':28} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'kill rate':>9}"]
     for r in results:
@@ -123,7 +184,17 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"modules under almadeliver/ (default: {', '.join(TESTS)})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
     parser.add_argument("--report", type=Path, help="also write the report to this file")
+    parser.add_argument("--recheck", type=Path, metavar="REPORT",
+                        help="only run again the mutants REPORT lists as SURVIVED (after adding tests)")
     args = parser.parse_args()
+    if args.recheck:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        lines = recheck(args.recheck, args.timeout)
+        killed = sum(line.startswith("  killed") for line in lines)
+        equivalent = sum(line.startswith("  equivalent") for line in lines)
+        print(f"of {len(lines)} survivors: {killed} now killed, {equivalent} equivalent, "
+              f"{len(lines) - killed - equivalent} still surviving")
+        return
     unknown = [m for m in args.modules if m not in TESTS]
     if unknown:
         raise SystemExit(f"error: no tests listed for {', '.join(unknown)}; known: {', '.join(TESTS)}")

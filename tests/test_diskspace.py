@@ -77,6 +77,8 @@ def test_exactly_enough_space_fits_and_one_mb_less_does_not():
     short = DiskEstimate(raw_mb=10, free_mb=29, extra_scripts=(), target="/x")
     assert not short.fits(3) and short.shortfall_mb(3) == 1 and short.best_level() is None
     assert short.fits(-1)                       # SPACESAVING=-1 skips the check
+    roomy = DiskEstimate(raw_mb=10, free_mb=31, extra_scripts=(), target="/x")
+    assert roomy.shortfall_mb(2) == 0 and roomy.shortfall_mb(1) == 39
 
 
 def test_a_prefixed_flux_script_adds_three_times_raw(tmp_path):
@@ -142,6 +144,11 @@ def test_du_bytes_equals_du_byte_for_byte_with_hard_links_among_other_files(tmp_
         os.link(folder / "a.bin", folder / "b.bin")
         for name in ("c.xml", "d.xml", "e.xml", "f.xml"):
             (folder / name).write_bytes(os.urandom(20_000))
+    (tmp_path / "elsewhere.bin").write_bytes(os.urandom(MB))
+    (raw / "link.bin").symlink_to(tmp_path / "elsewhere.bin")      # a link is counted, not what it points to
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big.bin").write_bytes(os.urandom(MB))
+    (raw / "linked.asdm.sdm").symlink_to(tmp_path / "elsewhere")    # a linked folder inside raw/ is not walked
     du = subprocess.run(["du", "-s", "-B1", str(raw)], capture_output=True, text=True, check=True)
     assert du_bytes(raw) == int(du.stdout.split()[0])
 
@@ -185,7 +192,7 @@ def test_the_sampler_samples_in_the_background(tmp_path):
             if sampler.peak >= 2 * MB:
                 break
             threading.Event().wait(0.01)
-    assert sampler.peak >= 2 * MB
+        assert sampler.peak >= 2 * MB, "the background thread never sampled"
 
 
 def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
@@ -195,10 +202,27 @@ def test_raw_on_a_fuller_disk_sets_the_free_space(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
+        assert free_mb(small) == 8                  # an empty 8 MiB tmpfs: exactly 8, not 9
         member = _member(tmp_path, MB)
         shutil.move(str(member / "raw"), str(small / "raw"))
         (member / "raw").symlink_to(small / "raw")
         est = estimate(member)
         assert est.target == str((small / "raw").resolve()) and 5 <= est.free_mb <= 8
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_member_on_a_fuller_disk_than_its_raw_keeps_its_own_free_space(tmp_path):
+    """calibrated/ is written in the member: when raw/ (linked elsewhere) has more room, the member's counts."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        member = _member(small, MB)
+        shutil.move(str(member / "raw"), str(tmp_path / "raw"))
+        (member / "raw").symlink_to(tmp_path / "raw")
+        est = estimate(member)
+        assert est.target == str(member) and est.free_mb <= 8
     finally:
         subprocess.run(["umount", str(small)], check=False)

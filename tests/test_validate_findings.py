@@ -17,7 +17,7 @@ import pytest
 
 from almadeliver.delivery import validate as validate_module
 from almadeliver.delivery.validate import validate
-from test_validate import (EBS, MOUS, PIPE_EBS, PIPE_MOUS, PROJECT, manual_member, pipeline_member, touch,
+from test_validate import (EBS, MOUS, PIPE_MOUS, PROJECT, manual_member, pipeline_member, touch,
                            write_asdm, write_fits)
 
 C0_EBS = ["uid___A002_X554543_X207", "uid___A002_X554543_X3c4"]
