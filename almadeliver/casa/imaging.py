@@ -25,6 +25,8 @@ from ..delivery.calls import TaskCall
 from ..delivery.commandslog import product_tclean_calls, read_commands
 from ..errors import TreeError, UsageError
 from ..ids import UID_DISK_PATTERN
+from .imaging_legacy import (CleanTranslation, ConvertedScript, Expression, clean_arguments, delivered_masks,
+                             python3_text, translate_clean)
 
 _EB_RE = re.compile(UID_DISK_PATTERN)
 _SPECMODES = ("cube", "mfs", "cont")
@@ -135,6 +137,7 @@ class ImagingJob:
     changed: dict[str, Any] = field(default_factory=dict)            # tclean args the overrides changed
     contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
     reads: list[dict[str, str]] = field(default_factory=list)        # per MS tclean opens: vis, datacolumn, why
+    translated_from: dict[str, Any] | None = None   # a clean() call: its arguments and the translation notes
 
     @property
     def imagename(self) -> str:
@@ -559,6 +562,24 @@ class ImagingPlan:
     overrides: Overrides
     jobs: list[ImagingJob] = field(default_factory=list)   # pipeline: the images, planned in full
     script: Path | None = None                             # script: run with tclean wrapped
+    converted: ConvertedScript | None = None               # script: the text that runs (Python 2 converted)
+    translations: list[tuple[int, CleanTranslation]] = field(default_factory=list)  # script: clean() -> tclean()
+
+    def script_notes(self) -> list[str]:
+        """What running the script involves beyond the overrides: its conversion and each clean()
+        call's translation (shown by ``image --dry-run`` and kept in image_record.json)."""
+        if self.converted is None:
+            return []
+        notes = [self.converted.describe()]
+        if self.converted.python2:
+            notes.append("its CASA version gates are passed (the script runs in this CASA); viewer/imview/plotms "
+                         "calls are skipped (no display)")
+        for line, t in self.translations:
+            notes.append(f"clean() at line {line} runs as tclean(" +
+                         ", ".join(f"{k}={v if isinstance(v, Expression) else repr(v)}" for k, v in t.tclean.items())
+                         + "):")
+            notes += t.lines()
+        return notes
 
 
 def plan(member: Path, overrides: Overrides | None = None, source: str = "auto") -> ImagingPlan:
@@ -577,7 +598,8 @@ def plan(member: Path, overrides: Overrides | None = None, source: str = "auto")
         raise TreeError(f"no restored MS under {member / 'calibrated'}",
                         f"restore the data first: almadeliver restore {member}")
     _check_script_selection(member, script, ov)
-    return ImagingPlan(member, kind, ov, script=script)
+    return ImagingPlan(member, kind, ov, script=script, converted=python3_text(script),
+                       translations=script_clean_translations(script, delivered_masks(member)))
 
 
 def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
@@ -590,12 +612,14 @@ def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
     script = imaging_script(member)
     assert script is not None
     jobs = []
-    for line, kwargs in script_tclean_calls(script):
+    masks = delivered_masks(member)
+    for line, task, kwargs in _script_calls(python3_text(script).text):
         name = str(kwargs.get("imagename", "?"))
-        jobs.append(ImagingJob(name=name, source=f"{script.name}:{line}", field=str(kwargs.get("field", "?")),
-                               spws=spw_ids(kwargs.get("spw", "")) or ["?"],
-                               kind="cube" if kwargs.get("specmode") == "cube" else "mfs",
-                               tclean=kwargs, exports={}))
+        tclean = translate_clean(kwargs, masks).tclean if task == "clean" else kwargs
+        jobs.append(ImagingJob(name=name, source=f"{script.name}:{line}" + (" clean()" if task == "clean" else ""),
+                               field=str(kwargs.get("field", "?")), spws=spw_ids(kwargs.get("spw", "")) or ["?"],
+                               kind="cube" if tclean.get("specmode") == "cube" else "mfs",
+                               tclean=tclean, exports={}))
     return jobs
 
 
@@ -609,20 +633,19 @@ def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
 
 
 # -- manual deliveries: scriptForImaging.py ---------------------------------------------------------------
-class Expression(str):
-    """A tclean argument the script computes (a variable, an expression): its source text."""
-
-
 def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
-    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text})."""
+    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text}), as
+    written (a clean() call keeps clean's parameters: ``script_clean_translations`` translates them).
+    A Python 2 script is read as converted (``imaging_legacy.python3_text``): the line numbers are
+    those of the converted text, which fissix keeps for every line it does not split or join."""
+    return [(line, kwargs) for line, _, kwargs in _script_calls(python3_text(script).text)]
+
+
+def _script_calls(text: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """(line, task, arguments) of every tclean/clean call in a Python 3 script text."""
     import ast
 
-    text = Path(script).read_text()
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise TreeError(f"{Path(script).name}:{exc.lineno}: not valid Python 3 ({exc.msg})",
-                        "a Python 2 script needs converting before it can run in CASA 6") from None
+    tree = ast.parse(text)
     constants = _script_constants(tree)
     calls = []
     for node in ast.walk(tree):
@@ -638,8 +661,19 @@ def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
                     kwargs[kw.arg] = ast.literal_eval(kw.value)
                 except ValueError:
                     kwargs[kw.arg] = Expression(ast.get_source_segment(text, kw.value) or "?")
-            calls.append((node.lineno, kwargs))
+            if node.func.id == "clean" and node.args:
+                positional = clean_arguments(tuple(Expression(ast.get_source_segment(text, a) or "?")
+                                                   for a in node.args), {})
+                kwargs = {**positional, **kwargs}
+            calls.append((node.lineno, node.func.id, kwargs))
     return sorted(calls, key=lambda c: c[0])
+
+
+def script_clean_translations(script: Path, masks: dict[str, str] | None = None) -> list[tuple[int, CleanTranslation]]:
+    """Each clean() call of the script (line in the converted text) with its tclean translation,
+    read statically (computed arguments are translated when the script runs)."""
+    return [(line, translate_clean(kwargs, masks)) for line, task, kwargs in _script_calls(python3_text(script).text)
+            if task == "clean"]
 
 
 def _script_constants(tree) -> dict[str, Any]:
@@ -702,10 +736,16 @@ def run_script_images(plan_: ImagingPlan, out: Path,
             (work / ms.name).symlink_to(ms.resolve())
     failures: dict[str, str] = {}
     jobs: list[ImagingJob] = []
+    converted = plan_.converted or python3_text(plan_.script)
+    script = plan_.script
+    if converted.python2:   # the converted copy runs; the delivered script stays as it is
+        script = work / plan_.script.name
+        script.write_text(converted.text)
     try:
         made = run_in_casa("almadeliver.casa.imaging:script_child",
-                           {"script": str(plan_.script), "out": str(out),
-                            "overrides": asdict(plan_.overrides)},
+                           {"script": str(script), "out": str(out),
+                            "overrides": asdict(plan_.overrides), "legacy": converted.python2,
+                            "masks": delivered_masks(plan_.member)},
                            workdir=work, logfile=out / "logs" / f"{plan_.script.name}.casa.log")
     except Exception as exc:  # noqa: BLE001  (reported like a failed image)
         failures[plan_.script.name] = str(exc)
@@ -717,7 +757,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
         jobs.append(ImagingJob(
             name=Path(image).name, source=f"{plan_.script.name}", field=str(call["tclean"].get("field", "")),
             spws=spw_ids(call["tclean"].get("spw", "")), kind=call["kind"], tclean=call["tclean"],
-            exports=exports, changed=call["changed"],
+            exports=exports, changed=call["changed"], translated_from=call.get("clean"),
             delivered={f: (str(p) if (p := delivered_product(plan_.member, f)) else None) for f in exports.values()}))
         if on_done:
             on_done(Path(image).name, None)
@@ -726,7 +766,8 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     if failures and on_done:
         on_done(plan_.script.name, failures[plan_.script.name])
     comparisons = compare(out, jobs)
-    record, table = write_record(out, jobs, comparisons, failures, plan_.overrides)
+    record, table = write_record(out, jobs, comparisons, failures, plan_.overrides,
+                                 script_notes=plan_.script_notes())
     return ImagingResult(out, record, table, jobs, comparisons, failures)
 
 
@@ -954,12 +995,15 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
 
 
 def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison],
-                 failures: dict[str, str], overrides: Overrides | None = None) -> tuple[Path, Path]:
-    """``image_record.json`` (exact parameters per image) and ``comparison.tsv``."""
+                 failures: dict[str, str], overrides: Overrides | None = None,
+                 script_notes: list[str] | None = None) -> tuple[Path, Path]:
+    """``image_record.json`` (exact parameters per image; for a script, its conversion and clean()
+    translations) and ``comparison.tsv``."""
     out = Path(out)
     record = out / "image_record.json"
     record.write_text(json.dumps({
         "overrides": (overrides or Overrides()).changes(),
+        **({"script": script_notes} if script_notes else {}),
         "images": [{**asdict(j), "failed": failures.get(j.name)} for j in jobs],
         "comparison": [asdict(c) for c in comparisons],
     }, indent=2, default=str) + "\n")
@@ -1100,12 +1144,20 @@ def _runs(chans: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see run_script_images)."""
+def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
+                 masks: dict[str, str] | None = None) -> dict[str, Any]:
+    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
+    run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
+    as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
+    its version gates are passed, ``casadef`` answers this CASA's version and display-only tasks
+    (viewer, imview, plotms) are skipped."""
     import inspect
+    import types
 
     import casatasks
+    import casatools
 
+    from .imaging_legacy import clean_arguments, link_clean_outputs
     from .legacy import run_script
 
     ov = Overrides(**overrides)
@@ -1114,8 +1166,10 @@ def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, 
     exports: list[dict[str, str]] = []
     skipped: list[str] = []
 
-    def tclean(*args: Any, **kwargs: Any) -> Any:
-        kwargs = {**dict(zip(names, args)), **kwargs}
+    def is_skipped(image: str) -> bool:
+        return any(image == s or image.startswith(s + ".") for s in skipped if s)
+
+    def run_tclean(kwargs: dict[str, Any], clean: dict[str, Any] | None = None) -> Any:
         spws = spw_ids(kwargs.get("spw", ""))
         kind = "cube" if kwargs.get("specmode") == "cube" else ("mfs" if len(spws) == 1 else "cont")
         excluded = ((ov.fields and str(kwargs.get("field", "")) not in ov.fields)
@@ -1127,18 +1181,52 @@ def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, 
         if ov.spws:
             kwargs["spw"] = _narrow_spw(kwargs["spw"], set(ov.spws)) if spws else ",".join(ov.spws)
         new, changed = apply_overrides(kwargs, kind, ov)
-        calls.append({"tclean": new, "changed": changed, "kind": kind})
+        calls.append({"tclean": new, "changed": changed, "kind": kind, **({"clean": clean} if clean else {})})
         return casatasks.tclean(**new)
+
+    def tclean(*args: Any, **kwargs: Any) -> Any:
+        return run_tclean({**dict(zip(names, args)), **kwargs})
+
+    def clean(*args: Any, **kwargs: Any) -> Any:
+        call = clean_arguments(args, kwargs)
+        t = translate_clean(call, masks)
+        result = run_tclean(dict(t.tclean), clean={"arguments": {k: repr(v) for k, v in call.items()},
+                                                    "translation": t.lines()})
+        if not is_skipped(str(call.get("imagename", ""))):
+            link_clean_outputs(str(call["imagename"]), t.pbcor_in_place)
+        return result
 
     def exportfits(*args: Any, **kwargs: Any) -> Any:
         kwargs = {**dict(zip(list(inspect.signature(casatasks.exportfits).parameters), args)), **kwargs}
         image = str(kwargs.get("imagename", ""))
-        if any(image == s or image.startswith(s + ".") for s in skipped if s):
+        if is_skipped(image):
             return None
         kwargs["fitsimage"] = str(Path(out) / Path(str(kwargs["fitsimage"])).name)
         kwargs["overwrite"] = True
         exports.append({"imagename": image, "fits": Path(kwargs["fitsimage"]).name})
         return casatasks.exportfits(**kwargs)
 
-    run_script(script, os.getcwd(), {"tclean": tclean, "exportfits": exportfits})
+    def guarded(task: Any) -> Callable[..., Any]:
+        """An image task that does nothing on an image the selection skipped."""
+        params = list(inspect.signature(task).parameters)
+
+        def run_task(*args: Any, **kwargs: Any) -> Any:
+            kwargs = {**dict(zip(params, args)), **kwargs}
+            if is_skipped(str(kwargs.get("imagename", ""))):
+                return None
+            return task(**kwargs)
+        return run_task
+
+    variables: dict[str, Any] = {"tclean": tclean, "exportfits": exportfits}
+    for task in ("impbcor", "immath", "imstat", "imhead", "immoments", "imsmooth", "imsubimage", "imrebin"):
+        if hasattr(casatasks, task):
+            variables[task] = guarded(getattr(casatasks, task))
+    if legacy:
+        version = ".".join(str(n) for n in casatools.version()[:3])
+        variables["clean"] = clean
+        variables["casadef"] = types.SimpleNamespace(casa_version=version, subversion_revision="0")
+        for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
+            variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
+        variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
+    run_script(script, os.getcwd(), variables, pass_version_gates=legacy)
     return {"calls": calls, "exports": exports, "skipped": skipped}

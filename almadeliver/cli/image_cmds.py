@@ -43,6 +43,8 @@ def image_cmd(
     if dry_run:
         typer.echo(f"would run {len(plan.jobs)} image(s) from {plan.source}:" if plan.jobs else
                    f"would run {plan.script} with these overrides on every tclean: {ov.changes() or 'none'}")
+        for line in plan.script_notes():
+            typer.echo(line)
         for job in plan.jobs:
             for c in job.contsub:
                 typer.echo(f"uvcontsub(vis={c['vis']!r}, outputvis={c['outputvis']!r}, field={c['field']!r}, "
