@@ -41,7 +41,7 @@ class Overrides:
     uvtaper: str | None = None
     niter: int | None = None
     threshold: str | None = None
-    nbin: int | None = None
+    nbin: int | str | None = None   # K for every cube, or per spw as the pipeline's nbins: '17:8,23:2'
     width: str | None = None
     spw: str | None = None
     field: str | None = None
@@ -49,12 +49,46 @@ class Overrides:
     cell: str | None = None
     imsize: int | None = None
     contsub: bool = False
+    cont: str | None = None          # 'all': continuum images from every unflagged channel (no cont.dat ranges)
 
     def __post_init__(self) -> None:
         if self.nbin is not None and self.width is not None:
             raise UsageError("--nbin and --width both set", "give one of them")
-        if self.nbin is not None and self.nbin < 1:
-            raise UsageError(f"--nbin {self.nbin} is not a positive channel count", "use e.g. --nbin 2")
+        self.nbins  # noqa: B018  (validates --nbin)
+        if self.cont not in (None, "all"):
+            raise UsageError(f"--cont {self.cont!r} is unknown",
+                             "use --cont all for continuum images from every unflagged channel")
+
+    @property
+    def nbins(self) -> dict[str | None, int]:
+        """--nbin as spw id -> channels to average (key None: every cube); {} when not set.
+
+        Takes the pipeline's form (hif_makeimlist ``nbins='17:8,23:2'``, seed 003) or one integer."""
+        if self.nbin is None:
+            return {}
+        text = str(self.nbin).strip()
+        hint = "e.g. --nbin 2 (every cube) or --nbin '17:8,23:2' (spw:channels, as hif_makeimlist's nbins)"
+        if re.fullmatch(r"\d+", text):
+            if int(text) < 1:
+                raise UsageError(f"--nbin {text} is not a positive channel count", hint)
+            return {None: int(text)}
+        out: dict[str | None, int] = {}
+        for part in text.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", part)
+            if m is None or int(m.group(2)) < 1:
+                raise UsageError(f"--nbin {text!r}: {part.strip()!r} is not spw:channels with a positive count", hint)
+            if m.group(1) in out:
+                raise UsageError(f"--nbin {text!r} gives spw {m.group(1)} twice", hint)
+            out[m.group(1)] = int(m.group(2))
+        return out
+
+    def nbin_for(self, spws: list[str]) -> int | None:
+        """The channels to average for a cube of ``spws`` (None: no binning)."""
+        nbins = self.nbins
+        if None in nbins:
+            return nbins[None]
+        found = {nbins[s] for s in spws if s in nbins}
+        return found.pop() if len(found) == 1 else None
         if self.specmode is not None and self.specmode not in _SPECMODES:
             raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
         for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
@@ -138,6 +172,8 @@ class ImagingJob:
     contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
     reads: list[dict[str, str]] = field(default_factory=list)        # per MS tclean opens: vis, datacolumn, why
     translated_from: dict[str, Any] | None = None   # a clean() call: its arguments and the translation notes
+    # continuum image whose channels come from a user's cont.dat: per vis, MS spw id -> [(low Hz, high Hz, frame)]
+    cont_ranges: list[dict[str, list[tuple[float, float, str]]]] = field(default_factory=list)
 
     @property
     def imagename(self) -> str:
@@ -172,9 +208,13 @@ def export_names(base: str, tclean: dict[str, Any]) -> dict[str, str]:
     return {".image.pbcor": f"{base}.pbcor.fits", ".pb": f"{base}.pb.fits"}
 
 
-def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The tclean arguments with the overrides applied, and the ones that changed (old, new)."""
+def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides,
+                    spws: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tclean arguments with the overrides applied, and the ones that changed (old, new).
+    ``spws``: the image's spw ids as the delivery names them (for a per-spw --nbin; default: read
+    from the call's spw)."""
     new = dict(tclean)
+    spws = spws if spws is not None else spw_ids(tclean.get("spw", ""))
     if ov.robust is not None:
         if not str(new.get("weighting", "")).startswith("briggs"):
             new["weighting"] = "briggs"
@@ -189,8 +229,13 @@ def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides) -> tuple[d
         new["cell"] = ov.cell
     if ov.imsize is not None:
         new["imsize"] = [int(ov.imsize), int(ov.imsize)]
-    if kind == "cube" and (ov.nbin is not None or ov.width is not None):
-        new.update(rebin(new, nbin=ov.nbin, width=ov.width))
+    nbin = ov.nbin_for(spws)
+    if kind == "cube" and (nbin is not None or ov.width is not None):
+        new.update(rebin(new, nbin=nbin, width=ov.width))
+    if kind in ("cont", "mfs") and ov.cont == "all":
+        # every unflagged channel: the spw ids without the channel or frequency ranges
+        spw = new.get("spw", "")
+        new["spw"] = [",".join(spw_ids(s)) for s in spw] if isinstance(spw, (list, tuple)) else ",".join(spw_ids(spw))
     changed = {k: [tclean.get(k), v] for k, v in new.items() if tclean.get(k) != v}
     return new, changed
 
@@ -485,7 +530,7 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
             kw["vis"], kw["spw"] = rewrite_vis(kw.get("vis", ""), kw.get("spw", ""),
                                                restored or restored_mss(member), member)
             kw["datacolumn"], reads = _read_columns(call, kw["vis"], source)
-        kw, changed = apply_overrides(kw, kind, ov)
+        kw, changed = apply_overrides(kw, kind, ov, spws)
         exports = export_names(name, kw)
         jobs.append(ImagingJob(
             name=name, source=f"{source}:{call.line}", field=fieldname, spws=spws, kind=kind, tclean=kw,
@@ -499,6 +544,21 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
         raise UsageError("--nbin/--width apply to cubes, and no cube is selected",
                          "drop --nbin/--width or select a cube (--specmode cube)")
     return jobs
+
+
+def _check_nbins(ov: Overrides, known_spws: list[str]) -> None:
+    """A per-spw --nbin names imaged spws, and (as hif_makeimlist asks) every spw chosen with --spw."""
+    per_spw = {s for s in ov.nbins if s is not None}
+    if not per_spw:
+        return
+    for spw in sorted(per_spw, key=int):
+        if spw not in known_spws:
+            raise UsageError(f"--nbin names spw {spw}, which is not among the imaged spws ({', '.join(known_spws)})",
+                             "use the spw ids of the product names")
+    missing = [s for s in ov.spws or [] if s not in per_spw]
+    if missing:
+        raise UsageError(f"--nbin {ov.nbin!r} has no entry for spw {', '.join(missing)} chosen with --spw",
+                         "give every chosen spw an entry, spw:1 for no binning")
 
 
 def continuum_subtracted(call: TaskCall) -> bool:
@@ -524,6 +584,7 @@ def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
     """Refuse spws and fields the delivery did not image (checked before any CASA starts)."""
     known_spws = sorted({s for c in calls for s in spw_ids(c.kwargs.get("spw", ""))}, key=int)
     known_fields = sorted({str(c.kwargs.get("field", "")) for c in calls})
+    _check_nbins(ov, known_spws)
     for spw in ov.spws or []:
         if spw not in known_spws:
             raise UsageError(f"spw {spw} is not among the imaged spws of this delivery ({', '.join(known_spws)})",
@@ -550,7 +611,46 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     if ov.contsub or line_data:
         # cubes imaged from <EB>_targets_line.ms were continuum subtracted by the pipeline: do the same
         _attach_contsub([j for j in jobs if j in line_data or (ov.contsub and j.kind == "cube")], member)
+    user = user_contdat(member)
+    if user is not None and ov.cont != "all":
+        _attach_cont_ranges([j for j in jobs if j.kind in ("cont", "mfs")], member, user)
     return jobs
+
+
+def user_contdat(member: Path) -> Path | None:
+    """The user's cont.dat: ``calibrated/working/cont.dat``. As in the pipeline (seed 003: "If a file
+    called cont.dat ... is present in the directory where pipeline imaging tasks are run, it will be
+    used"), it replaces the delivered ranges, for the continuum images as well as --contsub."""
+    found = Path(member) / "calibrated" / "working" / "cont.dat"
+    return found if found.is_file() else None
+
+
+def contdat_file(member: Path) -> Path | None:
+    """The cont.dat in force: the user's (``user_contdat``), else the delivered calibration/<MOUS>.cont.dat."""
+    user = user_contdat(member)
+    if user is not None:
+        return user
+    found = sorted((Path(member) / "calibration").glob("*cont.dat"))
+    return found[0] if found else None
+
+
+def _attach_cont_ranges(jobs: list[ImagingJob], member: Path, contdat: Path) -> None:
+    """Continuum images take their channels from the user's cont.dat (selected in the CASA child, in
+    each MS's channels) instead of the ranges the delivered call logged."""
+    from ..delivery.contdat import parse_contdat
+
+    ranges = contdat_ranges(parse_contdat(contdat))
+    for job in jobs:
+        field_ranges = ranges.get(job.field, {})
+        missing = [s for s in job.spws if not field_ranges.get(s)]
+        if len(missing) == len(job.spws):
+            raise TreeError(f"{contdat} has no continuum range for field {job.field!r} spw {', '.join(missing)}",
+                            "add ranges (or ALL) to cont.dat, or use --cont all")
+        spw = job.tclean.get("spw", "")
+        per_vis = spw if isinstance(spw, (list, tuple)) else [spw] * len(job.tclean["vis"])
+        job.cont_ranges = [{ms_id: field_ranges.get(s, []) for ms_id, s in zip(spw_ids(entry), job.spws)}
+                           for entry in per_vis]
+        job.changed["spw"] = [spw, f"channels of {contdat.name} (selected per MS in CASA)"]
 
 
 @dataclass
@@ -791,9 +891,10 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
     """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges."""
     from ..delivery.contdat import parse_contdat
 
-    found = sorted((Path(member) / "calibration").glob("*cont.dat"))
-    if not found:
+    contdat = contdat_file(member)
+    if contdat is None:
         raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat")
+    found = [contdat]
     ranges = contdat_ranges(parse_contdat(found[0]))
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     for job in jobs:
@@ -977,7 +1078,8 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             return f"continuum subtraction failed: {failures[bad[0]]}"
         try:
             run_in_casa("almadeliver.casa.imaging:tclean_child",
-                        {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads},
+                        {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,
+                         "cont_ranges": job.cont_ranges, "field": job.field},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
         except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)
             return str(exc)
@@ -1036,10 +1138,12 @@ def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
 
 # -- in the CASA child ---------------------------------------------------------------------------------
 def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
-                 reads: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                 reads: list[dict[str, str]] | None = None,
+                 cont_ranges: list[dict[str, list]] | None = None, field: str | None = None) -> dict[str, Any]:
     """tclean (arguments this CASA does not know are dropped and reported), then exportfits. Before
     tclean, every MS must hold the column the plan says it is read from (``reads``): the calibrated
-    visibilities, never the raw ones."""
+    visibilities, never the raw ones. ``cont_ranges`` (per vis, spw -> cont.dat ranges): the spw
+    selection becomes the channels of each MS inside the ranges (towards ``field``)."""
     import inspect
 
     from casatasks import exportfits
@@ -1047,6 +1151,9 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
 
     known = set(inspect.signature(casa_tclean).parameters)
     kwargs = {k: v for k, v in tclean.items() if k in known}
+    if cont_ranges:
+        vis = kwargs["vis"] if isinstance(kwargs["vis"], list) else [kwargs["vis"]]
+        kwargs["spw"] = [cont_selection(v, r, field) for v, r in zip(vis, cont_ranges)]
     dropped = sorted(set(tclean) - known)
     column = str(kwargs.get("datacolumn", "corrected")).lower()   # tclean's default is corrected
     planned = {r["vis"]: r["datacolumn"] for r in reads or []}
@@ -1088,6 +1195,25 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
               fitorder=1, datacolumn=column)
     return {"fitspec": ",".join(fitspec)}
+
+
+def cont_selection(vis: str, ranges: dict[str, list], field: str | None = None) -> str:
+    """CASA child: a tclean spw selection of the channels of ``vis`` whose frequency (in each range's
+    frame, towards ``field``) lies in cont.dat's ranges: '0:2~9;20~28,1' (a spw wholly inside: its id)."""
+    parts = []
+    for spw, spw_ranges in ranges.items():
+        if not spw_ranges:
+            continue
+        freqs = {fr: channel_frequencies(vis, int(spw), fr, field) for fr in {r[2] for r in spw_ranges}}
+        n = len(next(iter(freqs.values())))
+        chans = [i for i in range(n) if any(lo <= freqs[fr][i] <= hi for lo, hi, fr in spw_ranges)]
+        if len(chans) == n:
+            parts.append(str(spw))
+        elif chans:
+            parts.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
+    if not parts:
+        raise RuntimeError(f"no channel of {vis} lies in the cont.dat ranges {ranges}")
+    return ",".join(parts)
 
 
 def _check_column(vis: str, column: str, fallback: bool = False) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -113,6 +114,14 @@ def python3_text(script: Path) -> ConvertedScript:
         return ConvertedScript(script, text, python2=False)
     except SyntaxError:
         pass
+    converted, changed = _convert(script.name, text)
+    return ConvertedScript(script, converted, python2=True, changed_lines=list(changed))
+
+
+@functools.lru_cache(maxsize=8)
+def _convert(name: str, text: str) -> tuple[str, tuple[int, ...]]:
+    """fissix's 2to3 conversion of a Python 2 script text, and the lines it rewrote (see python3_text)."""
+    script = Path(name)
     from fissix.pgen2.parse import ParseError
     from fissix.refactor import RefactoringTool, get_fixers_from_package
 
@@ -134,7 +143,7 @@ def python3_text(script: Path) -> ConvertedScript:
     changed = sorted({i1 + k + 1 for tag, i1, i2, _, _ in
                       difflib.SequenceMatcher(None, source.splitlines(), converted.splitlines()).get_opcodes()
                       if tag != "equal" for k in range(max(i2 - i1, 1)) if i1 + k < len(source.splitlines())})
-    return ConvertedScript(script, converted, python2=True, changed_lines=changed)
+    return converted, tuple(changed)
 
 
 # -- clean -> tclean -------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ def image_cmd(
     uvtaper: Optional[str] = typer.Option(None, "--uvtaper", help="Outer uv taper, e.g. 0.5arcsec."),
     niter: Optional[int] = typer.Option(None, "--niter", help="Maximum clean iterations."),
     threshold: Optional[str] = typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy."),
-    nbin: Optional[int] = typer.Option(None, "--nbin", help="Average K channels of each cube."),
+    nbin: Optional[str] = typer.Option(None, "--nbin", help="Average K channels of each cube (K), or per spw "
+                                       "as the pipeline's nbins ('17:8,23:2')."),
+    cont: Optional[str] = typer.Option(None, "--cont", help="'all': continuum images from every unflagged "
+                                       "channel (cont.dat's ranges ignored, as with cont.dat moved aside)."),
     width: Optional[str] = typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz."),
     spw: Optional[str] = typer.Option(None, "--spw", help="Only these spws (ids as in the product names, comma list)."),
     field: Optional[str] = typer.Option(None, "--field", help="Only these fields (names, comma list)."),
@@ -34,7 +37,7 @@ def image_cmd(
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
     ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
                            width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
-                           contsub=contsub)
+                           contsub=contsub, cont=cont)
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")
