@@ -58,6 +58,17 @@ class Overrides:
         if self.cont not in (None, "all"):
             raise UsageError(f"--cont {self.cont!r} is unknown",
                              "use --cont all for continuum images from every unflagged channel")
+        if self.specmode is not None and self.specmode not in _SPECMODES:
+            raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
+        for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
+            value = getattr(self, name)
+            if value is not None and _quantity(value, unit) is None:
+                raise UsageError(f"--{name} {value!r} is not a quantity in {unit} units",
+                                 f"e.g. --{name} 0.5{unit if unit != 'Jy' else 'mJy'}")
+        if self.width is not None and not str(self.width).lstrip("-").isdigit() \
+                and _quantity(self.width, "Hz") is None and _quantity(self.width, "km/s") is None:
+            raise UsageError(f"--width {self.width!r} is neither a channel count nor a frequency or "
+                             "velocity width", "e.g. --width 2, --width 1.2MHz or --width 0.5km/s")
 
     @property
     def nbins(self) -> dict[str | None, int]:
@@ -89,18 +100,6 @@ class Overrides:
             return nbins[None]
         found = {nbins[s] for s in spws if s in nbins}
         return found.pop() if len(found) == 1 else None
-        if self.specmode is not None and self.specmode not in _SPECMODES:
-            raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
-        for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
-            value = getattr(self, name)
-            if value is not None and _quantity(value, unit) is None:
-                raise UsageError(f"--{name} {value!r} is not a quantity in {unit} units",
-                                 f"e.g. --{name} 0.5{unit if unit != 'Jy' else 'mJy'}")
-        if self.width is not None and not str(self.width).lstrip("-").isdigit() \
-                and _quantity(self.width, "Hz") is None and _quantity(self.width, "km/s") is None:
-            raise UsageError(f"--width {self.width!r} is neither a channel count nor a frequency or "
-                             "velocity width", "e.g. --width 2, --width 1.2MHz or --width 0.5km/s")
-
     def changes(self) -> dict[str, Any]:
         """The options the user set (for the record)."""
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
