@@ -1,0 +1,55 @@
+"""image with real CASA on a clean-era manual delivery: the simulated Cycle 0 project (shared with test_sim
+and test_restore_casa) ships a CASA 3.4 scriptForImaging.py (Python 2, clean()); its products were made by
+the equivalent tclean calls written by hand (sim/templates/scriptForImaging.py.in)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from almadeliver.casa import imaging
+from almadeliver.casa.imaging import Overrides
+
+pytestmark = pytest.mark.slow
+
+# The translated clean() calls run the same tclean as the hand-written ones on the same data: measured 0.0;
+# the issue's bar is 1e-3 of the peak.
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def cycle0_member(simulated, unpack, tmp_path_factory) -> Path:
+    tree = unpack(simulated("2011.0.00340.S", flavour="cycle0", ebs=2), tmp_path_factory.mktemp("image-cycle0"))
+    return next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
+
+
+def test_clean_era_script_reimaged_matches_the_hand_written_tclean(cycle0_member, tmp_path):
+    script = (cycle0_member / "script" / "scriptForImaging.py").read_text()
+    assert "clean(vis = vislist" in script and "print 'Step '" in script      # CASA 3.4 form, as delivered
+    result = imaging.run(imaging.plan(cycle0_member), out=tmp_path / "same")
+    assert result.failures == {}
+    assert sorted(c.fits for c in result.comparisons) == sorted(
+        p.name for p in (cycle0_member / "product").glob("*.image.pbcor.fits"))
+    assert len(result.comparisons) == 2
+    for c in result.comparisons:
+        assert c.delivered is not None and c.new.nchan == c.delivered.nchan
+        assert c.new.bmaj_arcsec == pytest.approx(c.delivered.bmaj_arcsec, rel=1e-6)
+        assert c.max_diff is not None and c.max_diff < TOLERANCE, c
+    # the script's impbcor read clean's <name>.flux: tclean's .pb, linked
+    assert all((result.out / "work" / f"{j.name}.flux").is_symlink() for j in result.jobs)
+    record = json.loads(result.record.read_text())
+    assert record["script"][0].startswith("scriptForImaging.py is Python 2 (CASA 3.4-4.x)")
+    cube = next(i for i in record["images"] if i["kind"] == "cube")
+    assert cube["tclean"]["specmode"] == "cube" and cube["tclean"]["restoringbeam"] == "common"
+    assert "  resmooth=True -> restoringbeam='common'" in cube["translated_from"]["translation"]
+    assert (cycle0_member / "script" / "scriptForImaging.py").read_text() == script     # never rewritten
+
+
+def test_overrides_reach_the_translated_clean_calls(cycle0_member, tmp_path):
+    """--specmode cube skips the continuum clean() (and its impbcor/exportfits), --nbin 2 bins the cube."""
+    result = imaging.run(imaging.plan(cycle0_member, Overrides(specmode="cube", nbin=2)), out=tmp_path / "nbin")
+    assert result.failures == {}
+    (c,) = result.comparisons
+    assert c.new.nchan == c.delivered.nchan // 2 == 16
+    assert not list(result.out.glob("*_cont.*"))
