@@ -169,3 +169,29 @@ def test_clean_era_manual_delivery_plan_lists_the_translations(tmp_path, capsys)
     bad.write_text("print 'a'\nif x ==:\n  pass\n")
     with pytest.raises(TreeError, match="neither Python 3 nor Python 2"):
         imaging.plan(m)
+
+
+# -- seed 003 example 4: the science target flags (hifa_flagtargets) before imaging ------------------------
+FLAG_HEADER = "# User flagging commands file for the imaging pipeline\n#\n"
+
+
+def test_target_flag_template_with_commands_is_applied_to_a_copy(member, capsys):
+    (member / "calibration" / f"{EB}_flagtargetstemplate.txt").write_text(FLAG_HEADER)    # as delivered: empty
+    assert all(not j.flagtargets for j in imaging.plan_images(member))
+    working = member / "calibrated" / "working"
+    (working / f"{EB}_flagtargetstemplate.txt").write_text(
+        FLAG_HEADER + "mode='manual' spw='17:3~5' field='CoolSource1' reason='user_line_flag'\n")
+    jobs = imaging.plan_images(member, Overrides(contsub=True))
+    copy = f"targets/{EB}_targets.ms"
+    for job in jobs:
+        assert job.tclean["datacolumn"] == "data", job.name
+        assert job.tclean["vis"] == ([copy] if job.kind == "cont" else [f"contsub/{EB}_targets.ms.{job.field}.contsub"])
+        (run,) = job.flagtargets
+        assert run["vis"] == str(working / f"{EB}.ms") and run["datacolumn"] == "corrected"
+        assert run["commands"] == ["mode='manual' spw='17:3~5' field='CoolSource1' reason='user_line_flag'"]
+    cube = next(j for j in jobs if j.kind == "cube")
+    assert cube.contsub[0]["vis"] == copy          # the continuum is fitted on the flagged copy
+    assert main(["image", str(member), "--specmode", "cont", "--field", "CoolSource1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"flagdata(vis='{copy}', mode='list'" in out and f"# {EB}_flagtargetstemplate.txt" in out
+    assert f"reads {copy} datacolumn='data'" in out

@@ -169,6 +169,7 @@ class ImagingJob:
     delivered: dict[str, str | None] = field(default_factory=dict)  # FITS name -> delivered product
     changed: dict[str, Any] = field(default_factory=dict)            # tclean args the overrides changed
     contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
+    flagtargets: list[dict[str, Any]] = field(default_factory=list)  # target copies flagged before (hifa_flagtargets)
     reads: list[dict[str, str]] = field(default_factory=list)        # per MS tclean opens: vis, datacolumn, why
     translated_from: dict[str, Any] | None = None   # a clean() call: its arguments and the translation notes
     # continuum image whose channels come from a user's cont.dat: per vis, MS spw id -> [(low Hz, high Hz, frame)]
@@ -607,6 +608,7 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     jobs = jobs_from_calls(calls, member, log.name, ov)
     by_line = {c.line: c for c in calls}
     line_data = [j for j in jobs if continuum_subtracted(by_line[int(j.source.rsplit(":", 1)[1])])]
+    _attach_target_flags(jobs, member)
     if ov.contsub or line_data:
         # cubes imaged from <EB>_targets_line.ms were continuum subtracted by the pipeline: do the same
         _attach_contsub([j for j in jobs if j in line_data or (ov.contsub and j.kind == "cube")], member)
@@ -614,6 +616,82 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     if user is not None and ov.cont != "all":
         _attach_cont_ranges([j for j in jobs if j.kind in ("cont", "mfs")], member, user)
     return jobs
+
+
+def target_flag_templates(member: Path) -> dict[str, Path]:
+    """EB -> its science-target flag template: the user's copy in calibrated/working/ (where the
+    restore puts them for editing, seed 003) if present, else the delivered
+    calibration/<EB>_flagtargetstemplate.txt (``_`` or ``.`` before ``flagtargetstemplate``)."""
+    found: dict[str, Path] = {}
+    for folder in (Path(member) / "calibration", Path(member) / "calibrated" / "working"):  # later wins
+        for path in sorted(folder.glob("*flagtargetstemplate.txt")) if folder.is_dir() else []:
+            m = _EB_RE.match(path.name)
+            if m and path.name[len(m.group(0)):] in ("_flagtargetstemplate.txt", ".flagtargetstemplate.txt"):
+                found[m.group(0)] = path
+    return found
+
+
+def _attach_target_flags(jobs: list[ImagingJob], member: Path) -> None:
+    """hifa_flagtargets: each EB whose target flag template holds commands is imaged from a copy of its
+    calibrated data (``targets/<EB>_targets.ms``, data in DATA) with the template's commands applied
+    (spw ids renumbered for an ``<EB>.ms.split.cal``). The restored MS is not touched. An EB whose
+    template is empty (the usual case) is imaged as restored."""
+    from ..delivery.flagtemplate import parse_flagtemplate
+
+    templates = target_flag_templates(member)
+    runs: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        vis_list = job.tclean["vis"] if isinstance(job.tclean["vis"], list) else [job.tclean["vis"]]
+        new_vis, changed = [], False
+        for vis in vis_list:
+            eb = _EB_RE.match(Path(vis).name)
+            template = templates.get(eb.group(0)) if eb else None
+            commands = parse_flagtemplate(template).commands if template else []
+            if not commands:
+                new_vis.append(vis)
+                continue
+            mapping = split_spw_map(member, eb.group(0)) if vis.endswith(".ms.split.cal") else None
+            lines = []
+            for c in commands:
+                params = dict(c.params)
+                if "spw" in params:
+                    params["spw"] = remap_spw(params["spw"], mapping, vis)
+                lines.append(" ".join(f"{k}='{v}'" for k, v in params.items()))
+            run = runs.setdefault(vis, {"vis": vis, "outputvis": f"targets/{eb.group(0)}_targets.ms",
+                                        "datacolumn": calibrated_column(vis), "template": str(template),
+                                        "commands": lines})
+            job.flagtargets.append(run)
+            new_vis.append(run["outputvis"])
+            changed = True
+        if changed:
+            job.changed["vis"] = [job.tclean["vis"], new_vis]
+            column = {r["outputvis"]: r for r in job.flagtargets}
+            job.reads = [{"vis": v, "datacolumn": "data" if v in column else calibrated_column(v),
+                          "delivered": (f"{Path(column[v]['vis']).name} ({column[v]['datacolumn'].upper()}) with "
+                                        f"{Path(column[v]['template']).name} applied") if v in column
+                          else "as restored"} for v in new_vis]
+            job.tclean["vis"] = new_vis
+            job.tclean["datacolumn"] = "data" if all(v in column for v in new_vis) else "corrected"
+
+
+def flagtargets_child(run: dict[str, Any]) -> dict[str, Any]:
+    """CASA child: copy the calibrated data of one MS (its science target scans) to ``outputvis``
+    (DATA) and apply the target flag template's commands there, as hifa_flagtargets does on
+    ``<EB>_targets.ms``. Returns the flagged fraction before and after."""
+    from casatasks import flagdata, split
+
+    out = Path(run["outputvis"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    column = run.get("datacolumn") or calibrated_column(run["vis"])
+    _check_column(run["vis"], column)
+    split(vis=run["vis"], outputvis=str(out), intent="*OBSERVE_TARGET*", datacolumn=column, keepflags=True)
+    before = flagdata(vis=str(out), mode="summary")
+    if run["commands"]:
+        flagdata(vis=str(out), mode="list", inpfile=list(run["commands"]), action="apply", flagbackup=False)
+    after = flagdata(vis=str(out), mode="summary")
+    return {"flagged_before": before["flagged"] / before["total"], "flagged_after": after["flagged"] / after["total"]}
 
 
 def user_contdat(member: Path) -> Path | None:
@@ -1059,6 +1137,17 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     workers = max(1, workers or min(len(jobs), os.cpu_count() or 1))
     failures: dict[str, str] = {}
 
+    flagged = {c["outputvis"]: c for j in jobs for c in j.flagtargets}
+    if flagged:
+        with ThreadPoolExecutor(workers) as pool:
+            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:flagtargets_child", {"run": c},
+                                     workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
+                    for vis, c in flagged.items()}
+            for vis, fut in done.items():
+                try:
+                    flagged[vis]["result"] = fut.result()
+                except Exception as exc:  # noqa: BLE001  (reported per image below)
+                    failures[vis] = str(exc)
     contsubs = {c["outputvis"]: c for j in jobs for c in j.contsub}
     if contsubs:
         with ThreadPoolExecutor(workers) as pool:
@@ -1072,9 +1161,13 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
                     failures[vis] = str(exc)
 
     def one(job: ImagingJob) -> str | None:
-        bad = [c["outputvis"] for c in job.contsub if c["outputvis"] in failures]
+        bad = [c["outputvis"] for c in job.flagtargets if c["outputvis"] in failures]
         if bad:
-            return f"continuum subtraction failed: {failures[bad[0]]}"
+            return f"target flagging failed: {failures[bad[0]]}"
+        bad = [c["outputvis"] for c in job.contsub if c["outputvis"] in failures or c["vis"] in failures]
+        if bad:
+            c = next(c for c in job.contsub if c["outputvis"] in bad)
+            return f"continuum subtraction failed: {failures.get(c['outputvis']) or failures[c['vis']]}"
         try:
             run_in_casa("almadeliver.casa.imaging:tclean_child",
                         {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,

@@ -49,6 +49,10 @@ def image_cmd(
         for line in plan.script_notes():
             typer.echo(line)
         for job in plan.jobs:
+            for c in job.flagtargets:
+                typer.echo(f"split(vis={c['vis']!r}, outputvis={c['outputvis']!r}, intent='*OBSERVE_TARGET*', "
+                           f"datacolumn={c['datacolumn']!r}); flagdata(vis={c['outputvis']!r}, mode='list', "
+                           f"inpfile={c['commands']!r})  # {Path(c['template']).name}")
             for c in job.contsub:
                 typer.echo(f"uvcontsub(vis={c['vis']!r}, outputvis={c['outputvis']!r}, field={c['field']!r}, "
                            f"datacolumn={c.get('datacolumn', 'data')!r})")
