@@ -195,3 +195,21 @@ def test_target_flag_template_with_commands_is_applied_to_a_copy(member, capsys)
     out = capsys.readouterr().out
     assert f"flagdata(vis='{copy}', mode='list'" in out and f"# {EB}_flagtargetstemplate.txt" in out
     assert f"reads {copy} datacolumn='data'" in out
+
+
+# -- moment maps of the cubes ----------------------------------------------------------------------------
+def test_moments_planned_for_each_cube_with_cont_dat_line_free_ranges(member, capsys):
+    jobs = imaging.plan_images(member, Overrides(moments="8,0,1", field="CoolSource1"))
+    cubes = [j for j in jobs if j.kind == "cube"]
+    assert cubes and all(j.moments["moments"] == [0, 1, 8] for j in cubes)
+    assert not any(j.moments for j in jobs if j.kind == "cont")
+    spw17 = next(j for j in cubes if j.spws == ["17"])
+    assert [r[:2] for r in spw17.moments["line_free"]] == pytest.approx([(230.001e9, 230.004e9), (230.012e9, 230.015e9)])
+    assert spw17.moments["fits"][8] == f"{MOUS}.CoolSource1_sci.spw17.cube.I.mom8.fits"
+    assert main(["image", str(member), "--moments", "0,8", "--specmode", "cube", "--dry-run"]) == 0
+    assert "immoments(moments=[0, 8]) of" in capsys.readouterr().out
+    for bad in ("4", "zero"):
+        assert main(["image", str(member), "--moments", bad, "--dry-run"]) == 2
+        assert "is not an immoments moment" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--moments applies to cubes"):
+        imaging.plan_images(member, Overrides(moments="0", specmode="cont"))

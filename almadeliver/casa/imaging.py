@@ -30,6 +30,7 @@ from .imaging_legacy import (CleanTranslation, ConvertedScript, Expression, clea
 
 _EB_RE = re.compile(UID_DISK_PATTERN)
 _SPECMODES = ("cube", "mfs", "cont")
+MOMENTS = (-1, 0, 1, 2, 3, 5, 6, 8, 9, 10, 11)
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -50,6 +51,7 @@ class Overrides:
     imsize: int | None = None
     contsub: bool = False
     cont: str | None = None          # 'all': continuum images from every unflagged channel (no cont.dat ranges)
+    moments: str | None = None       # immoments of each cube, e.g. '0,1,8'
 
     def __post_init__(self) -> None:
         if self.nbin is not None and self.width is not None:
@@ -60,6 +62,7 @@ class Overrides:
                              "use --cont all for continuum images from every unflagged channel")
         if self.specmode is not None and self.specmode not in _SPECMODES:
             raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
+        self.moment_list  # noqa: B018  (validates --moments)
         for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
             value = getattr(self, name)
             if value is not None and _quantity(value, unit) is None:
@@ -92,6 +95,20 @@ class Overrides:
                 raise UsageError(f"--nbin {text!r} gives spw {m.group(1)} twice", hint)
             out[m.group(1)] = int(m.group(2))
         return out
+
+    @property
+    def moment_list(self) -> list[int]:
+        """--moments as immoments' moment numbers (CASA: -1 mean, 0 integrated, 1 velocity, 2 dispersion,
+        3 median, 5 std, 6 rms, 8 peak, 9 velocity of the peak, 10 minimum, 11 velocity of the minimum)."""
+        if self.moments in (None, ""):
+            return []
+        out = []
+        for part in str(self.moments).split(","):
+            if not re.fullmatch(r"\s*-?\d+\s*", part) or int(part) not in MOMENTS:
+                raise UsageError(f"--moments {self.moments!r}: {part.strip()!r} is not an immoments moment",
+                                 f"use some of {','.join(map(str, MOMENTS))}, e.g. --moments 0,1,8")
+            out.append(int(part))
+        return sorted(set(out))
 
     def nbin_for(self, spws: list[str]) -> int | None:
         """The channels to average for a cube of ``spws`` (None: no binning)."""
@@ -174,6 +191,8 @@ class ImagingJob:
     translated_from: dict[str, Any] | None = None   # a clean() call: its arguments and the translation notes
     # continuum image whose channels come from a user's cont.dat: per vis, MS spw id -> [(low Hz, high Hz, frame)]
     cont_ranges: list[dict[str, list[tuple[float, float, str]]]] = field(default_factory=list)
+    # --moments: {"moments": [0, 1, 8], "line_free": [(low Hz, high Hz, frame)]} (cont.dat ranges of the cube's spw)
+    moments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def imagename(self) -> str:
@@ -612,6 +631,8 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     if ov.contsub or line_data:
         # cubes imaged from <EB>_targets_line.ms were continuum subtracted by the pipeline: do the same
         _attach_contsub([j for j in jobs if j in line_data or (ov.contsub and j.kind == "cube")], member)
+    if ov.moment_list:
+        _attach_moments([j for j in jobs if j.kind == "cube"], member, ov.moment_list)
     user = user_contdat(member)
     if user is not None and ov.cont != "all":
         _attach_cont_ranges([j for j in jobs if j.kind in ("cont", "mfs")], member, user)
@@ -694,6 +715,22 @@ def flagtargets_child(run: dict[str, Any]) -> dict[str, Any]:
     return {"flagged_before": before["flagged"] / before["total"], "flagged_after": after["flagged"] / after["total"]}
 
 
+def _attach_moments(jobs: list[ImagingJob], member: Path, moments: list[int]) -> None:
+    """Each cube also gets its moment maps: over its line channels (those outside cont.dat's ranges for
+    the cube's spw, every channel without cont.dat), the noise from its line-free channels."""
+    from ..delivery.contdat import parse_contdat
+
+    if not jobs:
+        raise UsageError("--moments applies to cubes, and no cube is selected", "select a cube (--specmode cube)")
+    contdat = contdat_file(member)
+    ranges = contdat_ranges(parse_contdat(contdat)) if contdat else {}
+    for job in jobs:
+        free = [r for s in job.spws for r in ranges.get(job.field, {}).get(s, [])]
+        job.moments = {"moments": moments, "line_free": free, "contdat": contdat.name if contdat else None}
+        base = job.exports[".image.pbcor"][: -len(".pbcor.fits")] if ".image.pbcor" in job.exports else job.name
+        job.moments["fits"] = {m: f"{base}.mom{m}.fits" for m in moments}
+
+
 def user_contdat(member: Path) -> Path | None:
     """The user's cont.dat: ``calibrated/working/cont.dat``. As in the pipeline (seed 003: "If a file
     called cont.dat ... is present in the directory where pipeline imaging tasks are run, it will be
@@ -771,6 +808,9 @@ def plan(member: Path, overrides: Overrides | None = None, source: str = "auto")
     if ov.contsub:
         raise UsageError("--contsub works on pipeline deliveries (cont.dat ranges)",
                          "scriptForImaging.py does its own continuum subtraction; edit it instead")
+    if ov.moment_list:
+        raise UsageError("--moments works on pipeline deliveries (cont.dat gives the line-free channels)",
+                         "run immoments on the re-made cube in OUT/work, or add it to a copy of the script")
     if not restored_mss(member).by_eb and restored_mss(member).combined is None:
         raise TreeError(f"no restored MS under {member / 'calibrated'}",
                         f"restore the data first: almadeliver restore {member}")
@@ -1101,6 +1141,9 @@ def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
             old = job.delivered.get(fits_name)
             rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
                                    max_difference(new, Path(old)) if old else None))
+        for fits_name in (job.moments.get("fits") or {}).values():
+            if (Path(out) / fits_name).is_file():
+                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None))
     return rows
 
 
@@ -1169,12 +1212,14 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             c = next(c for c in job.contsub if c["outputvis"] in bad)
             return f"continuum subtraction failed: {failures.get(c['outputvis']) or failures[c['vis']]}"
         try:
-            run_in_casa("almadeliver.casa.imaging:tclean_child",
+            made = run_in_casa("almadeliver.casa.imaging:tclean_child",
                         {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,
-                         "cont_ranges": job.cont_ranges, "field": job.field},
+                         "cont_ranges": job.cont_ranges, "field": job.field, "moments": job.moments},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
         except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)
             return str(exc)
+        if job.moments and isinstance(made, dict):
+            job.moments["made"] = made.get("moments")
         return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -1231,7 +1276,8 @@ def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
 # -- in the CASA child ---------------------------------------------------------------------------------
 def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
                  reads: list[dict[str, str]] | None = None,
-                 cont_ranges: list[dict[str, list]] | None = None, field: str | None = None) -> dict[str, Any]:
+                 cont_ranges: list[dict[str, list]] | None = None, field: str | None = None,
+                 moments: dict[str, Any] | None = None) -> dict[str, Any]:
     """tclean (arguments this CASA does not know are dropped and reported), then exportfits. Before
     tclean, every MS must hold the column the plan says it is read from (``reads``): the calibrated
     visibilities, never the raw ones. ``cont_ranges`` (per vis, spw -> cont.dat ranges): the spw
@@ -1262,7 +1308,77 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
         target = Path(out) / fits_name
         exportfits(imagename=image, fitsimage=str(target), overwrite=True, dropdeg=False)
         written.append(str(target))
-    return {"dropped": dropped, "fits": written}
+    made = moment_maps(kwargs["imagename"] + ".image.pbcor", moments, out) if moments else {}
+    return {"dropped": dropped, "fits": written, "moments": made}
+
+
+def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
+    """CASA child: immoments of a pbcor cube over its line channels (outside ``line_free``, the cont.dat
+    ranges in their frame; every channel when there are none), moments other than 0, 8 and 10 only
+    from pixels above 3 x the rms of the line-free channels (MAD; of the whole cube without them).
+    Each map goes to FITS in ``out`` with a PNG quick-look beside it."""
+    import numpy as np
+    from casatasks import exportfits, immoments
+    from casatools import image
+
+    ia = image()
+    ia.open(cube)
+    try:
+        data = np.asarray(ia.getchunk(dropdeg=False), dtype=float)     # x, y, stokes, chan
+        mask = np.asarray(ia.getchunk(getmask=True, dropdeg=False), dtype=bool)
+        cs = ia.coordsys()
+        spectral = cs.findaxisbyname("spectral")
+        nchan = data.shape[spectral]
+        pixel = [0.0] * len(data.shape)
+        freqs = []
+        for c in range(nchan):
+            pixel[spectral] = float(c)
+            freqs.append(float(cs.toworld(pixel, "n")["numeric"][spectral]))
+        frame = cs.referencecode("spectral")[0]
+    finally:
+        ia.close()
+    free_ranges = [r for r in moments.get("line_free", []) if r[2] == frame or r[2] in ("", None)]
+    free = [c for c, f in enumerate(freqs) if any(lo <= f <= hi for lo, hi, _ in free_ranges)]
+    line = [c for c in range(nchan) if c not in free] or list(range(nchan))
+    noise_chans = free or list(range(nchan))
+    values = np.take(np.where(mask, data, np.nan), noise_chans, axis=spectral)
+    values = values[np.isfinite(values)]
+    rms = float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+    made: dict[str, Any] = {"line_channels": [list(r) for r in _runs(line)], "rms": rms, "frame": frame,
+                            "maps": {}}
+    for m in moments["moments"]:
+        outfile = f"{cube}.mom{m}"
+        if Path(outfile).exists():
+            shutil.rmtree(outfile)
+        clip = [] if m in (0, 8, 10) else [3 * rms, 1e30]
+        immoments(imagename=cube, moments=[m], chans=";".join(f"{a}~{b}" for a, b in _runs(line)),
+                  includepix=clip, outfile=outfile)
+        fits_name = moments["fits"][str(m)] if str(m) in moments["fits"] else moments["fits"][m]
+        exportfits(imagename=outfile, fitsimage=str(Path(out) / fits_name), overwrite=True, dropdeg=True)
+        quicklook_png(Path(out) / fits_name, Path(out) / (fits_name[: -len(".fits")] + ".png"))
+        made["maps"][str(m)] = {"fits": fits_name, "includepix": clip}
+    return made
+
+
+def quicklook_png(fits_path: Path, png: Path) -> Path:
+    """A PNG quick-look of a 2-D FITS map (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(fits_path) as hdul:
+        data = np.squeeze(np.asarray(hdul[0].data, dtype=float))
+        unit = str(hdul[0].header.get("BUNIT", ""))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    shown = ax.imshow(data, origin="lower", cmap="viridis")
+    fig.colorbar(shown, ax=ax, label=unit)
+    ax.set_title(fits_path.name, fontsize=7)
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png
 
 
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:

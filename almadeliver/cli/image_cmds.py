@@ -21,6 +21,8 @@ def image_cmd(
     threshold: Optional[str] = typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy."),
     nbin: Optional[str] = typer.Option(None, "--nbin", help="Average K channels of each cube (K), or per spw "
                                        "as the pipeline's nbins ('17:8,23:2')."),
+    moments: Optional[str] = typer.Option(None, "--moments", help="Moment maps of each cube (immoments), "
+                                          "e.g. 0,1,8: FITS and PNG beside the cubes."),
     cont: Optional[str] = typer.Option(None, "--cont", help="'all': continuum images from every unflagged "
                                        "channel (cont.dat's ranges ignored, as with cont.dat moved aside)."),
     width: Optional[str] = typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz."),
@@ -37,7 +39,7 @@ def image_cmd(
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
     ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
                            width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
-                           contsub=contsub, cont=cont)
+                           contsub=contsub, cont=cont, moments=moments)
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")
@@ -59,6 +61,12 @@ def image_cmd(
             for r in job.reads:
                 typer.echo(f"# {job.name} reads {r['vis']} datacolumn={r['datacolumn']!r} (delivered: {r['delivered']})")
             typer.echo("tclean(" + ", ".join(f"{k}={v!r}" for k, v in job.tclean.items()) + ")")
+            if job.moments:
+                free = job.moments["line_free"]
+                typer.echo(f"immoments(moments={job.moments['moments']}) of {job.name}: line channels outside "
+                           + (f"{len(free)} line-free range(s) of {job.moments['contdat']}" if free
+                              else "no line-free range (every channel; rms from the whole cube)")
+                           + " -> " + ", ".join(job.moments["fits"].values()))
         return
 
     def done(name: str, error: str | None) -> None:
