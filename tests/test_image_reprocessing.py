@@ -213,3 +213,22 @@ def test_moments_planned_for_each_cube_with_cont_dat_line_free_ranges(member, ca
         assert "is not an immoments moment" in capsys.readouterr().err
     with pytest.raises(UsageError, match="--moments applies to cubes"):
         imaging.plan_images(member, Overrides(moments="0", specmode="cont"))
+
+
+def test_readme_copy_gets_the_new_beam_and_rms(tmp_path):
+    from almadeliver.casa.imaging import Comparison, ImageStats, updated_readme
+
+    member, out = tmp_path / "member.uid___A001_X1_X3", tmp_path / "reimage"
+    member.mkdir()
+    out.mkdir()
+    delivered = ("Imaging:\n\nTarget: W51\nx.spw0.cube.I.pbcor.fits: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec\n"
+                 "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n")
+    (member / "README").write_text(delivered)
+    new = Comparison("x.spw0.cube.I.pbcor.fits", ImageStats(9.69, 7.30, 10.0, 0.4012, 1.2, 16, "Jy/beam"),
+                     ImageStats(10.0, 7.76, 10.0, 0.4858, 1.2, 32, "Jy/beam"), None)
+    readme = updated_readme(member, out, [new], Overrides(nbin=2))
+    text = readme.read_text()
+    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec  [re-imaged by almadeliver]" in text
+    assert "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n" in text   # not re-made
+    assert "Re-imaged by almadeliver (overrides: nbin=2)" in text
+    assert (member / "README").read_text() == delivered                                       # never changed

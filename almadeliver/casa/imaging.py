@@ -985,7 +985,8 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     comparisons = compare(out, jobs)
     record, table = write_record(out, jobs, comparisons, failures, plan_.overrides,
                                  script_notes=plan_.script_notes())
-    return ImagingResult(out, record, table, jobs, comparisons, failures)
+    readme = updated_readme(plan_.member, out, comparisons, plan_.overrides)
+    return ImagingResult(out, record, table, jobs, comparisons, failures, readme)
 
 
 def _product_objects(member: Path) -> set[str]:
@@ -1090,6 +1091,45 @@ class ImagingResult:
     jobs: list[ImagingJob]
     comparisons: list[Comparison]
     failures: dict[str, str]
+    readme: Path | None = None      # OUT/README: the delivered README with the re-made images' numbers
+
+
+_README_IMAGE_RE = re.compile(r"rms\s+[-+\d.eE]+\s*(?:mJy|uJy|Jy)/beam|beamsize\s+[\d.]+\s*x\s*[\d.]+\s*arcsec")
+
+
+def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None
+                   ) -> Path | None:
+    """OUT/README: the delivered README (member/README, never changed) with the numbers users read
+    brought up to date: a line naming a re-made product gets the new ``rms ... mJy/beam`` and
+    ``beamsize AxB arcsec``, and a closing section lists every re-made image's beam and rms (real
+    READMEs also give them in free text). None when the member has no README."""
+    readme = Path(member) / "README"
+    if not readme.is_file():
+        return None
+    by_name = {c.fits: c for c in comparisons}
+
+    def numbers(c: Comparison) -> dict[str, str]:
+        rms = f"rms {c.new.rms * 1e3:.2f} mJy/beam" if c.new.unit.lower().startswith("jy") else f"rms {c.new.rms:.4g} {c.new.unit}"
+        beam = f"beamsize {c.new.bmaj_arcsec:.2f}x{c.new.bmin_arcsec:.2f} arcsec" if c.new.bmaj_arcsec else ""
+        return {"rms": rms, "beamsize": beam}
+
+    lines = []
+    for line in readme.read_text(errors="replace").splitlines():
+        name = next((n for n in by_name if n in line), None)
+        if name is not None:
+            new = numbers(by_name[name])
+            line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
+                                        (new["beamsize"] or m.group(0)), line)
+            line += "  [re-imaged by almadeliver]"
+        lines.append(line)
+    changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
+    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/:", ""]
+    for c in comparisons:
+        new = numbers(c)
+        lines.append(f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else ""))
+    target = Path(out) / "README"
+    target.write_text("\n".join(lines) + "\n")
+    return target
 
 
 def image_stats(path: Path) -> ImageStats:
@@ -1230,7 +1270,18 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
                 on_done(job.name, error)
     comparisons = compare(out, [j for j in jobs if j.name not in failures])
     record, table = write_record(out, jobs, comparisons, failures, overrides)
-    return ImagingResult(out, record, table, jobs, comparisons, failures)
+    member = _member_of(jobs)
+    readme = updated_readme(member, out, comparisons, overrides) if member else None
+    return ImagingResult(out, record, table, jobs, comparisons, failures, readme)
+
+
+def _member_of(jobs: list[ImagingJob]) -> Path | None:
+    """The member folder of the jobs' delivered products (None when nothing was delivered to compare)."""
+    for job in jobs:
+        for path in job.delivered.values():
+            if path:
+                return Path(path).parent.parent
+    return None
 
 
 def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison],

@@ -79,6 +79,7 @@ def image_cmd(
               for i, h in enumerate(imaging.COMPARISON_COLUMNS)]
     for r in [imaging.COMPARISON_COLUMNS, *rows]:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    typer.echo(f"images in {result.out}; parameters in {result.record.name}, table in {result.table.name}")
+    typer.echo(f"images in {result.out}; parameters in {result.record.name}, table in {result.table.name}"
+               + (f", README with the new beams and rms in {result.readme.name}" if result.readme else ""))
     if result.failures:
         raise typer.Exit(1)
