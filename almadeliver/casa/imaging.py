@@ -541,7 +541,9 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
                 kw["spw"] = _narrow_spw(kw.get("spw", ""), set(keep))
                 name = re.sub(r"\.spw[\d_]+\.", f".spw{'_'.join(keep)}.", name, count=1)
                 spws = keep
-        name = _product_base(member, name)
+        # recent pipeline deliveries prefix the products with 'member.': a narrowed spw set keeps it
+        if _product_base(member, product_name(call.kwargs["imagename"])).startswith("member."):
+            name = f"member.{name}"
         kw["imagename"] = name + ".iter1"
         kw["pbcor"] = True
         reads: list[dict[str, str]] = []
