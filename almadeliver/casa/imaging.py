@@ -1125,7 +1125,8 @@ def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overr
             line += "  [re-imaged by almadeliver]"
         lines.append(line)
     changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
-    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/:", ""]
+    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
+              "(rms: MAD over the pbcor image, as in comparison.tsv):", ""]
     for c in comparisons:
         new = numbers(c)
         lines.append(f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else ""))
