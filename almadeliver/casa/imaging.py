@@ -1263,6 +1263,8 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             return str(exc)
         if job.moments and isinstance(made, dict):
             job.moments["made"] = made.get("moments")
+        if job.cont_ranges and isinstance(made, dict) and "spw" in made:   # the channels cont.dat selected
+            job.changed["spw"] = [job.changed.get("spw", [None])[0], made["spw"]]
         return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -1363,7 +1365,8 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
         exportfits(imagename=image, fitsimage=str(target), overwrite=True, dropdeg=False)
         written.append(str(target))
     made = moment_maps(kwargs["imagename"] + ".image.pbcor", moments, out) if moments else {}
-    return {"dropped": dropped, "fits": written, "moments": made}
+    return {"dropped": dropped, "fits": written, "moments": made,
+            **({"spw": kwargs["spw"]} if cont_ranges else {})}
 
 
 def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
