@@ -4,7 +4,13 @@ Pipeline deliveries: the product tclean calls come from ``log/<MOUS>.casa_comman
 parser, never eval); each becomes an ``ImagingJob`` (the call with vis pointed at the restored MSs
 and the overrides applied, plus ALMA's product names for the exported FITS). Manual deliveries:
 ``script/scriptForImaging.py`` runs through the legacy shim with ``tclean`` wrapped so that every
-call it makes gets the same overrides (see ``run_script_images``).
+call it makes gets the same overrides (see ``run_script_images``); a clean-era script (Cycles 0-3:
+Python 2, ``clean()``) is converted and its clean calls run as tclean (``imaging_legacy``).
+
+The pipeline re-imaging guide's options (seed 003): ``--cont all`` (continuum from every unflagged
+channel), a user's ``calibrated/working/cont.dat`` (continuum images and --contsub follow it), per-spw
+``--nbin``, science-target flag templates applied to a copy before imaging; ``--moments`` adds
+immoments maps of the cubes. Each run writes OUT/README with the new beams and rms.
 
 Everything up to ``plan_images`` needs no CASA; spw and field are checked against what the delivery
 imaged before any CASA process starts.
