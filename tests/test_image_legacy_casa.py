@@ -1,6 +1,7 @@
-"""image with real CASA on a clean-era manual delivery: the simulated Cycle 0 project (shared with test_sim
-and test_restore_casa) ships a CASA 3.4 scriptForImaging.py (Python 2, clean()); its products were made by
-the equivalent tclean calls written by hand (sim/templates/scriptForImaging.py.in)."""
+"""image with real CASA on clean-era manual deliveries: the simulated Cycle 0 project (shared with test_sim
+and test_restore_casa) ships a CASA 3.4 scriptForImaging.py (Python 2, clean()); a Cycle 1 project's
+CASA 4.2.2 script is re-run over the same data. The products were made by the equivalent tclean calls
+written by hand (sim/templates/scriptForImaging.py.in)."""
 from __future__ import annotations
 
 import json
@@ -24,13 +25,31 @@ def cycle0_member(simulated, unpack, tmp_path_factory) -> Path:
     return next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
 
 
-def test_clean_era_script_reimaged_matches_the_hand_written_tclean(cycle0_member, tmp_path):
-    script = (cycle0_member / "script" / "scriptForImaging.py").read_text()
-    assert "clean(vis = vislist" in script and "print 'Step '" in script      # CASA 3.4 form, as delivered
-    result = imaging.run(imaging.plan(cycle0_member), out=tmp_path / "same")
+@pytest.fixture
+def cycle1_member(cycle0_member, tmp_path) -> Path:
+    """A Cycle 1 manual delivery's imaging: the CASA 4.2.2 scriptForImaging.py the simulator writes for
+    2012.1.00009.S (same target, spws and 12m cell as the Cycle 0 project), over the Cycle 0 project's
+    calibrated MSs and products (linked, not copied)."""
+    from almadeliver.sim.manual import write_scripts
+    from almadeliver.sim.plan import make_plan
+
+    plan = make_plan("2012.1.00009.S")
+    assert plan.field("target")["name"] == make_plan("2011.0.00340.S", flavour="cycle0", ebs=2).field("target")["name"]
+    member = tmp_path / "member.uid___A001_X1_X9"
+    write_scripts(plan, plan.mous[0], member, tmp_path / "reducer")
+    for sub in ("calibrated", "product"):
+        (member / sub).symlink_to(cycle0_member / sub)
+    return member
+
+
+def test_clean_era_script_reimaged_matches_the_hand_written_tclean(cycle1_member, tmp_path):
+    script = (cycle1_member / "script" / "scriptForImaging.py").read_text()
+    assert "clean(vis = vislist" in script and "print 'Step '" in script      # CASA 4.2.2 form, as delivered
+    assert "re.search('^4.2.2', casadef.casa_version)" in script
+    result = imaging.run(imaging.plan(cycle1_member), out=tmp_path / "same")
     assert result.failures == {}
     assert sorted(c.fits for c in result.comparisons) == sorted(
-        p.name for p in (cycle0_member / "product").glob("*.image.pbcor.fits"))
+        p.name for p in (cycle1_member / "product").glob("*.image.pbcor.fits"))
     assert len(result.comparisons) == 2
     for c in result.comparisons:
         assert c.delivered is not None and c.new.nchan == c.delivered.nchan
@@ -43,11 +62,13 @@ def test_clean_era_script_reimaged_matches_the_hand_written_tclean(cycle0_member
     cube = next(i for i in record["images"] if i["kind"] == "cube")
     assert cube["tclean"]["specmode"] == "cube" and cube["tclean"]["restoringbeam"] == "common"
     assert "  resmooth=True -> restoringbeam='common'" in cube["translated_from"]["translation"]
-    assert (cycle0_member / "script" / "scriptForImaging.py").read_text() == script     # never rewritten
+    assert (cycle1_member / "script" / "scriptForImaging.py").read_text() == script     # never rewritten
 
 
 def test_overrides_reach_the_translated_clean_calls(cycle0_member, tmp_path):
-    """--specmode cube skips the continuum clean() (and its impbcor/exportfits), --nbin 2 bins the cube."""
+    """The Cycle 0 delivery's own CASA 3.4 script: --specmode cube skips the continuum clean() (and its
+    impbcor/exportfits), --nbin 2 bins the cube."""
+    assert "re.search('^3.4.0', casadef.casa_version)" in (cycle0_member / "script" / "scriptForImaging.py").read_text()
     result = imaging.run(imaging.plan(cycle0_member, Overrides(specmode="cube", nbin=2)), out=tmp_path / "nbin")
     assert result.failures == {}
     (c,) = result.comparisons
