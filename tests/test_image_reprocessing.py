@@ -228,7 +228,7 @@ def test_readme_copy_gets_the_new_beam_and_rms(tmp_path):
                      ImageStats(10.0, 7.76, 10.0, 0.4858, 1.2, 32, "Jy/beam"), None)
     readme = updated_readme(member, out, [new], Overrides(nbin=2))
     text = readme.read_text()
-    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec  [re-imaged by almadeliver]" in text
+    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec\n" in text
     assert "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n" in text   # not re-made
     assert "Re-imaged by almadeliver (overrides: nbin=2)" in text
     assert (member / "README").read_text() == delivered                                       # never changed

@@ -1128,7 +1128,6 @@ def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overr
             new = numbers(by_name[name])
             line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
                                         (new["beamsize"] or m.group(0)), line)
-            line += "  [re-imaged by almadeliver]"
         lines.append(line)
     changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
     lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
