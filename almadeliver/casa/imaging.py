@@ -1037,7 +1037,8 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
                 "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
                 "datacolumn": calibrated_column(vis), "ranges": {}})
             eb = _EB_RE.match(Path(vis).name)
-            mapping = split_spw_map(member, eb.group(0)) if eb and vis.endswith(".ms.split.cal") else None
+            source = {r["outputvis"]: r["vis"] for r in job.flagtargets}.get(vis, vis)   # a flagged copy keeps its spw ids
+            mapping = split_spw_map(member, eb.group(0)) if eb and source.endswith(".ms.split.cal") else None
             run["ranges"].update({remap_spw(s, mapping, vis): r for s, r in spw_ranges.items()})
             job.contsub.append(run)
             new_vis.append(run["outputvis"])
