@@ -1378,14 +1378,17 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
 def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
     """CASA child: immoments of a pbcor cube over its line channels (outside ``line_free``, the cont.dat
     ranges in their frame; every channel when there are none), moments other than 0, 8 and 10 only
-    from pixels above 3 x the rms of the line-free channels (MAD; of the whole cube without them).
-    Each map goes to FITS in ``out`` with a PNG quick-look beside it."""
+    from pixels where the flat-noise cube (``.image`` beside the ``.image.pbcor``) is above 3 x its rms
+    in the line-free channels (MAD; of the whole cube without them): one threshold holds across the
+    field only before the primary-beam correction. Each map goes to FITS in ``out`` with a PNG
+    quick-look beside it."""
     import numpy as np
     from casatasks import exportfits, immoments
     from casatools import image
 
+    flat = cube[: -len(".pbcor")] if cube.endswith(".pbcor") and Path(cube[: -len(".pbcor")]).is_dir() else cube
     ia = image()
-    ia.open(cube)
+    ia.open(flat)
     try:
         data = np.asarray(ia.getchunk(dropdeg=False), dtype=float)     # x, y, stokes, chan
         mask = np.asarray(ia.getchunk(getmask=True, dropdeg=False), dtype=bool)
@@ -1408,18 +1411,18 @@ def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
     values = values[np.isfinite(values)]
     rms = float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
     made: dict[str, Any] = {"line_channels": [list(r) for r in _runs(line)], "rms": rms, "frame": frame,
-                            "maps": {}}
+                            "rms_from": Path(flat).name, "maps": {}}
     for m in moments["moments"]:
         outfile = f"{cube}.mom{m}"
         if Path(outfile).exists():
             shutil.rmtree(outfile)
-        clip = [] if m in (0, 8, 10) else [3 * rms, 1e30]
+        clip = "" if m in (0, 8, 10) else f'"{flat}" > {3 * rms:.6g}'
         immoments(imagename=cube, moments=[m], chans=";".join(f"{a}~{b}" for a, b in _runs(line)),
-                  includepix=clip, outfile=outfile)
+                  mask=clip, outfile=outfile)
         fits_name = moments["fits"][str(m)] if str(m) in moments["fits"] else moments["fits"][m]
         exportfits(imagename=outfile, fitsimage=str(Path(out) / fits_name), overwrite=True, dropdeg=True)
         quicklook_png(Path(out) / fits_name, Path(out) / (fits_name[: -len(".fits")] + ".png"))
-        made["maps"][str(m)] = {"fits": fits_name, "includepix": clip}
+        made["maps"][str(m)] = {"fits": fits_name, "mask": clip}
     return made
 
 
