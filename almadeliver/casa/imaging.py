@@ -4,7 +4,13 @@ Pipeline deliveries: the product tclean calls come from ``log/<MOUS>.casa_comman
 parser, never eval); each becomes an ``ImagingJob`` (the call with vis pointed at the restored MSs
 and the overrides applied, plus ALMA's product names for the exported FITS). Manual deliveries:
 ``script/scriptForImaging.py`` runs through the legacy shim with ``tclean`` wrapped so that every
-call it makes gets the same overrides (see ``run_script_images``).
+call it makes gets the same overrides (see ``run_script_images``); a clean-era script (Cycles 0-3:
+Python 2, ``clean()``) is converted and its clean calls run as tclean (``imaging_legacy``).
+
+The pipeline re-imaging guide's options (seed 003): ``--cont all`` (continuum from every unflagged
+channel), a user's ``calibrated/working/cont.dat`` (continuum images and --contsub follow it), per-spw
+``--nbin``, science-target flag templates applied to a copy before imaging; ``--moments`` adds
+immoments maps of the cubes. Each run writes OUT/README with the new beams and rms.
 
 Everything up to ``plan_images`` needs no CASA; spw and field are checked against what the delivery
 imaged before any CASA process starts.
@@ -25,9 +31,12 @@ from ..delivery.calls import TaskCall
 from ..delivery.commandslog import product_tclean_calls, read_commands
 from ..errors import TreeError, UsageError
 from ..ids import UID_DISK_PATTERN
+from .imaging_legacy import (CleanTranslation, ConvertedScript, Expression, clean_arguments, delivered_masks,
+                             python3_text, translate_clean)
 
 _EB_RE = re.compile(UID_DISK_PATTERN)
 _SPECMODES = ("cube", "mfs", "cont")
+MOMENTS = (-1, 0, 1, 2, 3, 5, 6, 8, 9, 10, 11)
 
 
 # -- overrides ---------------------------------------------------------------------------------------
@@ -39,7 +48,7 @@ class Overrides:
     uvtaper: str | None = None
     niter: int | None = None
     threshold: str | None = None
-    nbin: int | None = None
+    nbin: int | str | None = None   # K for every cube, or per spw as the pipeline's nbins: '17:8,23:2'
     width: str | None = None
     spw: str | None = None
     field: str | None = None
@@ -47,14 +56,19 @@ class Overrides:
     cell: str | None = None
     imsize: int | None = None
     contsub: bool = False
+    cont: str | None = None          # 'all': continuum images from every unflagged channel (no cont.dat ranges)
+    moments: str | None = None       # immoments of each cube, e.g. '0,1,8'
 
     def __post_init__(self) -> None:
         if self.nbin is not None and self.width is not None:
             raise UsageError("--nbin and --width both set", "give one of them")
-        if self.nbin is not None and self.nbin < 1:
-            raise UsageError(f"--nbin {self.nbin} is not a positive channel count", "use e.g. --nbin 2")
+        self.nbins  # noqa: B018  (validates --nbin)
+        if self.cont not in (None, "all"):
+            raise UsageError(f"--cont {self.cont!r} is unknown",
+                             "use --cont all for continuum images from every unflagged channel")
         if self.specmode is not None and self.specmode not in _SPECMODES:
             raise UsageError(f"--specmode {self.specmode} is unknown", "use cube, mfs or cont")
+        self.moment_list  # noqa: B018  (validates --moments)
         for name, unit in (("uvtaper", "arcsec"), ("threshold", "Jy"), ("cell", "arcsec")):
             value = getattr(self, name)
             if value is not None and _quantity(value, unit) is None:
@@ -65,6 +79,50 @@ class Overrides:
             raise UsageError(f"--width {self.width!r} is neither a channel count nor a frequency or "
                              "velocity width", "e.g. --width 2, --width 1.2MHz or --width 0.5km/s")
 
+    @property
+    def nbins(self) -> dict[str | None, int]:
+        """--nbin as spw id -> channels to average (key None: every cube); {} when not set.
+
+        Takes the pipeline's form (hif_makeimlist ``nbins='17:8,23:2'``, seed 003) or one integer."""
+        if self.nbin is None:
+            return {}
+        text = str(self.nbin).strip()
+        hint = "e.g. --nbin 2 (every cube) or --nbin '17:8,23:2' (spw:channels, as hif_makeimlist's nbins)"
+        if re.fullmatch(r"\d+", text):
+            if int(text) < 1:
+                raise UsageError(f"--nbin {text} is not a positive channel count", hint)
+            return {None: int(text)}
+        out: dict[str | None, int] = {}
+        for part in text.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", part)
+            if m is None or int(m.group(2)) < 1:
+                raise UsageError(f"--nbin {text!r}: {part.strip()!r} is not spw:channels with a positive count", hint)
+            if m.group(1) in out:
+                raise UsageError(f"--nbin {text!r} gives spw {m.group(1)} twice", hint)
+            out[m.group(1)] = int(m.group(2))
+        return out
+
+    @property
+    def moment_list(self) -> list[int]:
+        """--moments as immoments' moment numbers (CASA: -1 mean, 0 integrated, 1 velocity, 2 dispersion,
+        3 median, 5 std, 6 rms, 8 peak, 9 velocity of the peak, 10 minimum, 11 velocity of the minimum)."""
+        if self.moments in (None, ""):
+            return []
+        out = []
+        for part in str(self.moments).split(","):
+            if not re.fullmatch(r"\s*-?\d+\s*", part) or int(part) not in MOMENTS:
+                raise UsageError(f"--moments {self.moments!r}: {part.strip()!r} is not an immoments moment",
+                                 f"use some of {','.join(map(str, MOMENTS))}, e.g. --moments 0,1,8")
+            out.append(int(part))
+        return sorted(set(out))
+
+    def nbin_for(self, spws: list[str]) -> int | None:
+        """The channels to average for a cube of ``spws`` (None: no binning)."""
+        nbins = self.nbins
+        if None in nbins:
+            return nbins[None]
+        found = {nbins[s] for s in spws if s in nbins}
+        return found.pop() if len(found) == 1 else None
     def changes(self) -> dict[str, Any]:
         """The options the user set (for the record)."""
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
@@ -134,7 +192,13 @@ class ImagingJob:
     delivered: dict[str, str | None] = field(default_factory=dict)  # FITS name -> delivered product
     changed: dict[str, Any] = field(default_factory=dict)            # tclean args the overrides changed
     contsub: list[dict[str, Any]] = field(default_factory=list)      # uvcontsub runs before tclean
+    flagtargets: list[dict[str, Any]] = field(default_factory=list)  # target copies flagged before (hifa_flagtargets)
     reads: list[dict[str, str]] = field(default_factory=list)        # per MS tclean opens: vis, datacolumn, why
+    translated_from: dict[str, Any] | None = None   # a clean() call: its arguments and the translation notes
+    # continuum image whose channels come from a user's cont.dat: per vis, MS spw id -> [(low Hz, high Hz, frame)]
+    cont_ranges: list[dict[str, list[tuple[float, float, str]]]] = field(default_factory=list)
+    # --moments: {"moments": [0, 1, 8], "line_free": [(low Hz, high Hz, frame)]} (cont.dat ranges of the cube's spw)
+    moments: dict[str, Any] = field(default_factory=dict)
 
     @property
     def imagename(self) -> str:
@@ -169,9 +233,13 @@ def export_names(base: str, tclean: dict[str, Any]) -> dict[str, str]:
     return {".image.pbcor": f"{base}.pbcor.fits", ".pb": f"{base}.pb.fits"}
 
 
-def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The tclean arguments with the overrides applied, and the ones that changed (old, new)."""
+def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides,
+                    spws: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tclean arguments with the overrides applied, and the ones that changed (old, new).
+    ``spws``: the image's spw ids as the delivery names them (for a per-spw --nbin; default: read
+    from the call's spw)."""
     new = dict(tclean)
+    spws = spws if spws is not None else spw_ids(tclean.get("spw", ""))
     if ov.robust is not None:
         if not str(new.get("weighting", "")).startswith("briggs"):
             new["weighting"] = "briggs"
@@ -186,8 +254,13 @@ def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides) -> tuple[d
         new["cell"] = ov.cell
     if ov.imsize is not None:
         new["imsize"] = [int(ov.imsize), int(ov.imsize)]
-    if kind == "cube" and (ov.nbin is not None or ov.width is not None):
-        new.update(rebin(new, nbin=ov.nbin, width=ov.width))
+    nbin = ov.nbin_for(spws)
+    if kind == "cube" and (nbin is not None or ov.width is not None):
+        new.update(rebin(new, nbin=nbin, width=ov.width))
+    if kind in ("cont", "mfs") and ov.cont == "all":
+        # every unflagged channel: the spw ids without the channel or frequency ranges
+        spw = new.get("spw", "")
+        new["spw"] = [",".join(spw_ids(s)) for s in spw] if isinstance(spw, (list, tuple)) else ",".join(spw_ids(spw))
     changed = {k: [tclean.get(k), v] for k, v in new.items() if tclean.get(k) != v}
     return new, changed
 
@@ -474,7 +547,9 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
                 kw["spw"] = _narrow_spw(kw.get("spw", ""), set(keep))
                 name = re.sub(r"\.spw[\d_]+\.", f".spw{'_'.join(keep)}.", name, count=1)
                 spws = keep
-        name = _product_base(member, name)
+        # recent pipeline deliveries prefix the products with 'member.': a narrowed spw set keeps it
+        if _product_base(member, product_name(call.kwargs["imagename"])).startswith("member."):
+            name = f"member.{name}"
         kw["imagename"] = name + ".iter1"
         kw["pbcor"] = True
         reads: list[dict[str, str]] = []
@@ -482,7 +557,7 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
             kw["vis"], kw["spw"] = rewrite_vis(kw.get("vis", ""), kw.get("spw", ""),
                                                restored or restored_mss(member), member)
             kw["datacolumn"], reads = _read_columns(call, kw["vis"], source)
-        kw, changed = apply_overrides(kw, kind, ov)
+        kw, changed = apply_overrides(kw, kind, ov, spws)
         exports = export_names(name, kw)
         jobs.append(ImagingJob(
             name=name, source=f"{source}:{call.line}", field=fieldname, spws=spws, kind=kind, tclean=kw,
@@ -496,6 +571,21 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
         raise UsageError("--nbin/--width apply to cubes, and no cube is selected",
                          "drop --nbin/--width or select a cube (--specmode cube)")
     return jobs
+
+
+def _check_nbins(ov: Overrides, known_spws: list[str]) -> None:
+    """A per-spw --nbin names imaged spws, and (as hif_makeimlist asks) every spw chosen with --spw."""
+    per_spw = {s for s in ov.nbins if s is not None}
+    if not per_spw:
+        return
+    for spw in sorted(per_spw, key=int):
+        if spw not in known_spws:
+            raise UsageError(f"--nbin names spw {spw}, which is not among the imaged spws ({', '.join(known_spws)})",
+                             "use the spw ids of the product names")
+    missing = [s for s in ov.spws or [] if s not in per_spw]
+    if missing:
+        raise UsageError(f"--nbin {ov.nbin!r} has no entry for spw {', '.join(missing)} chosen with --spw",
+                         "give every chosen spw an entry, spw:1 for no binning")
 
 
 def continuum_subtracted(call: TaskCall) -> bool:
@@ -521,6 +611,7 @@ def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
     """Refuse spws and fields the delivery did not image (checked before any CASA starts)."""
     known_spws = sorted({s for c in calls for s in spw_ids(c.kwargs.get("spw", ""))}, key=int)
     known_fields = sorted({str(c.kwargs.get("field", "")) for c in calls})
+    _check_nbins(ov, known_spws)
     for spw in ov.spws or []:
         if spw not in known_spws:
             raise UsageError(f"spw {spw} is not among the imaged spws of this delivery ({', '.join(known_spws)})",
@@ -544,10 +635,144 @@ def plan_images(member: Path, overrides: Overrides | None = None, source: str = 
     jobs = jobs_from_calls(calls, member, log.name, ov)
     by_line = {c.line: c for c in calls}
     line_data = [j for j in jobs if continuum_subtracted(by_line[int(j.source.rsplit(":", 1)[1])])]
+    _attach_target_flags(jobs, member)
     if ov.contsub or line_data:
         # cubes imaged from <EB>_targets_line.ms were continuum subtracted by the pipeline: do the same
         _attach_contsub([j for j in jobs if j in line_data or (ov.contsub and j.kind == "cube")], member)
+    if ov.moment_list:
+        _attach_moments([j for j in jobs if j.kind == "cube"], member, ov.moment_list)
+    user = user_contdat(member)
+    if user is not None and ov.cont != "all":
+        _attach_cont_ranges([j for j in jobs if j.kind in ("cont", "mfs")], member, user)
     return jobs
+
+
+def target_flag_templates(member: Path) -> dict[str, Path]:
+    """EB -> its science-target flag template: the user's copy in calibrated/working/ (where the
+    restore puts them for editing, seed 003) if present, else the delivered
+    calibration/<EB>_flagtargetstemplate.txt (``_`` or ``.`` before ``flagtargetstemplate``)."""
+    found: dict[str, Path] = {}
+    for folder in (Path(member) / "calibration", Path(member) / "calibrated" / "working"):  # later wins
+        for path in sorted(folder.glob("*flagtargetstemplate.txt")) if folder.is_dir() else []:
+            m = _EB_RE.match(path.name)
+            if m and path.name[len(m.group(0)):] in ("_flagtargetstemplate.txt", ".flagtargetstemplate.txt"):
+                found[m.group(0)] = path
+    return found
+
+
+def _attach_target_flags(jobs: list[ImagingJob], member: Path) -> None:
+    """hifa_flagtargets: each EB whose target flag template holds commands is imaged from a copy of its
+    calibrated data (``targets/<EB>_targets.ms``, data in DATA) with the template's commands applied
+    (spw ids renumbered for an ``<EB>.ms.split.cal``). The restored MS is not touched. An EB whose
+    template is empty (the usual case) is imaged as restored."""
+    from ..delivery.flagtemplate import parse_flagtemplate
+
+    templates = target_flag_templates(member)
+    runs: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        vis_list = job.tclean["vis"] if isinstance(job.tclean["vis"], list) else [job.tclean["vis"]]
+        new_vis, changed = [], False
+        for vis in vis_list:
+            eb = _EB_RE.match(Path(vis).name)
+            template = templates.get(eb.group(0)) if eb else None
+            commands = parse_flagtemplate(template).commands if template else []
+            if not commands:
+                new_vis.append(vis)
+                continue
+            mapping = split_spw_map(member, eb.group(0)) if vis.endswith(".ms.split.cal") else None
+            lines = []
+            for c in commands:
+                params = dict(c.params)
+                if "spw" in params:
+                    params["spw"] = remap_spw(params["spw"], mapping, vis)
+                lines.append(" ".join(f"{k}='{v}'" for k, v in params.items()))
+            run = runs.setdefault(vis, {"vis": vis, "outputvis": f"targets/{eb.group(0)}_targets.ms",
+                                        "datacolumn": calibrated_column(vis), "template": str(template),
+                                        "commands": lines})
+            job.flagtargets.append(run)
+            new_vis.append(run["outputvis"])
+            changed = True
+        if changed:
+            job.changed["vis"] = [job.tclean["vis"], new_vis]
+            column = {r["outputvis"]: r for r in job.flagtargets}
+            job.reads = [{"vis": v, "datacolumn": "data" if v in column else calibrated_column(v),
+                          "delivered": (f"{Path(column[v]['vis']).name} ({column[v]['datacolumn'].upper()}) with "
+                                        f"{Path(column[v]['template']).name} applied") if v in column
+                          else "as restored"} for v in new_vis]
+            job.tclean["vis"] = new_vis
+            job.tclean["datacolumn"] = "data" if all(v in column for v in new_vis) else "corrected"
+
+
+def flagtargets_child(run: dict[str, Any]) -> dict[str, Any]:
+    """CASA child: copy the calibrated data of one MS (its science target scans) to ``outputvis``
+    (DATA) and apply the target flag template's commands there, as hifa_flagtargets does on
+    ``<EB>_targets.ms``. Returns the flagged fraction before and after."""
+    from casatasks import flagdata, split
+
+    out = Path(run["outputvis"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    column = run.get("datacolumn") or calibrated_column(run["vis"])
+    _check_column(run["vis"], column)
+    split(vis=run["vis"], outputvis=str(out), intent="*OBSERVE_TARGET*", datacolumn=column, keepflags=True)
+    before = flagdata(vis=str(out), mode="summary")
+    if run["commands"]:
+        flagdata(vis=str(out), mode="list", inpfile=list(run["commands"]), action="apply", flagbackup=False)
+    after = flagdata(vis=str(out), mode="summary")
+    return {"flagged_before": before["flagged"] / before["total"], "flagged_after": after["flagged"] / after["total"]}
+
+
+def _attach_moments(jobs: list[ImagingJob], member: Path, moments: list[int]) -> None:
+    """Each cube also gets its moment maps: over its line channels (those outside cont.dat's ranges for
+    the cube's spw, every channel without cont.dat), the noise from its line-free channels."""
+    from ..delivery.contdat import parse_contdat
+
+    if not jobs:
+        raise UsageError("--moments applies to cubes, and no cube is selected", "select a cube (--specmode cube)")
+    contdat = contdat_file(member)
+    ranges = contdat_ranges(parse_contdat(contdat)) if contdat else {}
+    for job in jobs:
+        free = [r for s in job.spws for r in ranges.get(job.field, {}).get(s, [])]
+        job.moments = {"moments": moments, "line_free": free, "contdat": contdat.name if contdat else None}
+        base = job.exports[".image.pbcor"][: -len(".pbcor.fits")] if ".image.pbcor" in job.exports else job.name
+        job.moments["fits"] = {m: f"{base}.mom{m}.fits" for m in moments}
+
+
+def user_contdat(member: Path) -> Path | None:
+    """The user's cont.dat: ``calibrated/working/cont.dat``. As in the pipeline (seed 003: "If a file
+    called cont.dat ... is present in the directory where pipeline imaging tasks are run, it will be
+    used"), it replaces the delivered ranges, for the continuum images as well as --contsub."""
+    found = Path(member) / "calibrated" / "working" / "cont.dat"
+    return found if found.is_file() else None
+
+
+def contdat_file(member: Path) -> Path | None:
+    """The cont.dat in force: the user's (``user_contdat``), else the delivered calibration/<MOUS>.cont.dat."""
+    user = user_contdat(member)
+    if user is not None:
+        return user
+    found = sorted((Path(member) / "calibration").glob("*cont.dat"))
+    return found[0] if found else None
+
+
+def _attach_cont_ranges(jobs: list[ImagingJob], member: Path, contdat: Path) -> None:
+    """Continuum images take their channels from the user's cont.dat (selected in the CASA child, in
+    each MS's channels) instead of the ranges the delivered call logged."""
+    from ..delivery.contdat import parse_contdat
+
+    ranges = contdat_ranges(parse_contdat(contdat))
+    for job in jobs:
+        field_ranges = ranges.get(job.field, {})
+        missing = [s for s in job.spws if not field_ranges.get(s)]
+        if len(missing) == len(job.spws):
+            raise TreeError(f"{contdat} has no continuum range for field {job.field!r} spw {', '.join(missing)}",
+                            "add ranges (or ALL) to cont.dat, or use --cont all")
+        spw = job.tclean.get("spw", "")
+        per_vis = spw if isinstance(spw, (list, tuple)) else [spw] * len(job.tclean["vis"])
+        job.cont_ranges = [{ms_id: field_ranges.get(s, []) for ms_id, s in zip(spw_ids(entry), job.spws)}
+                           for entry in per_vis]
+        job.changed["spw"] = [spw, f"channels of {contdat.name} (selected per MS in CASA)"]
 
 
 @dataclass
@@ -559,6 +784,24 @@ class ImagingPlan:
     overrides: Overrides
     jobs: list[ImagingJob] = field(default_factory=list)   # pipeline: the images, planned in full
     script: Path | None = None                             # script: run with tclean wrapped
+    converted: ConvertedScript | None = None               # script: the text that runs (Python 2 converted)
+    translations: list[tuple[int, CleanTranslation]] = field(default_factory=list)  # script: clean() -> tclean()
+
+    def script_notes(self) -> list[str]:
+        """What running the script involves beyond the overrides: its conversion and each clean()
+        call's translation (shown by ``image --dry-run`` and kept in image_record.json)."""
+        if self.converted is None:
+            return []
+        notes = [self.converted.describe()]
+        if self.converted.python2:
+            notes.append("its CASA version gates are passed (the script runs in this CASA); viewer/imview/plotms "
+                         "calls are skipped (no display)")
+        for line, t in self.translations:
+            notes.append(f"clean() at line {line} runs as tclean(" +
+                         ", ".join(f"{k}={v if isinstance(v, Expression) else repr(v)}" for k, v in t.tclean.items())
+                         + "):")
+            notes += t.lines()
+        return notes
 
 
 def plan(member: Path, overrides: Overrides | None = None, source: str = "auto") -> ImagingPlan:
@@ -573,11 +816,15 @@ def plan(member: Path, overrides: Overrides | None = None, source: str = "auto")
     if ov.contsub:
         raise UsageError("--contsub works on pipeline deliveries (cont.dat ranges)",
                          "scriptForImaging.py does its own continuum subtraction; edit it instead")
+    if ov.moment_list:
+        raise UsageError("--moments works on pipeline deliveries (cont.dat gives the line-free channels)",
+                         "run immoments on the re-made cube in OUT/work, or add it to a copy of the script")
     if not restored_mss(member).by_eb and restored_mss(member).combined is None:
         raise TreeError(f"no restored MS under {member / 'calibrated'}",
                         f"restore the data first: almadeliver restore {member}")
     _check_script_selection(member, script, ov)
-    return ImagingPlan(member, kind, ov, script=script)
+    return ImagingPlan(member, kind, ov, script=script, converted=python3_text(script),
+                       translations=script_clean_translations(script, delivered_masks(member)))
 
 
 def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
@@ -590,12 +837,14 @@ def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
     script = imaging_script(member)
     assert script is not None
     jobs = []
-    for line, kwargs in script_tclean_calls(script):
+    masks = delivered_masks(member)
+    for line, task, kwargs in _script_calls(python3_text(script).text):
         name = str(kwargs.get("imagename", "?"))
-        jobs.append(ImagingJob(name=name, source=f"{script.name}:{line}", field=str(kwargs.get("field", "?")),
-                               spws=spw_ids(kwargs.get("spw", "")) or ["?"],
-                               kind="cube" if kwargs.get("specmode") == "cube" else "mfs",
-                               tclean=kwargs, exports={}))
+        tclean = translate_clean(kwargs, masks).tclean if task == "clean" else kwargs
+        jobs.append(ImagingJob(name=name, source=f"{script.name}:{line}" + (" clean()" if task == "clean" else ""),
+                               field=str(kwargs.get("field", "?")), spws=spw_ids(kwargs.get("spw", "")) or ["?"],
+                               kind="cube" if tclean.get("specmode") == "cube" else "mfs",
+                               tclean=tclean, exports={}))
     return jobs
 
 
@@ -609,20 +858,19 @@ def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
 
 
 # -- manual deliveries: scriptForImaging.py ---------------------------------------------------------------
-class Expression(str):
-    """A tclean argument the script computes (a variable, an expression): its source text."""
-
-
 def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
-    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text})."""
+    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text}), as
+    written (a clean() call keeps clean's parameters: ``script_clean_translations`` translates them).
+    A Python 2 script is read as converted (``imaging_legacy.python3_text``): the line numbers are
+    those of the converted text, which fissix keeps for every line it does not split or join."""
+    return [(line, kwargs) for line, _, kwargs in _script_calls(python3_text(script).text)]
+
+
+def _script_calls(text: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """(line, task, arguments) of every tclean/clean call in a Python 3 script text."""
     import ast
 
-    text = Path(script).read_text()
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise TreeError(f"{Path(script).name}:{exc.lineno}: not valid Python 3 ({exc.msg})",
-                        "a Python 2 script needs converting before it can run in CASA 6") from None
+    tree = ast.parse(text)
     constants = _script_constants(tree)
     calls = []
     for node in ast.walk(tree):
@@ -638,8 +886,19 @@ def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
                     kwargs[kw.arg] = ast.literal_eval(kw.value)
                 except ValueError:
                     kwargs[kw.arg] = Expression(ast.get_source_segment(text, kw.value) or "?")
-            calls.append((node.lineno, kwargs))
+            if node.func.id == "clean" and node.args:
+                positional = clean_arguments(tuple(Expression(ast.get_source_segment(text, a) or "?")
+                                                   for a in node.args), {})
+                kwargs = {**positional, **kwargs}
+            calls.append((node.lineno, node.func.id, kwargs))
     return sorted(calls, key=lambda c: c[0])
+
+
+def script_clean_translations(script: Path, masks: dict[str, str] | None = None) -> list[tuple[int, CleanTranslation]]:
+    """Each clean() call of the script (line in the converted text) with its tclean translation,
+    read statically (computed arguments are translated when the script runs)."""
+    return [(line, translate_clean(kwargs, masks)) for line, task, kwargs in _script_calls(python3_text(script).text)
+            if task == "clean"]
 
 
 def _script_constants(tree) -> dict[str, Any]:
@@ -702,10 +961,16 @@ def run_script_images(plan_: ImagingPlan, out: Path,
             (work / ms.name).symlink_to(ms.resolve())
     failures: dict[str, str] = {}
     jobs: list[ImagingJob] = []
+    converted = plan_.converted or python3_text(plan_.script)
+    script = plan_.script
+    if converted.python2:   # the converted copy runs; the delivered script stays as it is
+        script = work / plan_.script.name
+        script.write_text(converted.text)
     try:
         made = run_in_casa("almadeliver.casa.imaging:script_child",
-                           {"script": str(plan_.script), "out": str(out),
-                            "overrides": asdict(plan_.overrides)},
+                           {"script": str(script), "out": str(out),
+                            "overrides": asdict(plan_.overrides), "legacy": converted.python2,
+                            "masks": delivered_masks(plan_.member)},
                            workdir=work, logfile=out / "logs" / f"{plan_.script.name}.casa.log")
     except Exception as exc:  # noqa: BLE001  (reported like a failed image)
         failures[plan_.script.name] = str(exc)
@@ -717,7 +982,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
         jobs.append(ImagingJob(
             name=Path(image).name, source=f"{plan_.script.name}", field=str(call["tclean"].get("field", "")),
             spws=spw_ids(call["tclean"].get("spw", "")), kind=call["kind"], tclean=call["tclean"],
-            exports=exports, changed=call["changed"],
+            exports=exports, changed=call["changed"], translated_from=call.get("clean"),
             delivered={f: (str(p) if (p := delivered_product(plan_.member, f)) else None) for f in exports.values()}))
         if on_done:
             on_done(Path(image).name, None)
@@ -726,8 +991,10 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     if failures and on_done:
         on_done(plan_.script.name, failures[plan_.script.name])
     comparisons = compare(out, jobs)
-    record, table = write_record(out, jobs, comparisons, failures, plan_.overrides)
-    return ImagingResult(out, record, table, jobs, comparisons, failures)
+    record, table = write_record(out, jobs, comparisons, failures, plan_.overrides,
+                                 script_notes=plan_.script_notes())
+    readme = updated_readme(plan_.member, out, comparisons, plan_.overrides)
+    return ImagingResult(out, record, table, jobs, comparisons, failures, readme)
 
 
 def _product_objects(member: Path) -> set[str]:
@@ -750,9 +1017,10 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
     """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges."""
     from ..delivery.contdat import parse_contdat
 
-    found = sorted((Path(member) / "calibration").glob("*cont.dat"))
-    if not found:
+    contdat = contdat_file(member)
+    if contdat is None:
         raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat")
+    found = [contdat]
     ranges = contdat_ranges(parse_contdat(found[0]))
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     for job in jobs:
@@ -769,7 +1037,8 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
                 "vis": vis, "outputvis": f"contsub/{Path(vis).name}.{job.field}.contsub", "field": job.field,
                 "datacolumn": calibrated_column(vis), "ranges": {}})
             eb = _EB_RE.match(Path(vis).name)
-            mapping = split_spw_map(member, eb.group(0)) if eb and vis.endswith(".ms.split.cal") else None
+            source = {r["outputvis"]: r["vis"] for r in job.flagtargets}.get(vis, vis)   # a flagged copy keeps its spw ids
+            mapping = split_spw_map(member, eb.group(0)) if eb and source.endswith(".ms.split.cal") else None
             run["ranges"].update({remap_spw(s, mapping, vis): r for s, r in spw_ranges.items()})
             job.contsub.append(run)
             new_vis.append(run["outputvis"])
@@ -831,6 +1100,45 @@ class ImagingResult:
     jobs: list[ImagingJob]
     comparisons: list[Comparison]
     failures: dict[str, str]
+    readme: Path | None = None      # OUT/README: the delivered README with the re-made images' numbers
+
+
+_README_IMAGE_RE = re.compile(r"rms\s+[-+\d.eE]+\s*(?:mJy|uJy|Jy)/beam|beamsize\s+[\d.]+\s*x\s*[\d.]+\s*arcsec")
+
+
+def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None
+                   ) -> Path | None:
+    """OUT/README: the delivered README (member/README, never changed) with the numbers users read
+    brought up to date: a line naming a re-made product gets the new ``rms ... mJy/beam`` and
+    ``beamsize AxB arcsec``, and a closing section lists every re-made image's beam and rms (real
+    READMEs also give them in free text). None when the member has no README."""
+    readme = Path(member) / "README"
+    if not readme.is_file():
+        return None
+    by_name = {c.fits: c for c in comparisons}
+
+    def numbers(c: Comparison) -> dict[str, str]:
+        rms = f"rms {c.new.rms * 1e3:.2f} mJy/beam" if c.new.unit.lower().startswith("jy") else f"rms {c.new.rms:.4g} {c.new.unit}"
+        beam = f"beamsize {c.new.bmaj_arcsec:.2f}x{c.new.bmin_arcsec:.2f} arcsec" if c.new.bmaj_arcsec else ""
+        return {"rms": rms, "beamsize": beam}
+
+    lines = []
+    for line in readme.read_text(errors="replace").splitlines():
+        name = next((n for n in by_name if n in line), None)
+        if name is not None:
+            new = numbers(by_name[name])
+            line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
+                                        (new["beamsize"] or m.group(0)), line)
+        lines.append(line)
+    changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
+    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
+              "(rms: MAD over the pbcor image, as in comparison.tsv):", ""]
+    for c in comparisons:
+        new = numbers(c)
+        lines.append(f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else ""))
+    target = Path(out) / "README"
+    target.write_text("\n".join(lines) + "\n")
+    return target
 
 
 def image_stats(path: Path) -> ImageStats:
@@ -882,6 +1190,9 @@ def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
             old = job.delivered.get(fits_name)
             rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
                                    max_difference(new, Path(old)) if old else None))
+        for fits_name in (job.moments.get("fits") or {}).values():
+            if (Path(out) / fits_name).is_file():
+                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None))
     return rows
 
 
@@ -918,6 +1229,17 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     workers = max(1, workers or min(len(jobs), os.cpu_count() or 1))
     failures: dict[str, str] = {}
 
+    flagged = {c["outputvis"]: c for j in jobs for c in j.flagtargets}
+    if flagged:
+        with ThreadPoolExecutor(workers) as pool:
+            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:flagtargets_child", {"run": c},
+                                     workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
+                    for vis, c in flagged.items()}
+            for vis, fut in done.items():
+                try:
+                    flagged[vis]["result"] = fut.result()
+                except Exception as exc:  # noqa: BLE001  (reported per image below)
+                    failures[vis] = str(exc)
     contsubs = {c["outputvis"]: c for j in jobs for c in j.contsub}
     if contsubs:
         with ThreadPoolExecutor(workers) as pool:
@@ -931,15 +1253,24 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
                     failures[vis] = str(exc)
 
     def one(job: ImagingJob) -> str | None:
-        bad = [c["outputvis"] for c in job.contsub if c["outputvis"] in failures]
+        bad = [c["outputvis"] for c in job.flagtargets if c["outputvis"] in failures]
         if bad:
-            return f"continuum subtraction failed: {failures[bad[0]]}"
+            return f"target flagging failed: {failures[bad[0]]}"
+        bad = [c["outputvis"] for c in job.contsub if c["outputvis"] in failures or c["vis"] in failures]
+        if bad:
+            c = next(c for c in job.contsub if c["outputvis"] in bad)
+            return f"continuum subtraction failed: {failures.get(c['outputvis']) or failures[c['vis']]}"
         try:
-            run_in_casa("almadeliver.casa.imaging:tclean_child",
-                        {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads},
+            made = run_in_casa("almadeliver.casa.imaging:tclean_child",
+                        {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,
+                         "cont_ranges": job.cont_ranges, "field": job.field, "moments": job.moments},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
         except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)
             return str(exc)
+        if job.moments and isinstance(made, dict):
+            job.moments["made"] = made.get("moments")
+        if job.cont_ranges and isinstance(made, dict) and "spw" in made:   # the channels cont.dat selected
+            job.changed["spw"] = [job.changed.get("spw", [None])[0], made["spw"]]
         return None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -950,16 +1281,30 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
                 on_done(job.name, error)
     comparisons = compare(out, [j for j in jobs if j.name not in failures])
     record, table = write_record(out, jobs, comparisons, failures, overrides)
-    return ImagingResult(out, record, table, jobs, comparisons, failures)
+    member = _member_of(jobs)
+    readme = updated_readme(member, out, comparisons, overrides) if member else None
+    return ImagingResult(out, record, table, jobs, comparisons, failures, readme)
+
+
+def _member_of(jobs: list[ImagingJob]) -> Path | None:
+    """The member folder of the jobs' delivered products (None when nothing was delivered to compare)."""
+    for job in jobs:
+        for path in job.delivered.values():
+            if path:
+                return Path(path).parent.parent
+    return None
 
 
 def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison],
-                 failures: dict[str, str], overrides: Overrides | None = None) -> tuple[Path, Path]:
-    """``image_record.json`` (exact parameters per image) and ``comparison.tsv``."""
+                 failures: dict[str, str], overrides: Overrides | None = None,
+                 script_notes: list[str] | None = None) -> tuple[Path, Path]:
+    """``image_record.json`` (exact parameters per image; for a script, its conversion and clean()
+    translations) and ``comparison.tsv``."""
     out = Path(out)
     record = out / "image_record.json"
     record.write_text(json.dumps({
         "overrides": (overrides or Overrides()).changes(),
+        **({"script": script_notes} if script_notes else {}),
         "images": [{**asdict(j), "failed": failures.get(j.name)} for j in jobs],
         "comparison": [asdict(c) for c in comparisons],
     }, indent=2, default=str) + "\n")
@@ -992,10 +1337,13 @@ def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
 
 # -- in the CASA child ---------------------------------------------------------------------------------
 def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
-                 reads: list[dict[str, str]] | None = None) -> dict[str, Any]:
+                 reads: list[dict[str, str]] | None = None,
+                 cont_ranges: list[dict[str, list]] | None = None, field: str | None = None,
+                 moments: dict[str, Any] | None = None) -> dict[str, Any]:
     """tclean (arguments this CASA does not know are dropped and reported), then exportfits. Before
     tclean, every MS must hold the column the plan says it is read from (``reads``): the calibrated
-    visibilities, never the raw ones."""
+    visibilities, never the raw ones. ``cont_ranges`` (per vis, spw -> cont.dat ranges): the spw
+    selection becomes the channels of each MS inside the ranges (towards ``field``)."""
     import inspect
 
     from casatasks import exportfits
@@ -1003,6 +1351,9 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
 
     known = set(inspect.signature(casa_tclean).parameters)
     kwargs = {k: v for k, v in tclean.items() if k in known}
+    if cont_ranges:
+        vis = kwargs["vis"] if isinstance(kwargs["vis"], list) else [kwargs["vis"]]
+        kwargs["spw"] = [cont_selection(v, r, field) for v, r in zip(vis, cont_ranges)]
     dropped = sorted(set(tclean) - known)
     column = str(kwargs.get("datacolumn", "corrected")).lower()   # tclean's default is corrected
     planned = {r["vis"]: r["datacolumn"] for r in reads or []}
@@ -1019,7 +1370,81 @@ def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
         target = Path(out) / fits_name
         exportfits(imagename=image, fitsimage=str(target), overwrite=True, dropdeg=False)
         written.append(str(target))
-    return {"dropped": dropped, "fits": written}
+    made = moment_maps(kwargs["imagename"] + ".image.pbcor", moments, out) if moments else {}
+    return {"dropped": dropped, "fits": written, "moments": made,
+            **({"spw": kwargs["spw"]} if cont_ranges else {})}
+
+
+def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
+    """CASA child: immoments of a pbcor cube over its line channels (outside ``line_free``, the cont.dat
+    ranges in their frame; every channel when there are none), moments other than 0, 8 and 10 only
+    from pixels where the flat-noise cube (``.image`` beside the ``.image.pbcor``) is above 3 x its rms
+    in the line-free channels (MAD; of the whole cube without them): one threshold holds across the
+    field only before the primary-beam correction. Each map goes to FITS in ``out`` with a PNG
+    quick-look beside it."""
+    import numpy as np
+    from casatasks import exportfits, immoments
+    from casatools import image
+
+    flat = cube[: -len(".pbcor")] if cube.endswith(".pbcor") and Path(cube[: -len(".pbcor")]).is_dir() else cube
+    ia = image()
+    ia.open(flat)
+    try:
+        data = np.asarray(ia.getchunk(dropdeg=False), dtype=float)     # x, y, stokes, chan
+        mask = np.asarray(ia.getchunk(getmask=True, dropdeg=False), dtype=bool)
+        cs = ia.coordsys()
+        spectral = cs.findaxisbyname("spectral")
+        nchan = data.shape[spectral]
+        pixel = [0.0] * len(data.shape)
+        freqs = []
+        for c in range(nchan):
+            pixel[spectral] = float(c)
+            freqs.append(float(cs.toworld(pixel, "n")["numeric"][spectral]))
+        frame = cs.referencecode("spectral")[0]
+    finally:
+        ia.close()
+    free_ranges = [r for r in moments.get("line_free", []) if r[2] == frame or r[2] in ("", None)]
+    free = [c for c, f in enumerate(freqs) if any(lo <= f <= hi for lo, hi, _ in free_ranges)]
+    line = [c for c in range(nchan) if c not in free] or list(range(nchan))
+    noise_chans = free or list(range(nchan))
+    values = np.take(np.where(mask, data, np.nan), noise_chans, axis=spectral)
+    values = values[np.isfinite(values)]
+    rms = float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+    made: dict[str, Any] = {"line_channels": [list(r) for r in _runs(line)], "rms": rms, "frame": frame,
+                            "rms_from": Path(flat).name, "maps": {}}
+    for m in moments["moments"]:
+        outfile = f"{cube}.mom{m}"
+        if Path(outfile).exists():
+            shutil.rmtree(outfile)
+        clip = "" if m in (0, 8, 10) else f'"{flat}" > {3 * rms:.6g}'
+        immoments(imagename=cube, moments=[m], chans=";".join(f"{a}~{b}" for a, b in _runs(line)),
+                  mask=clip, outfile=outfile)
+        fits_name = moments["fits"][str(m)] if str(m) in moments["fits"] else moments["fits"][m]
+        exportfits(imagename=outfile, fitsimage=str(Path(out) / fits_name), overwrite=True, dropdeg=True)
+        quicklook_png(Path(out) / fits_name, Path(out) / (fits_name[: -len(".fits")] + ".png"))
+        made["maps"][str(m)] = {"fits": fits_name, "mask": clip}
+    return made
+
+
+def quicklook_png(fits_path: Path, png: Path) -> Path:
+    """A PNG quick-look of a 2-D FITS map (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(fits_path) as hdul:
+        data = np.squeeze(np.asarray(hdul[0].data, dtype=float))
+        unit = str(hdul[0].header.get("BUNIT", ""))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    shown = ax.imshow(data, origin="lower", cmap="viridis")
+    fig.colorbar(shown, ax=ax, label=unit)
+    ax.set_title(fits_path.name, fontsize=7)
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png
 
 
 def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
@@ -1044,6 +1469,25 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
     uvcontsub(vis=run["vis"], outputvis=run["outputvis"], field=run["field"], fitspec=",".join(fitspec),
               fitorder=1, datacolumn=column)
     return {"fitspec": ",".join(fitspec)}
+
+
+def cont_selection(vis: str, ranges: dict[str, list], field: str | None = None) -> str:
+    """CASA child: a tclean spw selection of the channels of ``vis`` whose frequency (in each range's
+    frame, towards ``field``) lies in cont.dat's ranges: '0:2~9;20~28,1' (a spw wholly inside: its id)."""
+    parts = []
+    for spw, spw_ranges in ranges.items():
+        if not spw_ranges:
+            continue
+        freqs = {fr: channel_frequencies(vis, int(spw), fr, field) for fr in {r[2] for r in spw_ranges}}
+        n = len(next(iter(freqs.values())))
+        chans = [i for i in range(n) if any(lo <= freqs[fr][i] <= hi for lo, hi, fr in spw_ranges)]
+        if len(chans) == n:
+            parts.append(str(spw))
+        elif chans:
+            parts.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
+    if not parts:
+        raise RuntimeError(f"no channel of {vis} lies in the cont.dat ranges {ranges}")
+    return ",".join(parts)
 
 
 def _check_column(vis: str, column: str, fallback: bool = False) -> None:
@@ -1100,12 +1544,20 @@ def _runs(chans: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see run_script_images)."""
+def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
+                 masks: dict[str, str] | None = None) -> dict[str, Any]:
+    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
+    run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
+    as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
+    its version gates are passed, ``casadef`` answers this CASA's version and display-only tasks
+    (viewer, imview, plotms) are skipped."""
     import inspect
+    import types
 
     import casatasks
+    import casatools
 
+    from .imaging_legacy import clean_arguments, link_clean_outputs
     from .legacy import run_script
 
     ov = Overrides(**overrides)
@@ -1114,8 +1566,10 @@ def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, 
     exports: list[dict[str, str]] = []
     skipped: list[str] = []
 
-    def tclean(*args: Any, **kwargs: Any) -> Any:
-        kwargs = {**dict(zip(names, args)), **kwargs}
+    def is_skipped(image: str) -> bool:
+        return any(image == s or image.startswith(s + ".") for s in skipped if s)
+
+    def run_tclean(kwargs: dict[str, Any], clean: dict[str, Any] | None = None) -> Any:
         spws = spw_ids(kwargs.get("spw", ""))
         kind = "cube" if kwargs.get("specmode") == "cube" else ("mfs" if len(spws) == 1 else "cont")
         excluded = ((ov.fields and str(kwargs.get("field", "")) not in ov.fields)
@@ -1127,18 +1581,52 @@ def script_child(script: str, out: str, overrides: dict[str, Any]) -> dict[str, 
         if ov.spws:
             kwargs["spw"] = _narrow_spw(kwargs["spw"], set(ov.spws)) if spws else ",".join(ov.spws)
         new, changed = apply_overrides(kwargs, kind, ov)
-        calls.append({"tclean": new, "changed": changed, "kind": kind})
+        calls.append({"tclean": new, "changed": changed, "kind": kind, **({"clean": clean} if clean else {})})
         return casatasks.tclean(**new)
+
+    def tclean(*args: Any, **kwargs: Any) -> Any:
+        return run_tclean({**dict(zip(names, args)), **kwargs})
+
+    def clean(*args: Any, **kwargs: Any) -> Any:
+        call = clean_arguments(args, kwargs)
+        t = translate_clean(call, masks)
+        result = run_tclean(dict(t.tclean), clean={"arguments": {k: repr(v) for k, v in call.items()},
+                                                    "translation": t.lines()})
+        if not is_skipped(str(call.get("imagename", ""))):
+            link_clean_outputs(str(call["imagename"]), t.pbcor_in_place)
+        return result
 
     def exportfits(*args: Any, **kwargs: Any) -> Any:
         kwargs = {**dict(zip(list(inspect.signature(casatasks.exportfits).parameters), args)), **kwargs}
         image = str(kwargs.get("imagename", ""))
-        if any(image == s or image.startswith(s + ".") for s in skipped if s):
+        if is_skipped(image):
             return None
         kwargs["fitsimage"] = str(Path(out) / Path(str(kwargs["fitsimage"])).name)
         kwargs["overwrite"] = True
         exports.append({"imagename": image, "fits": Path(kwargs["fitsimage"]).name})
         return casatasks.exportfits(**kwargs)
 
-    run_script(script, os.getcwd(), {"tclean": tclean, "exportfits": exportfits})
+    def guarded(task: Any) -> Callable[..., Any]:
+        """An image task that does nothing on an image the selection skipped."""
+        params = list(inspect.signature(task).parameters)
+
+        def run_task(*args: Any, **kwargs: Any) -> Any:
+            kwargs = {**dict(zip(params, args)), **kwargs}
+            if is_skipped(str(kwargs.get("imagename", ""))):
+                return None
+            return task(**kwargs)
+        return run_task
+
+    variables: dict[str, Any] = {"tclean": tclean, "exportfits": exportfits}
+    for task in ("impbcor", "immath", "imstat", "imhead", "immoments", "imsmooth", "imsubimage", "imrebin"):
+        if hasattr(casatasks, task):
+            variables[task] = guarded(getattr(casatasks, task))
+    if legacy:
+        version = ".".join(str(n) for n in casatools.version()[:3])
+        variables["clean"] = clean
+        variables["casadef"] = types.SimpleNamespace(casa_version=version, subversion_revision="0")
+        for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
+            variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
+        variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
+    run_script(script, os.getcwd(), variables, pass_version_gates=legacy)
     return {"calls": calls, "exports": exports, "skipped": skipped}

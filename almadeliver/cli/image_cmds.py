@@ -19,7 +19,12 @@ def image_cmd(
     uvtaper: Optional[str] = typer.Option(None, "--uvtaper", help="Outer uv taper, e.g. 0.5arcsec."),
     niter: Optional[int] = typer.Option(None, "--niter", help="Maximum clean iterations."),
     threshold: Optional[str] = typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy."),
-    nbin: Optional[int] = typer.Option(None, "--nbin", help="Average K channels of each cube."),
+    nbin: Optional[str] = typer.Option(None, "--nbin", help="Average K channels of each cube (K), or per spw "
+                                       "as the pipeline's nbins ('17:8,23:2')."),
+    moments: Optional[str] = typer.Option(None, "--moments", help="Moment maps of each cube (immoments), "
+                                          "e.g. 0,1,8: FITS and PNG beside the cubes."),
+    cont: Optional[str] = typer.Option(None, "--cont", help="'all': continuum images from every unflagged "
+                                       "channel (cont.dat's ranges ignored, as with cont.dat moved aside)."),
     width: Optional[str] = typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz."),
     spw: Optional[str] = typer.Option(None, "--spw", help="Only these spws (ids as in the product names, comma list)."),
     field: Optional[str] = typer.Option(None, "--field", help="Only these fields (names, comma list)."),
@@ -34,7 +39,7 @@ def image_cmd(
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
     ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
                            width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
-                           contsub=contsub)
+                           contsub=contsub, cont=cont, moments=moments)
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")
@@ -43,13 +48,25 @@ def image_cmd(
     if dry_run:
         typer.echo(f"would run {len(plan.jobs)} image(s) from {plan.source}:" if plan.jobs else
                    f"would run {plan.script} with these overrides on every tclean: {ov.changes() or 'none'}")
+        for line in plan.script_notes():
+            typer.echo(line)
         for job in plan.jobs:
+            for c in job.flagtargets:
+                typer.echo(f"split(vis={c['vis']!r}, outputvis={c['outputvis']!r}, intent='*OBSERVE_TARGET*', "
+                           f"datacolumn={c['datacolumn']!r}); flagdata(vis={c['outputvis']!r}, mode='list', "
+                           f"inpfile={c['commands']!r})  # {Path(c['template']).name}")
             for c in job.contsub:
                 typer.echo(f"uvcontsub(vis={c['vis']!r}, outputvis={c['outputvis']!r}, field={c['field']!r}, "
                            f"datacolumn={c.get('datacolumn', 'data')!r})")
             for r in job.reads:
                 typer.echo(f"# {job.name} reads {r['vis']} datacolumn={r['datacolumn']!r} (delivered: {r['delivered']})")
             typer.echo("tclean(" + ", ".join(f"{k}={v!r}" for k, v in job.tclean.items()) + ")")
+            if job.moments:
+                free = job.moments["line_free"]
+                typer.echo(f"immoments(moments={job.moments['moments']}) of {job.name}: line channels outside "
+                           + (f"{len(free)} line-free range(s) of {job.moments['contdat']}" if free
+                              else "no line-free range (every channel; rms from the whole cube)")
+                           + " -> " + ", ".join(job.moments["fits"].values()))
         return
 
     def done(name: str, error: str | None) -> None:
@@ -62,6 +79,7 @@ def image_cmd(
               for i, h in enumerate(imaging.COMPARISON_COLUMNS)]
     for r in [imaging.COMPARISON_COLUMNS, *rows]:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    typer.echo(f"images in {result.out}; parameters in {result.record.name}, table in {result.table.name}")
+    typer.echo(f"images in {result.out}; parameters in {result.record.name}, table in {result.table.name}"
+               + (f", README with the new beams and rms in {result.readme.name}" if result.readme else ""))
     if result.failures:
         raise typer.Exit(1)

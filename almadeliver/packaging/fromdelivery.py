@@ -71,7 +71,9 @@ def staff_from_delivery(member: Path, images: Path, area: Path, restore_log: Pat
     fill = StaffFill(staff.root, m.path, log, images)
     put = _Placer(staff.root, fill.placed)
 
-    put.text(reducer_section(_read(m.path / "README")) + _note(log, images), "README")
+    # the README `image` wrote beside the images carries their new beams and rms (else the delivered one)
+    readme = images / "README" if (images / "README").is_file() else m.path / "README"
+    put.text(reducer_section(_read(readme)) + _note(log, images), "README")
     put.copy(m.path / m.script_for_pi, f"script/{SCRIPT_FOR_PI}")
     for eb in ebs:
         _fill_eb(put, m, eb, folders[eb], parts, log)

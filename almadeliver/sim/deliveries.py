@@ -110,8 +110,8 @@ class _Builder:
         member = self.tree / member_path(self.plan, mous)
         for folder in ("calibration", "qa", "log", "product"):
             (member / folder).mkdir(parents=True)
-        manual.write_scripts(self.plan, mous, member)
         work = self.work / mous.disk
+        imaging_script = manual.write_scripts(self.plan, mous, member, work)
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), calibrating and imaging in CASA")
         cycle0 = self.plan.flavour == "cycle0"
         result = run_in_casa("almadeliver.sim.manual:casa_build_mous",
@@ -122,7 +122,7 @@ class _Builder:
         # the reducer images in a new CASA session (log/<MOUS>.imaging.log), as almadeliver image does
         run_in_casa("almadeliver.sim.manual:casa_image_mous",
                     {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
-                     "cycle0": cycle0},
+                     "cycle0": cycle0, "imaging_script": str(imaging_script)},
                     workdir=work, logfile=work / "casa-imaging.log", on_line=self._casa_line)
         if cycle0:  # Cycle 0 deliveries shipped the reducer's scripts but no scriptForPI
             (member / "script" / "scriptForPI.py").unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ids import Uid
+from ..ids import ProjectCode, Uid
 from ..packaging.tarballs import tree_entries, write_tgz
 from .plan import LINE_NAME, LINE_REST_HZ, MousPlan, ProjectPlan, refant
 
@@ -70,8 +70,23 @@ def imaging_values(plan: ProjectPlan, mous: MousPlan) -> dict[str, object]:
             "CONTTHRESHOLD": "5mJy", "LINETHRESHOLD": "60mJy"}
 
 
-def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
-    """script/: scriptForPI.py, one calibration script per EB, flux calibration (several EBs), imaging."""
+# The CASA that ALMA's Cycle 0-3 manual imaging scripts were written for (Python 2, the clean task);
+# from Cycle 4 manual imaging used tclean. Cycle -> CASA version of the simulated imaging script.
+CLEAN_ERA_CASA = {0: "3.4.0", 1: "4.2.2", 2: "4.4.0", 3: "4.5.3"}
+
+
+def clean_era(plan: ProjectPlan) -> bool:
+    """True for a project of Cycles 0-3, whose manual imaging script is CASA 3.4-4.x code."""
+    return ProjectCode.parse(plan.code).cycle in CLEAN_ERA_CASA
+
+
+def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path, work: Path | None = None) -> Path:
+    """script/: scriptForPI.py, one calibration script per EB, flux calibration (several EBs), imaging.
+
+    Cycles 0-3 (``clean_era``): script/scriptForImaging.py is the CASA 3.4-4.x form (Python 2,
+    ``clean()``, ``impbcor`` of the ``.flux`` primary beam), and the products are made by its tclean
+    equivalent written by hand (our templates/scriptForImaging.py.in), which goes to ``work``: CASA 6
+    has no clean. Returns the imaging script the simulated reducer runs."""
     script = member / "script"
     script.mkdir(parents=True, exist_ok=True)
     (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
@@ -83,7 +98,17 @@ def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
         (script / "scriptForFluxCalibration.py").write_text(fill(template("scriptForFluxCalibration.py.in"), {
             "CASAVERSION": plan.casa_version, "VISLIST": vislist, "PHCAL": plan.field("phase")["name"],
             "SPWLIST": ", ".join(str(i) for i in range(len(plan.spws)))}))
-    (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), imaging_values(plan, mous)))
+    values = imaging_values(plan, mous)
+    if not clean_era(plan):
+        (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), values))
+        return script / "scriptForImaging.py"
+    cycle = ProjectCode.parse(plan.code).cycle
+    (script / "scriptForImaging.py").write_text(fill(template("scriptForImaging_clean.py.in"),
+                                                     {**values, "CASAVERSION": CLEAN_ERA_CASA[cycle]}))
+    reducer = Path(work or member) / "scriptForImaging.tclean-equivalent.py"
+    reducer.parent.mkdir(parents=True, exist_ok=True)
+    reducer.write_text(fill(template("scriptForImaging.py.in"), values))
+    return reducer
 
 
 # -- CASA side ---------------------------------------------------------------------------------------
@@ -226,11 +251,15 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
 
 
-def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
+def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False,
+                    imaging_script: str | None = None) -> dict:
     """CASA side of the reducer's imaging session for one manual MOUS (after ``casa_build_mous``):
     scriptForImaging.py in ``calibrated/``, FITS products into product/, then calibrated/ removed
     (Cycle 0: only its ``.ms.split.cal`` kept). A CASA session of its own with its own log, as the
     reducer images (log/<MOUS>.imaging.log); it returns the product names.
+
+    ``imaging_script``: the script that makes the products (default script/scriptForImaging.py; for
+    Cycles 0-3 the tclean equivalent of the delivered clean-era script, see ``write_scripts``).
 
     Imaging in the calibration session would image with that session's state: a cube channel whose
     LSRK grid falls on a flagged edge channel then comes out differently from a fresh session's."""
@@ -241,7 +270,7 @@ def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     calibrated = member_p / "calibrated"
     start_session_log(member_p / "log" / f"{Uid(mous['uid']).disk}.imaging.log", plan["casa_version"])
     print(f"running scriptForImaging.py for {mous['uid']}", flush=True)
-    run_script(str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
+    run_script(imaging_script or str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
     product = member_p / "product"
     product.mkdir(exist_ok=True)
     for fits in sorted(glob.glob(str(calibrated / "*.fits"))):

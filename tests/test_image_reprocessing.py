@@ -1,0 +1,234 @@
+"""image on deliveries of every cycle, before CASA runs: clean-era (Cycle 0-3) imaging scripts converted
+and translated, and seed 003's re-imaging examples as options (per-spw --nbin, --cont all, a user's
+cont.dat). The CASA runs are in test_image_legacy_casa.py."""
+from __future__ import annotations
+
+
+import pytest
+
+from almadeliver.casa import imaging
+from almadeliver.casa.imaging import Overrides
+from almadeliver.casa.imaging_legacy import mask_region, python3_text, translate_clean
+from almadeliver.cli import main
+from almadeliver.errors import TreeError, UsageError
+from almadeliver.sim import manual
+from almadeliver.sim.plan import make_plan
+
+MOUS = "uid___A001_X1_X3"
+EB = "uid___A002_Xab_X12"
+# Two target fields, cubes of spws 17 and 23 (the guide's example ids) and an aggregate continuum.
+_CUBE = ("tclean(vis=['{eb}.ms'], field='{f}', spw=['{s}'], imagename='{m}.s36_0.{f}_sci.spw{s}.cube.I.iter1', "
+         "imsize=[64, 64], cell=['0.2arcsec'], specmode='cube', start='{start}', width='0.001GHz', nchan=16, "
+         "weighting='briggs', robust=0.5, niter=100, deconvolver='hogbom', pbcor=True)\n")
+LOG = "".join(_CUBE.format(eb=EB, m=MOUS, f=f, s=s, start=start) for f in ("CoolSource1", "CoolSource2")
+              for s, start in (("17", "230.0005GHz"), ("23", "231.0005GHz"))) + "".join(
+    f"tclean(vis=['{EB}.ms'], field='{f}', spw=['17:230.001~230.004GHz;230.012~230.015GHz,23:231.0~231.01GHz'], "
+    f"imagename='{MOUS}.s38_0.{f}_sci.spw17_23.cont.I.iter1', imsize=[64, 64], cell=['0.2arcsec'], "
+    "specmode='mfs', deconvolver='mtmfs', nterms=2, niter=50)\n" for f in ("CoolSource1", "CoolSource2"))
+CONTDAT = """Field: {f}
+
+SpectralWindow: 17
+230.001~230.004GHz LSRK
+230.012~230.015GHz LSRK
+
+SpectralWindow: 23
+231.0~231.01GHz LSRK
+"""
+
+
+@pytest.fixture
+def member(tmp_path):
+    """A restored pipeline member (working/<EB>.ms; empty MS folders: no CASA here)."""
+    m = tmp_path / f"member.{MOUS}"
+    for sub in ("log", "product", "calibration", "calibrated/working", "script"):
+        (m / sub).mkdir(parents=True)
+    (m / "log" / f"{MOUS}.casa_commands.log").write_text(LOG)
+    (m / "calibration" / f"{MOUS}.cont.dat").write_text(
+        CONTDAT.format(f="CoolSource1") + "\n" + CONTDAT.format(f="CoolSource2"))
+    (m / "calibrated" / "working" / f"{EB}.ms").mkdir()
+    return m
+
+
+# -- seed 003 example 3: subset of spws and fields, per-spw binning, robust 1.5 ------------------------
+def test_subset_with_per_spw_nbin_and_robust(member):
+    ov = Overrides(spw="17,23", field="CoolSource1", nbin="17:8,23:2", robust=1.5, specmode="cube")
+    jobs = imaging.plan_images(member, ov)
+    assert {(j.field, j.spws[0]) for j in jobs} == {("CoolSource1", "17"), ("CoolSource1", "23")}
+    by_spw = {j.spws[0]: j.tclean for j in jobs}
+    assert by_spw["17"]["nchan"] == 2 and by_spw["17"]["width"] == "0.008GHz"
+    assert by_spw["23"]["nchan"] == 8 and by_spw["23"]["width"] == "0.002GHz"
+    assert {t["robust"] for t in by_spw.values()} == {1.5}
+    # one integer still bins every cube
+    assert {j.tclean["nchan"] for j in imaging.plan_images(member, Overrides(nbin=4, specmode="cube"))} == {4}
+
+
+def test_per_spw_nbin_cli_form_and_refusals(member, capsys):
+    assert main(["image", str(member), "--spw", "17,23", "--field", "CoolSource1,CoolSource2",
+                 "--nbin", "17:8,23:2", "--robust", "1.5", "--specmode", "cube", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("nchan=2,") == 2 and out.count("nchan=8,") == 2 and "robust=1.5" in out
+    for nbin, msg in (("17:8", "no entry for spw 23"), ("5:2", "spw 5, which is not among the imaged spws"),
+                      ("17:0", "is not spw:channels"), ("x", "is not spw:channels")):
+        assert main(["image", str(member), "--spw", "17,23", "--nbin", nbin, "--dry-run"]) == 2, nbin
+        assert msg in capsys.readouterr().err, nbin
+
+
+# -- seed 003 example 1: aggregate continuum from all unflagged channels ---------------------------------
+def test_cont_all_drops_the_cont_dat_ranges(member):
+    (job, _) = sorted(imaging.plan_images(member, Overrides(specmode="cont", cont="all")), key=lambda j: j.field)
+    assert job.tclean["spw"] == ["17,23"] and job.changed["spw"][1] == ["17,23"]
+    (same, _) = sorted(imaging.plan_images(member, Overrides(specmode="cont")), key=lambda j: j.field)
+    assert ":" in same.tclean["spw"][0]
+    with pytest.raises(UsageError, match="--cont 'some' is unknown"):
+        Overrides(cont="some")
+
+
+# -- seed 003 example 2: a revised cont.dat drives the continuum images and the continuum subtraction ------
+def test_user_cont_dat_in_working_drives_continuum_and_contsub(member):
+    plain = imaging.plan_images(member, Overrides(specmode="cont"))
+    assert all(not j.cont_ranges for j in plain)
+    (member / "calibrated" / "working" / "cont.dat").write_text(
+        CONTDAT.format(f="CoolSource1").replace("230.001~230.004GHz", "230.002~230.0025GHz")
+        + "\n" + CONTDAT.format(f="CoolSource2"))
+    jobs = imaging.plan_images(member, Overrides(contsub=True))
+    cont = next(j for j in jobs if j.kind == "cont" and j.field == "CoolSource1")
+    ((ms_ranges),) = cont.cont_ranges
+    assert ms_ranges["17"][0][:2] == pytest.approx((230.002e9, 230.0025e9))
+    assert "cont.dat" in cont.changed["spw"][1]
+    cube = next(j for j in jobs if j.kind == "cube" and j.field == "CoolSource1" and j.spws == ["17"])
+    assert cube.contsub[0]["ranges"]["17"][0][:2] == pytest.approx((230.002e9, 230.0025e9))
+    # --cont all wins over any cont.dat
+    assert all(not j.cont_ranges for j in imaging.plan_images(member, Overrides(cont="all")))
+
+
+# -- clean-era imaging scripts (Cycles 0-3) --------------------------------------------------------------
+@pytest.mark.parametrize("code,casa", [("2012.1.00042.S", "4.2.2"), ("2015.1.00042.S", "4.5.3")])
+def test_simulator_writes_cycle_1_to_3_imaging_scripts_as_casa4_python2(tmp_path, code, casa):
+    plan = make_plan(code)
+    reducer = manual.write_scripts(plan, plan.mous[0], tmp_path / "m", tmp_path / "work")
+    script = tmp_path / "m" / "script" / "scriptForImaging.py"
+    text = script.read_text()
+    assert "print 'Step ', mystep" in text and "clean(vis = vislist" in text and "tclean(" not in text
+    assert f"re.search('^{casa}', casadef.casa_version)" in text and "pbimage = name+'.flux'" in text
+    with pytest.raises(SyntaxError):
+        compile(text, str(script), "exec")
+    converted = python3_text(script)
+    assert converted.python2 and converted.changed_lines and "print('Step ', mystep" in converted.text
+    assert script.read_text() == text                           # the delivered script is not changed
+    assert reducer.parent == tmp_path / "work" and "tclean(" in reducer.read_text()
+    later = make_plan("2016.1.00042.S")
+    assert manual.write_scripts(later, later.mous[0], tmp_path / "c4", tmp_path / "w4").name == "scriptForImaging.py"
+    assert "tclean(" in (tmp_path / "c4" / "script" / "scriptForImaging.py").read_text()
+
+
+def test_clean_translation_rules():
+    t = translate_clean({"vis": "a.ms", "imagename": "x", "mode": "velocity", "start": "-10km/s", "width": "1km/s",
+                         "nchan": 20, "imagermode": "mosaic", "psfmode": "clark", "interactive": True,
+                         "mask": [[10, 12, 30, 32], [40, 40, 50, 50]], "minpb": 0.3, "uvtaper": True,
+                         "outertaper": ["1arcsec"], "innertaper": ["5arcsec"], "usescratch": True,
+                         "npercycle": 100, "resmooth": True, "outframe": "LSRK", "restfreq": "230.538GHz"})
+    tc = t.tclean
+    assert tc["specmode"] == "cube" and (tc["start"], tc["width"], tc["nchan"]) == ("-10km/s", "1km/s", 20)
+    assert tc["gridder"] == "mosaic" and tc["deconvolver"] == "clark" and tc["pblimit"] == 0.3
+    assert tc["uvtaper"] == ["1arcsec"] and tc["savemodel"] == "modelcolumn" and tc["restoringbeam"] == "common"
+    assert tc["mask"] == ["box[[10pix,12pix],[30pix,32pix]]", "box[[40pix,40pix],[50pix,50pix]]"]
+    assert tc["usemask"] == "user" and tc["interactive"] is False
+    assert (tc["niter"], tc["imsize"], tc["cyclefactor"]) == (500, [256, 256], 1.5)   # clean's defaults written out
+    assert any(n.startswith("innertaper=") for n in t.not_translated)
+    assert any(n.startswith("npercycle=") for n in t.not_translated)
+    assert "cleaned inside the call's mask" in t.interactive
+    ms = translate_clean({"vis": "a.ms", "imagename": "y", "multiscale": [0, 5, 15], "nterms": 1})
+    assert ms.tclean["deconvolver"] == "multiscale" and ms.tclean["scales"] == [0, 5, 15]
+    mt = translate_clean({"vis": "a.ms", "imagename": "y", "nterms": 2, "mode": "mfs"})
+    assert mt.tclean["deconvolver"] == "mtmfs" and mt.tclean["nterms"] == 2
+    # an interactive clean without a mask: the delivered product/<imagename>.mask, else the threshold
+    delivered = translate_clean({"imagename": "TWHya.continuum", "interactive": True},
+                                {"TWHya.continuum": "/d/product/TWHya.continuum.mask"})
+    assert delivered.tclean["mask"] == "/d/product/TWHya.continuum.mask" and "delivered mask" in delivered.interactive
+    bare = translate_clean({"imagename": "z", "interactive": True, "threshold": "2mJy"})
+    assert "mask" not in bare.tclean and "down to threshold='2mJy'" in bare.interactive
+    assert mask_region("") == "" and mask_region("my.mask") == "my.mask"
+
+
+def test_clean_era_manual_delivery_plan_lists_the_translations(tmp_path, capsys):
+    plan = make_plan("2013.1.00042.S")
+    m = tmp_path / "member.uid___A001_X1_X9"
+    manual.write_scripts(plan, plan.mous[0], m, tmp_path / "work")
+    (m / "calibrated" / "calibrated.ms").mkdir(parents=True)
+    (m / "product").mkdir()
+    listed = imaging.list_images(m)
+    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["1", "2"]), ("cube", ["0"])]
+    assert all(j.source.endswith("clean()") for j in listed)
+    assert main(["image", str(m), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "scriptForImaging.py is Python 2 (CASA 3.4-4.x): converted for the run with fissix" in out
+    assert "mode='frequency' -> specmode='cube'" in out and "resmooth=True -> restoringbeam='common'" in out
+    assert "interactive=True -> interactive=False: no mask delivered" in out
+    assert "not translated: npercycle=100" in out
+    bad = m / "script" / "scriptForImaging.py"
+    bad.write_text("print 'a'\nif x ==:\n  pass\n")
+    with pytest.raises(TreeError, match="neither Python 3 nor Python 2"):
+        imaging.plan(m)
+
+
+# -- seed 003 example 4: the science target flags (hifa_flagtargets) before imaging ------------------------
+FLAG_HEADER = "# User flagging commands file for the imaging pipeline\n#\n"
+
+
+def test_target_flag_template_with_commands_is_applied_to_a_copy(member, capsys):
+    (member / "calibration" / f"{EB}_flagtargetstemplate.txt").write_text(FLAG_HEADER)    # as delivered: empty
+    assert all(not j.flagtargets for j in imaging.plan_images(member))
+    working = member / "calibrated" / "working"
+    (working / f"{EB}_flagtargetstemplate.txt").write_text(
+        FLAG_HEADER + "mode='manual' spw='17:3~5' field='CoolSource1' reason='user_line_flag'\n")
+    jobs = imaging.plan_images(member, Overrides(contsub=True))
+    copy = f"targets/{EB}_targets.ms"
+    for job in jobs:
+        assert job.tclean["datacolumn"] == "data", job.name
+        assert job.tclean["vis"] == ([copy] if job.kind == "cont" else [f"contsub/{EB}_targets.ms.{job.field}.contsub"])
+        (run,) = job.flagtargets
+        assert run["vis"] == str(working / f"{EB}.ms") and run["datacolumn"] == "corrected"
+        assert run["commands"] == ["mode='manual' spw='17:3~5' field='CoolSource1' reason='user_line_flag'"]
+    cube = next(j for j in jobs if j.kind == "cube")
+    assert cube.contsub[0]["vis"] == copy          # the continuum is fitted on the flagged copy
+    assert main(["image", str(member), "--specmode", "cont", "--field", "CoolSource1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"flagdata(vis='{copy}', mode='list'" in out and f"# {EB}_flagtargetstemplate.txt" in out
+    assert f"reads {copy} datacolumn='data'" in out
+
+
+# -- moment maps of the cubes ----------------------------------------------------------------------------
+def test_moments_planned_for_each_cube_with_cont_dat_line_free_ranges(member, capsys):
+    jobs = imaging.plan_images(member, Overrides(moments="8,0,1", field="CoolSource1"))
+    cubes = [j for j in jobs if j.kind == "cube"]
+    assert cubes and all(j.moments["moments"] == [0, 1, 8] for j in cubes)
+    assert not any(j.moments for j in jobs if j.kind == "cont")
+    spw17 = next(j for j in cubes if j.spws == ["17"])
+    assert [r[:2] for r in spw17.moments["line_free"]] == pytest.approx([(230.001e9, 230.004e9), (230.012e9, 230.015e9)])
+    assert spw17.moments["fits"][8] == f"{MOUS}.CoolSource1_sci.spw17.cube.I.mom8.fits"
+    assert main(["image", str(member), "--moments", "0,8", "--specmode", "cube", "--dry-run"]) == 0
+    assert "immoments(moments=[0, 8]) of" in capsys.readouterr().out
+    for bad in ("4", "zero"):
+        assert main(["image", str(member), "--moments", bad, "--dry-run"]) == 2
+        assert "is not an immoments moment" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--moments applies to cubes"):
+        imaging.plan_images(member, Overrides(moments="0", specmode="cont"))
+
+
+def test_readme_copy_gets_the_new_beam_and_rms(tmp_path):
+    from almadeliver.casa.imaging import Comparison, ImageStats, updated_readme
+
+    member, out = tmp_path / "member.uid___A001_X1_X3", tmp_path / "reimage"
+    member.mkdir()
+    out.mkdir()
+    delivered = ("Imaging:\n\nTarget: W51\nx.spw0.cube.I.pbcor.fits: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec\n"
+                 "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n")
+    (member / "README").write_text(delivered)
+    new = Comparison("x.spw0.cube.I.pbcor.fits", ImageStats(9.69, 7.30, 10.0, 0.4012, 1.2, 16, "Jy/beam"),
+                     ImageStats(10.0, 7.76, 10.0, 0.4858, 1.2, 32, "Jy/beam"), None)
+    readme = updated_readme(member, out, [new], Overrides(nbin=2))
+    text = readme.read_text()
+    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec\n" in text
+    assert "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n" in text   # not re-made
+    assert "Re-imaged by almadeliver (overrides: nbin=2)" in text
+    assert (member / "README").read_text() == delivered                                       # never changed
