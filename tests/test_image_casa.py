@@ -280,8 +280,14 @@ def test_simulated_manual_delivery_restored_then_reimaged(simulated, unpack, tmp
     changed = imaging.run(imaging.plan(member, Overrides(robust=2, nbin=2)), out=tmp_path / "r2")
     assert changed.failures == {}
     for c in changed.comparisons:
-        if c.new.nchan == 1:        # the continuum image (a cube's beam follows its binned channels)
-            assert c.new.bmaj_arcsec * c.new.bmin_arcsec > c.delivered.bmaj_arcsec * c.delivered.bmin_arcsec
+        if c.new.nchan == 1:        # the continuum images (a cube's beam follows its binned channels)
+            # robust 2 reached tclean: the beam changes (a dropped robust gives exactly 1). Measured on this
+            # 3-minute snapshot of 10 baselines: LSB (spws 0 and 1) +4.8 %, USB (spw 2 alone) -1.5 %: with so
+            # few uv samples natural weighting need not widen the fitted beam
+            ratio = (c.new.bmaj_arcsec * c.new.bmin_arcsec) / (c.delivered.bmaj_arcsec * c.delivered.bmin_arcsec)
+            assert abs(ratio - 1) > 0.005, c
+            if "_cont_LSB" in c.fits:
+                assert ratio > 1.02, c
         else:
             assert c.new.nchan == c.delivered.nchan // 2
 
