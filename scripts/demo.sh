@@ -9,6 +9,9 @@ rm -rf "${OUT:?}"/*
 export ALMADELIVER_HOME="$OUT/home"
 PROJECT=2017.1.00123.S
 PIPELINE=2019.1.00789.S
+STAFF=2017.1.00124.S
+# the CASA at hand (casatools 6.7.0.31 -> 6.7.0-31): the staff project is reduced and imaged in it
+HERE_CASA=$(python -c 'from importlib.metadata import version; n = version("casatools").split("."); print(".".join(n[:3]) + (f"-{n[3]}" if len(n) > 3 else ""))')
 steps=()
 step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; steps+=("$(printf '%-10s %4ss  %s' "$name" $((SECONDS - t0)) "$*")"); }
 
@@ -17,6 +20,7 @@ step casa-info almadeliver casa-info --check
 # 1. a small ALMA project (2 EBs, manual calibration) made with real CASA, as the archive ships it
 step simulate almadeliver simulate "$PROJECT" --out "$OUT/archive" --ebs 2 --size medium
 step simulate almadeliver simulate "$PIPELINE" --out "$OUT/archive" --flavour pipeline
+step simulate almadeliver simulate "$STAFF" --out "$OUT/archive" --casa-version "$HERE_CASA"
 
 # 2. the local ALMA archive serves it on 127.0.0.1 (TAP, DataLink, dataPortal)
 PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -49,19 +53,24 @@ step restore almadeliver restore "$MEMBER" --spacesaving 1 --casa-version-mismat
 step image almadeliver image "$MEMBER" --list
 step image almadeliver image "$MEMBER" --robust 2 --nbin 2 --out "$OUT/reimage"
 
-# 8. staff side: a reduction area filled from the restore and the re-made images, its final checklist,
-#    then the archive's delivery files (products, auxiliary, raw, README, manifest). The reducer
-#    calibrated in CASA 6.5.4 (its logs say so) and the images were re-made here in modular CASA 6.7.0:
-#    staff.casa-version fails (calibrate and image with one CASA), so check exits 1 and package refuses
-MOUS=$(basename "$MEMBER"); MOUS=${MOUS#member.}
-GOUS=$(basename "$(dirname "$MEMBER")"); GOUS=${GOUS#group.}
-SG=$(basename "$(dirname "$(dirname "$MEMBER")")"); SG=${SG#science_goal.}
-EBS=(); for asdm in "$MEMBER"/raw/*.asdm.sdm; do EBS+=(--eb "$(basename "$asdm" .asdm.sdm)"); done
-step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-delivery "$MEMBER" --images "$OUT/reimage"
-step check almadeliver check "$OUT/staff/$MOUS" || true
-step check almadeliver check "$OUT/staff/$MOUS" --format html -o "$OUT/staff/report.html" || true
-step package almadeliver package "$OUT/staff/$MOUS" --project "$PROJECT" --sg "$SG" --group "$GOUS" \
-    --raw "$MEMBER/raw" --out "$OUT/packaged" || true
+# 8. staff side, on a project whose reducer calibrated in the CASA at hand (the checklist wants one CASA
+#    for calibration and imaging: the 6.5.4 delivery above, re-imaged here, would fail staff.casa-version):
+#    restore, re-image, a reduction area filled from both, its final checklist (text and HTML), then the
+#    archive's delivery files (products, auxiliary, raw, README, manifest)
+step download almadeliver download "$STAFF" --dest "$OUT/download"
+STAFF_MEMBER=$(ls -d "$OUT/download/$STAFF"/science_goal.*/group.*/member.* | head -n 1)
+step restore almadeliver restore "$STAFF_MEMBER" --spacesaving 1
+step image almadeliver image "$STAFF_MEMBER" --out "$OUT/reimage-staff"
+MOUS=$(basename "$STAFF_MEMBER"); MOUS=${MOUS#member.}
+GOUS=$(basename "$(dirname "$STAFF_MEMBER")"); GOUS=${GOUS#group.}
+SG=$(basename "$(dirname "$(dirname "$STAFF_MEMBER")")"); SG=${SG#science_goal.}
+EBS=(); for asdm in "$STAFF_MEMBER"/raw/*.asdm.sdm; do EBS+=(--eb "$(basename "$asdm" .asdm.sdm)"); done
+step prepare almadeliver prepare "$MOUS" "${EBS[@]}" --root "$OUT/staff" --from-delivery "$STAFF_MEMBER" \
+    --images "$OUT/reimage-staff"
+step check almadeliver check "$OUT/staff/$MOUS"
+step check almadeliver check "$OUT/staff/$MOUS" --format html -o "$OUT/staff/report.html"
+step package almadeliver package "$OUT/staff/$MOUS" --project "$STAFF" --sg "$SG" --group "$GOUS" \
+    --raw "$STAFF_MEMBER/raw" --out "$OUT/packaged"
 
 # 9. the pipeline project: query, download (raw data included), restore (auto: no monolithic CASA with
 #    the pipeline here, so the native engine runs hifa_restoredata's steps), the delivered images
