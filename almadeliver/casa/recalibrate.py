@@ -36,7 +36,7 @@ from typing import Any, Callable
 from ..delivery.layout import Flavour, Member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
-from .restore import MISMATCH_CHOICES, _abs, _one_member, concat_in_casa  # noqa: F401 (concat_in_casa: child)
+from .restore import MISMATCH_CHOICES, _abs, _one_member
 from .runtime import run_in_casa
 from .scriptcheck import first_three, lacking, modular_casa_version, read_gate
 

@@ -8,6 +8,7 @@ import typer
 
 from ..casa import imaging
 from ..casa.selfcal import DEFAULT_ROUNDS
+from ..errors import UsageError
 from .app import app, state
 from .selfcal_cmds import selfcal_cmd
 
@@ -39,6 +40,14 @@ def image_cmd(
 ) -> None:
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
     if selfcal:
+        others = {"--list": list_, "--from": source != "auto", "--robust": robust is not None, "--uvtaper": uvtaper,
+                  "--niter": niter is not None, "--threshold": threshold, "--nbin": nbin is not None, "--width": width,
+                  "--spw": spw, "--specmode": specmode, "--cell": cell, "--imsize": imsize is not None,
+                  "--contsub": contsub, "--workers": workers is not None}
+        given = [name for name, value in others.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot be combined with --selfcal",
+                             "--selfcal takes --selfcal-rounds, --field, --out and --dry-run")
         return selfcal_cmd(member, selfcal_rounds, field, out, dry_run)
     ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
                            width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
