@@ -58,8 +58,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-selfcal"))
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--member", type=Path, help="an unpacked member of the same simulation (skips building it)")
     args = ap.parse_args()
-    member = member_dir(args.work)
+    member = args.member.resolve() if args.member else member_dir(args.work)
     ours, bare = [], []
     for i in range(args.repeat):
         out = args.work / f"ours{i}"
