@@ -14,6 +14,7 @@ try:  # Ctrl-C while the commands load (astropy, pyvo: a second or two) is the s
     from . import validate_cmds  # noqa: F401  (validate)
     from . import restore_cmds  # noqa: F401  (restore)
     from . import image_cmds  # noqa: F401  (image)
+    from . import recalibrate_cmds  # noqa: F401  (recalibrate)
     from . import package_cmds  # noqa: F401  (prepare, check, package, package-group)
     from . import scale_cmds  # noqa: F401  (run)
     from . import sim_cmds  # noqa: F401  (simulate)

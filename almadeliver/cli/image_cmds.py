@@ -7,7 +7,10 @@ from typing import Optional
 import typer
 
 from ..casa import imaging
+from ..casa.selfcal import DEFAULT_ROUNDS
+from ..errors import UsageError
 from .app import app, state
+from .selfcal_cmds import selfcal_cmd
 
 
 @app.command("image")
@@ -35,8 +38,22 @@ def image_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="A new folder for the images (default MEMBER_DIR/reimage)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tclean calls that would run; run nothing."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Images made at once (default: number of CPUs)."),
+    selfcal: bool = typer.Option(False, "--selfcal", help="Self-calibrate the continuum of the target (split out "
+                                 "first: calibrated/ is only read), then remake the delivered cubes with the solutions."),
+    selfcal_rounds: str = typer.Option(DEFAULT_ROUNDS, "--selfcal-rounds", help="MODE:SOLINT per round (MODE p or "
+                                       "ap); a round is kept only if the dynamic range rises and the rms does not."),
 ) -> None:
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
+    if selfcal:
+        others = {"--list": list_, "--from": source != "auto", "--robust": robust is not None, "--uvtaper": uvtaper,
+                  "--niter": niter is not None, "--threshold": threshold, "--nbin": nbin is not None, "--width": width,
+                  "--spw": spw, "--specmode": specmode, "--cell": cell, "--imsize": imsize is not None,
+                  "--contsub": contsub, "--workers": workers is not None}
+        given = [name for name, value in others.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot be combined with --selfcal",
+                             "--selfcal takes --selfcal-rounds, --field, --out and --dry-run")
+        return selfcal_cmd(member, selfcal_rounds, field, out, dry_run)
     ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
                            width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
                            contsub=contsub, cont=cont, moments=moments)

@@ -314,14 +314,14 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
                      group_12m_7m: bool = False, proprietary: bool = False,
                      on_line: Callable[[str], None] | None = None, size: str = "small",
                      contdat_generation: int = 3, external: str | None = None,
-                     casa_version: str = DELIVERY_CASA_VERSION) -> SimulatedProject:
+                     casa_version: str = DELIVERY_CASA_VERSION, residual_phase_deg: float = 0.0) -> SimulatedProject:
     """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc).
 
     Pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text);
     with ``external`` (a label such as ``ari_l``) every member also gets an external product tarball.
     ``casa_version``: the CASA that made the delivery (README, calibration scripts' version gate),
-    by default DELIVERY_CASA_VERSION, older than the installed modular CASA. Raises UsageError for a
-    bad option."""
+    by default DELIVERY_CASA_VERSION, older than the installed modular CASA. ``residual_phase_deg``:
+    a self-calibration case (see ``make_plan``). Raises UsageError for a bad option."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -329,6 +329,8 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
         raise UsageError("--mous must be 1..4 and --ebs 1..9", "keep simulated projects small")
     if size not in SIZES:
         raise UsageError(f"unknown size '{size}'", f"choose one of {', '.join(SIZES)}")
+    if not 0 <= residual_phase_deg <= 90:
+        raise UsageError(f"--residual-phase-deg {residual_phase_deg} is out of range", "give 0 to 90 (degrees rms)")
     if external:
         check_external_label(external)
     if contdat_generation not in pipeline.CONTDAT_GENERATIONS:
@@ -336,7 +338,8 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
                          "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
     started = time.monotonic()
     try:
-        plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size, casa_version)
+        plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size, casa_version,
+                         residual_phase_deg=residual_phase_deg)
     except ValueError as exc:
         raise UsageError(f"--casa-version: {exc}", "give the CASA version as 6.5.4 or 6.5.4-9") from None
     out = Path(out).resolve()

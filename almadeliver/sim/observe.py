@@ -160,11 +160,25 @@ def visibility_sigma_jy(diameter_i_m: float, diameter_j_m: float, width_hz: floa
         CORRELATOR_EFFICIENCY * math.sqrt(2 * abs(width_hz) * integration_s))
 
 
+def _residual_phases(seed: int, nant: int, times: np.ndarray, rms_deg: float) -> np.ndarray:
+    """(nant, ntime) phase errors (rad) of rms ``rms_deg``: a sine per antenna with a period of 20-60 s,
+    shorter than a target scan, so the phase calibrator's solutions cannot follow them. Drawn from
+    their own generator: the other corruptions do not change."""
+    rng = np.random.default_rng(seed + 1)
+    t = times - times.min()
+    out = np.zeros((nant, len(times)))
+    for a in range(nant):
+        out[a] = math.sqrt(2) * np.radians(rms_deg) * np.sin(2 * math.pi * t / rng.uniform(20.0, 60.0)
+                                                             + rng.uniform(0, 2 * math.pi))
+    return out
+
+
 def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
-                       diameters: list[float], integration_s: float) -> None:
+                       diameters: list[float], integration_s: float, residual_phase_deg: float = 0.0) -> None:
     """Write corrupted model visibilities, sigma and weight into the MS simulator made: the thermal
     noise of each visibility follows the radiometer equation for its two dishes, its channel width
-    and the integration time (``visibility_sigma_jy``); SIGMA and WEIGHT (1/SIGMA^2) say the same."""
+    and the integration time (``visibility_sigma_jy``); SIGMA and WEIGHT (1/SIGMA^2) say the same. With
+    ``residual_phase_deg``, the target also gets ``_residual_phases``."""
     import casatools
 
     rng = np.random.default_rng(seed)
@@ -175,6 +189,8 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     tb.close()
     diam = np.array(diameters, dtype=float)
     gains = _gains(rng, nant, spws, np.unique(times))
+    residual = _residual_phases(seed, nant, np.unique(times), residual_phase_deg) if residual_phase_deg else None
+    target = next((i for i, f in enumerate(fields) if f.get("role") == "target"), None)
     t_index = {t: i for i, t in enumerate(np.unique(times))}
     tb.open(ms, nomodify=False)
     for s, spw in enumerate(spws):
@@ -197,8 +213,13 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
         for p in range(2):
             g = np.array([gains[(s, a, p)][0] for a in range(nant)])         # (antenna, time)
             b = np.array([gains[(s, a, p)][1] for a in range(nant)]).T       # (channel, antenna)
+            gi, gj = g[a1, ti], g[a2, ti]
+            if residual is not None and target is not None:
+                on = fid == target
+                gi[on] *= np.exp(1j * residual[a1[on], ti[on]])
+                gj[on] *= np.exp(1j * residual[a2[on], ti[on]])
             noise = sigma[None, :] * (rng.normal(0, 1, model.shape) + 1j * rng.normal(0, 1, model.shape))
-            data[p] = (g[a1, ti] * np.conj(g[a2, ti]))[None, :] * b[:, a1] * np.conj(b[:, a2]) * model + noise
+            data[p] = (gi * np.conj(gj))[None, :] * b[:, a1] * np.conj(b[:, a2]) * model + noise
         sub.putcol("DATA", data)
         sub.putcol("FLAG", np.zeros(data.shape, dtype=bool))
         sub.putcol("SIGMA", np.vstack([sigma, sigma]))
@@ -362,7 +383,8 @@ def simulate_ms(ms: str, eb: dict) -> dict:
     _one_observation(ms, eb.get("project", ""), integration_s)
     for scan, (begin, end) in zip(scans, _renumber_scans(ms, len(eb["spws"]), integration_s)):
         scan.update(start_s=begin, stop_s=end)
-    _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], ant["diameter"], integration_s)
+    _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], ant["diameter"], integration_s,
+                       eb.get("residual_phase_deg", 0.0))
     _sort_by_time(ms)
     _add_syscal(ms, eb["spws"], scans, eb["seed"])
     return {"scans": scans, "antennas": ant}
@@ -555,7 +577,8 @@ def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
                     "config": mous["config"], "antennas": mous["antennas"], "array": mous["array"],
                     "spws": plan["spws"] + plan.get("aux_spws", []), "fields": plan["fields"],
                     "integration_s": plan.get("integration_s", INTEGRATION_S), "start_mjd": eb["start_mjd"],
-                    "seed": eb["seed"], "archiveid": "A002", "rangeid": eb["rangeid"], "project": plan["code"]})
+                    "seed": eb["seed"], "archiveid": "A002", "rangeid": eb["rangeid"], "project": plan["code"],
+                    "residual_phase_deg": plan.get("residual_phase_deg", 0.0)})
     results = observe_ebs(ebs)
     for eb, result in zip(mous["ebs"], results):
         if result["uid"] != eb["uid"]:

@@ -32,6 +32,7 @@ CASA_VERSION = "6.7.0"
 # The CASA that made a simulated delivery (README, calibration scripts' version gate). Real deliveries
 # name the CASA of their cycle, usually older than the one a user installs today (ALMA-FACTS.md s.4).
 DELIVERY_CASA_VERSION = "6.5.4-9"
+SELFCAL_TARGET_JY = 1.0   # the target continuum of a self-calibration case (make_plan's residual_phase_deg)
 _CASA_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+(?:-\d+)?$")
 ALMA_LONGITUDE_DEG = -67.755
 
@@ -106,6 +107,7 @@ class ProjectPlan:
     size: str = "small"
     integration_s: float = SIZES["small"][0]
     aux_spws: list[dict] = field(default_factory=list)      # non-science spws the ASDMs also carry
+    residual_phase_deg: float = 0.0     # rms of per-antenna phase errors on the target left by calibration
 
     def field(self, role: str) -> dict:
         return next(f for f in self.fields if f["role"] == role)
@@ -128,10 +130,14 @@ def _start_mjd(code: ProjectCode, h: str) -> float:
 
 def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
               group_12m_7m: bool = False, proprietary: bool = False, size: str = "small",
-              casa_version: str = DELIVERY_CASA_VERSION) -> ProjectPlan:
+              casa_version: str = DELIVERY_CASA_VERSION, residual_phase_deg: float = 0.0) -> ProjectPlan:
     """The deterministic plan of a simulated project (``size``: a key of SIZES; ``casa_version``: the
     CASA that made the delivery, e.g. ``6.5.4-9``, written into the README and the version gate of the
-    calibration scripts). Raises ValueError for a version not of the form ``6.5.4`` or ``6.5.4-9``."""
+    calibration scripts). Raises ValueError for a version not of the form ``6.5.4`` or ``6.5.4-9``.
+
+    ``residual_phase_deg`` > 0 makes a self-calibration case: per-antenna phase errors of that rms
+    (deg) on the target only, varying within its scans (the phase calibrator cannot follow them), and
+    a target of SELFCAL_TARGET_JY, bright enough (S/N > 100 per integration and antenna) to fix them."""
     if not _CASA_VERSION_RE.match(casa_version):
         raise ValueError(f"CASA version {casa_version!r} is not of the form 6.5.4 or 6.5.4-9")
     project = ProjectCode.parse(code)
@@ -161,6 +167,9 @@ def make_plan(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
         keyword=keyword, sg_uid=ous_uid(code, "sg").archive, gous_uid=ous_uid(code, "gous").archive,
         mous=mous_plans, size=size, integration_s=integration_s, casa_version=casa_version)
     place_fields(plan)
+    if residual_phase_deg > 0:
+        plan.residual_phase_deg = float(residual_phase_deg)
+        plan.field("target")["components"][0]["flux_jy"] = SELFCAL_TARGET_JY
     cont_width = CHAN_CONT_HZ * 16 / cont_nchan
     plan.spws = [
         {"name": "spw0", "freq_hz": LINE_REST_HZ - 16 * CHAN_LINE_HZ, "width_hz": CHAN_LINE_HZ, "nchan": 32},
