@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	@bash scripts/system-deps.sh
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

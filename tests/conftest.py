@@ -24,6 +24,7 @@ def real() -> Path:
 
 
 # -- simulated ALMA projects (almadeliver simulate), cached across test sessions -------------------
+import fcntl  # noqa: E402
 import hashlib  # noqa: E402
 import shutil  # noqa: E402
 import tarfile  # noqa: E402
@@ -68,19 +69,19 @@ def simulated():
         stem = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
         key = f"{stem}-{version}"
         final = SIM_CACHE / key
-        if not (final / code / "catalogue.json").is_file():
-            SIM_CACHE.mkdir(parents=True, exist_ok=True)
-            for stale in SIM_CACHE.glob(f"{stem}-*"):  # the same project made by older simulator code
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = SIM_CACHE / f".{key}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,
-                             proprietary=proprietary, size=size, residual_phase_deg=residual_phase_deg,
-                             **({"casa_version": casa_version} if casa_version else {}))
-            try:
-                tmp.rename(final)
-            except OSError:  # another session finished first: use its copy
+        SIM_CACHE.mkdir(parents=True, exist_ok=True)
+        # one builder per project: a parallel worker (pytest -n) or session waits for it, then reuses it
+        with open(SIM_CACHE / f".{stem}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (final / code / "catalogue.json").is_file():
+                for stale in SIM_CACHE.glob(f"{stem}-*"):  # the same project made by older simulator code
+                    shutil.rmtree(stale, ignore_errors=True)
+                tmp = SIM_CACHE / f".{key}.tmp-{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)
+                simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,
+                                 proprietary=proprietary, size=size, residual_phase_deg=residual_phase_deg,
+                                 **({"casa_version": casa_version} if casa_version else {}))
+                tmp.rename(final)
         return final / code
 
     return make
@@ -165,7 +166,13 @@ def staff_reduction(simulated, unpack, tmp_path_factory):
 
 def pytest_collection_modifyitems(items):
     """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
-    real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15."""
+    real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15.
+
+    For parallel runs (``make test``: ``pytest -n 2 --dist loadgroup``), each test file is one group, so
+    a file's module fixtures are made once; the files that share ``staff_reduction`` are one group, so
+    the session builds it once."""
+    staff_files = {item.path for item in items if "staff_reduction" in getattr(item, "fixturenames", ())}
     for item in items:
         if "staff_reduction" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(1800))
+        item.add_marker(pytest.mark.xdist_group("staff-reduction" if item.path in staff_files else item.path.name))
