@@ -31,6 +31,9 @@ def simulate_cmd(
     casa_version: str = typer.Option(DELIVERY_CASA_VERSION, "--casa-version", help="The CASA that made the "
                                      "delivery: named in the README and demanded by the calibration scripts' "
                                      "version gate (ALMA's generator writes the exact version)."),
+    total_power: bool = typer.Option(False, "--total-power", help="Manual Total Power members: single-dish "
+                                     "(PM antenna, autocorrelations) EBs calibrated by "
+                                     "<EB>.ms.scriptForSDCalibration.py."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
@@ -39,7 +42,7 @@ def simulate_cmd(
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
                                group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size,
                                contdat_generation=contdat_generation, external=external,
-                               casa_version=casa_version)
+                               casa_version=casa_version, total_power=total_power)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")
