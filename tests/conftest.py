@@ -51,7 +51,7 @@ def _sim_code_version() -> str:
 @pytest.fixture(scope="session")
 def simulated():
     """Factory: ``simulated(code, flavour="manual", mous=1, ebs=1, group_12m_7m=False, proprietary=False,
-    size="small")``
+    size="small", total_power=False)``
     returns the project folder (catalogue.json + files/) of a simulated project, built once and cached
     in .almadeliver-cache/sim/<key> (key = parameters + simulator code version)."""
     from almadeliver.sim.deliveries import simulate_project
@@ -59,8 +59,10 @@ def simulated():
     version = _sim_code_version()
 
     def make(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
-             group_12m_7m: bool = False, proprietary: bool = False, size: str = "small") -> Path:
-        params = f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}" + ("" if size == "small" else f"|{size}")
+             group_12m_7m: bool = False, proprietary: bool = False, size: str = "small",
+             total_power: bool = False) -> Path:
+        params = (f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}" + ("" if size == "small" else f"|{size}")
+                  + ("|tp" if total_power else ""))
         stem = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
         key = f"{stem}-{version}"
         final = SIM_CACHE / key
@@ -71,7 +73,7 @@ def simulated():
             tmp = SIM_CACHE / f".{key}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,
-                             proprietary=proprietary, size=size)
+                             proprietary=proprietary, size=size, total_power=total_power)
             try:
                 tmp.rename(final)
             except OSError:  # another session finished first: use its copy

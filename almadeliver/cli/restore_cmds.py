@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
+from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..casa.restore import (MISMATCH_CHOICES, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
                             plan_restore, restore)
 from .app import app, state
@@ -129,10 +130,13 @@ def restore_cmd(
     typer.echo(f"disk use of calibrated/: peak {_mb(r.peak_bytes)}, final {_mb(r.final_bytes)}; "
                f"scriptForPI's estimate {r.estimate_mb} MB{share}")
     typer.echo("measurement sets (phase rms on the phase calibrator):")
-    scatter = phase_scatter(r.measurement_sets, r.casa_log.parent) if r.measurement_sets else {}
+    # Total Power data (autocorrelations, no phase calibrator) are listed without a phase rms
+    interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith(TP_CALIBRATED_SUFFIX)]
+    scatter = phase_scatter(interferometric, r.casa_log.parent) if interferometric else {}
     for ms in r.measurement_sets:
         s = scatter.get(str(ms))
-        typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
+        tp = "  (Total Power: Jy, baseline subtracted)" if ms not in interferometric else ""
+        typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else tp))
     if r.casa_asked:
         typer.echo(f"CASA: ran {r.casa_ran}; the calibration scripts asked for CASA {', '.join(r.casa_asked)}"
                    + (" (version mismatch allowed by --casa-version-mismatch allow)" if r.mismatch_allowed else ""))

@@ -15,7 +15,7 @@ reducer's run through scriptForPI, the harvest of tables, QA and the calibrated 
 What scriptForPI v2.x leaves of a TP EB: it runs the SD script in ``calibrated/<EB>.calibration/``
 and moves only ``<EB>.ms.split.cal`` up, which an SD script never writes; the calibrated TP data,
 ``<EB>.ms.cal`` (baseline-subtracted, in Jy), stay in ``calibrated/<EB>.calibration/``
-(``TP_PRODUCT_SUFFIX``; the generator's scriptForSDimaging.py images ``<EB>.ms.cal``).
+(``TP_CALIBRATED_SUFFIX``; the generator's scriptForSDimaging.py images ``<EB>.ms.cal``).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..ids import Uid
 from .manual import fill, generator_header, template
 from .plan import MousPlan, ProjectPlan
@@ -36,7 +37,6 @@ from .plan import MousPlan, ProjectPlan
 # "Baseline 1 not found"); real TP EBs have one to four (PM01..PM04).
 TP_ANTENNAS = 1
 TP_CONFIG = "aca.tp.cfg"             # casadata alma/simmos: the TP antennas' pads
-TP_PRODUCT_SUFFIX = ".ms.cal"        # what the SD script leaves in calibrated/<EB>.calibration/
 JY_PER_K = 42.0                      # the Jy/K factor of a 12m TP antenna in band 3 (about 40)
 # The scans of a TP EB: (intents, subscan intents). Each subscan lasts SUBSCAN_BLOCK_S with
 # observe.SCAN_GAP_S after it, so that exportasdm makes one subscan of each (observe.SUBSCAN_S).
@@ -311,17 +311,23 @@ def _spectra(ms: str, column: str, intent: str | None = None) -> list[tuple[np.n
     return out
 
 
+def line_peak_jy(ms: str) -> float:
+    """(CASA child) The peak of the mean calibrated spectrum of the first science spw of a TP
+    product (``<EB>.ms.cal``, Jy): the target's line."""
+    return float(np.nanmax(_spectra(ms, "DATA")[0][1]))
+
+
 def tp_qa_products(plan: dict, eb: str, calwork: Path, qa: Path) -> dict:
     """QA2 plots and text of one TP EB: raw ON_SOURCE spectra, calibrated spectra (Jy), and the
     line's peak in the calibrated data."""
     from .pngplot import scatter_png
 
     raw = _spectra(str(calwork / f"{eb}.ms"), "DATA", "OBSERVE_TARGET#ON_SOURCE")
-    cal = _spectra(str(calwork / f"{eb}{TP_PRODUCT_SUFFIX}"), "DATA")
+    cal = _spectra(str(calwork / f"{eb}{TP_CALIBRATED_SUFFIX}"), "DATA")
     scatter_png(qa / f"{eb}__qa2_part1.png", raw)
     scatter_png(qa / f"{eb}__qa2_part2.png", cal[:1])
     scatter_png(qa / f"{eb}__qa2_part3.png", cal)
-    peak = float(np.nanmax(cal[0][1]))
+    peak = line_peak_jy(str(calwork / f"{eb}{TP_CALIBRATED_SUFFIX}"))
     rms = float(np.nanstd(np.concatenate([c[1] for c in cal[1:]]))) if len(cal) > 1 else float("nan")
     target = next(f["name"] for f in plan["fields"] if f["role"] == "target")
     (qa / f"{eb}__textfile.txt").write_text(
