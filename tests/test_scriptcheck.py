@@ -142,3 +142,12 @@ def test_total_power_script_as_simulated_needs_nothing_modular_casa_lacks(tmp_pa
                                          "sdsave(infile='a.asap', outform='MS2')\n\n# Split and concatenation\nmystep = 9"))
     [lack] = lacking([sd])
     assert lack.what == "task sdsave" and "monolithic CASA" in lack.hint
+
+
+def test_a_function_argument_called_is_not_a_task(tmp_path):
+    """SD scripts generated before CASA 6.4.3 carry analysisUtils' createCasaTool(mytool), which calls
+    its argument: that is no task modular CASA lacks."""
+    sd = tmp_path / "uid___A002_X1_X2.ms.scriptForSDCalibration.py"
+    sd.write_text("def createCasaTool(mytool):\n    return mytool()\n\nmytb = createCasaTool(table)\n"
+                  "lam = lambda tool: tool()\n")
+    assert lacking([sd]) == []

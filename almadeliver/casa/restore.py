@@ -573,8 +573,8 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
         raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}{left_behind}",
                         f"see the script output {out_log} and the CASA log {casa_log}")
     mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms")))
-    mss += [total_power_calibrated(plan.calibrated, eb) for eb in plan.todo + kept if eb in plan.total_power
-            and (total_power_calibrated(plan.calibrated, eb) / "table.dat").is_file()]
+    mss += [total_power_calibrated(plan.calibrated, eb, final=True) for eb in plan.todo + kept
+            if eb in plan.total_power and (total_power_calibrated(plan.calibrated, eb) / "table.dat").is_file()]
     if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
         mss += sorted((plan.calibrated / "working").glob("*.ms"))
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,

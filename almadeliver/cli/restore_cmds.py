@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..casa.restore import (MISMATCH_CHOICES, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
                             plan_restore, restore)
+from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from .app import app, state
 from .options import CasaOption
 
@@ -131,11 +131,11 @@ def restore_cmd(
                f"scriptForPI's estimate {r.estimate_mb} MB{share}")
     typer.echo("measurement sets (phase rms on the phase calibrator):")
     # Total Power data (autocorrelations, no phase calibrator) are listed without a phase rms
-    interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith(TP_CALIBRATED_SUFFIX)]
+    interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith((TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX))]
     scatter = phase_scatter(interferometric, r.casa_log.parent) if interferometric else {}
     for ms in r.measurement_sets:
         s = scatter.get(str(ms))
-        tp = "  (Total Power: Jy, baseline subtracted)" if ms not in interferometric else ""
+        tp = "  (Total Power, baseline subtracted)" if ms not in interferometric else ""
         typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else tp))
     if r.casa_asked:
         typer.echo(f"CASA: ran {r.casa_ran}; the calibration scripts asked for CASA {', '.join(r.casa_asked)}"

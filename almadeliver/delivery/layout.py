@@ -181,12 +181,19 @@ SD_CALIBRATION_SCRIPT_SUFFIX = CALIBRATION_SCRIPT_SUFFIXES[1]
 # <EB>.ms.cal; scriptForPI then moves only <EB>.ms.split.cal up to calibrated/ (printing "ERROR:
 # <EB>.ms.split.cal was not created."), so <EB>.ms.cal stays in calibrated/<EB>.calibration/.
 TP_CALIBRATED_SUFFIX = ".ms.cal"
+# Scripts generated with CASA before 6.4.3 then scale <EB>.ms.cal (K) to Jy in a copy, <EB>.ms.cal.jy.
+TP_JY_SUFFIX = ".ms.cal.jy"
 
 
-def total_power_calibrated(calibrated: Path, eb: str) -> Path:
+def total_power_calibrated(calibrated: Path, eb: str, final: bool = False) -> Path:
     """Where scriptForPI v2.x leaves the calibrated data of Total Power EB ``eb`` (``uid___...``):
-    ``calibrated/<EB>.calibration/<EB>.ms.cal`` (see TP_CALIBRATED_SUFFIX)."""
-    return Path(calibrated) / f"{eb}.calibration" / f"{eb}{TP_CALIBRATED_SUFFIX}"
+    ``calibrated/<EB>.calibration/<EB>.ms.cal``, which every SD script writes (see
+    TP_CALIBRATED_SUFFIX). ``final``: the script's last product, ``<EB>.ms.cal.jy`` when an older
+    script made it (TP_JY_SUFFIX), else ``<EB>.ms.cal``."""
+    folder = Path(calibrated) / f"{eb}.calibration"
+    if final and (folder / f"{eb}{TP_JY_SUFFIX}").exists():
+        return folder / f"{eb}{TP_JY_SUFFIX}"
+    return folder / f"{eb}{TP_CALIBRATED_SUFFIX}"
 
 
 @dataclass

@@ -38,7 +38,7 @@ from .plan import MousPlan, ProjectPlan
 TP_ANTENNAS = 1
 TP_CONFIG = "aca.tp.cfg"             # casadata alma/simmos: the TP antennas' pads
 JY_PER_K = 42.0                      # the Jy/K factor of a 12m TP antenna in band 3 (about 40)
-# The scans of a TP EB: (intents, subscan intents). Each subscan lasts SUBSCAN_BLOCK_S with
+# The scans of a TP EB: (intents, subscan intents). Each subscan lasts observe.SCAN_S with
 # observe.SCAN_GAP_S after it, so that exportasdm makes one subscan of each (observe.SUBSCAN_S).
 TP_SCAN_PLAN: list[tuple[list[str], list[str]]] = [
     (["CALIBRATE_ATMOSPHERE"], ["AMBIENT", "HOT"]),
@@ -74,10 +74,12 @@ def jyperk_name(mous: MousPlan) -> str:
 
 
 def tp_antenna_names(count: int = TP_ANTENNAS) -> list[str]:
+    """The names of ``count`` TP antennas: PM01, PM02, ..."""
     return [f"PM{i + 1:02d}" for i in range(count)]
 
 
 def sd_calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
+    """The placeholders of templates/scriptForSDCalibration.py.in for EB ``eb_disk``."""
     spws = ",".join(str(i) for i in range(len(plan.spws)))
     target = plan.field("target")["name"]
     edges = ",".join(f"{i}:0~0;{s['nchan'] - 1}~{s['nchan'] - 1}" for i, s in enumerate(plan.spws))
