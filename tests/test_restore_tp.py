@@ -52,6 +52,8 @@ def test_total_power_member_validates_and_restores_in_modular_casa(tp_member, tm
     r = _cli(["restore", str(member), "--dry-run"], tmp_path)
     assert r.returncode == 1 and re.search(rf"version gate {re.escape(script.name)} asks for CASA 6\.5\.4; modular "
                                            r"CASA \S+ would run: mismatch: refused", r.stdout), r.stdout
+    assert f"total power  {eb}: single-dish; scriptForPI leaves its calibrated data in calibrated/{eb}.calibration/" \
+        f"{eb}.ms.cal" in r.stdout, r.stdout
     r = _cli(["restore", str(member), "--casa-version-mismatch", "allow", "--spacesaving", "1"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     product = total_power_calibrated(member / "calibrated", eb)

@@ -42,6 +42,9 @@ def _show_plan(plan: RestorePlan) -> None:
                                            else "mismatch: refused")
         typer.echo(f"version gate {gate.script.name} asks for CASA {gate.demands}; "
                    f"{casa_description(plan)} would run: {verdict}")
+    for eb in plan.total_power:
+        typer.echo(f"total power  {eb}: single-dish; scriptForPI leaves its calibrated data in "
+                   f"calibrated/{eb}.calibration/{eb}{TP_CALIBRATED_SUFFIX}")
     if plan.finished:
         typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
                    f"calibrating {len(plan.todo)}")
