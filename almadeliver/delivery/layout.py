@@ -177,7 +177,7 @@ STAFF_IMAGING = "Imaging"
 CALIBRATION_SCRIPT_SUFFIXES = (".ms.scriptForCalibration.py", ".ms.scriptForSDCalibration.py")
 SD_CALIBRATION_SCRIPT_SUFFIX = CALIBRATION_SCRIPT_SUFFIXES[1]
 # What a manual Total Power EB leaves after scriptForPI v2.x: the SD script (ALMA's generator, step
-# SDscience, CASA 6.4.4 and later) ends by copying the baseline-subtracted, Jy-calibrated data to
+# SDscience, CASA 6.4.3 and later) ends by copying the baseline-subtracted, Jy-calibrated data to
 # <EB>.ms.cal; scriptForPI then moves only <EB>.ms.split.cal up to calibrated/ (printing "ERROR:
 # <EB>.ms.split.cal was not created."), so <EB>.ms.cal stays in calibrated/<EB>.calibration/.
 TP_CALIBRATED_SUFFIX = ".ms.cal"
