@@ -52,8 +52,8 @@ def _sim_code_version() -> str:
 @pytest.fixture(scope="session")
 def simulated():
     """Factory: ``simulated(code, flavour="manual", mous=1, ebs=1, group_12m_7m=False, proprietary=False,
-    size="small", casa_version=None, residual_phase_deg=0.0)`` (``casa_version``: the CASA the simulated
-    reducer ran, default the simulator's)
+    size="small", casa_version=None, residual_phase_deg=0.0, total_power=False)`` (``casa_version``: the
+    CASA the simulated reducer ran, default the simulator's)
     returns the project folder (catalogue.json + files/) of a simulated project, built once and cached
     in .almadeliver-cache/sim/<key> (key = parameters + simulator code version)."""
     from almadeliver.sim.deliveries import simulate_project
@@ -62,10 +62,11 @@ def simulated():
 
     def make(code: str, flavour: str = "manual", mous: int = 1, ebs: int = 1,
              group_12m_7m: bool = False, proprietary: bool = False, size: str = "small",
-             casa_version: str | None = None, residual_phase_deg: float = 0.0) -> Path:
+             casa_version: str | None = None, residual_phase_deg: float = 0.0,
+             total_power: bool = False) -> Path:
         params = (f"{code}|{flavour}|{mous}|{ebs}|{group_12m_7m}|{proprietary}" + ("" if size == "small" else f"|{size}")
                   + (f"|casa{casa_version}" if casa_version else "")
-                  + (f"|phase{residual_phase_deg:g}" if residual_phase_deg else ""))
+                  + (f"|phase{residual_phase_deg:g}" if residual_phase_deg else "") + ("|tp" if total_power else ""))
         stem = f"{code}-{flavour}-{hashlib.sha256(params.encode()).hexdigest()[:8]}"
         key = f"{stem}-{version}"
         final = SIM_CACHE / key
@@ -80,7 +81,7 @@ def simulated():
                 shutil.rmtree(tmp, ignore_errors=True)
                 simulate_project(code, tmp, flavour=flavour, mous=mous, ebs=ebs, group_12m_7m=group_12m_7m,
                                  proprietary=proprietary, size=size, residual_phase_deg=residual_phase_deg,
-                                 **({"casa_version": casa_version} if casa_version else {}))
+                                 total_power=total_power, **({"casa_version": casa_version} if casa_version else {}))
                 tmp.rename(final)
         return final / code
 

@@ -125,3 +125,29 @@ def test_acrenorm_caps_spacesaving_at_one(tmp_path):
     est = estimate(tmp_path)
     assert est.acrenorm and est.need_mb(3) == est.need_mb(2) == est.need_mb(1) == 7 * est.raw_mb
     assert est.effective_level(3) == 1 and est.effective_level(-1) == -1 and est.need_mb(0) == 11 * est.raw_mb
+
+
+def test_total_power_script_as_simulated_needs_nothing_modular_casa_lacks(tmp_path):
+    """The simulated <EB>.ms.scriptForSDCalibration.py (sdcal, gencal jyperk, sdbaseline) runs in modular
+    CASA; an ASAP-era single-dish task it would call is named before CASA starts."""
+    from almadeliver.sim.plan import make_plan
+    from almadeliver.sim.totalpower import tp_plan, write_sd_scripts
+
+    plan = tp_plan(make_plan("2019.1.00061.S"))
+    write_sd_scripts(plan, plan.mous[0], tmp_path)
+    [sd] = (tmp_path / "script").glob("*.ms.scriptForSDCalibration.py")
+    assert lacking([sd], context=[tmp_path / "script" / "scriptForPI.py"]) == []
+    assert read_gate(sd).demands == "6.5.4"
+    sd.write_text(sd.read_text().replace("# Split and concatenation\nmystep = 9",
+                                         "sdsave(infile='a.asap', outform='MS2')\n\n# Split and concatenation\nmystep = 9"))
+    [lack] = lacking([sd])
+    assert lack.what == "task sdsave" and "monolithic CASA" in lack.hint
+
+
+def test_a_function_argument_called_is_not_a_task(tmp_path):
+    """SD scripts generated before CASA 6.4.3 carry analysisUtils' createCasaTool(mytool), which calls
+    its argument: that is no task modular CASA lacks."""
+    sd = tmp_path / "uid___A002_X1_X2.ms.scriptForSDCalibration.py"
+    sd.write_text("def createCasaTool(mytool):\n    return mytool()\n\nmytb = createCasaTool(table)\n"
+                  "lam = lambda tool: tool()\n")
+    assert lacking([sd]) == []

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..delivery.layout import Flavour, Member, find_members, plain_name
+from ..delivery.layout import (CALIBRATION_SCRIPT_SUFFIXES, Flavour, Member, find_members, plain_name,
+                               total_power_calibrated)
 from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
 from ..delivery.validate import validate
@@ -121,6 +122,11 @@ class RestorePlan:
         return self.member.path
 
     @property
+    def total_power(self) -> list[str]:
+        """The EBs (``uid___...``) calibrated by a Total Power script (scriptForSDCalibration.py)."""
+        return [eb.disk for eb in self.member.total_power_ebs]
+
+    @property
     def calibrated(self) -> Path:
         return self.member.path / "calibrated"
 
@@ -163,9 +169,12 @@ def _abs(member: Member, rel: str) -> Path:
     return member.path / (rel[len(own) + 1:] if own and rel.startswith(own + "/") else rel)
 
 
-def finished_ebs(calibrated: Path, ebs: list[str]) -> list[str]:
-    """EBs whose ``<EB>.ms.split.cal`` is complete in calibrated/ (scriptForPI moves it there last)."""
-    return [eb for eb in ebs if (calibrated / f"{eb}.ms.split.cal" / "table.dat").is_file()]
+def finished_ebs(calibrated: Path, ebs: list[str], total_power: list[str] = ()) -> list[str]:
+    """EBs whose ``<EB>.ms.split.cal`` is complete in calibrated/ (scriptForPI moves it there last);
+    for the Total Power EBs in ``total_power``, their ``<EB>.calibration/<EB>.ms.cal`` (what the SD
+    script writes last, and scriptForPI v2.x leaves there)."""
+    return [eb for eb in ebs if (calibrated / f"{eb}.ms.split.cal" / "table.dat").is_file()
+            or (eb in total_power and (total_power_calibrated(calibrated, eb) / "table.dat").is_file())]
 
 
 def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
@@ -227,7 +236,7 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
             return UsageError("--resume keeps finished EBs of manual deliveries only; a pipeline restore "
                               "calibrates every EB in one hifa_restoredata call",
                               f"move {plan.calibrated} away and restore again")
-        plan.finished = finished_ebs(plan.calibrated, ebs)
+        plan.finished = finished_ebs(plan.calibrated, ebs, plan.total_power)
     plan.todo = [eb for eb in ebs if eb not in plan.finished]
     engine_problem = _choose_engine(plan, casa, engine)
     if engine_problem:
@@ -364,6 +373,7 @@ _EB_RE = re.compile(rf"^(?:>>> )?Processing ASDM ({UID_DISK_PATTERN})")
 _STEP_RE = re.compile(r"^\s*Step\s+(\d+)\s+(.*?)\s*$")
 _EXTRA_RE = re.compile(r"^(?:Executing|Running) (\S*scriptFor(?:Flux|Pol)Calibration\.py|\S*scriptForImagingPrep\.py)")
 _PIPE_RE = re.compile(r"^now running (\S+)|^Processing the ASDMs .* using pipeline restore")
+_TP_NO_SPLIT_RE = re.compile(rf"^ERROR: ({UID_DISK_PATTERN})\.ms\.split\.cal was not created\.")
 _DONE_RE = re.compile(r"^Done\. Please find results in directory|^scriptForPI\.py done")
 
 
@@ -522,7 +532,14 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
         def line_seen(line: str) -> None:
             out.write(line + "\n")
             out.flush()
-            if line.startswith("ERROR:") or " ERROR: " in line:
+            tp = _TP_NO_SPLIT_RE.match(line)
+            if tp and tp.group(1) in plan.total_power:
+                # scriptForPI v2.x says so of every TP EB: its calibrated data are <EB>.ms.cal, left in place
+                note = (f"almadeliver: {tp.group(1)} is a Total Power EB: its calibrated data are "
+                        f"{total_power_calibrated(plan.calibrated, tp.group(1)).relative_to(plan.path)} "
+                        f"(scriptForPI v2.x leaves them there; the ERROR above is expected)")
+                out.write(note + "\n")
+            elif line.startswith("ERROR:") or " ERROR: " in line:
                 failures.append(line.strip())
             if on_line:
                 on_line(line)
@@ -556,6 +573,8 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
         raise CasaError(f"scriptForPI ended without a calibrated MS for {', '.join(missing)}{why}{left_behind}",
                         f"see the script output {out_log} and the CASA log {casa_log}")
     mss = sorted(p for p in plan.calibrated.glob("*.ms*") if p.name.endswith((".ms.split.cal", "calibrated.ms")))
+    mss += [total_power_calibrated(plan.calibrated, eb, final=True) for eb in plan.todo + kept
+            if eb in plan.total_power and (total_power_calibrated(plan.calibrated, eb) / "table.dat").is_file()]
     if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
         mss += sorted((plan.calibrated / "working").glob("*.ms"))
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
@@ -573,10 +592,13 @@ def casa_description(plan: RestorePlan) -> str:
 
 
 def _restored(plan: RestorePlan, eb: str) -> bool:
-    """An EB is restored when its .ms.split.cal is in calibrated/ (or, at level 3, in calibrated.ms)."""
+    """An EB is restored when its .ms.split.cal is in calibrated/ (or, at level 3, in calibrated.ms); a
+    Total Power EB when its calibrated/<EB>.calibration/<EB>.ms.cal is complete."""
     cal = plan.calibrated
     if (cal / f"{eb}.ms.split.cal" / "table.dat").is_file():
         return True
+    if eb in plan.total_power:     # scriptForPI v2.x leaves it in calibrated/<EB>.calibration/
+        return (total_power_calibrated(cal, eb) / "table.dat").is_file()
     if (cal / "calibrated.ms" / "table.dat").is_file() and plan.estimate.effective_level(plan.spacesaving) >= 3:
         return True
     return plan.member.flavour is Flavour.PIPELINE and (cal / "working" / f"{eb}.ms" / "table.dat").is_file()
@@ -608,7 +630,8 @@ def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[
     script_dir = plan.script.path.parent
     extras = [p for p in sorted(script_dir.iterdir()) if plain_name(p.name) in EXTRA_SCRIPTS]
     hidden = {p.name for p in extras} | {p.name for p in script_dir.iterdir()
-                                         if any(p.name.endswith(f"{eb}.ms.scriptForCalibration.py") for eb in kept)}
+                                         if any(p.name.endswith(f"{eb}{suffix}") for eb in kept
+                                                for suffix in CALIBRATION_SCRIPT_SUFFIXES)}
     with DiskSampler(shadow if plan.todo else cal, interval=interval) as sampler:
         if plan.todo:
             (shadow / "script").mkdir(parents=True)

@@ -186,6 +186,8 @@ def lacking(scripts: list[Path], context: list[Path] | None = None) -> list[Lack
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 bound.add(node.name)
+            elif isinstance(node, ast.arg):       # e.g. the tool class analysisUtils' createCasaTool(mytool) calls
+                bound.add(node.arg)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 bound.add(node.id)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):

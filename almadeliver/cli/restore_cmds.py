@@ -10,6 +10,7 @@ import typer
 from ..casa.diskspace import MB
 from ..casa.restore import (MISMATCH_CHOICES, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
                             plan_restore, restore)
+from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from .app import app, state
 from .options import CasaOption
 
@@ -41,6 +42,9 @@ def _show_plan(plan: RestorePlan) -> None:
                                            else "mismatch: refused")
         typer.echo(f"version gate {gate.script.name} asks for CASA {gate.demands}; "
                    f"{casa_description(plan)} would run: {verdict}")
+    for eb in plan.total_power:
+        typer.echo(f"total power  {eb}: single-dish; scriptForPI leaves its calibrated data in "
+                   f"calibrated/{eb}.calibration/{eb}{TP_CALIBRATED_SUFFIX}")
     if plan.finished:
         typer.echo(f"resume       keeping {len(plan.finished)} finished EB(s): {', '.join(plan.finished)}; "
                    f"calibrating {len(plan.todo)}")
@@ -129,10 +133,13 @@ def restore_cmd(
     typer.echo(f"disk use of calibrated/: peak {_mb(r.peak_bytes)}, final {_mb(r.final_bytes)}; "
                f"scriptForPI's estimate {r.estimate_mb} MB{share}")
     typer.echo("measurement sets (phase rms on the phase calibrator):")
-    scatter = phase_scatter(r.measurement_sets, r.casa_log.parent) if r.measurement_sets else {}
+    # Total Power data (autocorrelations, no phase calibrator) are listed without a phase rms
+    interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith((TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX))]
+    scatter = phase_scatter(interferometric, r.casa_log.parent) if interferometric else {}
     for ms in r.measurement_sets:
         s = scatter.get(str(ms))
-        typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else ""))
+        tp = "  (Total Power, baseline subtracted)" if ms not in interferometric else ""
+        typer.echo(f"  {ms}" + (f"  ({', '.join(s['fields'])}: {s['rms_deg']:.2f} deg)" if s else tp))
     if r.casa_asked:
         typer.echo(f"CASA: ran {r.casa_ran}; the calibration scripts asked for CASA {', '.join(r.casa_asked)}"
                    + (" (version mismatch allowed by --casa-version-mismatch allow)" if r.mismatch_allowed else ""))

@@ -34,6 +34,9 @@ def simulate_cmd(
     residual_phase_deg: float = typer.Option(0.0, "--residual-phase-deg", help="A self-calibration case: per-antenna "
                                              "phase errors of this rms (deg) left on the target after calibration, "
                                              "and a target bright enough (S/N > 100) to self-calibrate them."),
+    total_power: bool = typer.Option(False, "--total-power", help="Manual Total Power members: single-dish "
+                                     "(PM antenna, autocorrelations) EBs calibrated by "
+                                     "<EB>.ms.scriptForSDCalibration.py."),
 ) -> None:
     """Make a realistic ALMA project with CASA and write it as the archive ships it."""
     if flavour not in FLAVOURS:
@@ -42,7 +45,8 @@ def simulate_cmd(
     project = simulate_project(project_code, out, flavour=flavour, mous=mous, ebs=ebs,
                                group_12m_7m=group_12m_7m, proprietary=proprietary, on_line=progress, size=size,
                                contdat_generation=contdat_generation, external=external,
-                               casa_version=casa_version, residual_phase_deg=residual_phase_deg)
+                               casa_version=casa_version, residual_phase_deg=residual_phase_deg,
+                               total_power=total_power)
     cat = project.catalogue
     typer.echo(f"simulated {cat.project} ({flavour}, {'proprietary' if cat.proprietary else 'public'}) "
                f"in {project.seconds:.0f} s")

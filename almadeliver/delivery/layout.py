@@ -149,6 +149,12 @@ class Member:
         return sorted(set(self.ebs_in_raw) | set(self.ebs_in_scripts))
 
     @property
+    def total_power_ebs(self) -> list[Uid]:
+        """EBs calibrated by a Total Power script (``<EB>.ms.scriptForSDCalibration.py``)."""
+        return sorted(eb for eb, rel in self.calibration_scripts.items()
+                      if plain_name(rel.rsplit("/", 1)[-1]).endswith(SD_CALIBRATION_SCRIPT_SUFFIX))
+
+    @property
     def missing_raw(self) -> list[Uid]:
         """EBs a script needs whose ASDM is not in raw/."""
         return [eb for eb in self.ebs_in_scripts if eb not in self.ebs_in_raw]
@@ -169,6 +175,25 @@ STAFF_IMAGING = "Imaging"
 # The calibration script of one manual EB: interferometric, or Total Power (scriptForPI v2.x globs
 # ``*uid*.ms.scriptForSDCalibration.py``; ALMA-FACTS.md section 3).
 CALIBRATION_SCRIPT_SUFFIXES = (".ms.scriptForCalibration.py", ".ms.scriptForSDCalibration.py")
+SD_CALIBRATION_SCRIPT_SUFFIX = CALIBRATION_SCRIPT_SUFFIXES[1]
+# What a manual Total Power EB leaves after scriptForPI v2.x: the SD script (ALMA's generator, step
+# SDscience, CASA 6.4.3 and later) ends by copying the baseline-subtracted, Jy-calibrated data to
+# <EB>.ms.cal; scriptForPI then moves only <EB>.ms.split.cal up to calibrated/ (printing "ERROR:
+# <EB>.ms.split.cal was not created."), so <EB>.ms.cal stays in calibrated/<EB>.calibration/.
+TP_CALIBRATED_SUFFIX = ".ms.cal"
+# Scripts generated with CASA before 6.4.3 then scale <EB>.ms.cal (K) to Jy in a copy, <EB>.ms.cal.jy.
+TP_JY_SUFFIX = ".ms.cal.jy"
+
+
+def total_power_calibrated(calibrated: Path, eb: str, final: bool = False) -> Path:
+    """Where scriptForPI v2.x leaves the calibrated data of Total Power EB ``eb`` (``uid___...``):
+    ``calibrated/<EB>.calibration/<EB>.ms.cal``, which every SD script writes (see
+    TP_CALIBRATED_SUFFIX). ``final``: the script's last product, ``<EB>.ms.cal.jy`` when an older
+    script made it (TP_JY_SUFFIX), else ``<EB>.ms.cal``."""
+    folder = Path(calibrated) / f"{eb}.calibration"
+    if final and (folder / f"{eb}{TP_JY_SUFFIX}").exists():
+        return folder / f"{eb}{TP_JY_SUFFIX}"
+    return folder / f"{eb}{TP_CALIBRATED_SUFFIX}"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ..ids import DeliveryFileName
 from .calapply import read_calapply
 from .contdat import ContDat, parse_contdat
 from .flagtemplate import parse_flagtemplate
-from .layout import Flavour, Member, StaffArea, TreeIndex, join, load, plain_name
+from .layout import TP_CALIBRATED_SUFFIX, Flavour, Member, StaffArea, TreeIndex, join, load, plain_name
 from .readme import parse_readme
 from .report import Report, Severity
 
@@ -358,6 +358,14 @@ def _check_restored(index: TreeIndex, m: Member, report: Report) -> None:
         report.add(W, "calibrated.empty", cal_rel, "calibrated/ holds no calibrated MS (a failed restore?)",
                    "delete calibrated/ and run `almadeliver restore` again (scriptForPI stops when it exists)")
         return
+    for eb in m.total_power_ebs:   # scriptForPI v2.x leaves a TP EB's calibrated data in <EB>.calibration/
+        if eb not in m.ebs_in_raw:
+            continue
+        workdir, product = join(cal_rel, f"{eb.disk}.calibration"), f"{eb.disk}{TP_CALIBRATED_SUFFIX}"
+        if product not in index.get(workdir).dirs:
+            report.add(W, "calibrated.missing-eb", join(workdir, product),
+                       f"no calibrated data for Total Power EB {eb} (its SD script ends with {product})",
+                       "delete calibrated/ and run `almadeliver restore` again (scriptForPI stops when it exists)")
     if m.flavour is Flavour.CYCLE0:
         for eb in m.ebs_in_raw:
             if f"{eb.disk}.ms.split.cal" not in found:

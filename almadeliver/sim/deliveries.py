@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..ids import (DeliveryFileName, ProjectCode, Uid, auxiliary_name, cycle0_name, external_name,
                    products_name, raw_name, readme_name)
 from ..packaging.tarballs import plan_parts, tar_size, tree_entries, write_tar
-from . import manual, pipeline
+from . import manual, pipeline, totalpower
 from .catalogue import Catalogue, CatalogueFile, TarMember, frequency_support
 from .plan import DELIVERY_CASA_VERSION, LINE_REST_HZ, SIZES, MousPlan, ProjectPlan, make_plan
 from .readme import qa2_notes, readme_text, tree_text
@@ -107,6 +107,8 @@ class _Builder:
 
     # -- CASA work ---------------------------------------------------------------------------------
     def build_manual(self, index: int, mous: MousPlan) -> None:
+        if mous.array == "TP":       # Total Power: <EB>.ms.scriptForSDCalibration.py (sim/totalpower.py)
+            return totalpower.build_member(self, index, mous)
         member = self.tree / member_path(self.plan, mous)
         for folder in ("calibration", "qa", "log", "product"):
             (member / folder).mkdir(parents=True)
@@ -235,7 +237,7 @@ class _Builder:
                 f0 = spw["freq_hz"]
                 f1 = f0 + spw["width_hz"] * spw["nchan"]
                 fc = 0.5 * (f0 + f1)
-                resolution = C_LIGHT / fc / max(baselines) * 180 / math.pi
+                resolution = C_LIGHT / fc / (max(baselines) if baselines else 12.0) * 180 / math.pi  # TP: the dish
                 fov = 1.13 * C_LIGHT / fc / (7.0 if mous.array == "7m" else 12.0) * 180 / math.pi
                 released = date(1858, 11, 17) + timedelta(days=int(eb.start_mjd) + 365)
                 if plan.proprietary:
@@ -314,14 +316,16 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
                      group_12m_7m: bool = False, proprietary: bool = False,
                      on_line: Callable[[str], None] | None = None, size: str = "small",
                      contdat_generation: int = 3, external: str | None = None,
-                     casa_version: str = DELIVERY_CASA_VERSION, residual_phase_deg: float = 0.0) -> SimulatedProject:
+                     casa_version: str = DELIVERY_CASA_VERSION, residual_phase_deg: float = 0.0,
+                     total_power: bool = False) -> SimulatedProject:
     """Simulate project ``code`` with real CASA and write it under ``out/<code>`` (see module doc).
 
     Pipeline members write cont.dat in ``contdat_generation`` (1, 2 or 3: see pipeline.contdat_text);
     with ``external`` (a label such as ``ari_l``) every member also gets an external product tarball.
     ``casa_version``: the CASA that made the delivery (README, calibration scripts' version gate),
     by default DELIVERY_CASA_VERSION, older than the installed modular CASA. ``residual_phase_deg``:
-    a self-calibration case (see ``make_plan``). Raises UsageError for a bad option."""
+    a self-calibration case (see ``make_plan``). ``total_power``: every member is a manual Total Power
+    member (sim/totalpower.py; manual flavour only). Raises UsageError for a bad option."""
     ProjectCode.parse(code)
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour '{flavour}'", f"choose one of {', '.join(FLAVOURS)}")
@@ -336,12 +340,16 @@ def simulate_project(code: str, out: Path, flavour: str = "manual", mous: int = 
     if contdat_generation not in pipeline.CONTDAT_GENERATIONS:
         raise UsageError(f"unknown cont.dat generation {contdat_generation}",
                          "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL) or 3 (spw names, Flags:)")
+    if total_power and (flavour != "manual" or group_12m_7m):
+        raise UsageError("--total-power makes manual Total Power members", "drop --flavour and --group-12m-7m")
     started = time.monotonic()
     try:
         plan = make_plan(code, flavour, mous, ebs, group_12m_7m, proprietary, size, casa_version,
                          residual_phase_deg=residual_phase_deg)
     except ValueError as exc:
         raise UsageError(f"--casa-version: {exc}", "give the CASA version as 6.5.4 or 6.5.4-9") from None
+    if total_power:
+        plan = totalpower.tp_plan(plan)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".{code}.partial-{os.getpid()}"

@@ -52,10 +52,18 @@ def casa_gate(casa_version: str) -> str:
     return ".".join(re.split(r"[.-]", casa_version)[:3])
 
 
+def generator_header(casa_version: str) -> str:
+    """What ALMA's script generator writes after the step titles of every calibration script
+    (interferometric and Total Power): the mysteps handling, the imports, the analysisUtils object
+    made only when applyonly is not True, and the exact-version gate on ``casa_version``."""
+    return fill(template("generator_header.py.in"), {"CASAGATE": casa_gate(casa_version)})
+
+
 def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
     bp = plan.field("bandpass")
     comp = bp["components"][0]
-    return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "CASAGATE": casa_gate(plan.casa_version),
+    return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "HEADER": generator_header(plan.casa_version),
+            "CASAGATE": casa_gate(plan.casa_version),
             "BPCAL": bp["name"],
             "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": refant(mous.array),
             "SPWS": ",".join(str(i) for i in range(len(plan.spws))), "EDGECHANNELS": edge_channels(plan.spws),

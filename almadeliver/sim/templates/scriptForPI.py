@@ -37,7 +37,10 @@ APPLY_STEPS = ('Import of the ASDM', 'Fix of SYSCAL table times', 'Application o
 
 
 def apply_steps(script):
-    """The steps of a calibration script that apply the delivered tables (read off its step_title)."""
+    """The steps of a calibration script that apply the delivered tables (read off its step_title).
+    Total Power scripts run every step, as ALMA's scriptForPI runs them (an empty list: all)."""
+    if script.endswith('.ms.scriptForSDCalibration.py'):
+        return []
     with open(script) as fh:
         titles = re.findall(r"(\d+)\s*:\s*'([^']*)'", fh.read().split('step_title', 1)[1].split('}', 1)[0])
     return [int(n) for n, title in titles if title in APPLY_STEPS]
@@ -120,6 +123,7 @@ for asdm in asdms:
         done.append(asdm)
         continue
     workdir = asdm + '.calibration'
+    totalpower = calscripts[asdm].endswith('.ms.scriptForSDCalibration.py')
     if applyonly:
         tables = '../calibration/' + asdm + '.calibration.tgz'
         if not os.path.exists(tables):
@@ -134,6 +138,13 @@ for asdm in asdms:
     casalog.post('Processing ASDM ' + asdm + ' with ' + calscripts[asdm])
     mysteps = apply_steps('../../script/' + calscripts[asdm]) if applyonly else []
     execfile('../../script/' + calscripts[asdm])
+    if totalpower:
+        # as ALMA's scriptForPI v2.x: only <EB>.ms.split.cal moves up, and an SD script makes none;
+        # its calibrated data (<EB>.ms.cal) stay in calibrated/<EB>.calibration
+        print('ERROR: ' + asdm + '.ms.split.cal was not created.')
+        os.chdir('..')
+        done.append(asdm)
+        continue
     if dosplit:
         shutil.move(asdm + '.ms.split.cal', '../' + asdm + '.ms.split.cal')
     else:
