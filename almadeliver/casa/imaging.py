@@ -331,7 +331,7 @@ def _spw_rows(ms: Path) -> int:
         raise TreeError(f"cannot tell which spw ids {ms.name} carries: {ms}/SPECTRAL_WINDOW is not a table",
                         "restore the data again (almadeliver restore)")
     try:
-        return int(run_in_casa("almadeliver.casa.imaging:spw_rows_child", {"ms": str(ms)}, workdir=ms.parent))
+        return int(run_in_casa(spw_rows_child, {"ms": str(ms)}, workdir=ms.parent))
     except CasaError as exc:
         raise TreeError(f"cannot read the spw table of {ms.name} ({exc.message})",
                         "restore the data again (almadeliver restore)") from None
@@ -703,7 +703,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     failures: dict[str, str] = {}
     jobs: list[ImagingJob] = []
     try:
-        made = run_in_casa("almadeliver.casa.imaging:script_child",
+        made = run_in_casa(script_child,
                            {"script": str(plan_.script), "out": str(out),
                             "overrides": asdict(plan_.overrides)},
                            workdir=work, logfile=out / "logs" / f"{plan_.script.name}.casa.log")
@@ -921,7 +921,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     contsubs = {c["outputvis"]: c for j in jobs for c in j.contsub}
     if contsubs:
         with ThreadPoolExecutor(workers) as pool:
-            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:contsub_child", {"run": c},
+            done = {vis: pool.submit(run_in_casa, contsub_child, {"run": c},
                                      workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
                     for vis, c in contsubs.items()}
             for vis, fut in done.items():
@@ -935,7 +935,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
         if bad:
             return f"continuum subtraction failed: {failures[bad[0]]}"
         try:
-            run_in_casa("almadeliver.casa.imaging:tclean_child",
+            run_in_casa(tclean_child,
                         {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
         except Exception as exc:  # noqa: BLE001  (one image failing must not stop the others)

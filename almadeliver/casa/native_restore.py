@@ -341,7 +341,7 @@ def native_restore(member: Member | str | Path, spacesaving: int = 0, *, dosplit
              "applycal": [applycal_kwargs(c, e.eb) for c in e.calls]} for e in plan.ebs]
     casa_log = working / "casa.log"
     split = dosplit or plan.imaged_manually
-    out = run_in_casa("almadeliver.casa.native_restore:restore_in_casa",
+    out = run_in_casa(restore_in_casa,
                       {"ebs": work, "spacesaving": spacesaving, "dosplit": split},
                       workdir=working, logfile=casa_log, on_line=on_line)
     linked = []

@@ -28,9 +28,10 @@ from ..transfer.lock import FolderLock
 from ..errors import (AlmadeliverError, CasaError, CasaNotFoundError, CasaVersionMismatchError, DiskSpaceError,
                       TreeError, UsageError)
 from ..ids import UID_DISK_PATTERN
+from . import legacy
 from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
-from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
+from .runtime import MonolithicCasa, find_monolithic_casa, last_words, run_in_casa, stream_output
 from .scriptcheck import (ScriptCheckError, VersionGate, first_three, lacking, modular_casa_version,
                           python_executable, read_gates)
 
@@ -460,7 +461,7 @@ def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
     else:
-        run_in_casa("almadeliver.casa.legacy:run_script",
+        run_in_casa(legacy.run_script,
                     {"script": str(script), "cwd": str(cwd), "variables": variables,
                      "pass_version_gates": plan.passes_gates},
                     workdir=cwd, logfile=casa_log, on_line=on_line)
@@ -476,18 +477,9 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
     driver.write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen(casa.command(driver, pipeline), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
-    assert proc.stdout is not None
-    tail: list[str] = []
-    try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-20:]
-            on_line(line)
-    except BaseException:          # Ctrl-C: CASA does not outlive us
-        proc.kill()
-        raise
+    tail = stream_output(proc, on_line)
     if proc.wait() != 0:
-        reason = next((l for l in reversed(tail) if l.strip()), f"exit code {proc.returncode}")
+        reason = last_words(tail, proc.returncode)
         raise CasaError(f"{casa.executable} failed running {script.name}: {reason}", f"see the CASA log {casa_log}")
 
 
@@ -668,7 +660,7 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
                              f"({needed - free} MB missing)", "free some space first")
     work, casa_log, _ = _logs(plan)
     start = time.monotonic()
-    run_in_casa("almadeliver.casa.restore:concat_in_casa",
+    run_in_casa(concat_in_casa,
                 {"vis": [str(p) for p in inputs], "concatvis": str(output)},
                 workdir=work, logfile=casa_log, on_line=on_line)
     return ConcatResult(inputs, output, time.monotonic() - start, casa_log)
@@ -687,7 +679,7 @@ def concat_in_casa(vis: list[str], concatvis: str) -> str:
 # -- checking the result ---------------------------------------------------------------------------------
 def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict]:
     """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child."""
-    return run_in_casa("almadeliver.casa.restore:phase_scatter_in_casa",
+    return run_in_casa(phase_scatter_in_casa,
                        {"measurement_sets": [str(p) for p in measurement_sets]},
                        workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
 

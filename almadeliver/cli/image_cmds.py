@@ -7,39 +7,29 @@ from typing import Optional
 import typer
 
 from ..casa import imaging
+from ..workflow import ImageOptions, plan_member_images
 from .app import app, state
+from .options import with_image_options
 
 
 @app.command("image")
+@with_image_options
 def image_cmd(
     member: Path = typer.Argument(..., help="The member.uid___... folder of a restored delivery."),
     list_: bool = typer.Option(False, "--list", help="List the delivered images (the tclean calls) and stop."),
-    source: str = typer.Option("auto", "--from", help="auto, pipeline (casa_commands.log) or script (scriptForImaging.py)."),
-    robust: Optional[float] = typer.Option(None, "--robust", help="Briggs robust (larger: larger beam, lower noise)."),
-    uvtaper: Optional[str] = typer.Option(None, "--uvtaper", help="Outer uv taper, e.g. 0.5arcsec."),
-    niter: Optional[int] = typer.Option(None, "--niter", help="Maximum clean iterations."),
-    threshold: Optional[str] = typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy."),
-    nbin: Optional[int] = typer.Option(None, "--nbin", help="Average K channels of each cube."),
-    width: Optional[str] = typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz."),
-    spw: Optional[str] = typer.Option(None, "--spw", help="Only these spws (ids as in the product names, comma list)."),
-    field: Optional[str] = typer.Option(None, "--field", help="Only these fields (names, comma list)."),
-    specmode: Optional[str] = typer.Option(None, "--specmode", help="Only cube, mfs or cont images."),
-    cell: Optional[str] = typer.Option(None, "--cell", help="Pixel size, e.g. 0.2arcsec."),
-    imsize: Optional[int] = typer.Option(None, "--imsize", help="Image size in pixels (square)."),
-    contsub: bool = typer.Option(False, "--contsub", help="Subtract the continuum (cont.dat ranges) before cubes."),
     out: Optional[Path] = typer.Option(None, "--out", help="A new folder for the images (default MEMBER_DIR/reimage)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tclean calls that would run; run nothing."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Images made at once (default: number of CPUs)."),
+    *,
+    image: ImageOptions,
 ) -> None:
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
-    ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
-                           width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
-                           contsub=contsub)
+    ov, source = image.overrides, image.source
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")
         return
-    plan = imaging.plan(member, ov, source)
+    plan = plan_member_images(member, image)
     if dry_run:
         typer.echo(f"would run {len(plan.jobs)} image(s) from {plan.source}:" if plan.jobs else
                    f"would run {plan.script} with these overrides on every tclean: {ov.changes() or 'none'}")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from ..errors import TreeError, UsageError
 from ..ids import UID_DISK_PATTERN as UID_RE
-from ..ids import ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
+from ..ids import UID_HEX_PART, ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
 from .readme import Readme, parse_readme
 
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
 _CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
-_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>(?:X[0-9a-fA-F]+_)?X[0-9a-fA-F]+)$")
+_STAFF_CAL_RE = re.compile(rf"^Calibration_(?P<tail>(?:{UID_HEX_PART}_)?{UID_HEX_PART})$")
 _MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
 
 

@@ -34,34 +34,34 @@ class StepJournal:
     def __init__(self, dest: Path):
         self.root = Path(dest) / ".almadeliver" / "run"
 
-    def _base(self, mous: str, step: str) -> Path:
-        return self.root / Uid.parse(mous).disk / step
+    def _base(self, mous: Uid | str, step: str) -> Path:
+        return self.folder(mous) / str(step)
 
-    def folder(self, mous: str) -> Path:
+    def folder(self, mous: Uid | str) -> Path:
         """The MOUS's folder: journal records, markers, step logs and the download staging area."""
-        return self.root / Uid.parse(mous).disk
+        return self.root / Uid.of(mous).disk
 
-    def log(self, mous: str, step: str) -> Path:
+    def log(self, mous: Uid | str, step: str) -> Path:
         return self._base(mous, step).with_suffix(".log")
 
-    def start(self, mous: str, step: str, worker: str) -> None:
+    def start(self, mous: Uid | str, step: str, worker: str) -> None:
         """Say where the step runs now (``<step>.running``: host, pid, worker)."""
         base = self._base(mous, step)
         base.parent.mkdir(parents=True, exist_ok=True)
         base.with_suffix(".running").write_text(json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker, "started": time.time()}))
 
-    def running(self, mous: str, step: str) -> dict | None:
+    def running(self, mous: Uid | str, step: str) -> dict | None:
         path = self._base(mous, step).with_suffix(".running")
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def is_done(self, mous: str, step: str) -> bool:
+    def is_done(self, mous: Uid | str, step: str) -> bool:
         return self._base(mous, step).with_suffix(".done").is_file()
 
-    def load(self, mous: str, step: str) -> StepOutcome | None:
+    def load(self, mous: Uid | str, step: str) -> StepOutcome | None:
         path = self._base(mous, step).with_suffix(".json")
         return StepOutcome(**json.loads(path.read_text())) if path.is_file() else None
 

@@ -114,7 +114,7 @@ class _Builder:
         work = self.work / mous.disk
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), calibrating and imaging in CASA")
         cycle0 = self.plan.flavour == "cycle0"
-        result = run_in_casa("almadeliver.sim.manual:casa_build_mous",
+        result = run_in_casa(manual.casa_build_mous,
                              {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
                               "cycle0": cycle0},
                              workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
@@ -139,7 +139,7 @@ class _Builder:
         member.mkdir(parents=True)
         work = self.work / mous.disk
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), pipeline calibration and imaging in CASA")
-        res = run_in_casa("almadeliver.sim.pipeline:casa_build_mous",
+        res = run_in_casa(pipeline.casa_build_mous,
                           {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
                            "truth_dir": str(self.stage / "project" / pipeline.TRUTH_DIR)},
                           workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
@@ -295,6 +295,7 @@ def check_external_label(label: str) -> None:
 
 
 def external_description(label: str) -> str:
+    """The DataLink ``description`` the ALMA archive gives an external product (e.g. ARI-L) of ``label``."""
     return f"Download dataset of type: external ({label.replace('_', '-').upper()}), and class: SCIENCE."
 
 

@@ -51,12 +51,14 @@ def _hexnum(h: str, digits: int) -> str:
 
 
 def ous_uid(code: str, *path: object) -> Uid:
+    """A deterministic OUS uid (``uid://A001/...``) for ``code`` and a path of names under it."""
     h = _hash(code, "ous")
     return Uid(f"uid://A001/{_hexnum(h, 4)}/{_hexnum(_hash(code, *path), 3)}")
 
 
 @dataclass
 class EbPlan:
+    """One simulated execution block: its uid, the range id of its tables, its start (MJD) and noise seed."""
     uid: str            # uid://A002/<rangeid>/X1 (what exportasdm names the ASDM)
     rangeid: str
     start_mjd: float
@@ -64,11 +66,13 @@ class EbPlan:
 
     @property
     def disk(self) -> str:
+        """The uid in its disk form (``uid___A002_...``)."""
         return Uid(self.uid).disk
 
 
 @dataclass
 class MousPlan:
+    """One simulated member OUS: its array (12m or 7m), antenna configuration, scheduling block and EBs."""
     uid: str
     array: str          # 12m | 7m
     config: str         # casadata alma/simmos configuration file
@@ -78,11 +82,13 @@ class MousPlan:
 
     @property
     def disk(self) -> str:
+        """The uid in its disk form (``uid___A001_...``)."""
         return Uid(self.uid).disk
 
 
 @dataclass
 class ProjectPlan:
+    """Everything a simulated project is made from: its identity, its OUS tree, fields, spws and CASA version."""
     code: str
     flavour: str
     proprietary: bool
@@ -101,6 +107,7 @@ class ProjectPlan:
     aux_spws: list[dict] = field(default_factory=list)      # non-science spws the ASDMs also carry
 
     def field(self, role: str) -> dict:
+        """The field of ``role`` (bandpass, phase, target)."""
         return next(f for f in self.fields if f["role"] == role)
 
 

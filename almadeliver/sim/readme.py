@@ -74,6 +74,7 @@ def alma_cycle(code: str) -> int:
 
 
 def readme_text(plan: ProjectPlan, mous: MousPlan, notes: list[str], tree: str, pipeline: bool) -> str:
+    """The README of a member folder, as the archive writes it (array, EBs, QA2 notes, the tree)."""
     array = "7m array (ACA)" if mous.array == "7m" else "12m array"
     ebs = ", ".join(eb.uid for eb in mous.ebs)
     cycle = alma_cycle(plan.code)
