@@ -14,7 +14,7 @@ from ..delivery.validate import validate
 from ..errors import DiskSpaceError, IdentifierError, UsageError
 from ..ids import DeliveryFileName
 from ..transfer.auth import archive_hosts
-from ..transfer.download import TransferConfig, download
+from ..transfer.download import FileStatus, TransferConfig, download
 from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, parse_what
 from ..units import human_size
 from ..workflow import FetchOptions, open_archive, plan_fetch
@@ -89,9 +89,9 @@ def download_cmd(
     config = TransferConfig(parallel=parallel, split=split, untar=not no_untar, keep_tars=keep_tars,
                             progress=not state.quiet)
     result = download(plan, dest, config, session)
-    fetched = [f for f in result.files if f.status == "fetched"]
-    already = [f for f in result.files if f.status == "already"]
-    extracted = sum(f.extracted for f in result.files if f.status != "failed")
+    fetched = [f for f in result.files if f.status is FileStatus.FETCHED]
+    already = [f for f in result.files if f.status is FileStatus.ALREADY]
+    extracted = sum(f.extracted for f in result.files if f.status is not FileStatus.FAILED)
     rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds else 0.0
     unpacked_now = sum(f.unpacked_now for f in result.files)
     if not fetched and not result.failed and not unpacked_now:
@@ -101,7 +101,7 @@ def download_cmd(
                f"({rate:.0f} MB/s); {len(already)} already there; "
                + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
     for f in result.files:
-        if f.rejected and f.status != "failed":
+        if f.rejected and f.status is not FileStatus.FAILED:
             typer.echo(f"warning: {f.rejected[0]}; fetched again and it passed", err=True)
     for f in result.failed:
         typer.echo(f"failed  {f.error}", err=True)

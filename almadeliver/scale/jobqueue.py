@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BatchSubmitError, UsageError
+from ..files import write_atomic
 
 SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub", "htcondor": "condor_submit"}
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")     # [D-]HH:MM[:SS]
@@ -169,9 +170,7 @@ def write_jobqueue_config(cluster: str, spec: JobSpec, path: Path | None = None)
                              "fix or move it, then write the configuration again")
     data.setdefault("jobqueue", {})[cluster] = section
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
     return path, section
 
 

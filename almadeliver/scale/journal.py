@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..files import write_atomic
 from ..ids import Uid
 
 
@@ -68,9 +69,7 @@ class StepJournal:
     def record(self, outcome: StepOutcome) -> None:
         base = self._base(outcome.mous, outcome.step)
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp = base.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(outcome), indent=1, default=str))
-        tmp.replace(base.with_suffix(".json"))
+        write_atomic(base.with_suffix(".json"), json.dumps(asdict(outcome), indent=1, default=str))
         base.with_suffix(".running").unlink(missing_ok=True)
         marker = base.with_suffix(".done")
         if outcome.ok and not outcome.skipped:
