@@ -71,10 +71,12 @@ class Overrides:
 
     @property
     def spws(self) -> list[str] | None:
+        """The ``--spw`` selection as a list of spw ids, or None (all)."""
         return _split(self.spw) if self.spw else None
 
     @property
     def fields(self) -> list[str] | None:
+        """The ``--field`` selection as a list of field names, or None (all)."""
         return _split(self.field) if self.field else None
 
 
@@ -138,6 +140,7 @@ class ImagingJob:
 
     @property
     def imagename(self) -> str:
+        """The image's name (tclean's ``imagename``)."""
         return self.tclean["imagename"]
 
 
@@ -367,11 +370,13 @@ def remap_spw(spw: str, mapping: dict[str, str] | None, ms: str) -> str:
 
 
 def commands_log(member: Path) -> Path | None:
+    """The pipeline's ``log/*casa_commands.log`` of a member folder, if delivered."""
     logs = sorted((Path(member) / "log").glob("*casa_commands.log"))
     return logs[0] if logs else None
 
 
 def imaging_script(member: Path) -> Path | None:
+    """The manual delivery's ``script/*scriptForImaging.py`` of a member folder, if delivered."""
     found = sorted((Path(member) / "script").glob("*scriptForImaging.py"))
     return found[0] if found else None
 
@@ -440,6 +445,7 @@ def _product_base(member: Path, name: str) -> str:
 
 
 def delivered_product(member: Path, fits_name: str) -> Path | None:
+    """The delivered ``product/<fits_name>`` (or its ``.gz``), if it is there."""
     for cand in (Path(member) / "product" / fits_name, Path(member) / "product" / (fits_name + ".gz")):
         if cand.is_file():
             return cand
@@ -825,6 +831,7 @@ class Comparison:
 
 @dataclass
 class ImagingResult:
+    """What ``run`` made: the output folder, the parameter record, the comparison table, the jobs and comparisons."""
     out: Path
     record: Path
     table: Path
@@ -973,6 +980,7 @@ COMPARISON_COLUMNS = ("image", "beam new (arcsec x arcsec, deg)", "beam delivere
 
 
 def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
+    """The rows of the comparison table (``COMPARISON_COLUMNS``), as text: beam, rms and peak, delivered vs remade."""
     def beam(s: ImageStats | None) -> str:
         if s is None or s.bmaj_arcsec is None:
             return "-"

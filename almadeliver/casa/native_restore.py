@@ -75,6 +75,7 @@ class RestoreScript:
 
     @property
     def recipe(self) -> str:
+        """The pipeline recipe the restore script names (e.g. ``hifa_restoredata``)."""
         return RESTORE_TASKS.get(self.task or "", (self.task or "no restore task", ""))[0]
 
     def native_refusal(self) -> CasaNotFoundError | None:
@@ -195,6 +196,7 @@ class NativeRestorePlan:
 
     @property
     def calibrated(self) -> Path:
+        """The member's ``calibrated/`` folder."""
         return self.member.path / "calibrated"
 
 

@@ -119,10 +119,12 @@ class RestorePlan:
 
     @property
     def path(self) -> Path:
+        """The member folder."""
         return self.member.path
 
     @property
     def calibrated(self) -> Path:
+        """The member's ``calibrated/`` folder (scriptForPI writes there)."""
         return self.member.path / "calibrated"
 
     @property
@@ -132,6 +134,7 @@ class RestorePlan:
 
     @property
     def need_mb(self) -> int:
+        """MB scriptForPI will ask to be free at the planned SPACESAVING level."""
         return self.estimate.need_mb(self.spacesaving)
 
     def check(self) -> None:
@@ -376,6 +379,7 @@ class ProgressParser:
         self.state = Progress(None, 0, len(self.ebs), None, None, "checks")
 
     def feed(self, line: str) -> Progress | None:
+        """Read one output line; the new progress when it changes the phase, EB or step, else None."""
         s = self.state
         if m := _EB_RE.match(line):
             eb = m.group(1)
@@ -436,6 +440,7 @@ class RestoreResult:
 
     @property
     def within_estimate(self) -> bool:
+        """True when the peak disk use stayed within scriptForPI's estimate (or the check was skipped)."""
         return self.spacesaving == -1 or self.peak_bytes <= self.estimate_mb * MB
 
 

@@ -93,6 +93,7 @@ class MonolithicCasa:
     has_pipeline: bool
 
     def command(self, script: Path, pipeline: bool = False) -> list[str]:
+        """The command line that runs ``script`` in this CASA without GUI or logger (``--pipeline`` for pipeline work)."""
         cmd = [str(self.executable), "--nologger", "--nogui", "--nologfile"]
         if pipeline:
             cmd.append("--pipeline")
@@ -137,6 +138,7 @@ class CasaInfo:
 
 
 def casa_info(casa: str | Path | None = None) -> CasaInfo:
+    """Versions of the installed modular CASA, its data path, the site config and any monolithic CASA found."""
     def _v(name: str) -> str | None:
         try:
             return version(name)

@@ -20,6 +20,7 @@ from ..ids import Uid
 
 @dataclass
 class StepOutcome:
+    """The result of one step of one MOUS, as the run journal records it (``<step>.json``)."""
     project: str
     mous: str                   # uid://...
     step: str
@@ -32,6 +33,7 @@ class StepOutcome:
 
 
 class StepJournal:
+    """The run journal under ``DEST/.almadeliver/run/`` (see the module docstring)."""
     def __init__(self, dest: Path):
         self.root = Path(dest) / ".almadeliver" / "run"
 
@@ -43,6 +45,7 @@ class StepJournal:
         return self.root / Uid.of(mous).disk
 
     def log(self, mous: Uid | str, step: str) -> Path:
+        """The step's log file."""
         return self._base(mous, step).with_suffix(".log")
 
     def start(self, mous: Uid | str, step: str, worker: str) -> None:
@@ -53,6 +56,7 @@ class StepJournal:
             {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker, "started": time.time()}))
 
     def running(self, mous: Uid | str, step: str) -> dict | None:
+        """Where the step runs now (host, pid, worker), or None when it does not run."""
         path = self._base(mous, step).with_suffix(".running")
         try:
             return json.loads(path.read_text())
@@ -60,13 +64,16 @@ class StepJournal:
             return None
 
     def is_done(self, mous: Uid | str, step: str) -> bool:
+        """True when the step succeeded in an earlier run."""
         return self._base(mous, step).with_suffix(".done").is_file()
 
     def load(self, mous: Uid | str, step: str) -> StepOutcome | None:
+        """The last recorded outcome of the step, if any."""
         path = self._base(mous, step).with_suffix(".json")
         return StepOutcome(**json.loads(path.read_text())) if path.is_file() else None
 
     def record(self, outcome: StepOutcome) -> None:
+        """Record an outcome (atomically); a success marks the step done, a failure unmarks it."""
         base = self._base(outcome.mous, outcome.step)
         base.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(base.with_suffix(".json"), json.dumps(asdict(outcome), indent=1, default=str))

@@ -89,15 +89,18 @@ class RunConfig:
 
 @dataclass
 class RunResult:
+    """What a run did: one outcome per MOUS and step, and the backend it ran on."""
     outcomes: list[StepOutcome] = field(default_factory=list)
     backend: str = ""
 
     @property
     def failed(self) -> list[StepOutcome]:
+        """The outcomes that did not succeed (failed, or not run after a failure)."""
         return [o for o in self.outcomes if not o.ok]
 
 
 def have_dask() -> bool:
+    """True when ``distributed`` (Dask) is installed."""
     try:
         import distributed  # noqa: F401
     except ImportError:

@@ -90,6 +90,7 @@ class Faults:
 
 @dataclass
 class FileStats:
+    """What the local archive served of one file: body bytes, GETs, HEADs, ranges, open streams."""
     bytes_sent: int = 0                # body bytes written
     gets: int = 0
     heads: int = 0
@@ -110,9 +111,11 @@ class ArchiveStats:
 
     @property
     def bytes_sent(self) -> int:
+        """Body bytes served, all files together."""
         return sum(f.bytes_sent for f in self.files.values())
 
     def reset(self) -> None:
+        """Forget everything counted so far."""
         with self._lock:
             self.files.clear()
             self.requests = self.peak_streams = 0
@@ -151,6 +154,7 @@ class ServedFile:
     size: int | None = None            # None: the whole file (read from disk when served)
 
     def length(self) -> int:
+        """The size the archive declares (the file's own size unless set)."""
         return self.path.stat().st_size if self.size is None else self.size
 
 
@@ -197,6 +201,7 @@ class ArchiveContent:
 
     @property
     def projects(self) -> list[str]:
+        """The project codes served."""
         return [c.project for c in self.catalogues]
 
     def file(self, name: str) -> ServedFile | None:
@@ -705,9 +710,11 @@ class LocalArchive:
 
     @property
     def projects(self) -> list[str]:
+        """The project codes served."""
         return self.content.projects
 
     def start(self) -> "LocalArchive":
+        """Start serving on 127.0.0.1 in a background thread; returns itself."""
         if self._server is not None:
             return self
         try:
@@ -723,6 +730,7 @@ class LocalArchive:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self._server is None:
             return
         self._server.shutdown()

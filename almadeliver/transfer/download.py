@@ -54,6 +54,7 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 @dataclass
 class TransferConfig:
+    """How to transfer: connections per host, range splitting, retries and byte budget, untar options."""
     parallel: int = 5                 # connections per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
@@ -105,20 +106,24 @@ class FileResult:
 
 @dataclass
 class TransferResult:
+    """What a download did: every file of the plan with its status, and how long it took (seconds)."""
     dest: Path
     files: list[FileResult]
     seconds: float
 
     @property
     def fetched_bytes(self) -> int:
+        """Bytes fetched by this run."""
         return sum(f.fetched for f in self.files)
 
     @property
     def failed(self) -> list[FileResult]:
+        """The files that did not complete."""
         return [f for f in self.files if f.status is FileStatus.FAILED]
 
     @property
     def ok(self) -> bool:
+        """True when every file completed."""
         return not self.failed
 
 

@@ -47,6 +47,7 @@ class FileEntry:
     preallocated: bool = False              # the .part was preallocated (its size says nothing of progress)
 
     def fetched(self) -> int:
+        """Bytes already on disk in the ``.part`` (the sum of the ranges' progress)."""
         return sum(done - start for start, _end, done in self.segments)
 
 
@@ -73,11 +74,13 @@ class Journal:
             return e
 
     def state(self, name: str, size: int) -> FileState | None:
+        """The recorded state of ``name`` at ``size`` (None when unknown or the size changed)."""
         with self.lock:
             e = self.files.get(name)
             return e.state if e is not None and e.size == size else None
 
     def set_state(self, name: str, size: int, state: FileState) -> None:
+        """Record the state of ``name`` and save the journal; a finished file forgets its ranges."""
         with self.lock:
             e = self.files.setdefault(name, FileEntry(size=size))
             e.size, e.state = size, state
