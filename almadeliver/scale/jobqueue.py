@@ -18,6 +18,9 @@ from pathlib import Path
 from ..errors import BatchSubmitError, UsageError
 from ..files import write_atomic
 
+#: The batch systems ``--cluster`` takes, and the dask-jobqueue cluster class of each.
+JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
+
 SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub", "htcondor": "condor_submit"}
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")     # [D-]HH:MM[:SS]
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*[KMGT]i?B$", re.IGNORECASE)
@@ -178,8 +181,6 @@ def job_script(cluster: str) -> str:
     """The job script dask-jobqueue submits for ``cluster``, from the current Dask configuration
     (the scheduler address is a placeholder)."""
     import dask_jobqueue
-
-    from .run import JOBQUEUE
 
     job_cls = getattr(dask_jobqueue, JOBQUEUE[cluster]).job_cls
     return job_cls(scheduler="tcp://SCHEDULER:8786", name="almadeliver-worker").job_script()

@@ -22,10 +22,10 @@ from ..errors import UsageError
 from ..ids import ProjectCode, Uid
 from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions
 from .gates import DaskGate, GateManager, PoolGate
+from .jobqueue import JOBQUEUE, config_path, submit_refused
 from .journal import StepJournal, StepOutcome
 from .steps import STEPS, Step, StepTask, execute_step, step_log
 
-JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
 CRASHES_ALLOWED = 3       # a task whose process pool broke this often fails (Dask's allowed-failures)
 TEND_SECONDS = 5          # how often the driver looks for lost batch jobs to replace
 SUBMIT_FAILURES_ALLOWED = 3   # replacement jobs refused this many times in a row end the run
@@ -140,8 +140,6 @@ class _DaskBackend:
             import dask.config
             import dask_jobqueue
 
-            from .jobqueue import config_path
-
             # the scheduler's HTTP server on a free port unless the configuration names one
             # (two runs on one login node would fight for :8787)
             options = {"dashboard_address": ":0",
@@ -168,8 +166,6 @@ class _DaskBackend:
     def _submit_jobs(self) -> None:
         """Submit the batch jobs the cluster is short of (all at the start; later, one for each job
         that ended: cancelled, killed by its walltime, its node lost)."""
-        from .jobqueue import submit_refused
-
         try:
             self.cluster.sync(self.cluster._correct_state)
         except (RuntimeError, FileNotFoundError) as exc:   # dask-jobqueue: the submit command failed
