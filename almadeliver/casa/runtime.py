@@ -192,6 +192,14 @@ def last_words(tail: list[str], code: int | None) -> str:
     return next((line for line in reversed(tail) if line.strip()), f"exit code {code}")
 
 
+def casa_task(task: str, **kwargs: Any) -> Any:
+    """Run the casatasks task named ``task`` with ``kwargs``: for ``run_in_casa(casa_task, {"task": ...})``,
+    so that the caller never imports casatasks (CASA starts in the child only)."""
+    import casatasks
+
+    return getattr(casatasks, task)(**kwargs)
+
+
 def run_in_casa(
     func: Callable[..., Any],
     kwargs: dict[str, Any] | None = None,
