@@ -295,30 +295,25 @@ def test_run_user_fetches_a_proprietary_project(tiny_root, tmp_path, capsys, mon
                    and p.suffix in (".json", ".log"))
 
 
-def test_run_passes_the_restore_and_image_options_to_every_step(tmp_path, capsys):
-    """--spacesaving, --engine, --casa-version-mismatch and the image overrides reach the tasks; a bad
-    override is one usage line before anything runs."""
-    from almadeliver.scale.steps import StepTask
-
-    seen: list[StepTask] = []
+def test_run_takes_the_download_restore_and_image_options(tmp_path, capsys, monkeypatch):
+    """--what, --spacesaving, --engine, --casa-version-mismatch and the image overrides reach the run's
+    configuration (its StepTasks carry them); a bad value is one usage line before anything runs."""
     from almadeliver.cli import scale_cmds
+    from almadeliver.scale.run import RunResult
 
-    def fake_run(config, mous, on_outcome=None):       # the driver's loop is tested above; here: what it gets
+    seen: list[RunConfig] = []
+
+    def record(config, mous, on_outcome=None):         # the driver's loop is tested above; here: what it gets
         seen.append(config)
-        from almadeliver.scale.run import RunResult
         return RunResult(backend="none")
 
-    original_run, original_find = scale_cmds.run, scale_cmds.find_mous
-    scale_cmds.run, scale_cmds.find_mous = fake_run, lambda codes, client=None, archive=None: []
-    try:
-        assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--spacesaving", "2",
-                     "--engine", "casa", "--casa-version-mismatch", "allow", "--robust", "0.5", "--niter", "10",
-                     "--what", "products,raw"]) == 0
-        assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--nbin", "2",
-                     "--width", "3"]) == 2
-        assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--what", "calibration"]) == 2
-    finally:
-        scale_cmds.run, scale_cmds.find_mous = original_run, original_find
+    monkeypatch.setattr(scale_cmds, "run", record)
+    monkeypatch.setattr(scale_cmds, "find_mous", lambda codes, client=None, archive=None: [])
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--spacesaving", "2",
+                 "--engine", "casa", "--casa-version-mismatch", "allow", "--robust", "0.5", "--niter", "10",
+                 "--what", "products,raw"]) == 0
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--nbin", "2", "--width", "3"]) == 2
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--what", "calibration"]) == 2
     [config] = seen
     assert (config.restore.spacesaving, config.restore.engine, config.restore.casa_version_mismatch) == (2, "casa", "allow")
     assert (config.image.overrides.robust, config.image.overrides.niter) == (0.5, 10)
