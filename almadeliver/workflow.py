@@ -20,7 +20,7 @@ from .archive.model import ProjectView
 from .archive.projectview import query
 from .archive.tap import Selection
 from .casa import imaging
-from .casa.restore import RestorePlan, plan_restore
+from .casa.restore import RestorePlan, check_options, plan_restore
 from .delivery.layout import find_members
 from .errors import TransferError, TreeError
 from .ids import ProjectCode, TarballKind, Uid
@@ -81,6 +81,9 @@ class RestoreOptions:
     engine: str = "auto"
     casa_version_mismatch: str = "refuse"
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_options(self.spacesaving, self.engine, self.casa_version_mismatch)   # before any step runs
 
 
 @dataclass(frozen=True)

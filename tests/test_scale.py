@@ -314,9 +314,11 @@ def test_run_takes_the_download_restore_and_image_options(tmp_path, capsys, monk
                  "--what", "products,raw"]) == 0
     assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--nbin", "2", "--width", "3"]) == 2
     assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--what", "calibration"]) == 2
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--engine", "pipeline"]) == 2
     [config] = seen
     assert (config.restore.spacesaving, config.restore.engine, config.restore.casa_version_mismatch) == (2, "casa", "allow")
     assert (config.image.overrides.robust, config.image.overrides.niter) == (0.5, 10)
     assert config.fetch.what == "products,raw" and config.fetch.credentials is None
     err = capsys.readouterr().err
     assert "--nbin and --width both set" in err and "--what: unknown kind 'calibration'" in err
+    assert "--engine pipeline is not an engine" in err

@@ -172,6 +172,17 @@ def finished_ebs(calibrated: Path, ebs: list[str]) -> list[str]:
     return [eb for eb in ebs if (calibrated / f"{eb}.ms.split.cal" / "table.dat").is_file()]
 
 
+def check_options(spacesaving: int | None, engine: str, casa_version_mismatch: str) -> None:
+    """Raise UsageError (one line) unless the restore options are among the known values."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
+    if casa_version_mismatch not in MISMATCH_CHOICES:
+        raise UsageError(f"--casa-version-mismatch {casa_version_mismatch} is not a choice",
+                         f"use one of {', '.join(MISMATCH_CHOICES)}")
+    if spacesaving is not None and spacesaving not in LEVELS:
+        raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
+
+
 def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
                  casa: str | Path | None = None, resume: bool = False, engine: str = "auto",
                  casa_version_mismatch: str = "refuse") -> RestorePlan:
@@ -183,13 +194,7 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     ``refuse`` (default) when a calibration script's exact-version gate asks for another CASA than
     the one that would run, ``allow`` to run anyway with the gates passed (recorded in the report).
     Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``."""
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
-    if casa_version_mismatch not in MISMATCH_CHOICES:
-        raise UsageError(f"--casa-version-mismatch {casa_version_mismatch} is not a choice",
-                         f"use one of {', '.join(MISMATCH_CHOICES)}")
-    if spacesaving is not None and spacesaving not in LEVELS:
-        raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
+    check_options(spacesaving, engine, casa_version_mismatch)
     member = _one_member(Path(member_dir).resolve())
     est = estimate(member.path)
     chosen = spacesaving is None
