@@ -190,7 +190,7 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     assert Path(again.log).read_text().count("== restore of") == 2
 
     for project, uid in mous:
-        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{Uid.parse(uid).disk}")
+        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{uid.disk}")
         ebs = [p.name[: -len(".asdm.sdm")] for p in (member / "raw").glob("*.asdm.sdm")]
         assert len(ebs) == 1
         assert (member / "calibrated" / f"{ebs[0]}.ms.split.cal" / "table.dat").is_file()
@@ -253,7 +253,7 @@ def test_a_failed_step_is_reported_with_its_log_and_retried_alone(archive, tmp_p
     assert main([*args, "--steps", "validate"]) == 1           # nothing downloaded yet
     captured = capsys.readouterr()
     assert "0 ran" in captured.out and "FAILED" in captured.out
-    log = dest / ".almadeliver" / "run" / Uid.parse(find_mous([CODES[0]], archive.url)[0][1]).disk / "validate.log"
+    log = dest / ".almadeliver" / "run" / find_mous([CODES[0]], archive.url)[0][1].disk / "validate.log"
     assert f"log: {log}" in captured.err and "run its download step first" in log.read_text()
     assert main([*args, "--steps", "download,validate"]) == 0  # the failed step, retried alone, now passes
     assert "6 ran" in capsys.readouterr().out
