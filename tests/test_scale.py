@@ -168,7 +168,7 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     pytest.importorskip("distributed")
     dest = tmp_path / "dest"
     mous = find_mous(list(CODES), archive.url)
-    assert len(mous) == 6 and {p for p, _ in mous} == set(CODES)
+    assert len(mous) == 6 and {str(p) for p, _ in mous} == set(CODES)
     config = RunConfig(dest, cluster="local", workers=2, archive=archive.url, connections_per_host=2,
                        casa_version_mismatch="allow")
 
