@@ -1,4 +1,4 @@
-# Two commands: `make test` and `make demo`. Both create or refresh .venv when needed.
+# Two commands: `make test` (the docstring check, then the tests) and `make demo`. Both create or refresh .venv when needed.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 STAMP  := $(VENV)/.almadeliver-installed
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	@bash scripts/system-deps.sh
+	$(BIN)/ruff check almadeliver
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -1,3 +1,4 @@
+"""``python -m almadeliver``: the command line."""
 from .cli import main
 
 main()

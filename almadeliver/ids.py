@@ -19,15 +19,27 @@ from .errors import IdentifierError
 
 #: A project code inside a longer text (no anchors), e.g. in a file name.
 PROJECT_CODE_PATTERN = r"\d{4}\.(?:\d|A)\.\d{5}\.[A-Z]{1,3}"
+# The one uid grammar: ``uid`` + separator + archive id (``A001``) + two hexadecimal parts (``X13e``), the
+# separators ``://``, ``/``, ``/`` on the archive side and ``___``, ``_``, ``_`` on disk.
+#: One hexadecimal part of a uid (``X13e``); staff folders are named by the last one (``Calibration_X1fe``).
+UID_HEX_PART = r"X[0-9a-fA-F]+"
+_UID_PARTS = (r"A\d{3}", UID_HEX_PART, UID_HEX_PART)
+
+
+def _uid_pattern(start: str, separator: str, named: bool = False) -> str:
+    a, b, c = (f"(?P<{n}>{p})" if named else p for n, p in zip("abc", _UID_PARTS))
+    return f"uid{start}{a}{separator}{b}{separator}{c}"
+
+
 #: A uid in its disk form inside a longer text (``uid___A001_X13e_X1fe``).
-UID_DISK_PATTERN = r"uid___A\d{3}_X[0-9a-fA-F]+_X[0-9a-fA-F]+"
+UID_DISK_PATTERN = _uid_pattern("___", "_")
 #: A uid in either form inside a longer text.
-UID_PATTERN = r"uid(?:://|___)A\d{3}[/_]X[0-9a-fA-F]+[/_]X[0-9a-fA-F]+"
+UID_PATTERN = _uid_pattern("(?:://|___)", "[/_]")
 
 _PROJECT_RE = re.compile(
     r"^(?P<year>\d{4})\.(?P<cycle>\d|A)\.(?P<number>\d{5})\.(?P<type>[A-Z]{1,3})$")
-_UID_ARCHIVE_RE = re.compile(r"^uid://(?P<a>A\d{3})/(?P<b>X[0-9a-fA-F]+)/(?P<c>X[0-9a-fA-F]+)$")
-_UID_DISK_RE = re.compile(r"^uid___(?P<a>A\d{3})_(?P<b>X[0-9a-fA-F]+)_(?P<c>X[0-9a-fA-F]+)$")
+_UID_ARCHIVE_RE = re.compile(f"^{_uid_pattern('://', '/', named=True)}$")
+_UID_DISK_RE = re.compile(f"^{_uid_pattern('___', '_', named=True)}$")
 _UID_ANY = re.compile(UID_PATTERN)
 _UID_DISK_AT_START = re.compile(UID_DISK_PATTERN)
 _OUS_NAMED = re.compile(rf"(?:science_goal|group|member)\.({UID_PATTERN})")
@@ -97,8 +109,14 @@ class Uid:
             )
         return cls(f"uid://{m['a']}/{m['b']}/{m['c']}")
 
+    @classmethod
+    def of(cls, value: "Uid | str") -> "Uid":
+        """``value`` itself when it is a Uid, else ``Uid.parse(value)`` (IdentifierError if it is none)."""
+        return value if isinstance(value, Uid) else cls.parse(value)
+
     @property
     def disk(self) -> str:
+        """The uid in its disk form, ``uid___A001_X13e_X1fe`` (folder and file names)."""
         return self.archive.replace("uid://", "uid___").replace("/", "_")
 
     @property
@@ -150,6 +168,7 @@ def uid_of_name(name: str) -> Uid | None:
 
 
 class TarballKind(str, Enum):
+    """The kinds of file a delivery is fetched as, named by their archive file names."""
     PRODUCTS = "products"      # <project>_<OUS>_<m>_of_<n>.tar (member or group)
     AUXILIARY = "auxiliary"    # <project>_<MOUS>_auxiliary.tar
     RAW = "raw"                # <project>_<EB>.asdm.sdm.tar
@@ -189,6 +208,7 @@ class DeliveryFileName:
 
     @classmethod
     def parse(cls, name: str) -> "DeliveryFileName":
+        """Read a delivery file name; IdentifierError (exit 2) when it is none of the archive's forms."""
         for kind, pattern in _DELIVERY_PATTERNS:
             m = pattern.match(name)
             if m:
@@ -211,18 +231,22 @@ class DeliveryFileName:
 
 
 def products_name(project: ProjectCode | str, ous: Uid, part: int, parts: int) -> str:
+    """``<project>_<OUS>_<m>_of_<n>.tar``: part ``part`` of ``parts`` of an OUS's products."""
     return f"{project}_{ous.disk}_{part:03d}_of_{parts:03d}.tar"
 
 
 def auxiliary_name(project: ProjectCode | str, mous: Uid) -> str:
+    """``<project>_<MOUS>_auxiliary.tar``: the calibration tables, logs and weblog of a MOUS."""
     return f"{project}_{mous.disk}_auxiliary.tar"
 
 
 def raw_name(project: ProjectCode | str, eb: Uid) -> str:
+    """``<project>_<EB>.asdm.sdm.tar``: the raw data (ASDM) of one execution block."""
     return f"{project}_{eb.disk}.asdm.sdm.tar"
 
 
 def readme_name(mous: Uid) -> str:
+    """``member.<MOUS>.README.txt``: the README the archive serves beside a MOUS's tarballs."""
     return f"member.{mous.disk}.README.txt"
 
 
@@ -232,4 +256,5 @@ def external_name(project: ProjectCode | str, mous: Uid, label: str, part: int =
 
 
 def cycle0_name(project: ProjectCode | str, date: str, part: int, parts: int) -> str:
+    """``<project>_<date>_<m>_of_<n>.tar``: a Cycle 0 delivery tarball (named by its delivery date)."""
     return f"{project}_{date}_{part:03d}_of_{parts:03d}.tar"

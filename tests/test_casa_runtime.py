@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from almadeliver.casa.runtime import casa_env, configure_offline, find_monolithic_casa, run_in_casa
+from almadeliver.casa.selfcheck import measures_check
 from almadeliver.errors import CasaError, CasaNotFoundError
 
 CHECK = (
@@ -44,15 +45,21 @@ def test_casatools_imports_and_converts_with_network_unreachable(tmp_path):
 def test_run_in_casa_keeps_logs_in_workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
-    r = run_in_casa("almadeliver.casa.selfcheck:measures_check", workdir=work)
+    r = run_in_casa(measures_check, workdir=work)
     assert r["casa_version"].startswith("6.")
     assert (work / "casa.log").stat().st_size > 0
     assert not list(tmp_path.glob("casa-*.log")) and not list(work.glob("casa-*.log"))
 
 
 def test_run_in_casa_failure_names_the_log(tmp_path):
-    with pytest.raises(CasaError, match="casa.log"):
-        run_in_casa("almadeliver.casa.selfcheck:no_such_function", workdir=tmp_path)
+    with pytest.raises(CasaError, match=r"check_call.*returned non-zero exit status 1.*casa\.log"):
+        run_in_casa(subprocess.check_call, {"args": ["false"]}, workdir=tmp_path)
+
+
+def test_run_in_casa_takes_a_function_of_a_module(tmp_path):
+    with pytest.raises(TypeError, match="top-level function"):
+        run_in_casa(lambda: 1, workdir=tmp_path)
+    assert not list(tmp_path.iterdir()), "refused before anything runs"
 
 
 def test_named_casa_must_exist(tmp_path):
@@ -71,7 +78,7 @@ def test_casa_child_ends_with_its_parent(tmp_path):
     """A worker killed mid-run must not leave its CASA child writing on (scale retries the step)."""
     code = (
         "import sys; from pathlib import Path; from almadeliver.casa.runtime import run_in_casa; "
-        f"run_in_casa('subprocess:run', {{'args': ['sleep', '60']}}, workdir=Path({str(tmp_path)!r}))"
+        f"import subprocess; run_in_casa(subprocess.run, {{'args': ['sleep', '60']}}, workdir=Path({str(tmp_path)!r}))"
     )
     parent = subprocess.Popen([sys.executable, "-c", code])
     import time

@@ -14,6 +14,7 @@ import pytest
 
 from almadeliver.casa.runtime import run_in_casa
 from almadeliver.delivery.layout import find_members, total_power_calibrated
+from almadeliver.sim.totalpower import line_peak_jy
 
 pytestmark = pytest.mark.slow
 CLOSED = "http://127.0.0.1:9"
@@ -66,7 +67,7 @@ def test_total_power_member_validates_and_restores_in_modular_casa(tp_member, tm
     # the restore reproduces the reducer's calibration: the line peak (Jy) of its QA2 text
     reducer = float(re.search(r"Calibrated line peak \(spw 0\): ([\d.]+) Jy",
                               (member / "qa" / f"{eb}__textfile.txt").read_text()).group(1))
-    peak = run_in_casa("almadeliver.sim.totalpower:line_peak_jy", {"ms": str(product)}, workdir=tmp_path,
+    peak = run_in_casa(line_peak_jy, {"ms": str(product)}, workdir=tmp_path,
                        logfile=tmp_path / "peak.log")
     assert peak == pytest.approx(reducer, abs=0.1) and peak > 20.0
 

@@ -29,6 +29,7 @@ from almadeliver.scale.steps import IMAGE_OUT, find_mous
 from almadeliver.sim.server import Faults, LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
+from tiny_archive import PROP_MOUS, PROPRIETARY, tiny_root  # noqa: F401  (a proprietary project to fetch)
 
 CODES = ("2019.1.00101.S", "2019.1.00102.S")
 SLOW = Faults(throttle=3e6)          # bytes/s per connection: downloads of different MOUS overlap
@@ -167,7 +168,7 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     import distributed  # noqa: F401  (the [dask] extra `make test` installs: a missing one must fail, not skip)
     dest = tmp_path / "dest"
     mous = find_mous(list(CODES), archive.url)
-    assert len(mous) == 6 and {p for p, _ in mous} == set(CODES)
+    assert len(mous) == 6 and {str(p) for p, _ in mous} == set(CODES)
     config = RunConfig(dest, cluster="local", workers=2, archive=archive.url, connections_per_host=2,
                        casa_version_mismatch="allow")
 
@@ -189,7 +190,7 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     assert Path(again.log).read_text().count("== restore of") == 2
 
     for project, uid in mous:
-        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{Uid.parse(uid).disk}")
+        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{uid.disk}")
         ebs = [p.name[: -len(".asdm.sdm")] for p in (member / "raw").glob("*.asdm.sdm")]
         assert len(ebs) == 1
         assert (member / "calibrated" / f"{ebs[0]}.ms.split.cal" / "table.dat").is_file()
@@ -252,7 +253,7 @@ def test_a_failed_step_is_reported_with_its_log_and_retried_alone(archive, tmp_p
     assert main([*args, "--steps", "validate"]) == 1           # nothing downloaded yet
     captured = capsys.readouterr()
     assert "0 ran" in captured.out and "FAILED" in captured.out
-    log = dest / ".almadeliver" / "run" / Uid.parse(find_mous([CODES[0]], archive.url)[0][1]).disk / "validate.log"
+    log = dest / ".almadeliver" / "run" / find_mous([CODES[0]], archive.url)[0][1].disk / "validate.log"
     assert f"log: {log}" in captured.err and "run its download step first" in log.read_text()
     assert main([*args, "--steps", "download,validate"]) == 0  # the failed step, retried alone, now passes
     assert "6 ran" in capsys.readouterr().out
@@ -268,3 +269,56 @@ def test_a_batch_cluster_without_jobqueue_config_is_a_usage_error(tmp_path, monk
     with pytest.raises(UsageError, match="--cluster slurm: You must specify how much cores") as err:
         run(RunConfig(tmp_path, cluster="slurm"), [("2019.1.00101.S", "uid://A001/X1/X2")])
     assert "jobqueue.yaml" in err.value.hint
+
+
+# -- the options of the commands are options of run ---------------------------------------------------------
+def test_run_user_fetches_a_proprietary_project(tiny_root, tmp_path, capsys, monkeypatch):
+    """``run --user`` logs in as the command ``download --user`` does; the password stays out of the journal."""
+    dest = tmp_path / "dest"
+    monkeypatch.setitem(sys.modules, "distributed", None)      # the process pool: no cluster to start thrice
+    with LocalArchive(tiny_root, users={"pi": "secret"}) as a:
+        args = ["run", "--projects", PROPRIETARY, "--steps", "download", "--what", "products", "--dest", str(dest),
+                "--archive", a.url, "--workers", "1"]
+        assert main(args) == 1                                     # anonymously: the archive refuses the files
+        assert "--user" in (dest / ".almadeliver" / "run" / Uid.parse(PROP_MOUS).disk / "download.log").read_text()
+        monkeypatch.setenv("ALMA_PASSWORD", "wrong")
+        capsys.readouterr()
+        assert main([*args, "--user", "pi"]) == 1
+        assert "refused the login of pi" in capsys.readouterr().err
+        monkeypatch.setenv("ALMA_PASSWORD", "secret")
+        assert main([*args, "--user", "pi"]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "1 MOUS, 1 tasks" in out and f"{PROPRIETARY}  {PROP_MOUS}  ok" in out
+    [member] = dest.glob(f"{PROPRIETARY}/science_goal.*/group.*/member.{Uid.parse(PROP_MOUS).disk}")
+    assert list((member / "product").glob("*.pbcor.fits")) and not (member / "calibration").exists()  # --what
+    assert not any("secret" in p.read_text(errors="replace") for p in dest.rglob("*") if p.is_file()
+                   and p.suffix in (".json", ".log"))
+
+
+def test_run_takes_the_download_restore_and_image_options(tmp_path, capsys, monkeypatch):
+    """--what, --spacesaving, --engine, --casa-version-mismatch and the image overrides reach the run's
+    configuration (its StepTasks carry them); a bad value is one usage line before anything runs."""
+    from almadeliver.cli import scale_cmds
+    from almadeliver.scale.run import RunResult
+
+    seen: list[RunConfig] = []
+
+    def record(config, mous, on_outcome=None):         # the driver's loop is tested above; here: what it gets
+        seen.append(config)
+        return RunResult(backend="none")
+
+    monkeypatch.setattr(scale_cmds, "run", record)
+    monkeypatch.setattr(scale_cmds, "find_mous", lambda codes, client=None, archive=None: [])
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--spacesaving", "2",
+                 "--engine", "casa", "--casa-version-mismatch", "allow", "--robust", "0.5", "--niter", "10",
+                 "--what", "products,raw"]) == 0
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--nbin", "2", "--width", "3"]) == 2
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--what", "calibration"]) == 2
+    assert main(["run", "--projects", "2019.1.00101.S", "--dest", str(tmp_path), "--engine", "pipeline"]) == 2
+    [config] = seen
+    assert (config.restore.spacesaving, config.restore.engine, config.restore.casa_version_mismatch) == (2, "casa", "allow")
+    assert (config.image.overrides.robust, config.image.overrides.niter) == (0.5, 10)
+    assert config.fetch.what == "products,raw" and config.fetch.credentials is None
+    err = capsys.readouterr().err
+    assert "--nbin and --width both set" in err and "--what: unknown kind 'calibration'" in err
+    assert "--engine pipeline is not an engine" in err

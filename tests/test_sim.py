@@ -12,8 +12,10 @@ import pytest
 from almadeliver.archive.obscore import COLUMN_NAMES
 from almadeliver.archive.spectral import parse_frequency_support
 from almadeliver.casa.imaging import product_name
+from almadeliver.casa.legacy import run_script
 from almadeliver.casa.runtime import run_in_casa
 from almadeliver.delivery.commandslog import product_tclean_calls, read_commands
+from almadeliver.sim.verify import asdm_summary, phase_scatter
 from almadeliver.errors import CasaError
 from almadeliver.ids import DeliveryFileName, TarballKind, Uid
 from almadeliver.sim.catalogue import Catalogue
@@ -168,7 +170,7 @@ def test_asdm_roundtrips_through_importasdm(manual2, unpack, tmp_path):
     tree = unpack(manual2, tmp_path / "unpacked")
     plan = make_plan(CODE, ebs=2)
     asdm = _member(tree) / "raw" / f"{plan.mous[0].ebs[0].disk}.asdm.sdm"
-    info = run_in_casa("almadeliver.sim.verify:asdm_summary", {"asdm": str(asdm), "vis": str(tmp_path / "rt.ms")},
+    info = run_in_casa(asdm_summary, {"asdm": str(asdm), "vis": str(tmp_path / "rt.ms")},
                        workdir=tmp_path)
     names = {f["role"]: f["name"] for f in plan.fields}
     assert info["fields"] == [names["bandpass"], names["phase"], names["target"]]
@@ -192,7 +194,7 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     member = _member(tree)
     plan = make_plan(CODE, ebs=2)
     lines = []
-    run_in_casa("almadeliver.casa.legacy:run_script",
+    run_in_casa(run_script,
                 {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member / "script"),
                  "variables": {"SPACESAVING": 1}, "pass_version_gates": True}, workdir=tmp_path / "run",
                 on_line=lines.append)
@@ -213,9 +215,9 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     for eb in plan.mous[0].ebs:
         cal = calibrated / f"{eb.disk}.ms.split.cal"
         assert cal.is_dir() and not (calibrated / f"{eb.disk}.calibration" / f"{eb.disk}.ms.split").exists()
-        after = run_in_casa("almadeliver.sim.verify:phase_scatter", {"vis": str(cal), "field": phasecal},
+        after = run_in_casa(phase_scatter, {"vis": str(cal), "field": phasecal},
                             workdir=tmp_path / "run")
-        before = run_in_casa("almadeliver.sim.verify:phase_scatter",
+        before = run_in_casa(phase_scatter,
                              {"vis": str(calibrated / f"{eb.disk}.calibration" / f"{eb.disk}.ms"), "field": phasecal},
                              workdir=tmp_path / "run")
         assert len(after) == 3, after                 # the split kept the science spws only
@@ -228,7 +230,7 @@ def test_scriptforpi_refuses_outside_script_folder(manual2, unpack, tmp_path):
     tree = unpack(manual2, tmp_path / "unpacked")
     member = _member(tree)
     with pytest.raises(CasaError, match="ERROR: Please start scriptForPI.py from inside the directory named"):
-        run_in_casa("almadeliver.casa.legacy:run_script",
+        run_in_casa(run_script,
                     {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member)},
                     workdir=tmp_path / "run")
 
@@ -324,6 +326,6 @@ def test_pipeline_group_12m_7m_proprietary(pipeline_group, unpack, tmp_path):
     member = next(tree.glob("science_goal.*/group.*/member.*"))
     script = next((member / "script").glob("*.scriptForPI.py"))
     with pytest.raises(CasaError, match="ERROR: this MOUS was calibrated by the ALMA pipeline"):
-        run_in_casa("almadeliver.casa.legacy:run_script", {"script": str(script), "cwd": str(member / "script"),
+        run_in_casa(run_script, {"script": str(script), "cwd": str(member / "script"),
                                                            "variables": {"SPACESAVING": -1}},
                     workdir=tmp_path / "run")

@@ -187,7 +187,7 @@ def test_run_on_slurm_survives_a_cancelled_job_and_reruns_nothing(slurm, archive
     assert len(list(jobs_dir.glob("almadeliver-*.err"))) == len(jobs), "one log per job in --log-directory"
 
     for project, uid in mous:
-        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{Uid.parse(uid).disk}")
+        [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{uid.disk}")
         for eb in (member / "raw").glob("*.asdm.sdm"):
             assert (member / "calibrated" / f"{eb.name[: -len('.asdm.sdm')]}.ms.split.cal" / "table.dat").is_file()
         assert list((member / IMAGE_OUT).glob("*.pbcor.fits")), f"no image of {uid}"

@@ -9,6 +9,8 @@ from urllib.parse import unquote, urlsplit
 import requests
 from astropy.io.votable import parse as parse_votable
 from astropy.utils.exceptions import AstropyWarning
+from pyvo.dal import DALFormatError, DALQueryError
+from pyvo.dal.adhoc import DatalinkResults
 
 from ..errors import ArchiveError, AuthError, IdentifierError, NotFoundError
 from ..ids import DeliveryFileName, TarballKind
@@ -46,6 +48,8 @@ class Link:
 
 @dataclass
 class DataLinkAnswer:
+    """A DataLink answer: the files of ``id`` and, per tarball, the URL of its nested DataLink answer."""
+
     id: str
     links: list[Link] = field(default_factory=list)
     nested: dict[str, str] = field(default_factory=dict)   # tarball name -> its nested DataLink URL
@@ -54,24 +58,51 @@ class DataLinkAnswer:
 def _text(value) -> str:
     if value is None:
         return ""
-    return (value.decode() if isinstance(value, bytes) else str(value)).strip()
+    return (value.decode() if isinstance(value, (bytes, bytearray)) else str(value)).strip()
 
 
 def _bool(value) -> bool:
+    """DataLink's ``readable`` (an ALMA column): true unless it says false; a missing value is readable."""
     if isinstance(value, (str, bytes)):
         return _text(value).lower() in ("true", "t", "1")
     return True if value is None else bool(value)
 
 
-def _results(votable):
-    """The results RESOURCE (as pyvo finds it) and its adhoc:service RESOURCEs by ID."""
-    results = next((r for r in votable.resources if r.type == "results"), votable.resources[0] if votable.resources else None)
-    services = {r.ID: r for r in votable.resources if r.type == "meta" and r.utype == "adhoc:service"}
-    return results, services
+def _column(results: DatalinkResults, name: str) -> list:
+    """A column of the answer, None where the archive left a cell empty (or lacks the column)."""
+    if name not in results.fieldnames:
+        return [None] * len(results)
+    return results.getcolumn(name).tolist()      # a masked array: masked cells become None
 
 
 def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkAnswer:
-    """Parse a DataLink VOTable. Raises NotFoundError for NotFoundFault, ArchiveError otherwise."""
+    """Read a DataLink answer (a VOTable) with pyvo's ``DatalinkResults``.
+
+    pyvo finds the results table, checks ``QUERY_STATUS`` and lists the ``adhoc:service`` resources;
+    no vocabulary is fetched (``bysemantics`` is not used: ALMA's ``semantics`` are read as they are).
+
+    Parameters
+    ----------
+    content : bytes
+        The answer's body.
+    id : str
+        The ID asked for (a MOUS uid, or a tarball name for a nested answer); rows without one get it.
+    url : str, optional
+        Where the answer came from (named in pyvo's errors).
+
+    Returns
+    -------
+    DataLinkAnswer
+        Its downloadable files (``links``) and the nested DataLink URL of each tarball (``nested``);
+        service rows (nested DataLink, SODA ``#cutout``) are not files.
+
+    Raises
+    ------
+    NotFoundError
+        A row answers ``NotFoundFault`` (the archive does not know the ID).
+    ArchiveError
+        Not a VOTable (e.g. an HTML page), an ERROR status, no results table, or another fault row.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -79,18 +110,16 @@ def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkA
     except Exception as exc:  # not XML / not a VOTable (e.g. an HTML error page)
         raise ArchiveError(f"the archive's DataLink answer for {id} is not a VOTable ({exc})",
                            "try again later or another --archive") from exc
-    results, services = _results(votable)
-    status = next((i for i in (results.infos if results else []) if i.name.upper() == "QUERY_STATUS"), None)
-    if status is not None and str(status.value).upper() == "ERROR":
-        raise ArchiveError(f"the archive's DataLink answer for {id} failed: {_text(status.content)}", "try again later")
-    if results is None or not results.tables:
-        raise ArchiveError(f"the archive's DataLink answer for {id} has no table", "try again later")
-    array = results.tables[0].array
-    names = array.dtype.names or ()
-    columns = {n: array[n].tolist() if n in names else [None] * len(array) for n in _COLUMNS}
+    try:
+        results = DatalinkResults(votable, url=url)
+    except DALQueryError as exc:
+        raise ArchiveError(f"the archive's DataLink answer for {id} failed: {exc.reason}", "try again later") from None
+    except DALFormatError:
+        raise ArchiveError(f"the archive's DataLink answer for {id} has no table", "try again later") from None
+    services = {s.ID: s for s in results.iter_adhocservices()}
     answer = DataLinkAnswer(id)
     for row_id, access, service, error, semantics, description, ctype, size, readable in zip(
-            *(columns[n] for n in _COLUMNS)):
+            *(_column(results, n) for n in _COLUMNS)):
         row_id, error, service, access = _text(row_id) or id, _text(error), _text(service), _text(access)
         if error:
             if error.startswith("NotFoundFault"):

@@ -42,11 +42,13 @@ class Mous:
     shared_files: list[str] = field(default_factory=list)  # names of its files listed (and fetched) under another MOUS
 
     def size(self, *kinds: TarballKind) -> int:
+        """Bytes of the MOUS's files of ``kinds`` (all its files when none is given)."""
         return sum(f.size for f in self.files if not kinds or f.kind in kinds)
 
 
 @dataclass
 class Project:
+    """One project of a project view: its identity from ObsCore and its member OUSs with their files."""
     code: str
     title: str
     pi: str
@@ -60,6 +62,10 @@ class Project:
 
 @dataclass
 class ProjectView:
+    """What the query stage found: projects, their MOUS and files (each file once), from one mirror.
+
+    Written by ``almadeliver query --format json`` and read back by ``download PLAN.json``.
+    """
     archive: str               # the mirror that answered
     projects: list[Project]
     rows: int                  # ObsCore rows read
@@ -70,10 +76,12 @@ class ProjectView:
         return [f for p in self.projects for m in p.mous for f in m.files if not kinds or f.kind in kinds]
 
     def to_json(self) -> str:
+        """The view as JSON (with its schema name), for ``query --format json``."""
         return json.dumps({"schema": SCHEMA, **asdict(self)}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "ProjectView":
+        """Read a view written by ``to_json``; ValueError when the text is not one (another schema)."""
         data = json.loads(text)
         if data.get("schema") != SCHEMA:
             raise ValueError(f"not an almadeliver project view (schema {data.get('schema')!r}, expected {SCHEMA!r})")

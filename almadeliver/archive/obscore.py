@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 
 class Column(NamedTuple):
+    """One ObsCore column as the ALMA TAP service declares it (name, VOTable datatype, unit, UCD, ...)."""
     name: str
     datatype: str  # char | int | double
     unit: str

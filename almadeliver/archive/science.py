@@ -47,6 +47,7 @@ class SpectralRequest:
 
     @property
     def centre_ghz(self) -> float:
+        """The centre of the window in GHz."""
         return 0.5 * (self.lo_ghz + self.hi_ghz)
 
 

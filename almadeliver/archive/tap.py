@@ -34,6 +34,7 @@ BANDS = tuple(range(1, 11))
 
 @dataclass
 class Cone:
+    """A cone on the sky: centre (ICRS) and radius, all in degrees (ADQL ``CIRCLE``)."""
     ra: float       # deg (ICRS)
     dec: float      # deg
     radius: float   # deg
@@ -62,6 +63,7 @@ class Selection:
         return cls(projects=projects, uids=uids, **kwargs)
 
     def is_empty(self) -> bool:
+        """True when nothing selects any row (a query would ask for the whole archive)."""
         return not (self.projects or self.uids or self.cone or self.bands or self.public is not None
                     or self.start or self.end or self.keyword or self.where)
 

@@ -33,9 +33,11 @@ class CommandRecorder:
         self.lines: list[str] = []
 
     def stage(self, text: str) -> None:
+        """Record a comment line (``# text``) that names the stage the next calls belong to."""
         self.lines.append(f"# {text}")
 
     def __call__(self, task: str, **kwargs: Any) -> Any:
+        """Run the casatasks task ``task`` with ``kwargs`` and record the call; returns what the task returns."""
         import casatasks
 
         self.lines.append(render_call(task, kwargs))
@@ -45,5 +47,6 @@ class CommandRecorder:
         return value
 
     def write(self, path: Path) -> Path:
+        """Write the recorded calls, one per line (the form of a pipeline's casa_commands.log); returns ``path``."""
         Path(path).write_text("\n".join(self.lines) + "\n")
         return Path(path)

@@ -82,6 +82,7 @@ class DiskEstimate:
         return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level
 
     def need_mb(self, level: int) -> int:
+        """MB scriptForPI asks to be free at ``level`` (0 for -1, which skips the check)."""
         if level == -1:
             return 0
         level = self.effective_level(level)
@@ -89,12 +90,15 @@ class DiskEstimate:
 
     @property
     def needs(self) -> dict[int, int]:
+        """MB needed at each SPACESAVING level 0-3."""
         return {level: self.need_mb(level) for level in LEVEL_FACTORS}
 
     def fits(self, level: int) -> bool:
+        """True when ``level`` fits in the free space (-1 always does)."""
         return level == -1 or self.need_mb(level) <= self.free_mb
 
     def shortfall_mb(self, level: int) -> int:
+        """MB missing for ``level`` (0 when it fits)."""
         return max(0, self.need_mb(level) - self.free_mb)
 
     def best_level(self) -> int | None:
@@ -129,6 +133,7 @@ class DiskSampler:
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def sample(self) -> int:
+        """Measure the folder now (bytes); updates ``last`` and ``peak``."""
         self.last = du_bytes(self.path)
         self.peak = max(self.peak, self.last)
         return self.last

@@ -129,10 +129,12 @@ class Overrides:
 
     @property
     def spws(self) -> list[str] | None:
+        """The ``--spw`` selection as a list of spw ids, or None (all)."""
         return _split(self.spw) if self.spw else None
 
     @property
     def fields(self) -> list[str] | None:
+        """The ``--field`` selection as a list of field names, or None (all)."""
         return _split(self.field) if self.field else None
 
 
@@ -202,6 +204,7 @@ class ImagingJob:
 
     @property
     def imagename(self) -> str:
+        """The image's name (tclean's ``imagename``)."""
         return self.tclean["imagename"]
 
 
@@ -404,7 +407,7 @@ def _spw_rows(ms: Path) -> int:
         raise TreeError(f"cannot tell which spw ids {ms.name} carries: {ms}/SPECTRAL_WINDOW is not a table",
                         "restore the data again (almadeliver restore)")
     try:
-        return int(run_in_casa("almadeliver.casa.imaging:spw_rows_child", {"ms": str(ms)}, workdir=ms.parent))
+        return int(run_in_casa(spw_rows_child, {"ms": str(ms)}, workdir=ms.parent))
     except CasaError as exc:
         raise TreeError(f"cannot read the spw table of {ms.name} ({exc.message})",
                         "restore the data again (almadeliver restore)") from None
@@ -440,11 +443,13 @@ def remap_spw(spw: str, mapping: dict[str, str] | None, ms: str) -> str:
 
 
 def commands_log(member: Path) -> Path | None:
+    """The pipeline's ``log/*casa_commands.log`` of a member folder, if delivered."""
     logs = sorted((Path(member) / "log").glob("*casa_commands.log"))
     return logs[0] if logs else None
 
 
 def imaging_script(member: Path) -> Path | None:
+    """The manual delivery's ``script/*scriptForImaging.py`` of a member folder, if delivered."""
     found = sorted((Path(member) / "script").glob("*scriptForImaging.py"))
     return found[0] if found else None
 
@@ -513,6 +518,7 @@ def _product_base(member: Path, name: str) -> str:
 
 
 def delivered_product(member: Path, fits_name: str) -> Path | None:
+    """The delivered ``product/<fits_name>`` (or its ``.gz``), if it is there."""
     for cand in (Path(member) / "product" / fits_name, Path(member) / "product" / (fits_name + ".gz")):
         if cand.is_file():
             return cand
@@ -967,7 +973,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
         script = work / plan_.script.name
         script.write_text(converted.text)
     try:
-        made = run_in_casa("almadeliver.casa.imaging:script_child",
+        made = run_in_casa(script_child,
                            {"script": str(script), "out": str(out),
                             "overrides": asdict(plan_.overrides), "legacy": converted.python2,
                             "masks": delivered_masks(plan_.member)},
@@ -1094,6 +1100,7 @@ class Comparison:
 
 @dataclass
 class ImagingResult:
+    """What ``run`` made: the output folder, the parameter record, the comparison table, the jobs and comparisons."""
     out: Path
     record: Path
     table: Path
@@ -1232,7 +1239,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     flagged = {c["outputvis"]: c for j in jobs for c in j.flagtargets}
     if flagged:
         with ThreadPoolExecutor(workers) as pool:
-            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:flagtargets_child", {"run": c},
+            done = {vis: pool.submit(run_in_casa, flagtargets_child, {"run": c},
                                      workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
                     for vis, c in flagged.items()}
             for vis, fut in done.items():
@@ -1243,7 +1250,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     contsubs = {c["outputvis"]: c for j in jobs for c in j.contsub}
     if contsubs:
         with ThreadPoolExecutor(workers) as pool:
-            done = {vis: pool.submit(run_in_casa, "almadeliver.casa.imaging:contsub_child", {"run": c},
+            done = {vis: pool.submit(run_in_casa, contsub_child, {"run": c},
                                      workdir=out / "work", logfile=out / "logs" / f"{Path(vis).name}.casa.log")
                     for vis, c in contsubs.items()}
             for vis, fut in done.items():
@@ -1261,7 +1268,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             c = next(c for c in job.contsub if c["outputvis"] in bad)
             return f"continuum subtraction failed: {failures.get(c['outputvis']) or failures[c['vis']]}"
         try:
-            made = run_in_casa("almadeliver.casa.imaging:tclean_child",
+            made = run_in_casa(tclean_child,
                         {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,
                          "cont_ranges": job.cont_ranges, "field": job.field, "moments": job.moments},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")
@@ -1318,6 +1325,7 @@ COMPARISON_COLUMNS = ("image", "beam new (arcsec x arcsec, deg)", "beam delivere
 
 
 def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
+    """The rows of the comparison table (``COMPARISON_COLUMNS``), as text: beam, rms and peak, delivered vs remade."""
     def beam(s: ImageStats | None) -> str:
         if s is None or s.bmaj_arcsec is None:
             return "-"

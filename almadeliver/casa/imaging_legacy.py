@@ -162,6 +162,7 @@ class CleanTranslation:
     pbcor_in_place: bool = False     # clean's pbcor=True corrected <imagename>.image itself
 
     def lines(self) -> list[str]:
+        """The translation as lines for ``--dry-run`` and the image record: what was mapped, what was not."""
         out = [f"  {t}" for t in self.translated]
         out += [f"  not translated: {n}" for n in self.not_translated]
         if self.interactive:

@@ -2,7 +2,7 @@
 
 ALMA's scripts expect monolithic CASA's interactive namespace: every task and tool as a global,
 ``casalog``, and ``execfile``. ``legacy_globals`` builds that namespace from modular CASA and
-``run_script`` execs a script in it (in a CASA child: ``run_in_casa("almadeliver.casa.legacy:run_script",
+``run_script`` execs a script in it (in a CASA child: ``run_in_casa(legacy.run_script,
 {"script": ..., "cwd": ..., "variables": {...}}, workdir=..., logfile=...)``).
 """
 from __future__ import annotations

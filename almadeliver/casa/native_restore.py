@@ -75,6 +75,7 @@ class RestoreScript:
 
     @property
     def recipe(self) -> str:
+        """The pipeline recipe the restore script names (e.g. ``hifa_restoredata``)."""
         return RESTORE_TASKS.get(self.task or "", (self.task or "no restore task", ""))[0]
 
     def native_refusal(self) -> CasaNotFoundError | None:
@@ -195,6 +196,7 @@ class NativeRestorePlan:
 
     @property
     def calibrated(self) -> Path:
+        """The member's ``calibrated/`` folder."""
         return self.member.path / "calibrated"
 
 
@@ -341,7 +343,7 @@ def native_restore(member: Member | str | Path, spacesaving: int = 0, *, dosplit
              "applycal": [applycal_kwargs(c, e.eb) for c in e.calls]} for e in plan.ebs]
     casa_log = working / "casa.log"
     split = dosplit or plan.imaged_manually
-    out = run_in_casa("almadeliver.casa.native_restore:restore_in_casa",
+    out = run_in_casa(restore_in_casa,
                       {"ebs": work, "spacesaving": spacesaving, "dosplit": split},
                       workdir=working, logfile=casa_log, on_line=on_line)
     linked = []

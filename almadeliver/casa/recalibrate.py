@@ -36,7 +36,7 @@ from typing import Any, Callable
 from ..delivery.layout import Flavour, Member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
-from .restore import MISMATCH_CHOICES, _abs, _one_member
+from .restore import MISMATCH_CHOICES, _abs, _one_member, concat_in_casa
 from .runtime import run_in_casa
 from .scriptcheck import first_three, lacking, modular_casa_version, read_gate
 
@@ -174,6 +174,7 @@ class EbRecalibration:
     delivered_calibrated: Path | None = None   # calibrated/<EB>.ms.split.cal to compare with
 
     def title(self, number: int) -> str:
+        """The title of step ``number`` as the script's ``thesteps`` names it (``step N`` when it has none)."""
         return next((s.title for s in self.steps if s.number == number), f"step {number}")
 
 
@@ -191,10 +192,12 @@ class RecalibrationPlan:
 
     @property
     def passes_gates(self) -> bool:
+        """True when the scripts' version gates fail but the user allowed the mismatch."""
         return bool(self.mismatched) and self.casa_version_mismatch == "allow"
 
     @property
     def root(self) -> Path:
+        """The member's recalibration folder (working copies per EB, outside raw/ and calibrated/)."""
         return self.member.path / WORK
 
     def check(self) -> None:
@@ -534,7 +537,7 @@ def recalibrate(plan: RecalibrationPlan, on_event: Callable[[StepEvent], None] |
         concatenated = plan.root / "calibrated.ms"
         if concatenated.exists():
             shutil.rmtree(concatenated)
-        run_in_casa("almadeliver.casa.restore:concat_in_casa", {"vis": vis, "concatvis": str(concatenated)},
+        run_in_casa(concat_in_casa, {"vis": vis, "concatvis": str(concatenated)},
                     workdir=plan.root, logfile=plan.root / "concat.casa.log", on_line=on_line)
     return RecalibrationResult(results, f"modular CASA {plan.casa_version or '?'}", plan.casa_asked,
                                plan.passes_gates, concatenated)
@@ -563,7 +566,7 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
 
     delivered_flux = _delivered_file(item, f"{item.eb}.ms.split.fluxscale", item.workdir)
     outcome = run_in_casa(
-        "almadeliver.casa.recalibrate:recalibrate_in_casa",
+        recalibrate_in_casa,
         {"script": str(item.script), "eb": item.eb, "steps": item.run, "split_step": item.split_step,
          "titles": {str(s.number): s.title for s in item.steps}, "pass_version_gates": plan.passes_gates,
          "delivered_calibrated": str(item.delivered_calibrated) if item.delivered_calibrated else None},

@@ -29,9 +29,10 @@ from ..transfer.lock import FolderLock
 from ..errors import (AlmadeliverError, CasaError, CasaNotFoundError, CasaVersionMismatchError, DiskSpaceError,
                       TreeError, UsageError)
 from ..ids import UID_DISK_PATTERN
+from . import legacy
 from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
-from .runtime import MonolithicCasa, find_monolithic_casa, run_in_casa
+from .runtime import MonolithicCasa, find_monolithic_casa, last_words, run_in_casa, stream_output
 from .scriptcheck import (ScriptCheckError, VersionGate, first_three, lacking, modular_casa_version,
                           python_executable, read_gates)
 
@@ -119,6 +120,7 @@ class RestorePlan:
 
     @property
     def path(self) -> Path:
+        """The member folder."""
         return self.member.path
 
     @property
@@ -128,6 +130,7 @@ class RestorePlan:
 
     @property
     def calibrated(self) -> Path:
+        """The member's ``calibrated/`` folder (scriptForPI writes there)."""
         return self.member.path / "calibrated"
 
     @property
@@ -137,6 +140,7 @@ class RestorePlan:
 
     @property
     def need_mb(self) -> int:
+        """MB scriptForPI will ask to be free at the planned SPACESAVING level."""
         return self.estimate.need_mb(self.spacesaving)
 
     def check(self) -> None:
@@ -177,6 +181,17 @@ def finished_ebs(calibrated: Path, ebs: list[str], total_power: list[str] = ()) 
             or (eb in total_power and (total_power_calibrated(calibrated, eb) / "table.dat").is_file())]
 
 
+def check_options(spacesaving: int | None, engine: str, casa_version_mismatch: str) -> None:
+    """Raise UsageError (one line) unless the restore options are among the known values."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
+    if casa_version_mismatch not in MISMATCH_CHOICES:
+        raise UsageError(f"--casa-version-mismatch {casa_version_mismatch} is not a choice",
+                         f"use one of {', '.join(MISMATCH_CHOICES)}")
+    if spacesaving is not None and spacesaving not in LEVELS:
+        raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
+
+
 def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit: bool = False,
                  casa: str | Path | None = None, resume: bool = False, engine: str = "auto",
                  casa_version_mismatch: str = "refuse") -> RestorePlan:
@@ -188,13 +203,7 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     ``refuse`` (default) when a calibration script's exact-version gate asks for another CASA than
     the one that would run, ``allow`` to run anyway with the gates passed (recorded in the report).
     Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``."""
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
-    if casa_version_mismatch not in MISMATCH_CHOICES:
-        raise UsageError(f"--casa-version-mismatch {casa_version_mismatch} is not a choice",
-                         f"use one of {', '.join(MISMATCH_CHOICES)}")
-    if spacesaving is not None and spacesaving not in LEVELS:
-        raise UsageError(f"--spacesaving {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
+    check_options(spacesaving, engine, casa_version_mismatch)
     member = _one_member(Path(member_dir).resolve())
     est = estimate(member.path)
     chosen = spacesaving is None
@@ -385,6 +394,7 @@ class ProgressParser:
         self.state = Progress(None, 0, len(self.ebs), None, None, "checks")
 
     def feed(self, line: str) -> Progress | None:
+        """Read one output line; the new progress when it changes the phase, EB or step, else None."""
         s = self.state
         if m := _EB_RE.match(line):
             eb = m.group(1)
@@ -445,6 +455,7 @@ class RestoreResult:
 
     @property
     def within_estimate(self) -> bool:
+        """True when the peak disk use stayed within scriptForPI's estimate (or the check was skipped)."""
         return self.spacesaving == -1 or self.peak_bytes <= self.estimate_mb * MB
 
 
@@ -470,7 +481,7 @@ def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
     else:
-        run_in_casa("almadeliver.casa.legacy:run_script",
+        run_in_casa(legacy.run_script,
                     {"script": str(script), "cwd": str(cwd), "variables": variables,
                      "pass_version_gates": plan.passes_gates},
                     workdir=cwd, logfile=casa_log, on_line=on_line)
@@ -486,18 +497,9 @@ def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: di
     driver.write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen(casa.command(driver, pipeline), cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
-    assert proc.stdout is not None
-    tail: list[str] = []
-    try:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-20:]
-            on_line(line)
-    except BaseException:          # Ctrl-C: CASA does not outlive us
-        proc.kill()
-        raise
+    tail = stream_output(proc, on_line)
     if proc.wait() != 0:
-        reason = next((l for l in reversed(tail) if l.strip()), f"exit code {proc.returncode}")
+        reason = last_words(tail, proc.returncode)
         raise CasaError(f"{casa.executable} failed running {script.name}: {reason}", f"see the CASA log {casa_log}")
 
 
@@ -691,7 +693,7 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
                              f"({needed - free} MB missing)", "free some space first")
     work, casa_log, _ = _logs(plan)
     start = time.monotonic()
-    run_in_casa("almadeliver.casa.restore:concat_in_casa",
+    run_in_casa(concat_in_casa,
                 {"vis": [str(p) for p in inputs], "concatvis": str(output)},
                 workdir=work, logfile=casa_log, on_line=on_line)
     return ConcatResult(inputs, output, time.monotonic() - start, casa_log)
@@ -710,7 +712,7 @@ def concat_in_casa(vis: list[str], concatvis: str) -> str:
 # -- checking the result ---------------------------------------------------------------------------------
 def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict]:
     """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child."""
-    return run_in_casa("almadeliver.casa.restore:phase_scatter_in_casa",
+    return run_in_casa(phase_scatter_in_casa,
                        {"measurement_sets": [str(p) for p in measurement_sets]},
                        workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
 

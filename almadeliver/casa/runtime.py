@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CasaError, CasaNotFoundError
+from ..files import write_atomic
 
 LOGFILE_ENV = "ALMADELIVER_CASA_LOGFILE"
 CASA_ENV = "ALMADELIVER_CASA"
@@ -68,9 +69,7 @@ def configure_offline() -> Path:
     text = _site_config_text(casadata_path(), folder)
     if not path.is_file() or path.read_text() != text:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     os.environ["CASASITECONFIG"] = str(path)
     os.environ.setdefault(LOGFILE_ENV, str(folder / "casa.log"))
     return path
@@ -94,6 +93,7 @@ class MonolithicCasa:
     has_pipeline: bool
 
     def command(self, script: Path, pipeline: bool = False) -> list[str]:
+        """The command line that runs ``script`` in this CASA without GUI or logger (``--pipeline`` for pipeline work)."""
         cmd = [str(self.executable), "--nologger", "--nogui", "--nologfile"]
         if pipeline:
             cmd.append("--pipeline")
@@ -138,6 +138,7 @@ class CasaInfo:
 
 
 def casa_info(casa: str | Path | None = None) -> CasaInfo:
+    """Versions of the installed modular CASA, its data path, the site config and any monolithic CASA found."""
     def _v(name: str) -> str | None:
         try:
             return version(name)
@@ -149,8 +150,58 @@ def casa_info(casa: str | Path | None = None) -> CasaInfo:
 
 
 # -- running CASA work in a child process --------------------------------------------------------------
+def stream_output(proc: subprocess.Popen, on_line: Callable[[str], None] | None = None, keep: int = 20) -> list[str]:
+    """Pass every line a child prints (``stdout=PIPE``, text mode) to ``on_line`` until it closes its output.
+
+    Parameters
+    ----------
+    proc : subprocess.Popen
+        The child, started with ``stdout=subprocess.PIPE`` (stderr merged into it) and ``text=True``.
+    on_line : callable, optional
+        Receives each line without its newline.
+    keep : int
+        How many of the last lines to return.
+
+    Returns
+    -------
+    list of str
+        The last ``keep`` lines (the reason of a failure is among them).
+
+    Raises
+    ------
+    BaseException
+        Whatever interrupts the reading (Ctrl-C, an error in ``on_line``), after the child is killed:
+        a CASA child never outlives the process that started it.
+    """
+    assert proc.stdout is not None
+    tail: list[str] = []
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail = (tail + [line])[-keep:]
+            if on_line:
+                on_line(line)
+    except BaseException:
+        proc.kill()
+        raise
+    return tail
+
+
+def last_words(tail: list[str], code: int | None) -> str:
+    """The reason a child gave for failing: its last non-blank line, else its exit code."""
+    return next((line for line in reversed(tail) if line.strip()), f"exit code {code}")
+
+
+def casa_task(task: str, **kwargs: Any) -> Any:
+    """Run the casatasks task named ``task`` with ``kwargs``: for ``run_in_casa(casa_task, {"task": ...})``,
+    so that the caller never imports casatasks (CASA starts in the child only)."""
+    import casatasks
+
+    return getattr(casatasks, task)(**kwargs)
+
+
 def run_in_casa(
-    func: str,
+    func: Callable[..., Any],
     kwargs: dict[str, Any] | None = None,
     *,
     workdir: Path,
@@ -158,43 +209,59 @@ def run_in_casa(
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
 ) -> Any:
-    """Call ``func`` ("package.module:function") in a fresh Python with the offline CASA runtime.
+    """Call ``func(**kwargs)`` in a fresh Python with the offline CASA runtime.
 
-    The child runs in ``workdir`` and writes CASA's log to ``logfile`` (default
-    ``workdir/casa.log``). ``kwargs`` and the return value travel as JSON. Every line the child
-    prints goes to ``on_line``. A failure raises ``CasaError`` naming the log file.
+    Parameters
+    ----------
+    func : callable
+        A function defined at the top level of an almadeliver module (the child imports it by name).
+    kwargs : dict, optional
+        Its keyword arguments; they and the return value travel as JSON.
+    workdir : Path
+        The child's working folder (made if missing).
+    logfile : Path, optional
+        CASA's log file; default ``workdir/casa.log``.
+    on_line : callable, optional
+        Receives every line the child prints.
+    timeout : float, optional
+        Seconds to wait for the child once its output closed.
+
+    Returns
+    -------
+    object
+        What ``func`` returned, through JSON.
+
+    Raises
+    ------
+    TypeError
+        ``func`` is not a top-level function of an importable module.
+    CasaError
+        The child failed (the reason and the log file named) or did not finish in ``timeout``.
     """
+    name = f"{func.__module__}:{func.__qualname__}"
+    if "." in func.__qualname__ or func.__module__ == "__main__":
+        raise TypeError(f"run_in_casa needs a top-level function of a module, not {name}")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     logfile = Path(logfile or workdir / "casa.log").resolve()
     with tempfile.TemporaryDirectory(prefix="almadeliver-call-") as tmp:
         call = Path(tmp) / "call.json"
         result = Path(tmp) / "result.json"
-        call.write_text(json.dumps({"func": func, "kwargs": kwargs or {}, "result": str(result),
+        call.write_text(json.dumps({"func": name, "kwargs": kwargs or {}, "result": str(result),
                                      "parent": os.getpid()}))
         proc = subprocess.Popen(
             [sys.executable, "-m", "almadeliver.casa.child", str(call)],
             cwd=workdir, env=casa_env(logfile), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1,
         )
-        tail: list[str] = []
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                tail = (tail + [line])[-20:]
-                if on_line:
-                    on_line(line)
-        except BaseException:      # Ctrl-C (or any error here): the CASA child does not outlive us
-            proc.kill()
-            raise
+        tail = stream_output(proc, on_line)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise CasaError(f"{func} did not finish in {timeout:.0f} s", f"see the CASA log {logfile}")
+            raise CasaError(f"{name} did not finish in {timeout:.0f} s", f"see the CASA log {logfile}")
         outcome = json.loads(result.read_text()) if result.is_file() else None
     if code != 0 or outcome is None or "error" in outcome:
-        reason = (outcome or {}).get("error") or next((l for l in reversed(tail) if l.strip()), f"exit code {code}")
-        raise CasaError(f"CASA work failed ({func}): {reason}", f"see the CASA log {logfile}")
+        reason = (outcome or {}).get("error") or last_words(tail, code)
+        raise CasaError(f"CASA work failed ({name}): {reason}", f"see the CASA log {logfile}")
     return outcome["value"]

@@ -302,7 +302,7 @@ def selfcal(plan: SelfcalPlan, on_line: Callable[[str], None] | None = None,
 
     start = time.monotonic()
     outcome = run_in_casa(
-        "almadeliver.casa.selfcal:selfcal_child",
+        selfcal_child,
         {"vis": [str(v) for v in plan.vis], "columns": plan.columns, "field": plan.field,
          "rounds": [asdict(r) for r in plan.rounds], "cell_arcsec": plan.cell_arcsec, "imsize": plan.imsize,
          "spw": plan.continuum_spw,

@@ -22,6 +22,7 @@ app = typer.Typer(
 
 @dataclass
 class State:
+    """The global options of the command line (``--debug``, ``-v``, ``-q``) for the commands to read."""
     debug: bool = False
     verbose: int = 0
     quiet: bool = False

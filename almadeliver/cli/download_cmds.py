@@ -7,18 +7,19 @@ from urllib.parse import urlsplit
 
 import typer
 
-from ..archive.client import ARCHIVE_ENV, ArchiveClient, make_session, mirror_list
+from ..archive.client import ARCHIVE_ENV, mirror_list
 from ..archive.model import ProjectView
-from ..archive.projectview import query
 from ..archive.tap import Selection
 from ..delivery.validate import validate
 from ..errors import DiskSpaceError, IdentifierError, UsageError
 from ..ids import DeliveryFileName
-from ..transfer.auth import archive_hosts, get_credentials, login
-from ..transfer.download import TransferConfig, download
-from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, make_plan, parse_what
+from ..transfer.auth import archive_hosts
+from ..transfer.download import FileStatus, TransferConfig, download
+from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, parse_what
 from ..units import human_size
+from ..workflow import FetchOptions, open_archive, plan_fetch
 from .app import app, state
+from .options import UserOption, credentials_of, what_option
 from .validate_cmds import format_text
 
 
@@ -39,30 +40,25 @@ def download_cmd(
     dest: Path = typer.Option(..., "--dest", help="Folder that receives the delivery tree."),
     archive: Optional[str] = typer.Option(None, "--archive", envvar=ARCHIVE_ENV,
                                           help="Mirror: eso, nrao, naoj or a URL."),
-    what: str = typer.Option(DEFAULT_WHAT, "--what", help="Comma-separated kinds: products,auxiliary,raw,readme,external (ARI-L and other external products; not in the default)."),
+    what: str = what_option(DEFAULT_WHAT),
     parallel: int = typer.Option(5, "--parallel", min=1, max=32, help="Connections per archive host."),
     split: int = typer.Option(1, "--split", min=1, max=32, help="Fetch each large file as N ranges in parallel."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, counts and totals, and exit."),
     keep_tars: bool = typer.Option(False, "--keep-tars", help="Keep each tarball after a verified extraction."),
     no_untar: bool = typer.Option(False, "--no-untar", help="Download and verify the tarballs, do not unpack."),
-    user: Optional[str] = typer.Option(None, "--user", help="ALMA account for proprietary data (password asked, "
-                                                            "or keyring, or ALMA_PASSWORD)."),
+    user: Optional[str] = UserOption,
 ) -> None:
     """Fetch what the project view lists and leave the standard delivery tree in DEST."""
-    kinds = parse_what(what)
-    session = make_session(parallel)
-    credentials = get_credentials(user) if user and not dry_run else None
+    parse_what(what)                             # an unknown --what is said before the password is asked
+    options = FetchOptions(archive=archive, what=what, parallel=parallel, split=split,
+                           credentials=None if dry_run else credentials_of(user))
+    plan_file = len(targets) == 1 and targets[0].endswith(".json")
+    view = _view_file(Path(targets[0])) if plan_file else None
+    client = open_archive(options)               # logged in before the query: DataLink answers for this identity
+    plan = plan_fetch(view or Selection.from_ids(targets), client, options)
+    session, credentials = client.session, options.credentials
     mirrors = mirror_list(archive)               # the configured archive: the only hosts credentials go to
     hosts = archive_hosts(archive)
-    if len(targets) == 1 and targets[0].endswith(".json"):
-        plan = make_plan(_view_file(Path(targets[0])), kinds, archive)
-        if credentials:
-            login(session, mirrors[0], credentials, hosts)
-    else:
-        client = ArchiveClient(archive, session=session)
-        if credentials:   # before the query, so DataLink answers for this identity
-            login(session, mirrors[0], credentials, hosts)
-        plan = make_plan(query(Selection.from_ids(targets), client), kinds)
     foreign = sorted({urlsplit(f.url).netloc for f in plan.files} - hosts)
     if foreign and credentials:
         typer.echo(f"warning: {sum(urlsplit(f.url).netloc in foreign for f in plan.files)} files of the plan are on "
@@ -93,9 +89,9 @@ def download_cmd(
     config = TransferConfig(parallel=parallel, split=split, untar=not no_untar, keep_tars=keep_tars,
                             progress=not state.quiet)
     result = download(plan, dest, config, session)
-    fetched = [f for f in result.files if f.status == "fetched"]
-    already = [f for f in result.files if f.status == "already"]
-    extracted = sum(f.extracted for f in result.files if f.status != "failed")
+    fetched = [f for f in result.files if f.status is FileStatus.FETCHED]
+    already = [f for f in result.files if f.status is FileStatus.ALREADY]
+    extracted = sum(f.extracted for f in result.files if f.status is not FileStatus.FAILED)
     rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds else 0.0
     unpacked_now = sum(f.unpacked_now for f in result.files)
     if not fetched and not result.failed and not unpacked_now:
@@ -105,7 +101,7 @@ def download_cmd(
                f"({rate:.0f} MB/s); {len(already)} already there; "
                + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
     for f in result.files:
-        if f.rejected and f.status != "failed":
+        if f.rejected and f.status is not FileStatus.FAILED:
             typer.echo(f"warning: {f.rejected[0]}; fetched again and it passed", err=True)
     for f in result.failed:
         typer.echo(f"failed  {f.error}", err=True)

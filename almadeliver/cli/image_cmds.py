@@ -9,32 +9,17 @@ import typer
 from ..casa import imaging
 from ..casa.selfcal import DEFAULT_ROUNDS
 from ..errors import UsageError
+from ..workflow import ImageOptions, plan_member_images
 from .app import app, state
+from .options import with_image_options
 from .selfcal_cmds import selfcal_cmd
 
 
 @app.command("image")
+@with_image_options
 def image_cmd(
     member: Path = typer.Argument(..., help="The member.uid___... folder of a restored delivery."),
     list_: bool = typer.Option(False, "--list", help="List the delivered images (the tclean calls) and stop."),
-    source: str = typer.Option("auto", "--from", help="auto, pipeline (casa_commands.log) or script (scriptForImaging.py)."),
-    robust: Optional[float] = typer.Option(None, "--robust", help="Briggs robust (larger: larger beam, lower noise)."),
-    uvtaper: Optional[str] = typer.Option(None, "--uvtaper", help="Outer uv taper, e.g. 0.5arcsec."),
-    niter: Optional[int] = typer.Option(None, "--niter", help="Maximum clean iterations."),
-    threshold: Optional[str] = typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy."),
-    nbin: Optional[str] = typer.Option(None, "--nbin", help="Average K channels of each cube (K), or per spw "
-                                       "as the pipeline's nbins ('17:8,23:2')."),
-    moments: Optional[str] = typer.Option(None, "--moments", help="Moment maps of each cube (immoments), "
-                                          "e.g. 0,1,8: FITS and PNG beside the cubes."),
-    cont: Optional[str] = typer.Option(None, "--cont", help="'all': continuum images from every unflagged "
-                                       "channel (cont.dat's ranges ignored, as with cont.dat moved aside)."),
-    width: Optional[str] = typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz."),
-    spw: Optional[str] = typer.Option(None, "--spw", help="Only these spws (ids as in the product names, comma list)."),
-    field: Optional[str] = typer.Option(None, "--field", help="Only these fields (names, comma list)."),
-    specmode: Optional[str] = typer.Option(None, "--specmode", help="Only cube, mfs or cont images."),
-    cell: Optional[str] = typer.Option(None, "--cell", help="Pixel size, e.g. 0.2arcsec."),
-    imsize: Optional[int] = typer.Option(None, "--imsize", help="Image size in pixels (square)."),
-    contsub: bool = typer.Option(False, "--contsub", help="Subtract the continuum (cont.dat ranges) before cubes."),
     out: Optional[Path] = typer.Option(None, "--out", help="A new folder for the images (default MEMBER_DIR/reimage)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tclean calls that would run; run nothing."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Images made at once (default: number of CPUs)."),
@@ -42,26 +27,27 @@ def image_cmd(
                                  "first: calibrated/ is only read), then remake the delivered cubes with the solutions."),
     selfcal_rounds: str = typer.Option(DEFAULT_ROUNDS, "--selfcal-rounds", help="MODE:SOLINT per round (MODE p or "
                                        "ap); a round is kept only if the dynamic range rises and the rms does not."),
+    *,
+    image: ImageOptions,
 ) -> None:
     """Remake the images of a restored delivery, with the changes asked for, beside the delivered ones."""
+    ov, source = image.overrides, image.source
     if selfcal:
-        others = {"--list": list_, "--from": source != "auto", "--robust": robust is not None, "--uvtaper": uvtaper,
-                  "--niter": niter is not None, "--threshold": threshold, "--nbin": nbin is not None, "--width": width,
-                  "--spw": spw, "--specmode": specmode, "--cell": cell, "--imsize": imsize is not None,
-                  "--contsub": contsub, "--workers": workers is not None}
+        others = {"--list": list_, "--from": source != "auto", "--robust": ov.robust is not None,
+                  "--uvtaper": ov.uvtaper, "--niter": ov.niter is not None, "--threshold": ov.threshold,
+                  "--nbin": ov.nbin is not None, "--width": ov.width, "--spw": ov.spw, "--specmode": ov.specmode,
+                  "--cell": ov.cell, "--imsize": ov.imsize is not None, "--contsub": ov.contsub, "--cont": ov.cont,
+                  "--moments": ov.moments, "--workers": workers is not None}
         given = [name for name, value in others.items() if value]
         if given:
             raise UsageError(f"{', '.join(given)} cannot be combined with --selfcal",
                              "--selfcal takes --selfcal-rounds, --field, --out and --dry-run")
-        return selfcal_cmd(member, selfcal_rounds, field, out, dry_run)
-    ov = imaging.Overrides(robust=robust, uvtaper=uvtaper, niter=niter, threshold=threshold, nbin=nbin,
-                           width=width, spw=spw, field=field, specmode=specmode, cell=cell, imsize=imsize,
-                           contsub=contsub, cont=cont, moments=moments)
+        return selfcal_cmd(member, selfcal_rounds, ov.field, out, dry_run)
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")
         return
-    plan = imaging.plan(member, ov, source)
+    plan = plan_member_images(member, image)
     if dry_run:
         typer.echo(f"would run {len(plan.jobs)} image(s) from {plan.source}:" if plan.jobs else
                    f"would run {plan.script} with these overrides on every tclean: {ov.changes() or 'none'}")

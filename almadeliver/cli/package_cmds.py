@@ -48,6 +48,8 @@ def prepare_cmd(
 
 
 class CheckFormat(str, Enum):
+    """The forms of the checklist report ``check --format`` writes."""
+
     text = "text"
     json = "json"
     html = "html"

@@ -22,6 +22,7 @@ from .app import app, state
 
 
 class View(str, Enum):
+    """``query --view``: one line per project, per MOUS, or per raw EB."""
     project = "project"
     mous = "mous"
     raw = "raw"
@@ -29,6 +30,7 @@ class View(str, Enum):
 
 
 class Format(str, Enum):
+    """``query --format``: a text table, the project view as JSON, or CSV."""
     table = "table"
     json = "json"
     csv = "csv"

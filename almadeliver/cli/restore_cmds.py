@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..casa.restore import (MISMATCH_CHOICES, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
-                            plan_restore, restore)
+from ..casa.restore import Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter, restore
 from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
+from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state
-from .options import CasaOption
+from .options import CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption
 
 
 def _mb(nbytes: int) -> str:
@@ -74,20 +74,11 @@ def _progress(p: Progress) -> None:
 @app.command("restore")
 def restore_cmd(
     member_dir: Path = typer.Argument(..., help="The member folder (member.uid___...) holding script/ and raw/."),
-    spacesaving: Optional[int] = typer.Option(
-        None, "--spacesaving", help="scriptForPI's SPACESAVING: 0 keeps everything, 1 drops *.ms.split, 2 also "
-        "*.ms, 3 also *.ms.split.cal when calibrated.ms exists, -1 skips the disk check. Default: the lowest "
-        "level that fits."),
-    dosplit: bool = typer.Option(False, "--dosplit", help="Pipeline data: also split the science spws into "
-                                 "<EB>.ms.split.cal (scriptForPI's DOSPLIT)."),
+    spacesaving: Optional[int] = SpacesavingOption,
+    dosplit: bool = DosplitOption,
     casa: Optional[str] = CasaOption,
-    engine: str = typer.Option("auto", "--engine", help="native: restore a pipeline delivery with modular CASA "
-                               "(the hifa_restoredata steps); casa: run scriptForPI; auto: native for pipeline "
-                               "deliveries when no monolithic CASA with the pipeline is found, else casa."),
-    casa_version_mismatch: str = typer.Option(
-        "refuse", "--casa-version-mismatch", help=f"{' | '.join(MISMATCH_CHOICES)}: when the calibration scripts' "
-        "exact-version gate asks for another CASA than the one that would run, refuse (default) or run them in "
-        "the installed modular CASA anyway (recorded in the restore report and log)."),
+    engine: str = EngineOption,
+    casa_version_mismatch: str = CasaVersionMismatchOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the version gates and the disk need; "
                                  "run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
@@ -95,8 +86,9 @@ def restore_cmd(
                                 "into calibrated/calibrated.ms."),
 ) -> None:
     """Restore the calibrated measurement sets of a delivery with its own scriptForPI.py."""
-    plan = plan_restore(member_dir, spacesaving=spacesaving, dosplit=dosplit, casa=casa, resume=resume,
-                        engine=engine, casa_version_mismatch=casa_version_mismatch)
+    options = RestoreOptions(spacesaving=spacesaving, dosplit=dosplit, casa=casa, engine=engine,
+                             casa_version_mismatch=casa_version_mismatch, resume=resume)
+    plan = plan_member_restore(member_dir, options)
     _show_plan(plan)
     if plan.already_calibrated:
         n = len(list(plan.calibrated.glob("*.ms.split.cal")))

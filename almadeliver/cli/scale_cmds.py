@@ -12,7 +12,11 @@ from ..errors import UsageError
 from ..scale.journal import StepOutcome
 from ..scale.run import JOBQUEUE, STEPS, RunConfig, parse_projects, run
 from ..scale.steps import find_mous
+from ..transfer.plan import parse_what
+from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, open_archive
 from .app import app, state
+from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption,
+                      UserOption, credentials_of, what_option, with_image_options)
 
 
 def _cell(o: StepOutcome | None) -> str:
@@ -47,6 +51,7 @@ def _write_config(cluster: str, spec) -> None:
 
 
 @app.command("run")
+@with_image_options
 def run_cmd(
     projects: Optional[str] = typer.Option(None, "--projects", metavar="CODES|FILE",
                                            help="Project codes, comma-separated, or a file with one code per line."),
@@ -78,11 +83,21 @@ def run_cmd(
     prologue: Optional[list[str]] = typer.Option(None, "--prologue", rich_help_panel="--write-config",
                                                  help="A shell line run before the worker starts "
                                                  "(repeatable), e.g. 'module load gcc'."),
-    casa_version_mismatch: str = typer.Option(
-        "refuse", "--casa-version-mismatch", help="restore: refuse (default) or allow running calibration scripts "
-        "whose version gate asks for another CASA in the installed modular CASA (see `restore --help`)."),
+    user: Optional[str] = UserOption,
+    what: str = what_option(RUN_WHAT),
+    spacesaving: Optional[int] = SpacesavingOption,
+    dosplit: bool = DosplitOption,
+    casa: Optional[str] = CasaOption,
+    engine: str = EngineOption,
+    casa_version_mismatch: str = CasaVersionMismatchOption,
+    *,
+    image: ImageOptions,
 ) -> None:
-    """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step."""
+    """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step.
+
+    The options of ``download`` (--user, --what), ``restore`` (--spacesaving, --engine, ...) and
+    ``image`` (--robust, --niter, ...) apply to every MOUS.
+    """
     if write_config:
         from ..scale.jobqueue import JobSpec
 
@@ -93,10 +108,15 @@ def run_cmd(
         return
     if not projects:
         raise UsageError("--projects is missing", "give codes such as 2013.1.00308.S,2017.1.01185.S or a FILE")
+    parse_what(what)                         # an unknown --what is said before the password is asked
+    fetch = FetchOptions(what=what, credentials=credentials_of(user))
     config = RunConfig(dest=dest.resolve(), steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
                        cluster=cluster, workers=workers, archive=archive,
-                       casa_version_mismatch=casa_version_mismatch)
-    mous = find_mous(parse_projects(projects), archive)
+                       casa_version_mismatch=casa_version_mismatch, fetch=fetch,
+                       restore=RestoreOptions(spacesaving=spacesaving, dosplit=dosplit, casa=casa, engine=engine),
+                       image=image)
+    codes = parse_projects(projects)
+    mous = find_mous(codes, client=open_archive(config.fetch) if user else None, archive=archive)
     bar = tqdm(total=len(mous) * len(config.steps), unit="task", desc="run", disable=state.quiet or None)
 
     def on_outcome(o: StepOutcome) -> None:
@@ -109,7 +129,7 @@ def run_cmd(
 
     cells = {(o.mous, o.step): o for o in result.outcomes}
     header = ("project", "mous", *config.steps)
-    rows = [(p, m, *(_cell(cells.get((m, s))) for s in config.steps)) for p, m in mous]
+    rows = [(p, m, *(_cell(cells.get((str(m), s))) for s in config.steps)) for p, m in mous]
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())

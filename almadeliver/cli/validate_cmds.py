@@ -12,6 +12,7 @@ from .app import app
 
 
 class Format(str, Enum):
+    """``validate --format``: text or the report as JSON."""
     text = "text"
     json = "json"
 

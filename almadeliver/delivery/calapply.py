@@ -81,5 +81,6 @@ def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
 
 
 def read_calapply(path: Path) -> list[ApplyCal]:
+    """The applycal calls of a pipeline ``calapply.txt`` file."""
     path = Path(path)
     return parse_calapply(path.read_text(), source=path.name)

@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -32,7 +32,16 @@ from . import visibilities as vis
 
 if TYPE_CHECKING:
     from .layout import StaffArea, StaffEb
-    from .staff import _Checker
+
+
+class _Checker(Protocol):
+    """What an item adds its verdict to (staff.py's checker): pass, warn or FAIL, with its numbers."""
+
+    def ok(self, check: str, path: Path | str, message: str, numbers: dict | None = None) -> None: ...
+
+    def warn(self, check: str, path: Path | str, message: str, hint: str, numbers: dict | None = None) -> None: ...
+
+    def fail(self, check: str, path: Path | str, message: str, hint: str, numbers: dict | None = None) -> None: ...
 
 # thresholds of the verdicts (warn, FAIL)
 FLAG_WARN, FLAG_FAIL = 0.3, 0.5                 # flagged fraction of a spw at a stage
@@ -212,6 +221,7 @@ def split_cal(area: "StaffArea", eb: "StaffEb") -> Path | None:
 
 
 def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis.MsSummary | None":
+    """Item: the EB's ``.ms.split.cal`` exists and opens; returns its summary (None when absent)."""
     path = split_cal(area, eb)
     if path is None:
         check.fail("staff.eb.split-cal", eb.folder, f"no {eb.uid.disk}.ms.split.cal here nor in Combination/calibrated",
@@ -361,6 +371,7 @@ def read_allfluxes(path: Path) -> list[dict]:
 
 
 def check_fluxscale_copies(check: "_Checker", area: "StaffArea") -> dict[str, Path]:
+    """Item: each EB's ``.fluxscale`` table is copied into Combination/calibrated; returns EB -> table."""
     found = {}
     for eb in area.ebs:
         if eb.uid is None:
@@ -380,6 +391,7 @@ def check_fluxscale_copies(check: "_Checker", area: "StaffArea") -> dict[str, Pa
 
 
 def check_allfluxes(check: "_Checker", area: "StaffArea", fluxscales: dict[str, Path]) -> None:
+    """Item: ``allFluxes.txt`` exists and agrees with the ``.fluxscale`` tables' fluxes."""
     path = area.combination / "allFluxes.txt"
     if not path.is_file():
         check.fail("staff.combination.allfluxes", path, "missing",

@@ -7,6 +7,7 @@ from .calls import TaskCall, iter_calls
 
 
 def read_commands(path: Path) -> list[TaskCall]:
+    """The task calls of a pipeline ``casa_commands.log`` file."""
     path = Path(path)
     return list(iter_calls(path.read_text(), source=path.name))
 

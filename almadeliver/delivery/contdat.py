@@ -47,10 +47,12 @@ class FreqRange:
 
     @property
     def low_hz(self) -> float:
+        """The low edge in Hz."""
         return self.low * _HZ[self.unit]
 
     @property
     def high_hz(self) -> float:
+        """The high edge in Hz."""
         return self.high * _HZ[self.unit]
 
 
@@ -84,6 +86,7 @@ class ContDat:
     generation: int = 2
 
     def ranges(self, field_name: str, spw: int) -> list[FreqRange]:
+        """The continuum ranges of ``field_name`` in ``spw`` (none when cont.dat has no entry)."""
         return self.fields.get(field_name, {}).get(spw, SpwRanges(spw)).ranges
 
     @property

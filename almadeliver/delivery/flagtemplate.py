@@ -9,20 +9,24 @@ from ..errors import ParseError
 
 @dataclass
 class FlagCommand:
+    """One flagdata command of a flag template: its line number and its parameters."""
     line: int
     params: dict[str, str]
 
     @property
     def mode(self) -> str:
+        """The flagdata mode (``manual`` when the line does not say)."""
         return self.params.get("mode", "manual")
 
     @property
     def reason(self) -> str | None:
+        """The ``reason`` the line gives, if any."""
         return self.params.get("reason")
 
 
 @dataclass
 class FlagTemplate:
+    """A parsed pipeline flag template (``*.flagtemplate.txt``): its commands and the oddities tolerated."""
     path: str
     commands: list[FlagCommand] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)    # tolerated oddities, e.g. a missing closing quote
@@ -76,4 +80,5 @@ def parse_flagtemplate_text(text: str, path: str = "flagtemplate.txt") -> FlagTe
 
 
 def parse_flagtemplate(path: str | Path) -> FlagTemplate:
+    """Read a flag template file (see ``parse_flagtemplate_text``)."""
     return parse_flagtemplate_text(Path(path).read_text(encoding="utf-8", errors="replace"), str(path))

@@ -13,17 +13,18 @@ from pathlib import Path
 
 from ..errors import TreeError, UsageError
 from ..ids import UID_DISK_PATTERN as UID_RE
-from ..ids import ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
+from ..ids import UID_HEX_PART, ProjectCode, Uid, eb_uids_in, is_project_code, raw_name, uid_at_start, uid_of_name
 from .readme import Readme, parse_readme
 
 _MEMBER_PREFIX_RE = re.compile(rf"^member\.{UID_RE}\.")
 _OUS_DIR_RE = re.compile(rf"^(?P<level>science_goal|group|member)\.(?P<uid>{UID_RE})$")
 _CYCLE0_DIR_RE = re.compile(r"^(?P<level>sg_ouss|group_ouss|member_ouss)(?:_(?P<date>\d{4}-\d{2}-\d{2}))?_id$")
-_STAFF_CAL_RE = re.compile(r"^Calibration_(?P<tail>(?:X[0-9a-fA-F]+_)?X[0-9a-fA-F]+)$")
+_STAFF_CAL_RE = re.compile(rf"^Calibration_(?P<tail>(?:{UID_HEX_PART}_)?{UID_HEX_PART})$")
 _MEMBER_FOLDERS = ("script", "calibration", "qa", "product", "log")
 
 
 class Flavour(str, Enum):
+    """How a member folder was delivered (ALMA-FACTS: Cycle 0, manual scripts, pipeline, staff area)."""
     CYCLE0 = "cycle0"          # Cycle 0: calibrated/ and raw/*.ms.split delivered
     MANUAL = "manual"          # Cycle 1-3 manual calibration: <EB>.ms.scriptForCalibration.py
     PIPELINE = "pipeline"      # Cycle 4 on (some earlier): casa_piperestorescript, calapply.txt, caltables.tgz
@@ -41,6 +42,7 @@ class Listing:
     in_table: bool = False     # inside a CASA table (MS, caltable): sizes are not read
 
     def names(self) -> list[str]:
+        """Every entry of the folder: files, sub-folders and links."""
         return [*self.files, *self.dirs, *self.links]
 
 
@@ -54,12 +56,15 @@ class TreeIndex:
 
     @property
     def n_files(self) -> int:
+        """How many files (and links) the index holds."""
         return sum(len(d.files) + len(d.links) for d in self.dirs.values())
 
     def get(self, rel: str) -> Listing:
+        """The listing of folder ``rel`` (an empty one when it is not indexed)."""
         return self.dirs.get(rel) or Listing()
 
     def path(self, rel: str) -> Path:
+        """The path on disk of ``rel`` (relative to the indexed root)."""
         return self.root / rel if rel else self.root
 
     def under(self, rel: str):
@@ -71,6 +76,7 @@ class TreeIndex:
 
 
 def join(rel: str, name: str) -> str:
+    """``rel/name`` (just ``name`` at the root)."""
     return f"{rel}/{name}" if rel else name
 
 
@@ -146,6 +152,7 @@ class Member:
 
     @property
     def ebs(self) -> list[Uid]:
+        """Every EB the member has, in raw/ or named by its scripts."""
         return sorted(set(self.ebs_in_raw) | set(self.ebs_in_scripts))
 
     @property
@@ -215,6 +222,7 @@ class StaffEb:
 
     @property
     def script(self) -> Path | None:
+        """The calibration script of the EB this folder is named for (``<EB>.ms.scriptForCalibration.py``)."""
         return self.folder / f"{self.uid.disk}.ms.scriptForCalibration.py" if self.uid else None
 
 
@@ -239,14 +247,17 @@ class StaffArea:
 
     @property
     def combination(self) -> Path:
+        """The area's ``Combination/`` folder."""
         return self.root / STAFF_COMBINATION
 
     @property
     def imaging(self) -> Path:
+        """The area's ``Imaging/`` folder."""
         return self.root / STAFF_IMAGING
 
     @property
     def readme(self) -> Path:
+        """The area's ``README``."""
         return self.root / "README"
 
     def read_readme(self) -> Readme:
@@ -402,6 +413,7 @@ class DeliveryTree:
 
     @property
     def flavour(self) -> str:
+        """The flavours found, joined by ``+`` (``unknown`` when there is no member)."""
         kinds = sorted({m.flavour.value for m in self.members} | ({Flavour.STAFF.value} if self.staff_areas else set()))
         return "+".join(kinds) if kinds else Flavour.UNKNOWN.value
 

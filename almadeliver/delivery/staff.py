@@ -66,6 +66,7 @@ def load_area(area: Path) -> StaffArea:
 
 
 def casa_logs(folder: Path) -> list[Path]:
+    """The CASA log files in ``folder`` (none when it is missing)."""
     return sorted(p for p in folder.glob(CASA_LOG_GLOB) if p.is_file()) if folder.is_dir() else []
 
 

@@ -44,14 +44,17 @@ class SpwInfo:
 
     @property
     def low_hz(self) -> float:
+        """The spw's lower edge (Hz)."""
         return float(self.freqs_hz.min() - self.width_hz / 2)
 
     @property
     def high_hz(self) -> float:
+        """The spw's upper edge (Hz)."""
         return float(self.freqs_hz.max() + self.width_hz / 2)
 
     @property
     def centre_hz(self) -> float:
+        """The spw's centre frequency (Hz)."""
         return (self.low_hz + self.high_hz) / 2
 
 
@@ -69,6 +72,7 @@ class MsSummary:
 
     @property
     def start_iso(self) -> str:
+        """The first integration's time, UTC, ISO 8601."""
         from datetime import datetime, timezone
 
         return datetime.fromtimestamp(self.start_s - MJD_S_TO_UNIX, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

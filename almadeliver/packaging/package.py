@@ -79,6 +79,7 @@ class PackageResult:
     warnings: list[str] = field(default_factory=list)
 
     def manifest_dict(self) -> dict:
+        """The manifest's content: project, OUS and every file with its size and SHA-256."""
         return {"project": self.project, "ous": self.ous, "files": [asdict(f) for f in self.files]}
 
 
@@ -92,6 +93,7 @@ def parse_size(text: str) -> int:
 
 
 def member_prefix(project: ProjectCode, sg: Uid, group: Uid, mous: Uid) -> str:
+    """The path of a member folder inside the delivery tree: ``<project>/science_goal.<SG>/group.<GOUS>/member.<MOUS>``."""
     return f"{project}/science_goal.{sg.disk}/group.{group.disk}/member.{mous.disk}"
 
 

@@ -17,6 +17,7 @@ _semaphores: dict[tuple, AbstractContextManager] = {}   # per process: (kind, ho
 
 
 def semaphore_name(host: str) -> str:
+    """The name of the Dask semaphore that holds ``host``'s connections."""
     return f"almadeliver-conn-{host}"
 
 
@@ -27,6 +28,7 @@ class DaskGate:
     connections: int
 
     def __call__(self, host: str) -> AbstractContextManager:
+        """The cluster-wide semaphore of ``host`` (made once per process)."""
         from distributed import Semaphore
 
         with _lock:
@@ -60,6 +62,7 @@ class PoolGate:
     connections: int
 
     def __call__(self, host: str) -> AbstractContextManager:
+        """The pool-wide semaphore of ``host``, served by the manager process (made once per process)."""
         with _lock:
             key = ("pool", self.address, host)
             if key not in _semaphores:

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BatchSubmitError, UsageError
+from ..files import write_atomic
+
+#: The batch systems ``--cluster`` takes, and the dask-jobqueue cluster class of each.
+JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
 
 SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub", "htcondor": "condor_submit"}
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")     # [D-]HH:MM[:SS]
@@ -169,9 +173,7 @@ def write_jobqueue_config(cluster: str, spec: JobSpec, path: Path | None = None)
                              "fix or move it, then write the configuration again")
     data.setdefault("jobqueue", {})[cluster] = section
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
     return path, section
 
 
@@ -179,8 +181,6 @@ def job_script(cluster: str) -> str:
     """The job script dask-jobqueue submits for ``cluster``, from the current Dask configuration
     (the scheduler address is a placeholder)."""
     import dask_jobqueue
-
-    from .run import JOBQUEUE
 
     job_cls = getattr(dask_jobqueue, JOBQUEUE[cluster]).job_cls
     return job_cls(scheduler="tcp://SCHEDULER:8786", name="almadeliver-worker").job_script()

@@ -14,11 +14,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..files import write_atomic
 from ..ids import Uid
 
 
 @dataclass
 class StepOutcome:
+    """The result of one step of one MOUS, as the run journal records it (``<step>.json``)."""
     project: str
     mous: str                   # uid://...
     step: str
@@ -31,46 +33,50 @@ class StepOutcome:
 
 
 class StepJournal:
+    """The run journal under ``DEST/.almadeliver/run/`` (see the module docstring)."""
     def __init__(self, dest: Path):
         self.root = Path(dest) / ".almadeliver" / "run"
 
-    def _base(self, mous: str, step: str) -> Path:
-        return self.root / Uid.parse(mous).disk / step
+    def _base(self, mous: Uid | str, step: str) -> Path:
+        return self.folder(mous) / str(step)
 
-    def folder(self, mous: str) -> Path:
+    def folder(self, mous: Uid | str) -> Path:
         """The MOUS's folder: journal records, markers, step logs and the download staging area."""
-        return self.root / Uid.parse(mous).disk
+        return self.root / Uid.of(mous).disk
 
-    def log(self, mous: str, step: str) -> Path:
+    def log(self, mous: Uid | str, step: str) -> Path:
+        """The step's log file."""
         return self._base(mous, step).with_suffix(".log")
 
-    def start(self, mous: str, step: str, worker: str) -> None:
+    def start(self, mous: Uid | str, step: str, worker: str) -> None:
         """Say where the step runs now (``<step>.running``: host, pid, worker)."""
         base = self._base(mous, step)
         base.parent.mkdir(parents=True, exist_ok=True)
         base.with_suffix(".running").write_text(json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker, "started": time.time()}))
 
-    def running(self, mous: str, step: str) -> dict | None:
+    def running(self, mous: Uid | str, step: str) -> dict | None:
+        """Where the step runs now (host, pid, worker), or None when it does not run."""
         path = self._base(mous, step).with_suffix(".running")
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def is_done(self, mous: str, step: str) -> bool:
+    def is_done(self, mous: Uid | str, step: str) -> bool:
+        """True when the step succeeded in an earlier run."""
         return self._base(mous, step).with_suffix(".done").is_file()
 
-    def load(self, mous: str, step: str) -> StepOutcome | None:
+    def load(self, mous: Uid | str, step: str) -> StepOutcome | None:
+        """The last recorded outcome of the step, if any."""
         path = self._base(mous, step).with_suffix(".json")
         return StepOutcome(**json.loads(path.read_text())) if path.is_file() else None
 
     def record(self, outcome: StepOutcome) -> None:
+        """Record an outcome (atomically); a success marks the step done, a failure unmarks it."""
         base = self._base(outcome.mous, outcome.step)
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp = base.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(outcome), indent=1, default=str))
-        tmp.replace(base.with_suffix(".json"))
+        write_atomic(base.with_suffix(".json"), json.dumps(asdict(outcome), indent=1, default=str))
         base.with_suffix(".running").unlink(missing_ok=True)
         marker = base.with_suffix(".done")
         if outcome.ok and not outcome.skipped:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
 from concurrent.futures import wait as pool_wait
@@ -21,12 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..ids import ProjectCode
+from ..ids import ProjectCode, Uid
+from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions
 from .gates import DaskGate, GateManager, PoolGate
+from .jobqueue import JOBQUEUE, config_path, submit_refused
 from .journal import StepJournal, StepOutcome
+from .steps import STEPS, Step, StepTask, execute_step, step_log
 
-STEPS = ("download", "validate", "restore", "image")
-JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "htcondor": "HTCondorCluster"}
 CRASHES_ALLOWED = 3       # a task whose process pool broke this often fails (Dask's allowed-failures)
 TEND_SECONDS = 5          # how often the driver looks for lost batch jobs to replace
 SUBMIT_FAILURES_ALLOWED = 3   # replacement jobs refused this many times in a row end the run
@@ -34,30 +33,48 @@ SUBMIT_FAILURES_ALLOWED = 3   # replacement jobs refused this many times in a ro
 log = logging.getLogger("almadeliver.scale")
 
 
-@dataclass(frozen=True)
-class StepTask:
-    project: str
-    mous: str
-    step: str
-    dest: str
-    archive: str | None
-    connections_per_host: int
-    gate: Callable | None = None      # the backend's connection gate (gates.py), set when submitted
-    casa_version_mismatch: str = "refuse"   # restore: --casa-version-mismatch
-
-
 @dataclass
 class RunConfig:
+    """What ``almadeliver run`` does and where.
+
+    Attributes
+    ----------
+    dest : Path
+        The root of the delivery trees and of the run journal (made absolute).
+    steps : tuple of str
+        Which of ``STEPS`` to run (put in data-flow order).
+    cluster : str
+        local, slurm, pbs, htcondor or ``tcp://HOST:8786``.
+    workers : int
+        Worker processes (local) or batch jobs.
+    archive : str or None
+        ``--archive``; ``fetch.archive`` follows it.
+    connections_per_host : int
+        Connections per archive host across the whole run (the archive's own download script
+        runs 5 at a time); ``fetch.parallel`` follows it.
+    dask : bool or None
+        None: Dask when installed; False: the process pool.
+    casa_version_mismatch : str
+        refuse | allow (the calibration scripts' version gates); ``restore`` follows it.
+    fetch, restore, image : FetchOptions, RestoreOptions, ImageOptions
+        The options of ``download``, ``restore`` and ``image`` for every MOUS.
+    """
+
     dest: Path
     steps: tuple[str, ...] = STEPS
-    cluster: str = "local"            # local | slurm | pbs | htcondor | tcp://HOST:8786
+    cluster: str = "local"
     workers: int = 2
     archive: str | None = None
-    connections_per_host: int = 5     # the archive's own download script runs 5 at a time
-    dask: bool | None = None          # None: Dask when installed; False: the process pool
-    casa_version_mismatch: str = "refuse"   # restore: refuse | allow (calibration scripts' version gates)
+    connections_per_host: int = 5
+    dask: bool | None = None
+    casa_version_mismatch: str = "refuse"
+    fetch: FetchOptions = field(default_factory=lambda: FetchOptions(what=RUN_WHAT))
+    restore: RestoreOptions = field(default_factory=RestoreOptions)
+    image: ImageOptions = field(default_factory=ImageOptions)
 
     def __post_init__(self) -> None:
+        self.fetch = replace(self.fetch, archive=self.archive, parallel=self.connections_per_host)
+        self.restore = replace(self.restore, casa_version_mismatch=self.casa_version_mismatch)
         self.dest = Path(self.dest).resolve()      # the workers may start elsewhere (batch jobs)
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
@@ -72,15 +89,18 @@ class RunConfig:
 
 @dataclass
 class RunResult:
+    """What a run did: one outcome per MOUS and step, and the backend it ran on."""
     outcomes: list[StepOutcome] = field(default_factory=list)
     backend: str = ""
 
     @property
     def failed(self) -> list[StepOutcome]:
+        """The outcomes that did not succeed (failed, or not run after a failure)."""
         return [o for o in self.outcomes if not o.ok]
 
 
 def have_dask() -> bool:
+    """True when ``distributed`` (Dask) is installed."""
     try:
         import distributed  # noqa: F401
     except ImportError:
@@ -102,36 +122,6 @@ def parse_projects(text: str) -> list[str]:
     return list(dict.fromkeys(str(ProjectCode.parse(w)) for w in words))
 
 
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def execute_step(task: StepTask) -> StepOutcome:
-    """Run one step for one MOUS (on a worker); every failure becomes an outcome, not an exception."""
-    from . import steps
-
-    worker = _worker_name()
-    StepJournal(Path(task.dest)).start(task.mous, task.step, worker)
-    where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
-    if job:                                # the batch job the worker runs in
-        where["batch_job"] = job
-    start = time.monotonic()
-    try:
-        output = steps.STEP_FUNCTIONS[task.step](task)
-        return StepOutcome(task.project, task.mous, task.step, True, seconds=time.monotonic() - start,
-                           log=str(steps.step_log(task)), output={**output, **where})
-    except Exception as exc:  # the failure report names the step's log
-        steps.log_failure(task, exc)
-        return StepOutcome(task.project, task.mous, task.step, False, seconds=time.monotonic() - start,
-                           log=str(steps.step_log(task)), error=str(exc), output=where)
-
-
 class _DaskBackend:
     name = "dask"
 
@@ -149,8 +139,6 @@ class _DaskBackend:
                                  "pip install 'almadeliver[dask]'")
             import dask.config
             import dask_jobqueue
-
-            from .jobqueue import config_path
 
             # the scheduler's HTTP server on a free port unless the configuration names one
             # (two runs on one login node would fight for :8787)
@@ -178,8 +166,6 @@ class _DaskBackend:
     def _submit_jobs(self) -> None:
         """Submit the batch jobs the cluster is short of (all at the start; later, one for each job
         that ended: cancelled, killed by its walltime, its node lost)."""
-        from .jobqueue import submit_refused
-
         try:
             self.cluster.sync(self.cluster._correct_state)
         except (RuntimeError, FileNotFoundError) as exc:   # dask-jobqueue: the submit command failed
@@ -207,7 +193,7 @@ class _DaskBackend:
     def submit(self, task: StepTask):
         """One task; a worker lost while running it is replaced and the task rescheduled by Dask."""
         return self.client.submit(execute_step, replace(task, gate=self.gate), pure=False,
-                                  key=f"{task.step}-{task.mous.replace('/', '_')}-{time.monotonic_ns()}")
+                                  key=f"{task.step}-{task.mous.disk}-{time.monotonic_ns()}")
 
     def wait_first(self, pending: set) -> set:
         from distributed import wait
@@ -268,21 +254,19 @@ def _backend(config: RunConfig):
     return _PoolBackend
 
 
-def run(config: RunConfig, mous: list[tuple[str, str]],
+def run(config: RunConfig, mous: list[tuple[ProjectCode | str, Uid | str]],
         on_outcome: Callable[[StepOutcome], None] | None = None) -> RunResult:
     """Run ``config.steps`` for every (project, MOUS uid); steps already journalled are skipped.
 
     One task per MOUS and step; the next step of a MOUS is submitted when the previous one
     succeeded. A failed step stops its MOUS (its later steps are reported as not run).
     """
-    from .steps import step_log
-
     journal = StepJournal(config.dest)
     result = RunResult()
-    queues = {m: [StepTask(p, m, s, str(config.dest), config.archive, config.connections_per_host,
-                                 casa_version_mismatch=config.casa_version_mismatch)
-                  for s in config.steps] for p, m in mous}
-    crashes: dict[tuple[str, str], int] = {}
+    ids = [(ProjectCode.parse(str(p)), Uid.parse(str(m))) for p, m in mous]
+    queues = {str(m): [StepTask(p, m, Step(s), str(config.dest), config.fetch, config.restore, config.image)
+                       for s in config.steps] for p, m in ids}
+    crashes: dict[tuple[Uid, Step], int] = {}
 
     def finish(outcome: StepOutcome) -> None:
         result.outcomes.append(outcome)
@@ -294,20 +278,17 @@ def run(config: RunConfig, mous: list[tuple[str, str]],
             task = queues[m].pop(0)
             if not journal.is_done(task.mous, task.step):
                 return task
-            finish(StepOutcome(task.project, task.mous, task.step, True, skipped=True,
-                               output={"reason": "done in an earlier run"}))
+            finish(task.outcome(True, skipped=True, output={"reason": "done in an earlier run"}))
         return None
 
     def give_up(failed: StepOutcome) -> None:
         """A step failed: the later steps of its MOUS are not run."""
         for task in queues[failed.mous]:
-            finish(StepOutcome(task.project, task.mous, task.step, False, skipped=True,
-                               error=f"not run: {failed.step} failed"))
+            finish(task.outcome(False, skipped=True, error=f"not run: {failed.step} failed"))
         queues[failed.mous] = []
 
     def lost(task: StepTask, why: str) -> StepOutcome:
-        return StepOutcome(task.project, task.mous, task.step, False, log=str(step_log(task)),
-                           error=f"the worker running it was lost ({why})")
+        return task.outcome(False, log=str(step_log(task)), error=f"the worker running it was lost ({why})")
 
     backend_class = _backend(config)         # a backend that cannot be had is an error even with nothing to do
     first = [t for t in (next_task(m) for m in queues) if t]

@@ -1,47 +1,103 @@
-"""The four steps of ``almadeliver run``, one MOUS each, done by the library stages.
+"""The four steps of ``almadeliver run``, one MOUS each, done by the workflow layer (``workflow.py``).
 
-Each step function takes a ``StepTask`` and returns its output (a JSON-able dict) or raises; its
-log is ``DEST/.almadeliver/run/<mous>/<step>.log`` (every attempt appended). Where things go:
+Each step function takes a ``StepTask`` and returns its output (a JSON-able dict) or raises;
+``execute_step`` turns either into a ``StepOutcome``. A step's log is
+``DEST/.almadeliver/run/<mous>/<step>.log`` (every attempt appended). Where things go:
 
-- download: the MOUS's files (products, auxiliary, raw) are fetched and unpacked into
-  ``DEST/.almadeliver/run/<mous>/download/`` (its own transfer journal, so MOUS downloading at once
-  never share one), then its member folder is moved into the standard tree ``DEST/<project>/...``;
+- download: the MOUS's files (``--what``, default products, auxiliary, raw; as ``--user`` when
+  given) are fetched and unpacked into ``DEST/.almadeliver/run/<mous>/download/`` (its own transfer
+  journal, so MOUS downloading at once never share one), then its member folder is moved into the
+  standard tree ``DEST/<project>/...`` (``workflow.fetch_mous``);
 - validate: ``validate(member)``; errors fail the step;
-- restore: the delivery's scriptForPI in a fresh CASA (``plan_restore(resume=True)``, so a retry
-  after a lost worker keeps the EBs already calibrated);
-- image: the delivered imaging re-run unchanged into ``<member>/run-image/`` (made anew by a retry).
+- restore: the delivery's scriptForPI (or the native engine) in a fresh CASA with the run's
+  ``--spacesaving``, ``--engine``, ... and ``resume=True``, so a retry after a lost worker keeps the
+  EBs already calibrated;
+- image: the delivered imaging, with the run's image overrides, into ``<member>/run-image/`` (made
+  anew by a retry).
 """
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import socket
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..archive.client import ArchiveClient, make_session
+from ..archive.client import ArchiveClient
 from ..archive.projectview import query
 from ..archive.tap import Selection
 from ..casa import imaging
-from ..casa.restore import plan_restore, restore
-from ..delivery.layout import find_members
+from ..casa.restore import restore
 from ..delivery.report import Severity
 from ..delivery.validate import validate
-from ..errors import CasaError, TransferError, TreeError
-from ..ids import TarballKind, Uid
-from ..transfer.download import TransferConfig, download
-from ..transfer.plan import make_plan
-from .journal import StepJournal
-from .run import StepTask
+from ..errors import CasaError, TreeError
+from ..ids import ProjectCode, Uid
+from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, fetch_mous, member_in_tree,
+                        plan_member_images, plan_member_restore)
+from .journal import StepJournal, StepOutcome
 
 log = logging.getLogger("almadeliver.scale")
 
-KINDS = {TarballKind.PRODUCTS, TarballKind.CYCLE0, TarballKind.AUXILIARY, TarballKind.RAW}
 IMAGE_OUT = "run-image"
 
 
+class Step(str, Enum):
+    """The steps of ``almadeliver run``, in data-flow order."""
+
+    DOWNLOAD = "download"
+    VALIDATE = "validate"
+    RESTORE = "restore"
+    IMAGE = "image"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STEPS = tuple(s.value for s in Step)
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """One step of one MOUS, as submitted to a worker (picklable; the password, when given, travels
+    inside ``fetch.credentials`` and never shows in a repr).
+
+    Attributes
+    ----------
+    project : ProjectCode
+        The MOUS's project.
+    mous : Uid
+        The member OUS.
+    step : Step
+        Which step.
+    dest : str
+        The root of the delivery trees and of the run journal.
+    fetch, restore, image : FetchOptions, RestoreOptions, ImageOptions
+        The options of ``download``, ``restore`` and ``image`` that the run was given.
+    gate : callable or None
+        The backend's connection gate (``gates.py``), set when submitted.
+    """
+
+    project: ProjectCode
+    mous: Uid
+    step: Step
+    dest: str
+    fetch: FetchOptions = field(default_factory=lambda: FetchOptions(what=RUN_WHAT))
+    restore: RestoreOptions = field(default_factory=RestoreOptions)
+    image: ImageOptions = field(default_factory=ImageOptions)
+    gate: Callable | None = None
+
+    def outcome(self, ok: bool, **details) -> StepOutcome:
+        """The journal record of this task (``details``: the other fields of ``StepOutcome``)."""
+        return StepOutcome(str(self.project), str(self.mous), self.step.value, ok, **details)
+
+
 def step_log(task: StepTask) -> Path:
+    """The step's own log, ``DEST/.almadeliver/run/<mous>/<step>.log`` (every attempt appended)."""
     return StepJournal(Path(task.dest)).log(task.mous, task.step)
 
 
@@ -73,22 +129,19 @@ def _logged(task: StepTask) -> Iterator[Callable[[str], None]]:
         handler.close()
 
 
-def find_mous(projects: list[str], archive: str | None = None) -> list[tuple[str, str]]:
-    """(project, MOUS uid) for every MOUS of the given projects, from the archive's project view."""
-    view = query(Selection(projects=list(projects)), ArchiveClient(archive), with_sg=False)
-    return [(p.code, m.uid) for p in view.projects for m in p.mous]
+def find_mous(projects: list[ProjectCode | str], archive: str | None = None,
+              client: ArchiveClient | None = None) -> list[tuple[ProjectCode, Uid]]:
+    """(project, MOUS uid) for every MOUS of the given projects, from the archive's project view.
 
-
-def _member_in_dest(task: StepTask) -> Path | None:
-    """The MOUS's member folder in the standard tree under DEST, if it is there."""
-    disk = Uid.parse(task.mous).disk
-    found = sorted(Path(task.dest).glob(f"{task.project}/*/*/member.{disk}"))
-    return found[0] if found else None
+    ``client`` (from ``workflow.open_archive``) asks as a logged-in user; default: anonymously.
+    """
+    view = query(Selection(projects=[str(p) for p in projects]), client or ArchiveClient(archive), with_sg=False)
+    return [(ProjectCode.parse(p.code), Uid.parse(m.uid)) for p in view.projects for m in p.mous]
 
 
 def member_dir(task: StepTask) -> Path:
     """The member folder the download step left (for the steps after it)."""
-    member = _member_in_dest(task)
+    member = member_in_tree(Path(task.dest), task.project, task.mous)
     if member is None:
         raise TreeError(f"{task.mous} is not under {task.dest}/{task.project}",
                         "run its download step first: almadeliver run --steps download ...")
@@ -97,49 +150,15 @@ def member_dir(task: StepTask) -> Path:
 
 # -- the steps ---------------------------------------------------------------------------------------
 def download_step(task: StepTask) -> dict:
+    """Fetch the MOUS's files (``--what``, as ``--user`` when given) into the tree under DEST."""
     with _logged(task) as say:
-        member = _member_in_dest(task)
-        if member is not None:
-            say(f"{member} is already there; nothing to fetch")
-            return {"member": str(member), "files": 0, "fetched_bytes": 0}
-        client = ArchiveClient(task.archive, session=make_session(task.connections_per_host))
-        plan = make_plan(query(Selection(uids=[task.mous]), client, with_sg=False), KINDS)
-        if not plan.files:
-            raise TransferError(f"the archive lists no file for {task.mous}",
-                                "check the MOUS in the archive (query it); its data may be missing")
         staging = StepJournal(Path(task.dest)).folder(task.mous) / "download"
-        say(f"fetching {len(plan.files)} files ({plan.total_bytes} bytes) from {plan.archive} into {staging}")
-        if task.gate:
-            for host in plan.hosts:      # make each host's semaphore in the task's own thread (Dask binds it
-                task.gate(host)          # to this worker there; the engine's threads then share it)
-        config = TransferConfig(parallel=task.connections_per_host, progress=False, connection_gate=task.gate)
-        result = download(plan, staging, config, client.session)
-        for f in result.files:
-            say(f"{f.status:<8} {f.name}" + (f": {f.error}" if f.error else ""))
-        if not result.ok:
-            first = result.failed[0].error
-            raise TransferError(f"{len(result.failed)} of {len(result.files)} files failed, first: {first}",
-                                "run the same command again to resume")
-        member = _move_member(staging, task)
-        shutil.rmtree(staging)
-        say(f"member folder {member}")
-        return {"member": str(member), "files": len(result.files), "fetched_bytes": result.fetched_bytes}
-
-
-def _move_member(staging: Path, task: StepTask) -> Path:
-    """Move the MOUS's member folder from the staging area into the tree under DEST."""
-    uid = Uid.parse(task.mous)
-    mine = [m for m in find_members(staging) if m.mous == uid]
-    if len(mine) != 1:
-        raise TreeError(f"the files of {task.mous} unpack to {len(mine)} member folders of it in {staging}",
-                        "validate the downloaded tree; the archive's tarballs may be incomplete")
-    target = Path(task.dest) / mine[0].rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(mine[0].path, target)
-    return target
+        got = fetch_mous(task.project, task.mous, Path(task.dest), staging, task.fetch, task.gate, say)
+        return {"member": str(got.member), "files": got.files, "fetched_bytes": got.fetched_bytes}
 
 
 def validate_step(task: StepTask) -> dict:
+    """Validate the member folder; errors fail the step (warnings are logged)."""
     with _logged(task) as say:
         report = validate(member_dir(task))
         for severity in (Severity.ERROR, Severity.WARNING):
@@ -154,8 +173,10 @@ def validate_step(task: StepTask) -> dict:
 
 
 def restore_step(task: StepTask) -> dict:
+    """Restore the member folder with the run's restore options (resuming: a retry after a lost
+    worker keeps the EBs already calibrated)."""
     with _logged(task) as say:
-        plan = plan_restore(member_dir(task), resume=True, casa_version_mismatch=task.casa_version_mismatch)
+        plan = plan_member_restore(member_dir(task), replace(task.restore, resume=True))
         if plan.already_calibrated:
             say("Cycle 0 delivery: calibrated/ already holds the calibrated MSs")
             return {"measurement_sets": sorted(str(p) for p in plan.calibrated.glob("*.ms.split.cal"))}
@@ -169,13 +190,14 @@ def restore_step(task: StepTask) -> dict:
 
 
 def image_step(task: StepTask) -> dict:
+    """Remake the images with the run's image options into ``<member>/run-image/`` (anew on a retry)."""
     with _logged(task) as say:
         member = member_dir(task)
         out = member / IMAGE_OUT
         if out.exists():                        # left by an attempt that did not finish
             say(f"removing {out} left by an earlier attempt")
             shutil.rmtree(out)
-        plan = imaging.plan(member, imaging.Overrides())
+        plan = plan_member_images(member, task.image)
         result = imaging.run(plan, out=out, workers=1,
                              on_done=lambda name, error: say(f"{'FAILED' if error else 'made'} {name}"
                                                              + (f": {error}" if error else "")))
@@ -189,6 +211,34 @@ def image_step(task: StepTask) -> dict:
         return {"out": str(out), "fits": fits, "casa_logs": logs}
 
 
-STEP_FUNCTIONS: dict[str, Callable[[StepTask], dict]] = {
-    "download": download_step, "validate": validate_step, "restore": restore_step, "image": image_step,
+STEP_FUNCTIONS: dict[Step, Callable[[StepTask], dict]] = {
+    Step.DOWNLOAD: download_step, Step.VALIDATE: validate_step, Step.RESTORE: restore_step, Step.IMAGE: image_step,
 }
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute_step(task: StepTask) -> StepOutcome:
+    """Run one step for one MOUS (on a worker); every failure becomes an outcome, not an exception."""
+    worker = _worker_name()
+    StepJournal(Path(task.dest)).start(task.mous, task.step, worker)
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "worker": worker}
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+    if job:                                # the batch job the worker runs in
+        where["batch_job"] = job
+    start = time.monotonic()
+    try:
+        output = STEP_FUNCTIONS[task.step](task)
+        return task.outcome(True, seconds=time.monotonic() - start, log=str(step_log(task)),
+                           output={**output, **where})
+    except Exception as exc:  # the failure report names the step's log
+        log_failure(task, exc)
+        return task.outcome(False, seconds=time.monotonic() - start, log=str(step_log(task)),
+                           error=str(exc), output=where)

@@ -25,12 +25,14 @@ class AdqlError(ValueError):
 # -- tokens ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Token:
+    """One ADQL token: its kind, text and position in the query."""
     kind: str        # num | str | ident | qident | op | end
     text: str
     pos: int
 
     @property
     def upper(self) -> str:
+        """The text in capitals for an identifier (keywords are identifiers), else ""."""
         return self.text.upper() if self.kind == "ident" else ""
 
 
@@ -45,6 +47,7 @@ _TOKEN_RE = re.compile(r"""
 
 
 def tokenize(text: str) -> list[Token]:
+    """The tokens of an ADQL query; AdqlError names the position of a character it cannot read."""
     tokens, pos = [], 0
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
@@ -67,6 +70,7 @@ def tokenize(text: str) -> list[Token]:
 # -- schema the translator checks against -------------------------------------------------------
 @dataclass(frozen=True)
 class TableDef:
+    """A table the local TAP service answers for: its ADQL name, its SQLite name and its columns."""
     adql_name: str             # e.g. ivoa.obscore
     sqlite_name: str           # e.g. obscore
     columns: tuple[str, ...]   # canonical column names, in table order
@@ -74,12 +78,14 @@ class TableDef:
 
 @dataclass
 class OutputColumn:
+    """One column of an answer: its name and the table column it comes from unchanged (for its FIELD)."""
     name: str                  # name in the answer
     source: str | None         # canonical column it comes from unchanged (for FIELD metadata)
 
 
 @dataclass
 class Translation:
+    """An ADQL query made SQLite: the SQL, its parameters, the table and the output columns."""
     sql: str
     params: list
     table: TableDef

@@ -52,12 +52,14 @@ class Catalogue:
     files: list[CatalogueFile]
 
     def save(self, folder: Path) -> Path:
+        """Write the catalogue as ``folder/catalogue.json``; returns its path."""
         path = Path(folder) / CATALOGUE_NAME
         path.write_text(json.dumps(asdict(self), indent=1))
         return path
 
     @classmethod
     def load(cls, folder: Path) -> "Catalogue":
+        """Read ``folder/catalogue.json`` (written by ``save``)."""
         data = json.loads((Path(folder) / CATALOGUE_NAME).read_text())
         files = [CatalogueFile(**{**f, "members": [TarMember(**m) for m in f["members"]]}) for f in data["files"]]
         return cls(data["project"], data["proprietary"], data["obscore"], files)

@@ -26,10 +26,12 @@ CALTABLE_SUFFIXES = (".tsys", ".wvr", ".antpos", ".ap_pre_bandpass", ".bandpass"
 
 
 def template(name: str) -> str:
+    """The text of ``sim/templates/<name>`` (the scripts a manual delivery carries)."""
     return resources.files("almadeliver.sim").joinpath("templates", name).read_text()
 
 
 def fill(text: str, values: dict[str, object]) -> str:
+    """``text`` with every ``@KEY@`` replaced by ``values[KEY]``; ValueError when a placeholder is left."""
     for key, value in values.items():
         text = text.replace(f"@{key}@", str(value))
     missing = re.findall(r"@[A-Z]+@", text)
@@ -39,6 +41,7 @@ def fill(text: str, values: dict[str, object]) -> str:
 
 
 def edge_channels(spws: list[dict]) -> str:
+    """The edge channels of each spw as a CASA spw selection (``0:0~0;63~63,...``), flagged by the scripts."""
     return ",".join(f"{i}:0~0;{s['nchan'] - 1}~{s['nchan'] - 1}" for i, s in enumerate(spws))
 
 
@@ -60,6 +63,7 @@ def generator_header(casa_version: str) -> str:
 
 
 def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
+    """The placeholders of the calibration script template for the EB ``eb_disk`` of ``mous``."""
     bp = plan.field("bandpass")
     comp = bp["components"][0]
     return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "HEADER": generator_header(plan.casa_version),
@@ -72,6 +76,7 @@ def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[
 
 
 def imaging_values(plan: ProjectPlan, mous: MousPlan) -> dict[str, object]:
+    """The placeholders of the scriptForImaging.py template for ``mous`` (cell and size by array)."""
     cell = "2.5arcsec" if mous.array == "7m" else "0.4arcsec"     # a fifth of the beam (plan.ARRAYS)
     return {"CASAVERSION": plan.casa_version, "TARGET": plan.field("target")["name"], "CELL": cell, "IMSIZE": 64,
             "LINE": LINE_NAME, "LSBSPWS": "0,1", "USBSPWS": "2", "CUBEA": "1", "CUBEB": "2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz",

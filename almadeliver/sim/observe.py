@@ -1,6 +1,6 @@
 """One simulated ALMA execution block: casatools.simulator -> MS -> corrupted visibilities -> ASDM.
 
-Runs inside a CASA child (``run_in_casa("almadeliver.sim.observe:observe_ebs", ...)``). Each EB
+Runs inside a CASA child (``run_in_casa(observe_ebs, ...)``). Each EB
 observes a bandpass/flux calibrator, a phase calibrator and a science target with ALMA's scan
 intents, in a few spectral windows (one with a spectral line). The visibilities are the sky model
 times per-antenna complex gains (slow phase drifts, amplitude errors, a bandpass shape) plus

@@ -59,12 +59,14 @@ def _hexnum(h: str, digits: int) -> str:
 
 
 def ous_uid(code: str, *path: object) -> Uid:
+    """A deterministic OUS uid (``uid://A001/...``) for ``code`` and a path of names under it."""
     h = _hash(code, "ous")
     return Uid(f"uid://A001/{_hexnum(h, 4)}/{_hexnum(_hash(code, *path), 3)}")
 
 
 @dataclass
 class EbPlan:
+    """One simulated execution block: its uid, the range id of its tables, its start (MJD) and noise seed."""
     uid: str            # uid://A002/<rangeid>/X1 (what exportasdm names the ASDM)
     rangeid: str
     start_mjd: float
@@ -72,11 +74,13 @@ class EbPlan:
 
     @property
     def disk(self) -> str:
+        """The uid in its disk form (``uid___A002_...``)."""
         return Uid(self.uid).disk
 
 
 @dataclass
 class MousPlan:
+    """One simulated member OUS: its array (12m or 7m), antenna configuration, scheduling block and EBs."""
     uid: str
     array: str          # 12m | 7m
     config: str         # casadata alma/simmos configuration file
@@ -86,11 +90,13 @@ class MousPlan:
 
     @property
     def disk(self) -> str:
+        """The uid in its disk form (``uid___A001_...``)."""
         return Uid(self.uid).disk
 
 
 @dataclass
 class ProjectPlan:
+    """Everything a simulated project is made from: its identity, its OUS tree, fields, spws and CASA version."""
     code: str
     flavour: str
     proprietary: bool
@@ -110,6 +116,7 @@ class ProjectPlan:
     residual_phase_deg: float = 0.0     # rms of per-antenna phase errors on the target left by calibration
 
     def field(self, role: str) -> dict:
+        """The field of ``role`` (bandpass, phase, target)."""
         return next(f for f in self.fields if f["role"] == role)
 
 

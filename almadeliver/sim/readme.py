@@ -79,6 +79,7 @@ REQUESTED_RESOLUTION_ARCSEC = {"12m": 8.0, "7m": 16.0, "TP": 60.0}
 
 
 def readme_text(plan: ProjectPlan, mous: MousPlan, notes: list[str], tree: str, pipeline: bool) -> str:
+    """The README of a member folder, as the archive writes it (array, EBs, QA2 notes, the tree)."""
     array = {"7m": "7m array (ACA)", "TP": "Total Power array (ACA)"}.get(mous.array, "12m array")
     ebs = ", ".join(eb.uid for eb in mous.ebs)
     cycle = alma_cycle(plan.code)

@@ -63,9 +63,11 @@ class Shape:
     """A region on the sky."""
 
     def contains(self, ra: float, dec: float) -> bool:
+        """True when the point (degrees) lies in the shape."""
         raise NotImplementedError
 
     def intersects(self, other: "Shape") -> bool:
+        """True when the shapes share a point."""
         raise NotImplementedError
 
     def covers(self, other: "Shape") -> bool:
@@ -75,29 +77,36 @@ class Shape:
 
 @dataclass(frozen=True)
 class Point(Shape):
+    """An ADQL/STC-S point (degrees)."""
     ra: float
     dec: float
 
     def contains(self, ra, dec):
+        """True at the point itself."""
         return separation(self.ra, self.dec, ra, dec) < 1e-9
 
     def intersects(self, other):
+        """True when ``other`` contains the point."""
         return other.contains(self.ra, self.dec)
 
     def covers(self, other):
+        """True only for the same point."""
         return isinstance(other, Point) and self.contains(other.ra, other.dec)
 
 
 @dataclass(frozen=True)
 class Circle(Shape):
+    """An ADQL/STC-S circle: centre and radius (degrees)."""
     ra: float
     dec: float
     radius: float
 
     def contains(self, ra, dec):
+        """True within ``radius`` of the centre."""
         return separation(self.ra, self.dec, ra, dec) <= self.radius
 
     def intersects(self, other):
+        """True when ``other`` comes within ``radius`` of the centre."""
         if isinstance(other, Circle):
             return separation(self.ra, self.dec, other.ra, other.dec) <= self.radius + other.radius
         if isinstance(other, Polygon):
@@ -105,6 +114,7 @@ class Circle(Shape):
         return other.intersects(self)
 
     def covers(self, other):
+        """True when ``other`` lies wholly inside the circle."""
         if isinstance(other, Point):
             return self.contains(other.ra, other.dec)
         if isinstance(other, Circle):
@@ -116,10 +126,12 @@ class Circle(Shape):
 
 @dataclass(frozen=True)
 class Polygon(Shape):
+    """An ADQL/STC-S polygon: its vertices (ra, dec in degrees), great-circle edges."""
     vertices: tuple[tuple[float, float], ...]
 
     @property
     def centre(self) -> tuple[float, float]:
+        """The mean direction of the vertices (ra, dec in degrees)."""
         x = y = z = 0.0
         for ra, dec in self.vertices:
             u = _unit(ra, dec)
@@ -131,6 +143,7 @@ class Polygon(Shape):
         return None if any(p is None for p in pts) else pts  # type: ignore[return-value]
 
     def contains(self, ra, dec):
+        """True inside the polygon (on a tangent plane at its centre)."""
         ra0, dec0 = self.centre
         pts, p = self._plane(ra0, dec0), _project(ra, dec, ra0, dec0)
         return pts is not None and p is not None and _inside(p, pts)
@@ -146,6 +159,7 @@ class Polygon(Shape):
         return any(_segment_distance((0.0, 0.0), a, b) <= limit for a, b in zip(pts, pts[1:] + pts[:1]))
 
     def intersects(self, other):
+        """True when ``other`` and the polygon overlap."""
         if isinstance(other, Polygon):
             ra0, dec0 = self.centre
             a, b = self._plane(ra0, dec0), other._plane(ra0, dec0)
@@ -157,6 +171,7 @@ class Polygon(Shape):
         return other.intersects(self)
 
     def covers(self, other):
+        """True when ``other`` lies wholly inside the polygon."""
         if isinstance(other, Point):
             return self.contains(other.ra, other.dec)
         if isinstance(other, Polygon):
@@ -178,9 +193,11 @@ class Range(Shape):
     dec_max: float
 
     def contains(self, ra, dec):
+        """True inside the box (ra taken modulo 360)."""
         return self.ra_min <= ra % 360.0 <= self.ra_max and self.dec_min <= dec <= self.dec_max
 
     def intersects(self, other):
+        """True when ``other`` and the box overlap."""
         if isinstance(other, (Point, Circle)):
             return self.contains(other.ra, other.dec) or (
                 isinstance(other, Circle) and self._box_overlap(other.ra, other.ra, other.dec, other.dec, other.radius))
@@ -193,6 +210,7 @@ class Range(Shape):
         return ra1 - pad <= self.ra_max and ra2 + pad >= self.ra_min and dec1 - pad <= self.dec_max and dec2 + pad >= self.dec_min
 
     def covers(self, other):
+        """True when ``other`` lies wholly inside the box."""
         if isinstance(other, Point):
             return self.contains(other.ra, other.dec)
         if isinstance(other, Polygon):
@@ -208,6 +226,7 @@ class Compound(Shape):
     parts: tuple[Shape, ...]
 
     def contains(self, ra, dec):
+        """True as the operation says of its parts (any, all, or not the one)."""
         if self.op == "union":
             return any(p.contains(ra, dec) for p in self.parts)
         if self.op == "intersection":
@@ -215,6 +234,7 @@ class Compound(Shape):
         return not self.parts[0].contains(ra, dec)
 
     def intersects(self, other):
+        """True when ``other`` overlaps the compound shape."""
         if self.op == "not":
             return not self.parts[0].covers(other)
         if self.op == "union":
@@ -223,6 +243,7 @@ class Compound(Shape):
         return all(p.intersects(other) for p in self.parts)
 
     def covers(self, other):
+        """True when ``other`` lies wholly inside the compound shape."""
         if self.op == "union":
             return any(p.covers(other) for p in self.parts)
         if self.op == "intersection":

@@ -93,6 +93,7 @@ class Faults:
 
 @dataclass
 class FileStats:
+    """What the local archive served of one file: body bytes, GETs, HEADs, ranges, open streams."""
     bytes_sent: int = 0                # body bytes written
     gets: int = 0
     heads: int = 0
@@ -113,9 +114,11 @@ class ArchiveStats:
 
     @property
     def bytes_sent(self) -> int:
+        """Body bytes served, all files together."""
         return sum(f.bytes_sent for f in self.files.values())
 
     def reset(self) -> None:
+        """Forget everything counted so far."""
         with self._lock:
             self.files.clear()
             self.requests = self.peak_streams = 0
@@ -154,6 +157,7 @@ class ServedFile:
     size: int | None = None            # None: the whole file (read from disk when served)
 
     def length(self) -> int:
+        """The size the archive declares (the file's own size unless set)."""
         return self.path.stat().st_size if self.size is None else self.size
 
 
@@ -200,6 +204,7 @@ class ArchiveContent:
 
     @property
     def projects(self) -> list[str]:
+        """The project codes served."""
         return [c.project for c in self.catalogues]
 
     def file(self, name: str) -> ServedFile | None:
@@ -716,9 +721,11 @@ class LocalArchive:
 
     @property
     def projects(self) -> list[str]:
+        """The project codes served."""
         return self.content.projects
 
     def start(self) -> "LocalArchive":
+        """Start serving on 127.0.0.1 in a background thread; returns itself."""
         if self._server is not None:
             return self
         try:
@@ -734,6 +741,7 @@ class LocalArchive:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self._server is None:
             return
         self._server.shutdown()

@@ -391,21 +391,19 @@ def tp_qa2_notes(plan: ProjectPlan, qa: list[dict]) -> list[str]:
     return notes
 
 
-def build_member(builder: Any, index: int, mous: MousPlan) -> None:
-    """Simulate, reduce and write one manual TP member for ``builder`` (deliveries._Builder)."""
+def build_member(builder: Any, index: int, mous: MousPlan, member: Path) -> None:
+    """Simulate, reduce and write one manual TP member folder ``member`` for ``builder`` (deliveries._Builder)."""
     from dataclasses import asdict
 
     from ..casa.runtime import run_in_casa
-    from .deliveries import member_path
     from .readme import readme_text, tree_text
 
-    member = builder.tree / member_path(builder.plan, mous)
     for folder in ("calibration", "qa", "log", "product"):
         (member / folder).mkdir(parents=True)
     write_sd_scripts(builder.plan, mous, member)
     work = builder.work / mous.disk
     builder.say(f"{mous.uid}: simulating {len(mous.ebs)} Total Power EB(s), calibrating in CASA")
-    result = run_in_casa("almadeliver.sim.totalpower:casa_build_tp_mous",
+    result = run_in_casa(casa_build_tp_mous,
                          {"plan": asdict(builder.plan), "index": index, "member": str(member), "work": str(work)},
                          workdir=work, logfile=work / "casa.log", on_line=builder._casa_line)
     builder.eb_info.update(result["observed"])

@@ -20,6 +20,7 @@ CONTENT_TYPE = "application/x-votable+xml"
 
 @dataclass(frozen=True)
 class Field:
+    """One FIELD of a VOTable table: name, datatype, arraysize, unit, UCD, utype, description."""
     name: str
     datatype: str                 # char | double | float | int | long | boolean
     arraysize: str | None = None  # "*" for strings
@@ -30,6 +31,7 @@ class Field:
     description: str = ""
 
     def xml(self) -> str:
+        """The FIELD element."""
         attrs = f'name={quoteattr(self.name)} datatype="{self.datatype}"'
         if self.arraysize:
             attrs += f' arraysize="{self.arraysize}"'
@@ -53,12 +55,14 @@ def cell(value) -> str:
 
 
 def info(name: str, value: str, text: str = "", indent: str = "    ") -> str:
+    """An INFO element (``name``, ``value``, optional text)."""
     if text:
         return f"{indent}<INFO name={quoteattr(name)} value={quoteattr(value)}>{escape(text)}</INFO>\n"
     return f"{indent}<INFO name={quoteattr(name)} value={quoteattr(value)} />\n"
 
 
 def table(fields: Sequence[Field], rows: Iterable[Sequence]) -> str:
+    """A TABLE element with its FIELDs and TABLEDATA rows (None cells are empty)."""
     out = ["    <TABLE>\n", *(f.xml() for f in fields), "      <DATA>\n        <TABLEDATA>\n"]
     for row in rows:
         out.append("          <TR>\n")
@@ -83,6 +87,7 @@ def service(resource_id: str, params: Sequence[tuple[str, str]]) -> str:
 
 
 def document(*resources: str) -> str:
+    """A whole VOTable document holding ``resources``."""
     return HEADER + "".join(resources) + FOOTER
 
 

@@ -25,6 +25,7 @@ PASSWORD_ENV = "ALMA_PASSWORD"
 
 @dataclass(frozen=True)
 class Credentials:
+    """An ALMA archive account; the password never shows in a repr."""
     user: str
     password: str = field(repr=False)
 
@@ -53,6 +54,7 @@ class ArchiveAuth(AuthBase):
         self.hosts = {h.lower() for h in hosts}
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        """Add the Basic credentials when the request goes to one of ``hosts``."""
         if urlsplit(r.url).netloc.lower() in self.hosts:
             return self._basic(r)
         return r

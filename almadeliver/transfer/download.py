@@ -26,6 +26,7 @@ import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -53,6 +54,7 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 @dataclass
 class TransferConfig:
+    """How to transfer: connections per host, range splitting, retries and byte budget, untar options."""
     parallel: int = 5                 # connections per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
@@ -76,6 +78,17 @@ class TransferConfig:
     connection_gate: Callable[[str], AbstractContextManager] | None = None
 
 
+class FileStatus(str, Enum):
+    """What became of one file of the plan in a run."""
+
+    FETCHED = "fetched"      # transferred (at least in part) by this run
+    ALREADY = "already"      # on disk (or unpacked) from an earlier run
+    FAILED = "failed"        # not complete: ``FileResult.error`` says why
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class FileResult:
     """One file of the plan after the run. ``error`` is set when ``status`` is ``failed``."""
@@ -83,7 +96,7 @@ class FileResult:
     name: str
     path: Path | None                 # the tarball (or README) on disk, None once extracted and removed
     size: int
-    status: str                       # fetched | already | failed
+    status: FileStatus
     fetched: int = 0                  # bytes fetched by this run
     extracted: bool = False
     error: AlmadeliverError | None = None
@@ -93,20 +106,24 @@ class FileResult:
 
 @dataclass
 class TransferResult:
+    """What a download did: every file of the plan with its status, and how long it took (seconds)."""
     dest: Path
     files: list[FileResult]
     seconds: float
 
     @property
     def fetched_bytes(self) -> int:
+        """Bytes fetched by this run."""
         return sum(f.fetched for f in self.files)
 
     @property
     def failed(self) -> list[FileResult]:
-        return [f for f in self.files if f.status == "failed"]
+        """The files that did not complete."""
+        return [f for f in self.files if f.status is FileStatus.FAILED]
 
     @property
     def ok(self) -> bool:
+        """True when every file completed."""
         return not self.failed
 
 
@@ -216,10 +233,10 @@ class _Engine:
         for f in self.plan.files:
             final = self.dest / f.name
             state = self.journal.state(f.name, f.size)
-            result = FileResult(f.name, final, f.size, "fetched")
+            result = FileResult(f.name, final, f.size, FileStatus.FETCHED)
             self.results.append(result)
             if state == EXTRACTED or (state == DOWNLOADED and final.is_file() and final.stat().st_size == f.size):
-                result.status, result.extracted = "already", state == EXTRACTED
+                result.status, result.extracted = FileStatus.ALREADY, state == EXTRACTED
                 result.path = final if final.exists() else None
                 if state == DOWNLOADED and is_tarball(f):
                     self.to_extract.put((f, result))
@@ -358,7 +375,7 @@ class _Engine:
         self._close(job)
         job.finished = True
         if on_disk != job.f.size:
-            job.result.status = "failed"
+            job.result.status = FileStatus.FAILED
             job.result.error = SizeMismatchError(
                 f"{job.f.name}: {on_disk} bytes on disk, the archive announced {job.f.size}",
                 "run the download again; if it persists the archive listing is stale")
@@ -571,7 +588,7 @@ class _Engine:
     def _fail(self, job: _Job, error: AlmadeliverError) -> None:
         with self.cond:
             if job.result.error is None:
-                job.result.status, job.result.error = "failed", error
+                job.result.status, job.result.error = FileStatus.FAILED, error
             if isinstance(error, DiskSpaceError):
                 self.stop = error
                 self.stop_event.set()
@@ -592,7 +609,7 @@ class _Engine:
             try:
                 self._extract_one(f, result)
             except BaseException as exc:      # noqa: BLE001 (RecursionError, MemoryError...: this file's failure)
-                result.status = "failed"
+                result.status = FileStatus.FAILED
                 result.error = TransferError(f"{f.name}: extraction failed ({type(exc).__name__}: {_short(exc)})",
                                              "the tarball is kept; run the same command again (with --debug for details)")
 
@@ -615,12 +632,12 @@ class _Engine:
             if len(result.rejected) <= self.config.refetch:
                 self.refetch.append((f, result))
             else:
-                result.status = "failed"
+                result.status = FileStatus.FAILED
                 result.error = type(exc)(f"{exc.message}; the tarball is kept as {kept}",
                                          "a second copy failed the same way: report it to the ALMA helpdesk")
         except OSError as exc:                                # e.g. the disk filled while unpacking
             error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
-            result.status = "failed"
+            result.status = FileStatus.FAILED
             result.error = error(f"{f.name}: extraction failed ({exc.strerror or exc})",
                                  "free some space and run the same command again; the tarball is kept")
 
@@ -706,7 +723,7 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
         by_name = {r.name: r for r in results}
         for _round in range(config.refetch):
             again = [f for f in plan.files if f.name in by_name and by_name[f.name].rejected
-                     and by_name[f.name].status != "failed" and not by_name[f.name].extracted]
+                     and by_name[f.name].status is not FileStatus.FAILED and not by_name[f.name].extracted]
             if not again:
                 break
             for f in again:
@@ -715,8 +732,8 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
             for r in _run(sub, dest, config, session, previous=by_name):
                 by_name[r.name] = r
         for r in by_name.values():
-            if r.rejected and r.status != "failed" and not (r.extracted or not config.untar):
-                r.status = "failed"
+            if r.rejected and r.status is not FileStatus.FAILED and not (r.extracted or not config.untar):
+                r.status = FileStatus.FAILED
                 r.error = TransferError(f"{r.name} failed its check: {r.rejected[-1]}",
                                         "run the same command again; if it persists, report it to the ALMA helpdesk")
         return TransferResult(dest, [by_name[r.name] for r in results], time.monotonic() - t0)
@@ -770,12 +787,12 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
         raise engine.stop
     for j in engine.jobs:
         if not j.finished and j.result.error is None:   # a safety net: never report an unfinished file as fetched
-            j.result.status = "failed"
+            j.result.status = FileStatus.FAILED
             j.result.error = engine.stop or TransferError(f"{j.f.name}: incomplete", "run the same command again to resume")
     if config.untar:
         for r, f in zip(engine.results, plan.files):      # a safety net: a tarball left packed is a failure
-            if is_tarball(f) and r.status != "failed" and not r.extracted and all(r is not x for _f, x in engine.refetch):
-                r.status = "failed"
+            if is_tarball(f) and r.status is not FileStatus.FAILED and not r.extracted and all(r is not x for _f, x in engine.refetch):
+                r.status = FileStatus.FAILED
                 r.error = engine.stop or TransferError(f"{r.name}: fetched but not unpacked",
                                                        "run the same command again to unpack it")
     return engine.results

@@ -10,7 +10,10 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
+
+from ..files import write_atomic
 
 JOURNAL_DIR = ".almadeliver"
 JOURNAL_NAME = "journal.json"
@@ -18,7 +21,20 @@ RESERVE_NAME = "journal.reserve"
 RESERVE_BYTES = 1 << 20
 SCHEMA = "almadeliver.journal/1"
 
-PARTIAL, DOWNLOADED, EXTRACTED = "partial", "downloaded", "extracted"
+
+
+class FileState(str, Enum):
+    """Where a file of the plan stands in the journal (written as its value)."""
+
+    PARTIAL = "partial"          # some byte ranges on disk in <name>.part
+    DOWNLOADED = "downloaded"    # verified and renamed to <name>
+    EXTRACTED = "extracted"      # a tarball unpacked into the tree (and removed unless --keep-tars)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PARTIAL, DOWNLOADED, EXTRACTED = FileState.PARTIAL, FileState.DOWNLOADED, FileState.EXTRACTED
 
 
 @dataclass
@@ -26,11 +42,12 @@ class FileEntry:
     """One file of the plan: its state and, while partial, the byte ranges already on disk."""
 
     size: int
-    state: str = PARTIAL                    # partial | downloaded | extracted
+    state: FileState = PARTIAL
     segments: list[list[int]] = field(default_factory=list)  # [start, end, done] per range, while partial
     preallocated: bool = False              # the .part was preallocated (its size says nothing of progress)
 
     def fetched(self) -> int:
+        """Bytes already on disk in the ``.part`` (the sum of the ranges' progress)."""
         return sum(done - start for start, _end, done in self.segments)
 
 
@@ -45,7 +62,8 @@ class Journal:
         if self.path.is_file():
             data = json.loads(self.path.read_text())
             if data.get("schema") == SCHEMA:
-                self.files = {name: FileEntry(**entry) for name, entry in data["files"].items()}
+                self.files = {name: FileEntry(**{**entry, "state": FileState(entry["state"])})
+                              for name, entry in data["files"].items()}
 
     def entry(self, name: str, size: int) -> FileEntry:
         """The entry of ``name``; a new one if unknown or if the archive's size changed."""
@@ -55,12 +73,14 @@ class Journal:
                 e = self.files[name] = FileEntry(size=size)
             return e
 
-    def state(self, name: str, size: int) -> str | None:
+    def state(self, name: str, size: int) -> FileState | None:
+        """The recorded state of ``name`` at ``size`` (None when unknown or the size changed)."""
         with self.lock:
             e = self.files.get(name)
             return e.state if e is not None and e.size == size else None
 
-    def set_state(self, name: str, size: int, state: str) -> None:
+    def set_state(self, name: str, size: int, state: FileState) -> None:
+        """Record the state of ``name`` and save the journal; a finished file forgets its ranges."""
         with self.lock:
             e = self.files.setdefault(name, FileEntry(size=size))
             e.size, e.state = size, state
@@ -83,15 +103,12 @@ class Journal:
         """Write the journal atomically (safe to call from any thread); False if the disk is full."""
         with self.lock:
             text = json.dumps({"schema": SCHEMA, "files": {n: asdict(e) for n, e in self.files.items()}})
-            tmp = self.path.with_name(f"{JOURNAL_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
             for _attempt in range(2):
                 try:
                     self.folder.mkdir(parents=True, exist_ok=True)
-                    tmp.write_text(text)
-                    os.replace(tmp, self.path)
+                    write_atomic(self.path, text)
                     return True
                 except OSError as exc:
-                    tmp.unlink(missing_ok=True)
                     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                         raise
                     reserve = self.folder / RESERVE_NAME      # the disk is full: use the room set aside

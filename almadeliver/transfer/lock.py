@@ -47,6 +47,7 @@ class FolderLock:
         self.fd: int | None = None
 
     def holder(self) -> str:
+        """What the lock file says of the process holding it (``host:pid``), or "unknown"."""
         try:
             return self.path.read_text().strip() or "unknown"
         except OSError:

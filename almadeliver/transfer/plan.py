@@ -42,6 +42,7 @@ def mirror_url(archive: str) -> str:
 
 
 def is_tarball(f: ArchiveFile) -> bool:
+    """True for the tarballs (every file but the README)."""
     return f.kind is not TarballKind.README
 
 
@@ -56,14 +57,17 @@ class DownloadPlan:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every file of the plan."""
         return sum(f.size for f in self.files)
 
     @property
     def tarball_bytes(self) -> int:
+        """Bytes of the plan's tarballs."""
         return sum(f.size for f in self.files if is_tarball(f))
 
     @property
     def hosts(self) -> set[str]:
+        """The hosts the plan's files come from, and the archive's."""
         return {urlsplit(f.url).netloc for f in self.files} | {urlsplit(self.archive).netloc}
 
 
@@ -94,6 +98,7 @@ class SpaceCheck:
 
     @property
     def needed(self) -> int:
+        """Bytes still to write: download plus unpacked."""
         return self.download_bytes + self.unpack_bytes
 
     @property

@@ -1,0 +1,277 @@
+"""The per-MOUS workflow: fetch, restore and image one delivery from the options a user gives.
+
+The stages do the work (``archive`` asks, ``transfer`` fetches, ``delivery`` validates, ``casa``
+restores and images); this layer turns the options of a command into their calls, once, so that a
+command (``almadeliver download``, ``restore``, ``image``) and a step of ``almadeliver run`` (one
+MOUS on a worker, ``scale/steps.py``) run the same code with the same options. Nothing here prints:
+the functions take and return the stages' dataclasses and raise the errors of ``errors.py``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .archive.client import ArchiveClient, make_session, mirror_list
+from .archive.model import ProjectView
+from .archive.projectview import query
+from .archive.tap import Selection
+from .casa import imaging
+from .casa.restore import RestorePlan, check_options, plan_restore
+from .delivery.layout import find_members
+from .errors import TransferError, TreeError
+from .ids import ProjectCode, TarballKind, Uid
+from .transfer.auth import Credentials, archive_hosts, login
+from .transfer.download import TransferConfig, TransferResult, download
+from .transfer.plan import DEFAULT_WHAT, DownloadPlan, make_plan, parse_what
+
+log = logging.getLogger("almadeliver.workflow")
+
+#: What ``almadeliver run`` fetches of a MOUS unless ``--what`` says otherwise: what restoring and
+#: imaging need (the README of ``download``'s default lies outside the member folder the step keeps).
+RUN_WHAT = "products,auxiliary,raw"
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How to fetch: the options of ``almadeliver download`` that ``almadeliver run`` shares.
+
+    Attributes
+    ----------
+    archive : str or None
+        ``--archive``: a mirror name (eso, nrao, naoj) or URL; None for the default mirrors.
+    what : str
+        ``--what``: comma-separated file kinds (``transfer.plan.WHAT``).
+    credentials : Credentials or None
+        ``--user`` and its password, for proprietary data; None: anonymous.
+    parallel : int
+        Connections per archive host.
+    split : int
+        Byte ranges fetched at once per large file.
+    """
+
+    archive: str | None = None
+    what: str = DEFAULT_WHAT
+    credentials: Credentials | None = None
+    parallel: int = 5
+    split: int = 1
+
+    @property
+    def kinds(self) -> set[TarballKind]:
+        """The tarball kinds ``what`` names (raises UsageError for an unknown word)."""
+        return parse_what(self.what)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore: the options of ``almadeliver restore`` that ``almadeliver run`` shares.
+
+    Attributes are the keyword arguments of ``casa.restore.plan_restore`` (see it for their values):
+    ``spacesaving`` (scriptForPI's SPACESAVING, None for the lowest level that fits), ``dosplit``,
+    ``casa`` (a monolithic CASA), ``engine`` (auto, native, casa), ``casa_version_mismatch`` (refuse,
+    allow) and ``resume`` (keep the EBs an earlier attempt finished).
+    """
+
+    spacesaving: int | None = None
+    dosplit: bool = False
+    casa: str | None = None
+    engine: str = "auto"
+    casa_version_mismatch: str = "refuse"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_options(self.spacesaving, self.engine, self.casa_version_mismatch)   # before any step runs
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How to image: the delivered imaging with the user's ``overrides``, read from ``source``
+    (auto, pipeline, script: see ``casa.imaging.plan``)."""
+
+    overrides: imaging.Overrides = field(default_factory=imaging.Overrides)
+    source: str = "auto"
+
+
+@dataclass(frozen=True)
+class FetchedMous:
+    """What fetching one MOUS left: its member folder in the tree, and what was transferred."""
+
+    member: Path
+    files: int
+    fetched_bytes: int
+
+
+# -- fetch ---------------------------------------------------------------------------------------------
+def open_archive(options: FetchOptions) -> ArchiveClient:
+    """A client of the options' archive, logged in when the options carry credentials.
+
+    The login comes before any query, so that DataLink answers for this identity; the credentials
+    go to the hosts of the configured archive only (``transfer.auth.archive_hosts``).
+
+    Parameters
+    ----------
+    options : FetchOptions
+        The archive, the credentials and the connections per host.
+
+    Returns
+    -------
+    ArchiveClient
+        Its session carries the credentials (when given).
+
+    Raises
+    ------
+    AuthError
+        The archive refused the password.
+    ArchiveError
+        No authentication host answered.
+    """
+    session = make_session(options.parallel)
+    client = ArchiveClient(options.archive, session=session)
+    if options.credentials:
+        login(session, mirror_list(options.archive)[0], options.credentials, archive_hosts(options.archive))
+    return client
+
+
+def plan_fetch(targets: Selection | ProjectView, client: ArchiveClient, options: FetchOptions,
+               with_sg: bool = True) -> DownloadPlan:
+    """The files to fetch: those of ``options.kinds`` that the archive lists for ``targets``.
+
+    Parameters
+    ----------
+    targets : Selection or ProjectView
+        Project codes or MOUS uids to ask the archive about, or a project view written earlier
+        (``query --format json``), whose URLs then move to ``options.archive`` when it is set.
+    client : ArchiveClient
+        From ``open_archive`` (logged in for proprietary data).
+    options : FetchOptions
+        The kinds of file (``what``) and the archive.
+    with_sg : bool
+        Also read each MOUS's science goal (one request per MOUS); the plan does not need it.
+
+    Returns
+    -------
+    DownloadPlan
+        Every distinct file, once.
+
+    Raises
+    ------
+    UsageError
+        ``options.what`` names an unknown kind.
+    ArchiveError, NotFoundError, AuthError
+        From the query stage.
+    """
+    if isinstance(targets, ProjectView):
+        return make_plan(targets, options.kinds, options.archive)
+    return make_plan(query(targets, client, with_sg=with_sg), options.kinds)
+
+
+def member_in_tree(dest: Path, project: ProjectCode, mous: Uid) -> Path | None:
+    """The member folder of ``mous`` in the standard tree ``dest/<project>/...``, if it is there."""
+    found = sorted(Path(dest).glob(f"{project}/*/*/member.{mous.disk}"))
+    return found[0] if found else None
+
+
+def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, options: FetchOptions,
+               gate: Callable | None = None, say: Callable[[str], None] = log.info) -> FetchedMous:
+    """Fetch one MOUS through ``staging`` and move its member folder into the tree under ``dest``.
+
+    The MOUS's files are fetched and unpacked into ``staging`` (a transfer journal of its own, so
+    MOUS fetched at once never share one); its member folder then moves to ``dest/<project>/...``
+    and ``staging`` is removed. A member folder already in the tree is kept as it is.
+
+    Parameters
+    ----------
+    project : ProjectCode
+        The MOUS's project.
+    mous : Uid
+        The member OUS.
+    dest : Path
+        The root of the delivery trees.
+    staging : Path
+        A folder of this MOUS's own for the transfer.
+    options : FetchOptions
+        Archive, kinds, credentials, connections per host.
+    gate : callable, optional
+        A connection gate shared by several processes (``scale.gates``), keyed by host.
+    say : callable
+        Receives one line per file and per action.
+
+    Returns
+    -------
+    FetchedMous
+        The member folder and what was transferred (0 files when it was there already).
+
+    Raises
+    ------
+    TransferError
+        The archive lists no file for the MOUS, or files failed (what was fetched is kept in
+        ``staging``, so the next attempt resumes).
+    TreeError
+        The files do not unpack to one member folder of the MOUS.
+    AuthError
+        The password was refused (and, from the transfer, files that need a login).
+    """
+    member = member_in_tree(dest, project, mous)
+    if member is not None:
+        say(f"{member} is already there; nothing to fetch")
+        return FetchedMous(member, 0, 0)
+    client = open_archive(options)
+    plan = plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
+    if not plan.files:
+        raise TransferError(f"the archive lists no file for {mous}",
+                            "check the MOUS in the archive (query it); its data may be missing")
+    say(f"fetching {len(plan.files)} files ({plan.total_bytes} bytes) from {plan.archive} into {staging}")
+    if gate:
+        for host in plan.hosts:      # make each host's semaphore in the task's own thread (Dask binds it
+            gate(host)               # to this worker there; the engine's threads then share it)
+    config = TransferConfig(parallel=options.parallel, split=options.split, progress=False, connection_gate=gate)
+    result: TransferResult = download(plan, staging, config, client.session)
+    for f in result.files:
+        say(f"{f.status:<8} {f.name}" + (f": {f.error}" if f.error else ""))
+    if not result.ok:
+        raise TransferError(f"{len(result.failed)} of {len(result.files)} files failed, first: "
+                            f"{result.failed[0].error}", "run the same command again to resume")
+    member = _move_member(staging, dest, mous)
+    shutil.rmtree(staging)
+    say(f"member folder {member}")
+    return FetchedMous(member, len(result.files), result.fetched_bytes)
+
+
+def _move_member(staging: Path, dest: Path, mous: Uid) -> Path:
+    """Move the MOUS's member folder from the staging area into the tree under ``dest``."""
+    mine = [m for m in find_members(staging) if m.mous == mous]
+    if len(mine) != 1:
+        raise TreeError(f"the files of {mous} unpack to {len(mine)} member folders of it in {staging}",
+                        "validate the downloaded tree; the archive's tarballs may be incomplete")
+    target = Path(dest) / mine[0].rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(mine[0].path, target)
+    return target
+
+
+# -- restore and image ------------------------------------------------------------------------------
+def plan_member_restore(member: Path, options: RestoreOptions) -> RestorePlan:
+    """How (and whether) to restore ``member`` with ``options``: ``casa.restore.plan_restore``.
+
+    Raises
+    ------
+    UsageError
+        An unknown engine or mismatch choice, or a folder that is not one member folder.
+    """
+    return plan_restore(member, spacesaving=options.spacesaving, dosplit=options.dosplit, casa=options.casa,
+                        resume=options.resume, engine=options.engine,
+                        casa_version_mismatch=options.casa_version_mismatch)
+
+
+def plan_member_images(member: Path, options: ImageOptions) -> imaging.ImagingPlan:
+    """The images to remake in ``member`` with ``options`` (no CASA): ``casa.imaging.plan``.
+
+    Raises
+    ------
+    UsageError
+        The overrides do not fit the delivery (an spw or field it does not image, ...).
+    """
+    return imaging.plan(member, options.overrides, options.source)
