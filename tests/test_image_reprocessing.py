@@ -157,7 +157,9 @@ def test_clean_era_manual_delivery_plan_lists_the_translations(tmp_path, capsys)
     (m / "calibrated" / "calibrated.ms").mkdir(parents=True)
     (m / "product").mkdir()
     listed = imaging.list_images(m)
-    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["1", "2"]), ("cube", ["0"])]
+    # the QA2 product set: a continuum image per sideband, then a cube per spw (the line cube first)
+    assert [(j.kind, j.spws) for j in listed] == [("mfs", ["0", "1"]), ("mfs", ["2"]), ("cube", ["0"]),
+                                                 ("cube", ["1"]), ("cube", ["2"])]
     assert all(j.source.endswith("clean()") for j in listed)
     assert main(["image", str(m), "--dry-run"]) == 0
     out = capsys.readouterr().out
