@@ -465,7 +465,7 @@ def test_no_level_is_marked_chosen_when_none_fits(capsys):
     member = SimpleNamespace(flavour=SimpleNamespace(value="manual"), ebs_in_scripts=[], ebs_in_raw=[])
     plan = SimpleNamespace(path=Path("member.uid___A001_X1_X2"), member=member, estimate=est, spacesaving=3,
                            level_chosen=True, already_calibrated=False, script=None, engine="modular", finished=[],
-                           warnings=[], gates=[], mismatched_gates=[], passes_gates=False)
+                           warnings=[], gates=[], mismatched_gates=[], passes_gates=False, total_power=[])
     _show_plan(plan)
     out = capsys.readouterr().out
     assert "<- none fits" in out and "<- chosen" not in out

@@ -290,7 +290,10 @@ def test_run_user_fetches_a_proprietary_project(tiny_root, tmp_path, capsys, mon
     out = capsys.readouterr().out
     assert "1 MOUS, 1 tasks" in out and f"{PROPRIETARY}  {PROP_MOUS}  ok" in out
     [member] = dest.glob(f"{PROPRIETARY}/science_goal.*/group.*/member.{Uid.parse(PROP_MOUS).disk}")
-    assert list((member / "product").glob("*.pbcor.fits")) and not (member / "calibration").exists()  # --what
+    # --what products: the products tarball (product/, and calibration/ as a pipeline member's holds it),
+    # not the auxiliary one (its auxproducts tarball) nor the raw data
+    assert list((member / "product").glob("*.pbcor.fits")) and not (member / "raw").exists()
+    assert not list((member / "calibration").glob("*.auxproducts.tgz"))
     assert not any("secret" in p.read_text(errors="replace") for p in dest.rglob("*") if p.is_file()
                    and p.suffix in (".json", ".log"))
 

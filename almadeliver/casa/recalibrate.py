@@ -31,7 +31,7 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..delivery.layout import Flavour, Member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
@@ -631,6 +631,19 @@ def _written_since(path: str | Path, epoch: float) -> bool:
     return os.path.isfile(path) and os.path.getmtime(path) >= epoch - 1.0
 
 
+def _columns_by_spw(tb: Any, columns: list[str]) -> Iterator[list[Any]]:
+    """The ``columns`` of an open table, one data description (spw) at a time, rows in table order: the
+    spws of one MS may have different channel counts, which one getcol over the whole table refuses."""
+    import numpy as np
+
+    for ddid in np.unique(tb.getcol("DATA_DESC_ID")):
+        sub = tb.query(f"DATA_DESC_ID=={int(ddid)}")
+        try:
+            yield [sub.getcol(c) for c in columns]
+        finally:
+            sub.close()
+
+
 def _flagged_fraction(ms: str) -> float | None:
     import casatools
     import numpy as np
@@ -640,8 +653,7 @@ def _flagged_fraction(ms: str) -> float | None:
     tb = casatools.table()
     tb.open(ms)
     flagged = total = 0
-    for start in range(0, tb.nrows(), 2000):
-        f = tb.getcol("FLAG", startrow=start, nrow=2000)
+    for (f,) in _columns_by_spw(tb, ["FLAG"]):
         flagged += int(np.count_nonzero(f))
         total += f.size
     tb.close()
@@ -662,11 +674,13 @@ def compare_calibrated(new: str, delivered: str) -> dict[str, Any]:
     for name, ms in (("new", new), ("old", delivered)):
         tb = casatools.table()
         tb.open(ms)
-        cols[name] = (tb.getcol("DATA"), tb.getcol("FLAG"))
+        parts = list(_columns_by_spw(tb, ["DATA", "FLAG"]))
         tb.close()
-    (dn, fn), (do, fo) = cols["new"], cols["old"]
+        cols[name] = ([d.shape for d, _ in parts], np.concatenate([d.ravel() for d, _ in parts]),
+                      np.concatenate([f.ravel() for _, f in parts]))
+    (shape_n, dn, fn), (shape_o, do, fo) = cols["new"], cols["old"]
     out: dict[str, Any] = {}
-    if dn.shape != do.shape:
+    if shape_n != shape_o:
         out.update(flags_equal=False, flags_differing=None, max_relative_difference=None)
     else:
         ok = ~(fn | fo)
