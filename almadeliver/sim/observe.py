@@ -345,6 +345,24 @@ def _add_syscal(ms: str, spws: list[dict], scans: list[dict], seed: int) -> int:
     return len(rows)
 
 
+def set_up_simulator(sm: Any, me: Any, ms: str, ant: dict, spws: list[dict], autocorr_weight: float) -> None:
+    """Open ``ms`` in CASA's simulator ``sm`` for ALMA: the antennas ``ant`` (x, y, z, diameter, names,
+    pads), one spw per entry of ``spws`` (name, freq_hz, width_hz, nchan; TOPO, XX YY), perfect X/Y feeds,
+    the 5 deg elevation limit, and autocorrelations weighted ``autocorr_weight`` (0: interferometric
+    data, 1: Total Power)."""
+    sm.open(ms)
+    sm.setconfig(telescopename="ALMA", x=ant["x"], y=ant["y"], z=ant["z"], dishdiameter=ant["diameter"],
+                 mount=["ALT-AZ"] * len(ant["x"]), antname=ant["names"], padname=ant["pads"],
+                 coordsystem="global", referencelocation=me.observatory("ALMA"))
+    for spw in spws:
+        sm.setspwindow(spwname=spw["name"], freq=f"{spw['freq_hz']}Hz", deltafreq=f"{spw['width_hz']}Hz",
+                       freqresolution=f"{spw['width_hz']}Hz", refcode="TOPO", nchannels=spw["nchan"],
+                       stokes="XX YY")
+    sm.setfeed(mode="perfect X Y", pol=[""])
+    sm.setlimits(shadowlimit=0.01, elevationlimit="5deg")
+    sm.setauto(autocorrwt=autocorr_weight)
+
+
 def simulate_ms(ms: str, eb: dict) -> dict:
     """Make the MS of one EB (see ``observe_ebs`` for the keys of ``eb``); returns its scan list."""
     import casatools
@@ -352,17 +370,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
     integration_s = float(eb.get("integration_s", INTEGRATION_S))
     sm, me, qa = casatools.simulator(), casatools.measures(), casatools.quanta()
     ant = _antennas(eb["config"], eb["antennas"], eb["array"])
-    sm.open(ms)
-    sm.setconfig(telescopename="ALMA", x=ant["x"], y=ant["y"], z=ant["z"], dishdiameter=ant["diameter"],
-                 mount=["ALT-AZ"] * len(ant["x"]), antname=ant["names"], padname=ant["pads"],
-                 coordsystem="global", referencelocation=me.observatory("ALMA"))
-    for spw in eb["spws"]:
-        sm.setspwindow(spwname=spw["name"], freq=f"{spw['freq_hz']}Hz", deltafreq=f"{spw['width_hz']}Hz",
-                       freqresolution=f"{spw['width_hz']}Hz", refcode="TOPO", nchannels=spw["nchan"],
-                       stokes="XX YY")
-    sm.setfeed(mode="perfect X Y", pol=[""])
-    sm.setlimits(shadowlimit=0.01, elevationlimit="5deg")
-    sm.setauto(autocorrwt=0.0)
+    set_up_simulator(sm, me, ms, ant, eb["spws"], autocorr_weight=0.0)
     for field in eb["fields"]:
         sm.setfield(sourcename=field["name"], sourcedirection=me.direction(
             "J2000", qa.quantity(field["ra_deg"], "deg"), qa.quantity(field["dec_deg"], "deg")))

@@ -31,6 +31,7 @@ import numpy as np
 from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..ids import Uid
 from .manual import fill, generator_header, template
+from .observe import set_up_simulator
 from .plan import MousPlan, ProjectPlan
 
 # One PM antenna: exportasdm cannot write autocorrelation-only data of several antennas (MS2ASDM:
@@ -183,17 +184,7 @@ def simulate_tp_ms(ms: str, eb: dict) -> dict:
     integration_s = float(eb["integration_s"])
     sm, me, qa = casatools.simulator(), casatools.measures(), casatools.quanta()
     ant = _tp_antennas(eb["antennas"])
-    sm.open(ms)
-    sm.setconfig(telescopename="ALMA", x=ant["x"], y=ant["y"], z=ant["z"], dishdiameter=ant["diameter"],
-                 mount=["ALT-AZ"] * len(ant["x"]), antname=ant["names"], padname=ant["pads"],
-                 coordsystem="global", referencelocation=me.observatory("ALMA"))
-    for spw in eb["spws"]:
-        sm.setspwindow(spwname=spw["name"], freq=f"{spw['freq_hz']}Hz", deltafreq=f"{spw['width_hz']}Hz",
-                       freqresolution=f"{spw['width_hz']}Hz", refcode="TOPO", nchannels=spw["nchan"],
-                       stokes="XX YY")
-    sm.setfeed(mode="perfect X Y", pol=[""])
-    sm.setlimits(shadowlimit=0.01, elevationlimit="5deg")
-    sm.setauto(autocorrwt=1.0)
+    set_up_simulator(sm, me, ms, ant, eb["spws"], autocorr_weight=1.0)
     target = next(f for f in eb["fields"] if f["role"] == "target")
     sm.setfield(sourcename=target["name"], sourcedirection=me.direction(
         "J2000", qa.quantity(target["ra_deg"], "deg"), qa.quantity(target["dec_deg"], "deg")))
