@@ -182,6 +182,7 @@ Flags: LOWBANDWIDTH LOWSPREAD
 93.2000000000~93.2500000000GHz LSRK
 
 SpectralWindow: 27 X38714582#ALMA_RB_03#BB_2#SW-01#FULL_RES
+NONE
 
 SpectralWindow: 29 X38714582#ALMA_RB_03#BB_3#SW-01#FULL_RES
 Flags: ALLCONT
@@ -204,6 +205,19 @@ def test_contdat_every_generation_reads_into_one_model(text, generation, frame):
     assert c.default_frame == ("TOPO" if generation == 1 else "LSRK")
     if generation > 1:
         assert c.fields["M100"][29].all_continuum
+
+
+def test_contdat_newest_spw_line_without_ranges_is_all_continuum():
+    """ALMA-FACTS.md section 3: in the newest generation a spw line with no ranges means all continuum,
+    flag or not; NONE still says no continuum; an omitted spw is not in the file at all ("find it")."""
+    c = parse_contdat_text("Field: M100\n\nSpectralWindow: 25 X1#ALMA_RB_03#BB_1#SW-01#FULL_RES\n\n"
+                           "SpectralWindow: 27 X1#ALMA_RB_03#BB_2#SW-01#FULL_RES\nNONE\n")
+    assert c.generation == 3
+    assert c.fields["M100"][25].all_continuum and not c.fields["M100"][25].no_continuum
+    assert c.fields["M100"][27].no_continuum and not c.fields["M100"][27].all_continuum
+    assert 29 not in c.fields["M100"]
+    middle = parse_contdat_text("Field: M100\n\nSpectralWindow: 25\n\nSpectralWindow: 27\n93.1~93.2GHz LSRK\n")
+    assert middle.generation == 2 and middle.fields["M100"][25].no_continuum   # the middle one said ALL
 
 
 def test_contdat_newest_keeps_flags_and_spw_names():

@@ -220,6 +220,15 @@ def split_cal(area: "StaffArea", eb: "StaffEb") -> Path | None:
     return None
 
 
+def _readable_ms(check: "_Checker", item: str, path: Path, fix: str) -> "vis.MsSummary | None":
+    """The summary of the MS at ``path``, or None after failing ``item`` when it does not open."""
+    try:
+        return vis.ms_summary(path)
+    except (TreeError, RuntimeError) as exc:
+        check.fail(item, path, f"not a readable MS ({exc})", fix)
+        return None
+
+
 def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis.MsSummary | None":
     """Item: the EB's ``.ms.split.cal`` exists and opens; returns its summary (None when absent)."""
     path = split_cal(area, eb)
@@ -228,10 +237,8 @@ def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis
                    "run the calibration script's last step (split of the corrected data)",
                    {"searched": [eb.folder.name, "Combination/calibrated"]})
         return None
-    try:
-        summary = vis.ms_summary(path)
-    except (TreeError, RuntimeError) as exc:
-        check.fail("staff.eb.split-cal", path, f"not a readable MS ({exc})", "run the split step again")
+    summary = _readable_ms(check, "staff.eb.split-cal", path, "run the split step again")
+    if summary is None:
         return None
     check.ok("staff.eb.split-cal", path, f"{summary.nrows} rows, {len(summary.fields)} fields, {len(summary.spws)} spws",
              {"rows": summary.nrows, "fields": summary.fields, "spws": [s.spw for s in summary.spws]})
@@ -451,10 +458,8 @@ def check_concat(check: "_Checker", area: "StaffArea", cals: dict[str, "vis.MsSu
     if not path.is_dir():
         check.fail("staff.combination.concat", path, "missing", "run scriptForFluxCalibration.py (concat)")
         return None
-    try:
-        combined = vis.ms_summary(path)
-    except (TreeError, RuntimeError) as exc:
-        check.fail("staff.combination.concat", path, f"not a readable MS ({exc})", "run the concat again")
+    combined = _readable_ms(check, "staff.combination.concat", path, "run the concat again")
+    if combined is None:
         return None
     fields = sorted({f for c in cals.values() for f in c.fields})
     nspw = max((len(c.spws) for c in cals.values()), default=0)

@@ -8,8 +8,8 @@ ALMA-FACTS.md section 3):
 2. middle: ``Field: <name>``, ``SpectralWindow: <id>``, ``<lo>~<hi>GHz LSRK`` lines, ``NONE`` (no
    continuum found) or ``ALL`` (the whole spw is continuum);
 3. newest (pipeline 2024 on): ``SpectralWindow: <id> <spw name>``, optional ``Flags:`` lines
-   (``ALLCONT``: the whole spw is continuum, ``LOWBANDWIDTH``, ``LOWSPREAD``), no ``NONE``/``ALL``
-   lines: a spw line with no ranges and no ``ALLCONT`` flag is a spw where no continuum was found.
+   (``ALLCONT``: the whole spw is continuum, ``LOWBANDWIDTH``, ``LOWSPREAD``); a spw line with no
+   ranges means the whole spw is continuum (ALLCONT flag or not); ``NONE`` still says none was found.
 
 The spw name is kept but not used: ranges are looked up by spw id. An spw the file omits is one the
 pipeline will look for itself (``find it``).
@@ -65,11 +65,14 @@ class SpwRanges:
     keywords: list[str] = field(default_factory=list)   # NONE, ALL, ALLCONT as the pipeline wrote them
     flags: list[str] = field(default_factory=list)      # ALLCONT, LOWBANDWIDTH, LOWSPREAD ('Flags:' lines)
     name: str | None = None                             # the spw name of the newest generation (not used)
+    empty_is_all: bool = False                          # newest generation: no ranges = all continuum
 
     @property
     def all_continuum(self) -> bool:
-        """The whole spw is continuum (``ALL`` or ``ALLCONT``), as the pipeline's reader decides."""
-        return "ALL" in self.keywords or "ALLCONT" in self.keywords or "ALLCONT" in self.flags
+        """The whole spw is continuum, as the pipeline's reader decides: ``ALL``, ``ALLCONT``, or (newest
+        generation, ALMA-FACTS.md section 3) a spw line with no ranges and no ``NONE``."""
+        return ("ALL" in self.keywords or "ALLCONT" in self.keywords or "ALLCONT" in self.flags
+                or (self.empty_is_all and not self.ranges and "NONE" not in self.keywords))
 
     @property
     def no_continuum(self) -> bool:
@@ -186,6 +189,10 @@ def parse_contdat_text(text: str, path: str = "cont.dat") -> ContDat:
     if not result.fields:
         raise ParseError(f"{path}: no 'Field:' block", "a cont.dat lists 'Field: <name>' then 'SpectralWindow: <id>'")
     result.generation = 1 if (bare_fields or old_spws) else 3 if new_marks else 2
+    if result.generation == 3:
+        for spws in result.fields.values():
+            for sr in spws.values():
+                sr.empty_is_all = True
     return result
 
 

@@ -145,13 +145,7 @@ def flag_fractions(flagversions: Path, ms: MsSummary | None = None) -> dict[str,
     one fraction over all rows (key ``"all"``)."""
     ddid = cross = None
     if ms is not None:
-        tb = _table(ms.path)
-        ddid, a1, a2 = tb.getcol("DATA_DESC_ID"), tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
-        tb.close()
-        tb = _table(ms.path / "DATA_DESCRIPTION")
-        dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
-        tb.close()
-        ddid, cross = dd_spw[ddid], a1 != a2
+        ddid, cross = _spw_and_cross(ms.path)
     out: dict[str, dict[str, float]] = {}
     for table in sorted(flagversions.glob("flags.*"), key=_version_order(flagversions)):
         tb = _table(table)
@@ -165,17 +159,23 @@ def flag_fractions(flagversions: Path, ms: MsSummary | None = None) -> dict[str,
 
 def ms_flag_fractions(ms: MsSummary) -> dict[str, float]:
     """Flagged fraction per spw of the cross-correlations in ``ms`` itself (the final flags)."""
-    tb = _table(ms.path)
-    ddid, a1, a2 = tb.getcol("DATA_DESC_ID"), tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
-    tb.close()
-    tb = _table(ms.path / "DATA_DESCRIPTION")
-    dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
-    tb.close()
+    spw_of_row, cross = _spw_and_cross(ms.path)
     tb = _table(ms.path)
     try:
-        return _fractions(tb, dd_spw[ddid], a1 != a2)
+        return _fractions(tb, spw_of_row, cross)
     finally:
         tb.close()
+
+
+def _spw_and_cross(path: Path):
+    """Per row of the MS at ``path``: its spw (through DATA_DESCRIPTION) and whether it is a cross-correlation."""
+    tb = _table(path)
+    ddid, a1, a2 = tb.getcol("DATA_DESC_ID"), tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
+    tb.close()
+    tb = _table(path / "DATA_DESCRIPTION")
+    dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
+    tb.close()
+    return dd_spw[ddid], a1 != a2
 
 
 def _version_order(flagversions: Path):

@@ -193,15 +193,10 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     target = next((i for i, f in enumerate(fields) if f.get("role") == "target"), None)
     t_index = {t: i for i, t in enumerate(np.unique(times))}
     tb.open(ms, nomodify=False)
-    for s, spw in enumerate(spws):
-        sub = tb.query(f"DATA_DESC_ID=={s}")
-        if sub.nrows() == 0:
-            sub.close()
-            continue
+    for s, spw, sub, freqs in spw_rows(tb, spws):
         a1, a2 = sub.getcol("ANTENNA1"), sub.getcol("ANTENNA2")
         fid, uvw = sub.getcol("FIELD_ID"), sub.getcol("UVW")
         ti = np.array([t_index[t] for t in sub.getcol("TIME")])
-        freqs = spw["freq_hz"] + spw["width_hz"] * np.arange(spw["nchan"])
         model = np.zeros((spw["nchan"], len(a1)), dtype=complex)
         for f, field in enumerate(fields):
             rows = fid == f
@@ -224,7 +219,6 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
         sub.putcol("FLAG", np.zeros(data.shape, dtype=bool))
         sub.putcol("SIGMA", np.vstack([sigma, sigma]))
         sub.putcol("WEIGHT", np.vstack([sigma, sigma]) ** -2)
-        sub.close()
     tb.close()
 
 
@@ -262,19 +256,33 @@ def _one_observation(ms: str, project: str, integration_s: float = INTEGRATION_S
     tb.close()
 
 
-def _sort_by_time(ms: str) -> None:
-    """Rewrite the MS in time order (the simulator writes one block per observe call and spw;
-    exportasdm reads scans off the row order)."""
+def spw_rows(tb, spws: list[dict]):
+    """Per spw of the plan that has rows in the open table ``tb``: ``(index, spw, rows, freqs)``, the
+    rows a TaQL selection (closed after the caller's step) and ``freqs`` the channel frequencies (Hz, nchan)."""
+    for s, spw in enumerate(spws):
+        sub = tb.query(f"DATA_DESC_ID=={s}")
+        try:
+            if sub.nrows():
+                yield s, spw, sub, spw["freq_hz"] + spw["width_hz"] * np.arange(spw["nchan"])
+        finally:
+            sub.close()
+
+
+def rewrite_rows(ms: str, where: str, sortlist: str) -> None:
+    """Rewrite the MS in place keeping the rows ``where`` selects (TaQL, "" for all) in ``sortlist`` order.
+
+    The simulator writes one block per observe call and spw; exportasdm reads scans off the row order
+    (``TIME, DATA_DESC_ID, ANTENNA1, ANTENNA2``), and Total Power EBs keep ``ANTENNA1==ANTENNA2``."""
     import casatools
 
     tb = casatools.table()
     tb.open(ms)
-    ordered = tb.query("", sortlist="TIME, DATA_DESC_ID, ANTENNA1, ANTENNA2")
-    ordered.copy(f"{ms}.sorted", deep=True, valuecopy=True)
-    ordered.close()
+    kept = tb.query(where, sortlist=sortlist)
+    kept.copy(f"{ms}.rewritten", deep=True, valuecopy=True)
+    kept.close()
     tb.close()
     shutil.rmtree(ms)
-    Path(f"{ms}.sorted").rename(ms)
+    Path(f"{ms}.rewritten").rename(ms)
 
 
 def _single_polarization(ms: str) -> None:
@@ -393,7 +401,7 @@ def simulate_ms(ms: str, eb: dict) -> dict:
         scan.update(start_s=begin, stop_s=end)
     _fill_visibilities(ms, eb["spws"], eb["fields"], eb["seed"], ant["diameter"], integration_s,
                        eb.get("residual_phase_deg", 0.0))
-    _sort_by_time(ms)
+    rewrite_rows(ms, "", "TIME, DATA_DESC_ID, ANTENNA1, ANTENNA2")
     _add_syscal(ms, eb["spws"], scans, eb["seed"])
     return {"scans": scans, "antennas": ant}
 

@@ -407,7 +407,8 @@ def contdat_text(target: str, ranges: dict[int, list[tuple[float, float]]], gene
         1: the field name alone, ``SPW<id>``, ``lo~hiGHz`` without frame (ranges in TOPO, as the old
         pipeline wrote them); 2: ``Field:``, ``SpectralWindow: <id>``, ``lo~hiGHz LSRK``, ``NONE`` for a
         spw without continuum and ``ALL`` for an all-continuum one; 3: ``SpectralWindow: <id> <name>``,
-        ``Flags:`` (``ALLCONT`` ...) and no NONE/ALL line.
+        ``Flags:`` (``ALLCONT`` ...), an all-continuum spw as its line with no ranges (ALMA-FACTS.md
+        section 3), ``NONE`` for a spw without continuum.
     flags : dict, optional
         spw id -> flags (``ALLCONT``, ``LOWBANDWIDTH``, ``LOWSPREAD``); generation 2 writes ``ALLCONT``
         as ``ALL``, generation 1 drops flags.
@@ -433,7 +434,7 @@ def contdat_text(target: str, ranges: dict[int, list[tuple[float, float]]], gene
         out += [f"{lo / 1e9:.10f}~{hi / 1e9:.10f}GHz{frame}" for lo, hi in rs]
         if generation == 2 and "ALLCONT" in spw_flags:
             out.append("ALL")
-        elif generation in (1, 2) and not rs:
+        elif not rs and "ALLCONT" not in spw_flags:
             out.append("NONE")
         out.append("")
     return "\n".join(out)

@@ -31,7 +31,7 @@ import numpy as np
 from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..ids import Uid
 from .manual import fill, generator_header, template
-from .observe import set_up_simulator
+from .observe import rewrite_rows, set_up_simulator, spw_rows
 from .plan import MousPlan, ProjectPlan
 
 # One PM antenna: exportasdm cannot write autocorrelation-only data of several antennas (MS2ASDM:
@@ -118,20 +118,6 @@ def _tp_antennas(count: int) -> dict[str, Any]:
             "diameter": [12.0] * count, "pads": [pads[i] for i in order], "names": tp_antenna_names(count)}
 
 
-def _autocorrelations_only(ms: str) -> None:
-    """Drop the cross-correlation rows the simulator writes beside the autocorrelations."""
-    import casatools
-
-    tb = casatools.table()
-    tb.open(ms)
-    kept = tb.query("ANTENNA1==ANTENNA2", sortlist="TIME, DATA_DESC_ID, ANTENNA1")
-    kept.copy(f"{ms}.auto", deep=True, valuecopy=True)
-    kept.close()
-    tb.close()
-    shutil.rmtree(ms)
-    Path(f"{ms}.auto").rename(ms)
-
-
 def _fill_spectra(ms: str, spws: list[dict], blocks: list[dict], target: dict, seed: int,
                   integration_s: float) -> None:
     """Autocorrelation spectra as a total-power detector gives them: gain x (Tsys + source), with
@@ -146,12 +132,7 @@ def _fill_spectra(ms: str, spws: list[dict], blocks: list[dict], target: dict, s
                                                                   [tb.getcell("TSYS_SPECTRUM", r) for r in range(tb.nrows())])}
     tb.close()
     tb.open(ms, nomodify=False)
-    for s, spw in enumerate(spws):
-        sub = tb.query(f"DATA_DESC_ID=={s}")
-        if sub.nrows() == 0:
-            sub.close()
-            continue
-        freqs = spw["freq_hz"] + spw["width_hz"] * np.arange(spw["nchan"])
+    for s, spw, sub, freqs in spw_rows(tb, spws):
         line = target["components"][0].get("line")
         source = np.full(spw["nchan"], CONTINUUM_K)
         if line:
@@ -170,7 +151,6 @@ def _fill_spectra(ms: str, spws: list[dict], blocks: list[dict], target: dict, s
                 data[p, :, r] = gain * (sky + rng.normal(0.0, 1.0, spw["nchan"]) * noise)
         sub.putcol("DATA", data)
         sub.putcol("FLAG", np.zeros(data.shape, dtype=bool))
-        sub.close()
     tb.close()
 
 
@@ -202,7 +182,7 @@ def simulate_tp_ms(ms: str, eb: dict) -> dict:
             start += SCAN_S + SCAN_GAP_S
         scans.append({"field": target["name"], "intents": intents, "blocks": list(range(first, len(blocks)))})
     sm.close()
-    _autocorrelations_only(ms)
+    rewrite_rows(ms, "ANTENNA1==ANTENNA2", "TIME, DATA_DESC_ID, ANTENNA1")  # the autocorrelations only
     _single_polarization(ms)
     _one_observation(ms, eb.get("project", ""), integration_s)
     tb = casatools.table()
