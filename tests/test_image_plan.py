@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from astropy.io import fits
+from imaging_member import EB, MOUS, pipeline_member
 
 from almadeliver.casa import imaging
 from almadeliver.casa.imaging import Overrides
@@ -13,8 +14,6 @@ from almadeliver.cli import main
 from almadeliver.delivery.contdat import parse_contdat
 from almadeliver.errors import TreeError, UsageError
 
-MOUS = "uid___A001_X1_X3"
-EB = "uid___A002_Xab_X12"
 # Written the way the pipeline logs them: several lines per call, iter0 then iter1, a re-run of spw1.
 LOG = f"""\
 # hif_makeimages(hm_masking='auto')
@@ -49,13 +48,7 @@ SpectralWindow: 1
 @pytest.fixture
 def member(tmp_path):
     """A pipeline member folder as restore leaves it (the MS folders are empty: no CASA here)."""
-    m = tmp_path / f"member.{MOUS}"
-    for sub in ("log", "product", "calibration", "calibrated/working", "script"):
-        (m / sub).mkdir(parents=True)
-    (m / "log" / f"{MOUS}.casa_commands.log").write_text(LOG)
-    (m / "calibration" / f"{MOUS}.cont.dat").write_text(CONTDAT)
-    (m / "calibrated" / f"{EB}.ms.split.cal").mkdir()
-    (m / "calibrated" / "working" / f"{EB}.ms").mkdir()
+    m = pipeline_member(tmp_path, LOG, CONTDAT, split_cal=True)
     fits.PrimaryHDU(np.zeros((1, 16, 8, 8), np.float32)).writeto(
         m / "product" / f"{MOUS}.src_sci.spw0.cube.I.pbcor.fits")
     return m

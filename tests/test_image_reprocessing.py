@@ -3,8 +3,8 @@ and translated, and seed 003's re-imaging examples as options (per-spw --nbin, -
 cont.dat). The CASA runs are in test_image_legacy_casa.py."""
 from __future__ import annotations
 
-
 import pytest
+from imaging_member import EB, MOUS, pipeline_member
 
 from almadeliver.casa import imaging
 from almadeliver.casa.imaging import Overrides
@@ -14,8 +14,6 @@ from almadeliver.errors import TreeError, UsageError
 from almadeliver.sim import manual
 from almadeliver.sim.plan import make_plan
 
-MOUS = "uid___A001_X1_X3"
-EB = "uid___A002_Xab_X12"
 # Two target fields, cubes of spws 17 and 23 (the guide's example ids) and an aggregate continuum.
 _CUBE = ("tclean(vis=['{eb}.ms'], field='{f}', spw=['{s}'], imagename='{m}.s36_0.{f}_sci.spw{s}.cube.I.iter1', "
          "imsize=[64, 64], cell=['0.2arcsec'], specmode='cube', start='{start}', width='0.001GHz', nchan=16, "
@@ -39,14 +37,7 @@ SpectralWindow: 23
 @pytest.fixture
 def member(tmp_path):
     """A restored pipeline member (working/<EB>.ms; empty MS folders: no CASA here)."""
-    m = tmp_path / f"member.{MOUS}"
-    for sub in ("log", "product", "calibration", "calibrated/working", "script"):
-        (m / sub).mkdir(parents=True)
-    (m / "log" / f"{MOUS}.casa_commands.log").write_text(LOG)
-    (m / "calibration" / f"{MOUS}.cont.dat").write_text(
-        CONTDAT.format(f="CoolSource1") + "\n" + CONTDAT.format(f="CoolSource2"))
-    (m / "calibrated" / "working" / f"{EB}.ms").mkdir()
-    return m
+    return pipeline_member(tmp_path, LOG, CONTDAT.format(f="CoolSource1") + "\n" + CONTDAT.format(f="CoolSource2"))
 
 
 # -- seed 003 example 3: subset of spws and fields, per-spw binning, robust 1.5 ------------------------

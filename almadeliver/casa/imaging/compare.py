@@ -1,0 +1,181 @@
+"""The re-made images against the delivered ones: beam, rms and peak per FITS image, the comparison
+table, ``image_record.json`` and OUT/README with the new numbers.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .jobs import ImagingJob
+from .overrides import Overrides
+
+
+@dataclass
+class ImageStats:
+    """What the comparison table shows for one FITS image."""
+
+    bmaj_arcsec: float | None
+    bmin_arcsec: float | None
+    bpa_deg: float | None
+    rms: float
+    peak: float
+    nchan: int
+    unit: str
+
+
+@dataclass
+class Comparison:
+    """One new product beside the delivered one (``max_diff``: max |new - delivered| / delivered peak)."""
+
+    fits: str
+    new: ImageStats
+    delivered: ImageStats | None
+    max_diff: float | None
+
+
+def image_stats(path: Path) -> ImageStats:
+    """Beam (header BMAJ/BMIN/BPA, else the median of a BEAMS table), MAD rms and peak of a FITS image."""
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        head, data = hdul[0].header, np.asarray(hdul[0].data, dtype=float)
+        if "BMAJ" in head:
+            bmaj, bmin, bpa = head["BMAJ"] * 3600, head["BMIN"] * 3600, head["BPA"]
+        elif "BEAMS" in hdul:
+            beams = hdul["BEAMS"].data
+            bmaj, bmin, bpa = (float(np.median(beams[c])) for c in ("BMAJ", "BMIN", "BPA"))
+        else:
+            bmaj = bmin = bpa = None
+        nchan = int(head.get("NAXIS3", 1)) if head.get("NAXIS", 2) >= 3 else 1
+        unit = str(head.get("BUNIT", ""))
+    finite = data[np.isfinite(data)]
+    rms = float(1.4826 * np.median(np.abs(finite - np.median(finite)))) if finite.size else float("nan")
+    peak = float(finite.max()) if finite.size else float("nan")
+    return ImageStats(bmaj, bmin, bpa, rms, peak, nchan, unit)
+
+
+def max_difference(new: Path, delivered: Path) -> float | None:
+    """max |new - delivered| over pixels finite in both, in units of the delivered peak; None if shapes differ."""
+    import numpy as np
+    from astropy.io import fits
+
+    a = np.asarray(fits.getdata(new), dtype=float)
+    b = np.asarray(fits.getdata(delivered), dtype=float)
+    if a.shape != b.shape:
+        return None
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return None
+    diff, peak = float(np.max(np.abs(a[ok] - b[ok]))), float(np.max(np.abs(b[ok])))
+    return diff / peak if peak > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
+    """A row per exported pbcor image: new stats beside the delivered product's."""
+    rows = []
+    for job in jobs:
+        for fits_name in job.exports.values():
+            if ".pbcor." not in fits_name or not (Path(out) / fits_name).is_file():
+                continue
+            new = Path(out) / fits_name
+            old = job.delivered.get(fits_name)
+            rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
+                                   max_difference(new, Path(old)) if old else None))
+        for fits_name in (job.moments.get("fits") or {}).values():
+            if (Path(out) / fits_name).is_file():
+                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None))
+    return rows
+
+
+@dataclass
+class ImagingResult:
+    """What ``run`` made: the output folder, the parameter record, the comparison table, the jobs and comparisons."""
+    out: Path
+    record: Path
+    table: Path
+    jobs: list[ImagingJob]
+    comparisons: list[Comparison]
+    failures: dict[str, str]
+    readme: Path | None = None      # OUT/README: the delivered README with the re-made images' numbers
+
+
+_README_IMAGE_RE = re.compile(r"rms\s+[-+\d.eE]+\s*(?:mJy|uJy|Jy)/beam|beamsize\s+[\d.]+\s*x\s*[\d.]+\s*arcsec")
+
+
+def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None
+                   ) -> Path | None:
+    """OUT/README: the delivered README (member/README, never changed) with the numbers users read
+    brought up to date: a line naming a re-made product gets the new ``rms ... mJy/beam`` and
+    ``beamsize AxB arcsec``, and a closing section lists every re-made image's beam and rms (real
+    READMEs also give them in free text). None when the member has no README."""
+    readme = Path(member) / "README"
+    if not readme.is_file():
+        return None
+    by_name = {c.fits: c for c in comparisons}
+
+    def numbers(c: Comparison) -> dict[str, str]:
+        rms = f"rms {c.new.rms * 1e3:.2f} mJy/beam" if c.new.unit.lower().startswith("jy") else f"rms {c.new.rms:.4g} {c.new.unit}"
+        beam = f"beamsize {c.new.bmaj_arcsec:.2f}x{c.new.bmin_arcsec:.2f} arcsec" if c.new.bmaj_arcsec else ""
+        return {"rms": rms, "beamsize": beam}
+
+    lines = []
+    for line in readme.read_text(errors="replace").splitlines():
+        name = next((n for n in by_name if n in line), None)
+        if name is not None:
+            new = numbers(by_name[name])
+            line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
+                                        (new["beamsize"] or m.group(0)), line)
+        lines.append(line)
+    changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
+    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
+              "(rms: MAD over the pbcor image, as in comparison.tsv):", ""]
+    for c in comparisons:
+        new = numbers(c)
+        lines.append(f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else ""))
+    target = Path(out) / "README"
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison],
+                 failures: dict[str, str], overrides: Overrides | None = None,
+                 script_notes: list[str] | None = None) -> tuple[Path, Path]:
+    """``image_record.json`` (exact parameters per image; for a script, its conversion and clean()
+    translations) and ``comparison.tsv``."""
+    out = Path(out)
+    record = out / "image_record.json"
+    record.write_text(json.dumps({
+        "overrides": (overrides or Overrides()).changes(),
+        **({"script": script_notes} if script_notes else {}),
+        "images": [{**asdict(j), "failed": failures.get(j.name)} for j in jobs],
+        "comparison": [asdict(c) for c in comparisons],
+    }, indent=2, default=str) + "\n")
+    table = out / "comparison.tsv"
+    table.write_text("\n".join(["\t".join(COMPARISON_COLUMNS)] + ["\t".join(r) for r in comparison_rows(comparisons)]) + "\n")
+    return record, table
+
+
+COMPARISON_COLUMNS = ("image", "beam new (arcsec x arcsec, deg)", "beam delivered", "rms new", "rms delivered",
+                      "peak new", "peak delivered", "nchan new/delivered", "max |diff|/peak")
+
+
+def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
+    """The rows of the comparison table (``COMPARISON_COLUMNS``), as text: beam, rms and peak, delivered vs remade."""
+    def beam(s: ImageStats | None) -> str:
+        if s is None or s.bmaj_arcsec is None:
+            return "-"
+        return f"{s.bmaj_arcsec:.3f} x {s.bmin_arcsec:.3f}, {s.bpa_deg:.1f}"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    rows = []
+    for c in comparisons:
+        d = c.delivered
+        rows.append((c.fits, beam(c.new), beam(d), num(c.new.rms), num(d.rms if d else None),
+                     num(c.new.peak), num(d.peak if d else None),
+                     f"{c.new.nchan}/{d.nchan if d else '-'}", num(c.max_diff)))
+    return rows

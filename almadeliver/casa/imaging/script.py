@@ -1,0 +1,186 @@
+"""Manual deliveries' scriptForImaging.py: its tclean/clean calls read statically (for the plan and
+the selection check), and the CASA child that runs it with tclean wrapped so every call gets the
+overrides.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import UsageError
+from ..imaging_legacy import CleanTranslation, Expression, clean_arguments, python3_text, translate_clean
+from .delivered import _product_objects
+from .overrides import Overrides, _narrow_spw, apply_overrides, spw_ids
+
+
+def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Every tclean/clean call in the script: (line, {arg: literal value, or its source text}), as
+    written (a clean() call keeps clean's parameters: ``script_clean_translations`` translates them).
+    A Python 2 script is read as converted (``imaging_legacy.python3_text``): the line numbers are
+    those of the converted text, which fissix keeps for every line it does not split or join."""
+    return [(line, kwargs) for line, _, kwargs in _script_calls(python3_text(script).text)]
+
+
+def _script_calls(text: str) -> list[tuple[int, str, dict[str, Any]]]:
+    """(line, task, arguments) of every tclean/clean call in a Python 3 script text."""
+    import ast
+
+    tree = ast.parse(text)
+    constants = _script_constants(tree)
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("tclean", "clean"):
+            kwargs: dict[str, Any] = {}
+            for kw in node.keywords:
+                if kw.arg is None:
+                    continue
+                if isinstance(kw.value, ast.Name) and kw.value.id in constants:
+                    kwargs[kw.arg] = constants[kw.value.id]
+                    continue
+                try:
+                    kwargs[kw.arg] = ast.literal_eval(kw.value)
+                except ValueError:
+                    kwargs[kw.arg] = Expression(ast.get_source_segment(text, kw.value) or "?")
+            if node.func.id == "clean" and node.args:
+                positional = clean_arguments(tuple(Expression(ast.get_source_segment(text, a) or "?")
+                                                   for a in node.args), {})
+                kwargs = {**positional, **kwargs}
+            calls.append((node.lineno, node.func.id, kwargs))
+    return sorted(calls, key=lambda c: c[0])
+
+
+def script_clean_translations(script: Path, masks: dict[str, str] | None = None) -> list[tuple[int, CleanTranslation]]:
+    """Each clean() call of the script (line in the converted text) with its tclean translation,
+    read statically (computed arguments are translated when the script runs)."""
+    return [(line, translate_clean(kwargs, masks)) for line, task, kwargs in _script_calls(python3_text(script).text)
+            if task == "clean"]
+
+
+def _script_constants(tree) -> dict[str, Any]:
+    """Top-level ``name = literal`` assignments made exactly once (e.g. ``field = 'G008.67'``)."""
+    import ast
+
+    values: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AugAssign, ast.AnnAssign, ast.For)) else []
+        for target in targets:
+            for name in (n.id for n in ast.walk(target) if isinstance(n, ast.Name)):
+                seen[name] = seen.get(name, 0) + 1
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return {name: value for name, value in values.items() if seen.get(name) == 1}
+
+
+def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
+    """Refuse spws/fields the script's literal tclean arguments (and product headers) do not name."""
+    calls = [kw for _, kw in script_tclean_calls(script)]
+    spws = [kw.get("spw", "") for kw in calls]
+    fields = [kw.get("field", "") for kw in calls]
+    literal = lambda v: not isinstance(v, Expression)  # noqa: E731
+    if ov.spws and calls and all(literal(v) and v not in ("", []) for v in spws):
+        known = sorted({s for v in spws for s in spw_ids(v)}, key=int)
+        for spw in ov.spws:
+            if spw not in known:
+                raise UsageError(f"spw {spw} is not imaged by {script.name} (spws {', '.join(known) or 'all'})",
+                                 "pick one of those with --spw")
+    known_f = sorted({str(v) for v in fields if literal(v)} | _product_objects(member))
+    if ov.fields and calls and (all(literal(v) for v in fields) or _product_objects(member)):
+        for name in ov.fields:
+            if name not in known_f:
+                raise UsageError(f"field {name!r} is not imaged by {script.name} ({', '.join(known_f)})",
+                                 "pick one of those with --field")
+
+
+def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
+                 masks: dict[str, str] | None = None) -> dict[str, Any]:
+    """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
+    run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
+    as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
+    its version gates are passed, ``casadef`` answers this CASA's version and display-only tasks
+    (viewer, imview, plotms) are skipped."""
+    import inspect
+    import types
+
+    import casatasks
+    import casatools
+
+    from ..imaging_legacy import clean_arguments, link_clean_outputs
+    from ..legacy import run_script
+
+    ov = Overrides(**overrides)
+    names = list(inspect.signature(casatasks.tclean).parameters)
+    calls: list[dict[str, Any]] = []
+    exports: list[dict[str, str]] = []
+    skipped: list[str] = []
+
+    def is_skipped(image: str) -> bool:
+        return any(image == s or image.startswith(s + ".") for s in skipped if s)
+
+    def run_tclean(kwargs: dict[str, Any], clean: dict[str, Any] | None = None) -> Any:
+        spws = spw_ids(kwargs.get("spw", ""))
+        kind = "cube" if kwargs.get("specmode") == "cube" else ("mfs" if len(spws) == 1 else "cont")
+        excluded = ((ov.fields and str(kwargs.get("field", "")) not in ov.fields)
+                    or (ov.spws and spws and not set(spws) & set(ov.spws))
+                    or (ov.specmode and (ov.specmode == "cube") != (kind == "cube")))
+        if excluded:
+            skipped.append(str(kwargs.get("imagename", "")))
+            return None
+        if ov.spws:
+            kwargs["spw"] = _narrow_spw(kwargs["spw"], set(ov.spws)) if spws else ",".join(ov.spws)
+        new, changed = apply_overrides(kwargs, kind, ov)
+        calls.append({"tclean": new, "changed": changed, "kind": kind, **({"clean": clean} if clean else {})})
+        return casatasks.tclean(**new)
+
+    def tclean(*args: Any, **kwargs: Any) -> Any:
+        return run_tclean({**dict(zip(names, args)), **kwargs})
+
+    def clean(*args: Any, **kwargs: Any) -> Any:
+        call = clean_arguments(args, kwargs)
+        t = translate_clean(call, masks)
+        result = run_tclean(dict(t.tclean), clean={"arguments": {k: repr(v) for k, v in call.items()},
+                                                    "translation": t.lines()})
+        if not is_skipped(str(call.get("imagename", ""))):
+            link_clean_outputs(str(call["imagename"]), t.pbcor_in_place)
+        return result
+
+    def exportfits(*args: Any, **kwargs: Any) -> Any:
+        kwargs = {**dict(zip(list(inspect.signature(casatasks.exportfits).parameters), args)), **kwargs}
+        image = str(kwargs.get("imagename", ""))
+        if is_skipped(image):
+            return None
+        kwargs["fitsimage"] = str(Path(out) / Path(str(kwargs["fitsimage"])).name)
+        kwargs["overwrite"] = True
+        exports.append({"imagename": image, "fits": Path(kwargs["fitsimage"]).name})
+        return casatasks.exportfits(**kwargs)
+
+    def guarded(task: Any) -> Callable[..., Any]:
+        """An image task that does nothing on an image the selection skipped."""
+        params = list(inspect.signature(task).parameters)
+
+        def run_task(*args: Any, **kwargs: Any) -> Any:
+            kwargs = {**dict(zip(params, args)), **kwargs}
+            if is_skipped(str(kwargs.get("imagename", ""))):
+                return None
+            return task(**kwargs)
+        return run_task
+
+    variables: dict[str, Any] = {"tclean": tclean, "exportfits": exportfits}
+    for task in ("impbcor", "immath", "imstat", "imhead", "immoments", "imsmooth", "imsubimage", "imrebin"):
+        if hasattr(casatasks, task):
+            variables[task] = guarded(getattr(casatasks, task))
+    if legacy:
+        version = ".".join(str(n) for n in casatools.version()[:3])
+        variables["clean"] = clean
+        variables["casadef"] = types.SimpleNamespace(casa_version=version, subversion_revision="0")
+        for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
+            variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
+        variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
+    run_script(script, os.getcwd(), variables, pass_version_gates=legacy)
+    return {"calls": calls, "exports": exports, "skipped": skipped}
