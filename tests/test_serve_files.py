@@ -16,7 +16,7 @@ import requests
 from astropy.io.votable import parse as parse_votable
 
 from almadeliver.ids import Uid, auxiliary_name, cycle0_name, products_name
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from tiny_archive import (C0_MOUS, CYCLE0, MOUS_12M, PROP_MOUS, PROPRIETARY, PUBLIC, archive, fresh,  # noqa: F401
                           tiny_root)
 
