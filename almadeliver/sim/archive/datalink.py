@@ -7,12 +7,14 @@ from .content import ArchiveContent
 
 DATALINK_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.0"
 DATALINK_CONTENT_TYPE = "application/x-votable+xml;content=datalink"
+SODA_STANDARD_ID = "ivo://ivoa.net/std/SODA#sync-1.0"
+SODA_SERVICE_ID = "SODA.sync"          # ALMA gives every #cutout row this one service ID (alma-datalink-recurse-this.xml)
 _SEMANTICS_ORDER = {"#documentation": 0, "#this": 1, "#auxiliary": 2, "#progenitor": 3}
 
 
 def datalink(content: ArchiveContent, base: str, ids: list[str], authenticated: bool = False) -> str:
     """The DataLink VOTable for MOUS uids and/or tarball names (links under the archive's URL ``base``)."""
-    rows, services = [], {}
+    rows, services, cutouts = [], {}, []
     for id_ in ids:
         if id_ in content.tarballs:
             tar, proprietary, _ = content.tarballs[id_]
@@ -20,6 +22,14 @@ def datalink(content: ArchiveContent, base: str, ids: list[str], authenticated: 
                 member = content.member_names[(id_, m.path)]
                 rows.append((id_, f"{base}/dataPortal/{member}", None, None, m.semantics,
                              _member_description(m, id_), m.content_type, m.size, authenticated or not proprietary))
+                if has_cutout(m):
+                    # each FITS product row is followed by a #cutout row naming the SODA service,
+                    # described by a RESOURCE of its own (all with the same ID, as ALMA writes them)
+                    rows.append((id_, None, SODA_SERVICE_ID, None, "#cutout",
+                                 f"Synchronous SODA sub-image of {id_}.", "image/fits", None, None))
+                    cutouts.append(votable.service(SODA_SERVICE_ID, [
+                        ("resourceIdentifier", "ivo://alma.eu/soda"), ("standardID", SODA_STANDARD_ID),
+                        ("accessURL", f"{base}/soda/sync?ID={member}")]))
             continue
         listed = content.by_id.get(id_)
         if not listed:
@@ -34,7 +44,13 @@ def datalink(content: ArchiveContent, base: str, ids: list[str], authenticated: 
                 services[service_id] = votable.service(service_id, [
                     ("standardID", DATALINK_STANDARD_ID), ("accessURL", f"{base}/datalink/sync?ID={f.name}")])
     return votable.document(votable.results(DATALINK_FIELDS, rows, after=votable.info("placeholder", "ignore")),
-                            *services.values())
+                            *services.values(), *cutouts)
+
+
+def has_cutout(m: TarMember) -> bool:
+    """True for the members ALMA's SODA service cuts: the uncompressed FITS images in product/
+    (alma-datalink-recurse-this.xml: ``*.pbcor.fits`` rows have a ``#cutout`` row, ``*.pb.fits.gz`` none)."""
+    return m.path.endswith(".fits") and "/product/" in f"/{m.path}"
 
 
 

@@ -30,6 +30,11 @@ class DataPortal:
         if served is None:
             self._send(404, f"no such file: {name}\n", "text/plain", method)
             return
+        self._serve(served, method)
+
+    def _serve(self, served: ServedFile, method: str) -> None:
+        """Answer with ``served`` (a file, a tar member or a SODA cutout): the faults, the login, Range."""
+        archive, faults, name = self.archive, self.archive.faults, served.name
         archive.stats._count(name, method)
         if archive._take_503():
             self._send(503, "Service Temporarily Unavailable\n", "text/plain", method, {"Retry-After": "1"})

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .. import votable
 from .datalink import DataLinkPages
 from .dataportal import DataPortal, _DropConnection
+from .soda import SodaPages
 from .tap import TapPages
 
 log = logging.getLogger("almadeliver.serve")
@@ -74,7 +75,7 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
-class _Handler(TapPages, DataLinkPages, DataPortal, BaseHTTPRequestHandler):
+class _Handler(TapPages, DataLinkPages, DataPortal, SodaPages, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "almadeliver-local-archive"
     disable_nagle_algorithm = True   # small answers must not wait for delayed ACKs (~40 ms each)
@@ -132,6 +133,8 @@ class _Handler(TapPages, DataLinkPages, DataPortal, BaseHTTPRequestHandler):
                 self._send(200, page, "text/xml", method)
             elif path == "/datalink/sync" and method in ("GET", "POST"):
                 self._datalink(params)
+            elif path == "/soda/sync" and method in ("GET", "HEAD"):
+                self._soda(params, method)
             elif path == "/dataPortal/login":
                 self._login(method)
             elif path.startswith(KEYCLOAK_REALM):

@@ -10,6 +10,7 @@ from . import tap
 from .content import ArchiveContent
 from .faults import ArchiveStats, Faults
 from .http import _Server
+from .soda import Cutouts
 
 
 
@@ -24,6 +25,7 @@ class LocalArchive:
         self.users = dict(users or {})
         self.stats = ArchiveStats()
         self.content = ArchiveContent(self.root)
+        self.cutouts = Cutouts()              # SODA answers made so far
         self._sessions: dict[str, str] = {}
         self._fault_lock = threading.Lock()
         self._server: _Server | None = None
@@ -61,6 +63,7 @@ class LocalArchive:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
+        self.cutouts.close()
 
     def __enter__(self) -> "LocalArchive":
         return self.start()
