@@ -296,7 +296,8 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         say(f"{member} is already there; nothing to fetch")
         return FetchedMous(member, 0, 0)
     client = open_archive(options)
-    plan = plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
+    selected = plan_selected(Selection(uids=[str(mous)]), client, options) if options.selection else None
+    plan = selected.plan if selected else plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
     if not plan.files:
         raise TransferError(f"the archive lists no file for {mous}",
                             "check the MOUS in the archive (query it); its data may be missing")
@@ -305,13 +306,16 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         for host in plan.hosts:      # make each host's semaphore in the task's own thread (Dask binds it
             gate(host)               # to this worker there; the engine's threads then share it)
     config = TransferConfig(parallel=options.parallel, split=options.split, progress=False, connection_gate=gate)
-    result: TransferResult = download(plan, staging, config, client.session)
+    result: TransferResult = (fetch_selected(selected, staging, config, client.session) if selected
+                              else download(plan, staging, config, client.session))
     for f in result.files:
         say(f"{f.status:<8} {f.name}" + (f": {f.error}" if f.error else ""))
     if not result.ok:
         raise TransferError(f"{len(result.failed)} of {len(result.files)} files failed, first: "
                             f"{result.failed[0].error}", "run the same command again to resume")
     member = _move_member(staging, dest, mous)
+    if selected:                 # the tree under dest is partial: validate must know what was asked
+        record_selection(dest, list(options.files), [f.name for f in plan.files], selected.cutouts)
     shutil.rmtree(staging)
     say(f"member folder {member}")
     return FetchedMous(member, len(result.files), result.fetched_bytes)

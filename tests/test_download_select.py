@@ -244,3 +244,40 @@ def test_the_python_api_takes_the_same_selection(served, catalogue, untarred, tm
     result = fetch_selected(selected, tmp_path, TransferConfig(progress=False), client.session)
     assert result.ok and filecmp.cmp(tmp_path / selected.plan.files[0].name,
                                      untarred / selected.plan.files[0].name, shallow=False)
+
+
+def test_run_fetches_one_mous_with_the_same_selection(served, untarred, tmp_path):
+    """`almadeliver run`'s fetch step (workflow.fetch_mous) takes --files too; validate knows the tree is partial."""
+    from almadeliver.ids import ProjectCode, Uid
+    from almadeliver.workflow import fetch_mous
+
+    mous = Uid.parse("uid://A001/Xf0df/X428")
+    options = FetchOptions(archive=served.url, what="products,auxiliary,raw", files=("*.tt0.pbcor.fits",))
+    said = []
+    fetched = fetch_mous(ProjectCode.parse(PROJECT), mous, tmp_path / "trees", tmp_path / "staging", options,
+                         say=said.append)
+    files = [p for p in fetched.member.rglob("*") if p.is_file()]
+    assert fetched.files == 1 and [p.name for p in files] == [next(untarred.rglob("*.tt0.pbcor.fits")).name]
+    assert filecmp.cmp(files[0], next(untarred.rglob("*.tt0.pbcor.fits")), shallow=False)
+    assert not (tmp_path / "staging").exists()
+    report = validate(fetched.member)
+    assert report.ok() and any(f.check == "partial.summary" and "1 of 1 asked" in f.message for f in report.findings)
+
+
+def test_query_shows_the_bytes_a_selection_fetches_against_the_whole_tarballs(served, catalogue, capsys):
+    whole = sum(t.size for t in _tarballs(catalogue) if t.semantics != "#progenitor")
+    pbcor = sum(m.size for t in _tarballs(catalogue) for m in t.members if m.path.endswith("pbcor.fits"))
+    from almadeliver.units import human_size
+
+    assert main(["query", PROJECT, "--archive", served.url, "--files", "*pbcor.fits"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == (f"selection: 4 files, {human_size(pbcor)} instead of {human_size(whole)} in 2 whole tarballs, "
+                    f"{100 * (1 - pbcor / whole):.1f} % saved")
+    row = next(r for r in catalogue.obscore if r["target_name"] == TARGET)
+    served.stats.reset()
+    assert main(["query", PROJECT, "--archive", served.url, "--files", "*spw0.cube.I.pbcor.fits", "--cutout",
+                 "--ra", str(row["s_ra"]), "--dec", str(row["s_dec"]), "--radius", "3arcsec"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    cut = served.stats[next(n for n in served.stats.files if n.endswith(".cutout.fits"))]
+    assert cut.heads == 1 and cut.gets == 0                   # the SODA service told the size; nothing was fetched
+    assert line.startswith("selection: 1 cutouts, ") and "% saved" in line
