@@ -281,3 +281,25 @@ def test_query_shows_the_bytes_a_selection_fetches_against_the_whole_tarballs(se
     cut = served.stats[next(n for n in served.stats.files if n.endswith(".cutout.fits"))]
     assert cut.heads == 1 and cut.gets == 0                   # the SODA service told the size; nothing was fetched
     assert line.startswith("selection: 1 cutouts, ") and "% saved" in line
+
+
+def test_a_cutout_survives_dropped_connections_and_skips_the_images_it_misses(served, untarred, tmp_path, capsys):
+    """Resumable like the rest: the SODA answer is fetched by ranges across drops; a band that only one
+    spw covers leaves the other products out (the service refuses them) instead of failing the plan."""
+    plan = _plan_file(served, tmp_path)
+    dest = tmp_path / "dest"
+    served.faults.drop_after = 8000
+    try:
+        assert main(["download", str(plan), "--archive", served.url, "--dest", str(dest), "--cutout",
+                     "--freq", "97.965..97.985GHz"]) == 0
+    finally:
+        served.faults = Faults()
+    out = capsys.readouterr().out
+    assert "selection: 1 cutouts" in out and "3 products the cutout misses" in out
+    got = list(dest.rglob("*.cutout.fits"))
+    assert [g.name for g in got] == [next(untarred.rglob("*spw0.cube.I.pbcor.fits")).name.replace(".fits", ".cutout.fits")]
+    name = next(n for n in served.stats.files if n.endswith(".cutout.fits"))
+    assert served.stats[name].gets > 1                         # cut short by the fault, resumed with Range
+    with fits.open(got[0]) as hdul:
+        # channels 2..12 of spw0 (97.9614 GHz + n x 1.953 MHz) lie in 97.965..97.985 GHz
+        assert hdul[0].data.shape[:2] == (1, 11) and hdul[0].header["SODABAND"]

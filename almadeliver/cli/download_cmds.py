@@ -141,7 +141,8 @@ def selection_line(selected: SelectedPlan) -> str:
     return (f"selection: {len(selected.plan.files)} {what}, {human_size(selected.selected_bytes)} instead of "
             f"{human_size(whole)} in {len(selected.tarballs_searched)} whole tarballs{saved}"
             + (f"; not searched: {len(selected.tarballs_left)} tarballs without a file listing (raw ASDMs)"
-               if selected.tarballs_left else ""))
+               if selected.tarballs_left else "")
+            + (f"; {len(selected.missed)} products the cutout misses" if selected.missed else ""))
 
 
 def _validate_trees(plan: DownloadPlan, dest: Path) -> None:

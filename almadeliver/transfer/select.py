@@ -108,6 +108,7 @@ class SelectedPlan:
     tarballs_searched: list[str] = field(default_factory=list)
     tarballs_left: list[str] = field(default_factory=list)     # in the plan but without a nested listing
     cutouts: dict[str, dict[str, str]] = field(default_factory=dict)   # cutout path -> SODA params + source
+    missed: list[str] = field(default_factory=list)    # FITS products the cutout's circle or band misses
 
     @property
     def selected_bytes(self) -> int:
@@ -162,15 +163,15 @@ def _ous_folders(view: ProjectView) -> dict[str, str]:
     return folders
 
 
-def _cutout_size(session: requests.Session, url: str) -> int:
-    """The size of a SODA answer (a HEAD request: the service makes the cutout and tells its length)."""
+def _cutout_size(session: requests.Session, url: str) -> int | None:
+    """The size of a SODA answer (a HEAD request: the service makes the cutout and tells its length);
+    None when the service refuses the request for this image (400: the circle or band misses it)."""
     try:
         r = session.head(url, allow_redirects=True, timeout=(15, 300))
     except requests.RequestException as exc:
         raise ArchiveError(f"the SODA service did not answer ({exc})", "try again later") from exc
     if r.status_code == 400:
-        raise UsageError(f"the SODA service refused the cutout: {url.split('?', 1)[-1]}",
-                         "check that the circle and band overlap the image (query shows its coverage)")
+        return None
     if r.status_code >= 400 or not r.headers.get("Content-Length", "").isdigit():
         raise ArchiveError(f"the SODA service answered HTTP {r.status_code} without a size for {url}",
                            "try again later, or fetch the whole file with --files")
@@ -209,7 +210,7 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
     """
     folders = _ous_folders(view)
     files: list[ArchiveFile] = []
-    searched, left, cutouts = [], [], {}
+    searched, left, cutouts, missed = [], [], {}, []
     tar_bytes = 0
     for tar in plan.files:
         if not is_tarball(tar) or tar.kind not in NESTED_KINDS:
@@ -235,10 +236,16 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
                 continue                                   # not an image ALMA's SODA cuts (e.g. *.fits.gz)
             params = selection.cutout.params()
             url = f"{service}&{urlencode(params)}" if "?" in service else f"{service}?{urlencode(params)}"
-            name = cutout_name(path)
-            files.append(ArchiveFile(name, url, _cutout_size(client.session, url), tar.kind, tar.mous,
-                                     link.readable, member_of=tar.name))
+            name, size = cutout_name(path), _cutout_size(client.session, url)
+            if size is None:                           # e.g. another target's image of the same MOUS
+                missed.append(link.name)
+                continue
+            files.append(ArchiveFile(name, url, size, tar.kind, tar.mous, link.readable, member_of=tar.name))
             cutouts[name] = {**params, "ID": link.name, "source": path}
+    if not files and missed:
+        raise UsageError(f"the cutout misses all {len(missed)} matching FITS products (the SODA service refused "
+                         f"{' '.join(selection.cutout.params().values())})",
+                         "check the position and band against the products' coverage (query shows it)")
     if not files:
         what = "FITS products with a SODA service" if selection.cutout else "files"
         patterns = " ".join(selection.patterns or CUTOUT_DEFAULT_FILES)
@@ -246,7 +253,7 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
                          "patterns match whole file names, e.g. '*.pbcor.fits' or '*.cont.dat' (quote them)")
     unreadable = [f.name for f in files if not f.readable]
     new_plan = replace(plan, files=files, skipped_unreadable=unreadable)
-    return SelectedPlan(new_plan, selection, tar_bytes, searched, left, cutouts)
+    return SelectedPlan(new_plan, selection, tar_bytes, searched, left, cutouts, missed)
 
 
 def target_centre(client: ArchiveClient, name: str, projects: list[str]) -> tuple[float, float]:
