@@ -221,6 +221,22 @@ def fetch_selected(selected: SelectedPlan, dest: Path, config: TransferConfig, s
     in its header (``delivery.cutouts``); ``DEST/.almadeliver/selection.json`` records the patterns, the
     files and the cutout parameters (what ``validate`` reads of a partial tree).
 
+    Parameters
+    ----------
+    selected : SelectedPlan
+        From ``plan_selected``.
+    dest : Path
+        The root of the delivery tree (the files go to their tree paths under it).
+    config : TransferConfig
+        Connections, retries, progress bars (``untar`` does not apply: no tarball is fetched).
+    session : requests.Session
+        The client's session (carries the login).
+
+    Returns
+    -------
+    TransferResult
+        One FileResult per planned file; cutouts already done count as ``already``.
+
     Raises
     ------
     DiskSpaceError, TransferError
