@@ -31,6 +31,7 @@ from almadeliver.sim.catalogue import Catalogue
 from almadeliver.transfer.download import TransferConfig
 from almadeliver.transfer.select import make_cutout
 from almadeliver.workflow import FetchOptions, fetch_selected, open_archive, plan_selected
+from tiny_archive import tiny_root  # noqa: F401  (a session fixture: the tiny archive)
 
 PROJECT = "2023.1.00077.S"
 TARGET = "G008.67"
@@ -303,3 +304,24 @@ def test_a_cutout_survives_dropped_connections_and_skips_the_images_it_misses(se
     with fits.open(got[0]) as hdul:
         # channels 2..12 of spw0 (97.9614 GHz + n x 1.953 MHz) lie in 97.965..97.985 GHz
         assert hdul[0].data.shape[:2] == (1, 11) and hdul[0].header["SODABAND"]
+
+
+def test_a_shared_name_served_under_its_tar_path_lands_at_that_path(tiny_root, tmp_path):
+    """The tiny archive's two MOUS both have a README in their products tarball: the local archive serves
+    each under its dotted tar path; --files puts each back where untarring puts it."""
+    import tarfile
+
+    from tiny_archive import PUBLIC
+
+    with LocalArchive(tiny_root) as archive:
+        assert main(["download", PUBLIC, "--archive", archive.url, "--dest", str(tmp_path / "d"),
+                     "--files", "*README", "--what", "products"]) == 0
+    got = sorted(str(p.relative_to(tmp_path / "d")) for p in (tmp_path / "d").rglob("README"))
+    expected = []
+    for tar in sorted((tiny_root / PUBLIC / "files").glob("*_001_of_001.tar")):
+        with tarfile.open(tar) as t:
+            for m in t:
+                if m.name.endswith("/README"):
+                    expected.append(m.name)
+                    assert (tmp_path / "d" / m.name).read_bytes() == t.extractfile(m).read()
+    assert got == sorted(expected) and len(got) == 2

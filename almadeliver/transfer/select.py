@@ -134,11 +134,16 @@ def tree_folder(code: str, sg: str | None, gous: str, mous: str | None) -> str:
 def member_path(link: Link, ous_folder: str) -> str:
     """Where a file of a nested DataLink answer lies in the untarred tree (from its description's kind)."""
     description = link.description
-    if "documentation for log/" in description:
-        return f"{ous_folder}/log/{link.name}"
     kind = _TYPE_RE.search(description)
-    folder = _TYPE_FOLDER.get(kind.group(1)) if kind else None
-    return f"{ous_folder}/{folder}/{link.name}" if folder else f"{ous_folder}/{link.name}"
+    folder = "log" if "documentation for log/" in description else _TYPE_FOLDER.get(kind.group(1)) if kind else None
+    name = link.name
+    dotted = ous_folder.replace("/", ".") + "."
+    if name.startswith(dotted):
+        # a name two tarballs share, served under its tar path with dots (the local archive's rule)
+        name = name[len(dotted):]
+        if folder and name.startswith(folder + "."):
+            name = name[len(folder) + 1:]
+    return f"{ous_folder}/{folder}/{name}" if folder else f"{ous_folder}/{name}"
 
 
 def cutout_name(path: str) -> str:
