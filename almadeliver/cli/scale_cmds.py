@@ -99,7 +99,7 @@ def run_cmd(
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step.
 
-    The options of ``download`` (--user, --what), ``restore`` (--spacesaving, --engine, ...) and
+    The options of ``download`` (--user, --what, --files, --cutout), ``restore`` (--spacesaving, --engine, ...) and
     ``image`` (--robust, --niter, ...) apply to every MOUS.
     """
     if write_config:
