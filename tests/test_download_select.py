@@ -325,3 +325,16 @@ def test_a_shared_name_served_under_its_tar_path_lands_at_that_path(tiny_root, t
                     expected.append(m.name)
                     assert (tmp_path / "d" / m.name).read_bytes() == t.extractfile(m).read()
     assert got == sorted(expected) and len(got) == 2
+
+
+def test_a_proprietary_tarballs_files_need_a_login(tiny_root, tmp_path, capsys, monkeypatch):
+    from tiny_archive import PROP_MOUS, PROPRIETARY
+
+    with LocalArchive(tiny_root, users={"pi_user": "s3cret"}) as archive:
+        args = ["download", PROP_MOUS, "--archive", archive.url, "--dest", str(tmp_path), "--files", "*README"]
+        assert main(args) == 1
+        assert "is proprietary" in capsys.readouterr().err and not list(tmp_path.rglob("README"))
+        monkeypatch.setenv("ALMA_PASSWORD", "s3cret")
+        assert main([*args, "--user", "pi_user"]) == 0
+    [readme] = tmp_path.rglob("README")
+    assert readme.relative_to(tmp_path).parts[0] == PROPRIETARY and readme.parent.name.startswith("member.")

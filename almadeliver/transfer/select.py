@@ -22,7 +22,7 @@ import requests
 from ..archive.client import ArchiveClient
 from ..archive.datalink import Link, fetch_datalink
 from ..archive.model import ArchiveFile, ProjectView
-from ..errors import ArchiveError, IdentifierError, UsageError
+from ..errors import ArchiveError, AuthError, IdentifierError, UsageError
 from ..ids import DeliveryFileName, TarballKind, Uid
 from .plan import DownloadPlan, is_tarball
 
@@ -151,8 +151,9 @@ def cutout_name(path: str) -> str:
     return path.removesuffix(".fits") + ".cutout.fits"
 
 
-def _ous_folders(view: ProjectView) -> dict[str, str]:
-    """Tarball name -> the OUS folder its files unpack into (the member's, or the group's)."""
+def _ous_folders(view: ProjectView) -> dict[str, tuple[str, str | None, str, str | None]]:
+    """Tarball name -> the ``tree_folder`` arguments of the OUS folder its files unpack into
+    (the member's, or the group's for a group tarball)."""
     folders = {}
     for p in view.projects:
         for m in p.mous:
@@ -164,7 +165,7 @@ def _ous_folders(view: ProjectView) -> dict[str, str]:
                 except IdentifierError:
                     uid = None
                 group_level = uid is not None and str(uid) == str(Uid.of(m.gous))
-                folders[f.name] = tree_folder(p.code, m.sg, m.gous, None if group_level else m.uid)
+                folders[f.name] = (p.code, m.sg, m.gous, None if group_level else m.uid)
     return folders
 
 
@@ -210,7 +211,9 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
     ------
     UsageError
         Nothing matches, a cutout is asked of files without a SODA service, or the science goal is unknown.
-    ArchiveError, AuthError, NotFoundError
+    AuthError
+        A tarball is proprietary and the client is not logged in (DataLink says it is not readable).
+    ArchiveError, NotFoundError
         From the nested DataLink answers or the SODA service.
     """
     folders = _ous_folders(view)
@@ -224,10 +227,13 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
             elif is_tarball(tar):
                 left.append(tar.name)
             continue
+        if not tar.readable:
+            raise AuthError(f"{tar.name} is proprietary: the files inside it are listed and served only after a login",
+                            "rerun with --user NAME (an account allowed to see this project)")
+        base = tree_folder(*folders[tar.name])
         answer = fetch_datalink(client, tar.name)
         searched.append(tar.name)
         tar_bytes += tar.size
-        base = folders[tar.name]
         for link in answer.links:
             if not selection.matches(link.name):
                 continue
