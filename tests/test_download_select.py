@@ -336,5 +336,11 @@ def test_a_proprietary_tarballs_files_need_a_login(tiny_root, tmp_path, capsys, 
         assert "is proprietary" in capsys.readouterr().err and not list(tmp_path.rglob("README"))
         monkeypatch.setenv("ALMA_PASSWORD", "s3cret")
         assert main([*args, "--user", "pi_user"]) == 0
+    import tarfile
+
     [readme] = tmp_path.rglob("README")
-    assert readme.relative_to(tmp_path).parts[0] == PROPRIETARY and readme.parent.name.startswith("member.")
+    [tar] = (tiny_root / PROPRIETARY / "files").glob("*.tar")
+    with tarfile.open(tar) as whole:
+        member = next(m for m in whole if m.name.endswith("/README"))
+        assert str(readme.relative_to(tmp_path)) == member.name          # where untarring puts it
+        assert readme.read_bytes() == whole.extractfile(member).read()

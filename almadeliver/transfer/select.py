@@ -137,13 +137,25 @@ def member_path(link: Link, ous_folder: str) -> str:
     kind = _TYPE_RE.search(description)
     folder = "log" if "documentation for log/" in description else _TYPE_FOLDER.get(kind.group(1)) if kind else None
     name = link.name
-    dotted = ous_folder.replace("/", ".") + "."
-    if name.startswith(dotted):
-        # a name two tarballs share, served under its tar path with dots (the local archive's rule)
-        name = name[len(dotted):]
+    dotted = _DOTTED_PATH.match(name)
+    if dotted:
+        # a name two tarballs share, served under its tar path with dots (the local archive's rule):
+        # the path it names is where untarring puts it
+        ous_folder, name = "/".join([dotted.group("code"), *_ous_parts(dotted)]), dotted.group("rest")
         if folder and name.startswith(folder + "."):
             name = name[len(folder) + 1:]
     return f"{ous_folder}/{folder}/{name}" if folder else f"{ous_folder}/{name}"
+
+
+_UID_WORD = r"uid___[A-Za-z0-9]+_[A-Za-z0-9]+_[A-Za-z0-9]+"
+_DOTTED_PATH = re.compile(rf"^(?P<code>\d{{4}}\.\d+\.\d{{5}}\.[A-Z]+)\.science_goal\.(?P<sg>{_UID_WORD})"
+                          rf"\.group\.(?P<gous>{_UID_WORD})(?:\.member\.(?P<mous>{_UID_WORD}))?\.(?P<rest>.+)$")
+
+
+def _ous_parts(match: re.Match) -> list[str]:
+    """The OUS folders a dotted tar path names (science goal, group, member)."""
+    parts = [f"science_goal.{match.group('sg')}", f"group.{match.group('gous')}"]
+    return parts + ([f"member.{match.group('mous')}"] if match.group("mous") else [])
 
 
 def cutout_name(path: str) -> str:
