@@ -22,11 +22,13 @@ from .archive.tap import Selection
 from .casa import imaging
 from .casa.restore import RestorePlan, check_options, plan_restore
 from .delivery.layout import find_members
-from .errors import TransferError, TreeError
+from .delivery.partial import record_selection
+from .errors import TransferError, TreeError, UsageError
 from .ids import ProjectCode, TarballKind, Uid
 from .transfer.auth import Credentials, archive_hosts, login
-from .transfer.download import TransferConfig, TransferResult, download
+from .transfer.download import FileResult, FileStatus, TransferConfig, TransferResult, download
 from .transfer.plan import DEFAULT_WHAT, DownloadPlan, make_plan, parse_what
+from .transfer.select import Cutout, FileSelection, SelectedPlan, select_files
 
 log = logging.getLogger("almadeliver.workflow")
 
@@ -51,6 +53,12 @@ class FetchOptions:
         Connections per archive host.
     split : int
         Byte ranges fetched at once per large file.
+    files : tuple of str
+        ``--files``: shell patterns on the names of the files inside the tarballs; only those files
+        are fetched, each where untarring its tarball would put it. Empty: whole tarballs.
+    cutout : Cutout or None
+        ``--cutout``: SODA cutouts of the FITS products matching ``files`` (default ``*.pbcor.fits``),
+        written beside them as ``<name>.cutout.fits``, instead of the products.
     """
 
     archive: str | None = None
@@ -58,6 +66,13 @@ class FetchOptions:
     credentials: Credentials | None = None
     parallel: int = 5
     split: int = 1
+    files: tuple[str, ...] = ()
+    cutout: Cutout | None = None
+
+    @property
+    def selection(self) -> FileSelection:
+        """What of the tarballs to fetch (an empty selection: the whole tarballs)."""
+        return FileSelection(tuple(self.files), self.cutout)
 
     @property
     def kinds(self) -> set[TarballKind]:
@@ -168,6 +183,84 @@ def plan_fetch(targets: Selection | ProjectView, client: ArchiveClient, options:
     return make_plan(query(targets, client, with_sg=with_sg), options.kinds)
 
 
+def plan_selected(targets: Selection | ProjectView, client: ArchiveClient, options: FetchOptions) -> SelectedPlan:
+    """The single files (or cutouts) of ``options.selection`` in the tarballs the archive lists for ``targets``.
+
+    Parameters
+    ----------
+    targets : Selection or ProjectView
+        As for ``plan_fetch``; a Selection is queried with the science goals (the files' tree paths need them).
+    client : ArchiveClient
+        From ``open_archive``.
+    options : FetchOptions
+        ``files`` and/or ``cutout`` (a non-empty selection), the kinds and the archive.
+
+    Returns
+    -------
+    SelectedPlan
+        The plan of single files, and the bytes of the tarballs they come from.
+
+    Raises
+    ------
+    UsageError
+        Nothing matches, or the selection is empty.
+    ArchiveError, NotFoundError, AuthError
+        From the query stage, the nested DataLink answers or the SODA service.
+    """
+    if not options.selection:
+        raise UsageError("no files or cutout asked", "give --files PATTERN and/or --cutout")
+    view = targets if isinstance(targets, ProjectView) else query(targets, client, with_sg=True)
+    return select_files(make_plan(view, options.kinds, options.archive), view, client, options.selection)
+
+
+def fetch_selected(selected: SelectedPlan, dest: Path, config: TransferConfig, session) -> TransferResult:
+    """Fetch a plan of single files with the download engine, stamp the cutouts, record the selection.
+
+    Cutouts already on disk with the same SODA parameters in their header are not fetched again
+    (the stamp changes their size, so the journal alone cannot tell). Each cutout gets the request
+    in its header (``delivery.cutouts``); ``DEST/.almadeliver/selection.json`` records the patterns, the
+    files and the cutout parameters (what ``validate`` reads of a partial tree).
+
+    Parameters
+    ----------
+    selected : SelectedPlan
+        From ``plan_selected``.
+    dest : Path
+        The root of the delivery tree (the files go to their tree paths under it).
+    config : TransferConfig
+        Connections, retries, progress bars (``untar`` does not apply: no tarball is fetched).
+    session : requests.Session
+        The client's session (carries the login).
+
+    Returns
+    -------
+    TransferResult
+        One FileResult per planned file; cutouts already done count as ``already``.
+
+    Raises
+    ------
+    DiskSpaceError, TransferError
+        From ``transfer.download.download``.
+    """
+    from .delivery.cutouts import cutout_stamped, stamp_cutout
+
+    dest = Path(dest)
+    done = [f for f in selected.plan.files if f.name in selected.cutouts
+            and cutout_stamped(dest / f.name, selected.cutouts[f.name])]
+    todo = [f for f in selected.plan.files if f not in done]
+    plan = DownloadPlan(selected.plan.archive, todo, selected.plan.duplicates_dropped,
+                        selected.plan.skipped_unreadable)
+    result = download(plan, dest, config, session)
+    for r in result.files:
+        if r.name in selected.cutouts and r.status is not FileStatus.FAILED:
+            stamp_cutout(dest / r.name, selected.cutouts[r.name])
+    result.files += [FileResult(f.name, dest / f.name, f.size, FileStatus.ALREADY) for f in done]
+    ok = {r.name for r in result.files if r.status is not FileStatus.FAILED}
+    record_selection(dest, list(selected.selection.patterns), [f.name for f in selected.plan.files if f.name in ok],
+                     {k: v for k, v in selected.cutouts.items() if k in ok})
+    return result
+
+
 def member_in_tree(dest: Path, project: ProjectCode, mous: Uid) -> Path | None:
     """The member folder of ``mous`` in the standard tree ``dest/<project>/...``, if it is there."""
     found = sorted(Path(dest).glob(f"{project}/*/*/member.{mous.disk}"))
@@ -219,7 +312,8 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         say(f"{member} is already there; nothing to fetch")
         return FetchedMous(member, 0, 0)
     client = open_archive(options)
-    plan = plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
+    selected = plan_selected(Selection(uids=[str(mous)]), client, options) if options.selection else None
+    plan = selected.plan if selected else plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
     if not plan.files:
         raise TransferError(f"the archive lists no file for {mous}",
                             "check the MOUS in the archive (query it); its data may be missing")
@@ -228,13 +322,16 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         for host in plan.hosts:      # make each host's semaphore in the task's own thread (Dask binds it
             gate(host)               # to this worker there; the engine's threads then share it)
     config = TransferConfig(parallel=options.parallel, split=options.split, progress=False, connection_gate=gate)
-    result: TransferResult = download(plan, staging, config, client.session)
+    result: TransferResult = (fetch_selected(selected, staging, config, client.session) if selected
+                              else download(plan, staging, config, client.session))
     for f in result.files:
         say(f"{f.status:<8} {f.name}" + (f": {f.error}" if f.error else ""))
     if not result.ok:
         raise TransferError(f"{len(result.failed)} of {len(result.files)} files failed, first: "
                             f"{result.failed[0].error}", "run the same command again to resume")
     member = _move_member(staging, dest, mous)
+    if selected:                 # the tree under dest is partial: validate must know what was asked
+        record_selection(dest, list(options.files), [f.name for f in plan.files], selected.cutouts)
     shutil.rmtree(staging)
     say(f"member folder {member}")
     return FetchedMous(member, len(result.files), result.fetched_bytes)

@@ -54,7 +54,7 @@ def make_archive(root: Path, n: int, mb: int, big_mb: int) -> dict[str, list[str
 class ServedArchive:
     """The local archive in its own process (as the real one is), so it does not share our GIL."""
 
-    SCRIPT = ("import sys; from almadeliver.sim.server import LocalArchive, Faults; "
+    SCRIPT = ("import sys; from almadeliver.sim.archive import LocalArchive, Faults; "
               "a = LocalArchive(sys.argv[1], faults=Faults(throttle=float(sys.argv[2]))).start(); "
               "print(a.url, flush=True); a.serve_forever()")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the fault archive the tests use
 
 import fault_archive as fa  # noqa: E402
-from almadeliver.sim.server import LocalArchive  # noqa: E402
+from almadeliver.sim.archive import LocalArchive  # noqa: E402
 
 
 def main() -> int:

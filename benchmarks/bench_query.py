@@ -23,7 +23,7 @@ from almadeliver.archive.projectview import query, summary  # noqa: E402
 from almadeliver.archive.science import science_query  # noqa: E402
 from almadeliver.archive.tap import Selection, build_adql, cone, run_query  # noqa: E402
 from almadeliver.archive.targets import Target  # noqa: E402
-from almadeliver.sim.server import LocalArchive  # noqa: E402
+from almadeliver.sim.archive import LocalArchive  # noqa: E402
 
 PROJECT = "2019.1.00999.S"
 TARGET_S = 3.0

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 
 PROJECT = "2017.1.01185.S"
 NAME = f"{PROJECT}_uid___A001_X12a3_Xe9_001_of_001.tar"

@@ -32,7 +32,7 @@ import tarfile  # noqa: E402
 SIM_CACHE = REPO / ".almadeliver-cache" / "sim"
 # What a simulated project is made from: the simulation itself (not the local archive that serves it)
 # and the modules it writes through. A change elsewhere must not rebuild the cached projects.
-_ARCHIVE_DOUBLE = {"server.py", "adql.py", "votable.py", "regions.py"}
+_ARCHIVE_DOUBLE = {"archive", "adql.py", "votable.py", "regions.py"}   # sim/archive/ is the server
 _SIM_SOURCES = [REPO / "almadeliver" / p for p in (
     "casa/legacy.py", "casa/commands.py", "casa/child.py", "packaging/tarballs.py", "ids.py")]
 
@@ -41,7 +41,7 @@ def _sim_code_version() -> str:
     """A hash of the code that makes simulated projects (almadeliver/sim/ but the archive double)."""
     sim = REPO / "almadeliver" / "sim"
     files = [f for f in sorted(sim.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
-             and f.name not in _ARCHIVE_DOUBLE] + _SIM_SOURCES
+             and not _ARCHIVE_DOUBLE & set(f.relative_to(sim).parts)] + _SIM_SOURCES
     h = hashlib.sha256()
     for f in files:
         h.update(str(f.relative_to(REPO)).encode())

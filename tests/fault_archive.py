@@ -19,7 +19,7 @@ from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
 from almadeliver.ids import DeliveryFileName, TarballKind, Uid, auxiliary_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from almadeliver.transfer.download import TransferConfig, TransferResult, download
 from almadeliver.transfer.plan import DownloadPlan, make_plan, parse_what
 

@@ -9,7 +9,7 @@ from almadeliver.archive.projectview import query
 from almadeliver.archive.tap import Selection
 from almadeliver.cli import main
 from almadeliver.errors import ArchiveUnreachable, AuthError, NotFoundError, QueryError
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from tiny_archive import PUBLIC, tiny_root  # noqa: F401
 
 

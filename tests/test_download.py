@@ -20,7 +20,7 @@ from almadeliver.errors import AuthError, DiskSpaceError, NotATarballError, NotF
 from almadeliver.ids import DeliveryFileName, Uid, auxiliary_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import tree_entries, write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from almadeliver.transfer.auth import Credentials, login
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.journal import DOWNLOADED, EXTRACTED

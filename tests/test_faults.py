@@ -27,7 +27,7 @@ from tiny_archive import tiny_root  # noqa: F401  (the query stage needs ObsCore
 from almadeliver.cli import main
 from almadeliver.errors import AuthError, BusyError
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from almadeliver.transfer.auth import Credentials, login
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.lock import FolderLock
@@ -387,7 +387,7 @@ def test_keycloak_token_endpoint_answers_like_alma(archive):
 
 def test_credentials_never_go_to_a_host_the_plan_names(archive, tmp_path, monkeypatch):
     """A plan whose README URL points at another server: that file is fetched without credentials."""
-    from almadeliver.sim import server
+    from almadeliver.sim.archive import http as server
     seen = []
     dispatch = server._Handler._dispatch
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from almadeliver.sim import server
+from almadeliver.sim.archive import LocalArchive
 
 from archive_catalogue import write_project  # noqa: E402
 
@@ -23,7 +23,7 @@ def archive(tmp_path_factory):
     write_project(root, "2019.1.00458.S", n_mous=3, sources=2, spws=2, ebs_per_mous=2)
     write_project(root, "2011.0.00340.S", n_mous=3, sources=1, spws=2, cycle0_tarballs=17)
     write_project(root, "2021.1.00123.S", n_mous=1, proprietary=True)
-    with server.LocalArchive(root) as a:
+    with LocalArchive(root) as a:
         yield a
 
 
@@ -101,7 +101,7 @@ DDT = "2018.A.00062.S"
 def ddt_archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddt-archive")
     write_project(root, DDT, n_mous=1, sources=1, spws=2, external="ari_l")
-    with server.LocalArchive(root) as a:
+    with LocalArchive(root) as a:
         yield a
 
 

@@ -26,7 +26,7 @@ from almadeliver.archive.targets import BATCH, Target, read_targets
 from almadeliver.cli import main
 from almadeliver.errors import UsageError
 from almadeliver.sim.catalogue import Catalogue, find_projects
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 
 C = 299792458.0
 

@@ -26,7 +26,7 @@ from almadeliver.errors import UsageError
 from almadeliver.ids import Uid
 from almadeliver.packaging.package import package_mous, parse_size
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, catalogue_from_manifests
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
 

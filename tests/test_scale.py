@@ -26,7 +26,7 @@ from almadeliver.ids import Uid
 from almadeliver.scale.journal import StepJournal
 from almadeliver.scale.run import RunConfig, parse_projects, run
 from almadeliver.scale.steps import IMAGE_OUT, find_mous
-from almadeliver.sim.server import Faults, LocalArchive
+from almadeliver.sim.archive import Faults, LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
 from tiny_archive import PROP_MOUS, PROPRIETARY, tiny_root  # noqa: F401  (a proprietary project to fetch)

@@ -10,7 +10,7 @@ from astropy.io.votable import parse as parse_votable
 from almadeliver.archive.obscore import COLUMN_NAMES
 from almadeliver.sim.adql import AdqlError, translate
 from almadeliver.sim.regions import Circle, Compound, Point, parse_stcs
-from almadeliver.sim.server import TAP_TABLES
+from almadeliver.sim.archive import TAP_TABLES
 from tiny_archive import CYCLE0, MOUS_7M, MOUS_12M, PROPRIETARY, PUBLIC, archive, tiny_root  # noqa: F401
 
 

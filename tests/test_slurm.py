@@ -25,7 +25,7 @@ from almadeliver.ids import Uid
 from almadeliver.scale.jobqueue import JobSpec, jobqueue_section, write_jobqueue_config
 from almadeliver.scale.journal import StepJournal
 from almadeliver.scale.steps import IMAGE_OUT, find_mous
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 
 from slurm_cluster import PARTITION, SlurmCluster
 

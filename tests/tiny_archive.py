@@ -18,7 +18,7 @@ from almadeliver.archive.obscore import COLUMN_NAMES
 from almadeliver.ids import Uid, auxiliary_name, cycle0_name, products_name, raw_name, readme_name
 from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile, TarMember
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 
 PUBLIC = "2017.1.01185.S"
 CYCLE0 = "2011.0.00340.S"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from astropy.io.votable import parse as parse_votable
@@ -53,6 +53,27 @@ class DataLinkAnswer:
     id: str
     links: list[Link] = field(default_factory=list)
     nested: dict[str, str] = field(default_factory=dict)   # tarball name -> its nested DataLink URL
+    cutouts: dict[str, str] = field(default_factory=dict)  # FITS file name -> its SODA sync URL (#cutout)
+
+
+SODA_SYNC = "ivo://ivoa.net/std/SODA#sync-1.0"
+
+
+def _soda_services(results: DatalinkResults) -> dict[str, str]:
+    """FITS file name -> SODA accessURL, from the ``adhoc:service`` resources whose standardID is SODA sync.
+
+    ALMA gives all of them the one ID ``SODA.sync`` (alma-datalink-recurse-this.xml), so a service is
+    matched to its file by the ``ID`` its accessURL carries, not by the row's ``service_def``.
+    """
+    found = {}
+    for service in results.iter_adhocservices():
+        params = {p.name: _text(p.value) for p in service.params}
+        if params.get("standardID", "").lower() != SODA_SYNC.lower() or not params.get("accessURL"):
+            continue
+        target = dict(parse_qsl(urlsplit(params["accessURL"]).query)).get("ID", "")
+        if target:
+            found[unquote(target).rsplit("/", 1)[-1]] = params["accessURL"]
+    return found
 
 
 def _text(value) -> str:
@@ -93,8 +114,9 @@ def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkA
     Returns
     -------
     DataLinkAnswer
-        Its downloadable files (``links``) and the nested DataLink URL of each tarball (``nested``);
-        service rows (nested DataLink, SODA ``#cutout``) are not files.
+        Its downloadable files (``links``), the nested DataLink URL of each tarball (``nested``) and
+        the SODA service of each FITS file that has a ``#cutout`` row (``cutouts``); service rows are
+        not files.
 
     Raises
     ------
@@ -117,7 +139,7 @@ def parse_datalink(content: bytes, id: str, url: str | None = None) -> DataLinkA
     except DALFormatError:
         raise ArchiveError(f"the archive's DataLink answer for {id} has no table", "try again later") from None
     services = {s.ID: s for s in results.iter_adhocservices()}
-    answer = DataLinkAnswer(id)
+    answer = DataLinkAnswer(id, cutouts=_soda_services(results))
     for row_id, access, service, error, semantics, description, ctype, size, readable in zip(
             *(_column(results, n) for n in _COLUMNS)):
         row_id, error, service, access = _text(row_id) or id, _text(error), _text(service), _text(access)

@@ -23,6 +23,7 @@ class ArchiveFile:
     kind: TarballKind
     mous: str                  # the MOUS (uid://...) it belongs to; Cycle 0 files: the first one listed
     readable: bool = True      # DataLink 'readable' for the identity that asked
+    member_of: str | None = None   # a single file inside this tarball (``name`` is then its path in the tree)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """download."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 from urllib.parse import urlsplit
@@ -17,9 +18,10 @@ from ..transfer.auth import archive_hosts
 from ..transfer.download import FileStatus, TransferConfig, download
 from ..transfer.plan import DEFAULT_WHAT, DownloadPlan, check_space, parse_what
 from ..units import human_size
-from ..workflow import FetchOptions, open_archive, plan_fetch
+from ..transfer.select import SelectedPlan
+from ..workflow import FetchOptions, fetch_selected, open_archive, plan_fetch, plan_selected
 from .app import app, state
-from .options import UserOption, credentials_of, what_option
+from .options import SelectionWords, UserOption, credentials_of, what_option, with_selection_options
 from .validate_cmds import format_text
 
 
@@ -34,6 +36,7 @@ def _view_file(path: Path) -> ProjectView:
 
 
 @app.command("download")
+@with_selection_options
 def download_cmd(
     targets: List[str] = typer.Argument(..., metavar="PROJECT|MOUS...|PLAN.json",
                                         help="Project codes or MOUS uids, or a plan written by `query --format json`."),
@@ -47,15 +50,26 @@ def download_cmd(
     keep_tars: bool = typer.Option(False, "--keep-tars", help="Keep each tarball after a verified extraction."),
     no_untar: bool = typer.Option(False, "--no-untar", help="Download and verify the tarballs, do not unpack."),
     user: Optional[str] = UserOption,
+    selection: SelectionWords = SelectionWords(),
 ) -> None:
-    """Fetch what the project view lists and leave the standard delivery tree in DEST."""
+    """Fetch what the project view lists and leave the standard delivery tree in DEST.
+
+    With --files or --cutout, only those files (or SODA cutouts) are fetched from inside the tarballs.
+    """
     parse_what(what)                             # an unknown --what is said before the password is asked
-    options = FetchOptions(archive=archive, what=what, parallel=parallel, split=split,
+    options = FetchOptions(archive=archive, what=what, parallel=parallel, split=split, files=selection.files,
                            credentials=None if dry_run else credentials_of(user))
     plan_file = len(targets) == 1 and targets[0].endswith(".json")
     view = _view_file(Path(targets[0])) if plan_file else None
     client = open_archive(options)               # logged in before the query: DataLink answers for this identity
-    plan = plan_fetch(view or Selection.from_ids(targets), client, options)
+    selected: SelectedPlan | None = None
+    if selection.files or selection.cutout:
+        projects = [p.code for p in view.projects] if view else [t for t in targets if not t.startswith("uid")]
+        options = replace(options, cutout=selection.cutout_of(client, projects))
+        selected = plan_selected(view or Selection.from_ids(targets), client, options)
+        plan = selected.plan
+    else:
+        plan = plan_fetch(view or Selection.from_ids(targets), client, options)
     session, credentials = client.session, options.credentials
     mirrors = mirror_list(archive)               # the configured archive: the only hosts credentials go to
     hosts = archive_hosts(archive)
@@ -75,6 +89,8 @@ def download_cmd(
             kinds[f.kind.value] = kinds.get(f.kind.value, 0) + 1
         typer.echo(f"{len(plan.files)} files ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
                    f"{human_size(plan.total_bytes)} from {plan.archive}; {plan.duplicates_dropped} duplicate listings dropped")
+        if selected is not None:
+            typer.echo(selection_line(selected))
         try:
             space = check_space(plan, dest, untar=not no_untar)
             typer.echo(f"space: {human_size(space.needed)} still to write in {dest} "
@@ -88,7 +104,7 @@ def download_cmd(
                    err=True)
     config = TransferConfig(parallel=parallel, split=split, untar=not no_untar, keep_tars=keep_tars,
                             progress=not state.quiet)
-    result = download(plan, dest, config, session)
+    result = fetch_selected(selected, dest, config, session) if selected else download(plan, dest, config, session)
     fetched = [f for f in result.files if f.status is FileStatus.FETCHED]
     already = [f for f in result.files if f.status is FileStatus.ALREADY]
     extracted = sum(f.extracted for f in result.files if f.status is not FileStatus.FAILED)
@@ -99,7 +115,10 @@ def download_cmd(
         return
     typer.echo(f"fetched {len(fetched)} files, {human_size(result.fetched_bytes)} in {result.seconds:.1f} s "
                f"({rate:.0f} MB/s); {len(already)} already there; "
-               + ("tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
+               + (f"single files placed in the tree under {dest}" if selected else
+                  "tarballs kept, not unpacked" if no_untar else f"{extracted} tarballs unpacked into {dest}"))
+    if selected is not None:
+        typer.echo(selection_line(selected))
     for f in result.files:
         if f.rejected and f.status is not FileStatus.FAILED:
             typer.echo(f"warning: {f.rejected[0]}; fetched again and it passed", err=True)
@@ -114,6 +133,18 @@ def download_cmd(
         raise typer.Exit(1)
 
 
+def selection_line(selected: SelectedPlan) -> str:
+    """One line: the bytes a --files/--cutout plan fetches against the whole tarballs it reads from."""
+    whole = selected.tarball_bytes
+    saved = f", {100 * (1 - selected.selected_bytes / whole):.1f} % saved" if whole else ""
+    what = "cutouts" if selected.selection.cutout else "files"
+    return (f"selection: {len(selected.plan.files)} {what}, {human_size(selected.selected_bytes)} instead of "
+            f"{human_size(whole)} in {len(selected.tarballs_searched)} whole tarballs{saved}"
+            + (f"; not searched: {len(selected.tarballs_left)} tarballs without a file listing (raw ASDMs)"
+               if selected.tarballs_left else "")
+            + (f"; {len(selected.missed)} products the cutout misses" if selected.missed else ""))
+
+
 def _validate_trees(plan: DownloadPlan, dest: Path) -> None:
     """Validate every project tree the download unpacked; errors and warnings are shown.
 
@@ -125,6 +156,8 @@ def _validate_trees(plan: DownloadPlan, dest: Path) -> None:
 
 
 def _project_of(name: str) -> str | None:
+    if "/" in name:                              # a single file, named by its path in the tree
+        return name.split("/", 1)[0]
     try:
         project = DeliveryFileName.parse(name).project
     except IdentifierError:

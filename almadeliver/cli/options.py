@@ -8,14 +8,17 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
 import typer
 
 from ..casa import imaging
 from ..casa.restore import ENGINES, MISMATCH_CHOICES
+from ..errors import UsageError
 from ..transfer.auth import get_credentials
 from ..transfer.plan import WHAT
+from ..transfer.select import CUTOUT_DEFAULT_FILES, Cutout, make_cutout, target_centre
 from ..workflow import ImageOptions
 
 CasaOption = typer.Option(
@@ -99,4 +102,80 @@ def with_image_options(command: Callable) -> Callable:
     del wrapper.__wrapped__          # typer reads __signature__, not the wrapped command's
     wrapper.__signature__ = signature.replace(parameters=own + extra)
     wrapper.__annotations__ = {**{p.name: p.annotation for p in own}, **{n: a for n, (a, _o) in added.items()}}
+    return wrapper
+
+
+# --files and --cutout: `download` and `run` take them all (`query` has its own --ra/--dec/--target/...)
+SELECTION_OPTIONS: dict[str, tuple[object, typer.models.OptionInfo]] = {
+    "files": (Optional[List[str]], typer.Option(
+        None, "--files", metavar="PATTERN", help="Only the files inside the tarballs whose name matches (shell "
+        "pattern, e.g. '*.pbcor.fits', '*.cont.dat'; repeatable), each put where untarring would put it.")),
+    "cutout": (bool, typer.Option(
+        False, "--cutout", help="SODA cutouts of the FITS products (those of --files, default "
+        f"{' '.join(CUTOUT_DEFAULT_FILES)}) instead of the products: <name>.cutout.fits beside them.")),
+    "ra": (Optional[str], typer.Option(None, "--ra", help="Cutout centre RA: degrees or 05h35m17s / 05:35:17.")),
+    "dec": (Optional[str], typer.Option(None, "--dec", help="Cutout centre Dec: degrees or -05d23m28s.")),
+    "radius": (Optional[str], typer.Option(None, "--radius", help="Cutout radius: degrees or with units (15arcsec).")),
+    "target": (Optional[str], typer.Option(None, "--target", help="Cutout centre: this target's position in "
+                                           "ObsCore (else a name resolver's).")),
+    "freq": (Optional[str], typer.Option(None, "--freq", help="Cutout band: sky frequencies lo..hi (230.1..230.6GHz).")),
+    "line": (Optional[str], typer.Option(None, "--line", help="Cutout band around a line: CO(2-1) or 230.538GHz.")),
+    "z": (Optional[float], typer.Option(None, "--z", help="Redshift of --line (observed = rest / (1 + z)).")),
+    "line_width": (Optional[float], typer.Option(None, "--line-width", help="Full width of the band around --line, km/s.")),
+}
+
+
+@dataclass(frozen=True)
+class SelectionWords:
+    """The ``--files``/``--cutout`` options as given (the cutout's target is resolved later, with a client)."""
+
+    files: tuple[str, ...] = ()
+    cutout: bool = False
+    ra: str | None = None
+    dec: str | None = None
+    radius: str | None = None
+    target: str | None = None
+    freq: str | None = None
+    line: str | None = None
+    z: float | None = None
+    line_width: float | None = None
+
+    def check(self) -> None:
+        """Refuse cutout words without --cutout (exit 2), before any password is asked."""
+        words = [self.ra, self.dec, self.radius, self.target, self.freq, self.line, self.z, self.line_width]
+        if not self.cutout and any(w is not None for w in words):
+            raise UsageError("--ra/--dec/--radius/--target/--freq/--line/--z/--line-width describe a cutout",
+                             "add --cutout (or leave them out)")
+        if self.cutout and self.target is None:
+            make_cutout(self.ra, self.dec, self.radius, None, self.freq, self.line, self.z, self.line_width)
+
+    def cutout_of(self, client=None, projects: list[str] | None = None) -> Cutout | None:
+        """The Cutout asked (None without --cutout); ``--target`` is looked up with ``client``."""
+        if not self.cutout:
+            return None
+        centre = target_centre(client, self.target, projects or []) if self.target else None
+        return make_cutout(self.ra, self.dec, self.radius, centre, self.freq, self.line, self.z, self.line_width)
+
+
+def with_selection_options(command: Callable) -> Callable:
+    """Give a command ``--files``, ``--cutout`` and the cutout's options, received as ``selection: SelectionWords``."""
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in signature.parameters.values() if p.name != "selection"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+             for name, (annotation, option) in SELECTION_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        words = {name: kwargs.pop(name) for name in SELECTION_OPTIONS}
+        words["files"] = tuple(words["files"] or ())
+        selection = SelectionWords(**words)
+        selection.check()
+        return command(**kwargs, selection=selection)
+
+    del wrapper.__wrapped__
+    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in own},
+                               **{n: a for n, (a, _o) in SELECTION_OPTIONS.items()}}
     return wrapper

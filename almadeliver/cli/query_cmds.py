@@ -186,6 +186,11 @@ def query_cmd(
     view: View = typer.Option(View.project, "--view", help="project (tree), mous (a line per MOUS), raw (a line per EB), rows (a line per ObsCore row)."),
     fmt: Format = typer.Option(Format.table, "--format", help="table, json (the download plan), csv, ecsv, votable."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+    files: Optional[List[str]] = typer.Option(None, "--files", metavar="PATTERN", help="Also show the bytes `download "
+                                              "--files PATTERN` would fetch against the whole tarballs; repeatable."),
+    cutout: bool = typer.Option(False, "--cutout", help="Also show the bytes of the SODA cutouts (the cone, and "
+                                "--freq or --line with --line-width) against the whole tarballs."),
+    line_width: Optional[float] = typer.Option(None, "--line-width", help="With --cutout: full width around --line, km/s."),
 ) -> None:
     """Ask the archive and answer in the project view: one block per project, a line per MOUS."""
     if target and (ra or dec):
@@ -207,12 +212,30 @@ def query_cmd(
         typer.echo(text, nl=False)
         if fmt is not Format.table and not state.quiet:
             typer.echo(summary(result), err=True)
+    if files or cutout:
+        typer.echo(_selection_bytes(result, ArchiveClient(archive), tuple(files or ()), cutout, region, freq, line,
+                                    z, line_width), err=output is None and fmt is not Format.table)
     if plot:
         from ..archive.plots import plot_answer
 
         plot_answer(science, plot)
         if not state.quiet:
             typer.echo(f"drew {plot}", err=output is None and fmt is not Format.table)
+
+
+def _selection_bytes(view: ProjectView, client: ArchiveClient, files: tuple[str, ...], cutout: bool, region,
+                     freq: list[str] | None, line: list[str] | None, z: float | None, line_width: float | None) -> str:
+    """The line `download --files/--cutout` would print for this answer (its products and auxiliary tarballs)."""
+    from ..transfer.plan import WHAT, make_plan
+    from ..transfer.select import FileSelection, make_cutout, select_files
+    from .download_cmds import selection_line
+
+    cut = None
+    if cutout:
+        cut = make_cutout(*((repr(region.ra), repr(region.dec), repr(region.radius)) if region else (None, None, None)),
+                          freq=(freq or [None])[0], line=(line or [None])[0], z=z, width_kms=line_width)
+    plan = make_plan(view, WHAT["products"] | WHAT["auxiliary"])
+    return selection_line(select_files(plan, view, client, FileSelection(files, cut)))
 
 
 def _science(selection: Selection, client: ArchiveClient, freq: list[str], line: list[str], z, vlsr, convention: str,

@@ -1,6 +1,7 @@
 """run: many MOUS, several steps each, on Dask (or a local process pool without it)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,8 @@ from ..transfer.plan import parse_what
 from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, open_archive
 from .app import app, state
 from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption,
-                      UserOption, credentials_of, what_option, with_image_options)
+                      SelectionWords, UserOption, credentials_of, what_option, with_image_options,
+                      with_selection_options)
 
 
 def _cell(o: StepOutcome | None) -> str:
@@ -52,6 +54,7 @@ def _write_config(cluster: str, spec) -> None:
 
 @app.command("run")
 @with_image_options
+@with_selection_options
 def run_cmd(
     projects: Optional[str] = typer.Option(None, "--projects", metavar="CODES|FILE",
                                            help="Project codes, comma-separated, or a file with one code per line."),
@@ -92,10 +95,11 @@ def run_cmd(
     casa_version_mismatch: str = CasaVersionMismatchOption,
     *,
     image: ImageOptions,
+    selection: SelectionWords = SelectionWords(),
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step.
 
-    The options of ``download`` (--user, --what), ``restore`` (--spacesaving, --engine, ...) and
+    The options of ``download`` (--user, --what, --files, --cutout), ``restore`` (--spacesaving, --engine, ...) and
     ``image`` (--robust, --niter, ...) apply to every MOUS.
     """
     if write_config:
@@ -109,7 +113,10 @@ def run_cmd(
     if not projects:
         raise UsageError("--projects is missing", "give codes such as 2013.1.00308.S,2017.1.01185.S or a FILE")
     parse_what(what)                         # an unknown --what is said before the password is asked
-    fetch = FetchOptions(what=what, credentials=credentials_of(user))
+    fetch = FetchOptions(what=what, credentials=credentials_of(user), files=selection.files)
+    if selection.cutout:                     # --target is looked up once, in the projects' ObsCore rows
+        fetch = replace(fetch, cutout=selection.cutout_of(open_archive(replace(fetch, archive=archive)),
+                                                          parse_projects(projects)))
     config = RunConfig(dest=dest.resolve(), steps=tuple(s.strip() for s in steps.split(",") if s.strip()),
                        cluster=cluster, workers=workers, archive=archive,
                        casa_version_mismatch=casa_version_mismatch, fetch=fetch,

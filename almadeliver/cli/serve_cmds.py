@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from ..sim.server import Faults, LocalArchive
+from ..sim.archive import Faults, LocalArchive
 from .app import app
 
 

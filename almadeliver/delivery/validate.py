@@ -16,6 +16,7 @@ from .calapply import read_calapply
 from .contdat import ContDat, parse_contdat
 from .flagtemplate import parse_flagtemplate
 from .layout import TP_CALIBRATED_SUFFIX, Flavour, Member, StaffArea, TreeIndex, join, load, plain_name
+from .partial import review_partial
 from .readme import parse_readme
 from .report import Report, Severity
 
@@ -41,6 +42,7 @@ def validate(path: str | Path) -> Report:
         _check_member(index, member, report)
     for area in tree.staff_areas:
         _check_staff(index, area, report)
+    review_partial(report, Path(index.root))     # single files fetched from inside the tarballs
     return report
 
 

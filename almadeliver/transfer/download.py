@@ -262,6 +262,7 @@ class _Engine:
     def _open(self, job: _Job) -> None:
         """Open the .part the first time a connection takes the file; split it when asked."""
         cfg, size = self.config, job.f.size
+        job.part.parent.mkdir(parents=True, exist_ok=True)     # a single file goes to its folder of the tree
         job.fd = os.open(job.part, os.O_RDWR | os.O_CREAT, 0o644)
         job.started = True
         if not job.segments:

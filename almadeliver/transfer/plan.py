@@ -42,8 +42,8 @@ def mirror_url(archive: str) -> str:
 
 
 def is_tarball(f: ArchiveFile) -> bool:
-    """True for the tarballs (every file but the README)."""
-    return f.kind is not TarballKind.README
+    """True for the tarballs (every file but the README and the single files taken from inside a tarball)."""
+    return f.kind is not TarballKind.README and f.member_of is None
 
 
 @dataclass
