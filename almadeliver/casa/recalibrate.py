@@ -33,10 +33,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..delivery.layout import Flavour, Member
+from ..delivery.layout import Flavour, Member, one_member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
-from .restore import MISMATCH_CHOICES, _abs, _one_member, concat_in_casa
+from .restore import MISMATCH_CHOICES, concat_in_casa
 from .runtime import run_in_casa
 from .scriptcheck import first_three, lacking, modular_casa_version, read_gate
 
@@ -289,12 +289,12 @@ def plan_recalibration(member_dir: str | Path, ebs: list[str] | None = None, ste
                          f"use one of {', '.join(MISMATCH_CHOICES)}")
     if steps is not None and from_step is not None:
         raise UsageError("--steps and --from-step both given", "give one of them")
-    member = _one_member(Path(member_dir).resolve())
+    member = one_member(Path(member_dir).resolve(), "recalibrate")
     if member.flavour is Flavour.PIPELINE or not member.calibration_scripts:
         raise TreeError(f"{member.path} has no <EB>.ms.scriptForCalibration.py (a pipeline-calibrated delivery?)",
                         "recalibrate redoes manual calibrations; re-run a pipeline calibration with its "
                         "casa_pipescript.py in monolithic CASA with the pipeline")
-    scripts = {eb.disk: _abs(member, rel) for eb, rel in member.calibration_scripts.items()}
+    scripts = {eb.disk: member.file(rel) for eb, rel in member.calibration_scripts.items()}
     chosen = list(scripts)
     if ebs:
         from ..ids import Uid
