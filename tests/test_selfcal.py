@@ -48,7 +48,7 @@ def test_selfcal_fixes_residual_phases_rejects_a_worse_round_and_leaves_calibrat
     r = selfcal(plan)
     kept = [x.kept for x in r.rounds]
     # p:int follows the phase errors; p:inf after it undoes that (solved afresh per scan): rejected
-    assert kept == [True, True, False], r.rounds
+    assert kept == [True, True, False], (r.rounds, r.final, r.delivered)
     assert r.gain_over_start >= 2.0, r.rounds
     # the bar: at least 2x the dynamic range of the delivered continuum image (same spws, cell, size)
     assert r.gain_over_delivered is not None and r.gain_over_delivered >= 2.0, (r.final, r.delivered)
