@@ -20,7 +20,9 @@ from .archive.model import ProjectView
 from .archive.projectview import query
 from .archive.tap import Selection
 from .casa import imaging
-from .casa.restore import RestorePlan, check_options, plan_restore
+from .casa.recalibrate import RecalibrationResult, StepEvent, plan_recalibration, recalibrate
+from .casa.restore import MISMATCH_CHOICES, RestorePlan, check_options, plan_restore
+from .casa.selfcal import DEFAULT_ROUNDS, RoundResult, SelfcalResult, parse_rounds, plan_selfcal, selfcal
 from .delivery.layout import find_members
 from .delivery.partial import record_selection
 from .errors import TransferError, TreeError, UsageError
@@ -108,6 +110,55 @@ class ImageOptions:
 
     overrides: imaging.Overrides = field(default_factory=imaging.Overrides)
     source: str = "auto"
+
+
+@dataclass(frozen=True)
+class RecalibrateOptions:
+    """How to redo a manual delivery's calibration: the options of ``almadeliver recalibrate``.
+
+    Attributes are the keyword arguments of ``casa.recalibrate.plan_recalibration``: ``steps``
+    (``"9-18"``; None: Cycle 0 from the step after the split, later cycles every step), ``from_step``,
+    ``ebs`` (EB uids; empty: every EB), ``script`` (an edited calibration script, one EB),
+    ``casa_version_mismatch`` (refuse, allow), ``skip_lacking`` (skip, not refuse, the steps that need
+    what modular CASA lacks) and ``concat`` (then concatenate the EBs into calibrated.ms).
+    """
+
+    steps: str | None = None
+    from_step: int | None = None
+    ebs: tuple[str, ...] = ()
+    script: Path | None = None
+    casa_version_mismatch: str = "refuse"
+    skip_lacking: bool = False
+    concat: bool = False
+
+    def __post_init__(self) -> None:
+        if self.casa_version_mismatch not in MISMATCH_CHOICES:
+            raise UsageError(f"--casa-version-mismatch {self.casa_version_mismatch} is not a choice",
+                             f"use one of {', '.join(MISMATCH_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class SelfcalOptions:
+    """How to self-calibrate: the options of ``almadeliver image --selfcal``.
+
+    Attributes
+    ----------
+    rounds : str
+        ``MODE:SOLINT`` list (``casa.selfcal.parse_rounds``), checked when made.
+    field : str or None
+        The field (None: the OBSERVE_TARGET field).
+    cubes : bool
+        Also remake the delivered cubes with the solutions.
+    """
+
+    rounds: str = DEFAULT_ROUNDS
+    field: str | None = None
+    cubes: bool = True
+
+    def __post_init__(self) -> None:
+        parse_rounds(self.rounds)            # a bad round is a usage error before any step runs
+        if self.field and "," in self.field:
+            raise UsageError(f"--field {self.field}: self-calibration takes one field", "give one field name")
 
 
 @dataclass(frozen=True)
@@ -261,10 +312,20 @@ def fetch_selected(selected: SelectedPlan, dest: Path, config: TransferConfig, s
     return result
 
 
-def member_in_tree(dest: Path, project: ProjectCode, mous: Uid) -> Path | None:
-    """The member folder of ``mous`` in the standard tree ``dest/<project>/...``, if it is there."""
+def member_in_tree(dest: Path, project: ProjectCode, mous: Uid, cycle0: bool = False) -> Path | None:
+    """The member folder of ``mous`` in the standard tree ``dest/<project>/...``, if it is there.
+
+    Cycle 0 member folders (``member_ouss_<date>_id``) carry no uid; with ``cycle0``, one is taken as
+    the MOUS's when it is the only member folder without a uid in the project's tree (a Cycle 0 project
+    of one MOUS, as the steps after download find it)."""
     found = sorted(Path(dest).glob(f"{project}/*/*/member.{mous.disk}"))
-    return found[0] if found else None
+    if found:
+        return found[0]
+    tree = Path(dest) / str(project)
+    if not cycle0 or not tree.is_dir():
+        return None
+    unnamed = [m for m in find_members(tree) if m.mous is None]
+    return unnamed[0].path if len(unnamed) == 1 else None
 
 
 def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, options: FetchOptions,
@@ -372,3 +433,70 @@ def plan_member_images(member: Path, options: ImageOptions) -> imaging.ImagingPl
         The overrides do not fit the delivery (an spw or field it does not image, ...).
     """
     return imaging.plan(member, options.overrides, options.source)
+
+
+def recalibrate_member(member: Path, options: RecalibrateOptions,
+                       on_event: Callable[[StepEvent], None] | None = None) -> RecalibrationResult:
+    """Redo the calibration of ``member`` in its working copies (``casa.recalibrate``).
+
+    Parameters
+    ----------
+    member : Path
+        A member folder of a manual (or Cycle 0) delivery.
+    options : RecalibrateOptions
+        The steps, EBs, script and choices.
+    on_event : callable, optional
+        Called as each step starts and ends and when saved flags are restored.
+
+    Returns
+    -------
+    RecalibrationResult
+        Per EB: the steps' times and the comparison with the delivered calibration.
+
+    Raises
+    ------
+    UsageError
+        Bad steps or EBs, a pipeline delivery.
+    CasaVersionMismatchError, CasaNotFoundError, TreeError
+        The plan's refusal (raised before anything runs).
+    CasaError
+        A step failed.
+    """
+    plan = plan_recalibration(member, ebs=list(options.ebs) or None, steps=options.steps,
+                              from_step=options.from_step, script=options.script,
+                              casa_version_mismatch=options.casa_version_mismatch,
+                              skip_lacking=options.skip_lacking)
+    return recalibrate(plan, on_event=on_event, concat=options.concat)
+
+
+def selfcal_member(member: Path, options: SelfcalOptions, out: Path | None = None,
+                   on_round: Callable[[RoundResult], None] | None = None) -> SelfcalResult:
+    """Self-calibrate the continuum of ``member``'s target, then remake its cubes (``casa.selfcal``).
+
+    Parameters
+    ----------
+    member : Path
+        A member folder whose calibrated/ holds the restored (or Cycle 0 delivered) MSs.
+    options : SelfcalOptions
+        Rounds, field, cubes.
+    out : Path, optional
+        A new or empty folder (default ``member/selfcal``, ``selfcal.2``, ...).
+    on_round : callable, optional
+        Called with each round's figures as it ends.
+
+    Returns
+    -------
+    SelfcalResult
+        Per round figures, the final continuum against the delivered one, the cubes.
+
+    Raises
+    ------
+    UsageError
+        Bad rounds, or ``out`` holds files.
+    TreeError
+        No calibrated MS (restore first).
+    CasaError
+        CASA failed.
+    """
+    plan = plan_selfcal(member, options.rounds, field=options.field, out=out, cubes=options.cubes)
+    return selfcal(plan, on_round=on_round)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from almadeliver.casa.recalibrate import (FLAG_PREFIX, parse_steps, plan_recalibration, read_steps,
-                                          recalibrate)
+from almadeliver.casa.calsteps import parse_steps, read_steps
+from almadeliver.casa.recalibrate import plan_recalibration, recalibrate
+from almadeliver.casa.recalibrate_child import FLAG_PREFIX
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 

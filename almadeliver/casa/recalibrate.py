@@ -21,137 +21,27 @@ reducer's own run, making the tables), edit a step and run it again after restor
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
-import os
 import re
 import shutil
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
-from ..delivery.layout import Flavour, Member
+from ..delivery.layout import Flavour, Member, one_member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
-from .restore import MISMATCH_CHOICES, _abs, _one_member, concat_in_casa
+from .calsteps import CalibrationStep, parse_steps, read_steps
+from .recalibrate_child import DONE_LINE, RESTORED_LINE, START_LINE, recalibrate_in_casa, written_since
+from .recalibrate_copy import delivered_file, prepare_working_copy, read_fluxscale
+from .restore import MISMATCH_CHOICES, concat_in_casa
 from .runtime import run_in_casa
-from .scriptcheck import first_three, lacking, modular_casa_version, read_gate
+from .scriptcheck import first_three, modular_casa_version, read_gate
 
 WORK = "recalibration"                  # <member>/recalibration/<EB>/: the working copies
-FLAG_PREFIX = "almadeliver_before_step_"
 _SPLIT_TITLE = re.compile(r"^Split out science SPWs", re.I)
-_AU_NAMES = ("aU", "es")                # analysisUtils and its stuffForScienceDataReduction object
-_START_RE = re.compile(r"^almadeliver: step (\d+) start\t(.*)$")
-_DONE_RE = re.compile(r"^almadeliver: step (\d+) done in ([\d.]+) s$")
-_RESTORED_RE = re.compile(r"^almadeliver: step (\d+): flags restored to (\S+)$")
-
-
-# -- the script's steps -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CalibrationStep:
-    """One step of a calibration script: its number, title, lines and what modular CASA lacks for it."""
-
-    number: int
-    title: str
-    first_line: int
-    last_line: int
-    lacks: tuple[str, ...] = ()          # "analysisUtils (es.getFieldsForSetjy)", "task wvrgcal"
-
-
-def _step_titles(tree: ast.Module) -> dict[int, str]:
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "step_title" for t in node.targets)
-                and isinstance(node.value, ast.Dict)):
-            try:
-                return {int(ast.literal_eval(k)): str(ast.literal_eval(v)) for k, v in zip(node.value.keys, node.value.values)}
-            except (ValueError, TypeError):
-                break
-    return {}
-
-
-def _au_uses(node: ast.AST) -> list[str]:
-    """``aU.x`` / ``es.x`` attribute uses under ``node`` (analysisUtils, not installable in modular CASA)."""
-    uses = []
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id in _AU_NAMES:
-            uses.append(f"{sub.value.id}.{sub.attr}")
-    return list(dict.fromkeys(uses))
-
-
-def analysis_utils_available() -> bool:
-    """True when ``import analysisUtils`` works (it is not on PyPI; some sites put it on PYTHONPATH)."""
-    import importlib.util
-
-    return importlib.util.find_spec("analysisUtils") is not None
-
-
-def read_steps(script: Path) -> list[CalibrationStep]:
-    """The steps of an ALMA calibration script, in order, with what each lacks in modular CASA.
-
-    A step is the ``if (mystep in thesteps):`` block after ``mystep = N`` (the script generator's form,
-    seed 004); its title is ``step_title[N]``. Lacks: modules and tasks ``scriptcheck.lacking`` finds
-    on the step's lines, and analysisUtils calls (``aU.x``, ``es.x``) when analysisUtils is not importable.
-
-    Raises
-    ------
-    CasaError
-        The script does not parse as Python 3 (a CASA 3/4/5 script: run it in monolithic CASA).
-    UsageError
-        The script has no ``step_title`` or no ``mystep`` blocks (not a generator's calibration script).
-    """
-    text = Path(script).read_text(errors="replace")
-    try:
-        tree = ast.parse(text, str(script))
-    except SyntaxError as exc:
-        raise CasaNotFoundError(f"{Path(script).name} is not Python 3 (line {exc.lineno}: {exc.msg}): a CASA 3-5 "
-                                "script, which modular CASA cannot run",
-                                "recalibrate runs in modular CASA 6; port the script to Python 3 and give it with "
-                                "--script EDITED.py") from None
-    titles = _step_titles(tree)
-    blocks: list[tuple[int, ast.If]] = []
-    body = tree.body
-    for i, node in enumerate(body[:-1]):
-        nxt = body[i + 1]
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "mystep" and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, int) and isinstance(nxt, ast.If)):
-            blocks.append((node.value.value, nxt))
-    if not titles or not blocks:
-        raise UsageError(f"{Path(script).name} has no step_title and mystep blocks",
-                         "give the <EB>.ms.scriptForCalibration.py of a manually calibrated delivery")
-    lacks_by_line = lacking([Path(script)])
-    with_au = not analysis_utils_available()
-    steps = []
-    for number, block in blocks:
-        first, last = block.lineno, block.end_lineno or block.lineno
-        lacks = [lk.what for lk in lacks_by_line if first <= lk.line <= last]
-        if with_au:
-            lacks += [f"analysisUtils ({use})" for use in _au_uses(block)]
-        steps.append(CalibrationStep(number, titles.get(number, f"step {number}"), first, last, tuple(lacks)))
-    return steps
-
-
-def parse_steps(spec: str, known: list[int]) -> list[int]:
-    """``"9-18"``, ``"9,11,13-15"`` -> step numbers, in the script's order.
-
-    Raises UsageError for a malformed spec or a step the script does not have."""
-    chosen: set[int] = set()
-    for part in spec.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise UsageError(f"--steps {spec}: {part!r} is not a step or a range", "use e.g. --steps 9-18 or 10,12-14")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise UsageError(f"--steps {spec}: {part} runs backwards", f"write it {hi}-{lo}")
-        missing = [n for n in range(lo, hi + 1) if n not in known]
-        if missing:
-            raise UsageError(f"--steps {spec}: the script has no step {missing[0]}",
-                             f"its steps are {known[0]}-{known[-1]}")
-        chosen |= set(range(lo, hi + 1))
-    return [n for n in known if n in chosen]
 
 
 # -- the plan -------------------------------------------------------------------------------------------
@@ -241,7 +131,7 @@ def _start(member: Member, eb: str, first: int, split: int | None, workdir: Path
                 return what, source
         return TreeError(f"step {first} works on {eb}.ms.split, which is neither in {workdir} nor in raw/ "
                          f"nor in calibrated/{eb}.calibration/",
-                         f"start at step 0 (from the ASDM), or restore with --spacesaving 0 first")
+                         "start at step 0 (from the ASDM), or restore with --spacesaving 0 first")
     asdm = member.path / "raw" / f"{eb}.asdm.sdm"
     if first == 0 and asdm.is_dir():
         return f"ASDM raw/{eb}.asdm.sdm", asdm
@@ -289,12 +179,12 @@ def plan_recalibration(member_dir: str | Path, ebs: list[str] | None = None, ste
                          f"use one of {', '.join(MISMATCH_CHOICES)}")
     if steps is not None and from_step is not None:
         raise UsageError("--steps and --from-step both given", "give one of them")
-    member = _one_member(Path(member_dir).resolve())
+    member = one_member(Path(member_dir).resolve(), "recalibrate")
     if member.flavour is Flavour.PIPELINE or not member.calibration_scripts:
         raise TreeError(f"{member.path} has no <EB>.ms.scriptForCalibration.py (a pipeline-calibrated delivery?)",
                         "recalibrate redoes manual calibrations; re-run a pipeline calibration with its "
                         "casa_pipescript.py in monolithic CASA with the pipeline")
-    scripts = {eb.disk: _abs(member, rel) for eb, rel in member.calibration_scripts.items()}
+    scripts = {eb.disk: member.file(rel) for eb, rel in member.calibration_scripts.items()}
     chosen = list(scripts)
     if ebs:
         from ..ids import Uid
@@ -433,77 +323,6 @@ class RecalibrationResult:
     concatenated: Path | None = None
 
 
-def _prepare(item: EbRecalibration) -> None:
-    """Make the working copy: the starting MS (copied) or ASDM (linked), the delivered tables and
-    flag versions (not over the working copy's own), and the script to run."""
-    work = item.workdir
-    work.mkdir(parents=True, exist_ok=True)
-    if item.source is not None:
-        if item.source.name.endswith(".asdm.sdm"):
-            link = work / item.eb
-            if not link.is_symlink():
-                link.symlink_to(item.source)
-        else:
-            target = work / item.source.name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(item.source, target, symlinks=True)
-            flags = item.source.with_name(item.source.name + ".flagversions")
-            if flags.is_dir() and not (work / flags.name).exists():
-                shutil.copytree(flags, work / flags.name)
-    tables = item.delivered_tables
-    if tables is not None and not (work / ".delivered-tables").exists():
-        if tables.is_dir():
-            for p in sorted(tables.iterdir()):
-                if not (work / p.name).exists():
-                    (shutil.copytree if p.is_dir() else shutil.copy2)(p, work / p.name)
-        else:   # <EB>.calibration.tgz holds <EB>.calibration/<table>
-            unpacked = work / ".delivered-tables.tmp"
-            shutil.rmtree(unpacked, ignore_errors=True)
-            with tarfile.open(tables) as tgz:
-                tgz.extractall(unpacked, filter="data")
-            for folder in unpacked.iterdir():
-                for p in sorted(folder.iterdir()):
-                    if not (work / p.name).exists():
-                        p.rename(work / p.name)
-            shutil.rmtree(unpacked)
-        (work / ".delivered-tables").write_text(f"{tables}\n")
-    if item.edited_from is not None:
-        shutil.copy2(item.edited_from, item.script)
-    elif not item.script.is_file():
-        shutil.copy2(item.delivered_script, item.script)
-
-
-def read_fluxscale(listfile: Path) -> dict[str, float]:
-    """``"<field> spw <n>" -> flux density (Jy)`` from a fluxscale listfile (its "Flux density for"
-    lines, as CASA writes them: ``# Flux density for J0554-3451 in SpW=1 (freq=...) is: 0.8996 +/- ...``)."""
-    out: dict[str, float] = {}
-    if not Path(listfile).is_file():
-        return out
-    for m in re.finditer(r"Flux density for (\S+) in SpW=(\d+) .*? is: ([-\d.eE+]+)", Path(listfile).read_text()):
-        out[f"{m.group(1)} spw {m.group(2)}"] = float(m.group(3))
-    return out
-
-
-def _delivered_file(item: EbRecalibration, name: str, workdir_tmp: Path) -> Path | None:
-    """A delivered table file (the fluxscale listfile) from the calibration folder or tgz."""
-    tables = item.delivered_tables
-    if tables is None:
-        return None
-    if tables.is_dir():
-        return tables / name if (tables / name).exists() else None
-    with tarfile.open(tables) as tgz:
-        for member in tgz.getmembers():
-            if member.isfile() and Path(member.name).name == name:
-                fh = tgz.extractfile(member)
-                if fh is None:
-                    return None
-                out = workdir_tmp / f"delivered.{name}"
-                out.write_bytes(fh.read())
-                return out
-    return None
-
-
 def recalibrate(plan: RecalibrationPlan, on_event: Callable[[StepEvent], None] | None = None,
                 on_line: Callable[[str], None] | None = None, concat: bool = False) -> RecalibrationResult:
     """Run the planned steps of each EB in its working copy and compare with the delivered results.
@@ -545,7 +364,7 @@ def recalibrate(plan: RecalibrationPlan, on_event: Callable[[StepEvent], None] |
 
 def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Callable[[StepEvent], None] | None,
                     on_line: Callable[[str], None] | None) -> EbResult:
-    _prepare(item)
+    prepare_working_copy(item)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     casa_log = item.workdir / f"casa-{stamp}.log"
     restored: set[int] = set()
@@ -554,17 +373,17 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
         if on_line:
             on_line(line)
         event = None
-        if m := _START_RE.match(line):
+        if m := START_LINE.match(line):
             event = StepEvent(item.eb, int(m.group(1)), "start", m.group(2))
-        elif m := _DONE_RE.match(line):
+        elif m := DONE_LINE.match(line):
             event = StepEvent(item.eb, int(m.group(1)), "done", item.title(int(m.group(1))), float(m.group(2)))
-        elif m := _RESTORED_RE.match(line):
+        elif m := RESTORED_LINE.match(line):
             restored.add(int(m.group(1)))
             event = StepEvent(item.eb, int(m.group(1)), "restored", flag_version=m.group(2))
         if event and on_event:
             on_event(event)
 
-    delivered_flux = _delivered_file(item, f"{item.eb}.ms.split.fluxscale", item.workdir)
+    delivered_flux = delivered_file(item, f"{item.eb}.ms.split.fluxscale", item.workdir)
     outcome = run_in_casa(
         recalibrate_in_casa,
         {"script": str(item.script), "eb": item.eb, "steps": item.run, "split_step": item.split_step,
@@ -574,7 +393,7 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
     times = [StepTime(int(n), item.title(int(n)), float(s), int(n) in restored) for n, s in outcome["times"]]
     comp = EbComparison(**{k: v for k, v in (outcome.get("comparison") or {}).items()})
     listfile = item.workdir / f"{item.eb}.ms.split.fluxscale"
-    new_flux = read_fluxscale(listfile) if _written_since(listfile, outcome["started"]) else {}
+    new_flux = read_fluxscale(listfile) if written_since(listfile, outcome["started"]) else {}
     old_flux = read_fluxscale(delivered_flux) if delivered_flux else {}
     comp.fluxes = {k: (new_flux.get(k), old_flux.get(k)) for k in sorted(new_flux)}
     cal = item.workdir / f"{item.eb}.ms.split.cal"
@@ -590,154 +409,3 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
     with open(item.workdir / "recalibration.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     return result
-
-
-# -- CASA side -------------------------------------------------------------------------------------------
-def _flag_versions(ms: str) -> list[str]:
-    """The flag versions of ``ms`` (its ``.flagversions/FLAG_VERSION_LIST``, as flagmanager keeps it)."""
-    path = os.path.join(ms + ".flagversions", "FLAG_VERSION_LIST")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as fh:
-        return [line.split(" : ")[0].strip() for line in fh if line.strip()]
-
-
-def _analysis_utils():
-    """analysisUtils when importable, else a stand-in whose use says so (steps that need it were refused
-    or skipped by the plan; the generator's header makes ``es`` with it when applyonly is false)."""
-    try:
-        import analysisUtils  # type: ignore[import-not-found]
-
-        return analysisUtils
-    except ImportError:
-        pass
-
-    class Missing:
-        def __init__(self, name: str):
-            self._name = name
-
-        def __getattr__(self, attr: str):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            if self._name == "aU" and attr == "stuffForScienceDataReduction":
-                return lambda *a, **k: Missing("es")
-            raise RuntimeError(f"analysisUtils is not installed: {self._name}.{attr} cannot run in modular CASA")
-
-    return Missing("aU")
-
-
-def _written_since(path: str | Path, epoch: float) -> bool:
-    """True when ``path`` exists and was modified at or after ``epoch`` (s since 1970)."""
-    return os.path.isfile(path) and os.path.getmtime(path) >= epoch - 1.0
-
-
-def _columns_by_spw(tb: Any, columns: list[str]) -> Iterator[list[Any]]:
-    """The ``columns`` of an open table, one data description (spw) at a time, rows in table order: the
-    spws of one MS may have different channel counts, which one getcol over the whole table refuses."""
-    import numpy as np
-
-    for ddid in np.unique(tb.getcol("DATA_DESC_ID")):
-        sub = tb.query(f"DATA_DESC_ID=={int(ddid)}")
-        try:
-            yield [sub.getcol(c) for c in columns]
-        finally:
-            sub.close()
-
-
-def _flagged_fraction(ms: str) -> float | None:
-    import casatools
-    import numpy as np
-
-    if not os.path.isfile(os.path.join(ms, "table.dat")):
-        return None
-    tb = casatools.table()
-    tb.open(ms)
-    flagged = total = 0
-    for (f,) in _columns_by_spw(tb, ["FLAG"]):
-        flagged += int(np.count_nonzero(f))
-        total += f.size
-    tb.close()
-    return flagged / total if total else None
-
-
-def compare_calibrated(new: str, delivered: str) -> dict[str, Any]:
-    """(CASA child) Flags and DATA of two calibrated MSs (same shape), and their phase rms.
-
-    ``max_relative_difference`` is max |new - delivered| over the visibilities unflagged in both,
-    divided by the rms of |delivered| over them."""
-    import casatools
-    import numpy as np
-
-    from .restore import phase_scatter_in_casa
-
-    cols = {}
-    for name, ms in (("new", new), ("old", delivered)):
-        tb = casatools.table()
-        tb.open(ms)
-        parts = list(_columns_by_spw(tb, ["DATA", "FLAG"]))
-        tb.close()
-        cols[name] = ([d.shape for d, _ in parts], np.concatenate([d.ravel() for d, _ in parts]),
-                      np.concatenate([f.ravel() for _, f in parts]))
-    (shape_n, dn, fn), (shape_o, do, fo) = cols["new"], cols["old"]
-    out: dict[str, Any] = {}
-    if shape_n != shape_o:
-        out.update(flags_equal=False, flags_differing=None, max_relative_difference=None)
-    else:
-        ok = ~(fn | fo)
-        scale = float(np.sqrt(np.mean(np.abs(do[ok]) ** 2))) if ok.any() else 0.0
-        out.update(flags_equal=bool((fn == fo).all()), flags_differing=int(np.count_nonzero(fn != fo)),
-                   max_relative_difference=float(np.max(np.abs(dn[ok] - do[ok])) / scale) if scale else None)
-    scatter = phase_scatter_in_casa([new, delivered])
-    out.update(phase_rms_deg=scatter[new]["rms_deg"], delivered_phase_rms_deg=scatter[delivered]["rms_deg"])
-    return out
-
-
-def recalibrate_in_casa(script: str, eb: str, steps: list[int], split_step: int | None, titles: dict[str, str],
-                        pass_version_gates: bool = False, delivered_calibrated: str | None = None) -> dict[str, Any]:
-    """(CASA child, run in the working copy) Run ``steps`` of ``script`` one by one, with applyonly
-    false, saving (first run) or restoring (a rerun) the flags before each step; then compare."""
-    from casatasks import flagmanager
-
-    from .legacy import legacy_globals
-
-    vis = f"{eb}.ms"
-    namespace = legacy_globals({"applyonly": False, "aU": _analysis_utils(), "mysteps": []},
-                               pass_version_gates=pass_version_gates)
-    times: list[tuple[int, float]] = []
-    last_target = vis
-    started = time.time()
-    for n in steps:
-        target = vis + ".split" if split_step is not None and n > split_step else vis
-        last_target = target
-        version = f"{FLAG_PREFIX}{n}"
-        if os.path.isfile(os.path.join(target, "table.dat")):
-            if version in _flag_versions(target):
-                flagmanager(vis=target, mode="restore", versionname=version)
-                print(f"almadeliver: step {n}: flags restored to {version}", flush=True)
-            else:
-                flagmanager(vis=target, mode="save", versionname=version,
-                            comment=f"flags before step {n} (almadeliver recalibrate)")
-        title = titles.get(str(n), "")
-        print(f"almadeliver: step {n} start\t{title}", flush=True)
-        start = time.monotonic()
-        namespace["mysteps"] = [n]
-        try:
-            namespace["execfile"](script)
-        except SystemExit as exc:
-            if exc.code not in (None, 0):
-                raise RuntimeError(f"step {n} ({title}) exited: {exc.code}") from None
-        except Exception as exc:
-            raise RuntimeError(f"step {n} ({title}) failed: {type(exc).__name__}: {exc}") from None
-        seconds = time.monotonic() - start
-        times.append((n, round(seconds, 3)))
-        print(f"almadeliver: step {n} done in {seconds:.1f} s", flush=True)
-        for ms in {vis, vis + ".split"}:          # what later steps saved is stale now
-            for stale in _flag_versions(ms):
-                if stale.startswith(FLAG_PREFIX) and int(stale[len(FLAG_PREFIX):]) > n:
-                    flagmanager(vis=ms, mode="delete", versionname=stale)
-    out: dict[str, Any] = {"times": times, "flagged_fraction": _flagged_fraction(last_target), "started": started}
-    cal = vis + ".split.cal"
-    # compared only when this run (re)made it: an older one would not show the steps just run
-    if delivered_calibrated and _written_since(os.path.join(cal, "table.dat"), started):
-        out["comparison"] = compare_calibrated(os.path.abspath(cal), delivered_calibrated)
-    return out

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..delivery.layout import (CALIBRATION_SCRIPT_SUFFIXES, Flavour, Member, find_members, plain_name,
+from ..delivery.layout import (CALIBRATION_SCRIPT_SUFFIXES, Flavour, Member, one_member, plain_name,
                                total_power_calibrated)
 from ..delivery.readme import parse_readme
 from ..delivery.report import Severity
@@ -149,28 +149,13 @@ class RestorePlan:
             raise self.refusal
 
 
-def _one_member(path: Path) -> Member:
-    members = find_members(path)
-    if len(members) != 1:
-        listed = ", ".join(m.rel or "." for m in members)
-        raise UsageError(f"{path} holds {len(members)} member folders ({listed})",
-                         "give one member folder (member.uid___...) to restore")
-    return members[0]
-
-
 def _readme_casa(member: Member) -> str | None:
     if not member.readme:
         return None
     try:
-        return parse_readme(_abs(member, member.readme)).casa_version
+        return parse_readme(member.file(member.readme)).casa_version
     except AlmadeliverError:
         return None
-
-
-def _abs(member: Member, rel: str) -> Path:
-    """A path the layout scan gave relative to the member (scanned from the member itself)."""
-    own = member.rel
-    return member.path / (rel[len(own) + 1:] if own and rel.startswith(own + "/") else rel)
 
 
 def finished_ebs(calibrated: Path, ebs: list[str], total_power: list[str] = ()) -> list[str]:
@@ -204,7 +189,7 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     the one that would run, ``allow`` to run anyway with the gates passed (recorded in the report).
     Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``."""
     check_options(spacesaving, engine, casa_version_mismatch)
-    member = _one_member(Path(member_dir).resolve())
+    member = one_member(Path(member_dir).resolve())
     est = estimate(member.path)
     chosen = spacesaving is None
     level = spacesaving if spacesaving is not None else (est.best_level() if est.best_level() is not None else 3)
@@ -235,7 +220,7 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return TreeError(f"the delivery is not complete: {shown}{more}",
                          f"run `almadeliver validate {m.path}` and fix what it reports")
-    plan.script = inspect_script(_abs(m, m.script_for_pi))
+    plan.script = inspect_script(m.file(m.script_for_pi))
     ebs = [eb.disk for eb in m.ebs_in_scripts if eb in m.ebs_in_raw]
     if plan.calibrated.exists():
         if not plan.resume:
@@ -315,7 +300,7 @@ def calibration_scripts(plan: RestorePlan) -> list[Path]:
     """The scripts scriptForPI runs for the EBs to do, then the combining scripts, in that order."""
     m = plan.member
     ebs = {eb.disk: eb for eb in m.calibration_scripts}
-    scripts = [_abs(m, m.calibration_scripts[ebs[eb]]) for eb in plan.todo if eb in ebs]
+    scripts = [m.file(m.calibration_scripts[ebs[eb]]) for eb in plan.todo if eb in ebs]
     folder = plan.script.path.parent if plan.script else m.path / "script"
     return scripts + sorted(p for p in folder.glob("*.py") if plain_name(p.name) in EXTRA_SCRIPTS)
 

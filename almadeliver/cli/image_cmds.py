@@ -7,11 +7,10 @@ from typing import Optional
 import typer
 
 from ..casa import imaging
-from ..casa.selfcal import DEFAULT_ROUNDS
 from ..errors import UsageError
 from ..workflow import ImageOptions, plan_member_images
 from .app import app, state
-from .options import with_image_options
+from .options import SelfcalCubesOption, SelfcalRoundsOption, with_image_options
 from .selfcal_cmds import selfcal_cmd
 
 
@@ -25,8 +24,8 @@ def image_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", help="Images made at once (default: number of CPUs)."),
     selfcal: bool = typer.Option(False, "--selfcal", help="Self-calibrate the continuum of the target (split out "
                                  "first: calibrated/ is only read), then remake the delivered cubes with the solutions."),
-    selfcal_rounds: str = typer.Option(DEFAULT_ROUNDS, "--selfcal-rounds", help="MODE:SOLINT per round (MODE p or "
-                                       "ap); a round is kept only if the dynamic range rises and the rms does not."),
+    selfcal_rounds: str = SelfcalRoundsOption,
+    selfcal_cubes: bool = SelfcalCubesOption,
     *,
     image: ImageOptions,
 ) -> None:
@@ -41,8 +40,8 @@ def image_cmd(
         given = [name for name, value in others.items() if value]
         if given:
             raise UsageError(f"{', '.join(given)} cannot be combined with --selfcal",
-                             "--selfcal takes --selfcal-rounds, --field, --out and --dry-run")
-        return selfcal_cmd(member, selfcal_rounds, ov.field, out, dry_run)
+                             "--selfcal takes --selfcal-rounds, --no-selfcal-cubes, --field, --out and --dry-run")
+        return selfcal_cmd(member, selfcal_rounds, ov.field, out, dry_run, selfcal_cubes)
     if list_:
         for job in imaging.list_images(member, source):
             typer.echo(f"{job.name}  field={job.field} spw={','.join(job.spws)} {job.kind}  ({job.source})")

@@ -16,6 +16,7 @@ import typer
 from ..casa import imaging
 from ..casa.restore import ENGINES, MISMATCH_CHOICES
 from ..errors import UsageError
+from ..casa.selfcal import DEFAULT_ROUNDS
 from ..transfer.auth import get_credentials
 from ..transfer.plan import WHAT
 from ..transfer.select import CUTOUT_DEFAULT_FILES, Cutout, make_cutout, target_centre
@@ -40,6 +41,16 @@ CasaVersionMismatchOption = typer.Option(
     "refuse", "--casa-version-mismatch", help=f"{' | '.join(MISMATCH_CHOICES)}: when the calibration scripts' "
     "exact-version gate asks for another CASA than the one that would run, refuse (default) or run them in "
     "the installed modular CASA anyway (recorded in the restore report and log).")
+
+SelfcalRoundsOption = typer.Option(
+    DEFAULT_ROUNDS, "--selfcal-rounds", help="MODE:SOLINT per self-calibration round (MODE p or ap); a round is "
+    "kept only if the dynamic range rises and the rms does not.")
+SelfcalCubesOption = typer.Option(
+    True, "--selfcal-cubes/--no-selfcal-cubes", help="After self-calibrating the continuum, remake the delivered "
+    "cubes with the solutions (default), or not.")
+SkipLackingOption = typer.Option(
+    False, "--skip-lacking", help="Recalibration: skip the steps that need what modular CASA lacks (analysisUtils, "
+    "wvrgcal), instead of refusing; they are listed.")
 
 
 def what_option(default: str) -> typer.models.OptionInfo:

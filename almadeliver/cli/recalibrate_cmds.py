@@ -9,6 +9,7 @@ import typer
 from ..casa.recalibrate import (MISMATCH_CHOICES, RecalibrationPlan, StepEvent, plan_recalibration,
                                 recalibrate)
 from .app import app, state
+from .options import SkipLackingOption
 
 
 def _show_plan(plan: RecalibrationPlan) -> None:
@@ -61,8 +62,7 @@ def recalibrate_cmd(
     casa_version_mismatch: str = typer.Option(
         "refuse", "--casa-version-mismatch", help=f"{' | '.join(MISMATCH_CHOICES)}: when the script's exact-version "
         "gate asks for another CASA than the installed modular one, refuse (default) or run anyway (recorded)."),
-    skip_lacking: bool = typer.Option(False, "--skip-lacking", help="Skip the steps that need what modular CASA "
-                                      "lacks (analysisUtils, wvrgcal), instead of refusing; they are listed."),
+    skip_lacking: bool = SkipLackingOption,
     concat: bool = typer.Option(False, "--concat", help="Then concatenate the EBs' recalibrated *.ms.split.cal "
                                 "into recalibration/calibrated.ms."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the steps and where each EB starts; run nothing."),

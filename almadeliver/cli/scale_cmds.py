@@ -12,13 +12,15 @@ from ..archive.client import ARCHIVE_ENV
 from ..errors import UsageError
 from ..scale.journal import StepOutcome
 from ..scale.run import JOBQUEUE, STEPS, RunConfig, parse_projects, run
+from ..scale.steps import DEFAULT_STEPS
 from ..scale.steps import find_mous
 from ..transfer.plan import parse_what
-from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, open_archive
+from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RecalibrateOptions, RestoreOptions, SelfcalOptions,
+                        open_archive)
 from .app import app, state
-from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption,
-                      SelectionWords, UserOption, credentials_of, what_option, with_image_options,
-                      with_selection_options)
+from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SelfcalCubesOption,
+                      SelfcalRoundsOption, SelectionWords, SkipLackingOption, SpacesavingOption, UserOption,
+                      credentials_of, what_option, with_image_options, with_selection_options)
 
 
 def _cell(o: StepOutcome | None) -> str:
@@ -58,7 +60,8 @@ def _write_config(cluster: str, spec) -> None:
 def run_cmd(
     projects: Optional[str] = typer.Option(None, "--projects", metavar="CODES|FILE",
                                            help="Project codes, comma-separated, or a file with one code per line."),
-    steps: str = typer.Option(",".join(STEPS), "--steps", help="Comma-separated: download,validate,restore,image."),
+    steps: str = typer.Option(",".join(DEFAULT_STEPS), "--steps", help=f"Comma-separated, of {','.join(STEPS)} "
+                              "(recalibrate and selfcal only when named)."),
     cluster: str = typer.Option("local", "--cluster", help="local, slurm, pbs, htcondor (dask-jobqueue, "
                                 "configured in ~/.config/dask/jobqueue.yaml: see --write-config) or "
                                 "tcp://HOST:8786."),
@@ -93,14 +96,21 @@ def run_cmd(
     casa: Optional[str] = CasaOption,
     engine: str = EngineOption,
     casa_version_mismatch: str = CasaVersionMismatchOption,
+    recalibrate_steps: Optional[str] = typer.Option(
+        None, "--recalibrate-steps", help="recalibrate step: the calibration script's steps to run, e.g. 9-18 "
+        "(default: Cycle 0 from the step after the split, later cycles every step)."),
+    skip_lacking: bool = SkipLackingOption,
+    selfcal_rounds: str = SelfcalRoundsOption,
+    selfcal_cubes: bool = SelfcalCubesOption,
     *,
     image: ImageOptions,
     selection: SelectionWords = SelectionWords(),
 ) -> None:
     """Download, validate, restore and image every MOUS of many projects, one task per MOUS and step.
 
-    The options of ``download`` (--user, --what, --files, --cutout), ``restore`` (--spacesaving, --engine, ...) and
-    ``image`` (--robust, --niter, ...) apply to every MOUS.
+    The options of ``download`` (--user, --what, --files, --cutout), ``restore`` (--spacesaving, --engine, ...),
+    ``image`` (--robust, --niter, ...), ``recalibrate`` (--recalibrate-steps) and ``image --selfcal``
+    (--selfcal-rounds) apply to every MOUS.
     """
     if write_config:
         from ..scale.jobqueue import JobSpec
@@ -121,7 +131,8 @@ def run_cmd(
                        cluster=cluster, workers=workers, archive=archive,
                        casa_version_mismatch=casa_version_mismatch, fetch=fetch,
                        restore=RestoreOptions(spacesaving=spacesaving, dosplit=dosplit, casa=casa, engine=engine),
-                       image=image)
+                       image=image, recalibrate=RecalibrateOptions(steps=recalibrate_steps, skip_lacking=skip_lacking),
+                       selfcal=SelfcalOptions(selfcal_rounds, image.overrides.field, selfcal_cubes))
     codes = parse_projects(projects)
     mous = find_mous(codes, client=open_archive(config.fetch) if user else None, archive=archive)
     bar = tqdm(total=len(mous) * len(config.steps), unit="task", desc="run", disable=state.quiet or None)

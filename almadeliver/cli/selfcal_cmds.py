@@ -26,11 +26,12 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
-def selfcal_cmd(member: Path, rounds: str, field: Optional[str], out: Optional[Path], dry_run: bool) -> None:
+def selfcal_cmd(member: Path, rounds: str, field: Optional[str], out: Optional[Path], dry_run: bool,
+                cubes: bool = True) -> None:
     """What ``almadeliver image MEMBER --selfcal`` does."""
     if field and "," in field:
         raise UsageError(f"--field {field}: self-calibration takes one field", "give one field name")
-    plan = plan_selfcal(member, rounds, field=field, out=out)
+    plan = plan_selfcal(member, rounds, field=field, out=out, cubes=cubes)
     typer.echo(f"self-calibration of {plan.field or 'the OBSERVE_TARGET field'} in {len(plan.vis)} MS(s): "
                + ", ".join(f"{v.name} ({c})" for v, c in zip(plan.vis, plan.columns)))
     typer.echo("rounds: " + ", ".join(f"{r.mode}:{r.solint}" for r in plan.rounds)

@@ -150,6 +150,12 @@ class Member:
     readme: str | None = None
     naming: list[str] = field(default_factory=list)   # what is wrong with the folder names
 
+    def file(self, rel: str) -> Path:
+        """The absolute path of ``rel``, a path this member's scan gave (relative to the scanned root:
+        the member's own ``rel`` prefix is dropped when the scan started above the member)."""
+        own = self.rel
+        return self.path / (rel[len(own) + 1:] if own and rel.startswith(own + "/") else rel)
+
     @property
     def ebs(self) -> list[Uid]:
         """Every EB the member has, in raw/ or named by its scripts."""
@@ -449,6 +455,35 @@ def load(path: str | Path, index: TreeIndex | None = None) -> DeliveryTree:
 def find_members(path: str | Path) -> list[Member]:
     """The member folders under ``path`` (or ``path`` itself), with flavour and EB lists."""
     return load(path).members
+
+
+def one_member(path: str | Path, action: str = "restore") -> Member:
+    """The one member folder at (or under) ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A member folder (``member.uid___...``), or a folder holding exactly one.
+    action : str
+        What the caller will do with it, for the error's hint (``restore``, ``recalibrate``, ...).
+
+    Returns
+    -------
+    Member
+        Its scan.
+
+    Raises
+    ------
+    UsageError
+        ``path`` holds no member folder, or several.
+    """
+    path = Path(path)
+    members = find_members(path)
+    if len(members) != 1:
+        listed = ", ".join(m.rel or "." for m in members)
+        raise UsageError(f"{path} holds {len(members)} member folders ({listed})",
+                         f"give one member folder (member.uid___...) to {action}")
+    return members[0]
 
 
 def find_staff_areas(path: str | Path) -> list[StaffArea]:

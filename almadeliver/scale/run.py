@@ -20,11 +20,11 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..ids import ProjectCode, Uid
-from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions
+from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RecalibrateOptions, RestoreOptions, SelfcalOptions
 from .gates import DaskGate, GateManager, PoolGate
 from .jobqueue import JOBQUEUE, config_path, submit_refused
 from .journal import StepJournal, StepOutcome
-from .steps import STEPS, Step, StepTask, execute_step, step_log
+from .steps import DEFAULT_STEPS, STEPS, Step, StepTask, execute_step, step_log
 
 CRASHES_ALLOWED = 3       # a task whose process pool broke this often fails (Dask's allowed-failures)
 TEND_SECONDS = 5          # how often the driver looks for lost batch jobs to replace
@@ -58,10 +58,12 @@ class RunConfig:
         refuse | allow (the calibration scripts' version gates); ``restore`` follows it.
     fetch, restore, image : FetchOptions, RestoreOptions, ImageOptions
         The options of ``download``, ``restore`` and ``image`` for every MOUS.
+    recalibrate, selfcal : RecalibrateOptions, SelfcalOptions
+        The options of ``recalibrate`` and ``image --selfcal`` (used when ``steps`` names them).
     """
 
     dest: Path
-    steps: tuple[str, ...] = STEPS
+    steps: tuple[str, ...] = DEFAULT_STEPS
     cluster: str = "local"
     workers: int = 2
     archive: str | None = None
@@ -71,10 +73,13 @@ class RunConfig:
     fetch: FetchOptions = field(default_factory=lambda: FetchOptions(what=RUN_WHAT))
     restore: RestoreOptions = field(default_factory=RestoreOptions)
     image: ImageOptions = field(default_factory=ImageOptions)
+    recalibrate: RecalibrateOptions = field(default_factory=RecalibrateOptions)
+    selfcal: SelfcalOptions = field(default_factory=SelfcalOptions)
 
     def __post_init__(self) -> None:
         self.fetch = replace(self.fetch, archive=self.archive, parallel=self.connections_per_host)
         self.restore = replace(self.restore, casa_version_mismatch=self.casa_version_mismatch)
+        self.recalibrate = replace(self.recalibrate, casa_version_mismatch=self.casa_version_mismatch)
         self.dest = Path(self.dest).resolve()      # the workers may start elsewhere (batch jobs)
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown:
@@ -264,7 +269,8 @@ def run(config: RunConfig, mous: list[tuple[ProjectCode | str, Uid | str]],
     journal = StepJournal(config.dest)
     result = RunResult()
     ids = [(ProjectCode.parse(str(p)), Uid.parse(str(m))) for p, m in mous]
-    queues = {str(m): [StepTask(p, m, Step(s), str(config.dest), config.fetch, config.restore, config.image)
+    queues = {str(m): [StepTask(p, m, Step(s), str(config.dest), config.fetch, config.restore, config.image,
+                                recalibrate=config.recalibrate, selfcal=config.selfcal)
                        for s in config.steps] for p, m in ids}
     crashes: dict[tuple[Uid, Step], int] = {}
 

@@ -12,8 +12,13 @@ Each step function takes a ``StepTask`` and returns its output (a JSON-able dict
 - restore: the delivery's scriptForPI (or the native engine) in a fresh CASA with the run's
   ``--spacesaving``, ``--engine``, ... and ``resume=True``, so a retry after a lost worker keeps the
   EBs already calibrated;
+- recalibrate (asked for with ``--steps``): the delivery's calibration scripts redone with the run's
+  ``--recalibrate-steps`` ... in the member's working copies (``recalibration/<EB>/``, whose saved flag
+  versions make a retry restore the flags before each step it runs again);
 - image: the delivered imaging, with the run's image overrides, into ``<member>/run-image/`` (made
-  anew by a retry).
+  anew by a retry);
+- selfcal (asked for with ``--steps``): continuum self-calibration with the run's ``--selfcal-rounds``
+  into ``<member>/run-selfcal/`` (made anew by a retry).
 """
 from __future__ import annotations
 
@@ -37,13 +42,15 @@ from ..delivery.report import Severity
 from ..delivery.validate import validate
 from ..errors import CasaError, TreeError
 from ..ids import ProjectCode, Uid
-from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, fetch_mous, member_in_tree,
-                        plan_member_images, plan_member_restore)
+from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RecalibrateOptions, RestoreOptions, SelfcalOptions,
+                        fetch_mous, member_in_tree, plan_member_images, plan_member_restore, recalibrate_member,
+                        selfcal_member)
 from .journal import StepJournal, StepOutcome
 
 log = logging.getLogger("almadeliver.scale")
 
 IMAGE_OUT = "run-image"
+SELFCAL_OUT = "run-selfcal"
 
 
 class Step(str, Enum):
@@ -52,13 +59,17 @@ class Step(str, Enum):
     DOWNLOAD = "download"
     VALIDATE = "validate"
     RESTORE = "restore"
+    RECALIBRATE = "recalibrate"
     IMAGE = "image"
+    SELFCAL = "selfcal"
 
     def __str__(self) -> str:
         return self.value
 
 
 STEPS = tuple(s.value for s in Step)
+#: what ``run`` does unless ``--steps`` says otherwise (recalibrate and selfcal are asked for)
+DEFAULT_STEPS = (Step.DOWNLOAD.value, Step.VALIDATE.value, Step.RESTORE.value, Step.IMAGE.value)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class StepTask:
         The root of the delivery trees and of the run journal.
     fetch, restore, image : FetchOptions, RestoreOptions, ImageOptions
         The options of ``download``, ``restore`` and ``image`` that the run was given.
+    recalibrate, selfcal : RecalibrateOptions, SelfcalOptions
+        The options of ``recalibrate`` and ``image --selfcal`` that the run was given.
     gate : callable or None
         The backend's connection gate (``gates.py``), set when submitted.
     """
@@ -90,6 +103,8 @@ class StepTask:
     restore: RestoreOptions = field(default_factory=RestoreOptions)
     image: ImageOptions = field(default_factory=ImageOptions)
     gate: Callable | None = None
+    recalibrate: RecalibrateOptions = field(default_factory=RecalibrateOptions)
+    selfcal: SelfcalOptions = field(default_factory=SelfcalOptions)
 
     def outcome(self, ok: bool, **details) -> StepOutcome:
         """The journal record of this task (``details``: the other fields of ``StepOutcome``)."""
@@ -141,7 +156,7 @@ def find_mous(projects: list[ProjectCode | str], archive: str | None = None,
 
 def member_dir(task: StepTask) -> Path:
     """The member folder the download step left (for the steps after it)."""
-    member = member_in_tree(Path(task.dest), task.project, task.mous)
+    member = member_in_tree(Path(task.dest), task.project, task.mous, cycle0=True)
     if member is None:
         raise TreeError(f"{task.mous} is not under {task.dest}/{task.project}",
                         "run its download step first: almadeliver run --steps download ...")
@@ -211,8 +226,47 @@ def image_step(task: StepTask) -> dict:
         return {"out": str(out), "fits": fits, "casa_logs": logs}
 
 
+def recalibrate_step(task: StepTask) -> dict:
+    """Redo the delivery's calibration with the run's recalibrate options (in the working copies)."""
+    with _logged(task) as say:
+        def event(e) -> None:
+            if e.kind == "restored":
+                say(f"{e.eb} step {e.step}: flags restored to {e.flag_version}")
+            elif e.kind == "start":
+                say(f"{e.eb} step {e.step} {e.title} ...")
+            else:
+                say(f"{e.eb} step {e.step} done in {e.seconds:.1f} s")
+
+        r = recalibrate_member(member_dir(task), task.recalibrate, on_event=event)
+        ebs = [{"eb": e.eb, "workdir": str(e.workdir), "steps": [t.step for t in e.steps],
+                "calibrated": str(e.calibrated) if e.calibrated else None,
+                "flags_equal": e.comparison.flags_equal,
+                "max_relative_difference": e.comparison.max_relative_difference} for e in r.ebs]
+        say(f"recalibrated {len(ebs)} EB(s) in {r.casa_ran}")
+        return {"ebs": ebs, "concatenated": str(r.concatenated) if r.concatenated else None}
+
+
+def selfcal_step(task: StepTask) -> dict:
+    """Self-calibrate with the run's selfcal options into ``<member>/run-selfcal/`` (anew on a retry)."""
+    with _logged(task) as say:
+        member = member_dir(task)
+        out = member / SELFCAL_OUT
+        if out.exists():                        # left by an attempt that did not finish
+            say(f"removing {out} left by an earlier attempt")
+            shutil.rmtree(out)
+        r = selfcal_member(member, task.selfcal, out=out, on_round=lambda x: say(
+            f"round {x.index} {x.mode + ':' + x.solint if x.mode else '(before)'}: DR {x.dynamic_range:.1f}, "
+            f"rms {x.rms:.3g} Jy/beam -> {'kept' if x.kept else 'rejected'}"))
+        say(f"continuum {r.continuum.name}: DR {r.final.peak / r.final.rms:.1f}"
+            + (f", {r.gain_over_delivered:.2f}x the delivered image's" if r.gain_over_delivered else ""))
+        return {"out": str(r.out), "continuum": str(r.continuum), "record": str(r.out / "selfcal_record.json"),
+                "gain_over_delivered": r.gain_over_delivered, "kept": [x.kept for x in r.rounds],
+                "cubes": [str(c[0]) for c in r.cubes]}
+
+
 STEP_FUNCTIONS: dict[Step, Callable[[StepTask], dict]] = {
-    Step.DOWNLOAD: download_step, Step.VALIDATE: validate_step, Step.RESTORE: restore_step, Step.IMAGE: image_step,
+    Step.DOWNLOAD: download_step, Step.VALIDATE: validate_step, Step.RESTORE: restore_step,
+    Step.RECALIBRATE: recalibrate_step, Step.IMAGE: image_step, Step.SELFCAL: selfcal_step,
 }
 
 

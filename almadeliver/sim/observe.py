@@ -160,17 +160,81 @@ def visibility_sigma_jy(diameter_i_m: float, diameter_j_m: float, width_hz: floa
         CORRELATOR_EFFICIENCY * math.sqrt(2 * abs(width_hz) * integration_s))
 
 
-def _residual_phases(seed: int, nant: int, times: np.ndarray, rms_deg: float) -> np.ndarray:
-    """(nant, ntime) phase errors (rad) of rms ``rms_deg``: a sine per antenna with a period of 20-60 s,
-    shorter than a target scan, so the phase calibrator's solutions cannot follow them. Drawn from
-    their own generator: the other corruptions do not change."""
+# Residual phases of a self-calibration case: a frozen Kolmogorov phase screen (structure function
+# ~ baseline^5/3, 3D turbulence below ~1 km) blown over the array at WIND_M_S, minus what the delivered
+# calibration takes out of it (the phase calibrator's per-scan solutions, interpolated linearly in time).
+WIND_M_S = 10.0                  # a typical wind at Chajnantor (ALMA Memo 582: 5-12 m/s)
+SCREEN_CELL_M = 8.0              # screen resolution, under a 12 m dish
+
+
+def _enu(itrf: np.ndarray) -> np.ndarray:
+    """(nant, 2) east and north (m) of ITRF positions (nant, 3), on the tangent plane at their centre."""
+    centre = itrf.mean(axis=0)
+    lon = math.atan2(centre[1], centre[0])
+    lat = math.atan2(centre[2], math.hypot(centre[0], centre[1]))
+    east = np.array([-math.sin(lon), math.cos(lon), 0.0])
+    north = np.array([-math.sin(lat) * math.cos(lon), -math.sin(lat) * math.sin(lon), math.cos(lat)])
+    d = itrf - centre
+    return np.stack([d @ east, d @ north], axis=1)
+
+
+def _kolmogorov_screen(rng: np.random.Generator, nx: int, ny: int) -> np.ndarray:
+    """A (ny, nx) random phase screen (arbitrary scale) of power spectrum k^-11/3 (Kolmogorov), by FFT."""
+    kx, ky = np.fft.fftfreq(nx), np.fft.fftfreq(ny)
+    k = np.hypot(kx[None, :], ky[:, None])
+    k[0, 0] = np.inf                                  # no piston
+    amplitude = k ** (-11.0 / 6.0)
+    noise = rng.normal(size=(ny, nx)) + 1j * rng.normal(size=(ny, nx))
+    return np.real(np.fft.ifft2(noise * amplitude))
+
+
+def residual_phases(seed: int, enu: np.ndarray, times: np.ndarray, calibrator_scans: list[tuple[float, float]],
+                    on_target: np.ndarray, rms_deg: float) -> np.ndarray:
+    """(nant, ntime) phase errors (rad) the delivered calibration leaves on the target.
+
+    A Kolmogorov screen moves over the antennas (``enu``, m) at WIND_M_S from a random direction; the
+    calibration removes, per antenna, its mean over each phase-calibrator scan (``calibrator_scans``,
+    (start, stop) in the units of ``times``), interpolated linearly in time between scans, as
+    ``gaincal(solint='inf')`` on the phase calibrator applied with linear interpolation does. What
+    is left (common phase across antennas dropped: it cancels in every baseline) is scaled to
+    ``rms_deg`` over the ``on_target`` times. Near antennas get near errors (short baselines suffer
+    less), and the errors vary within a target scan, where the calibrator cannot follow them. Drawn
+    from a generator of its own: the other corruptions do not change.
+    """
     rng = np.random.default_rng(seed + 1)
+    angle = rng.uniform(0, 2 * math.pi)
+    rot = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+    xy = enu @ rot.T                                   # x along the wind
     t = times - times.min()
-    out = np.zeros((nant, len(times)))
-    for a in range(nant):
-        out[a] = math.sqrt(2) * np.radians(rms_deg) * np.sin(2 * math.pi * t / rng.uniform(20.0, 60.0)
-                                                             + rng.uniform(0, 2 * math.pi))
-    return out
+    span_x = np.ptp(xy[:, 0]) + WIND_M_S * float(t.max()) + 4 * SCREEN_CELL_M
+    span_y = np.ptp(xy[:, 1]) + 4 * SCREEN_CELL_M
+    nx = int(2 ** math.ceil(math.log2(span_x / SCREEN_CELL_M)))
+    ny = int(2 ** math.ceil(math.log2(max(span_y, span_x / 4) / SCREEN_CELL_M)))
+    screen = _kolmogorov_screen(rng, nx, ny)
+    px = (xy[:, 0] - xy[:, 0].min())[:, None] / SCREEN_CELL_M + WIND_M_S * t[None, :] / SCREEN_CELL_M + 1
+    py = (xy[:, 1] - xy[:, 1].min())[:, None] / SCREEN_CELL_M + 1 + 0 * t[None, :]
+    x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+    fx, fy = px - x0, py - y0
+    phase = (screen[y0, x0] * (1 - fx) * (1 - fy) + screen[y0, x0 + 1] * fx * (1 - fy)
+             + screen[y0 + 1, x0] * (1 - fx) * fy + screen[y0 + 1, x0 + 1] * fx * fy)
+    if calibrator_scans:
+        mids = np.array([(a + b) / 2 for a, b in calibrator_scans])
+        means = np.array([[phase[k][(times >= a) & (times <= b)].mean() for a, b in calibrator_scans]
+                          for k in range(len(enu))])
+        phase = phase - np.array([np.interp(times, mids, means[k]) for k in range(len(enu))])
+    phase = phase - phase.mean(axis=0)[None, :]
+    rms = float(np.sqrt(np.mean(phase[:, on_target] ** 2))) if on_target.any() else 0.0
+    return phase * (math.radians(rms_deg) / rms if rms > 0 else 0.0)
+
+
+def _scan_spans(times: np.ndarray, rows: np.ndarray, gap_s: float = 5.0) -> list[tuple[float, float]]:
+    """(start, stop) of each run of ``rows`` (a mask over ``times``) separated by more than ``gap_s``."""
+    t = np.unique(times[rows])
+    if not len(t):
+        return []
+    breaks = np.flatnonzero(np.diff(t) > gap_s)
+    starts, stops = np.r_[t[0], t[breaks + 1]], np.r_[t[breaks], t[-1]]
+    return [(float(a), float(b)) for a, b in zip(starts, stops)]
 
 
 def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
@@ -178,7 +242,7 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     """Write corrupted model visibilities, sigma and weight into the MS simulator made: the thermal
     noise of each visibility follows the radiometer equation for its two dishes, its channel width
     and the integration time (``visibility_sigma_jy``); SIGMA and WEIGHT (1/SIGMA^2) say the same. With
-    ``residual_phase_deg``, the target also gets ``_residual_phases``."""
+    ``residual_phase_deg``, the target also gets ``residual_phases``."""
     import casatools
 
     rng = np.random.default_rng(seed)
@@ -189,8 +253,19 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
     tb.close()
     diam = np.array(diameters, dtype=float)
     gains = _gains(rng, nant, spws, np.unique(times))
-    residual = _residual_phases(seed, nant, np.unique(times), residual_phase_deg) if residual_phase_deg else None
     target = next((i for i, f in enumerate(fields) if f.get("role") == "target"), None)
+    residual = None
+    if residual_phase_deg and target is not None:
+        tb.open(ms)
+        fid_all = tb.getcol("FIELD_ID")
+        tb.close()
+        tb.open(f"{ms}/ANTENNA")
+        enu = _enu(tb.getcol("POSITION").T)
+        tb.close()
+        phasecal = next(i for i, f in enumerate(fields) if f.get("role") == "phase")
+        unique = np.unique(times)
+        residual = residual_phases(seed, enu, unique, _scan_spans(times, fid_all == phasecal, 1.5 * integration_s),
+                                   np.isin(unique, times[fid_all == target]), residual_phase_deg)
     t_index = {t: i for i, t in enumerate(np.unique(times))}
     tb.open(ms, nomodify=False)
     for s, spw, sub, freqs in spw_rows(tb, spws):
@@ -209,7 +284,7 @@ def _fill_visibilities(ms: str, spws: list[dict], fields: list[dict], seed: int,
             g = np.array([gains[(s, a, p)][0] for a in range(nant)])         # (antenna, time)
             b = np.array([gains[(s, a, p)][1] for a in range(nant)]).T       # (channel, antenna)
             gi, gj = g[a1, ti], g[a2, ti]
-            if residual is not None and target is not None:
+            if residual is not None:
                 on = fid == target
                 gi[on] *= np.exp(1j * residual[a1[on], ti[on]])
                 gj[on] *= np.exp(1j * residual[a2[on], ti[on]])

@@ -5,6 +5,7 @@ names. The plan travels to the CASA child as JSON (``asdict``).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ def place_fields(plan: ProjectPlan) -> None:
         {"role": "phase", "name": _field_name(ph_ra, ph_dec), "ra_deg": ph_ra, "dec_deg": ph_dec,
          "ref_freq_hz": REF_FREQ_HZ, "components": [{"dx_arcsec": 0.0, "dy_arcsec": 0.0, "flux_jy": 2.0, "spix": -0.5}]},
         {"role": "target", "name": target, "ra_deg": ra, "dec_deg": dec, "ref_freq_hz": REF_FREQ_HZ,
-         "components": TARGET_COMPONENTS},
+         "components": copy.deepcopy(TARGET_COMPONENTS)},
     ]
 
 
