@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import typer
 
 from .. import __version__
-from ..errors import AlmadeliverError
+from ..errors import AlmadeliverError, UsageError
 
 app = typer.Typer(
     help="almadeliver: query, download, validate, restore, image and package ALMA deliveries.",
@@ -75,9 +75,30 @@ def _interrupted(argv: list[str] | None) -> int:
     return 130
 
 
+#: The root's options, accepted before or after the command (``almadeliver validate X -q``).
+GLOBAL_FLAGS = ("-q", "--quiet", "--debug", "-v", "-vv", "-vvv", "--verbose")
+
+
+def global_first(args: list[str]) -> list[str]:
+    """``args`` with the global flags that follow the command moved before it (click reads them
+    only there). Words after ``--`` are left alone."""
+    out, moved, seen_command = [], [], False
+    for i, word in enumerate(args):
+        if word == "--":
+            out += args[i:]
+            break
+        if seen_command and word in GLOBAL_FLAGS:
+            moved.append(word)
+            continue
+        if not word.startswith("-"):
+            seen_command = True
+        out.append(word)
+    return moved + out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``almadeliver`` command. Returns (and exits with) the exit code."""
-    args = sys.argv[1:] if argv is None else argv
+    args = global_first(sys.argv[1:] if argv is None else list(argv))
     try:
         result = app(args=args, prog_name="almadeliver", standalone_mode=False)
         code = result if isinstance(result, int) else 0   # click returns typer.Exit's code here
@@ -89,15 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(argv)
     except typer.Abort:
         return _interrupted(argv)
-    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
-        if state.debug or "--debug" in args:
-            raise
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click): never a traceback
         exc.show()
         code = exc.exit_code
     except KeyboardInterrupt:
         return _interrupted(argv)
     except AlmadeliverError as exc:
-        if state.debug:
+        if state.debug and not isinstance(exc, UsageError):   # bad input is one line, --debug or not
             raise
         typer.echo(fail_line(exc), err=True)
         code = exc.exit_code

@@ -12,7 +12,8 @@ from ..casa.restore import Progress, RestorePlan, casa_description, concat_cycle
 from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state
-from .options import CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption
+from .options import (CasaOption, CasaVersionMismatch, CasaVersionMismatchOption, DosplitOption, Engine, EngineOption,
+                      SpacesavingOption)
 
 
 def _mb(nbytes: int) -> str:
@@ -77,8 +78,8 @@ def restore_cmd(
     spacesaving: Optional[int] = SpacesavingOption,
     dosplit: bool = DosplitOption,
     casa: Optional[str] = CasaOption,
-    engine: str = EngineOption,
-    casa_version_mismatch: str = CasaVersionMismatchOption,
+    engine: Engine = EngineOption,
+    casa_version_mismatch: CasaVersionMismatch = CasaVersionMismatchOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the version gates and the disk need; "
                                  "run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),

@@ -15,7 +15,7 @@ from ..scale.steps import find_mous
 from ..transfer.plan import parse_what
 from ..workflow import RUN_WHAT, FetchOptions, ImageOptions, RestoreOptions, open_archive
 from .app import app, state
-from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption,
+from .options import (CasaOption, CasaVersionMismatch, CasaVersionMismatchOption, DosplitOption, Engine, EngineOption, SpacesavingOption,
                       UserOption, credentials_of, what_option, with_image_options)
 
 
@@ -88,8 +88,8 @@ def run_cmd(
     spacesaving: Optional[int] = SpacesavingOption,
     dosplit: bool = DosplitOption,
     casa: Optional[str] = CasaOption,
-    engine: str = EngineOption,
-    casa_version_mismatch: str = CasaVersionMismatchOption,
+    engine: Engine = EngineOption,
+    casa_version_mismatch: CasaVersionMismatch = CasaVersionMismatchOption,
     *,
     image: ImageOptions,
 ) -> None:
