@@ -13,12 +13,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .archive.client import ArchiveClient, make_session, mirror_list
 from .archive.model import ProjectView
-from .archive.projectview import query
-from .archive.tap import Selection
 from .casa import imaging
 from .casa.restore import RestorePlan, check_options, plan_restore
 from .delivery.layout import find_members
@@ -27,6 +25,9 @@ from .ids import ProjectCode, TarballKind, Uid
 from .transfer.auth import Credentials, archive_hosts, login
 from .transfer.download import TransferConfig, TransferResult, download
 from .transfer.plan import DEFAULT_WHAT, DownloadPlan, make_plan, parse_what
+
+if TYPE_CHECKING:
+    from .archive.tap import Selection
 
 log = logging.getLogger("almadeliver.workflow")
 
@@ -163,6 +164,8 @@ def plan_fetch(targets: Selection | ProjectView, client: ArchiveClient, options:
     ArchiveError, NotFoundError, AuthError
         From the query stage.
     """
+    from .archive.projectview import query      # astropy and pyvo: loaded when the archive is asked
+
     if isinstance(targets, ProjectView):
         return make_plan(targets, options.kinds, options.archive)
     return make_plan(query(targets, client, with_sg=with_sg), options.kinds)
@@ -218,6 +221,8 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
     if member is not None:
         say(f"{member} is already there; nothing to fetch")
         return FetchedMous(member, 0, 0)
+    from .archive.tap import Selection
+
     client = open_archive(options)
     plan = plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)
     if not plan.files:

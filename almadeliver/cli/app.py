@@ -1,17 +1,68 @@
 """Root typer app: global options, logging, and the one-line error contract."""
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import typer
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import AlmadeliverError, UsageError
 
+#: The modules that register the commands, in the order of ``almadeliver --help``: the mission first,
+#: then the tools. None is imported until its command runs (``almadeliver --help`` stays fast).
+COMMAND_MODULES = ("query_cmds", "download_cmds", "validate_cmds", "restore_cmds", "image_cmds", "recalibrate_cmds",
+                   "package_cmds", "scale_cmds", "sim_cmds", "serve_cmds", "casa_cmds")
+
+
+_COMMAND_RE = re.compile(r'^@app\.command\("([\w-]+)"\).*?\) -> None:\s*"""(.*?)(?:\n\n|""")', re.S | re.M)
+
+
+def command_index() -> dict[str, tuple[str, str]]:
+    """Each command's module and the first paragraph of its docstring, read from the source (no import:
+    ``tests/test_cli_polish.py`` checks that it matches the commands' own help)."""
+    index: dict[str, tuple[str, str]] = {}
+    for module in COMMAND_MODULES:
+        for name, doc in _COMMAND_RE.findall((Path(__file__).parent / f"{module}.py").read_text()):
+            index[name] = (module, " ".join(doc.split()))
+    return index
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists the commands from ``command_index`` and imports a command's module only
+    when that command is resolved (its options, its help or its run)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.index = command_index()
+        for name, (_module, text) in self.index.items():
+            self.commands.setdefault(name, TyperCommand(name, help=text, short_help=text))
+
+    def resolve_command(self, ctx, args):
+        """Load the command named by ``args[0]`` (its module registers it on ``app``), then resolve it."""
+        name = args[0] if args else None
+        if name in self.index and not hasattr(self.commands[name], "almadeliver_loaded"):
+            importlib.import_module(f"{__package__}.{self.index[name][0]}")
+            for info in app.registered_commands:
+                if info.name == name:
+                    command = typer.main.get_command_from_info(
+                        info, pretty_exceptions_short=app.pretty_exceptions_short,
+                        rich_markup_mode=app.rich_markup_mode)
+                    command.almadeliver_loaded = True
+                    self.commands[name] = command
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
+    cls=LazyGroup,
+    rich_markup_mode=None,          # plain help: rich would add 1-2 s to every start (and boxes to errors)
     help="almadeliver: query, download, validate, restore, image and package ALMA deliveries.",
     no_args_is_help=True,
     add_completion=False,

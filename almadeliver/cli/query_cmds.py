@@ -4,21 +4,21 @@ from __future__ import annotations
 import io
 from enum import Enum
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import TYPE_CHECKING, List, Literal, Optional
 
 import typer
-from astropy.io.votable import from_table
 
-from ..archive.client import ARCHIVE_ENV, ArchiveClient
+from ..archive.client import ARCHIVE_ENV
 from ..archive.model import Mous, Project, ProjectView
-from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, summary
-from ..archive.science import Limits, ScienceResult, parse_resolution, science_query, spectral_requests
-from ..archive.spectral import parse_limit
-from ..archive.tap import Selection, cone, resolve_target
 from ..errors import UsageError
 from ..ids import TarballKind
 from ..units import human_size
 from .app import app, state
+
+if TYPE_CHECKING:   # astropy and pyvo load when a query runs, not for --help or a bad option
+    from ..archive.client import ArchiveClient
+    from ..archive.science import ScienceResult
+    from ..archive.tap import Selection
 
 
 class View(str, Enum):
@@ -79,6 +79,8 @@ def _qa2(m: Mous) -> str:
 
 
 def _sizes(m: Mous, external: bool = False) -> list[str]:
+    from ..archive.projectview import PRODUCT_KINDS
+
     kinds = [PRODUCT_KINDS, (TarballKind.AUXILIARY,), (TarballKind.RAW,)] + [(TarballKind.EXTERNAL,)] * external
     return [human_size(m.size(*k)) for k in kinds]
 
@@ -130,6 +132,8 @@ def _project_block(p: Project) -> list[str]:
 
 def render(view: ProjectView, how: View) -> str:
     """The terminal view."""
+    from ..archive.projectview import PRODUCT_KINDS, eb_table, summary
+
     lines: list[str] = []
     if how is View.project:
         for p in view.projects:
@@ -179,6 +183,8 @@ def formatted(view: ProjectView, how: View, fmt: Format, science: ScienceResult 
     if science is not None:
         return sciencetable.write(table, fmt.value)
     if fmt is Format.votable:
+        from astropy.io.votable import from_table
+
         buf = io.BytesIO()
         from_table(table).to_xml(buf)
         return buf.getvalue().decode()
@@ -190,6 +196,7 @@ def formatted(view: ProjectView, how: View, fmt: Format, science: ScienceResult 
 def answer_table(view: ProjectView, how: View, science: ScienceResult | None = None):
     """The answer as an astropy Table: the science tables (with units) when ``science`` is given."""
     from ..archive import sciencetable
+    from ..archive.projectview import eb_table, mous_table
 
     if science is not None:
         return (sciencetable.raw_table(view) if how is View.raw else sciencetable.rows_table(science)
@@ -234,6 +241,10 @@ def query_cmd(
         raise UsageError("--target and --ra/--dec both given", "give a target name or coordinates, not both")
     if bool(ra) != bool(dec):
         raise UsageError("a cone needs both --ra and --dec", "give both, or --target NAME")
+    from ..archive.client import ArchiveClient
+    from ..archive.projectview import summary
+    from ..archive.tap import Selection, cone, resolve_target
+
     fmt = output_format(output, fmt)               # a bad -o is said before the archive is asked
     region = resolve_target(target, radius) if target else cone(ra, dec, radius) if ra else None
     selection = Selection.from_ids(ids or [], cone=region, bands=band or [], public=public, start=start,
@@ -266,7 +277,10 @@ def _science(selection: Selection, client: ArchiveClient, freq: list[str], line:
              resolution: str | None, sensitivity: str | None, velocity_resolution: str | None,
              targets: Path | None, radius: str, plot: Path | None) -> ScienceResult:
     """The science options checked (before any network call), then archive.science.science_query."""
+    from ..archive.science import Limits, parse_resolution, science_query, spectral_requests
+    from ..archive.spectral import parse_limit
     from ..archive.targets import read_targets, resolve_names
+    from ..archive.tap import cone
 
     if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--plot {plot}: unknown picture format", "name a .png, .pdf or .svg file")
