@@ -13,12 +13,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .archive.client import ArchiveClient, make_session, mirror_list
 from .archive.model import ProjectView
-from .archive.projectview import query
-from .archive.tap import Selection
 from .casa import imaging
 from .casa.recalibrate import RecalibrationResult, StepEvent, plan_recalibration, recalibrate
 from .casa.restore import MISMATCH_CHOICES, RestorePlan, check_options, plan_restore
@@ -31,6 +29,9 @@ from .transfer.auth import Credentials, archive_hosts, login
 from .transfer.download import FileResult, FileStatus, TransferConfig, TransferResult, download
 from .transfer.plan import DEFAULT_WHAT, DownloadPlan, make_plan, parse_what
 from .transfer.select import Cutout, FileSelection, SelectedPlan, select_files
+
+if TYPE_CHECKING:
+    from .archive.tap import Selection
 
 log = logging.getLogger("almadeliver.workflow")
 
@@ -229,6 +230,8 @@ def plan_fetch(targets: Selection | ProjectView, client: ArchiveClient, options:
     ArchiveError, NotFoundError, AuthError
         From the query stage.
     """
+    from .archive.projectview import query      # astropy and pyvo: loaded when the archive is asked
+
     if isinstance(targets, ProjectView):
         return make_plan(targets, options.kinds, options.archive)
     return make_plan(query(targets, client, with_sg=with_sg), options.kinds)
@@ -372,6 +375,8 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
     if member is not None:
         say(f"{member} is already there; nothing to fetch")
         return FetchedMous(member, 0, 0)
+    from .archive.tap import Selection
+
     client = open_archive(options)
     selected = plan_selected(Selection(uids=[str(mous)]), client, options) if options.selection else None
     plan = selected.plan if selected else plan_fetch(Selection(uids=[str(mous)]), client, options, with_sg=False)

@@ -10,6 +10,10 @@ os.environ.setdefault("ALMADELIVER_HOME", tempfile.mkdtemp(prefix="almadeliver-t
 
 import pytest  # noqa: E402
 
+from almadeliver.casa.runtime import offline_environment  # noqa: E402
+
+offline_environment()   # tests that import casatools here get the offline site config (almadeliver sets none)
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"   # small synthetic files of our own
 REAL = Path(os.environ.get("ALMADELIVER_REAL_FIXTURES", REPO.parent / "shared" / "fixtures" / "real"))

@@ -76,6 +76,32 @@ class ProjectView:
         """Every file of the view (already distinct), optionally only some kinds."""
         return [f for p in self.projects for m in p.mous for f in m.files if not kinds or f.kind in kinds]
 
+    def to_table(self):
+        """The science table: one row per MOUS, ObsCore column names, with units.
+
+        Returns
+        -------
+        astropy.table.Table
+            ``archive.sciencetable.mous_table`` of the science answer (positions in deg, resolution
+            in arcsec, frequencies, sizes in bytes) when the view came from ``almadeliver.query``;
+            for a view read from JSON (no ObsCore rows kept), ``archive.projectview.mous_table``
+            with its ``*_bytes`` columns in bytes.
+        """
+        science = getattr(self, "science", None)
+        if science is not None:
+            from .sciencetable import mous_table as science_table
+
+            return science_table(science)
+        from astropy import units as u
+
+        from .projectview import mous_table
+
+        table = mous_table(self)
+        for name in table.colnames:
+            if name.endswith("_bytes"):
+                table[name].unit = u.byte
+        return table
+
     def to_json(self) -> str:
         """The view as JSON (with its schema name), for ``query --format json``."""
         return json.dumps({"schema": SCHEMA, **asdict(self)}, indent=1)

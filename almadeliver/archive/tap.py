@@ -54,6 +54,10 @@ class Selection:
     keyword: str | None = None                          # science keyword, case-insensitive substring
     where: list[str] = field(default_factory=list)      # raw ADQL conditions, ANDed as given
 
+    def __post_init__(self) -> None:
+        if self.cone is not None and not isinstance(self.cone, Cone):   # a SkyCoord: the default radius
+            self.cone = cone_of(self.cone, DEFAULT_RADIUS)
+
     @classmethod
     def from_ids(cls, ids: list[str], **kwargs) -> "Selection":
         """Sort positional ids into project codes and uids (either uid form)."""
@@ -218,12 +222,66 @@ def _angle(text: str, what: str, bare_unit, string_unit=None):
 
 
 def cone(ra: str, dec: str, radius: str) -> Cone:
-    """A cone from text: bare numbers are degrees; '05:35:17' is hours for ra, degrees for dec."""
+    """A cone from text: bare numbers are degrees; '05:35:17' is hours for ra, degrees for dec.
+
+    Raises
+    ------
+    UsageError
+        A value that is not an angle, an RA outside 0-360 deg (24 h), a Dec outside -90..90 deg,
+        or a radius that is not positive (``--ra 400`` is refused, not wrapped to 40 deg).
+    """
     from astropy import units as u
 
-    return Cone(ra=float(_angle(ra, "ra", u.deg, u.hourangle).wrap_at(360 * u.deg).deg),
-                dec=float(_angle(dec, "dec", u.deg, u.deg).deg),
-                radius=float(_angle(radius, "radius", u.deg).deg))
+    ra_deg = float(_angle(ra, "ra", u.deg, u.hourangle).deg)
+    dec_deg = float(_angle(dec, "dec", u.deg, u.deg).deg)
+    radius_deg = float(_angle(radius, "radius", u.deg).deg)
+    if not 0 <= ra_deg <= 360:
+        raise UsageError(f"--ra {ra} is {ra_deg:g} deg, outside 0..360 deg", "give an RA in 0..360 deg or 0..24h")
+    if not -90 <= dec_deg <= 90:
+        raise UsageError(f"--dec {dec} is {dec_deg:g} deg, outside -90..90 deg", "give a Dec in -90..90 deg")
+    if not 0 < radius_deg <= 180:
+        raise UsageError(f"--radius {radius} is {radius_deg:g} deg", "give a radius above 0 and at most 180 deg")
+    return Cone(ra=ra_deg % 360, dec=dec_deg, radius=radius_deg)
+
+
+#: The cone radius when none is given (``query --radius``'s default).
+DEFAULT_RADIUS = "1arcmin"
+
+
+def cone_of(centre, radius) -> Cone:
+    """A cone from what astronomers hold: a ``SkyCoord`` (any frame, taken in ICRS) and a radius.
+
+    Parameters
+    ----------
+    centre : astropy.coordinates.SkyCoord
+        The centre, one position (not an array).
+    radius : astropy.units.Quantity or str
+        An angle (``30 * u.arcsec``) or its text (``'30arcsec'``; a bare number is degrees).
+
+    Returns
+    -------
+    Cone
+        In degrees (ICRS).
+
+    Raises
+    ------
+    UsageError
+        ``centre`` is not one sky position, or ``radius`` not an angle.
+    """
+    from astropy import units as u
+
+    try:
+        icrs = centre.icrs
+        ra, dec = float(icrs.ra.deg), float(icrs.dec.deg)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UsageError(f"cone centre {centre!r} is not one sky position ({exc})",
+                         "give one astropy SkyCoord, e.g. SkyCoord(83.82, -5.39, unit='deg')") from None
+    if hasattr(radius, "unit"):
+        try:
+            radius = f"{float(radius.to_value(u.deg))!r}deg"
+        except u.UnitsError:
+            raise UsageError(f"cone radius {radius} is not an angle", "give e.g. 30 * u.arcsec") from None
+    return cone(repr(ra), repr(dec), str(radius))
 
 
 def resolve_target(name: str, radius: str) -> Cone:

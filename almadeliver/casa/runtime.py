@@ -2,9 +2,10 @@
 
 Modular CASA (casatools from PyPI) reads a site config on import and, by default, downloads
 measures data. ``configure_offline`` writes our own site config (measures from the installed
-casadata package, no auto-update, log file chosen per run) and points ``CASASITECONFIG`` at it.
-It runs when almadeliver is imported, so it is in force before any CASA import, and the
-environment variable carries it into every subprocess.
+casadata package, no auto-update, log file chosen per run); a CASA child (``run_in_casa``) gets
+``CASASITECONFIG`` pointing at it unless the user set their own, and ``offline_environment`` does
+the same for this process just before CASA is imported here. Importing almadeliver changes no
+environment variable.
 
 CASA work runs in a child Python (``run_in_casa``) whose working folder and log file are chosen by
 the caller, so no stray ``casa-*.log`` lands in the user's current directory.
@@ -63,22 +64,41 @@ def _site_config_text(data: Path | None, cachedir: Path) -> str:
 
 
 def configure_offline() -> Path:
-    """Write the site config (when it changed) and set ``CASASITECONFIG``; returns its path."""
+    """Write almadeliver's offline site config (when it changed); returns its path.
+
+    Nothing in the environment changes: ``casa_env`` (a CASA child) and ``offline_environment``
+    (CASA in this process) point ``CASASITECONFIG`` at it when the user has not set their own.
+    """
     folder = home() / "casa"
     path = folder / "casasiteconfig.py"
     text = _site_config_text(casadata_path(), folder)
     if not path.is_file() or path.read_text() != text:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
-    os.environ["CASASITECONFIG"] = str(path)
-    os.environ.setdefault(LOGFILE_ENV, str(folder / "casa.log"))
+    return path
+
+
+def site_config() -> Path:
+    """The CASA site config in force: the user's ``$CASASITECONFIG`` when set, else almadeliver's
+    offline one (written by ``configure_offline``)."""
+    return Path(os.environ["CASASITECONFIG"]) if os.environ.get("CASASITECONFIG") else configure_offline()
+
+
+def offline_environment() -> Path:
+    """Make this process ready to import casatools: ``CASASITECONFIG`` and the log file variable
+    are set only when unset (the user's own values stay). Call it just before CASA is imported
+    in this process; returns the site config in force."""
+    path = site_config()
+    os.environ.setdefault("CASASITECONFIG", str(path))
+    os.environ.setdefault(LOGFILE_ENV, str(home() / "casa" / "casa.log"))
     return path
 
 
 def casa_env(logfile: Path) -> dict[str, str]:
-    """The environment of a CASA child process writing its log to ``logfile``."""
+    """The environment of a CASA child process writing its log to ``logfile``: this process's,
+    with ``CASASITECONFIG`` set to almadeliver's offline site config unless the user set one."""
     env = dict(os.environ)
-    env["CASASITECONFIG"] = str(configure_offline())
+    env["CASASITECONFIG"] = str(site_config())
     env[LOGFILE_ENV] = str(Path(logfile).resolve())
     return env
 
@@ -145,7 +165,7 @@ def casa_info(casa: str | Path | None = None) -> CasaInfo:
         except PackageNotFoundError:
             return None
 
-    return CasaInfo(_v("casatools"), _v("casatasks"), casadata_path(), configure_offline(),
+    return CasaInfo(_v("casatools"), _v("casatasks"), casadata_path(), site_config(),
                     find_monolithic_casa(casa))
 
 

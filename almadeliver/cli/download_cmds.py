@@ -10,7 +10,6 @@ import typer
 
 from ..archive.client import ARCHIVE_ENV, mirror_list
 from ..archive.model import ProjectView
-from ..archive.tap import Selection
 from ..delivery.validate import validate
 from ..errors import DiskSpaceError, IdentifierError, UsageError
 from ..ids import DeliveryFileName
@@ -62,6 +61,8 @@ def download_cmd(
     plan_file = len(targets) == 1 and targets[0].endswith(".json")
     view = _view_file(Path(targets[0])) if plan_file else None
     client = open_archive(options)               # logged in before the query: DataLink answers for this identity
+    from ..archive.tap import Selection        # pyvo and astropy: not before the options are checked
+
     selected: SelectedPlan | None = None
     if selection.files or selection.cutout:
         projects = [p.code for p in view.projects] if view else [t for t in targets if not t.startswith("uid")]

@@ -9,7 +9,7 @@ import functools
 import inspect
 import typing
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Literal, Optional
 
 import typer
 
@@ -21,6 +21,11 @@ from ..transfer.auth import get_credentials
 from ..transfer.plan import WHAT
 from ..transfer.select import CUTOUT_DEFAULT_FILES, Cutout, make_cutout, target_centre
 from ..workflow import ImageOptions
+
+#: Choices as types: typer shows them in --help (``<auto|native|casa>``) and refuses any other word.
+Engine = Literal[ENGINES]
+CasaVersionMismatch = Literal[MISMATCH_CHOICES]
+ImageSource = Literal["auto", "pipeline", "script"]
 
 CasaOption = typer.Option(
     None, "--casa", envvar="ALMADELIVER_CASA", help="An external monolithic CASA (folder or bin/casa)."
@@ -87,7 +92,7 @@ IMAGE_OVERRIDES: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "moments": (Optional[str], typer.Option(None, "--moments", help="Moment maps of each cube (immoments), "
                                             "e.g. 0,1,8: FITS and PNG beside the cubes.")),
 }
-SOURCE_OPTION = (str, typer.Option(
+SOURCE_OPTION = (ImageSource, typer.Option(
     "auto", "--from", help="auto, pipeline (casa_commands.log) or script (scriptForImaging.py)."))
 
 

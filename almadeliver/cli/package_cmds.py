@@ -89,6 +89,8 @@ def check_cmd(
         fmt = CheckFormat.json
     if fmt is CheckFormat.html and output is None:
         raise UsageError("--format html needs -o FILE", "add -o report.html")
+    if output is not None and not output.parent.is_dir():      # said before the checklist runs
+        raise UsageError(f"-o {output}: folder {output.parent} does not exist", "create it or name another file")
     report = check_group_area(area) if group else check_area(area, rms, beam)
     if fmt is CheckFormat.html:
         from ..delivery.staffhtml import write_html_report

@@ -4,21 +4,21 @@ from __future__ import annotations
 import io
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Literal, Optional
 
 import typer
-from astropy.io.votable import from_table
 
-from ..archive.client import ARCHIVE_ENV, ArchiveClient
+from ..archive.client import ARCHIVE_ENV
 from ..archive.model import Mous, Project, ProjectView
-from ..archive.projectview import PRODUCT_KINDS, eb_table, mous_table, summary
-from ..archive.science import Limits, ScienceResult, parse_resolution, science_query, spectral_requests
-from ..archive.spectral import parse_limit
-from ..archive.tap import Selection, cone, resolve_target
 from ..errors import UsageError
 from ..ids import TarballKind
 from ..units import human_size
 from .app import app, state
+
+if TYPE_CHECKING:   # astropy and pyvo load when a query runs, not for --help or a bad option
+    from ..archive.client import ArchiveClient
+    from ..archive.science import ScienceResult
+    from ..archive.tap import Selection
 
 
 class View(str, Enum):
@@ -36,6 +36,37 @@ class Format(str, Enum):
     csv = "csv"
     ecsv = "ecsv"
     votable = "votable"
+    fits = "fits"
+
+
+#: ``-o FILE``: the format its suffix names (``--format`` may be left out; a different one is refused).
+SUFFIX_FORMATS = {".txt": Format.table, ".json": Format.json, ".csv": Format.csv, ".ecsv": Format.ecsv,
+                  ".xml": Format.votable, ".vot": Format.votable, ".votable": Format.votable, ".fits": Format.fits}
+
+
+def output_format(output: Path | None, fmt: Format | None) -> Format:
+    """The format to write: ``--format``, else the suffix of ``-o``, else the terminal table.
+
+    Raises
+    ------
+    UsageError
+        ``-o`` in a folder that does not exist; a suffix that names no format (without ``--format``)
+        or another format than ``--format``; FITS without ``-o``.
+    """
+    if output is None:
+        if fmt is Format.fits:
+            raise UsageError("--format fits writes a binary file", "name it with -o answer.fits")
+        return fmt or Format.table
+    if not output.parent.is_dir():
+        raise UsageError(f"-o {output}: folder {output.parent} does not exist", "create it or name another file")
+    by_suffix = SUFFIX_FORMATS.get(output.suffix.lower())
+    if fmt is None and by_suffix is None:
+        raise UsageError(f"-o {output}: the suffix {output.suffix or '(none)'!r} names no format",
+                         f"name a {', '.join(SUFFIX_FORMATS)} file, or give --format")
+    if fmt is not None and by_suffix is not None and fmt is not by_suffix:
+        raise UsageError(f"-o {output} names {by_suffix.value} but --format is {fmt.value}",
+                         "make the suffix and --format agree (or leave --format out)")
+    return fmt or by_suffix
 
 
 def _grid(headers: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
@@ -48,6 +79,8 @@ def _qa2(m: Mous) -> str:
 
 
 def _sizes(m: Mous, external: bool = False) -> list[str]:
+    from ..archive.projectview import PRODUCT_KINDS
+
     kinds = [PRODUCT_KINDS, (TarballKind.AUXILIARY,), (TarballKind.RAW,)] + [(TarballKind.EXTERNAL,)] * external
     return [human_size(m.size(*k)) for k in kinds]
 
@@ -99,6 +132,8 @@ def _project_block(p: Project) -> list[str]:
 
 def render(view: ProjectView, how: View) -> str:
     """The terminal view."""
+    from ..archive.projectview import PRODUCT_KINDS, eb_table, summary
+
     lines: list[str] = []
     if how is View.project:
         for p in view.projects:
@@ -144,18 +179,29 @@ def formatted(view: ProjectView, how: View, fmt: Format, science: ScienceResult 
         return render(view, View.mous if how is View.rows else how) + ("\n".join(extra) + "\n" if extra else "")
     if fmt is Format.json:
         return view.to_json() + "\n"
+    table = answer_table(view, how, science)
     if science is not None:
-        table = (sciencetable.raw_table(view) if how is View.raw else sciencetable.rows_table(science)
-                 if how is View.rows else sciencetable.mous_table(science))
         return sciencetable.write(table, fmt.value)
-    table = eb_table(view) if how is View.raw else mous_table(view)
     if fmt is Format.votable:
+        from astropy.io.votable import from_table
+
         buf = io.BytesIO()
         from_table(table).to_xml(buf)
         return buf.getvalue().decode()
     buf = io.StringIO()
     table.write(buf, format="ascii.csv" if fmt is Format.csv else "ascii.ecsv")
     return buf.getvalue()
+
+
+def answer_table(view: ProjectView, how: View, science: ScienceResult | None = None):
+    """The answer as an astropy Table: the science tables (with units) when ``science`` is given."""
+    from ..archive import sciencetable
+    from ..archive.projectview import eb_table, mous_table
+
+    if science is not None:
+        return (sciencetable.raw_table(view) if how is View.raw else sciencetable.rows_table(science)
+                if how is View.rows else sciencetable.mous_table(science))
+    return eb_table(view) if how is View.raw else mous_table(view)
 
 
 @app.command("query")
@@ -177,15 +223,18 @@ def query_cmd(
     line: Optional[List[str]] = typer.Option(None, "--line", help="A line: CO(2-1) (built-in table) or a rest frequency 230.538GHz; repeatable."),
     z: Optional[float] = typer.Option(None, "--z", help="Redshift of --line (observed = rest / (1 + z))."),
     vlsr: Optional[float] = typer.Option(None, "--vlsr", help="LSRK velocity of --line, km/s."),
-    convention: str = typer.Option("radio", "--velocity-convention", help="Doppler convention of --vlsr: radio, optical, relativistic."),
+    convention: Literal["radio", "optical", "relativistic"] = typer.Option(
+        "radio", "--velocity-convention", help="Doppler convention of --vlsr."),
     resolution: Optional[str] = typer.Option(None, "--resolution", help="Spatial resolution at most (0.5arcsec) or a range (0.1..0.5arcsec)."),
     sensitivity: Optional[str] = typer.Option(None, "--sensitivity", help="Sensitivity in 10 km/s at most, mJy/beam (at the line when given)."),
     velocity_resolution: Optional[str] = typer.Option(None, "--velocity-resolution", help="Channel width at most, km/s (at the line when given)."),
     targets: Optional[Path] = typer.Option(None, "--targets", help="Targets file: CSV/ECSV/VOTable (ra, dec, name) or one NAME or 'RA DEC' per line."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the answer: FILE.png, .pdf or .svg."),
     view: View = typer.Option(View.project, "--view", help="project (tree), mous (a line per MOUS), raw (a line per EB), rows (a line per ObsCore row)."),
-    fmt: Format = typer.Option(Format.table, "--format", help="table, json (the download plan), csv, ecsv, votable."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="table (default), json (the download plan), csv, "
+                                         "ecsv, votable, fits (with -o); default: the suffix of -o."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal "
+                                          "(.txt .json .csv .ecsv .xml/.vot .fits pick the format)."),
     files: Optional[List[str]] = typer.Option(None, "--files", metavar="PATTERN", help="Also show the bytes `download "
                                               "--files PATTERN` would fetch against the whole tarballs; repeatable."),
     cutout: bool = typer.Option(False, "--cutout", help="Also show the bytes of the SODA cutouts (the cone, and "
@@ -197,15 +246,24 @@ def query_cmd(
         raise UsageError("--target and --ra/--dec both given", "give a target name or coordinates, not both")
     if bool(ra) != bool(dec):
         raise UsageError("a cone needs both --ra and --dec", "give both, or --target NAME")
+    from ..archive.client import ArchiveClient
+    from ..archive.projectview import summary
+    from ..archive.tap import Selection, cone, resolve_target
+
+    fmt = output_format(output, fmt)               # a bad -o is said before the archive is asked
     region = resolve_target(target, radius) if target else cone(ra, dec, radius) if ra else None
     selection = Selection.from_ids(ids or [], cone=region, bands=band or [], public=public, start=start,
                                    end=end, keyword=keyword, where=where or [])
     science = _science(selection, ArchiveClient(archive), freq or [], line or [], z, vlsr, convention, resolution,
                        sensitivity, velocity_resolution, targets, radius, plot)
     result = science.view
-    text = formatted(result, view, fmt, science)
+    if fmt is Format.fits:
+        answer_table(result, view, science).write(output, format="fits", overwrite=True)
+    else:
+        text = formatted(result, view, fmt, science)
     if output:
-        output.write_text(text)
+        if fmt is not Format.fits:
+            output.write_text(text)
         if not state.quiet:
             typer.echo(f"{summary(result)}\nwrote {output}")
     else:
@@ -242,7 +300,10 @@ def _science(selection: Selection, client: ArchiveClient, freq: list[str], line:
              resolution: str | None, sensitivity: str | None, velocity_resolution: str | None,
              targets: Path | None, radius: str, plot: Path | None) -> ScienceResult:
     """The science options checked (before any network call), then archive.science.science_query."""
+    from ..archive.science import Limits, parse_resolution, science_query, spectral_requests
+    from ..archive.spectral import parse_limit
     from ..archive.targets import read_targets, resolve_names
+    from ..archive.tap import cone
 
     if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--plot {plot}: unknown picture format", "name a .png, .pdf or .svg file")

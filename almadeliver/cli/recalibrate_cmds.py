@@ -9,7 +9,7 @@ import typer
 from ..casa.recalibrate import (MISMATCH_CHOICES, RecalibrationPlan, StepEvent, plan_recalibration,
                                 recalibrate)
 from .app import app, state
-from .options import SkipLackingOption
+from .options import CasaVersionMismatch, SkipLackingOption
 
 
 def _show_plan(plan: RecalibrationPlan) -> None:
@@ -59,7 +59,7 @@ def recalibrate_cmd(
     from_step: Optional[int] = typer.Option(None, "--from-step", help="Run from this step to the last."),
     script: Optional[Path] = typer.Option(None, "--script", help="An edited <EB>.ms.scriptForCalibration.py "
                                           "to run instead (one EB); it becomes the working copy's script."),
-    casa_version_mismatch: str = typer.Option(
+    casa_version_mismatch: CasaVersionMismatch = typer.Option(
         "refuse", "--casa-version-mismatch", help=f"{' | '.join(MISMATCH_CHOICES)}: when the script's exact-version "
         "gate asks for another CASA than the installed modular one, refuse (default) or run anyway (recorded)."),
     skip_lacking: bool = SkipLackingOption,

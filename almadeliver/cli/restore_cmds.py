@@ -12,7 +12,9 @@ from ..casa.restore import Progress, RestorePlan, casa_description, concat_cycle
 from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state
-from .options import CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SpacesavingOption
+from .status import StatusLine
+from .options import (CasaOption, CasaVersionMismatch, CasaVersionMismatchOption, DosplitOption, Engine, EngineOption,
+                      SpacesavingOption)
 
 
 def _mb(nbytes: int) -> str:
@@ -64,11 +66,10 @@ def _show_plan(plan: RestorePlan) -> None:
         typer.echo(f"  {level:>11}   {need:>9}   {fits}{mark}")
 
 
-def _progress(p: Progress) -> None:
-    if state.quiet:
-        return
+def _where(p: Progress) -> str:
+    """The step a restore is at: ``EB 1/2 uid___A002_X1_X2  step 3 Apply WVR``."""
     where = f"EB {p.eb_index}/{p.eb_total} {p.eb}" if p.phase == "calibration" and p.eb else p.phase
-    typer.echo(f"  {where}" + (f"  step {p.step} {p.title or ''}".rstrip() if p.step is not None else ""))
+    return where + (f"  step {p.step} {p.title or ''}".rstrip() if p.step is not None else "")
 
 
 @app.command("restore")
@@ -77,8 +78,8 @@ def restore_cmd(
     spacesaving: Optional[int] = SpacesavingOption,
     dosplit: bool = DosplitOption,
     casa: Optional[str] = CasaOption,
-    engine: str = EngineOption,
-    casa_version_mismatch: str = CasaVersionMismatchOption,
+    engine: Engine = EngineOption,
+    casa_version_mismatch: CasaVersionMismatch = CasaVersionMismatchOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the version gates and the disk need; "
                                  "run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
@@ -118,7 +119,8 @@ def restore_cmd(
     what = "the native pipeline restore" if plan.engine == "native" else \
         (plan.script.path.name if plan.script else "scriptForPI.py")
     typer.echo(f"running {what} (SPACESAVING={plan.spacesaving}) ...")
-    r = restore(plan, on_progress=_progress)
+    with StatusLine(plan.calibrated, quiet=state.quiet) as status:
+        r = restore(plan, on_progress=lambda p: status.step(_where(p)))
     typer.echo(f"restored in {r.seconds:.1f} s (SPACESAVING {r.spacesaving}, {r.engine} CASA)"
                + (f"; kept {len(r.kept)} EB(s) from the earlier run" if r.kept else ""))
     share = f" ({100 * r.peak_bytes / (r.estimate_mb * MB):.0f}% of it)" if r.estimate_mb else ""

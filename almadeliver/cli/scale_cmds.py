@@ -18,9 +18,9 @@ from ..transfer.plan import parse_what
 from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RecalibrateOptions, RestoreOptions, SelfcalOptions,
                         open_archive)
 from .app import app, state
-from .options import (CasaOption, CasaVersionMismatchOption, DosplitOption, EngineOption, SelfcalCubesOption,
-                      SelfcalRoundsOption, SelectionWords, SkipLackingOption, SpacesavingOption, UserOption,
-                      credentials_of, what_option, with_image_options, with_selection_options)
+from .options import (CasaOption, CasaVersionMismatch, CasaVersionMismatchOption, DosplitOption, Engine, EngineOption,
+                      SelfcalCubesOption, SelfcalRoundsOption, SelectionWords, SkipLackingOption, SpacesavingOption,
+                      UserOption, credentials_of, what_option, with_image_options, with_selection_options)
 
 
 def _cell(o: StepOutcome | None) -> str:
@@ -94,8 +94,8 @@ def run_cmd(
     spacesaving: Optional[int] = SpacesavingOption,
     dosplit: bool = DosplitOption,
     casa: Optional[str] = CasaOption,
-    engine: str = EngineOption,
-    casa_version_mismatch: str = CasaVersionMismatchOption,
+    engine: Engine = EngineOption,
+    casa_version_mismatch: CasaVersionMismatch = CasaVersionMismatchOption,
     recalibrate_steps: Optional[str] = typer.Option(
         None, "--recalibrate-steps", help="recalibrate step: the calibration script's steps to run, e.g. 9-18 "
         "(default: Cycle 0 from the step after the split, later cycles every step)."),

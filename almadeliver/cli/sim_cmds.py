@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -16,12 +16,12 @@ from .app import app, state
 def simulate_cmd(
     project_code: str = typer.Argument(..., help="The project code to simulate, e.g. 2017.1.00123.S."),
     out: Path = typer.Option(..., "--out", help="The local archive folder: the project goes to OUT/<project>/."),
-    flavour: str = typer.Option("manual", "--flavour", help=f"Delivery flavour: {' | '.join(FLAVOURS)}."),
+    flavour: Literal[FLAVOURS] = typer.Option("manual", "--flavour", help=f"Delivery flavour: {' | '.join(FLAVOURS)}."),
     mous: int = typer.Option(1, "--mous", help="Number of member OUSs (12m) in the group."),
     ebs: int = typer.Option(1, "--ebs", help="Execution blocks per MOUS."),
     group_12m_7m: bool = typer.Option(False, "--group-12m-7m", help="One 12m and one 7m MOUS in the group."),
     proprietary: bool = typer.Option(False, "--proprietary", help="Mark the data proprietary (not yet released)."),
-    size: str = typer.Option("small", "--size", help=f"EB size: {' | '.join(SIZES)} (medium: ~19 MB of ASDM per "
+    size: Literal[tuple(SIZES)] = typer.Option("small", "--size", help=f"EB size: {' | '.join(SIZES)} (medium: ~19 MB of ASDM per "
                              "EB, for measuring restore's disk use)."),
     contdat_generation: int = typer.Option(3, "--contdat-generation", help="cont.dat layout of pipeline members: "
                                            "1 (field name, SPW<id>), 2 (Field:, SpectralWindow:, NONE/ALL), "

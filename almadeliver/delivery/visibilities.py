@@ -24,6 +24,9 @@ CALIBRATOR_INTENTS = ("CALIBRATE_BANDPASS", "CALIBRATE_PHASE", "CALIBRATE_FLUX",
 
 
 def _table(path: Path | str):
+    from ..casa.runtime import offline_environment
+
+    offline_environment()              # this process reads MSs itself: the offline site config first
     import casatools
 
     tb = casatools.table()

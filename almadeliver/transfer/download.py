@@ -43,7 +43,7 @@ from .extract import extract_tarball, read_members
 from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
 from .lock import DestLock
 from .plan import DownloadPlan, check_space, is_tarball
-from ..units import human_size
+from ..units import BAR_DIVISOR, human_size, middle_cut
 
 log = logging.getLogger("almadeliver.transfer")
 
@@ -284,8 +284,8 @@ class _Engine:
                     raise OSError(errno.ENOSPC, "no space left for the journal")
         job.best = job.have
         job.slot = self.free_slots.pop() if self.free_slots else 0
-        job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=job.f.name[-32:], position=job.slot, leave=False, disable=self.bar_disable)
+        job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=BAR_DIVISOR,
+                       desc=middle_cut(job.f.name), position=job.slot, leave=False, disable=self.bar_disable)
 
     def _next(self) -> tuple[_Job, _Segment] | None:
         """The next range for an idle connection, or None when there is nothing left to do."""
@@ -752,7 +752,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
     engine.journal.reserve()
     engine.journal.save()
     todo = sum(j.remaining if j.segments else j.f.size for j in engine.jobs)
-    engine.total = tqdm(total=todo, unit="B", unit_scale=True, unit_divisor=1024, desc="total", position=0,
+    engine.total = tqdm(total=todo, unit="B", unit_scale=True, unit_divisor=BAR_DIVISOR, desc="total", position=0,
                         disable=engine.bar_disable)
     hosts = {j.host for j in engine.jobs} or {""}
     workers = [threading.Thread(target=engine.worker, name=f"download-{i}", daemon=True)
