@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the copy of the tree is not beside ../shared: point the tests at the real ALMA files (tests/conftest.py)
+_REAL = {"ALMADELIVER_REAL_FIXTURES": os.environ.get("ALMADELIVER_REAL_FIXTURES",
+                                                     str(REPO.parent / "shared" / "fixtures" / "real"))}
 
 # the 11 s test that reads /proc of a running download for the password: no mutant of these modules is
 # killed by it alone, and it would double every mutant's run
@@ -164,7 +167,7 @@ def run_module(module: str, work: Path, timeout: float, functions: list[str] | N
     cfg, session = work / "cr.toml", work / f"{module.replace('/', '_')}.sqlite"
     cfg.write_text(_config(module, TESTS[module], timeout))
     # no .pyc: a mutant of the same size written within the second of the last one would run the old bytecode
-    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"), "PYTHONDONTWRITEBYTECODE": "1", **_REAL}
     run = dict(cwd=work, env=env, check=True, capture_output=True, text=True)
     subprocess.run([bin_dir / "cosmic-ray", "init", cfg, session], **run)
     subprocess.run([bin_dir / "cr-filter-operators", session, cfg], **run)
@@ -218,7 +221,7 @@ def recheck(report_file: Path, timeout: float) -> list[str]:
             work = Path(tmp)
             _copy_tree(work)
             env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"),
-                   "PYTHONDONTWRITEBYTECODE": "1"}
+                   "PYTHONDONTWRITEBYTECODE": "1", **_REAL}
             subprocess.run([bin_dir / "cosmic-ray", "apply", f"almadeliver/{module}", operator, occurrence],
                            cwd=work, env=env, check=True, capture_output=True)
             tests = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
