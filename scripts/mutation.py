@@ -68,6 +68,8 @@ EXCLUDED_OPERATORS = [
 ]
 # (module, line, operator) of survivors judged equivalent: the mutant behaves like the original
 _NEG1 = "the only level below 0 is -1 (SPACESAVING=-1): min(-1, 1) is -1, -1 is a cached int, need_mb(-1) is 0"
+_RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between the check of its members' "
+                "extent and the copy (a race); it never returns a negative count")
 EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 49, "core/ReplaceContinueWithBreak"):
         "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
@@ -98,6 +100,22 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 128, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 129, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 142, "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
+    ("transfer/extract.py", 31, "core/NumberReplacer"): "the chunk only sets how many bytes one copy_file_range moves",
+    ("transfer/extract.py", 146, "core/NumberReplacer"):
+        "default=+-1 (a tarball of folders only): never above the tarball's size, at least the 1024-byte end marker",
+    ("transfer/extract.py", 147, "core/ReplaceComparisonOperator_Gt_Is"):
+        "tarfile itself raises 'unexpected end of data' for a member whose data passes the end of the file "
+        "(Python 3.10-3.12): the check is a second line, refused either way",
+    ("transfer/extract.py", 186, "core/ReplaceTrueWithFalse"):
+        "strict=False: a path that does not resolve (a dangling or looping link left in the destination) is "
+        "refused either way: OSError with strict, outside or not a folder without",
+    ("transfer/extract.py", 207, "core/NumberReplacer"):
+        "the getattr default is used only where os has no O_CLOEXEC (not Linux); the creation mode is replaced "
+        "by fchmod before the file is closed",
+    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
+    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
+    ("transfer/extract.py", 282, "core/NumberReplacer"):
+        "buffering=+-1: only the file's descriptor is used (copy_file_range, pread), never its buffer",
 }
 
 
