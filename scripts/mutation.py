@@ -5,11 +5,17 @@ Run by hand (not part of `make test`; minutes to hours, one CPU per run):
     VIRTUAL_ENV=.venv uv pip install -e '.[mutation]'      # cosmic-ray
     .venv/bin/python scripts/mutation.py                    # every module below
     .venv/bin/python scripts/mutation.py casa/diskspace.py transfer/extract.py   # some of them
+    .venv/bin/python scripts/mutation.py delivery/validate.py --limit 60          # a sample of 60 mutants
+    .venv/bin/python scripts/mutation.py casa/imaging.py::remap_spw,spw_ids      # only these functions
 
 Each module is mutated in a copy of the work tree (never in place: an interrupted run leaves the sources
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
 failure. Prints, per module: mutants, killed, survived, the kill rate; and every survivor (file, line,
 operator) so it can be killed by a new test or listed in EQUIVALENT below with the reason it cannot be.
+``--limit N`` runs a random sample of N of a module's mutants (seeded: the same N give the same sample;
+the report says how many of how many). ``MODULE::f,g`` mutates only the functions (or methods) named f
+and g, found by name (so the choice survives a move of the code within the file); a module in FUNCTIONS
+below is limited to its functions unless named with ``::*``.
 ``--report FILE`` also writes that text to FILE; ``--recheck FILE`` runs again only the mutants that
 report lists as SURVIVED (each applied to a fresh copy), after tests were added to kill them.
 
@@ -32,16 +38,29 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the copy of the tree is not beside ../shared: point the tests at the real ALMA files (tests/conftest.py)
+_REAL = {"ALMADELIVER_REAL_FIXTURES": os.environ.get("ALMADELIVER_REAL_FIXTURES",
+                                                     str(REPO.parent / "shared" / "fixtures" / "real"))}
 
+# the 11 s test that reads /proc of a running download for the password: no mutant of these modules is
+# killed by it alone, and it would double every mutant's run
+_NO_PASSWORD = "--deselect=tests/test_download_units.py::test_password_never_on_the_command_line"
 # module (under almadeliver/) -> the tests that exercise it without a simulated project or CASA run
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
     "transfer/extract.py": ["tests/test_extract.py"],
-    "transfer/journal.py": ["tests/test_download_units.py", "tests/test_download.py"],
-    "transfer/plan.py": ["tests/test_download_units.py", "tests/test_download.py"],
-    "transfer/download.py": ["tests/test_download_units.py", "tests/test_download.py", "tests/test_faults.py"],
-    "delivery/validate.py": ["tests/test_validate.py", "tests/test_validate_findings.py"],
+    "transfer/journal.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
+    "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
+    "casa/imaging.py": ["tests/test_image_plan.py"],
+}
+# module -> the functions mutated in it (the rest of the module is not where the choice is made):
+# the calibrated column and the spw ids tclean reads in a restored MS
+FUNCTIONS = {
+    "casa/imaging.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "remap_spw", "rewrite_vis",
+                        "spw_ids", "_narrow_spw"],
 }
 EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_.*_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod|FloorDiv)$",
@@ -49,6 +68,8 @@ EXCLUDED_OPERATORS = [
 ]
 # (module, line, operator) of survivors judged equivalent: the mutant behaves like the original
 _NEG1 = "the only level below 0 is -1 (SPACESAVING=-1): min(-1, 1) is -1, -1 is a cached int, need_mb(-1) is 0"
+_RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between the check of its members' "
+                "extent and the copy (a race); it never returns a negative count")
 EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 49, "core/ReplaceContinueWithBreak"):
         "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
@@ -79,6 +100,22 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 128, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 129, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 142, "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
+    ("transfer/extract.py", 31, "core/NumberReplacer"): "the chunk only sets how many bytes one copy_file_range moves",
+    ("transfer/extract.py", 146, "core/NumberReplacer"):
+        "default=+-1 (a tarball of folders only): never above the tarball's size, at least the 1024-byte end marker",
+    ("transfer/extract.py", 147, "core/ReplaceComparisonOperator_Gt_Is"):
+        "tarfile itself raises 'unexpected end of data' for a member whose data passes the end of the file "
+        "(Python 3.10-3.12): the check is a second line, refused either way",
+    ("transfer/extract.py", 186, "core/ReplaceTrueWithFalse"):
+        "strict=False: a path that does not resolve (a dangling or looping link left in the destination) is "
+        "refused either way: OSError with strict, outside or not a folder without",
+    ("transfer/extract.py", 207, "core/NumberReplacer"):
+        "the getattr default is used only where os has no O_CLOEXEC (not Linux); the creation mode is replaced "
+        "by fchmod before the file is closed",
+    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
+    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
+    ("transfer/extract.py", 282, "core/NumberReplacer"):
+        "buffering=+-1: only the file's descriptor is used (copy_file_range, pread), never its buffer",
 }
 
 
@@ -101,27 +138,79 @@ def _config(module: str, tests: list[str], timeout: float) -> str:
             f"[cosmic-ray.filters.operators-filter]\nexclude-operators = [{excluded}]\n")
 
 
-def run_module(module: str, work: Path, timeout: float) -> dict:
-    """Mutate ``module`` in ``work`` (a copy of the tree) and run its tests against every mutant."""
+def function_lines(source: str, names: list[str]) -> list[tuple[int, int]]:
+    """First and last line of each function or method of ``source`` called one of ``names`` (decorators
+    included). Raises SystemExit naming those it does not find."""
+    import ast
+
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found.setdefault(node.name, []).append((first, node.end_lineno))
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"error: no function {', '.join(missing)} in the module (moved? update FUNCTIONS)")
+    return [r for n in names for r in found[n]]
+
+
+def _select(session: Path, work: Path, module: str, functions: list[str] | None, limit: int | None) -> tuple[int, int]:
+    """Mark as skipped, in the cosmic-ray session, the mutants outside ``functions`` and those beyond a
+    seeded random sample of ``limit``. Returns (mutants in scope, mutants to run)."""
+    import random
+
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    ranges = function_lines((work / "almadeliver" / module).read_text(), functions) if functions else None
+    with use_db(str(session)) as db:
+        pending = sorted(db.pending_work_items, key=lambda w: w.job_id)
+        inside = [w for w in pending if ranges is None or any(
+            a <= w.mutations[0].start_pos[0] <= b for a, b in ranges)]
+        keep = inside if limit is None or limit >= len(inside) else random.Random(limit).sample(inside, limit)
+        keep_ids = {w.job_id for w in keep}
+        skip = [w.job_id for w in pending if w.job_id not in keep_ids]
+        if skip:
+            db.set_multiple_results(skip, WorkResult(output="not in the functions or the sample",
+                                                     worker_outcome=WorkerOutcome.SKIPPED))
+    return len(inside), len(keep)
+
+
+def run_module(module: str, work: Path, timeout: float, functions: list[str] | None = None,
+               limit: int | None = None, minutes: float | None = None) -> dict:
+    """Mutate ``module`` in ``work`` (a copy of the tree) and run its tests against every mutant (of
+    ``functions`` only, when given; a seeded sample of ``limit`` of them, when given; those run within
+    ``minutes``, when given)."""
     bin_dir = Path(sys.executable).parent
     cfg, session = work / "cr.toml", work / f"{module.replace('/', '_')}.sqlite"
     cfg.write_text(_config(module, TESTS[module], timeout))
     # no .pyc: a mutant of the same size written within the second of the last one would run the old bytecode
-    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"), "PYTHONDONTWRITEBYTECODE": "1", **_REAL}
     run = dict(cwd=work, env=env, check=True, capture_output=True, text=True)
     subprocess.run([bin_dir / "cosmic-ray", "init", cfg, session], **run)
     subprocess.run([bin_dir / "cr-filter-operators", session, cfg], **run)
+    in_scope, _ = _select(session, work, module, functions, limit)
     baseline = subprocess.run([bin_dir / "cosmic-ray", "baseline", cfg], cwd=work, env=env, capture_output=True,
                               text=True)
     if baseline.returncode != 0:
         raise SystemExit(f"{module}: the tests fail without any mutation:\n{baseline.stdout[-2000:]}")
     began = time.monotonic()
-    subprocess.run([bin_dir / "cosmic-ray", "exec", cfg, session], **run)
+    # cosmic-ray runs the mutants in random order: stopped at the time budget, those it ran are a random sample
+    exec_ = subprocess.Popen([bin_dir / "cosmic-ray", "exec", cfg, session], cwd=work, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        exec_.wait(timeout=minutes * 60 if minutes else None)
+    except subprocess.TimeoutExpired:
+        os.killpg(exec_.pid, signal.SIGKILL)
+        exec_.wait()
+    except BaseException:
+        os.killpg(exec_.pid, signal.SIGKILL)
+        raise
     dump = subprocess.run([bin_dir / "cosmic-ray", "dump", session], **run).stdout
     killed, survived, skipped = 0, [], 0
     for line in dump.splitlines():
         item, result = json.loads(line)
-        if result is None or result.get("worker_outcome") == "skipped":
+        if result is None or result.get("worker_outcome") == "skipped":     # not run (filtered, sampled out)
             skipped += 1
             continue
         if result["test_outcome"] == "survived":
@@ -129,8 +218,9 @@ def run_module(module: str, work: Path, timeout: float) -> dict:
             survived.append((module, m["start_pos"][0], m["operator_name"], m["occurrence"]))
         else:                                            # killed, incompetent (the mutant cannot even import)
             killed += 1
-    return {"module": module, "killed": killed, "survived": survived, "skipped": skipped,
-            "seconds": time.monotonic() - began}
+    name = module + (f"::{','.join(functions)}" if functions and functions != FUNCTIONS.get(module) else "")
+    return {"module": name, "killed": killed, "survived": survived, "skipped": skipped, "in_scope": in_scope,
+            "sampled": killed + len(survived), "seconds": time.monotonic() - began}
 
 
 def recheck(report_file: Path, timeout: float) -> list[str]:
@@ -149,7 +239,7 @@ def recheck(report_file: Path, timeout: float) -> list[str]:
             work = Path(tmp)
             _copy_tree(work)
             env = {**os.environ, "PYTHONPATH": str(work), "ALMADELIVER_HOME": str(work / ".home"),
-                   "PYTHONDONTWRITEBYTECODE": "1"}
+                   "PYTHONDONTWRITEBYTECODE": "1", **_REAL}
             subprocess.run([bin_dir / "cosmic-ray", "apply", f"almadeliver/{module}", operator, occurrence],
                            cwd=work, env=env, check=True, capture_output=True)
             tests = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
@@ -162,14 +252,16 @@ def recheck(report_file: Path, timeout: float) -> list[str]:
 
 
 def report(results: list[dict]) -> str:
-    lines = [f"{'module':28} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'kill rate':>9}"]
+    lines = [f"{'module':28} {'mutants':>7} {'killed':>6} {'equiv':>5} {'survived':>8} {'kill rate':>9}"
+             "   (killed or equivalent)"]
     for r in results:
         equivalent = [s for s in r["survived"] if s[:3] in EQUIVALENT]
         live = [s for s in r["survived"] if s[:3] not in EQUIVALENT]
         total = r["killed"] + len(r["survived"])
         rate = (r["killed"] + len(equivalent)) / total if total else 1.0
+        sample = f", a sample of {r['sampled']} of {r['in_scope']}" if r["sampled"] < r["in_scope"] else ""
         lines.append(f"{r['module']:28} {total:7d} {r['killed']:6d} {len(equivalent):5d} {len(live):8d} {rate:9.1%}"
-                     f"   ({r['seconds'] / 60:.0f} min)")
+                     f"   ({r['seconds'] / 60:.0f} min{sample})")
     for r in results:
         for module, line, operator, occurrence in r["survived"]:
             why = EQUIVALENT.get((module, line, operator))
@@ -183,6 +275,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"modules under almadeliver/ (default: {', '.join(TESTS)})")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant's test run")
+    parser.add_argument("--limit", type=int, help="run a seeded random sample of this many mutants per module")
+    parser.add_argument("--minutes", type=float,
+                        help="stop each module's run after this many minutes (the mutants run are a random sample)")
     parser.add_argument("--report", type=Path, help="also write the report to this file")
     parser.add_argument("--recheck", type=Path, metavar="REPORT",
                         help="only run again the mutants REPORT lists as SURVIVED (after adding tests)")
@@ -195,18 +290,20 @@ def main() -> None:
         print(f"of {len(lines)} survivors: {killed} now killed, {equivalent} equivalent, "
               f"{len(lines) - killed - equivalent} still surviving")
         return
-    unknown = [m for m in args.modules if m not in TESTS]
+    unknown = [m for m in args.modules if m.partition("::")[0] not in TESTS]
     if unknown:
         raise SystemExit(f"error: no tests listed for {', '.join(unknown)}; known: {', '.join(TESTS)}")
     if shutil.which("cosmic-ray", path=str(Path(sys.executable).parent)) is None:
         raise SystemExit("error: cosmic-ray is not installed: VIRTUAL_ENV=.venv uv pip install -e '.[mutation]'")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # so the copy of the tree is removed
     results = []
-    for module in args.modules or list(TESTS):
+    for spec in args.modules or list(TESTS):
+        module, _, names = spec.partition("::")
+        functions = None if names == "*" else names.split(",") if names else FUNCTIONS.get(module)
         with tempfile.TemporaryDirectory(prefix="almadeliver-mutation-") as tmp:
             work = Path(tmp)
             _copy_tree(work)
-            results.append(run_module(module, work, args.timeout))
+            results.append(run_module(module, work, args.timeout, functions, args.limit, args.minutes))
         print(report(results[-1:]).splitlines()[1], flush=True)
     text = report(results)
     print(text)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from almadeliver.casa.diskspace import MB, DiskSampler, du_bytes, du_mb, estimate, free_mb
+from processes import run_as_nobody
 
 
 def _member(tmp_path, raw_bytes, extra=False):
@@ -92,7 +93,6 @@ def test_a_prefixed_flux_script_adds_three_times_raw(tmp_path):
 def test_unreadable_folders_in_raw_are_skipped_as_du_skips_them(tmp_path):
     """du -s reports what it can read; so does du_bytes, byte for byte (both run as another user than the
     tree's owner), whichever order the locked and readable folders are walked in."""
-    import json
     import tempfile
 
     top = Path(tempfile.mkdtemp(prefix="almadeliver-du-"))
@@ -104,28 +104,12 @@ def test_unreadable_folders_in_raw_are_skipped_as_du_skips_them(tmp_path):
             (top / "raw" / f"open{i}").mkdir()
             (top / "raw" / f"open{i}" / "data").write_bytes(os.urandom(300_000))
             (top / "raw" / f"locked{i}").chmod(0)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:                       # the child: drop root's rights, measure both ways
-            code = 1
-            try:
-                os.close(read)
-                if os.geteuid() == 0:
-                    os.setgroups([])
-                    os.setresgid(65534, 65534, 65534)
-                    os.setresuid(65534, 65534, 65534)
-                du = subprocess.run(["du", "-s", "-B1", str(top / "raw")], capture_output=True, text=True)
-                with os.fdopen(write, "w") as out:
-                    json.dump([du_bytes(top / "raw"), int(du.stdout.split()[0])], out)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        with os.fdopen(read) as inp:
-            text = inp.read()
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, "du_bytes raised on an unreadable folder"
-        ours, theirs = json.loads(text)
+
+        def measure() -> list[int]:                # du_bytes and du -s, both run as nobody
+            du = subprocess.run(["du", "-s", "-B1", str(top / "raw")], capture_output=True, text=True)
+            return [du_bytes(top / "raw"), int(du.stdout.split()[0])]
+
+        ours, theirs = run_as_nobody(measure)
         assert ours == theirs and 4 * 300_000 <= ours < 4 * MB     # the readable data counted, the locked not
     finally:
         for i in range(4):

@@ -82,6 +82,36 @@ def test_space_check_skips_what_the_journal_has_and_part_bytes(tmp_path):
     assert space.download_bytes == 4_000 and space.unpack_bytes == 5_000
 
 
+def test_a_part_as_long_as_its_file_or_longer_leaves_nothing_to_download(tmp_path):
+    """A .part holding the whole file (fetched, not yet verified and renamed), or more (a stale longer one):
+    zero bytes to fetch, not one and not minus one."""
+    plan = make_plan(view([PRODUCTS, RAW]), parse_what("products,raw"))
+    (tmp_path / (PRODUCTS.name + ".part")).write_bytes(b"x" * PRODUCTS.size)
+    (tmp_path / (RAW.name + ".part")).write_bytes(b"x" * (RAW.size + 10))
+    space = check_space(plan, tmp_path)
+    assert space.download_bytes == 0 and space.unpack_bytes == PRODUCTS.size + RAW.size
+
+
+def test_exactly_enough_space_fits_and_one_byte_more_does_not(tmp_path):
+    """On an empty 32 MiB tmpfs: a 16 MiB file plus the 16 MiB margin fills it exactly and passes;
+    one byte more is refused."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        fits = afile("member.uid___A001_X13e_X1fe.README.txt", 16 * 2**20, TarballKind.README)
+        space = check_space(make_plan(view([fits]), parse_what("readme")), small)
+        assert space.needed + space.margin == space.free_bytes == 32 * 2**20
+        over = afile("member.uid___A001_X13e_X1fe.README.txt", 16 * 2**20 + 1, TarballKind.README)
+        with pytest.raises(DiskSpaceError, match="to spare"):
+            check_space(make_plan(view([over]), parse_what("readme")), small)
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
 def test_journal_is_atomic_and_survives_reload(tmp_path):
     j = Journal(tmp_path)
     e = j.entry("a.tar", 10)
@@ -186,7 +216,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, arg
 
 def test_the_space_check_keeps_a_margin():
     from almadeliver.transfer.plan import SPACE_MARGIN, SpaceCheck
-    assert SpaceCheck(1000, 1000, 0).margin == SPACE_MARGIN
+    assert SpaceCheck(1000, 1000, 0).margin == SPACE_MARGIN == 16 * 2**20      # 16 MiB, as the README says
     assert SpaceCheck(50 * SPACE_MARGIN, 50 * SPACE_MARGIN, 0).margin == 2 * SPACE_MARGIN
     assert SpaceCheck(0, 0, 0).margin == 0
 

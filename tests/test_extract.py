@@ -267,3 +267,148 @@ def test_a_file_short_after_extraction_is_an_error_and_the_tarball_is_kept(tmp_p
     with pytest.raises(TransferError, match="has the wrong size after extraction") as err:
         extract_tarball(products, tmp_path / "dest")
     assert "\n" not in str(err.value) and products.exists()
+
+
+# -- the survivors of the mutation run on transfer/extract.py (scripts/mutation.py) -----------------------
+def _one_file(path: Path, name: str, data: bytes, mode: int = 0o644, mtime: int = 1_500_000_000) -> Path:
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        folder = tarfile.TarInfo(name.rsplit("/", 1)[0])
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, mtime - 100
+        tar.addfile(folder)
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, mtime
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("mode, written", [(0o644, 0o644), (0o700, 0o700), (0o755, 0o755), (0o777, 0o755),
+                                           (0o641, 0o640), (0o000, 0o600), (0o4755, 0o755)])
+def test_modes_keep_the_owner_exec_bit_drop_group_and_other_write_and_special_bits(tmp_path, mode, written):
+    """Read-write for the owner always; execute only when the owner could; never setuid, never o+w."""
+    tarball = _one_file(tmp_path / "m.tar", "2013.1.00308.S/script/x.py", b"print(1)\n", mode)
+    extract_tarball(tarball, tmp_path / "dest")
+    assert (tmp_path / "dest" / "2013.1.00308.S/script/x.py").stat().st_mode & 0o7777 == written
+
+
+def test_files_and_folders_keep_their_mtimes(tmp_path):
+    tarball = _one_file(tmp_path / "t.tar", "2013.1.00308.S/product/x.fits", b"SIMPLE", mtime=1_400_000_000)
+    extract_tarball(tarball, tmp_path / "dest")
+    assert (tmp_path / "dest/2013.1.00308.S/product/x.fits").stat().st_mtime == 1_400_000_000
+    assert (tmp_path / "dest/2013.1.00308.S/product").stat().st_mtime == 1_400_000_000 - 100, "set after its files"
+
+
+def test_a_file_onto_another_filesystem_is_copied_whole(tmp_path):
+    """A tmpfs destination: copy_file_range across filesystems answers EXDEV and the copy goes through
+    pread/write, in 4 MiB pieces; the bytes must be the same."""
+    import os
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        data = os.urandom(9 * 2**20 + 12345)
+        tarball = _one_file(tmp_path / "big.tar", "2013.1.00308.S/raw/big.bin", data)
+        extract_tarball(tarball, small / "dest")
+        assert (small / "dest/2013.1.00308.S/raw/big.bin").read_bytes() == data
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_one_zero_block_is_not_an_end_marker(tmp_path):
+    tarball = _one_file(tmp_path / "t.tar", "2013.1.00308.S/README", b"readme\n")
+    with tarfile.open(tarball) as tar:
+        last = tar.getmembers()[-1]
+    end = last.offset_data + 512
+    tarball.write_bytes(tarball.read_bytes()[:end + 512])
+    with pytest.raises(TransferError, match="no end-of-archive marker"):
+        read_members(tarball)
+
+
+def test_headers_nested_too_deeply_are_corrupt_not_a_recursion_error(tmp_path):
+    """Thousands of GNU long-name headers in a row make tarfile recurse once per header."""
+    block = tarfile.TarInfo("././@LongLink")
+    block.type, block.size = tarfile.GNUTYPE_LONGNAME, 512
+    chain = (block.tobuf(tarfile.GNU_FORMAT) + b"a" * 512) * 5000
+    last = tarfile.TarInfo("2013.1.00308.S/README")
+    (tmp_path / "deep.tar").write_bytes(chain + last.tobuf(tarfile.GNU_FORMAT) + bytes(1024))
+    with pytest.raises(TransferError, match="nested too deeply"):
+        read_members(tmp_path / "deep.tar")
+
+
+@pytest.mark.parametrize("length", [60, 120, 121, 300])
+def test_a_long_member_name_is_shortened_in_the_error_keeping_both_ends(tmp_path, length):
+    name = "2013.1.00308.S/" + "x" * (length - len("2013.1.00308.S/") - 5) + "/../f"
+    assert len(name) == length
+    tarball = _hostile(tmp_path / "n.tar", _file(name))
+    with pytest.raises(UnsafeTarballError) as err:
+        extract_tarball(tarball, tmp_path / "dest")
+    shown = name if length <= 120 else name[:60] + "..." + name[-40:]
+    assert f"member '{shown}'" in str(err.value)
+
+
+def test_the_destination_plus_the_longest_member_must_stay_below_path_max(tmp_path):
+    """root + '/' + member of exactly PATH_MAX bytes has no room for the NUL: refused; one byte less extracts."""
+    import os
+
+    from almadeliver.transfer.extract import PATH_MAX
+
+    member = "2013.1.00308.S/README"
+    tarball = _one_file(tmp_path / "t.tar", member, b"readme\n")
+    base = os.path.realpath(tmp_path)
+    for room, refused in ((0, True), (1, False)):
+        want = PATH_MAX - 1 - len(member) - room                  # the length of the destination folder
+        dest = base + f"/d{room}"
+        while len(dest) < want:
+            dest += "/" + "p" * min(200, want - len(dest) - 1)
+        assert len(dest) == want
+        os.makedirs(dest)
+        if refused:
+            with pytest.raises(TransferError, match="path limit"):
+                extract_tarball(tarball, Path(dest), keep=True)
+        else:
+            extract_tarball(tarball, Path(dest), keep=True)
+            assert (Path(dest) / member).read_bytes() == b"readme\n"
+
+
+def test_a_name_of_1024_bytes_with_a_255_byte_component_extracts_and_one_byte_more_does_not(tmp_path):
+    from almadeliver.transfer.extract import MAX_COMPONENT, MAX_NAME
+
+    top = "2013.1.00308.S/" + "c" * MAX_COMPONENT + "/"
+    name = top + "/".join(["d" * 99] * 7) + "/"
+    name += "f" * (MAX_NAME - len(name))
+    assert len(name) == MAX_NAME and max(len(p) for p in name.split("/")) == MAX_COMPONENT
+    dest = tmp_path / "not" / "yet" / "there"                     # made with its parents
+    extract_tarball(_hostile(tmp_path / "ok.tar", _file(name)), dest)
+    assert (dest / name).read_bytes() == b"evil"
+    with pytest.raises(UnsafeTarballError, match=f"path of {MAX_NAME + 1} bytes"):
+        extract_tarball(_hostile(tmp_path / "long.tar", _file(name + "g")), tmp_path / "d2")
+    wide = "2013.1.00308.S/" + "c" * (MAX_COMPONENT + 1) + "/f"
+    with pytest.raises(UnsafeTarballError, match="longer than 255"):
+        extract_tarball(_hostile(tmp_path / "wide.tar", _file(wide)), tmp_path / "d3")
+
+
+def test_the_damaged_byte_is_named(tmp_path):
+    tarball = _one_file(tmp_path / "t.tar", "2013.1.00308.S/README", b"readme\n")
+    with tarfile.open(tarball) as tar:
+        tar.getmembers()
+        stopped = tar.offset
+    data = bytearray(tarball.read_bytes())
+    data[stopped + 700] = 1                                # inside the end marker
+    tarball.write_bytes(bytes(data))
+    with pytest.raises(TransferError, match=f"header at byte {stopped} is damaged \\(data at byte {stopped + 700} "):
+        read_members(tarball)
+
+
+def test_a_tarball_of_dot_made_by_gnu_tar_extracts_every_member(tmp_path):
+    """``tar -cf x.tar -C folder .`` starts with a './' member (no path component): skipped, not the end."""
+    import subprocess
+
+    src = tmp_path / "src" / "2013.1.00308.S" / "product"
+    src.mkdir(parents=True)
+    (src / "a.fits").write_bytes(b"SIMPLE")
+    subprocess.run(["tar", "-cf", str(tmp_path / "x.tar"), "-C", str(tmp_path / "src"), "."], check=True)
+    assert read_members(tmp_path / "x.tar")[0].name in (".", "./")
+    extract_tarball(tmp_path / "x.tar", tmp_path / "dest")
+    assert (tmp_path / "dest/2013.1.00308.S/product/a.fits").read_bytes() == b"SIMPLE"

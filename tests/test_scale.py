@@ -29,6 +29,7 @@ from almadeliver.scale.steps import IMAGE_OUT, find_mous
 from almadeliver.sim.archive import Faults, LocalArchive
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
+from processes import act_when_running
 from tiny_archive import PROP_MOUS, PROPRIETARY, tiny_root  # noqa: F401  (a proprietary project to fetch)
 
 CODES = ("2019.1.00101.S", "2019.1.00102.S")
@@ -54,47 +55,19 @@ def _mtimes(dest: Path) -> dict[str, int]:
     return {str(p): p.lstat().st_mtime_ns for p in dest.rglob("*")}
 
 
-@contextmanager
 def _kill_when_running(dest: Path, step: str, wait_for_child: bool):
     """Watch the run journal; SIGKILL the first process that runs ``step`` (and its children, as a
     lost node would lose them). Yields a dict that receives ``mous`` and ``pid`` of the victim."""
     import psutil
 
-    killed: dict = {}
-    stop = threading.Event()
-
-    def watch() -> None:
-        journal = StepJournal(dest)
-        while not stop.is_set():
-            for marker in sorted(journal.root.glob(f"*/{step}.running")):
-                info = journal.running(Uid.parse(marker.parent.name).archive, step)
-                if not info:
-                    continue
-                try:
-                    proc = psutil.Process(info["pid"])
-                    children = proc.children(recursive=True)
-                except psutil.NoSuchProcess:
-                    continue
-                if wait_for_child and not children:
-                    continue
-                time.sleep(1.0)                    # well inside the step
-                children = proc.children(recursive=True)
-                for p in [proc, *children]:
-                    try:
-                        p.send_signal(signal.SIGKILL)
-                    except psutil.NoSuchProcess:
-                        pass
-                killed.update(mous=Uid.parse(marker.parent.name).archive, pid=info["pid"])
-                return
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield killed
-    finally:
-        stop.set()
-        thread.join(5)
+    def kill(proc) -> dict:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        return {}
+    return act_when_running(dest, step, kill, wait_for_child=wait_for_child)
 
 
 # -- units -------------------------------------------------------------------------------------------

@@ -10,23 +10,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from almadeliver.cli import main
 from almadeliver.errors import UsageError
-from almadeliver.ids import Uid
 from almadeliver.scale.jobqueue import JobSpec, jobqueue_section, write_jobqueue_config
 from almadeliver.scale.journal import StepJournal
 from almadeliver.scale.steps import IMAGE_OUT, find_mous
 from almadeliver.sim.archive import LocalArchive
 
+from processes import act_when_running
 from slurm_cluster import PARTITION, SlurmCluster
 
 # Two projects of one MOUS each, simulated for other tests already (the cache is shared):
@@ -79,39 +76,14 @@ def _mtimes(dest: Path) -> dict[str, int]:
     return {str(p): p.lstat().st_mtime_ns for p in dest.rglob("*")}
 
 
-@contextmanager
 def _scancel_when_running(slurm: SlurmCluster, dest: Path, step: str):
     """Watch the run journal; when ``step`` runs CASA (the worker has a child), ``scancel`` the batch
     job of that worker. Yields a dict that receives ``mous``, ``job`` and ``pid``."""
-    cancelled: dict = {}
-    stop = threading.Event()
-
-    def watch() -> None:
-        journal = StepJournal(dest)
-        while not stop.is_set():
-            for marker in sorted(journal.root.glob(f"*/{step}.running")):
-                mous = Uid.parse(marker.parent.name).archive
-                info = journal.running(mous, step)
-                try:
-                    proc = psutil.Process(info["pid"]) if info else None
-                    if proc is None or not proc.children(recursive=True):
-                        continue
-                    job = proc.environ()["SLURM_JOB_ID"]
-                except (psutil.NoSuchProcess, KeyError):
-                    continue
-                time.sleep(1.0)                       # well inside the step
-                slurm.command("scancel", job)
-                cancelled.update(mous=mous, job=job, pid=info["pid"])
-                return
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield cancelled
-    finally:
-        stop.set()
-        thread.join(5)
+    def scancel(proc) -> dict:
+        job = proc.environ()["SLURM_JOB_ID"]
+        slurm.command("scancel", job)
+        return {"job": job}
+    return act_when_running(dest, step, scancel, wait_for_child=True)
 
 
 # -- the jobqueue section from what a user knows -----------------------------------------------------

@@ -25,3 +25,106 @@ def test_same_input_same_bytes(tmp_path):
     script = next(m for m in members if m.name.endswith("scriptForPI.py"))
     assert script.mode == 0o755
     assert not (tmp_path / "one.tar.part").exists()
+
+
+# -- sizes, parts, gzip: what the staff packaging relies on (tests/test_package.py runs them in CASA) ------
+import gzip  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+from almadeliver.errors import PackagingError  # noqa: E402
+from almadeliver.packaging.tarballs import (plan_parts, tar_size, write_parts, write_tar_record,  # noqa: E402
+                                            write_tgz)
+
+RECORD = tarfile.RECORDSIZE
+
+
+def _sizes_tree(root):
+    """Files on and around the 512-byte block edges, an executable, an empty file and a symlink."""
+    for rel, size in [("a/empty", 0), ("a/one", 1), ("a/block", 512), ("a/b/over", 513), ("a/b/c/big", 70_000),
+                      ("z/last", 1023)]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(os.urandom(size))
+    (root / "a" / "b" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "a" / "b" / "run.sh").chmod(0o755)
+    (root / "z" / "link").symlink_to("../a/one")
+    return tree_entries(root, "p/member")
+
+
+def test_tar_size_is_the_written_size_and_gnu_tar_reads_what_was_written(tmp_path):
+    entries = _sizes_tree(tmp_path / "tree")
+    record = write_tar_record(tmp_path / "t.tar", entries)
+    data = (tmp_path / "t.tar").read_bytes()
+    assert tar_size(entries) == record.size == len(data) and len(data) % RECORD == 0
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    files = {arc: p.stat().st_size for arc, p in entries if p.is_file() and not p.is_symlink()}
+    assert {m.path: m.size for m in record.members} == files
+    listing = subprocess.run(["tar", "-tvf", str(tmp_path / "t.tar")], capture_output=True, text=True, check=True)
+    lines = {(line.split()[-1] if "->" not in line else line.split()[-3]).rstrip("/"): line
+             for line in listing.stdout.splitlines()}
+    assert lines["p/member/z/link"].startswith("lrwxrwxrwx") and lines["p/member/z/link"].endswith("-> ../a/one")
+    assert lines["p/member/a/b/run.sh"].startswith("-rwxr-xr-x")
+    assert lines["p/member/a/one"].startswith("-rw-r--r--") and lines["p/member/a/b"].startswith("drwxr-xr-x")
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(tmp_path / "t.tar"), "-C", str(out)], check=True)
+    for arc, size in files.items():
+        assert (out / arc).read_bytes() == (tmp_path / "tree" / arc.removeprefix("p/member/")).read_bytes()
+
+
+def test_tree_entries_name_the_root_by_its_folder_without_a_prefix(tmp_path):
+    _tree(tmp_path)
+    assert sorted(a for a, _ in tree_entries(tmp_path / "member")) == [
+        "member", "member/README", "member/script", "member/script/scriptForPI.py"]
+    assert sorted(a for a, _ in tree_entries(tmp_path / "member", "x/y/")) == [
+        "x/y", "x/y/README", "x/y/script", "x/y/script/scriptForPI.py"]
+
+
+@pytest.mark.parametrize("max_size", [4 * RECORD, 6 * RECORD, 9 * RECORD])
+def test_parts_fit_unpack_alone_and_are_as_full_as_they_can_be(tmp_path, max_size):
+    entries = _sizes_tree(tmp_path / "tree")
+    parts = plan_parts(entries, max_size)
+    records = write_parts(lambda m, n: tmp_path / f"x_{m:03d}_of_{n:03d}.tar", entries, max_size)
+    assert [r.path.name for r in records] == [f"x_{m:03d}_of_{len(parts):03d}.tar" for m in range(1, len(parts) + 1)]
+    every = [e for part in parts for e in part]
+    assert every == sorted(dict(entries).items()), "each entry once, in order"
+    for part, record, nxt in zip(parts, records, parts[1:] + [None]):
+        assert record.size == tar_size(part) == record.path.stat().st_size
+        assert record.oversized == (record.size > max_size)
+        if record.oversized:
+            assert len([e for e in part if e[1] is not None and e[1].is_file()]) == 1, "a large file goes alone"
+        if nxt is not None:
+            assert tar_size(part + nxt[:1]) > max_size, "the next entry would have fitted"
+        with tarfile.open(record.path) as tar:
+            names = tar.getnames()
+        for name in names:                       # each part carries its own parent folders
+            assert all("/".join(name.split("/")[:i]) in names for i in range(1, name.count("/") + 1))
+    assert any(r.oversized for r in records) == (max_size < 70_000 + 3 * 512)
+
+
+def test_a_part_size_below_four_records_is_refused(tmp_path):
+    with pytest.raises(PackagingError, match=f"use at least {4 * RECORD} bytes"):
+        plan_parts(_sizes_tree(tmp_path / "tree"), 4 * RECORD - 1)
+    assert len(plan_parts(_sizes_tree(tmp_path / "tree2"), 4 * RECORD)) > 1
+
+
+def test_tgz_is_deterministic_and_holds_the_tar(tmp_path):
+    entries = _sizes_tree(tmp_path / "tree")
+    one = write_tgz(tmp_path / "one.tgz", entries)
+    (tmp_path / "tree" / "a" / "one").touch()
+    two = write_tgz(tmp_path / "two.tgz", list(reversed(entries)))
+    assert one.read_bytes() == two.read_bytes() and not (tmp_path / "one.tgz.part").exists()
+    head = one.read_bytes()[:10]
+    assert head[3] & 0x08 == 0 and head[4:8] == b"\0\0\0\0", "no file name, mtime 0 in the gzip header"
+    assert gzip.decompress(one.read_bytes()) == write_tar(tmp_path / "t.tar", entries).read_bytes()
+
+
+def test_a_fifo_is_refused_and_no_part_is_left(tmp_path):
+    entries = _sizes_tree(tmp_path / "tree")
+    os.mkfifo(tmp_path / "tree" / "a" / "pipe")
+    with pytest.raises(PackagingError, match="only files, folders and symlinks"):
+        write_tar(tmp_path / "t.tar", tree_entries(tmp_path / "tree", "p/member"))
+    assert not (tmp_path / "t.tar").exists() and not (tmp_path / "t.tar.part").exists()
+    assert write_tar(tmp_path / "t.tar", entries).exists()

@@ -17,6 +17,7 @@ import pytest
 
 from almadeliver.delivery import validate as validate_module
 from almadeliver.delivery.validate import validate
+from processes import run_as_nobody
 from test_validate import (EBS, MOUS, PIPE_MOUS, PROJECT, manual_member, pipeline_member, touch,
                            write_asdm, write_fits)
 
@@ -145,30 +146,9 @@ def test_a_tree_broken_in_one_way_gets_that_finding(tmp_path, real, check):
 
 
 def _validate_as_nobody(root: Path) -> list[dict]:
-    """validate ``root`` in a forked child that dropped root's rights (root reads every folder)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                     # the child: drop to nobody, validate, send the findings
-        code = 1
-        try:
-            os.close(read)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setresgid(65534, 65534, 65534)
-                os.setresuid(65534, 65534, 65534)
-            found = [{"check": f.check, "severity": f.severity.value, "path": f.path}
-                     for f in validate(root).findings]
-            with os.fdopen(write, "w") as out:
-                json.dump(found, out)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as inp:
-        text = inp.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(text)
+    """validate ``root`` as nobody (root reads every folder)."""
+    return run_as_nobody(lambda: [{"check": f.check, "severity": f.severity.value, "path": f.path}
+                                  for f in validate(root).findings])
 
 
 def test_a_folder_validate_cannot_read_is_an_error(real):
