@@ -222,6 +222,7 @@ def _xdist_group(item) -> str:
     return f"{name}::{'+'.join(shared) or getattr(item, 'originalname', item.name)}"
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads xdist_group marks to group the tests
 def pytest_collection_modifyitems(items):
     """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
     real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15.
@@ -229,7 +230,11 @@ def pytest_collection_modifyitems(items):
     For parallel runs (``make test``: ``pytest -n 2 --dist loadgroup --no-loadscope-reorder``) every
     test gets an xdist group (``_xdist_group``), so a module fixture is made once per group and the
     tests of ``staff_reduction`` are one group (the session builds it once); the items are ordered by
-    GROUP_COST, costliest group first."""
+    GROUP_COST, costliest group first.
+
+    It runs first (``tryfirst``): xdist's worker reads the ``xdist_group`` marks in its own
+    ``pytest_collection_modifyitems``; marks added after it are ignored and every test becomes a
+    group of its own (both workers then build ``staff_reduction`` and every module fixture)."""
     groups: dict[str, int] = {}
     for item in items:
         if "staff_reduction" in getattr(item, "fixturenames", ()):
