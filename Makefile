@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	@bash scripts/system-deps.sh
 	$(BIN)/ruff check almadeliver
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

@@ -1,20 +1,22 @@
 """Download speed against the local archive throttled like the real one (50 MB/s per connection).
 
-Prints ratios (higher is better for speedups):
+Every side runs --repeat times (median compared, range printed); every peer's files are checked
+byte-identical to ours. Targets (exit 1 when one is missed):
   - 8 files: almadeliver vs astroquery's Alma.download_files and vs `xargs -P5 curl -C -` (the archive's script)
   - one large file: almadeliver --split 5 vs a single curl
   - download + extraction vs the download alone
-Usage: python benchmarks/bench_download.py [--files 8] [--mb 200] [--big-mb 2000] [--rate 50e6] [--skip-astroquery]
+  - CPU per byte (user + system seconds per GB) against curl's on the same files
+  - the fraction of the link limit (5 connections x --rate) reached, quiet and with --busy busy processes
+Usage: python benchmarks/bench_download.py [--files 8] [--mb 200] [--big-mb 2000] [--rate 50e6] [--repeat 3]
+       [--busy 2] [--skip-astroquery]
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
@@ -23,6 +25,9 @@ from almadeliver.packaging.tarballs import write_tar
 from almadeliver.sim.catalogue import FILES_DIR, Catalogue, CatalogueFile
 from almadeliver.transfer.download import TransferConfig, download
 from almadeliver.transfer.plan import make_plan, parse_what
+from common import Report, Timing, busy, parser, timed
+
+MiB = 1 << 20
 
 PROJECT = "2017.1.01185.S"
 
@@ -86,72 +91,90 @@ def fresh(path: Path) -> Path:
     return path
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def ours(archive, names, dest, **cfg) -> float:
+def ours(archive, names, dest, repeat: int, **cfg) -> Timing:
     plan = make_plan(view(archive, names), parse_what("products"))
-    fresh(dest)
 
     def run():
         result = download(plan, dest, TransferConfig(progress=False, **cfg))
         assert result.ok, [str(f.error) for f in result.failed]
-    return timed(run)
+    return timed(run, repeat, before=lambda: fresh(dest))
 
 
-def curl(urls: list[str], dest: Path, parallel: int) -> float:
-    fresh(dest)
+def curl(urls: list[str], dest: Path, parallel: int, repeat: int) -> Timing:
     cmd = f"xargs -P{parallel} -n1 curl -sSf -C - -O"
-    return timed(lambda: subprocess.run(cmd, shell=True, input="\n".join(urls), text=True, cwd=dest, check=True))
+    return timed(lambda: subprocess.run(cmd, shell=True, input="\n".join(urls), text=True, cwd=dest, check=True),
+                 repeat, before=lambda: fresh(dest))
 
 
-def astroquery(urls: list[str], dest: Path) -> float:
+def astroquery(urls: list[str], dest: Path, repeat: int) -> Timing:
     import logging
     from astroquery.alma import Alma
     logging.getLogger("astroquery").setLevel(logging.WARNING)
-    fresh(dest)
-    return timed(lambda: Alma().download_files(urls, savedir=str(dest), cache=False))
+    return timed(lambda: Alma().download_files(urls, savedir=str(dest), cache=False), repeat,
+                 before=lambda: fresh(dest))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=8)
-    ap.add_argument("--mb", type=int, default=200)
-    ap.add_argument("--big-mb", type=int, default=2000)
-    ap.add_argument("--rate", type=float, default=50e6, help="bytes/s per connection")
+def main() -> int:
+    ap = parser(__doc__)
+    ap.add_argument("--files", type=int, default=8, help="tarballs of the many-files case (default 8)")
+    ap.add_argument("--mb", type=int, default=200, help="MB of each of them (default 200)")
+    ap.add_argument("--big-mb", type=int, default=2000, help="MB of the one-large-file case (default 2000)")
+    ap.add_argument("--rate", type=float, default=50e6, help="bytes/s per connection (default 50e6)")
+    ap.add_argument("--busy", type=int, default=2, help="busy processes for the loaded run (default 2)")
     ap.add_argument("--skip-astroquery", action="store_true")
     args = ap.parse_args()
+    n = args.repeat
+    report = Report("bench_download")
     with tempfile.TemporaryDirectory(prefix="bench-download-", dir="/tmp") as tmp:
         tmp = Path(tmp)
         groups = make_archive(tmp / "archive", args.files, args.mb, args.big_mb)
+        served = [tmp / "archive" / PROJECT / FILES_DIR / name for name in groups["many"]]
         with ServedArchive(tmp / "archive", args.rate) as archive:
             urls = [f"{archive.url}/dataPortal/{n}" for n in groups["many"]]
             big_url = [f"{archive.url}/dataPortal/{groups['big'][0]}"]
-            t_ours = min(ours(archive, groups["many"], tmp / "ours", untar=False) for _ in range(2))
-            t_untar = min(ours(archive, groups["many"], tmp / "untar") for _ in range(2))
-            t_curl5 = min(curl(urls, tmp / "curl5", 5) for _ in range(2))
-            t_astro = None if args.skip_astroquery else astroquery(urls, tmp / "astroquery")
-            t_split = ours(archive, groups["big"], tmp / "split", untar=False, split=5)
-            t_curl1 = curl(big_url, tmp / "curl1", 1)
+            t_ours = ours(archive, groups["many"], tmp / "ours", n, untar=False)
+            ours_files = [tmp / "ours" / name for name in groups["many"]]
+            t_untar = ours(archive, groups["many"], tmp / "untar", n)
+            t_curl5 = curl(urls, tmp / "curl5", 5, n)
+            report.identical("xargs -P5 curl files = ours", ours_files, [tmp / "curl5" / x for x in groups["many"]])
+            t_astro = None
+            if not args.skip_astroquery:
+                t_astro = astroquery(urls, tmp / "astroquery", n)
+                report.identical("astroquery files = ours", ours_files,
+                                 [tmp / "astroquery" / x for x in groups["many"]])
+            report.identical("ours = the archive's files", ours_files, served)
+            t_split = ours(archive, groups["big"], tmp / "split", n, untar=False, split=5)
+            t_curl1 = curl(big_url, tmp / "curl1", 1, n)
+            report.identical("--split 5 file = single curl's", [tmp / "split" / groups["big"][0]],
+                             [tmp / "curl1" / groups["big"][0]])
+            with busy(args.busy):
+                t_loaded = ours(archive, groups["many"], tmp / "loaded", n, untar=False)
         total = args.files * args.mb
+        gb = total * MiB / 1e9
         print(f"local archive throttled to {args.rate / 1e6:.0f} MB/s per connection; "
-              f"{args.files} x {args.mb} MB and 1 x {args.big_mb} MB tarballs")
-        print(f"almadeliver (5 connections)      {t_ours:6.2f} s  {total / t_ours:6.0f} MB/s")
-        print(f"almadeliver + extraction         {t_untar:6.2f} s")
-        print(f"xargs -P5 curl -C -              {t_curl5:6.2f} s")
+              f"{args.files} x {args.mb} MB and 1 x {args.big_mb} MB tarballs; {n} runs of each side")
+        print(f"almadeliver (5 connections)      {t_ours}  {total / t_ours.median:6.0f} MB/s  "
+              f"CPU {t_ours.cpu_median / gb:5.2f} s/GB")
+        print(f"almadeliver + extraction         {t_untar}")
+        print(f"xargs -P5 curl -C -              {t_curl5}  CPU {t_curl5.cpu_median / gb:5.2f} s/GB")
         if t_astro is not None:
-            print(f"astroquery download_files        {t_astro:6.2f} s")
-        print(f"almadeliver --split 5 (1 file)   {t_split:6.2f} s  {args.big_mb / t_split:6.0f} MB/s")
-        print(f"single curl (1 file)             {t_curl1:6.2f} s")
+            print(f"astroquery download_files        {t_astro}")
+        print(f"almadeliver --split 5 (1 file)   {t_split}  {args.big_mb / t_split.median:6.0f} MB/s")
+        print(f"single curl (1 file)             {t_curl1}")
+        print(f"almadeliver, {args.busy} busy processes   {t_loaded}  {total / t_loaded.median:6.0f} MB/s")
+        link = 5 * args.rate
         if t_astro is not None:
-            print(f"ratio vs astroquery download_files = {t_astro / t_ours:.2f}x (target >= 4.5)")
-        print(f"ratio vs xargs -P5 curl -C -       = {t_curl5 / t_ours:.2f}x (target >= 0.95)")
-        print(f"ratio --split 5 vs single curl     = {t_curl1 / t_split:.2f}x (target >= 4)")
-        print(f"download+extraction / download     = {t_untar / t_ours:.2f} (target <= 1.15)")
+            report.target("speed vs astroquery download_files (x)", t_astro.median / t_ours.median, 4.5, True)
+        report.target("speed vs xargs -P5 curl -C - (x)", t_curl5.median / t_ours.median, 0.95, True)
+        report.target("--split 5 vs single curl (x)", t_curl1.median / t_split.median, 4, True)
+        report.target("download+extraction / download", t_untar.median / t_ours.median, 1.15, False)
+        report.target("CPU per byte vs curl (x)", t_ours.cpu_median / t_curl5.cpu_median, 1.5, False,
+                      f"{t_ours.cpu_median / gb:.2f} vs {t_curl5.cpu_median / gb:.2f} CPU s/GB")
+        report.target("quiet: fraction of the link limit", total * MiB / t_ours.median / link, 0.9, True)
+        report.target(f"{args.busy} busy processes: fraction of the link limit",
+                      total * MiB / t_loaded.median / link, 0.9, True)
+    return report.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

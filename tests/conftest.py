@@ -169,15 +169,86 @@ def staff_reduction(simulated, unpack, tmp_path_factory):
     return SimpleNamespace(project=project, member=member, restored=restored, imaged=imaged, area=area, fill=fill)
 
 
+# -- parallel runs: groups and their order ------------------------------------------------------------
+# Files whose tests share nothing costly but the session's cached simulations: each test is its own
+# xdist group (both workers can take them), except the tests that use one of the file's costly module
+# or session fixtures named here: those go to the group the fixture names, so it is made once.
+SPLIT_FILES = {
+    "test_scale.py": {},
+    "test_restore_casa.py": {"one_eb_level0": "one_eb_level0"},
+    "test_sim.py": {},
+    "test_native_restore.py": {},
+    "test_image_casa.py": {"pipeline_member": "pipeline", "manual_member": "pipeline", "modern_member": "modern"},
+    "test_sim_pipeline.py": {},
+}
+# Rough cold-cache cost of the CASA-heavy groups (CPU minutes on 2 shared cores: the simulations a
+# group is the first to ask for, its restores and imaging runs). ``pytest -n 2 --dist loadgroup
+# --no-loadscope-reorder`` (make test) hands the groups out in this order, costliest first, so that
+# no long group starts last and runs alone at the end; a group not named here costs 0 and keeps its
+# collection order (the fast tests fill the tail).
+GROUP_COST = {
+    "staff-reduction": 12,
+    "test_scale.py::test_run_on_dask_survives_a_lost_worker_and_reruns_nothing": 11,
+    "test_image_casa.py::pipeline": 9,
+    "test_restore_casa.py::test_peak_stays_under_scriptforpi_estimate_two_ebs_level3": 7,
+    "test_restore_casa.py::one_eb_level0": 6,
+    "test_native_restore.py::test_two_ebs_at_spacesaving_2_keep_only_the_split_cal": 6,
+    "test_slurm.py": 6,
+    "test_sim.py::test_scriptforpi_calibrates_to_flat_phases": 5,
+    "test_restore_casa.py::test_two_ebs_level1_then_resume_level3": 4,
+    "test_selfcal.py": 5,
+    "test_image_casa.py::modern": 4,
+    "test_restore_tp.py": 4,
+    "test_recalibrate.py": 4,
+    "test_image_legacy_casa.py": 4,
+    "test_restore_casa.py::test_cycle0_is_already_calibrated_and_concat_makes_calibrated_ms": 3,
+    "test_image_casa.py::test_simulated_manual_delivery_restored_then_reimaged": 3,
+    "test_image_casa.py::test_spacesaving_2_split_cal_reimages_the_same_products": 3,
+    "test_scale.py::test_pool_backend_keeps_the_limit_and_recovers_from_a_dead_process": 2,
+    "test_restore_casa.py::test_level2_through_monolithic_casa_command": 2,
+    "test_native_restore.py::test_one_eb_restores_the_pipeline_corrected_data_and_flags": 2,
+    "test_native_restore.py::test_restore_cli_engine_auto_uses_native_without_pipeline_casa": 2,
+    "test_sim.py::test_asdm_roundtrips_through_importasdm": 1,
+    "test_sim_pipeline.py::test_cycle_10_layout_images_targets_ms_with_datacolumn_data": 1,
+}
+
+
+def _xdist_group(item) -> str:
+    """The xdist group of a test: "staff-reduction" for every test of ``staff_reduction`` (the session
+    builds it once), else its file, or in SPLIT_FILES one group per test or per shared fixture."""
+    name = item.path.name
+    if "staff_reduction" in getattr(item, "fixturenames", ()):
+        return "staff-reduction"
+    if name not in SPLIT_FILES:
+        return name
+    shared = sorted({group for fixture, group in SPLIT_FILES[name].items()
+                     if fixture in getattr(item, "fixturenames", ())})
+    return f"{name}::{'+'.join(shared) or getattr(item, 'originalname', item.name)}"
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads xdist_group marks to group the tests
 def pytest_collection_modifyitems(items):
     """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
     real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15.
 
-    For parallel runs (``make test``: ``pytest -n 2 --dist loadgroup``), each test file is one group, so
-    a file's module fixtures are made once; the files that share ``staff_reduction`` are one group, so
-    the session builds it once."""
-    staff_files = {item.path for item in items if "staff_reduction" in getattr(item, "fixturenames", ())}
+    For parallel runs (``make test``: ``pytest -n 2 --dist loadgroup --no-loadscope-reorder``) every
+    test gets an xdist group (``_xdist_group``), so a module fixture is made once per group and the
+    tests of ``staff_reduction`` are one group (the session builds it once); the items are ordered by
+    GROUP_COST, costliest group first.
+
+    It runs first (``tryfirst``): xdist's worker reads the ``xdist_group`` marks in its own
+    ``pytest_collection_modifyitems``; marks added after it are ignored and every test becomes a
+    group of its own (both workers then build ``staff_reduction`` and every module fixture)."""
+    groups: dict[str, int] = {}
     for item in items:
         if "staff_reduction" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(1800))
-        item.add_marker(pytest.mark.xdist_group("staff-reduction" if item.path in staff_files else item.path.name))
+        group = _xdist_group(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups.setdefault(group, len(groups))
+        item.stash[_GROUP] = group
+    cost = {g: GROUP_COST.get(g, GROUP_COST.get(g.split("::")[0], 0)) for g in groups}
+    items.sort(key=lambda item: (-cost[item.stash[_GROUP]], groups[item.stash[_GROUP]]))
+
+
+_GROUP = pytest.StashKey[str]()

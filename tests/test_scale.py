@@ -1,9 +1,11 @@
 """almadeliver run: many MOUS on Dask (and on a process pool without it), against the local archive.
 
-The done-criteria: 6 simulated MOUS in 2 projects, a LocalCluster of 2 workers, every step for
-real (download, validate, restore with CASA, image with CASA); a worker killed while it restores
-(its task is retried on another worker); the connection limit held across workers; a second run
-redoes nothing.
+The done-criteria: simulated MOUS in 2 projects (3 MOUS: more than the 2 workers, so tasks queue and
+a lost worker's task has somewhere to go), a LocalCluster of 2 workers, every step for real
+(download, validate, restore with CASA, image with CASA); a worker killed while it restores (its
+task is retried on another worker); the connection limit held across workers; a second run redoes
+nothing. The second project is test_restore_casa's 1-EB project (cached, shared): only the 2-MOUS
+project is simulated for this file.
 """
 from __future__ import annotations
 
@@ -32,16 +34,17 @@ from almadeliver.transfer.plan import make_plan, parse_what
 from processes import act_when_running
 from tiny_archive import PROP_MOUS, PROPRIETARY, tiny_root  # noqa: F401  (a proprietary project to fetch)
 
-CODES = ("2019.1.00101.S", "2019.1.00102.S")
+CODES = ("2019.1.00101.S", "2019.1.00011.S")   # 2 MOUS of 1 EB (this file's), 1 MOUS of 1 EB (shared)
+MOUS = {CODES[0]: 2, CODES[1]: 1}
 SLOW = Faults(throttle=3e6)          # bytes/s per connection: downloads of different MOUS overlap
 
 
 @pytest.fixture(scope="module")
 def archive_root(simulated, tmp_path_factory) -> Path:
-    """Two simulated manual projects of 3 MOUS each (1 EB per MOUS), served from one folder."""
+    """Two simulated manual projects of 2 and 1 MOUS (1 EB per MOUS), served from one folder."""
     root = tmp_path_factory.mktemp("scale-archive")
     for code in CODES:
-        (root / code).symlink_to(simulated(code, mous=3))
+        (root / code).symlink_to(simulated(code, mous=MOUS[code]))
     return root
 
 
@@ -72,9 +75,9 @@ def _kill_when_running(dest: Path, step: str, wait_for_child: bool):
 
 # -- units -------------------------------------------------------------------------------------------
 def test_projects_from_codes_or_a_file(tmp_path):
-    assert parse_projects("2019.1.00101.S, 2019.1.00102.S,2019.1.00101.S") == list(CODES)
+    assert parse_projects(f"{CODES[0]}, {CODES[1]},{CODES[0]}") == list(CODES)
     listing = tmp_path / "projects.txt"
-    listing.write_text("# my survey\n2019.1.00101.S\n\n2019.1.00102.S  # second\n")
+    listing.write_text(f"# my survey\n{CODES[0]}\n\n{CODES[1]}  # second\n")
     assert parse_projects(str(listing)) == list(CODES)
     with pytest.raises(IdentifierError, match="not an ALMA project code"):
         parse_projects("2019.1.00101.S,W51")
@@ -125,7 +128,7 @@ def test_connection_gate_holds_connections_across_downloads(archive, tmp_path):
             t.start()
         for t in threads:
             t.join()
-        assert all(len(list(d.rglob("member.uid___*"))) == 6 for d in dests)
+        assert all(len(list(d.rglob("member.uid___*"))) == sum(MOUS.values()) for d in dests)
         return archive.stats.peak_streams
 
     assert both(None, "open") > 2, "without a gate the two downloads overlap"
@@ -135,13 +138,13 @@ def test_connection_gate_holds_connections_across_downloads(archive, tmp_path):
     assert set(hosts) == {f"127.0.0.1:{archive.port}"}
 
 
-# -- the done-criteria: Dask, 2 workers, 6 MOUS, every step ---------------------------------------------
+# -- the done-criteria: Dask, 2 workers, 3 MOUS, every step ---------------------------------------------
 @pytest.mark.slow
 def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path, capsys):
     import distributed  # noqa: F401  (the [dask] extra `make test` installs: a missing one must fail, not skip)
     dest = tmp_path / "dest"
     mous = find_mous(list(CODES), archive.url)
-    assert len(mous) == 6 and {str(p) for p, _ in mous} == set(CODES)
+    assert len(mous) == sum(MOUS.values()) == 3 and {str(p) for p, _ in mous} == set(CODES)
     config = RunConfig(dest, cluster="local", workers=2, archive=archive.url, connections_per_host=2,
                        casa_version_mismatch="allow")
 
@@ -149,11 +152,11 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     with _kill_when_running(dest, "restore", wait_for_child=True) as killed:
         result = run(config, mous)
     seconds = time.monotonic() - started
-    print(f"\nfull run of 6 MOUS on 2 workers: {seconds:.1f} s")
+    print(f"\nfull run of {len(mous)} MOUS on 2 workers: {seconds:.1f} s")
 
     assert result.backend.startswith("dask (local, 2 workers)")
     assert not result.failed, [(o.mous, o.step, o.error, o.log) for o in result.failed]
-    assert len(result.outcomes) == 24 and not any(o.skipped for o in result.outcomes)
+    assert len(result.outcomes) == 4 * len(mous) and not any(o.skipped for o in result.outcomes)
     assert archive.stats.peak_streams <= 2, "the connection limit holds across both workers"
 
     # the killed restore ran again, in another worker process, and says so in its log
@@ -179,8 +182,8 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
                  "--workers", "2"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "0 ran, 24 done before, 0 failed" in out
-    assert out.count("done") >= 24
+    assert f"0 ran, {4 * len(mous)} done before, 0 failed" in out
+    assert out.count("done") >= 4 * len(mous)
     assert _mtimes(dest) == before
 
 
@@ -199,11 +202,11 @@ def test_pool_backend_keeps_the_limit_and_recovers_from_a_dead_process(archive, 
     with _kill_when_running(dest, "download", wait_for_child=False) as killed:
         result = run(config, second)
     assert killed and not result.failed, [(o.mous, o.step, o.error) for o in result.failed]
-    assert len([o for o in result.outcomes if o.ok and not o.skipped]) == 6
+    assert len([o for o in result.outcomes if o.ok and not o.skipped]) == 2 * len(second)
     for _, uid in first + second:
         assert StepJournal(dest).is_done(uid, "validate")
     again = run(config, first + second)
-    assert all(o.skipped and o.ok for o in again.outcomes) and len(again.outcomes) == 12
+    assert all(o.skipped and o.ok for o in again.outcomes) and len(again.outcomes) == 2 * len(first + second)
 
 
 def test_run_without_distributed_falls_back_to_the_pool(archive, tmp_path):
@@ -214,7 +217,7 @@ def test_run_without_distributed_falls_back_to_the_pool(archive, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "process pool (2 processes, no dask)" in proc.stdout
-    assert "3 MOUS, 6 tasks" in proc.stdout and "6 ran" in proc.stdout
+    assert f"{MOUS[CODES[0]]} MOUS, {2 * MOUS[CODES[0]]} tasks" in proc.stdout and f"{2 * MOUS[CODES[0]]} ran" in proc.stdout
     proc = subprocess.run([sys.executable, "-c", code.replace("--workers', '2'", "--cluster', 'slurm'")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--cluster slurm needs dask" in proc.stderr
@@ -229,7 +232,7 @@ def test_a_failed_step_is_reported_with_its_log_and_retried_alone(archive, tmp_p
     log = dest / ".almadeliver" / "run" / find_mous([CODES[0]], archive.url)[0][1].disk / "validate.log"
     assert f"log: {log}" in captured.err and "run its download step first" in log.read_text()
     assert main([*args, "--steps", "download,validate"]) == 0  # the failed step, retried alone, now passes
-    assert "6 ran" in capsys.readouterr().out
+    assert f"{2 * MOUS[CODES[0]]} ran" in capsys.readouterr().out
 
 
 def test_a_batch_cluster_without_jobqueue_config_is_a_usage_error(tmp_path, monkeypatch, capsys):
