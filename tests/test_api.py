@@ -17,7 +17,7 @@ from almadeliver.archive.tap import Cone, Selection
 from almadeliver.casa.restore import RestorePlan
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import UsageError
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 from almadeliver.transfer.download import TransferResult
 
 PROJECT = "2017.1.00123.S"     # the demo's project (test_roundtrip's: one MOUS, 2 EBs)

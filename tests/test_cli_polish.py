@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from almadeliver.cli import main
 from almadeliver.cli.status import StatusLine
-from almadeliver.sim import server
+from almadeliver.sim import archive as server
 from almadeliver.units import BAR_DIVISOR, human_size, middle_cut
 
 from archive_catalogue import write_project  # noqa: E402

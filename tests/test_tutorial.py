@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from almadeliver.sim.server import LocalArchive
+from almadeliver.sim.archive import LocalArchive
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 PROJECT = "2017.1.00123.S"
