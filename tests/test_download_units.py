@@ -183,7 +183,7 @@ def test_credentials_go_only_to_archive_hosts():
 def test_password_never_on_the_command_line():
     from almadeliver.cli.app import app
     import typer.main
-    cmd = typer.main.get_command(app).commands["download"]
+    cmd = typer.main.get_command(app).load("download")      # the lazy root group loads it
     names = {o for p in cmd.params for o in getattr(p, "opts", [])}
     assert "--user" in names and not any("pass" in n for n in names)
 

@@ -45,9 +45,8 @@ class LazyGroup(TyperGroup):
         for name, (_module, text) in self.index.items():
             self.commands.setdefault(name, TyperCommand(name, help=text, short_help=text))
 
-    def resolve_command(self, ctx, args):
-        """Load the command named by ``args[0]`` (its module registers it on ``app``), then resolve it."""
-        name = args[0] if args else None
+    def load(self, name: str):
+        """The full command ``name`` (its options included): its module is imported and registers it on ``app``."""
         if name in self.index and not hasattr(self.commands[name], "almadeliver_loaded"):
             importlib.import_module(f"{__package__}.{self.index[name][0]}")
             for info in app.registered_commands:
@@ -57,6 +56,12 @@ class LazyGroup(TyperGroup):
                         rich_markup_mode=app.rich_markup_mode)
                     command.almadeliver_loaded = True
                     self.commands[name] = command
+        return self.commands.get(name)
+
+    def resolve_command(self, ctx, args):
+        """Load the command named by ``args[0]``, then resolve it."""
+        if args:
+            self.load(args[0])
         return super().resolve_command(ctx, args)
 
 

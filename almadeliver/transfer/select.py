@@ -15,16 +15,19 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import requests
 
 from ..archive.client import ArchiveClient
-from ..archive.datalink import Link, fetch_datalink
 from ..archive.model import ArchiveFile, ProjectView
 from ..errors import ArchiveError, AuthError, IdentifierError, UsageError
 from ..ids import DeliveryFileName, TarballKind, Uid
 from .plan import DownloadPlan, is_tarball
+
+if TYPE_CHECKING:
+    from ..archive.datalink import Link
 
 #: The file patterns a ``--cutout`` without ``--files`` cuts: the primary-beam corrected images.
 CUTOUT_DEFAULT_FILES = ("*.pbcor.fits",)
@@ -228,6 +231,8 @@ def select_files(plan: DownloadPlan, view: ProjectView, client: ArchiveClient,
     ArchiveError, NotFoundError
         From the nested DataLink answers or the SODA service.
     """
+    from ..archive.datalink import fetch_datalink   # pyvo and astropy: only once the archive is asked
+
     folders = _ous_folders(view)
     files: list[ArchiveFile] = []
     searched, left, cutouts, missed = [], [], {}, []
