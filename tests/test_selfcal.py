@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from almadeliver.casa.selfcal import parse_rounds, plan_selfcal, selfcal
+from almadeliver.casa.selfcal import parse_rounds, plan_selfcal
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import UsageError
 from almadeliver.sim.plan import make_plan
 
 SELFCAL = "2011.0.00341.S"     # Cycle 0 flavour: calibrated/*.ms.split.cal and product/ as delivered
 PHASE_DEG = 40.0
+# p:int follows the phase errors; p:inf (against the deeper model of round 1) and ap:int (the amplitude the
+# phase errors within an integration decorrelated away) improve on it; ap:inf averages that over a scan: rejected
+ROUNDS = "p:int,p:inf,ap:int,ap:inf"
+KEPT = [True, True, True, True, False]
 
 
 def plan_target(code: str) -> str:
@@ -38,32 +42,51 @@ def test_rounds_parse_and_refuse():
 
 
 @pytest.mark.slow
-def test_selfcal_fixes_residual_phases_rejects_a_worse_round_and_leaves_calibrated_alone(simulated, unpack, tmp_path):
-    [member] = find_members(unpack(simulated(SELFCAL, flavour="cycle0", residual_phase_deg=PHASE_DEG), tmp_path))
-    before = _listing(member.path / "calibrated")
-    plan = plan_selfcal(member.path, "p:int,p:inf")
-    assert plan.continuum_spw == "0,1" and plan.delivered_continuum is not None
-    assert [c.fits.name for c in plan.cubes][:1] == [f"{plan_target(SELFCAL)}_CS_2-1.image.pbcor.fits"], plan.cubes
-    plan.cubes = plan.cubes[:1]          # the line cube only: the other spws' cubes cost CASA time, test nothing more
-    r = selfcal(plan)
-    kept = [x.kept for x in r.rounds]
-    # p:int follows the phase errors; p:inf after it undoes that (solved afresh per scan): rejected
-    assert kept == [True, True, False], (r.rounds, r.final, r.delivered)
-    assert r.gain_over_start >= 2.0, r.rounds
-    # the issue's bar: at least 2x the dynamic range of the delivered continuum image (same spws, cell, size)
-    assert r.gain_over_delivered is not None and r.gain_over_delivered >= 2.0, (r.final, r.delivered)
-    # the truth: the target's continuum at the image's frequency; self-calibration brings the peak to it
-    plan_ = make_plan(SELFCAL, "cycle0", residual_phase_deg=PHASE_DEG)
-    target = plan_.field("target")
-    comp = target["components"][0]
+def test_run_selfcal_fixes_residual_phases_rejects_a_worse_round_and_leaves_calibrated_alone(simulated, unpack,
+                                                                                             tmp_path):
+    """``run --steps selfcal`` on the Cycle 0 member with residual phases: >= 2x the delivered continuum's
+    dynamic range, closer to the simulation's truth, a worse round rejected, calibrated/ only read."""
+    import json
+
     from astropy.io import fits
-    freq = float(fits.getheader(r.continuum)["CRVAL3"])
-    truth = comp["flux_jy"] * (freq / target["ref_freq_hz"]) ** comp["spix"]
-    assert abs(r.final.peak - truth) < abs(r.delivered.peak - truth), (r.final.peak, r.delivered.peak, truth)
-    assert math.isclose(r.final.peak, truth, rel_tol=0.15), (r.final.peak, truth)
-    assert r.cubes and r.cubes[0][0].is_file()
+
+    from almadeliver.scale.run import RunConfig, run
+    from almadeliver.workflow import SelfcalOptions
+
+    dest = tmp_path / "dest"
+    unpack(simulated(SELFCAL, flavour="cycle0", residual_phase_deg=PHASE_DEG), dest)
+    [member] = find_members(dest / SELFCAL)
+    before = _listing(member.path / "calibrated")
+    plan = plan_selfcal(member.path, ROUNDS)
+    assert plan.continuum_spw == "0,1" and plan.delivered_continuum is not None
+    assert plan.cubes[0].fits.name == f"{plan_target(SELFCAL)}_CS_2-1.image.pbcor.fits", plan.cubes
+    mous = make_plan(SELFCAL, "cycle0", residual_phase_deg=PHASE_DEG).mous[0].uid
+    # the continuum only (--no-selfcal-cubes): each remade cube costs a minute of CASA
+    config = RunConfig(dest, steps=("selfcal",), workers=1, dask=False, selfcal=SelfcalOptions(ROUNDS, cubes=False))
+    [outcome] = run(config, [(SELFCAL, mous)]).outcomes
+    assert outcome.ok, outcome.error
+    r = json.loads(Path(outcome.output["record"]).read_text())
+    rounds = r["rounds"]
+    assert [x["kept"] for x in rounds] == KEPT, rounds
+    best = rounds[0]
+    for x in rounds[1:]:                 # kept exactly when the dynamic range rose and the rms did not
+        better = x["dynamic_range"] > best["dynamic_range"] and x["rms"] <= best["rms"] * 1.02
+        assert x["kept"] == better, (x, best)
+        best = x if better else best
+    # the issue's bar: at least 2x the dynamic range of the delivered continuum image (same spws, cell, size)
+    assert r["gain_over_delivered"] >= 2.0, (r["final"], r["delivered"])
+    # the truth: the target's continuum at the image's frequency; self-calibration brings the peak to it
+    target = make_plan(SELFCAL, "cycle0", residual_phase_deg=PHASE_DEG).field("target")
+    comp = target["components"][0]
+    continuum = Path(outcome.output["continuum"])
+    truth = comp["flux_jy"] * (float(fits.getheader(continuum)["CRVAL3"]) / target["ref_freq_hz"]) ** comp["spix"]
+    final, delivered = r["final"]["peak"], r["delivered"]["peak"]
+    assert abs(final - truth) < abs(delivered - truth) and math.isclose(final, truth, rel_tol=0.15), \
+        (final, delivered, truth)
+    assert r["cubes"] == [] and plan.cubes
     assert _listing(member.path / "calibrated") == before          # only read: the target was split out
-    assert (r.out / "selfcal_record.json").is_file() and r.out.parent == member.path
+    assert Path(outcome.output["out"]) == member.path / "run-selfcal"
+    assert "round 1 p:int" in Path(outcome.log).read_text()
 
 
 def test_run_takes_the_recalibrate_and_selfcal_options(tmp_path, capsys, monkeypatch):
@@ -86,24 +109,3 @@ def test_run_takes_the_recalibrate_and_selfcal_options(tmp_path, capsys, monkeyp
     assert default.steps == ("download", "validate", "restore", "image")   # recalibrate, selfcal: when asked
     assert main([*base, "--steps", "selfcal", "--selfcal-rounds", "q:inf"]) == 2
     assert "MODE:SOLINT" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_run_selfcal_step_on_a_cycle0_member(simulated, unpack, tmp_path):
-    """The selfcal step of ``run`` (one round, continuum only) on the Cycle 0 member in its tree."""
-    import json
-
-    from almadeliver.scale.run import RunConfig, run
-    from almadeliver.workflow import SelfcalOptions
-
-    dest = tmp_path / "dest"
-    unpack(simulated(SELFCAL, flavour="cycle0", residual_phase_deg=PHASE_DEG), dest)
-    mous = make_plan(SELFCAL, "cycle0", residual_phase_deg=PHASE_DEG).mous[0].uid
-    config = RunConfig(dest, steps=("selfcal",), workers=1, dask=False,
-                       selfcal=SelfcalOptions("p:int", cubes=False))
-    [outcome] = run(config, [(SELFCAL, mous)]).outcomes
-    assert outcome.ok, outcome.error
-    record = json.loads(Path(outcome.output["record"]).read_text())
-    assert [r["kept"] for r in record["rounds"]] == [True, True] and record["cubes"] == []
-    assert record["gain_over_delivered"] >= 2.0, record
-    assert Path(outcome.output["out"]).name == "run-selfcal" and "round 1 p:int" in Path(outcome.log).read_text()
