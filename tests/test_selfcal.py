@@ -109,3 +109,30 @@ def test_run_takes_the_recalibrate_and_selfcal_options(tmp_path, capsys, monkeyp
     assert default.steps == ("download", "validate", "restore", "image")   # recalibrate, selfcal: when asked
     assert main([*base, "--steps", "selfcal", "--selfcal-rounds", "q:inf"]) == 2
     assert "MODE:SOLINT" in capsys.readouterr().err
+
+
+def test_residual_phases_are_what_phase_referencing_leaves_of_a_turbulent_screen():
+    """The simulator's residual phases (no CASA): D deg rms on the target; near antennas err alike, far ones
+    do not (Kolmogorov: structure function rising with baseline); the phase calibrator's scans, which the
+    delivered calibration solved, are left with little; the errors vary within a target scan."""
+    import numpy as np
+
+    from almadeliver.sim.observe import residual_phases
+
+    rng = np.random.default_rng(7)
+    enu = np.vstack([[0.0, 0.0], [12.0, 5.0], rng.uniform(-150, 150, size=(10, 2))])
+    times = np.concatenate([s + np.arange(0, 30, 10.0) for s in np.arange(0, 9 * 42, 42.0)])
+    roles = ["phase", "target"] * 4 + ["phase"]
+    scans = [(s, s + 20.0) for s, role in zip(np.arange(0, 9 * 42, 42.0), roles) if role == "phase"]
+    on_target = np.repeat([r == "target" for r in roles], 3)
+    r = residual_phases(11, enu, times, scans, on_target, 40.0)
+    assert r.shape == (12, len(times))
+    assert np.isclose(np.degrees(np.sqrt(np.mean(r[:, on_target] ** 2))), 40.0)
+    dist = np.hypot(*(enu[:, None, :] - enu[None, :, :]).transpose(2, 0, 1))
+    spread = np.degrees(np.std(r[:, None, on_target] - r[None, :, on_target], axis=2))
+    near, far = spread[dist < 30], spread[dist > 150]
+    assert near[near > 0].mean() < 0.3 * far.mean(), (near, far.mean())
+    cal = np.degrees(np.sqrt(np.mean(r[:, ~on_target] ** 2)))
+    assert cal < 0.8 * 40.0, cal                # the calibrator scans: only what varies within them
+    within = np.degrees(np.std(r[:, on_target].reshape(12, -1, 3), axis=2)).mean()
+    assert within > 5.0, within
