@@ -440,7 +440,7 @@ def plan_member_images(member: Path, options: ImageOptions) -> imaging.ImagingPl
     return imaging.plan(member, options.overrides, options.source)
 
 
-def recalibrate_member(member: Path, options: RecalibrateOptions,
+def recalibrate_member(member: Path, options: RecalibrateOptions = RecalibrateOptions(),
                        on_event: Callable[[StepEvent], None] | None = None) -> RecalibrationResult:
     """Redo the calibration of ``member`` in its working copies (``casa.recalibrate``).
 
@@ -449,7 +449,7 @@ def recalibrate_member(member: Path, options: RecalibrateOptions,
     member : Path
         A member folder of a manual (or Cycle 0) delivery.
     options : RecalibrateOptions
-        The steps, EBs, script and choices.
+        The steps, EBs, script and choices (default: the command's defaults).
     on_event : callable, optional
         Called as each step starts and ends and when saved flags are restored.
 
@@ -474,7 +474,7 @@ def recalibrate_member(member: Path, options: RecalibrateOptions,
     return recalibrate(plan, on_event=on_event, concat=options.concat)
 
 
-def selfcal_member(member: Path, options: SelfcalOptions, out: Path | None = None,
+def selfcal_member(member: Path, options: SelfcalOptions = SelfcalOptions(), out: Path | None = None,
                    on_round: Callable[[RoundResult], None] | None = None) -> SelfcalResult:
     """Self-calibrate the continuum of ``member``'s target, then remake its cubes (``casa.selfcal``).
 
@@ -483,7 +483,7 @@ def selfcal_member(member: Path, options: SelfcalOptions, out: Path | None = Non
     member : Path
         A member folder whose calibrated/ holds the restored (or Cycle 0 delivered) MSs.
     options : SelfcalOptions
-        Rounds, field, cubes.
+        Rounds, field, cubes (default: ``DEFAULT_ROUNDS`` on the target, cubes remade).
     out : Path, optional
         A new or empty folder (default ``member/selfcal``, ``selfcal.2``, ...).
     on_round : callable, optional

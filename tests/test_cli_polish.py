@@ -151,3 +151,27 @@ def test_status_line_shows_elapsed_time_and_disk_use(tmp_path, capsys):
     with StatusLine(folder, quiet=True) as status:
         status.step("quiet")
     assert capsys.readouterr().out == ""
+
+
+def test_the_lazy_command_list_matches_the_commands():
+    """--help lists the commands from their source; it must say what each command's own help says."""
+    import importlib
+    import inspect
+
+    app_module = sys.modules["almadeliver.cli.app"]
+    index = app_module.command_index()
+    for module in app_module.COMMAND_MODULES:
+        importlib.import_module(f"almadeliver.cli.{module}")
+    registered = {info.name: info for info in app_module.app.registered_commands}
+    assert set(index) == set(registered)
+    for name, info in registered.items():
+        first = " ".join(inspect.getdoc(info.callback).split("\n\n")[0].split())
+        assert index[name][1] == first, name
+
+
+def test_global_first_moves_only_the_root_flags():
+    from almadeliver.cli.app import global_first
+
+    assert global_first(["validate", "x", "-q", "--strict"]) == ["-q", "validate", "x", "--strict"]
+    assert global_first(["-v", "query", "X", "--debug", "-vv"]) == ["--debug", "-vv", "-v", "query", "X"]
+    assert global_first(["query", "--", "-q"]) == ["query", "--", "-q"]

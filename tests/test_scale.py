@@ -300,4 +300,4 @@ def test_run_takes_the_download_restore_and_image_options(tmp_path, capsys, monk
     assert config.fetch.what == "products,raw" and config.fetch.credentials is None
     err = capsys.readouterr().err
     assert "--nbin and --width both set" in err and "--what: unknown kind 'calibration'" in err
-    assert "--engine pipeline is not an engine" in err
+    assert "Invalid value for '--engine'" in err and "'pipeline' is not one of 'auto', 'native', 'casa'" in err

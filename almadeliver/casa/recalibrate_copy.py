@@ -6,13 +6,22 @@ import re
 import shutil
 import tarfile
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .recalibrate import EbRecalibration
+from typing import Protocol
 
 
-def prepare_working_copy(item: EbRecalibration) -> None:
+class WorkingCopy(Protocol):
+    """What the working copy is made from (``recalibrate.EbRecalibration`` has these)."""
+
+    eb: str
+    workdir: Path
+    source: Path | None                 # the MS or ASDM the steps start from
+    delivered_tables: Path | None       # calibrated/<EB>.calibration/ or its .tgz
+    delivered_script: Path
+    script: Path                        # the working copy's script
+    edited_from: Path | None            # the user's edited script (--script)
+
+
+def prepare_working_copy(item: WorkingCopy) -> None:
     """Make the working copy: the starting MS (copied) or ASDM (linked), the delivered tables and
     flag versions (not over the working copy's own), and the script to run."""
     work = item.workdir
@@ -64,7 +73,7 @@ def read_fluxscale(listfile: Path) -> dict[str, float]:
     return out
 
 
-def delivered_file(item: EbRecalibration, name: str, workdir_tmp: Path) -> Path | None:
+def delivered_file(item: WorkingCopy, name: str, workdir_tmp: Path) -> Path | None:
     """A delivered table file (the fluxscale listfile) from the calibration folder or tgz."""
     tables = item.delivered_tables
     if tables is None:

@@ -2,7 +2,8 @@
 
 The last step of ALMA's Cycle 0 processing guide (seed 000, step 5) and of the pipeline re-imaging
 guide (seed 003: "for S/N > about 100 ... self-calibration coupled with deeper clean"). The loop is
-the standard one on casatasks:
+the standard one on casatasks (it runs in one CASA child: ``selfcal_child``, where the constants
+named below live):
 
 1. the target field is split out of every calibrated MS (its calibrated column) into
    ``<out>/<EB>.selfcal.ms``, so the delivered calibrated column is never overwritten (seed 003);

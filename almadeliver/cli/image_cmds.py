@@ -12,6 +12,7 @@ from ..workflow import ImageOptions, plan_member_images
 from .app import app, state
 from .options import SelfcalCubesOption, SelfcalRoundsOption, with_image_options
 from .selfcal_cmds import selfcal_cmd
+from .status import StatusLine
 
 
 @app.command("image")
@@ -71,11 +72,18 @@ def image_cmd(
                            + " -> " + ", ".join(job.moments["fits"].values()))
         return
 
+    folder = imaging.new_out_folder(member, out)
+    finished: list[str] = []
+
     def done(name: str, error: str | None) -> None:
+        finished.append(name)
+        status.where = f"{len(finished)}/{len(plan.jobs) or '?'} images made"     # the terminal's status line
         if not state.quiet:
             typer.echo(f"{'FAILED' if error else 'made  '}  {name}" + (f": {error}" if error else ""), err=True)
 
-    result = imaging.run(plan, out=out, workers=workers, on_done=done)
+    with StatusLine(folder, quiet=state.quiet) as status:
+        status.where = f"imaging into {folder.name}/"
+        result = imaging.run(plan, out=folder, workers=workers, on_done=done)
     rows = imaging.comparison_rows(result.comparisons)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(imaging.COMPARISON_COLUMNS)]
