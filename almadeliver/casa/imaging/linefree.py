@@ -8,6 +8,7 @@ plan shows it before anything runs).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def find_line_free(fits_path: Path, clip: float = 4.0) -> FoundLineFree:
     blank = np.array([not np.any(np.isfinite(c) & (c != 0)) for c in cube])
     if blank.sum() > nchan - 4:
         raise ValueError(f"{Path(fits_path).name} has fewer than 4 channels with data")
-    residual = np.abs(cube - np.nanmedian(np.where(blank[:, None], np.nan, cube), axis=0))
+    with warnings.catch_warnings():      # a pixel outside the primary beam is NaN in every channel
+        warnings.simplefilter("ignore", RuntimeWarning)
+        residual = np.abs(cube - np.nanmedian(np.where(blank[:, None], np.nan, cube), axis=0))
     signal = np.array([np.nanmax(r) if not b else np.nan for r, b in zip(residual, blank)])
     line = np.zeros(nchan, bool)
     for _ in range(10):
