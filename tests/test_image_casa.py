@@ -267,6 +267,34 @@ def test_manual_unknown_spw_or_field_is_refused(manual_member, capsys, args, msg
     assert not (manual_member / "reimage").exists()
 
 
+def test_manual_contsub_and_moments_on_the_found_line_free_channels(manual_member, tmp_path, capsys):
+    """A manual delivery has no cont.dat: the line-free channels are found in the delivered cube (and
+    said), uvcontsub fits them before tclean, and immoments integrates over the others."""
+    plan = imaging.plan(manual_member, Overrides(spw="0", specmode="cube", contsub=True, moments="0"))
+    (line_fits,) = [p.name for p in (manual_member / "product").glob("*_CS.image.pbcor.fits")]
+    (note,) = [n for n in plan.script_notes() if "found in" in n]
+    assert f"found in {line_fits}" in note and plan.line_free["0"]
+    result = imaging.run(plan, out=tmp_path / "cs")
+    assert result.failures == {}
+    (cube,) = [c for c in result.comparisons if c.fits == line_fits]
+    (mom0,) = [c for c in result.comparisons if c.fits.endswith(".mom0.fits")]
+    (job,) = result.jobs
+    assert job.contsub and job.contsub[0]["result"]["fitspec"].startswith("0:")
+    assert job.tclean["datacolumn"] == "data" and job.tclean["vis"] == [job.contsub[0]["outputvis"]]
+    new, old = fits.getdata(result.out / line_fits)[0], fits.getdata(manual_member / "product" / line_fits)[0]
+    centre = (slice(28, 36), slice(28, 36))
+    peaks = np.array([np.nanmax(plane[centre]) for plane in old])
+    line = int(np.nanargmax(peaks))
+    made = job.moments["made"]
+    free = [c for c in range(len(peaks)) if not any(a <= c <= b for a, b in made["line_channels"])]
+    assert line not in free and free
+    ch = max(free, key=lambda c: peaks[c])          # the brightest line-free channel (edge channels are blank)
+    assert peaks[ch] > 0
+    assert abs(np.nanmax(new[ch][centre])) < 0.5 * peaks[ch]                 # continuum gone
+    assert np.nanmax(new[line][centre]) > 0.5 * (peaks[line] - peaks[ch])   # the line stays
+    assert (result.out / (mom0.fits[: -len(".fits")] + ".png")).is_file() and mom0.new.peak > 0
+
+
 def test_simulated_manual_delivery_restored_then_reimaged(simulated, unpack, tmp_path):
     """The whole chain on the simulation's own manual delivery: unpack, restore (scriptForPI), image."""
     tree = unpack(simulated("2019.1.00011.S", flavour="manual"), tmp_path / "dl")  # test_restore_casa's 1-EB project

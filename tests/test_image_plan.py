@@ -189,7 +189,7 @@ def test_split_cal_without_calapply_cannot_be_mapped(split_member):
 @pytest.mark.parametrize("ov,msg", [
     (Overrides(spw="7"), r"spw 7 is not among the imaged spws of this delivery \(0, 1\)"),
     (Overrides(field="nope"), r"field 'nope' is not among the imaged fields of this delivery \(src\)"),
-    (Overrides(nbin=2, specmode="cont"), "--nbin/--width apply to cubes"),
+    (Overrides(nbin=2, specmode="cont"), "--nbin apply to cubes"),
 ])
 def test_unknown_spw_or_field_is_refused_before_casa(member, ov, msg):
     with pytest.raises(UsageError, match=msg):

@@ -3,6 +3,7 @@ and translated, and seed 003's re-imaging examples as options (per-spw --nbin, -
 cont.dat). The CASA runs are in test_image_legacy_casa.py."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from imaging_member import EB, MOUS, pipeline_member
 
@@ -62,6 +63,93 @@ def test_per_spw_nbin_cli_form_and_refusals(member, capsys):
                       ("17:0", "is not spw:channels"), ("x", "is not spw:channels")):
         assert main(["image", str(member), "--spw", "17,23", "--nbin", nbin, "--dry-run"]) == 2, nbin
         assert msg in capsys.readouterr().err, nbin
+
+
+# -- the cube's spectral axis per spw: --width, --start/--nchan, --restfreq, --range (velocity or frequency) ---
+def test_per_spw_width_start_nchan_restfreq_and_velocity_range(member):
+    def cubes(**kw):
+        jobs = imaging.plan_images(member, Overrides(field="CoolSource1", specmode="cube", **kw))
+        return {j.spws[0]: j.tclean for j in jobs}
+
+    by_spw = cubes(width="17:0.002GHz,23:0.004GHz")
+    assert (by_spw["17"]["width"], by_spw["17"]["nchan"]) == ("0.002GHz", 8)
+    assert (by_spw["23"]["width"], by_spw["23"]["nchan"]) == ("0.004GHz", 4)
+    by_spw = cubes(start="17:230.004GHz", nchan="17:4")          # spw 23 keeps its delivered axis
+    assert (by_spw["17"]["start"], by_spw["17"]["nchan"]) == ("230.004GHz", 4)
+    assert (by_spw["23"]["start"], by_spw["23"]["nchan"]) == ("231.0005GHz", 16)
+    # a velocity range in 1 km/s channels around a rest frequency: 40 channels, the first centred at -19.5 km/s
+    by_spw = cubes(width="23:1km/s", spectral_range="23:-20~20km/s", restfreq="23:231.005GHz")
+    assert by_spw["23"] == {**by_spw["23"], "width": "1km/s", "nchan": 40, "start": "-19.5km/s",
+                            "restfreq": "231.005GHz"}
+    assert "restfreq" not in by_spw["17"] and by_spw["17"]["nchan"] == 16
+    # one value for every chosen cube; a frequency range in the delivered 1 MHz channels
+    by_spw = cubes(spw="17", spectral_range="230.002~230.006GHz", restfreq="230.5GHz")
+    assert {s: (t["start"], t["nchan"], t["restfreq"]) for s, t in by_spw.items()} == {
+        "17": ("230.0025GHz", 4, "230.5GHz")}
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"spectral_range": "-20~20km/s"}, "give the width in km/s too"),       # delivered width is in GHz
+    ({"start": "5:230GHz"}, "--start names spw 5, which is not among the imaged spws"),
+    ({"nchan": "17:10", "specmode": "cont"}, "--nchan apply to cubes"),
+    ({"spectral_range": "17:-5~5km/s", "nchan": "17:3"}, "--range and --start/--nchan both set"),
+    ({"restfreq": "17:3km/s"}, "'3km/s' is not a positive frequency"),
+    ({"start": "17:230GHz,17:231GHz"}, "gives spw 17 twice"),
+    ({"width": "x:2"}, "'x:2' is not spw:value"),
+])
+def test_per_spw_spectral_options_refused_before_casa(member, kw, msg):
+    with pytest.raises(UsageError, match=msg):
+        imaging.plan_images(member, Overrides(**kw))
+
+
+def test_per_spw_spectral_options_on_the_command_line(member, capsys):
+    assert main(["image", str(member), "--field", "CoolSource1", "--specmode", "cube", "--width", "23:1km/s",
+                 "--range", "23:-20~20km/s", "--restfreq", "23:231.005GHz", "--start", "17:230.004GHz",
+                 "--nchan", "17:4", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    spw17, spw23 = (next(line for line in out.splitlines() if f"spw{s}.cube" in line and line.startswith("tclean("))
+                    for s in ("17", "23"))
+    assert "start='230.004GHz'" in spw17 and "nchan=4," in spw17 and "restfreq" not in spw17
+    assert "start='-19.5km/s'" in spw23 and "nchan=40," in spw23 and "restfreq='231.005GHz'" in spw23
+    assert main(["image", str(member), "--range", "17:1~2"]) == 2
+    assert "--range '17:1~2'" in capsys.readouterr().err
+
+
+# -- line-free channels where cont.dat does not give them: --line-free, the finder -------------------------
+def _hz(ranges):
+    return [(round(lo), round(hi), frame) for lo, hi, frame in ranges]
+
+
+def test_line_free_ranges_replace_cont_dat_for_contsub_and_moments(member):
+    ov = Overrides(field="CoolSource1", spw="17", specmode="cube", contsub=True, moments="0",
+                   line_free="17:230.001~230.003GHz;230.013~230.0155GHz")
+    (job,) = imaging.plan_images(member, ov)
+    expected = [(230_001_000_000, 230_003_000_000, "LSRK"), (230_013_000_000, 230_015_500_000, "LSRK")]
+    assert _hz(job.contsub[0]["ranges"]["17"]) == expected and list(job.contsub[0]["ranges"]) == ["17"]
+    assert _hz(job.moments["line_free"]) == expected and job.moments["contdat"] == "--line-free"
+    for bad, msg in (("17:1~2", "not LO~HI in frequency"), ("17:-5~5km/s", "not in frequency units"),
+                     ("5:230~231GHz", "--line-free names spw 5"), ("17:230~231GHz XYZ", "frame 'XYZ'")):
+        with pytest.raises(UsageError, match=msg):
+            imaging.plan_images(member, Overrides(line_free=bad, contsub=True))
+
+
+def test_line_free_finder_says_which_channels_hold_the_line(tmp_path):
+    from astropy.io import fits as pyfits
+
+    from almadeliver.casa.imaging.linefree import find_line_free
+
+    rng = np.random.default_rng(1)
+    cube = rng.normal(0, 0.01, (1, 40, 16, 16)) + 0.5 * np.exp(-((np.arange(16) - 8) ** 2)[None, :] / 4) * \
+        np.exp(-((np.arange(16) - 8) ** 2)[:, None] / 4)          # continuum in every channel
+    cube[0, 20:24, 7:10, 7:10] += 0.3                                  # the line
+    cube[0, :2] = 0                                                    # flagged edge channels: blank
+    head = pyfits.Header({"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "CTYPE3": "FREQ", "CRVAL3": 230e9,
+                          "CDELT3": 1e6, "CRPIX3": 1, "CUNIT3": "Hz", "CTYPE4": "STOKES", "SPECSYS": "LSRK"})
+    pyfits.PrimaryHDU(cube.astype(np.float32), head).writeto(tmp_path / "x.image.pbcor.fits")
+    found = find_line_free(tmp_path / "x.image.pbcor.fits")
+    assert found.line_channels == [(20, 23)]
+    assert _hz(found.ranges) == [(230_001_500_000, 230_018_500_000, "LSRK"), (230_024_500_000, 230_039_500_000, "LSRK")]
+    assert "line channels 20-23 of 40 found in x.image.pbcor.fits" in found.describe()
 
 
 # -- seed 003 example 1: aggregate continuum from all unflagged channels ---------------------------------

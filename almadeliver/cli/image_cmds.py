@@ -35,8 +35,9 @@ def image_cmd(
     if selfcal:
         others = {"--list": list_, "--from": source != "auto", "--robust": ov.robust is not None,
                   "--uvtaper": ov.uvtaper, "--niter": ov.niter is not None, "--threshold": ov.threshold,
-                  "--nbin": ov.nbin is not None, "--width": ov.width, "--spw": ov.spw, "--specmode": ov.specmode,
-                  "--cell": ov.cell, "--imsize": ov.imsize is not None, "--contsub": ov.contsub, "--cont": ov.cont,
+                  "--nbin": ov.nbin is not None, "--width": ov.width, "--start": ov.start, "--nchan": ov.nchan,
+                  "--restfreq": ov.restfreq, "--range": ov.spectral_range, "--spw": ov.spw, "--specmode": ov.specmode,
+                  "--cell": ov.cell, "--imsize": ov.imsize is not None, "--contsub": ov.contsub, "--line-free": ov.line_free, "--cont": ov.cont,
                   "--moments": ov.moments, "--workers": workers is not None}
         given = [name for name, value in others.items() if value]
         if given:

@@ -78,7 +78,16 @@ IMAGE_OVERRIDES: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "threshold": (Optional[str], typer.Option(None, "--threshold", help="Clean threshold, e.g. 0.1mJy.")),
     "nbin": (Optional[str], typer.Option(None, "--nbin", help="Average K channels of each cube (K), or per spw "
                                          "as the pipeline's nbins ('17:8,23:2').")),
-    "width": (Optional[str], typer.Option(None, "--width", help="Cube channel width: channels or e.g. 1.2MHz.")),
+    "width": (Optional[str], typer.Option(None, "--width", help="Cube channel width: channels, e.g. 1.2MHz or "
+                                          "0.5km/s; per spw as --nbin ('17:2MHz,23:1km/s').")),
+    "start": (Optional[str], typer.Option(None, "--start", help="Cube's first channel: a channel, e.g. 230.1GHz "
+                                          "or -50km/s; per spw ('17:230.1GHz').")),
+    "nchan": (Optional[str], typer.Option(None, "--nchan", help="Cube's channel count; per spw ('17:100,23:50').")),
+    "restfreq": (Optional[str], typer.Option(None, "--restfreq", help="Cube's rest frequency (velocities are "
+                                             "radio velocities towards it), e.g. 230.538GHz; per spw.")),
+    "spectral_range": (Optional[str], typer.Option(None, "--range", help="Cube range LO~HI, e.g. -50~50km/s or "
+                                                   "230.1~230.3GHz: start and nchan in the cube's width (same "
+                                                   "kind of unit); per spw ('23:-50~50km/s').")),
     "spw": (Optional[str], typer.Option(
         None, "--spw", help="Only these spws (ids as in the product names, comma list).")),
     "field": (Optional[str], typer.Option(None, "--field", help="Only these fields (names, comma list).")),
@@ -86,11 +95,16 @@ IMAGE_OVERRIDES: dict[str, tuple[object, typer.models.OptionInfo]] = {
     "cell": (Optional[str], typer.Option(None, "--cell", help="Pixel size, e.g. 0.2arcsec.")),
     "imsize": (Optional[int], typer.Option(None, "--imsize", help="Image size in pixels (square).")),
     "contsub": (bool, typer.Option(
-        False, "--contsub", help="Subtract the continuum (cont.dat ranges) before cubes.")),
+        False, "--contsub", help="Subtract the continuum before cubes: fitted on cont.dat's ranges, --line-free, "
+        "or (manual deliveries) the line-free channels found in the delivered cube.")),
+    "line_free": (Optional[str], typer.Option(
+        None, "--line-free", help="Line-free ranges for --contsub and --moments, per spw as --nbin "
+        "('0:230.0~230.1GHz;230.3~230.4GHz', LSRK): instead of cont.dat or the channel finder.")),
     "cont": (Optional[str], typer.Option(None, "--cont", help="'all': continuum images from every unflagged "
                                          "channel (cont.dat's ranges ignored, as with cont.dat moved aside).")),
     "moments": (Optional[str], typer.Option(None, "--moments", help="Moment maps of each cube (immoments), "
-                                            "e.g. 0,1,8: FITS and PNG beside the cubes.")),
+                                            "e.g. 0,1,8: FITS and PNG beside the cubes (line channels outside "
+                                            "cont.dat's ranges, --line-free or the found line-free channels).")),
 }
 SOURCE_OPTION = (ImageSource, typer.Option(
     "auto", "--from", help="auto, pipeline (casa_commands.log) or script (scriptForImaging.py)."))

@@ -26,7 +26,9 @@ imaging; imaging.plan(...)``.
 from __future__ import annotations
 
 from ..imaging_legacy import Expression
-from .overrides import apply_overrides, MOMENTS, Overrides, rebin, spw_ids
+from .overrides import (apply_overrides, line_free_ranges, MOMENTS, Overrides, parse_per_spw, PER_SPW, rebin,
+                        spectral_axis, spectral_range, spw_ids)
+from .linefree import find_line_free, FoundLineFree
 from .restored import (calibrated_column, remap_spw, restore_spw_record, Restored, restored_mss, rewrite_vis,
                        split_spw_map, spw_rows_child)
 from .delivered import (commands_log, contdat_file, contdat_ranges, delivered_product, imaging_script, member_source,
@@ -41,7 +43,8 @@ from .child import (channel_frequencies, cont_selection, contsub_child, flagtarg
                     tclean_child)
 
 __all__ = [
-    'Expression', 'apply_overrides', 'MOMENTS', 'Overrides', 'rebin', 'spw_ids', 'calibrated_column', 'remap_spw',
+    'Expression', 'apply_overrides', 'line_free_ranges', 'MOMENTS', 'Overrides', 'parse_per_spw', 'PER_SPW',
+    'rebin', 'spectral_axis', 'spectral_range', 'spw_ids', 'find_line_free', 'FoundLineFree', 'calibrated_column', 'remap_spw',
     'restore_spw_record', 'Restored', 'restored_mss', 'rewrite_vis', 'split_spw_map', 'spw_rows_child',
     'commands_log', 'contdat_file', 'contdat_ranges', 'delivered_product', 'imaging_script', 'member_source',
     'target_flag_templates', 'user_contdat', 'continuum_subtracted', 'export_names', 'image_kind', 'ImagingJob',

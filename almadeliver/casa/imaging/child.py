@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .linefree import channel_runs
 from .restored import calibrated_column
 
 
@@ -104,14 +105,14 @@ def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
     values = np.take(np.where(mask, data, np.nan), noise_chans, axis=spectral)
     values = values[np.isfinite(values)]
     rms = float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
-    made: dict[str, Any] = {"line_channels": [list(r) for r in _runs(line)], "rms": rms, "frame": frame,
+    made: dict[str, Any] = {"line_channels": [list(r) for r in channel_runs(line)], "rms": rms, "frame": frame,
                             "rms_from": Path(flat).name, "maps": {}}
     for m in moments["moments"]:
         outfile = f"{cube}.mom{m}"
         if Path(outfile).exists():
             shutil.rmtree(outfile)
         clip = "" if m in (0, 8, 10) else f'"{flat}" > {3 * rms:.6g}'
-        immoments(imagename=cube, moments=[m], chans=";".join(f"{a}~{b}" for a, b in _runs(line)),
+        immoments(imagename=cube, moments=[m], chans=";".join(f"{a}~{b}" for a, b in channel_runs(line)),
                   mask=clip, outfile=outfile)
         fits_name = moments["fits"][str(m)] if str(m) in moments["fits"] else moments["fits"][m]
         exportfits(imagename=outfile, fitsimage=str(Path(out) / fits_name), overwrite=True, dropdeg=True)
@@ -153,7 +154,7 @@ def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
         chans = [i for i in range(n) if any(lo <= freqs[frame][i] <= hi for lo, hi, frame in ranges)]
         if not chans:
             raise RuntimeError(f"no channel of spw {spw} lies in the cont.dat ranges {ranges}")
-        fitspec.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
+        fitspec.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in channel_runs(chans)))
     Path(run["outputvis"]).parent.mkdir(parents=True, exist_ok=True)
     if Path(run["outputvis"]).exists():
         shutil.rmtree(run["outputvis"])
@@ -178,7 +179,7 @@ def cont_selection(vis: str, ranges: dict[str, list], field: str | None = None) 
         if len(chans) == n:
             parts.append(str(spw))
         elif chans:
-            parts.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in _runs(chans)))
+            parts.append(f"{spw}:" + ";".join(f"{a}~{b}" for a, b in channel_runs(chans)))
     if not parts:
         raise RuntimeError(f"no channel of {vis} lies in the cont.dat ranges {ranges}")
     return ",".join(parts)
@@ -225,14 +226,3 @@ def channel_frequencies(vis: str, spw: int, frame: str = "LSRK", field: str | No
         return [float(f) for f in ms.cvelfreqs(spwids=[spw], fieldids=fieldids, mode="channel", outframe=frame)]
     finally:
         ms.close()
-
-
-def _runs(chans: list[int]) -> list[tuple[int, int]]:
-    """[0,1,2,5,6] -> [(0,2),(5,6)]"""
-    runs: list[tuple[int, int]] = []
-    for c in sorted(chans):
-        if runs and c == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], c)
-        else:
-            runs.append((c, c))
-    return runs

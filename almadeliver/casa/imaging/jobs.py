@@ -13,7 +13,7 @@ from ...delivery.calls import TaskCall
 from ...delivery.commandslog import product_tclean_calls
 from ...errors import TreeError, UsageError
 from .delivered import _product_base, delivered_product
-from .overrides import Overrides, _narrow_spw, apply_overrides, spw_ids
+from .overrides import PER_SPW, Overrides, _narrow_spw, apply_overrides, spw_ids
 from .restored import Restored, calibrated_column, restored_mss, rewrite_vis
 
 
@@ -121,23 +121,25 @@ def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Ov
     if not jobs:
         raise UsageError("the selection leaves no image to make",
                          f"run almadeliver image {member} --list to see the delivered images")
-    if (ov.nbin is not None or ov.width is not None) and not any(j.kind == "cube" for j in jobs):
-        raise UsageError("--nbin/--width apply to cubes, and no cube is selected",
-                         "drop --nbin/--width or select a cube (--specmode cube)")
+    given = ov.spectral_options()
+    if given and not any(j.kind == "cube" for j in jobs):
+        raise UsageError(f"{'/'.join(given)} apply to cubes, and no cube is selected",
+                         f"drop {'/'.join(given)} or select a cube (--specmode cube)")
     return jobs
 
 
-def _check_nbins(ov: Overrides, known_spws: list[str]) -> None:
-    """A per-spw --nbin names imaged spws, and (as hif_makeimlist asks) every spw chosen with --spw."""
-    per_spw = {s for s in ov.nbins if s is not None}
-    if not per_spw:
-        return
-    for spw in sorted(per_spw, key=int):
-        if spw not in known_spws:
-            raise UsageError(f"--nbin names spw {spw}, which is not among the imaged spws ({', '.join(known_spws)})",
-                             "use the spw ids of the product names")
-    missing = [s for s in ov.spws or [] if s not in per_spw]
-    if missing:
+def _check_per_spw(ov: Overrides, known_spws: list[str]) -> None:
+    """The per-spw options (--nbin, --width, --start, --nchan, --restfreq, --range) name imaged spws, and
+    (as hif_makeimlist asks of nbins) a per-spw --nbin has an entry for every spw chosen with --spw."""
+    per_spw = {"--nbin": ov.nbins, **{PER_SPW[name][0]: ov.per_spw(name) for name in PER_SPW}}
+    for flag, values in per_spw.items():
+        for spw in sorted((s for s in values if s is not None), key=int):
+            if spw not in known_spws:
+                raise UsageError(f"{flag} names spw {spw}, which is not among the imaged spws "
+                                 f"({', '.join(known_spws)})", "use the spw ids of the product names")
+    nbins = {s for s in ov.nbins if s is not None}
+    missing = [s for s in ov.spws or [] if s not in nbins]
+    if nbins and missing:
         raise UsageError(f"--nbin {ov.nbin!r} has no entry for spw {', '.join(missing)} chosen with --spw",
                          "give every chosen spw an entry, spw:1 for no binning")
 
@@ -165,7 +167,7 @@ def _check_selection(calls: list[TaskCall], ov: Overrides, source: str) -> None:
     """Refuse spws and fields the delivery did not image (checked before any CASA starts)."""
     known_spws = sorted({s for c in calls for s in spw_ids(c.kwargs.get("spw", ""))}, key=int)
     known_fields = sorted({str(c.kwargs.get("field", "")) for c in calls})
-    _check_nbins(ov, known_spws)
+    _check_per_spw(ov, known_spws)
     for spw in ov.spws or []:
         if spw not in known_spws:
             raise UsageError(f"spw {spw} is not among the imaged spws of this delivery ({', '.join(known_spws)})",

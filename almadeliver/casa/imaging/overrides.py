@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ...errors import UsageError
 
@@ -27,7 +27,12 @@ class Overrides:
     niter: int | None = None
     threshold: str | None = None
     nbin: int | str | None = None   # K for every cube, or per spw as the pipeline's nbins: '17:8,23:2'
-    width: str | None = None
+    width: str | None = None         # cube channel width (channels, Hz or km/s), one or per spw: '17:2MHz,23:1km/s'
+    start: str | None = None         # cube's first channel (channel, Hz or km/s), one or per spw
+    nchan: int | str | None = None   # cube's channel count, one or per spw
+    restfreq: str | None = None      # cube's rest frequency (velocities are relative to it), one or per spw
+    spectral_range: str | None = None  # --range LO~HI (Hz or km/s): start and nchan covering it, one or per spw
+    line_free: str | None = None     # --line-free ranges for --contsub/--moments where no cont.dat gives them
     spw: str | None = None
     field: str | None = None
     specmode: str | None = None
@@ -52,10 +57,11 @@ class Overrides:
             if value is not None and _quantity(value, unit) is None:
                 raise UsageError(f"--{name} {value!r} is not a quantity in {unit} units",
                                  f"e.g. --{name} 0.5{unit if unit != 'Jy' else 'mJy'}")
-        if self.width is not None and not str(self.width).lstrip("-").isdigit() \
-                and _quantity(self.width, "Hz") is None and _quantity(self.width, "km/s") is None:
-            raise UsageError(f"--width {self.width!r} is neither a channel count nor a frequency or "
-                             "velocity width", "e.g. --width 2, --width 1.2MHz or --width 0.5km/s")
+        per_spw = {name: self.per_spw(name) for name in PER_SPW}     # validates each
+        both = set(per_spw["spectral_range"]) & (set(per_spw["start"]) | set(per_spw["nchan"]))
+        if both or (per_spw["spectral_range"] and None in set(per_spw["start"]) | set(per_spw["nchan"])):
+            raise UsageError("--range and --start/--nchan both set for the same cube",
+                             "give --range (it sets start and nchan), or --start and --nchan")
 
     @property
     def nbins(self) -> dict[str | None, int]:
@@ -96,11 +102,23 @@ class Overrides:
 
     def nbin_for(self, spws: list[str]) -> int | None:
         """The channels to average for a cube of ``spws`` (None: no binning)."""
-        nbins = self.nbins
-        if None in nbins:
-            return nbins[None]
-        found = {nbins[s] for s in spws if s in nbins}
-        return found.pop() if len(found) == 1 else None
+        return _for_spws(self.nbins, spws)
+
+    def per_spw(self, name: str) -> dict[str | None, Any]:
+        """A per-spw option (``PER_SPW``: width, start, nchan, restfreq, spectral_range) as spw id -> value
+        (key None: every cube); {} when not set. Raises UsageError when a value is not of its kind."""
+        value = getattr(self, name)
+        return {} if value in (None, "") else parse_per_spw(PER_SPW[name][0], value, *PER_SPW[name][1:])
+
+    def value_for(self, name: str, spws: list[str]) -> Any:
+        """The value of the per-spw option ``name`` for a cube of ``spws`` (None: keep the delivered one)."""
+        return _for_spws(self.per_spw(name), spws)
+
+    def spectral_options(self) -> list[str]:
+        """The cube options given (as --names): they apply to cubes only."""
+        names = {"nbin": "--nbin", **{n: PER_SPW[n][0] for n in PER_SPW}}
+        return [flag for name, flag in names.items() if getattr(self, name) not in (None, "")]
+
     def changes(self) -> dict[str, Any]:
         """The options the user set (for the record)."""
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
@@ -114,6 +132,100 @@ class Overrides:
     def fields(self) -> list[str] | None:
         """The ``--field`` selection as a list of field names, or None (all)."""
         return _split(self.field) if self.field else None
+
+
+def _for_spws(values: dict[str | None, Any], spws: list[str]) -> Any:
+    """The value for a cube of ``spws``: the one for every cube, else the spws' own when they agree."""
+    if None in values:
+        return values[None]
+    found = [values[s] for s in spws if s in values]
+    return found[0] if found and all(f == found[0] for f in found) else None
+
+
+def _channels_or(kinds: tuple[str, ...], positive: bool = False):
+    """A parser of a channel count/number or a quantity of one of ``kinds`` (units), kept as text."""
+    def parse(text: str) -> int | str:
+        if re.fullmatch(r"-?\d+", text):
+            if positive and int(text) < 1:
+                raise ValueError("is not a positive channel count")
+            return int(text)
+        if not kinds or not any(_quantity(text, unit) is not None for unit in kinds):
+            raise ValueError("is not " + (" nor ".join(["a channel count" if positive else "a channel number",
+                                                        *(f"a quantity in {u}" for u in kinds)])))
+        return text
+    return parse
+
+
+def _frequency(text: str) -> str:
+    q = _quantity(text, "Hz")
+    if q is None or q.value <= 0:
+        raise ValueError("is not a positive frequency")
+    return text
+
+
+def spectral_range(text: str) -> tuple[Any, Any]:
+    """``LO~HI`` (``-50~50km/s``, ``230.1GHz~230.3GHz``: a unit on HI serves both) as two astropy
+    Quantities of frequency or velocity, LO < HI. Raises ValueError otherwise."""
+    lo_text, sep, hi_text = text.partition("~")
+    hi = _quantity(hi_text, "Hz")
+    hi = hi if hi is not None else _quantity(hi_text, "km/s")
+    if not sep or hi is None:
+        raise ValueError("is not LO~HI in frequency or velocity units (e.g. -50~50km/s)")
+    lo = _quantity(lo_text, hi.unit)
+    if lo is None and re.fullmatch(r"\s*[-+.\deE]+\s*", lo_text):     # the unit written once, on HI
+        lo = _quantity(f"{lo_text.strip()}{hi.unit.to_string().replace(' ', '')}", hi.unit)
+    if lo is None or lo.to_value(hi.unit) >= hi.value:
+        raise ValueError("is not LO~HI with LO below HI in one kind of unit")
+    return lo, hi
+
+
+# per-spw options: field -> (option, value parser, example); the same spw:value grammar as --nbin
+PER_SPW: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "width": ("--width", _channels_or(("Hz", "km/s"), positive=True), "2MHz"),
+    "start": ("--start", _channels_or(("Hz", "km/s")), "-50km/s"),
+    "nchan": ("--nchan", _channels_or((), positive=True), "100"),
+    "restfreq": ("--restfreq", _frequency, "230.538GHz"),
+    "spectral_range": ("--range", spectral_range, "-50~50km/s"),
+    "line_free": ("--line-free", lambda text: line_free_ranges(text), "230.0~230.1GHz;230.3~230.4GHz"),
+}
+_FRAMES = ("LSRK", "TOPO", "BARY", "LSRD", "GEO", "REST", "GALACTO", "LGROUP", "CMB")
+
+
+def line_free_ranges(text: str) -> list[tuple[float, float, str]]:
+    """``--line-free`` ranges of one spw: ``LO~HI[;LO~HI...]`` in frequency units (a unit on HI serves
+    LO), optionally followed by a frame (``LSRK`` default, as cont.dat writes them), e.g.
+    ``230.0~230.1GHz;230.3~230.4GHz``. Returns [(low Hz, high Hz, frame)]; raises ValueError."""
+    body, _, frame = text.strip().partition(" ")
+    frame = frame.strip().upper() or "LSRK"
+    if frame not in _FRAMES:
+        raise ValueError(f"names the frame {frame!r}, which CASA does not know ({', '.join(_FRAMES)})")
+    out = []
+    for part in body.split(";"):
+        lo, hi = spectral_range(part)
+        if not lo.unit.is_equivalent("Hz"):
+            raise ValueError("is not in frequency units (e.g. 230.0~230.1GHz;230.3~230.4GHz)")
+        out.append((float(lo.to_value("Hz")), float(hi.to_value("Hz")), frame))
+    return out
+
+
+def parse_per_spw(option: str, text: Any, parse: Callable[[str], Any], example: str) -> dict[str | None, Any]:
+    """One value for every cube, or ``spw:value,spw:value`` (hif_makeimlist's nbins form, seed 003) as
+    spw id -> value (key None: every cube). Raises UsageError naming the part that is wrong."""
+    text = str(text).strip()
+    hint = f"e.g. {option} {example} (every cube) or {option} '17:{example},23:{example}' (per spw)"
+    out: dict[str | None, Any] = {}
+    for part in (text.split(",") if ":" in text else [text]):
+        spw, _, value = part.strip().rpartition(":")
+        if ":" in part and not spw.strip().isdigit():
+            raise UsageError(f"{option} {text!r}: {part.strip()!r} is not spw:value", hint)
+        key = spw.strip() if ":" in part else None
+        if key in out:
+            raise UsageError(f"{option} {text!r} gives spw {key} twice", hint)
+        try:
+            out[key] = parse(value.strip())
+        except ValueError as exc:
+            raise UsageError(f"{option} {text!r}: {value.strip()!r} {exc}", hint) from None
+    return out
 
 
 def _split(text: str) -> list[str]:
@@ -159,8 +271,8 @@ def _narrow_spw(spw: Any, keep: set[str]) -> Any:
 def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides,
                     spws: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The tclean arguments with the overrides applied, and the ones that changed (old, new).
-    ``spws``: the image's spw ids as the delivery names them (for a per-spw --nbin; default: read
-    from the call's spw)."""
+    ``spws``: the image's spw ids as the delivery names them (for the per-spw options; default: read
+    from the call's spw). Raises UsageError when --range cannot be turned into channels of the cube."""
     new = dict(tclean)
     spws = spws if spws is not None else spw_ids(tclean.get("spw", ""))
     if ov.robust is not None:
@@ -177,15 +289,46 @@ def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides,
         new["cell"] = ov.cell
     if ov.imsize is not None:
         new["imsize"] = [int(ov.imsize), int(ov.imsize)]
-    nbin = ov.nbin_for(spws)
-    if kind == "cube" and (nbin is not None or ov.width is not None):
-        new.update(rebin(new, nbin=nbin, width=ov.width))
+    if kind == "cube":
+        nbin, width = ov.nbin_for(spws), ov.value_for("width", spws)
+        if nbin is not None or width is not None:
+            new.update(rebin(new, nbin=nbin, width=width))
+        new.update(spectral_axis(new, ov, spws))
     if kind in ("cont", "mfs") and ov.cont == "all":
         # every unflagged channel: the spw ids without the channel or frequency ranges
         spw = new.get("spw", "")
         new["spw"] = [",".join(spw_ids(s)) for s in spw] if isinstance(spw, (list, tuple)) else ",".join(spw_ids(spw))
     changed = {k: [tclean.get(k), v] for k, v in new.items() if tclean.get(k) != v}
     return new, changed
+
+
+def spectral_axis(tclean: dict[str, Any], ov: Overrides, spws: list[str]) -> dict[str, Any]:
+    """The cube's start, nchan and restfreq as --start/--nchan/--restfreq/--range give them for ``spws``.
+
+    ``--range LO~HI`` becomes the channels of the cube's width (``tclean``'s, already rebinned)
+    covering it: nchan = ceil((HI - LO) / |width|), start the centre of the first channel (LO + width/2,
+    or HI - |width|/2 for a negative width), as tclean reads ``start``. Velocities are radio velocities
+    towards ``restfreq`` (--restfreq, else the call's, else the MS's rest frequency), as in tclean.
+    """
+    out: dict[str, Any] = {}
+    window = ov.value_for("spectral_range", spws)
+    if window is not None:
+        lo, hi = window
+        width = _spectral(tclean.get("width", ""))
+        unit = lo.unit.to_string().replace(" ", "")
+        if width is None or not width.unit.is_equivalent(lo.unit):
+            raise UsageError(f"--range {ov.spectral_range} is in {unit}, and the cube of spw {','.join(spws)} "
+                             f"has width={tclean.get('width', '')!r}",
+                             f"give the width in {unit} too, e.g. --width {','.join(spws)}:1{unit}")
+        step = abs(width.to_value(lo.unit))
+        out["nchan"] = max(1, int(math.ceil((hi - lo).to_value(lo.unit) / step - 1e-9)))
+        first = lo.value + step / 2 if width.value > 0 else hi.to_value(lo.unit) - step / 2
+        out["start"] = _format_quantity(first, lo.unit)
+    for name in ("start", "nchan", "restfreq"):
+        value = ov.value_for(name, spws)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def rebin(tclean: dict[str, Any], nbin: int | None = None, width: str | None = None) -> dict[str, Any]:

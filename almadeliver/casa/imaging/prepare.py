@@ -10,6 +10,7 @@ from typing import Any
 from ...errors import TreeError, UsageError
 from .delivered import contdat_file, contdat_ranges, target_flag_templates
 from .jobs import ImagingJob
+from .linefree import ALL_SPWS
 from .overrides import spw_ids
 from .restored import _EB_RE, calibrated_column, remap_spw, split_spw_map
 
@@ -57,9 +58,11 @@ def _attach_target_flags(jobs: list[ImagingJob], member: Path) -> None:
             job.tclean["datacolumn"] = "data" if all(v in column for v in new_vis) else "corrected"
 
 
-def _attach_moments(jobs: list[ImagingJob], member: Path, moments: list[int]) -> None:
+def _attach_moments(jobs: list[ImagingJob], member: Path, moments: list[int],
+                    line_free: dict[str, list] | None = None) -> None:
     """Each cube also gets its moment maps: over its line channels (those outside cont.dat's ranges for
-    the cube's spw, every channel without cont.dat), the noise from its line-free channels."""
+    the cube's spw, or the --line-free ones in ``line_free``; every channel without either), the noise
+    from its line-free channels."""
     from ...delivery.contdat import parse_contdat
 
     if not jobs:
@@ -67,8 +70,10 @@ def _attach_moments(jobs: list[ImagingJob], member: Path, moments: list[int]) ->
     contdat = contdat_file(member)
     ranges = contdat_ranges(parse_contdat(contdat)) if contdat else {}
     for job in jobs:
-        free = [r for s in job.spws for r in ranges.get(job.field, {}).get(s, [])]
-        job.moments = {"moments": moments, "line_free": free, "contdat": contdat.name if contdat else None}
+        free = [r for s in job.spws for r in (_given(line_free, s) if line_free else
+                                              ranges.get(job.field, {}).get(s, []))]
+        job.moments = {"moments": moments, "line_free": free,
+                       "contdat": "--line-free" if line_free else contdat.name if contdat else None}
         base = job.exports[".image.pbcor"][: -len(".pbcor.fits")] if ".image.pbcor" in job.exports else job.name
         job.moments["fits"] = {m: f"{base}.mom{m}.fits" for m in moments}
 
@@ -92,20 +97,22 @@ def _attach_cont_ranges(jobs: list[ImagingJob], member: Path, contdat: Path) -> 
         job.changed["spw"] = [spw, f"channels of {contdat.name} (selected per MS in CASA)"]
 
 
-def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
-    """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges."""
+def _attach_contsub(jobs: list[ImagingJob], member: Path, line_free: dict[str, list] | None = None) -> None:
+    """Cube jobs image continuum-subtracted copies of their MSs, fitted on cont.dat's ranges (or the
+    --line-free ranges in ``line_free``, spw id -> ranges)."""
     from ...delivery.contdat import parse_contdat
 
     contdat = contdat_file(member)
-    if contdat is None:
-        raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat")
-    found = [contdat]
-    ranges = contdat_ranges(parse_contdat(found[0]))
+    if contdat is None and not line_free:
+        raise TreeError(f"{member}/calibration has no cont.dat", "--contsub needs the pipeline's <MOUS>.cont.dat "
+                        "or --line-free ranges")
+    found = [Path("--line-free") if line_free else contdat]
+    ranges = {} if line_free else contdat_ranges(parse_contdat(found[0]))
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     for job in jobs:
         if job.kind != "cube":
             continue
-        spw_ranges = {s: ranges.get(job.field, {}).get(s) for s in job.spws}
+        spw_ranges = {s: _given(line_free, s) if line_free else ranges.get(job.field, {}).get(s) for s in job.spws}
         missing = [s for s, r in spw_ranges.items() if not r]
         if missing:
             raise TreeError(f"{found[0].name} has no continuum range for field {job.field!r} spw {', '.join(missing)}",
@@ -127,3 +134,8 @@ def _attach_contsub(jobs: list[ImagingJob], member: Path) -> None:
                      for vis, out in zip(job.tclean["vis"], new_vis)]
         job.tclean["vis"] = new_vis
         job.tclean["datacolumn"] = "data"   # uvcontsub writes the subtracted data to DATA
+
+
+def _given(line_free: dict[str, list], spw: str) -> list:
+    """The --line-free ranges of ``spw`` (its own, else those given for every spw)."""
+    return line_free.get(spw) or line_free.get(ALL_SPWS) or []

@@ -58,7 +58,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
         made = run_in_casa(script_child,
                            {"script": str(script), "out": str(out),
                             "overrides": asdict(plan_.overrides), "legacy": converted.python2,
-                            "masks": delivered_masks(plan_.member)},
+                            "masks": delivered_masks(plan_.member), "line_free": plan_.line_free},
                            workdir=work, logfile=out / "logs" / f"{plan_.script.name}.casa.log")
     except Exception as exc:  # noqa: BLE001  (reported like a failed image)
         failures[plan_.script.name] = str(exc)
@@ -71,6 +71,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
             name=Path(image).name, source=f"{plan_.script.name}", field=str(call["tclean"].get("field", "")),
             spws=spw_ids(call["tclean"].get("spw", "")), kind=call["kind"], tclean=call["tclean"],
             exports=exports, changed=call["changed"], translated_from=call.get("clean"),
+            contsub=call.get("contsub", []), moments=call.get("moments", {}),
             delivered={f: (str(p) if (p := delivered_product(plan_.member, f)) else None) for f in exports.values()}))
         if on_done:
             on_done(Path(image).name, None)

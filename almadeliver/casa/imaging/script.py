@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 from ...errors import UsageError
 from ..imaging_legacy import CleanTranslation, Expression, clean_arguments, python3_text, translate_clean
+from .child import moment_maps
 from .delivered import _product_objects
+from .linefree import ALL_SPWS
 from .overrides import Overrides, _narrow_spw, apply_overrides, spw_ids
 
 
@@ -98,8 +100,31 @@ def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
                                  "pick one of those with --field")
 
 
+def script_contsub(tclean: dict[str, Any], spws: list[str], line_free: dict[str, list],
+                   done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """CASA child: uvcontsub of each MS a cube's tclean call reads (once per MS and field), fitted on the
+    line-free ranges of its spws (the script's spw ids); the runs, each with its ``fitspec``."""
+    from .child import contsub_child
+
+    field = str(tclean.get("field", ""))
+    ranges = {s: line_free.get(s) or line_free.get(ALL_SPWS) or [] for s in spws}
+    missing = [s for s, r in ranges.items() if not r]
+    if not spws or missing:
+        raise RuntimeError(f"--contsub: no line-free range for spw {', '.join(missing) or 'of ' + tclean['imagename']}; "
+                           "give them with --line-free")
+    runs = []
+    for vis in tclean["vis"] if isinstance(tclean["vis"], (list, tuple)) else [tclean["vis"]]:
+        outputvis = f"contsub/{Path(str(vis)).name}" + (f".{field}" if field else "") + ".contsub"
+        if outputvis not in done:
+            run = {"vis": str(vis), "outputvis": outputvis, "field": field, "ranges": dict(ranges)}
+            run["result"] = contsub_child(run)
+            done[outputvis] = run
+        runs.append(done[outputvis])
+    return runs
+
+
 def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
-                 masks: dict[str, str] | None = None) -> dict[str, Any]:
+                 masks: dict[str, str] | None = None, line_free: dict[str, list] | None = None) -> dict[str, Any]:
     """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
     run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
     as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
@@ -119,6 +144,7 @@ def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool 
     calls: list[dict[str, Any]] = []
     exports: list[dict[str, str]] = []
     skipped: list[str] = []
+    contsubbed: dict[str, dict[str, Any]] = {}
 
     def is_skipped(image: str) -> bool:
         return any(image == s or image.startswith(s + ".") for s in skipped if s)
@@ -135,8 +161,22 @@ def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool 
         if ov.spws:
             kwargs["spw"] = _narrow_spw(kwargs["spw"], set(ov.spws)) if spws else ",".join(ov.spws)
         new, changed = apply_overrides(kwargs, kind, ov)
-        calls.append({"tclean": new, "changed": changed, "kind": kind, **({"clean": clean} if clean else {})})
-        return casatasks.tclean(**new)
+        call = {"tclean": new, "changed": changed, "kind": kind, **({"clean": clean} if clean else {})}
+        free = [r for s in spws or [ALL_SPWS] for r in (line_free or {}).get(s) or (line_free or {}).get(ALL_SPWS) or []]
+        if kind == "cube" and ov.contsub:
+            call["contsub"] = script_contsub(new, spws, line_free or {}, contsubbed)
+            changed["vis"] = [new["vis"], [c["outputvis"] for c in call["contsub"]]]
+            new["vis"] = [c["outputvis"] for c in call["contsub"]]
+            new["datacolumn"] = "data"    # uvcontsub writes the subtracted data to DATA
+        calls.append(call)
+        result = casatasks.tclean(**new)
+        if kind == "cube" and ov.moment_list:
+            image = str(new["imagename"])
+            cube = image + ".image.pbcor" if Path(image + ".image.pbcor").is_dir() else image + ".image"
+            plan = {"moments": ov.moment_list, "line_free": free,
+                    "fits": {m: f"{Path(image).name}.mom{m}.fits" for m in ov.moment_list}}
+            call["moments"] = {**plan, "made": moment_maps(cube, plan, out)}
+        return result
 
     def tclean(*args: Any, **kwargs: Any) -> Any:
         return run_tclean({**dict(zip(names, args)), **kwargs})
