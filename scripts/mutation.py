@@ -100,6 +100,11 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 128, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 129, "core/ReplaceFalseWithTrue"): "repr only",
     ("casa/diskspace.py", 142, "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
+    ("packaging/tarballs.py", 115, "core/NumberReplacer"):
+        "buffering=+-1: the source is read in chunks of a given size; buffering changes the system calls only",
+    ("packaging/tarballs.py", 139, "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
+    ("packaging/tarballs.py", 192, "core/NumberReplacer"):
+        "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
     ("transfer/extract.py", 31, "core/NumberReplacer"): "the chunk only sets how many bytes one copy_file_range moves",
     ("transfer/extract.py", 146, "core/NumberReplacer"):
         "default=+-1 (a tarball of folders only): never above the tarball's size, at least the 1024-byte end marker",
