@@ -70,6 +70,8 @@ EXCLUDED_OPERATORS = [
 _NEG1 = "the only level below 0 is -1 (SPACESAVING=-1): min(-1, 1) is -1, -1 is a cached int, need_mb(-1) is 0"
 _RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between the check of its members' "
                 "extent and the copy (a race); it never returns a negative count")
+_SAME_MAPS = ("maps[-1] for maps[0], mss[-1] for mss[0]: in this branch every MS has the same map, and the MS "
+              "is only named in remap_spw's error")
 EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("casa/diskspace.py", 49, "core/ReplaceContinueWithBreak"):
         "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
@@ -105,6 +107,8 @@ EQUIVALENT: dict[tuple[str, int, str], str] = {
     ("packaging/tarballs.py", 139, "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
     ("packaging/tarballs.py", 192, "core/NumberReplacer"):
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
+    ("casa/imaging.py", 506, "core/NumberReplacer"): _SAME_MAPS,
+    ("casa/imaging.py", 507, "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", 31, "core/NumberReplacer"): "the chunk only sets how many bytes one copy_file_range moves",
     ("transfer/extract.py", 146, "core/NumberReplacer"):
         "default=+-1 (a tarball of folders only): never above the tarball's size, at least the 1024-byte end marker",
