@@ -330,3 +330,19 @@ def test_script_tclean_calls_resolve_names_assigned_once(tmp_path):
     assert kwargs["vis"] == ["a.ms"]
     assert isinstance(kwargs["width"], Expression)      # assigned twice: not a constant
     assert isinstance(kwargs["spw"], Expression)
+
+
+def test_the_restore_record_is_the_split_of_this_eb_not_a_later_one(split_member):
+    log = split_member / "calibrated" / "working" / "casa_commands.log"
+    log.write_text(log.read_text() + f"split(vis='{EB2}.ms', outputvis='../{EB2}.ms.split.cal', spw='25')\n"
+                   f"listobs(vis='{EB}.ms.split.cal', listfile='{EB}.ms.split.cal.listobs')\n")
+    assert imaging.restore_spw_record(split_member, EB) == {"17": "0", "19": "1", "21": "2"}
+    assert imaging.restore_spw_record(split_member, EB2) == {"25": "0"}
+
+
+def test_one_selection_for_one_split_ms_stays_one_selection(split_member):
+    restored = imaging.Restored({EB: split_member / "calibrated" / f"{EB}.ms.split.cal"}, None)
+    mss, spw = imaging.rewrite_vis(f"{EB}.ms", "17:1~9,21", restored, split_member)
+    assert mss == [str(split_member / "calibrated" / f"{EB}.ms.split.cal")] and spw == "0:1~9,2"
+    mss, spw = imaging.rewrite_vis([f"{EB}.ms"], ["17", "21"], restored, split_member)
+    assert spw == ["0", "2"]

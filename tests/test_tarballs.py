@@ -35,6 +35,7 @@ import subprocess  # noqa: E402
 import pytest  # noqa: E402
 
 from almadeliver.errors import PackagingError  # noqa: E402
+from almadeliver.transfer.extract import read_members  # noqa: E402
 from almadeliver.packaging.tarballs import (plan_parts, tar_size, write_parts, write_tar_record,  # noqa: E402
                                             write_tgz)
 
@@ -67,6 +68,7 @@ def test_tar_size_is_the_written_size_and_gnu_tar_reads_what_was_written(tmp_pat
     assert lines["p/member/z/link"].startswith("lrwxrwxrwx") and lines["p/member/z/link"].endswith("-> ../a/one")
     assert lines["p/member/a/b/run.sh"].startswith("-rwxr-xr-x")
     assert lines["p/member/a/one"].startswith("-rw-r--r--") and lines["p/member/a/b"].startswith("drwxr-xr-x")
+    assert lines["p"].startswith("drwxr-xr-x"), "a parent folder added without a source"
     out = tmp_path / "out"
     out.mkdir()
     subprocess.run(["tar", "-xf", str(tmp_path / "t.tar"), "-C", str(out)], check=True)
@@ -97,8 +99,10 @@ def test_parts_fit_unpack_alone_and_are_as_full_as_they_can_be(tmp_path, max_siz
             assert len([e for e in part if e[1] is not None and e[1].is_file()]) == 1, "a large file goes alone"
         if nxt is not None:
             assert tar_size(part + nxt[:1]) > max_size, "the next entry would have fitted"
-        with tarfile.open(record.path) as tar:
-            names = tar.getnames()
+        members = read_members(record.path)           # the download side's check: end marker, padding
+        names = [m.name for m in members]
+        last = max(m.offset_data + (-(-m.size // 512) * 512 if m.isreg() else 0) for m in members)
+        assert record.size - last >= 1024, "two zero blocks end the archive"
         for name in names:                       # each part carries its own parent folders
             assert all("/".join(name.split("/")[:i]) in names for i in range(1, name.count("/") + 1))
     assert any(r.oversized for r in records) == (max_size < 70_000 + 3 * 512)
