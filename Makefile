@@ -25,8 +25,14 @@ test: $(STAMP)
 demo: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# every benchmark runs (a missed target does not stop the others), then one summary table; exit 1 if
+# any target was missed. BENCH_ARGS goes to every script (e.g. BENCH_ARGS="--repeat 5").
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@summary=$$(mktemp); failed=0; \
+	for b in benchmarks/bench_*.py; do echo "== $$b"; \
+	  BENCH_SUMMARY=$$summary $(BIN)/python $$b $(BENCH_ARGS) || failed=1; done; \
+	echo; echo "== summary"; $(BIN)/python benchmarks/summary.py $$summary || failed=1; rm -f $$summary; \
+	exit $$failed
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo-output

@@ -13,7 +13,8 @@ STAFF=2017.1.00124.S
 # the CASA at hand (casatools 6.7.0.31 -> 6.7.0-31): the staff project is reduced and imaged in it
 HERE_CASA=$(python -c 'from importlib.metadata import version; n = version("casatools").split("."); print(".".join(n[:3]) + (f"-{n[3]}" if len(n) > 3 else ""))')
 steps=()
-step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; steps+=("$(printf '%-10s %4ss  %s' "$name" $((SECONDS - t0)) "$*")"); }
+step() { local name=$1; shift; echo; echo "==> $*"; local t0=$SECONDS; "$@"; echo "<== $name: $((SECONDS - t0)) s"
+         steps+=("$(printf '%-10s %4ss  %s' "$name" $((SECONDS - t0)) "$*")"); }
 
 step casa-info almadeliver casa-info --check
 
@@ -83,4 +84,5 @@ step image almadeliver image "$PIPE_MEMBER" --list
 echo
 echo "==> summary"
 for s in "${steps[@]}"; do echo "  ok  ${s//$OUT\//}"; done
+echo "total $((SECONDS / 60)) min $((SECONDS % 60)) s; load: $(uptime | sed 's/.*load average: //') (1, 5, 15 min; $(nproc) cores)"
 echo "demo output in $OUT/"

@@ -228,8 +228,10 @@ def _xdist_group(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook, which reads xdist_group marks to group the tests
 def pytest_collection_modifyitems(items):
-    """The first test that asks for ``staff_reduction`` builds it (simulation, restore and imaging with
-    real CASA, several minutes on 2 busy cores): those tests get 30 minutes instead of 15.
+    """A test that asks for a simulated project (``simulated``, directly or through a fixture such as
+    ``staff_reduction``) may be the one that builds it, or waits while the other worker does (CASA
+    simulation, restore and imaging, many minutes on 2 busy cores; a 2-MOUS project took more than
+    15 minutes on a machine at load 11): those tests get 30 minutes instead of 15.
 
     For parallel runs (``make test``: ``pytest -n 2 --dist loadgroup --no-loadscope-reorder``) every
     test gets an xdist group (``_xdist_group``), so a module fixture is made once per group and the
@@ -241,7 +243,7 @@ def pytest_collection_modifyitems(items):
     group of its own (both workers then build ``staff_reduction`` and every module fixture)."""
     groups: dict[str, int] = {}
     for item in items:
-        if "staff_reduction" in getattr(item, "fixturenames", ()):
+        if "simulated" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.timeout(1800))
         group = _xdist_group(item)
         item.add_marker(pytest.mark.xdist_group(group))
