@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from almadeliver.casa.runtime import casa_env, configure_offline, find_monolithic_casa, run_in_casa
-from almadeliver.casa.selfcheck import measures_check
+from almadeliver.casa.selfcheck import measures_check_in_casa
 from almadeliver.errors import CasaError, CasaNotFoundError
 
 CHECK = (
-    "from almadeliver.casa.selfcheck import measures_check; r = measures_check(); "
+    "from almadeliver.casa.selfcheck import measures_check_in_casa; r = measures_check_in_casa(); "
     "assert abs(r['tai_minus_utc_s'] - 37) < 1e-3, r; print('OK', r['el_deg'])"
 )
 
@@ -45,7 +45,7 @@ def test_casatools_imports_and_converts_with_network_unreachable(tmp_path):
 def test_run_in_casa_keeps_logs_in_workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
-    r = run_in_casa(measures_check, workdir=work)
+    r = run_in_casa(measures_check_in_casa, workdir=work)
     assert r["casa_version"].startswith("6.")
     assert (work / "casa.log").stat().st_size > 0
     assert not list(tmp_path.glob("casa-*.log")) and not list(work.glob("casa-*.log"))

@@ -14,7 +14,7 @@ from almadeliver.casa import imaging
 from almadeliver.casa.imaging import Overrides
 from almadeliver.casa.restore import plan_restore, restore
 from almadeliver.casa import legacy
-from almadeliver.casa.runtime import casa_task, run_in_casa
+from almadeliver.casa.runtime import task_in_casa, run_in_casa
 from almadeliver.cli import main
 from almadeliver.delivery.contdat import parse_contdat
 from almadeliver.delivery.layout import find_members
@@ -216,14 +216,14 @@ def manual_member(pipeline_member, pipeline_group, tmp_path_factory):
         (m / sub).mkdir(parents=True)
     # like scriptForPI's split: the calibrated data in DATA, no CORRECTED_DATA column
     (working,) = (pipeline_member / "calibrated" / "working").glob("*.ms")
-    run_in_casa(casa_task, {"task": "split", "vis": str(working), "outputvis": str(m / "calibrated" / "calibrated.ms"),
+    run_in_casa(task_in_casa, {"task": "split", "vis": str(working), "outputvis": str(m / "calibrated" / "calibrated.ms"),
                             "datacolumn": "corrected"}, workdir=root)
     target = make_plan(pipeline_group.name, flavour="pipeline", group_12m_7m=True).field("target")["name"]
     (m / "script" / "scriptForImaging.py").write_text(fill(template("scriptForImaging.py.in"), {
         "CASAVERSION": "6.7.0", "TARGET": target, "CELL": "2arcsec", "IMSIZE": 64, "LINE": "CS",
         "LSBSPWS": "0,1", "USBSPWS": "2", "CUBEA": "1", "CUBEB": "2", "LINESPW": "0", "RESTFREQ": f"{LINE_REST_HZ / 1e9:.6f}GHz", "CONTTHRESHOLD": "20mJy",
         "LINETHRESHOLD": "60mJy"}))
-    run_in_casa(legacy.run_script,
+    run_in_casa(legacy.run_script_in_casa,
                 {"script": str(m / "script" / "scriptForImaging.py"), "cwd": str(m / "calibrated")},
                 workdir=root)
     for f in (m / "calibrated").glob("*.fits"):

@@ -78,16 +78,16 @@ def test_overrides_reach_the_translated_clean_calls(cycle0_member, tmp_path):
 
 
 def test_target_flag_commands_are_applied_to_the_copy_only(cycle0_member, tmp_path):
-    """flagtargets_child (hifa_flagtargets on a copy): an edited template's command flags the copy; the
+    """flagtargets_in_casa (hifa_flagtargets on a copy): an edited template's command flags the copy; the
     restored MS keeps its flags."""
-    from almadeliver.casa.imaging import flagtargets_child
+    from almadeliver.casa.imaging import flagtargets_in_casa
     from almadeliver.casa.runtime import run_in_casa
 
     vis = str(sorted((cycle0_member / "calibrated").glob("*.ms.split.cal"))[0])
     run = {"vis": vis, "outputvis": str(tmp_path / "targets" / "eb_targets.ms"), "datacolumn": "data",
            "template": "eb_flagtargetstemplate.txt", "commands": ["mode='manual' spw='0:8~15' reason='user'"]}
-    edited = run_in_casa(flagtargets_child, {"run": run}, workdir=tmp_path)
+    edited = run_in_casa(flagtargets_in_casa, {"run": run}, workdir=tmp_path)
     assert edited["flagged_after"] > edited["flagged_before"] + 0.05, edited
-    again = run_in_casa(flagtargets_child, {"run": {**run, "vis": vis, "commands": []}},
+    again = run_in_casa(flagtargets_in_casa, {"run": {**run, "vis": vis, "commands": []}},
                         workdir=tmp_path)
     assert again["flagged_after"] == pytest.approx(edited["flagged_before"])   # the source MS was not flagged

@@ -12,7 +12,7 @@ import pytest
 from almadeliver.archive.obscore import COLUMN_NAMES
 from almadeliver.archive.spectral import parse_frequency_support
 from almadeliver.casa.imaging import product_name
-from almadeliver.casa.legacy import run_script
+from almadeliver.casa.legacy import run_script_in_casa
 from almadeliver.casa.runtime import run_in_casa
 from almadeliver.delivery.commandslog import product_tclean_calls, read_commands
 from almadeliver.sim.verify import asdm_summary, phase_scatter
@@ -194,7 +194,7 @@ def test_scriptforpi_calibrates_to_flat_phases(manual2, unpack, tmp_path):
     member = _member(tree)
     plan = make_plan(CODE, ebs=2)
     lines = []
-    run_in_casa(run_script,
+    run_in_casa(run_script_in_casa,
                 {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member / "script"),
                  "variables": {"SPACESAVING": 1}, "pass_version_gates": True}, workdir=tmp_path / "run",
                 on_line=lines.append)
@@ -230,7 +230,7 @@ def test_scriptforpi_refuses_outside_script_folder(manual2, unpack, tmp_path):
     tree = unpack(manual2, tmp_path / "unpacked")
     member = _member(tree)
     with pytest.raises(CasaError, match="ERROR: Please start scriptForPI.py from inside the directory named"):
-        run_in_casa(run_script,
+        run_in_casa(run_script_in_casa,
                     {"script": str(member / "script" / "scriptForPI.py"), "cwd": str(member)},
                     workdir=tmp_path / "run")
 
@@ -326,6 +326,6 @@ def test_pipeline_group_12m_7m_proprietary(pipeline_group, unpack, tmp_path):
     member = next(tree.glob("science_goal.*/group.*/member.*"))
     script = next((member / "script").glob("*.scriptForPI.py"))
     with pytest.raises(CasaError, match="ERROR: this MOUS was calibrated by the ALMA pipeline"):
-        run_in_casa(run_script, {"script": str(script), "cwd": str(member / "script"),
+        run_in_casa(run_script_in_casa, {"script": str(script), "cwd": str(member / "script"),
                                                            "variables": {"SPACESAVING": -1}},
                     workdir=tmp_path / "run")

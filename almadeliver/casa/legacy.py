@@ -2,7 +2,7 @@
 
 ALMA's scripts expect monolithic CASA's interactive namespace: every task and tool as a global,
 ``casalog``, and ``execfile``. ``legacy_globals`` builds that namespace from modular CASA and
-``run_script`` execs a script in it (in a CASA child: ``run_in_casa(legacy.run_script,
+``run_script_in_casa`` execs a script in it (in a CASA child: ``run_in_casa(legacy.run_script_in_casa,
 {"script": ..., "cwd": ..., "variables": {...}}, workdir=..., logfile=...)``).
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def legacy_globals(variables: dict[str, Any] | None = None, casa_version: str | 
     return namespace
 
 
-def run_script(script: str, cwd: str, variables: dict[str, Any] | None = None, casa_version: str | None = None,
+def run_script_in_casa(script: str, cwd: str, variables: dict[str, Any] | None = None, casa_version: str | None = None,
                pass_version_gates: bool = False) -> dict[str, Any]:
     """Exec ``script`` with ``cwd`` as the current directory in a fresh legacy namespace
     (``casa_version`` and ``pass_version_gates``: see ``legacy_globals``).

@@ -466,7 +466,7 @@ def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
     else:
-        run_in_casa(legacy.run_script,
+        run_in_casa(legacy.run_script_in_casa,
                     {"script": str(script), "cwd": str(cwd), "variables": variables,
                      "pass_version_gates": plan.passes_gates},
                     workdir=cwd, logfile=casa_log, on_line=on_line)

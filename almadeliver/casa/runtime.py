@@ -212,8 +212,8 @@ def last_words(tail: list[str], code: int | None) -> str:
     return next((line for line in reversed(tail) if line.strip()), f"exit code {code}")
 
 
-def casa_task(task: str, **kwargs: Any) -> Any:
-    """Run the casatasks task named ``task`` with ``kwargs``: for ``run_in_casa(casa_task, {"task": ...})``,
+def task_in_casa(task: str, **kwargs: Any) -> Any:
+    """Run the casatasks task named ``task`` with ``kwargs``: for ``run_in_casa(task_in_casa, {"task": ...})``,
     so that the caller never imports casatasks (CASA starts in the child only)."""
     import casatasks
 

@@ -2,7 +2,7 @@
 
 The last step of ALMA's Cycle 0 processing guide (seed 000, step 5) and of the pipeline re-imaging
 guide (seed 003: "for S/N > about 100 ... self-calibration coupled with deeper clean"). The loop is
-the standard one on casatasks (it runs in one CASA child: ``selfcal_child``, where the constants
+the standard one on casatasks (it runs in one CASA child: ``selfcal_in_casa``, where the constants
 named below live):
 
 1. the target field is split out of every calibrated MS (its calibrated column) into
@@ -41,7 +41,7 @@ from typing import Any, Callable
 from ..errors import TreeError, UsageError
 from .imaging import ImageStats, calibrated_column, image_stats, restored_mss
 from .runtime import run_in_casa
-from .selfcal_child import ROUND_LINE, selfcal_child
+from .selfcal_child import ROUND_LINE, selfcal_in_casa
 
 DEFAULT_ROUNDS = "p:inf,p:30s,p:int,ap:inf"
 _SOLINT_RE = re.compile(r"^(inf|int|\d+(\.\d+)?(s|min))$")
@@ -298,7 +298,7 @@ def selfcal(plan: SelfcalPlan, on_line: Callable[[str], None] | None = None,
 
     start = time.monotonic()
     outcome = run_in_casa(
-        selfcal_child,
+        selfcal_in_casa,
         {"vis": [str(v) for v in plan.vis], "columns": plan.columns, "field": plan.field,
          "rounds": [asdict(r) for r in plan.rounds], "cell_arcsec": plan.cell_arcsec, "imsize": plan.imsize,
          "spw": plan.continuum_spw,

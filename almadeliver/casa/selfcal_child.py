@@ -1,6 +1,6 @@
 """The CASA side of ``selfcal``: the self-calibration loop in one CASA child (see ``casa.selfcal``).
 
-Runs in the child ``run_in_casa(selfcal_child, ...)`` starts, in the output folder; prints one
+Runs in the child ``run_in_casa(selfcal_in_casa, ...)`` starts, in the output folder; prints one
 ``ROUND_LINE`` per round (the parent reads them as they come) and returns what it made.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _flagged_solutions(table: str) -> float:
     return float(np.count_nonzero(flags) / flags.size) if flags.size else 1.0
 
 
-def selfcal_child(vis: list[str], columns: list[str], field: str | None, rounds: list[dict],
+def selfcal_in_casa(vis: list[str], columns: list[str], field: str | None, rounds: list[dict],
                   cell_arcsec: float | None, imsize: int | None, cubes: list[dict], out: str,
                   spw: Any = "") -> dict[str, Any]:
     """(CASA child, in ``out``) The self-calibration loop of the module doc; prints one line per round."""

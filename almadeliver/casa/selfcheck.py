@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def measures_check() -> dict:
+def measures_check_in_casa() -> dict:
     """Convert a J2000 direction to AZEL at the ALMA site and UTC to TAI; needs the measures data."""
     from casatools import measures, quanta, version_string
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ..casa.runtime import casa_info, run_in_casa
-from ..casa.selfcheck import measures_check
+from ..casa.selfcheck import measures_check_in_casa
 from .app import app
 from .options import CasaOption
 
@@ -33,6 +33,6 @@ def casa_info_cmd(
                    f"pipeline {'yes' if mono.has_pipeline else 'no'})")
     if check:
         with tempfile.TemporaryDirectory(prefix="almadeliver-check-") as tmp:
-            r = run_in_casa(measures_check, workdir=Path(tmp))
+            r = run_in_casa(measures_check_in_casa, workdir=Path(tmp))
         typer.echo(f"measures check   ok: CASA {r['casa_version']}, TAI-UTC = {r['tai_minus_utc_s']:.0f} s, "
                    f"Orion KL from ALMA at az {r['az_deg']:.1f} deg, el {r['el_deg']:.1f} deg")

@@ -116,13 +116,13 @@ class _Builder:
         imaging_script = manual.write_scripts(self.plan, mous, member, work)
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), calibrating and imaging in CASA")
         cycle0 = self.plan.flavour == "cycle0"
-        result = run_in_casa(manual.casa_build_mous,
+        result = run_in_casa(manual.build_mous_in_casa,
                              {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
                               "cycle0": cycle0},
                              workdir=work, logfile=work / "casa.log", on_line=self._casa_line)
         self.eb_info.update(result["observed"])
         # the reducer images in a new CASA session (log/<MOUS>.imaging.log), as almadeliver image does
-        run_in_casa(manual.casa_image_mous,
+        run_in_casa(manual.image_mous_in_casa,
                     {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
                      "cycle0": cycle0, "imaging_script": str(imaging_script)},
                     workdir=work, logfile=work / "casa-imaging.log", on_line=self._casa_line)
@@ -146,7 +146,7 @@ class _Builder:
         member.mkdir(parents=True)
         work = self.work / mous.disk
         self.say(f"{mous.uid}: simulating {len(mous.ebs)} EB(s), pipeline calibration and imaging in CASA")
-        res = run_in_casa(pipeline.casa_build_mous,
+        res = run_in_casa(pipeline.build_mous_in_casa,
                           {"plan": asdict(self.plan), "index": index, "member": str(member), "work": str(work),
                            "truth_dir": str(self.stage / "project" / pipeline.TRUTH_DIR)},
                           workdir=work, logfile=work / "casa.log", on_line=self._casa_line)

@@ -1,10 +1,10 @@
 """The manual (QA2 by an ALMA reducer) delivery flavour.
 
-Parent side: ``write_scripts`` fills script/ from templates/. CASA side (``casa_build_mous``, run
+Parent side: ``write_scripts`` fills script/ from templates/. CASA side (``build_mous_in_casa``, run
 by ``run_in_casa``): simulate the EBs into raw/, run our scriptForPI.py through the legacy shim
 (which really calibrates every EB) and harvest calibration tables, QA2 plots and text and the log
-(``casa_build_mous``); then, in a CASA session of its own, scriptForImaging.py, its FITS products
-and log (``casa_image_mous``), and remove calibrated/.
+(``build_mous_in_casa``); then, in a CASA session of its own, scriptForImaging.py, its FITS products
+and log (``image_mous_in_casa``), and remove calibrated/.
 """
 from __future__ import annotations
 
@@ -211,13 +211,13 @@ def start_session_log(path: Path, casa_version: str) -> None:
     casalog.setlogfile(str(path))
 
 
-def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
+def build_mous_in_casa(plan: dict, index: int, member: str, work: str, cycle0: bool = False) -> dict:
     """CASA side of one manual MOUS (see module doc). Returns per-EB QA figures.
 
     ``cycle0``: lay the member out as Cycle 0 deliveries were: calibrated/<EB>.ms.split.cal,
     raw/<EB>.ms.split (no ASDM), calibration/<EB>.calibration/ and .calibration.plots/ folders.
-    The calibrated data stay in calibrated/ for ``casa_image_mous``."""
-    from ..casa.legacy import run_script
+    The calibrated data stay in calibrated/ for ``image_mous_in_casa``."""
+    from ..casa.legacy import run_script_in_casa
     from .observe import observe_mous
 
     member_p, work_p = Path(member), Path(work)
@@ -229,7 +229,7 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     print(f"running scriptForPI.py for {mous['uid']}", flush=True)
     # the reducer's run: the full calibration (applyonly False) in the CASA that made the delivery;
     # analysisUtils is not on PyPI and the simulated reducer uses none of it (``reducer_analysis_utils``)
-    run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
+    run_script_in_casa(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
                {"SPACESAVING": 0 if cycle0 else 1, "applyonly": False, "aU": reducer_analysis_utils()},
                casa_version=plan["casa_version"])
     calibrated = member_p / "calibrated"
@@ -264,9 +264,9 @@ def casa_build_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
     return {"qa": results, "observed": {eb["uid"]: info for eb, info in zip(mous["ebs"], observed)}}
 
 
-def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool = False,
+def image_mous_in_casa(plan: dict, index: int, member: str, work: str, cycle0: bool = False,
                     imaging_script: str | None = None) -> dict:
-    """CASA side of the reducer's imaging session for one manual MOUS (after ``casa_build_mous``):
+    """CASA side of the reducer's imaging session for one manual MOUS (after ``build_mous_in_casa``):
     scriptForImaging.py in ``calibrated/``, FITS products into product/, then calibrated/ removed
     (Cycle 0: only its ``.ms.split.cal`` kept). A CASA session of its own with its own log, as the
     reducer images (log/<MOUS>.imaging.log); it returns the product names.
@@ -276,14 +276,14 @@ def casa_image_mous(plan: dict, index: int, member: str, work: str, cycle0: bool
 
     Imaging in the calibration session would image with that session's state: a cube channel whose
     LSRK grid falls on a flagged edge channel then comes out differently from a fresh session's."""
-    from ..casa.legacy import run_script
+    from ..casa.legacy import run_script_in_casa
 
     member_p, work_p = Path(member), Path(work)
     mous = plan["mous"][index]
     calibrated = member_p / "calibrated"
     start_session_log(member_p / "log" / f"{Uid(mous['uid']).disk}.imaging.log", plan["casa_version"])
     print(f"running scriptForImaging.py for {mous['uid']}", flush=True)
-    run_script(imaging_script or str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
+    run_script_in_casa(imaging_script or str(member_p / "script" / "scriptForImaging.py"), str(calibrated))
     product = member_p / "product"
     product.mkdir(exist_ok=True)
     for fits in sorted(glob.glob(str(calibrated / "*.fits"))):

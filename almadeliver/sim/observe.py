@@ -1,6 +1,6 @@
 """One simulated ALMA execution block: casatools.simulator -> MS -> corrupted visibilities -> ASDM.
 
-Runs inside a CASA child (``run_in_casa(observe_ebs, ...)``). Each EB
+Runs inside a CASA child (``run_in_casa(observe_ebs_in_casa, ...)``). Each EB
 observes a bandpass/flux calibrator, a phase calibrator and a science target with ALMA's scan
 intents, in a few spectral windows (one with a spectral line). The visibilities are the sky model
 times per-antenna complex gains (slow phase drifts, amplitude errors, a bandpass shape) plus
@@ -447,7 +447,7 @@ def set_up_simulator(sm: Any, me: Any, ms: str, ant: dict, spws: list[dict], aut
 
 
 def simulate_ms(ms: str, eb: dict) -> dict:
-    """Make the MS of one EB (see ``observe_ebs`` for the keys of ``eb``); returns its scan list."""
+    """Make the MS of one EB (see ``observe_ebs_in_casa`` for the keys of ``eb``); returns its scan list."""
     import casatools
 
     integration_s = float(eb.get("integration_s", INTEGRATION_S))
@@ -626,7 +626,7 @@ def asdm_uid(asdm: Path) -> str:
     return re.search(r'<Entity[^>]*entityId="(uid://[^"]+)"', text).group(1)
 
 
-def observe_ebs(ebs: list[dict]) -> list[dict]:
+def observe_ebs_in_casa(ebs: list[dict]) -> list[dict]:
     """Simulate every EB: ``eb`` holds ms, asdm (paths), config, antennas, array, spws, fields,
     start_mjd, seed, archiveid/rangeid (the ASDM uid prefix), and optionally integration_s (default
     INTEGRATION_S). Returns per EB the scans, antennas and the uid inside the ASDM."""
@@ -670,7 +670,7 @@ def observe_mous(plan: dict, index: int, raw: Path, work: Path) -> list[dict]:
                     "integration_s": plan.get("integration_s", INTEGRATION_S), "start_mjd": eb["start_mjd"],
                     "seed": eb["seed"], "archiveid": "A002", "rangeid": eb["rangeid"], "project": plan["code"],
                     "residual_phase_deg": plan.get("residual_phase_deg", 0.0)})
-    results = observe_ebs(ebs)
+    results = observe_ebs_in_casa(ebs)
     for eb, result in zip(mous["ebs"], results):
         if result["uid"] != eb["uid"]:
             raise RuntimeError(f"exportasdm named the ASDM {result['uid']}, expected {eb['uid']}")

@@ -10,7 +10,7 @@ flags as ``Pipeline_Final``. Then it images the target (a cube per spw and a con
 the cont.dat channels) with the tclean calls it logs. Every CASA call is recorded as the pipeline's
 ``casa_commands.log`` records it (long calls wrapped over several lines).
 
-``casa_build_mous`` (CASA child) simulates a MOUS's EBs and runs ``reduce_pipeline``; it stores the
+``build_mous_in_casa`` (CASA child) simulates a MOUS's EBs and runs ``reduce_pipeline``; it stores the
 calibrated CORRECTED_DATA and FLAG arrays of every EB in ``truth_dir`` (``<EB>.npz``) so a restore
 can be compared with what the pipeline made. ``write_member_files`` (host side) then writes the
 member's pipeline files: script/, calibration/, log/, product/, qa/ with ALMA's names
@@ -467,7 +467,7 @@ def _template(name: str, **values: str) -> str:
     return Template(template(f"pipeline_{name}.in")).substitute(values)
 
 
-def casa_build_mous(plan: dict, index: int, member: str, work: str, truth_dir: str) -> dict:
+def build_mous_in_casa(plan: dict, index: int, member: str, work: str, truth_dir: str) -> dict:
     """CASA side of one MOUS: simulate its EBs into ``member/raw``, then ``reduce_pipeline`` in
     ``work/working`` (``work/rawdata`` links to the ASDMs, as in a pipeline run)."""
     import os

@@ -9,7 +9,7 @@ Parent side: ``tp_plan`` turns the members of a plan into TP members, ``write_sd
 ``<EB>.ms.scriptForSDCalibration.py`` in the form ALMA's script generator (``SDscience``, CASA
 6.4.3 and later) writes it, plus the reducer's Jy/K factors. CASA side: ``simulate_tp_ms`` (the
 MS from casatools.simulator, cross-correlations removed, spectra written as the counts a
-total-power detector gives), ``observe_tp_mous`` (the ASDMs) and ``casa_build_tp_mous`` (the
+total-power detector gives), ``observe_tp_mous`` (the ASDMs) and ``build_tp_mous_in_casa`` (the
 reducer's run through scriptForPI, the harvest of tables, QA and the calibrated product).
 
 What scriptForPI v2.x leaves of a TP EB: it runs the SD script in ``calibrated/<EB>.calibration/``
@@ -155,7 +155,7 @@ def _fill_spectra(ms: str, spws: list[dict], blocks: list[dict], target: dict, s
 
 
 def simulate_tp_ms(ms: str, eb: dict) -> dict:
-    """Make the MS of one TP EB (keys of ``eb`` as observe.observe_ebs); returns its scans (with
+    """Make the MS of one TP EB (keys of ``eb`` as observe.observe_ebs_in_casa); returns its scans (with
     their subscans) and antennas."""
     import casatools
 
@@ -312,13 +312,13 @@ def tp_qa_products(plan: dict, eb: str, calwork: Path, qa: Path) -> dict:
     return {"eb": eb, "line_peak_jy": peak, "rms_jy": rms}
 
 
-def casa_build_tp_mous(plan: dict, index: int, member: str, work: str) -> dict:
+def build_tp_mous_in_casa(plan: dict, index: int, member: str, work: str) -> dict:
     """CASA side of one manual TP member: simulate the EBs into raw/, run scriptForPI.py as the
     reducer (every step of each SD script, applyonly False), then harvest the tables
     (``<EB>.calibration.tgz``), QA2 plots and text, and the log; calibrated/ is removed."""
     from casatasks import casalog
 
-    from ..casa.legacy import run_script
+    from ..casa.legacy import run_script_in_casa
     from ..packaging.tarballs import tree_entries, write_tgz
     from .manual import reducer_analysis_utils
 
@@ -329,7 +329,7 @@ def casa_build_tp_mous(plan: dict, index: int, member: str, work: str) -> dict:
     log.mkdir(exist_ok=True)
     casalog.setlogfile(str(log / f"{Uid(mous['uid']).disk}.scriptForPI.log"))
     print(f"running scriptForPI.py for {mous['uid']}", flush=True)
-    run_script(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
+    run_script_in_casa(str(member_p / "script" / "scriptForPI.py"), str(member_p / "script"),
                {"SPACESAVING": 1, "applyonly": False, "aU": reducer_analysis_utils()},
                casa_version=plan["casa_version"])
     calibrated, calibration, qa = member_p / "calibrated", member_p / "calibration", member_p / "qa"
@@ -374,7 +374,7 @@ def build_member(builder: Any, index: int, mous: MousPlan, member: Path) -> None
     write_sd_scripts(builder.plan, mous, member)
     work = builder.work / mous.disk
     builder.say(f"{mous.uid}: simulating {len(mous.ebs)} Total Power EB(s), calibrating in CASA")
-    result = run_in_casa(casa_build_tp_mous,
+    result = run_in_casa(build_tp_mous_in_casa,
                          {"plan": asdict(builder.plan), "index": index, "member": str(member), "work": str(work)},
                          workdir=work, logfile=work / "casa.log", on_line=builder._casa_line)
     builder.eb_info.update(result["observed"])

@@ -30,27 +30,27 @@ from .overrides import (apply_overrides, line_free_ranges, MOMENTS, Overrides, p
                         spectral_axis, spectral_range, spw_ids)
 from .linefree import find_line_free, FoundLineFree
 from .restored import (calibrated_column, remap_spw, restore_spw_record, Restored, restored_mss, rewrite_vis,
-                       split_spw_map, spw_rows_child)
+                       split_spw_map, spw_rows_in_casa)
 from .delivered import (commands_log, contdat_file, contdat_ranges, delivered_product, imaging_script, member_source,
                         target_flag_templates, user_contdat)
 from .jobs import continuum_subtracted, export_names, image_kind, ImagingJob, jobs_from_calls, product_name
 from .plan import ImagingPlan, list_images, plan, plan_images
-from .script import script_child, script_clean_translations, script_tclean_calls
+from .script import script_in_casa, script_clean_translations, script_tclean_calls
 from .run import new_out_folder, run, run_images, run_script_images
 from .compare import (compare, Comparison, COMPARISON_COLUMNS, comparison_rows, image_stats, ImageStats,
                       ImagingResult, max_difference, updated_readme, write_record)
-from .child import (channel_frequencies, cont_selection, contsub_child, flagtargets_child, moment_maps, quicklook_png,
-                    tclean_child)
+from .child import (channel_frequencies, cont_selection, contsub_in_casa, flagtargets_in_casa, moment_maps, quicklook_png,
+                    tclean_in_casa)
 
 __all__ = [
     'Expression', 'apply_overrides', 'line_free_ranges', 'MOMENTS', 'Overrides', 'parse_per_spw', 'PER_SPW',
     'rebin', 'spectral_axis', 'spectral_range', 'spw_ids', 'find_line_free', 'FoundLineFree', 'calibrated_column', 'remap_spw',
-    'restore_spw_record', 'Restored', 'restored_mss', 'rewrite_vis', 'split_spw_map', 'spw_rows_child',
+    'restore_spw_record', 'Restored', 'restored_mss', 'rewrite_vis', 'split_spw_map', 'spw_rows_in_casa',
     'commands_log', 'contdat_file', 'contdat_ranges', 'delivered_product', 'imaging_script', 'member_source',
     'target_flag_templates', 'user_contdat', 'continuum_subtracted', 'export_names', 'image_kind', 'ImagingJob',
-    'jobs_from_calls', 'product_name', 'ImagingPlan', 'list_images', 'plan', 'plan_images', 'script_child',
+    'jobs_from_calls', 'product_name', 'ImagingPlan', 'list_images', 'plan', 'plan_images', 'script_in_casa',
     'script_clean_translations', 'script_tclean_calls', 'new_out_folder', 'run', 'run_images', 'run_script_images',
     'compare', 'Comparison', 'COMPARISON_COLUMNS', 'comparison_rows', 'image_stats', 'ImageStats', 'ImagingResult',
-    'max_difference', 'updated_readme', 'write_record', 'channel_frequencies', 'cont_selection', 'contsub_child',
-    'flagtargets_child', 'moment_maps', 'quicklook_png', 'tclean_child',
+    'max_difference', 'updated_readme', 'write_record', 'channel_frequencies', 'cont_selection', 'contsub_in_casa',
+    'flagtargets_in_casa', 'moment_maps', 'quicklook_png', 'tclean_in_casa',
 ]

@@ -11,7 +11,7 @@ from .linefree import channel_runs
 from .restored import calibrated_column
 
 
-def flagtargets_child(run: dict[str, Any]) -> dict[str, Any]:
+def flagtargets_in_casa(run: dict[str, Any]) -> dict[str, Any]:
     """CASA child: copy the calibrated data of one MS (its science target scans) to ``outputvis``
     (DATA) and apply the target flag template's commands there, as hifa_flagtargets does on
     ``<EB>_targets.ms``. Returns the flagged fraction before and after."""
@@ -31,7 +31,7 @@ def flagtargets_child(run: dict[str, Any]) -> dict[str, Any]:
     return {"flagged_before": before["flagged"] / before["total"], "flagged_after": after["flagged"] / after["total"]}
 
 
-def tclean_child(tclean: dict[str, Any], exports: dict[str, str], out: str,
+def tclean_in_casa(tclean: dict[str, Any], exports: dict[str, str], out: str,
                  reads: list[dict[str, str]] | None = None,
                  cont_ranges: list[dict[str, list]] | None = None, field: str | None = None,
                  moments: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def quicklook_png(fits_path: Path, png: Path) -> Path:
     return png
 
 
-def contsub_child(run: dict[str, Any]) -> dict[str, Any]:
+def contsub_in_casa(run: dict[str, Any]) -> dict[str, Any]:
     """uvcontsub of one MS and field (its calibrated column), fitted on the channels whose frequency (in
     cont.dat's frame) lies in its ranges."""
     from casatasks import uvcontsub

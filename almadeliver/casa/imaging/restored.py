@@ -107,13 +107,13 @@ def _spw_rows(ms: Path) -> int:
         raise TreeError(f"cannot tell which spw ids {ms.name} carries: {ms}/SPECTRAL_WINDOW is not a table",
                         "restore the data again (almadeliver restore)")
     try:
-        return int(run_in_casa(spw_rows_child, {"ms": str(ms)}, workdir=ms.parent))
+        return int(run_in_casa(spw_rows_in_casa, {"ms": str(ms)}, workdir=ms.parent))
     except CasaError as exc:
         raise TreeError(f"cannot read the spw table of {ms.name} ({exc.message})",
                         "restore the data again (almadeliver restore)") from None
 
 
-def spw_rows_child(ms: str) -> int:
+def spw_rows_in_casa(ms: str) -> int:
     """CASA child: rows of ``ms``/SPECTRAL_WINDOW."""
     from casatools import table
 

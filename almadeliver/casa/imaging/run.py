@@ -12,13 +12,13 @@ from typing import Any, Callable
 
 from ...errors import UsageError
 from ..imaging_legacy import delivered_masks, python3_text
-from .child import contsub_child, flagtargets_child, tclean_child
+from .child import contsub_in_casa, flagtargets_in_casa, tclean_in_casa
 from .compare import ImagingResult, compare, updated_readme, write_record
 from .delivered import delivered_product
 from .jobs import ImagingJob
 from .overrides import Overrides, spw_ids
 from .plan import ImagingPlan
-from .script import script_child
+from .script import script_in_casa
 
 
 def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
@@ -55,7 +55,7 @@ def run_script_images(plan_: ImagingPlan, out: Path,
         script = work / plan_.script.name
         script.write_text(converted.text)
     try:
-        made = run_in_casa(script_child,
+        made = run_in_casa(script_in_casa,
                            {"script": str(script), "out": str(out),
                             "overrides": asdict(plan_.overrides), "legacy": converted.python2,
                             "masks": delivered_masks(plan_.member), "line_free": plan_.line_free},
@@ -120,8 +120,8 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
     failures: dict[str, str] = {}
 
     # before tclean, once per output MS: hifa_flagtargets' copies, then uvcontsub (which may read a copy)
-    _run_each(flagtargets_child, {c["outputvis"]: c for j in jobs for c in j.flagtargets}, out, workers, failures)
-    _run_each(contsub_child, {c["outputvis"]: c for j in jobs for c in j.contsub}, out, workers, failures)
+    _run_each(flagtargets_in_casa, {c["outputvis"]: c for j in jobs for c in j.flagtargets}, out, workers, failures)
+    _run_each(contsub_in_casa, {c["outputvis"]: c for j in jobs for c in j.contsub}, out, workers, failures)
 
     def one(job: ImagingJob) -> str | None:
         bad = [c["outputvis"] for c in job.flagtargets if c["outputvis"] in failures]
@@ -132,7 +132,7 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
             c = next(c for c in job.contsub if c["outputvis"] in bad)
             return f"continuum subtraction failed: {failures.get(c['outputvis']) or failures[c['vis']]}"
         try:
-            made = run_in_casa(tclean_child,
+            made = run_in_casa(tclean_in_casa,
                         {"tclean": job.tclean, "exports": job.exports, "out": str(out), "reads": job.reads,
                          "cont_ranges": job.cont_ranges, "field": job.field, "moments": job.moments},
                         workdir=out / "work", logfile=out / "logs" / f"{job.name}.casa.log")

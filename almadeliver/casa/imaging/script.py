@@ -104,7 +104,7 @@ def script_contsub(tclean: dict[str, Any], spws: list[str], line_free: dict[str,
                    done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """CASA child: uvcontsub of each MS a cube's tclean call reads (once per MS and field), fitted on the
     line-free ranges of its spws (the script's spw ids); the runs, each with its ``fitspec``."""
-    from .child import contsub_child
+    from .child import contsub_in_casa
 
     field = str(tclean.get("field", ""))
     ranges = {s: line_free.get(s) or line_free.get(ALL_SPWS) or [] for s in spws}
@@ -117,13 +117,13 @@ def script_contsub(tclean: dict[str, Any], spws: list[str], line_free: dict[str,
         outputvis = f"contsub/{Path(str(vis)).name}" + (f".{field}" if field else "") + ".contsub"
         if outputvis not in done:
             run = {"vis": str(vis), "outputvis": outputvis, "field": field, "ranges": dict(ranges)}
-            run["result"] = contsub_child(run)
+            run["result"] = contsub_in_casa(run)
             done[outputvis] = run
         runs.append(done[outputvis])
     return runs
 
 
-def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
+def script_in_casa(script: str, out: str, overrides: dict[str, Any], legacy: bool = False,
                  masks: dict[str, str] | None = None, line_free: dict[str, list] | None = None) -> dict[str, Any]:
     """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
     run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
@@ -137,7 +137,7 @@ def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool 
     import casatools
 
     from ..imaging_legacy import clean_arguments, link_clean_outputs
-    from ..legacy import run_script
+    from ..legacy import run_script_in_casa
 
     ov = Overrides(**overrides)
     names = list(inspect.signature(casatasks.tclean).parameters)
@@ -222,5 +222,5 @@ def script_child(script: str, out: str, overrides: dict[str, Any], legacy: bool 
         for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
             variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
         variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
-    run_script(script, os.getcwd(), variables, pass_version_gates=legacy)
+    run_script_in_casa(script, os.getcwd(), variables, pass_version_gates=legacy)
     return {"calls": calls, "exports": exports, "skipped": skipped}
