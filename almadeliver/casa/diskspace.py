@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import threading
+from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,13 +130,21 @@ class DiskSampler:
     interval: float = 1.0
     peak: int = 0
     last: int = 0
+    on_sample: Callable[[int], None] | None = None      # called with each sample (bytes), in the thread
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def sample(self) -> int:
-        """Measure the folder now (bytes); updates ``last`` and ``peak``."""
-        self.last = du_bytes(self.path)
+        """Measure the folder now (bytes; 0 while it does not exist); updates ``last`` and ``peak``.
+
+        A file removed while the folder is walked (SPACESAVING deletes as it goes) keeps the last value."""
+        try:
+            self.last = du_bytes(self.path)
+        except OSError:
+            return self.last
         self.peak = max(self.peak, self.last)
+        if self.on_sample is not None:
+            self.on_sample(self.last)
         return self.last
 
     def _run(self) -> None:

@@ -5,7 +5,6 @@ every step line printed also carries the elapsed time and the disk use, so a log
 """
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -26,36 +25,31 @@ class StatusLine:
     """
 
     def __init__(self, folder: Path, quiet: bool = False, interval: float = 1.0) -> None:
-        self.folder, self.quiet, self.interval = Path(folder), quiet, interval
+        from ..casa.diskspace import DiskSampler
+
+        self.folder, self.quiet = Path(folder), quiet
         self.started = time.monotonic()
         self.where = "starting"
-        self.bytes = 0
-        self._stop = threading.Event()
         self._bar = None
-        self._thread: threading.Thread | None = None
+        self._sampler = DiskSampler(self.folder, interval, on_sample=self._refresh)
+
+    @property
+    def bytes(self) -> int:
+        """The folder's disk use at the last sample (bytes)."""
+        return self._sampler.last
 
     def text(self) -> str:
         """``elapsed 0:12:03, calibrated/ 1.2 GB``."""
         return f"elapsed {_clock(time.monotonic() - self.started)}, {self.folder.name}/ {human_size(self.bytes)}"
 
-    def _measure(self) -> None:
-        from ..casa.diskspace import du_bytes
-
-        try:
-            self.bytes = du_bytes(self.folder) if self.folder.exists() else 0
-        except OSError:            # a file removed while walked (SPACESAVING deletes as it goes)
-            pass
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._measure()
-            if self._bar is not None:
-                self._bar.set_description_str(f"{self.where}  [{self.text()}]")
+    def _refresh(self, _bytes: int) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(f"{self.where}  [{self.text()}]")
 
     def step(self, where: str) -> None:
         """Say that ``where`` starts (one line, with elapsed time and disk use)."""
         self.where = where
-        self._measure()
+        self._sampler.sample()
         if self.quiet:
             return
         line = f"  {where}  [{self.text()}]"
@@ -71,13 +65,10 @@ class StatusLine:
 
             bar = tqdm(total=None, bar_format="{desc}", leave=False, disable=None)   # None: off unless a terminal
             self._bar = None if bar.disable else bar
-        self._thread = threading.Thread(target=self._run, name="status-line", daemon=True)
-        self._thread.start()
+        self._sampler.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self._sampler.__exit__(*exc)
         if self._bar is not None:
             self._bar.close()

@@ -204,14 +204,19 @@ def restore_step(task: StepTask) -> dict:
                 "casa_log": str(r.casa_log), "output_log": str(r.output_log), "kept": r.kept}
 
 
+def _fresh(out: Path, say: Callable[[str], None]) -> Path:
+    """``out`` made anew: a folder left by an attempt that did not finish is removed (said)."""
+    if out.exists():
+        say(f"removing {out} left by an earlier attempt")
+        shutil.rmtree(out)
+    return out
+
+
 def image_step(task: StepTask) -> dict:
     """Remake the images with the run's image options into ``<member>/run-image/`` (anew on a retry)."""
     with _logged(task) as say:
         member = member_dir(task)
-        out = member / IMAGE_OUT
-        if out.exists():                        # left by an attempt that did not finish
-            say(f"removing {out} left by an earlier attempt")
-            shutil.rmtree(out)
+        out = _fresh(member / IMAGE_OUT, say)
         plan = plan_member_images(member, task.image)
         result = imaging.run(plan, out=out, workers=1,
                              on_done=lambda name, error: say(f"{'FAILED' if error else 'made'} {name}"
@@ -250,10 +255,7 @@ def selfcal_step(task: StepTask) -> dict:
     """Self-calibrate with the run's selfcal options into ``<member>/run-selfcal/`` (anew on a retry)."""
     with _logged(task) as say:
         member = member_dir(task)
-        out = member / SELFCAL_OUT
-        if out.exists():                        # left by an attempt that did not finish
-            say(f"removing {out} left by an earlier attempt")
-            shutil.rmtree(out)
+        out = _fresh(member / SELFCAL_OUT, say)
         r = selfcal_member(member, task.selfcal, out=out, on_round=lambda x: say(
             f"round {x.index} {x.mode + ':' + x.solint if x.mode else '(before)'}: DR {x.dynamic_range:.1f}, "
             f"rms {x.rms:.3g} Jy/beam -> {'kept' if x.kept else 'rejected'}"))

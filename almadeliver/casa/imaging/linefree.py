@@ -12,7 +12,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 # every spw (a --line-free given without spw ids): the key used in the plan and the CASA child
 ALL_SPWS = "*"
@@ -44,6 +43,7 @@ def find_line_free(fits_path: Path, clip: float = 4.0) -> FoundLineFree:
     by ``clip`` times their MAD rms (iterated until stable) hold line; they are widened by one channel
     on each side, and the rest is line-free. Raises ValueError when the file is not a cube in frequency.
     """
+    import numpy as np                 # not at import: the command line starts without numpy
     from astropy.io import fits
     from astropy.wcs import WCS
 
