@@ -111,6 +111,8 @@ EQUIVALENT: dict[tuple, str] = {
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
     ("delivery/validate.py", 201, "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
+    ("transfer/download.py", 332, "core/ReplaceComparisonOperator_Lt_NotEq"):
+        "a segment never ends past its file: s.end < size and s.end != size agree",
     ("casa/imaging.py", 506, "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging.py", 507, "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", 31, "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",

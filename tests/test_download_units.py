@@ -225,6 +225,7 @@ def test_the_space_check_keeps_a_margin():
     (200_000, 445_440, 16 * 1024),            # a small file: no MiB boundary inside the range
     (3 * 2**20 + 5000, 3 * 2**20 + 200_000, 16 * 1024),   # just past a MiB boundary
     (0, 100 * 2**20, 4 * 2**20),
+    (0, 100 * 2**20 + 8192, 4 * 2**20),      # half way is off a MiB boundary; the boundary below it serves
     (2**20 - 10, 2**20 + 70_000, 16 * 1024),
 ])
 def test_steal_point_stays_inside_the_running_range(done, end, steal_min):
