@@ -6,7 +6,7 @@ Run by hand (not part of `make test`; minutes to hours, one CPU per run):
     .venv/bin/python scripts/mutation.py                    # every module below
     .venv/bin/python scripts/mutation.py casa/diskspace.py transfer/extract.py   # some of them
     .venv/bin/python scripts/mutation.py delivery/validate.py --limit 60          # a sample of 60 mutants
-    .venv/bin/python scripts/mutation.py casa/imaging.py::remap_spw,spw_ids      # only these functions
+    .venv/bin/python scripts/mutation.py casa/imaging/restored.py::remap_spw,split_spw_map      # only these functions
 
 Each module is mutated in a copy of the work tree (never in place: an interrupted run leaves the sources
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
@@ -54,90 +54,95 @@ TESTS = {
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
     "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
-    "casa/imaging.py": ["tests/test_image_plan.py"],
+    "casa/imaging/restored.py": ["tests/test_image_plan.py"],
+    "casa/imaging/overrides.py": ["tests/test_image_plan.py"],
 }
 # module -> the functions mutated in it (the rest of the module is not where the choice is made):
 # the calibrated column and the spw ids tclean reads in a restored MS
 FUNCTIONS = {
-    "casa/imaging.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "remap_spw", "rewrite_vis",
-                        "spw_ids", "_narrow_spw"],
+    "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "remap_spw",
+                                 "rewrite_vis"],
+    "casa/imaging/overrides.py": ["spw_ids", "_narrow_spw"],
 }
 EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_.*_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod|FloorDiv)$",
     r"core/ReplaceBinaryOperator_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod)_.*",
 ]
-# (module, line, operator) of survivors judged equivalent: the mutant behaves like the original
+# (module, line text, operator) of survivors judged equivalent: the mutant behaves like the original
 _NEG1 = "the only level below 0 is -1 (SPACESAVING=-1): min(-1, 1) is -1, -1 is a cached int, need_mb(-1) is 0"
 _RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between the check of its members' "
                 "extent and the copy (a race); it never returns a negative count")
 _SAME_MAPS = ("maps[-1] for maps[0], mss[-1] for mss[0]: in this branch every MS has the same map, and the MS "
               "is only named in remap_spw's error")
-# keys: (module, line, operator) for every mutant of that operator on that line, or with the occurrence
+# keys: (module, the line's text stripped, operator) for every mutant of that operator on that line, or with the occurrence
 # last for one mutant only (e.g. a number made -1, when the same number made +1 is caught)
 EQUIVALENT: dict[tuple, str] = {
-    ("casa/diskspace.py", 49, "core/ReplaceContinueWithBreak"):
+    ("casa/diskspace.py", 'continue', "core/ReplaceContinueWithBreak"):
         "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
-    ("casa/diskspace.py", 48, "core/ExceptionReplacer"):
+    ("casa/diskspace.py", 'except FileNotFoundError:  # removed while we walk (a restore deletes as it goes)', "core/ExceptionReplacer"):
         "a file removed between the listing and its stat (a restore deleting as it goes): only a race reaches it",
-    ("casa/diskspace.py", 50, "core/NumberReplacer"): "folders and single-link files never repeat an inode",
-    ("casa/diskspace.py", 50, "core/ReplaceAndWithOr"): "folders and single-link files never repeat an inode",
-    ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_NotEq"): "st_nlink is never 0 for a listed file",
-    ("casa/diskspace.py", 50, "core/ReplaceComparisonOperator_Gt_GtE"): "folders and single-link files never repeat an inode",
-    ("casa/diskspace.py", 50, "core/ReplaceFalseWithTrue"):
+    ("casa/diskspace.py", 'if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):', "core/NumberReplacer"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 'if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):', "core/ReplaceAndWithOr"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 'if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):', "core/ReplaceComparisonOperator_Gt_NotEq"): "st_nlink is never 0 for a listed file",
+    ("casa/diskspace.py", 'if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):', "core/ReplaceComparisonOperator_Gt_GtE"): "folders and single-link files never repeat an inode",
+    ("casa/diskspace.py", 'if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):', "core/ReplaceFalseWithTrue"):
         "is_dir following links differs only for a link, whose own st_nlink is 1: the test before it is false",
-    ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_Gt"): "min(0, 1) is 0: level 0 is the same either way",
-    ("casa/diskspace.py", 95, "core/ReplaceUnaryOperator_USub_Invert"): _NEG1,
-    ("casa/diskspace.py", 148, "core/AddNot"):
+    ("casa/diskspace.py", 'return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level', "core/ReplaceComparisonOperator_GtE_Gt"): "min(0, 1) is 0: level 0 is the same either way",
+    ("casa/diskspace.py", 'return level == -1 or self.need_mb(level) <= self.free_mb', "core/ReplaceUnaryOperator_USub_Invert"): _NEG1,
+    ("casa/diskspace.py", 'if self._thread:', "core/AddNot"):
         "not joining the stopped thread: it ends at its next wait, which returns at once; nothing reads it after",
-    ("casa/diskspace.py", 70, "core/ReplaceTrueWithFalse"): "frozen=False: nothing assigns to an estimate",
-    ("casa/diskspace.py", 82, "core/ReplaceComparisonOperator_GtE_NotEq"): _NEG1,
-    ("casa/diskspace.py", 82, "core/NumberReplacer"): _NEG1,
-    ("casa/diskspace.py", 85, "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
-    ("casa/diskspace.py", 85, "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
-    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_Lt"): _NEG1,
-    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
-    ("casa/diskspace.py", 95, "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
-    ("casa/diskspace.py", 95, "core/NumberReplacer"): _NEG1,
-    ("casa/diskspace.py", 125, "core/NumberReplacer"): "the default interval only sets how often the sampler samples",
-    ("casa/diskspace.py", 126, "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
-    ("casa/diskspace.py", 127, "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
-    ("casa/diskspace.py", 128, "core/ReplaceFalseWithTrue"): "repr only",
-    ("casa/diskspace.py", 129, "core/ReplaceFalseWithTrue"): "repr only",
-    ("casa/diskspace.py", 142, "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
-    ("packaging/tarballs.py", 115, "core/NumberReplacer"):
+    ("casa/diskspace.py", '@dataclass(frozen=True)', "core/ReplaceTrueWithFalse"): "frozen=False: nothing assigns to an estimate",
+    ("casa/diskspace.py", 'return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level', "core/ReplaceComparisonOperator_GtE_NotEq"): _NEG1,
+    ("casa/diskspace.py", 'return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level', "core/NumberReplacer"): _NEG1,
+    ("casa/diskspace.py", 'if level == -1:', "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
+    ("casa/diskspace.py", 'if level == -1:', "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
+    ("casa/diskspace.py", 'return level == -1 or self.need_mb(level) <= self.free_mb', "core/ReplaceComparisonOperator_Eq_Lt"): _NEG1,
+    ("casa/diskspace.py", 'return level == -1 or self.need_mb(level) <= self.free_mb', "core/ReplaceComparisonOperator_Eq_LtE"): _NEG1,
+    ("casa/diskspace.py", 'return level == -1 or self.need_mb(level) <= self.free_mb', "core/ReplaceComparisonOperator_Eq_Is"): _NEG1,
+    ("casa/diskspace.py", 'return level == -1 or self.need_mb(level) <= self.free_mb', "core/NumberReplacer"): _NEG1,
+    ("casa/diskspace.py", 'interval: float = 1.0', "core/NumberReplacer"): "the default interval only sets how often the sampler samples",
+    ("casa/diskspace.py", 'peak: int = 0', "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
+    ("casa/diskspace.py", 'last: int = 0', "core/NumberReplacer"): "peak and last are set by the first sample, taken on entry",
+    ("casa/diskspace.py", '_stop: threading.Event = field(default_factory=threading.Event, repr=False)', "core/ReplaceFalseWithTrue"): "repr only",
+    ("casa/diskspace.py", '_thread: threading.Thread | None = field(default=None, repr=False)', "core/ReplaceFalseWithTrue"): "repr only",
+    ("casa/diskspace.py", 'self._thread = threading.Thread(target=self._run, name="disk-sampler", daemon=True)', "core/ReplaceTrueWithFalse"): "daemon=False: the thread is stopped and joined on exit",
+    ("packaging/tarballs.py", 'with open(src, "rb", buffering=0) as data:', "core/NumberReplacer"):
         "buffering=+-1: the source is read in chunks of a given size; buffering changes the system calls only",
-    ("packaging/tarballs.py", 139, "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
-    ("packaging/tarballs.py", 192, "core/NumberReplacer"):
+    ("packaging/tarballs.py", 'self._queue: queue.Queue = queue.Queue(maxsize=8)', "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
+    ("packaging/tarballs.py", 'compresslevel=6) as gz:', "core/NumberReplacer"):
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
-    ("delivery/validate.py", 201, "core/NumberReplacer", 15):
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
-    ("transfer/download.py", 332, "core/ReplaceComparisonOperator_Lt_NotEq"):
+    ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
         "a segment never ends past its file: s.end < size and s.end != size agree",
-    ("casa/imaging.py", 506, "core/NumberReplacer"): _SAME_MAPS,
-    ("casa/imaging.py", 507, "core/NumberReplacer"): _SAME_MAPS,
-    ("transfer/extract.py", 31, "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",
-    ("transfer/extract.py", 31, "core/NumberReplacer", 3): "the chunk only sets how many bytes one copy_file_range moves",
-    ("transfer/extract.py", 146, "core/NumberReplacer"):
+    ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
+    ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
+    ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",
+    ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 3): "the chunk only sets how many bytes one copy_file_range moves",
+    ("transfer/extract.py", 'end = max((m.offset_data + m.size for m in members if m.isreg()), default=0)', "core/NumberReplacer"):
         "default=+-1 (a tarball of folders only): never above the tarball's size, at least the 1024-byte end marker",
-    ("transfer/extract.py", 147, "core/ReplaceComparisonOperator_Gt_Is"):
+    ("transfer/extract.py", 'if end > size:', "core/ReplaceComparisonOperator_Gt_Is"):
         "tarfile itself raises 'unexpected end of data' for a member whose data passes the end of the file "
         "(Python 3.10-3.12): the check is a second line, refused either way",
-    ("transfer/extract.py", 186, "core/ReplaceTrueWithFalse"):
+    ("transfer/extract.py", 'real = os.path.realpath(path, strict=True)', "core/ReplaceTrueWithFalse"):
         "strict=False: a path that does not resolve (a dangling or looping link left in the destination) is "
         "refused either way: OSError with strict, outside or not a folder without",
-    ("transfer/extract.py", 207, "core/NumberReplacer"):
+    ("transfer/extract.py", 'fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)', "core/NumberReplacer"):
         "the getattr default is used only where os has no O_CLOEXEC (not Linux); the creation mode is replaced "
         "by fchmod before the file is closed",
-    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
-    ("transfer/extract.py", 226, "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
-    ("transfer/extract.py", 282, "core/NumberReplacer"):
+    ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
+    ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
+    ("transfer/extract.py", 'with open(tarball, "rb", buffering=0) as raw:', "core/NumberReplacer"):
         "buffering=+-1: only the file's descriptor is used (copy_file_range, pread), never its buffer",
 }
 
 
 def equivalent(module: str, line: int, operator: str, occurrence: int) -> str | None:
-    """The reason a mutant is equivalent, or None."""
-    return EQUIVALENT.get((module, line, operator, occurrence)) or EQUIVALENT.get((module, line, operator))
+    """The reason a mutant is equivalent, or None (looked up by the text of its line, which edits elsewhere
+    in the module do not move)."""
+    lines = (REPO / "almadeliver" / module).read_text().splitlines()
+    text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    return EQUIVALENT.get((module, text, operator, occurrence)) or EQUIVALENT.get((module, text, operator))
 
 
 def _copy_tree(dest: Path) -> None:
