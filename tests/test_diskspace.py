@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from almadeliver.casa.diskspace import MB, DiskSampler, du_bytes, du_mb, estimate, free_mb
+from almadeliver.casa.diskspace import MB, DiskEstimate, DiskSampler, du_bytes, du_mb, estimate, free_mb, plot_disk_use
 from processes import run_as_nobody
 
 
@@ -210,3 +210,23 @@ def test_a_member_on_a_fuller_disk_than_its_raw_keeps_its_own_free_space(tmp_pat
         assert est.target == str(member) and est.free_mb <= 8
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_the_sampler_keeps_the_disk_use_over_time_and_the_plot_draws_it_against_each_level(tmp_path):
+    """restore-disk.png: the samples are (seconds since the first, bytes), in time order, and the
+    plot is a PNG of the figure size with the measured curve and one line per SPACESAVING level."""
+    from matplotlib.image import imread
+
+    folder = tmp_path / "calibrated"
+    folder.mkdir()
+    with DiskSampler(folder, interval=0.02) as sampler:
+        for i in range(3):
+            (folder / f"f{i}").write_bytes(b"x" * (1 << 20))
+            threading.Event().wait(0.1)
+    times = [t for t, _ in sampler.samples]
+    assert times[0] == 0.0 and times == sorted(times) and len(times) >= 4
+    assert sampler.samples[-1][1] == sampler.last >= 3 * (1 << 20) > sampler.samples[0][1]
+    png = plot_disk_use(sampler.samples, DiskEstimate(raw_mb=1, free_mb=100, extra_scripts=(), target=str(tmp_path)), 2, tmp_path / "restore-disk.png")
+    image = imread(png)
+    assert image.shape[:2] == (400, 700)
+    assert (image[..., :3].std(axis=(0, 1)) > 0).all()     # something is drawn, in colour

@@ -114,6 +114,8 @@ def test_peak_stays_under_scriptforpi_estimate_two_ebs_level3(delivered, tmp_pat
     assert _names(member / "calibrated") == {"calibrated.ms", "allFluxes.txt"} | {
         f"{eb}.calibration" for eb in result.calibrated_ebs}
     assert result.final_bytes < result.peak_bytes <= result.estimate_mb * MB and result.within_estimate
+    assert result.disk_plot == member / "almadeliver-restore" / "restore-disk.png"
+    assert result.disk_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_two_ebs_level1_then_resume_level3(simulated, unpack, tmp_path):

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from typing import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +132,10 @@ class DiskSampler:
     peak: int = 0
     last: int = 0
     on_sample: Callable[[int], None] | None = None      # called with each sample (bytes), in the thread
+    samples: list[tuple[float, int]] = field(default_factory=list, repr=False)   # (s since the first, bytes)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _t0: float | None = field(default=None, repr=False)
 
     def sample(self) -> int:
         """Measure the folder now (bytes; 0 while it does not exist); updates ``last`` and ``peak``.
@@ -143,6 +146,9 @@ class DiskSampler:
         except OSError:
             return self.last
         self.peak = max(self.peak, self.last)
+        now = time.monotonic()
+        self._t0 = now if self._t0 is None else self._t0
+        self.samples.append((now - self._t0, self.last))
         if self.on_sample is not None:
             self.on_sample(self.last)
         return self.last
@@ -162,3 +168,45 @@ class DiskSampler:
         if self._thread:
             self._thread.join()
         self.sample()
+
+
+def plot_disk_use(samples: list[tuple[float, int]], estimate: DiskEstimate, spacesaving: int, path: Path,
+                  title: str = "") -> Path:
+    """Draw a restore's disk use over time against scriptForPI's estimate at each SPACESAVING level.
+
+    Parameters
+    ----------
+    samples : list of (float, int)
+        ``DiskSampler.samples``: seconds since the first sample, bytes of ``calibrated/``.
+    estimate : DiskEstimate
+        The estimate the restore was planned with (``need_mb`` per level, ``free_mb``).
+    spacesaving : int
+        The level the restore ran at (drawn solid; the other levels dashed).
+    path : Path
+        The PNG to write (its folder must exist).
+    title : str
+        The plot's title (the member, say).
+
+    Returns
+    -------
+    Path
+        ``path``, written.
+    """
+    from matplotlib.figure import Figure     # no pyplot: no display, no global state
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    t = [s / 60 for s, _ in samples] or [0.0]
+    ax.plot(t, [b / MB for _, b in samples] or [0.0], color="black", label="calibrated/ (measured)")
+    for level in LEVEL_FACTORS:
+        ax.axhline(estimate.need_mb(level), linestyle="-" if level == spacesaving else "--",
+                   linewidth=1.5 if level == spacesaving else 0.8, color=f"C{level}",
+                   label=f"SPACESAVING={level} estimate, {estimate.need_mb(level)} MB")
+    ax.axhline(estimate.free_mb, color="red", linestyle=":", label=f"free at start, {estimate.free_mb} MB")
+    ax.set_xlabel("time since the restore started (min)")
+    ax.set_ylabel("disk use (MB, 2^20 bytes)")
+    ax.set_title(title or "restore: disk use against scriptForPI's estimate", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)

@@ -31,7 +31,7 @@ from ..errors import (AlmadeliverError, CasaError, CasaNotFoundError, CasaVersio
 from ..ids import UID_DISK_PATTERN
 from . import legacy
 from .native_restore import native_restore, restore_script
-from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate
+from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate, plot_disk_use
 from .runtime import MonolithicCasa, find_monolithic_casa, last_words, run_in_casa, stream_output
 from .scriptcheck import (ScriptCheckError, VersionGate, first_three, lacking, modular_casa_version,
                           python_executable, read_gates)
@@ -437,6 +437,7 @@ class RestoreResult:
     casa_ran: str | None = None                            # "modular CASA 6.7.0-31", "monolithic CASA 6.5.4-9"
     casa_asked: list[str] = field(default_factory=list)    # versions the calibration scripts' gates demand
     mismatch_allowed: bool = False                         # gates passed by --casa-version-mismatch allow
+    disk_plot: Path | None = None                          # restore-disk.png: disk use over time vs the estimate
 
     @property
     def within_estimate(self) -> bool:
@@ -564,9 +565,11 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
             if eb in plan.total_power and (total_power_calibrated(plan.calibrated, eb) / "table.dat").is_file()]
     if plan.member.flavour is Flavour.PIPELINE:   # hifa_restoredata's MSs stay in working/
         mss += sorted((plan.calibrated / "working").glob("*.ms"))
+    disk_plot = plot_disk_use(sampler.samples, plan.estimate, plan.spacesaving, work / "restore-disk.png",
+                              f"{plan.path.name}: restore at SPACESAVING={plan.spacesaving} ({plan.engine})")
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
                          du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo),
-                         casa_ran, plan.casa_asked, plan.passes_gates)
+                         casa_ran, plan.casa_asked, plan.passes_gates, disk_plot)
 
 
 def casa_description(plan: RestorePlan) -> str:

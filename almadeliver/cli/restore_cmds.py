@@ -125,7 +125,8 @@ def restore_cmd(
                + (f"; kept {len(r.kept)} EB(s) from the earlier run" if r.kept else ""))
     share = f" ({100 * r.peak_bytes / (r.estimate_mb * MB):.0f}% of it)" if r.estimate_mb else ""
     typer.echo(f"disk use of calibrated/: peak {_mb(r.peak_bytes)}, final {_mb(r.final_bytes)}; "
-               f"scriptForPI's estimate {r.estimate_mb} MB{share}")
+               f"scriptForPI's estimate {r.estimate_mb} MB{share}"
+               + (f"; over time: {r.disk_plot}" if r.disk_plot else ""))
     typer.echo("measurement sets (phase rms on the phase calibrator):")
     # Total Power data (autocorrelations, no phase calibrator) are listed without a phase rms
     interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith((TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX))]
