@@ -61,6 +61,7 @@ def test_rerun_without_override_reproduces_the_products(pipeline_member, tmp_pat
         assert c.new.bmin_arcsec == pytest.approx(c.delivered.bmin_arcsec, rel=1e-6)
         assert c.new.nchan == c.delivered.nchan
         assert c.max_diff is not None and c.max_diff <= PIXEL_TOLERANCE, c
+        assert (result.out / c.quicklook).read_bytes()[:4] == b"\x89PNG"     # new beside delivered
     record = json.loads(result.record.read_text())
     (eb,) = {p.name[: -len(".ms")] for p in (pipeline_member / "calibrated" / "working").glob("*.ms")}
     assert record["images"][0]["tclean"]["vis"] == [str(pipeline_member / "calibrated" / "working" / f"{eb}.ms")]

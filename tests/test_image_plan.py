@@ -346,3 +346,27 @@ def test_one_selection_for_one_split_ms_stays_one_selection(split_member):
     assert mss == [str(split_member / "calibrated" / f"{EB}.ms.split.cal")] and spw == "0:1~9,2"
     mss, spw = imaging.rewrite_vis([f"{EB}.ms"], ["17", "21"], restored, split_member)
     assert spw == ["0", "2"]
+
+
+def test_quicklook_draws_new_beside_delivered_on_one_scale_with_beam_and_numbers(tmp_path):
+    """The quick-look PNG: two panels (re-made, delivered) for a cube, the peak channel shown; one panel
+    without a delivered image; the numbers in the titles are image_stats' with the FITS unit."""
+    from matplotlib.image import imread
+
+    from almadeliver.casa.imaging.compare import _plane, quicklook_png
+
+    def cube(path, peak_channel, scale):
+        data = np.zeros((1, 5, 32, 32))
+        data[0, peak_channel, 16, 16] = scale
+        head = fits.Header({"BUNIT": "Jy/beam", "BMAJ": 2 / 3600, "BMIN": 1 / 3600, "BPA": 30.0,
+                            "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600})
+        fits.writeto(path, data, head)
+        return path
+
+    new, old = cube(tmp_path / "a.cube.I.pbcor.fits", 3, 2.0), cube(tmp_path / "b.fits", 3, 1.0)
+    plane, k = _plane(new)
+    assert k == 3 and plane.shape == (32, 32) and plane.max() == 2.0
+    both = imread(quicklook_png(new, old))
+    alone = imread(quicklook_png(new, png=tmp_path / "alone.png"))
+    assert both.shape[1] == 2 * alone.shape[1] and both.shape[0] == alone.shape[0]
+    assert (tmp_path / "a.cube.I.pbcor.png").is_file()

@@ -91,6 +91,8 @@ def image_cmd(
     for r in [imaging.COMPARISON_COLUMNS, *rows]:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     typer.echo(f"images in {result.out}; parameters in {result.record.name}, table in {result.table.name}"
-               + (f", README with the new beams and rms in {result.readme.name}" if result.readme else ""))
+               + (f", README with the new beams and rms in {result.readme.name}" if result.readme else "")
+               + (f"; quick-looks (new beside delivered): {sum(bool(c.quicklook) for c in result.comparisons)} "
+                  "<image>.png" if result.comparisons else ""))
     if result.failures:
         raise typer.Exit(1)

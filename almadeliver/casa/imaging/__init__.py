@@ -38,8 +38,8 @@ from .plan import ImagingPlan, list_images, plan, plan_images
 from .script import script_in_casa, script_clean_translations, script_tclean_calls
 from .run import new_out_folder, run, run_images, run_script_images
 from .compare import (compare, Comparison, COMPARISON_COLUMNS, comparison_rows, image_stats, ImageStats,
-                      ImagingResult, max_difference, updated_readme, write_record)
-from .child import (channel_frequencies, cont_selection, contsub_in_casa, flagtargets_in_casa, moment_maps, quicklook_png,
+                      ImagingResult, max_difference, quicklook_png, updated_readme, write_record)
+from .child import (channel_frequencies, cont_selection, contsub_in_casa, flagtargets_in_casa, moment_maps,
                     tclean_in_casa)
 
 __all__ = [
@@ -51,6 +51,6 @@ __all__ = [
     'jobs_from_calls', 'product_name', 'ImagingPlan', 'list_images', 'plan', 'plan_images', 'script_in_casa',
     'script_clean_translations', 'script_tclean_calls', 'new_out_folder', 'run', 'run_images', 'run_script_images',
     'compare', 'Comparison', 'COMPARISON_COLUMNS', 'comparison_rows', 'image_stats', 'ImageStats', 'ImagingResult',
-    'max_difference', 'updated_readme', 'write_record', 'channel_frequencies', 'cont_selection', 'contsub_in_casa',
-    'flagtargets_in_casa', 'moment_maps', 'quicklook_png', 'tclean_in_casa',
+    'max_difference', 'quicklook_png', 'updated_readme', 'write_record', 'channel_frequencies', 'cont_selection', 'contsub_in_casa',
+    'flagtargets_in_casa', 'moment_maps', 'tclean_in_casa',
 ]

@@ -116,30 +116,8 @@ def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
                   mask=clip, outfile=outfile)
         fits_name = moments["fits"][str(m)] if str(m) in moments["fits"] else moments["fits"][m]
         exportfits(imagename=outfile, fitsimage=str(Path(out) / fits_name), overwrite=True, dropdeg=True)
-        quicklook_png(Path(out) / fits_name, Path(out) / (fits_name[: -len(".fits")] + ".png"))
         made["maps"][str(m)] = {"fits": fits_name, "mask": clip}
     return made
-
-
-def quicklook_png(fits_path: Path, png: Path) -> Path:
-    """A PNG quick-look of a 2-D FITS map (matplotlib, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from astropy.io import fits
-
-    with fits.open(fits_path) as hdul:
-        data = np.squeeze(np.asarray(hdul[0].data, dtype=float))
-        unit = str(hdul[0].header.get("BUNIT", ""))
-    fig, ax = plt.subplots(figsize=(4, 4))
-    shown = ax.imshow(data, origin="lower", cmap="viridis")
-    fig.colorbar(shown, ax=ax, label=unit)
-    ax.set_title(fits_path.name, fontsize=7)
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
-    return png
 
 
 def contsub_in_casa(run: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class Comparison:
     new: ImageStats
     delivered: ImageStats | None
     max_diff: float | None
+    quicklook: str | None = None        # <name>.png beside the FITS: new beside delivered, one colour scale
 
 
 def image_stats(path: Path) -> ImageStats:
@@ -83,11 +84,78 @@ def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
             new = Path(out) / fits_name
             old = job.delivered.get(fits_name)
             rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
-                                   max_difference(new, Path(old)) if old else None))
+                                   max_difference(new, Path(old)) if old else None,
+                                   quicklook_png(new, Path(old) if old else None).name))
         for fits_name in (job.moments.get("fits") or {}).values():
             if (Path(out) / fits_name).is_file():
-                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None))
+                png = quicklook_png(Path(out) / fits_name)
+                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None, png.name))
     return rows
+
+
+def _plane(path: Path):
+    """The 2-D plane shown of a FITS image: the image itself, or a cube's channel holding its peak."""
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        data = np.asarray(hdul[0].data, dtype=float)
+    data = data.reshape((-1,) + data.shape[-2:])                 # (planes, y, x): Stokes and channels
+    if not np.isfinite(data).any():
+        return data[0], 0
+    k = int(np.nanargmax(np.nanmax(np.where(np.isfinite(data), data, -np.inf), axis=(1, 2))))
+    return data[k], k
+
+
+def quicklook_png(new: Path, delivered: Path | None = None, png: Path | None = None) -> Path:
+    """A quick-look PNG of a re-made image, beside the delivered one when given, on one colour scale.
+
+    Each panel shows the image (a cube: its peak channel), the restoring beam as an ellipse in the
+    lower left, and its peak and MAD rms with the image's unit (``image_stats``).
+
+    Parameters
+    ----------
+    new : Path
+        The re-made FITS image.
+    delivered : Path, optional
+        The delivered FITS image of the same name (drawn on the right, same colour scale).
+    png : Path, optional
+        Where to write; default ``new`` with ``.png`` for ``.fits``.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    import numpy as np
+    from astropy.io import fits
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Ellipse
+
+    png = Path(png) if png else new.with_suffix(".png")
+    panels = [("re-made", new)] + ([("delivered", delivered)] if delivered else [])
+    planes = [_plane(p) for _, p in panels]
+    finite = np.concatenate([d[np.isfinite(d)] for d, _ in planes] or [np.zeros(1)])
+    vmin, vmax = (float(np.min(finite)), float(np.max(finite))) if finite.size else (0.0, 1.0)
+    fig = Figure(figsize=(4.2 * len(panels), 4.2), dpi=80)
+    for i, ((label, path), (data, k)) in enumerate(zip(panels, planes), 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        shown = ax.imshow(data, origin="lower", cmap="inferno", vmin=vmin, vmax=vmax)
+        stats = image_stats(path)
+        head = fits.getheader(path)
+        if stats.bmaj_arcsec and head.get("CDELT2"):
+            pix = abs(float(head["CDELT2"])) * 3600                   # arcsec per pixel
+            w, h = stats.bmin_arcsec / pix, stats.bmaj_arcsec / pix
+            ax.add_patch(Ellipse((1 + max(w, h), 1 + max(w, h)), w, h, angle=stats.bpa_deg or 0.0,
+                                 edgecolor="white", facecolor="none"))
+        plane = f", channel {k}" if stats.nchan > 1 else ""
+        ax.set_title(f"{label}{plane}\npeak {stats.peak:.3g}, rms {stats.rms:.3g} {stats.unit}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label=stats.unit)
+    fig.suptitle(new.name, fontsize=7)
+    fig.savefig(png)
+    return png
 
 
 @dataclass
