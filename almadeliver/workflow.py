@@ -263,6 +263,8 @@ def plan_selected(targets: Selection | ProjectView, client: ArchiveClient, optio
     """
     if not options.selection:
         raise UsageError("no files or cutout asked", "give --files PATTERN and/or --cutout")
+    from .archive.projectview import query      # pyvo and astropy: only once the archive is asked
+
     view = targets if isinstance(targets, ProjectView) else query(targets, client, with_sg=True)
     return select_files(make_plan(view, options.kinds, options.archive), view, client, options.selection)
 
