@@ -1,11 +1,10 @@
 """almadeliver run: many MOUS on Dask (and on a process pool without it), against the local archive.
 
-The done-criteria: simulated MOUS in 2 projects (3 MOUS: more than the 2 workers, so tasks queue and
-a lost worker's task has somewhere to go), a LocalCluster of 2 workers, every step for real
+The done-criteria: simulated MOUS in 2 projects, a LocalCluster of 2 workers, every step for real
 (download, validate, restore with CASA, image with CASA); a worker killed while it restores (its
 task is retried on another worker); the connection limit held across workers; a second run redoes
-nothing. The second project is test_restore_casa's 1-EB project (cached, shared): only the 2-MOUS
-project is simulated for this file.
+nothing. Both projects are simulated by other test files too (test_restore_casa's 1-EB project, the
+demo's 2-EB project of test_sim and test_slurm): this file simulates nothing of its own.
 """
 from __future__ import annotations
 
@@ -34,17 +33,18 @@ from almadeliver.transfer.plan import make_plan, parse_what
 from processes import act_when_running
 from tiny_archive import PROP_MOUS, PROPRIETARY, tiny_root  # noqa: F401  (a proprietary project to fetch)
 
-CODES = ("2019.1.00101.S", "2019.1.00011.S")   # 2 MOUS of 1 EB (this file's), 1 MOUS of 1 EB (shared)
-MOUS = {CODES[0]: 2, CODES[1]: 1}
+CODES = ("2019.1.00011.S", "2017.1.00123.S")   # 1 MOUS of 1 EB, 1 MOUS of 2 EBs (cached, shared)
+MOUS = {CODES[0]: 1, CODES[1]: 1}
+EBS = {CODES[0]: 1, CODES[1]: 2}
 SLOW = Faults(throttle=3e6)          # bytes/s per connection: downloads of different MOUS overlap
 
 
 @pytest.fixture(scope="module")
 def archive_root(simulated, tmp_path_factory) -> Path:
-    """Two simulated manual projects of 2 and 1 MOUS (1 EB per MOUS), served from one folder."""
+    """Two simulated manual projects of one MOUS (1 and 2 EBs), served from one folder."""
     root = tmp_path_factory.mktemp("scale-archive")
     for code in CODES:
-        (root / code).symlink_to(simulated(code, mous=MOUS[code]))
+        (root / code).symlink_to(simulated(code, mous=MOUS[code], ebs=EBS[code]))
     return root
 
 
@@ -144,7 +144,7 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     import distributed  # noqa: F401  (the [dask] extra `make test` installs: a missing one must fail, not skip)
     dest = tmp_path / "dest"
     mous = find_mous(list(CODES), archive.url)
-    assert len(mous) == sum(MOUS.values()) == 3 and {str(p) for p, _ in mous} == set(CODES)
+    assert len(mous) == sum(MOUS.values()) == 2 and {str(p) for p, _ in mous} == set(CODES)
     config = RunConfig(dest, cluster="local", workers=2, archive=archive.url, connections_per_host=2,
                        casa_version_mismatch="allow")
 
@@ -168,8 +168,9 @@ def test_run_on_dask_survives_a_lost_worker_and_reruns_nothing(archive, tmp_path
     for project, uid in mous:
         [member] = dest.glob(f"{project}/science_goal.*/group.*/member.{uid.disk}")
         ebs = [p.name[: -len(".asdm.sdm")] for p in (member / "raw").glob("*.asdm.sdm")]
-        assert len(ebs) == 1
-        assert (member / "calibrated" / f"{ebs[0]}.ms.split.cal" / "table.dat").is_file()
+        assert len(ebs) == EBS[str(project)]
+        for eb in ebs:
+            assert (member / "calibrated" / f"{eb}.ms.split.cal" / "table.dat").is_file()
         assert list((member / IMAGE_OUT).glob("*.pbcor.fits")), f"no image of {uid}"
         for step in config.steps:
             assert StepJournal(dest).is_done(uid, step)
