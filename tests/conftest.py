@@ -188,7 +188,7 @@ SPLIT_FILES = {
 # collection order (the fast tests fill the tail).
 GROUP_COST = {
     "staff-reduction": 12,
-    "test_scale.py::test_run_on_dask_survives_a_lost_worker_and_reruns_nothing": 11,
+    "test_scale.py::test_run_on_dask_survives_a_lost_worker_and_reruns_nothing": 7,
     "test_image_casa.py::pipeline": 9,
     "test_restore_casa.py::test_peak_stays_under_scriptforpi_estimate_two_ebs_level3": 7,
     "test_restore_casa.py::one_eb_level0": 6,
