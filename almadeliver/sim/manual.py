@@ -93,6 +93,14 @@ def clean_era(plan: ProjectPlan) -> bool:
     return ProjectCode.parse(plan.code).cycle in CLEAN_ERA_CASA
 
 
+def script_folder(member: Path) -> Path:
+    """``member/script/`` made, with the scriptForPI.py every manual delivery carries; returns the folder."""
+    script = member / "script"
+    script.mkdir(parents=True, exist_ok=True)
+    (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
+    return script
+
+
 def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path, work: Path | None = None) -> Path:
     """script/: scriptForPI.py, one calibration script per EB, flux calibration (several EBs), imaging.
 
@@ -100,9 +108,7 @@ def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path, work: Path | 
     ``clean()``, ``impbcor`` of the ``.flux`` primary beam), and the products are made by its tclean
     equivalent written by hand (our templates/scriptForImaging.py.in), which goes to ``work``: CASA 6
     has no clean. Returns the imaging script the simulated reducer runs."""
-    script = member / "script"
-    script.mkdir(parents=True, exist_ok=True)
-    (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
+    script = script_folder(member)
     for eb in mous.ebs:
         (script / f"{eb.disk}.ms.scriptForCalibration.py").write_text(
             fill(template("scriptForCalibration.py.in"), calibration_values(plan, mous, eb.disk)))

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..delivery.layout import TP_CALIBRATED_SUFFIX
 from ..ids import Uid
-from .manual import fill, generator_header, template
+from .manual import fill, generator_header, script_folder, template
 from .observe import rewrite_rows, set_up_simulator, spw_rows
 from .plan import MousPlan, ProjectPlan
 
@@ -91,9 +91,7 @@ def sd_calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> di
 def write_sd_scripts(plan: ProjectPlan, mous: MousPlan, member: Path) -> None:
     """script/: scriptForPI.py and one ``<EB>.ms.scriptForSDCalibration.py`` per EB; calibration/:
     the reducer's Jy/K factors (``<MOUS>.jyperk.csv``)."""
-    script = member / "script"
-    script.mkdir(parents=True, exist_ok=True)
-    (script / "scriptForPI.py").write_text(template("scriptForPI.py"))
+    script = script_folder(member)
     for eb in mous.ebs:
         (script / f"{eb.disk}.ms.scriptForSDCalibration.py").write_text(
             fill(template("scriptForSDCalibration.py.in"), sd_calibration_values(plan, mous, eb.disk)))
