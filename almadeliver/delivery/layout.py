@@ -84,9 +84,9 @@ def scan(path: str | Path) -> TreeIndex:
     """Walk ``path`` once with os.scandir; symlinks are recorded, never followed."""
     root = Path(path)
     if not root.exists():
-        raise UsageError(f"{root} does not exist", "give the project, member or staff folder to validate")
+        raise UsageError(f"{root} does not exist", "give a delivery folder: its project, a member or a staff area")
     if not root.is_dir():
-        raise UsageError(f"{root} is not a folder", "give the project, member or staff folder to validate")
+        raise UsageError(f"{root} is not a folder", "give a delivery folder: its project, a member or a staff area")
     index = TreeIndex(root)
     stack: list[tuple[str, str, bool]] = [("", str(root), False)]
     while stack:
