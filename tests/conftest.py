@@ -254,3 +254,15 @@ def pytest_collection_modifyitems(items):
 
 
 _GROUP = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="module")
+def local_archive(simulated, tmp_path_factory):
+    """The local archive serving the demo's project (2017.1.00123.S, one MOUS of 2 EBs, cached), as the
+    API and tutorial tests ask it."""
+    from almadeliver.sim.archive import LocalArchive
+
+    root = tmp_path_factory.mktemp("demo-archive")
+    (root / STAFF_PROJECT).symlink_to(simulated(STAFF_PROJECT, ebs=2))
+    with LocalArchive(root) as archive:
+        yield archive

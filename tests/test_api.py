@@ -17,7 +17,6 @@ from almadeliver.archive.tap import Cone, Selection
 from almadeliver.casa.restore import RestorePlan
 from almadeliver.delivery.layout import find_members
 from almadeliver.errors import UsageError
-from almadeliver.sim.archive import LocalArchive
 from almadeliver.transfer.download import TransferResult
 
 PROJECT = "2017.1.00123.S"     # the demo's project (test_roundtrip's: one MOUS, 2 EBs)
@@ -80,14 +79,6 @@ def test_a_skycoord_and_a_quantity_make_a_cone():
     assert near.ra == pytest.approx(266.405, abs=1e-3) and near.radius == pytest.approx(30 / 3600)
     with pytest.raises(UsageError, match="not an angle"):
         cone_of(c, 3 * u.GHz)
-
-
-@pytest.fixture(scope="module")
-def local_archive(simulated, tmp_path_factory):
-    root = tmp_path_factory.mktemp("api-archive")
-    (root / PROJECT).symlink_to(simulated(PROJECT, ebs=2))
-    with LocalArchive(root) as archive:
-        yield archive
 
 
 def test_query_download_validate_restore_plan(local_archive, tmp_path):

@@ -12,7 +12,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from almadeliver.sim.archive import LocalArchive
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 PROJECT = "2017.1.00123.S"
@@ -21,14 +20,6 @@ PROJECT = "2017.1.00123.S"
 def _text(cell) -> str:
     return "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
                    for o in cell.get("outputs", []))
-
-
-@pytest.fixture(scope="module")
-def local_archive(simulated, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tutorial-archive")
-    (root / PROJECT).symlink_to(simulated(PROJECT, ebs=2))
-    with LocalArchive(root) as archive:
-        yield archive
 
 
 def test_tutorial_notebook_runs(local_archive, tmp_path, monkeypatch):
