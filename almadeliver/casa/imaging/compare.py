@@ -83,13 +83,15 @@ def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
                 continue
             new = Path(out) / fits_name
             old = job.delivered.get(fits_name)
-            rows.append(Comparison(fits_name, image_stats(new), image_stats(Path(old)) if old else None,
+            stats = [image_stats(new)] + ([image_stats(Path(old))] if old else [])
+            rows.append(Comparison(fits_name, stats[0], stats[1] if old else None,
                                    max_difference(new, Path(old)) if old else None,
-                                   quicklook_png(new, Path(old) if old else None).name))
+                                   quicklook_png(new, Path(old) if old else None, stats=stats).name))
         for fits_name in (job.moments.get("fits") or {}).values():
             if (Path(out) / fits_name).is_file():
-                png = quicklook_png(Path(out) / fits_name)
-                rows.append(Comparison(fits_name, image_stats(Path(out) / fits_name), None, None, png.name))
+                stats = [image_stats(Path(out) / fits_name)]
+                png = quicklook_png(Path(out) / fits_name, stats=stats)
+                rows.append(Comparison(fits_name, stats[0], None, None, png.name))
     return rows
 
 
@@ -107,7 +109,8 @@ def _plane(path: Path):
     return data[k], k
 
 
-def quicklook_png(new: Path, delivered: Path | None = None, png: Path | None = None) -> Path:
+def quicklook_png(new: Path, delivered: Path | None = None, png: Path | None = None,
+                  stats: list[ImageStats] | None = None) -> Path:
     """A quick-look PNG of a re-made image, beside the delivered one when given, on one colour scale.
 
     Each panel shows the image (a cube: its peak channel), the restoring beam as an ellipse in the
@@ -121,6 +124,8 @@ def quicklook_png(new: Path, delivered: Path | None = None, png: Path | None = N
         The delivered FITS image of the same name (drawn on the right, same colour scale).
     png : Path, optional
         Where to write; default ``new`` with ``.png`` for ``.fits``.
+    stats : list of ImageStats, optional
+        ``image_stats`` of ``new`` (and ``delivered``) when the caller has them (not measured again).
 
     Returns
     -------
@@ -138,10 +143,10 @@ def quicklook_png(new: Path, delivered: Path | None = None, png: Path | None = N
     finite = np.concatenate([d[np.isfinite(d)] for d, _ in planes] or [np.zeros(1)])
     vmin, vmax = (float(np.min(finite)), float(np.max(finite))) if finite.size else (0.0, 1.0)
     fig = Figure(figsize=(4.2 * len(panels), 4.2), dpi=80)
-    for i, ((label, path), (data, k)) in enumerate(zip(panels, planes), 1):
+    measured = stats or [image_stats(p) for _, p in panels]
+    for i, ((label, path), (data, k), stats) in enumerate(zip(panels, planes, measured), 1):
         ax = fig.add_subplot(1, len(panels), i)
         shown = ax.imshow(data, origin="lower", cmap="inferno", vmin=vmin, vmax=vmax)
-        stats = image_stats(path)
         head = fits.getheader(path)
         if stats.bmaj_arcsec and head.get("CDELT2"):
             pix = abs(float(head["CDELT2"])) * 3600                   # arcsec per pixel
