@@ -266,3 +266,47 @@ def local_archive(simulated, tmp_path_factory):
     (root / STAFF_PROJECT).symlink_to(simulated(STAFF_PROJECT, ebs=2))
     with LocalArchive(root) as archive:
         yield archive
+
+
+# -- where the suite's CPU goes: ALMADELIVER_TEST_CPU=FILE appends one JSON line per test phase ----------
+_CPU_LOG = os.environ.get("ALMADELIVER_TEST_CPU")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _log_phase(item, phase: str):
+    if not _CPU_LOG:
+        yield
+        return
+    import json
+    import time
+
+    cpu, wall = _cpu_seconds(), time.monotonic()
+    yield
+    line = json.dumps({"test": item.nodeid, "phase": phase, "group": item.stash.get(_GROUP, ""),
+                       "cpu_s": round(_cpu_seconds() - cpu, 2), "wall_s": round(time.monotonic() - wall, 2)})
+    with open(_CPU_LOG, "a") as out:
+        out.write(line + "\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """CPU seconds (this process and its finished children) of each test's setup (ALMADELIVER_TEST_CPU)."""
+    yield from _log_phase(item, "setup")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """CPU seconds of each test's call (ALMADELIVER_TEST_CPU)."""
+    yield from _log_phase(item, "call")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    """CPU seconds of each test's teardown (ALMADELIVER_TEST_CPU)."""
+    yield from _log_phase(item, "teardown")

@@ -3,12 +3,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from almadeliver.casa.runtime import casa_env, configure_offline, find_monolithic_casa, run_in_casa
 from almadeliver.casa.selfcheck import measures_check_in_casa
+from almadeliver.casa.warm import WARM_ENV
 from almadeliver.errors import CasaError, CasaNotFoundError
 
 CHECK = (
@@ -74,29 +76,29 @@ def test_named_casa_must_exist(tmp_path):
     assert found.command(Path("s.py"), pipeline=True)[-3:] == ["--pipeline", "-c", "s.py"]
 
 
-def test_casa_child_ends_with_its_parent(tmp_path):
-    """A worker killed mid-run must not leave its CASA child writing on (scale retries the step)."""
+@pytest.mark.parametrize("warm", ["1", "0"], ids=["warm-fork", "cold-child"])
+def test_casa_child_ends_with_its_parent(tmp_path, warm):
+    """A worker killed mid-run must not leave its CASA child writing on (scale retries the step):
+    neither a fork of the warm CASA process (nor that process) nor a cold child."""
+    import psutil
+
     code = (
         "import sys; from pathlib import Path; from almadeliver.casa.runtime import run_in_casa; "
         f"import subprocess; run_in_casa(subprocess.run, {{'args': ['sleep', '60']}}, workdir=Path({str(tmp_path)!r}))"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code])
-    import time
-
-    deadline = time.monotonic() + 60
-    child = None
-    while child is None and time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "almadeliver.casa.child"],
-                             capture_output=True, text=True).stdout.split()
-        child = int(out[0]) if out else None
+    parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, WARM_ENV: warm})
+    deadline = time.monotonic() + 120
+    casa: list[psutil.Process] = []
+    while not casa and time.monotonic() < deadline:    # the call runs `sleep 60`: its parent is the CASA child
+        sleeps = [p for p in psutil.Process(parent.pid).children(recursive=True) if p.name() == "sleep"]
+        if sleeps:
+            call = sleeps[0].parent()
+            casa = [call] + ([call.parent()] if warm == "1" else [])   # a fork, and the warm process it came from
         time.sleep(0.1)
-    assert child, "the CASA child did not start"
+    assert casa, "the CASA child did not start"
+    assert ("almadeliver.casa.warm" in " ".join(casa[0].cmdline())) == (warm == "1"), casa[0].cmdline()
     parent.kill()
     parent.wait()
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
-        status = open(f"/proc/{child}/status").read() if os.path.exists(f"/proc/{child}/status") else ""
-        if "zombie" in status:
-            break
-        time.sleep(0.1)
-    alive = os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read()
-    assert not alive, "the CASA child outlived its killed parent"
+    gone, alive = psutil.wait_procs(casa, timeout=max(1.0, deadline - time.monotonic()))
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"the CASA child outlived its killed parent: {[p.cmdline() for p in alive]}"

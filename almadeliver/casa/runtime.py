@@ -23,10 +23,11 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import CasaError, CasaNotFoundError
 from ..files import write_atomic
+from .warm import forget, warm_casa
 
 LOGFILE_ENV = "ALMADELIVER_CASA_LOGFILE"
 CASA_ENV = "ALMADELIVER_CASA"
@@ -194,15 +195,22 @@ def stream_output(proc: subprocess.Popen, on_line: Callable[[str], None] | None 
         a CASA child never outlives the process that started it.
     """
     assert proc.stdout is not None
+    return stream_lines(proc.stdout, proc.kill, on_line, keep)
+
+
+def stream_lines(lines: Iterable[str], kill: Callable[[], None], on_line: Callable[[str], None] | None = None,
+                 keep: int = 20) -> list[str]:
+    """``stream_output`` for any source of a child's lines: ``kill()`` ends the child when the reading is
+    interrupted (then the exception goes on); returns the last ``keep`` lines."""
     tail: list[str] = []
     try:
-        for line in proc.stdout:
+        for line in lines:
             line = line.rstrip("\n")
             tail = (tail + [line])[-keep:]
             if on_line:
                 on_line(line)
     except BaseException:
-        proc.kill()
+        kill()
         raise
     return tail
 
@@ -229,7 +237,8 @@ def run_in_casa(
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
 ) -> Any:
-    """Call ``func(**kwargs)`` in a fresh Python with the offline CASA runtime.
+    """Call ``func(**kwargs)`` in a fresh process with the offline CASA runtime: a fork of this process's
+    warm CASA (``casa.warm``: CASA imported once per process), or a new Python when that is off or busy.
 
     Parameters
     ----------
@@ -264,21 +273,40 @@ def run_in_casa(
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     logfile = Path(logfile or workdir / "casa.log").resolve()
+    env = casa_env(logfile)
     with tempfile.TemporaryDirectory(prefix="almadeliver-call-") as tmp:
         call = Path(tmp) / "call.json"
         result = Path(tmp) / "result.json"
-        call.write_text(json.dumps({"func": name, "kwargs": kwargs or {}, "result": str(result),
-                                     "parent": os.getpid()}))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "almadeliver.casa.child", str(call)],
-            cwd=workdir, env=casa_env(logfile), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1,
-        )
-        tail = stream_output(proc, on_line)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        warm = warm_casa(env)
+        request = {"func": name, "kwargs": kwargs or {}, "result": str(result)}
+        if warm is not None:      # a fork of this process's warm CASA (casatasks already imported)
+            try:
+                call.write_text(json.dumps({**request, "parent": warm.proc.pid}))
+                code, tail = warm.run(call, workdir, env, logfile,
+                                      lambda lines, kill: stream_lines(lines, kill, on_line), timeout)
+            except (EOFError, OSError) as exc:
+                forget(warm)
+                raise CasaError(f"CASA work failed ({name}): the warm CASA process ended ({exc})",
+                                f"see the CASA log {logfile}; ALMADELIVER_CASA_WARM=0 starts a new Python per call") from exc
+            except BaseException:
+                forget(warm)      # interrupted: the next call starts a new warm process
+                raise
+            finally:
+                warm.lock.release()
+        else:                     # a cold child: a fresh Python that imports CASA itself
+            call.write_text(json.dumps({**request, "parent": os.getpid()}))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "almadeliver.casa.child", str(call)],
+                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, bufsize=1,
+            )
+            tail = stream_output(proc, on_line)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = None
+        if code is None:
             raise CasaError(f"{name} did not finish in {timeout:.0f} s", f"see the CASA log {logfile}")
         outcome = json.loads(result.read_text()) if result.is_file() else None
     if code != 0 or outcome is None or "error" in outcome:
