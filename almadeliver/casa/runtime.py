@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import CasaError, CasaNotFoundError
 from ..files import write_atomic
-from .warm import forget, warm_casa
+from .warm import WarmUnavailable, forget, warm_casa
 
 LOGFILE_ENV = "ALMADELIVER_CASA_LOGFILE"
 CASA_ENV = "ALMADELIVER_CASA"
@@ -277,13 +277,18 @@ def run_in_casa(
     with tempfile.TemporaryDirectory(prefix="almadeliver-call-") as tmp:
         call = Path(tmp) / "call.json"
         result = Path(tmp) / "result.json"
-        warm = warm_casa(env)
         request = {"func": name, "kwargs": kwargs or {}, "result": str(result)}
+        warm = warm_casa(env)
+        code = tail = None
         if warm is not None:      # a fork of this process's warm CASA (casatasks already imported)
+            lock = warm.lock
             try:
                 call.write_text(json.dumps({**request, "parent": warm.proc.pid}))
                 code, tail = warm.run(call, workdir, env, logfile,
                                       lambda lines, kill: stream_lines(lines, kill, on_line), timeout)
+            except WarmUnavailable:
+                forget(warm)      # it had ended (nothing ran): a cold child does the call
+                warm = None
             except (EOFError, OSError) as exc:
                 forget(warm)
                 raise CasaError(f"CASA work failed ({name}): the warm CASA process ended ({exc})",
@@ -292,8 +297,8 @@ def run_in_casa(
                 forget(warm)      # interrupted: the next call starts a new warm process
                 raise
             finally:
-                warm.lock.release()
-        else:                     # a cold child: a fresh Python that imports CASA itself
+                lock.release()
+        if warm is None:          # a cold child: a fresh Python that imports CASA itself
             call.write_text(json.dumps({**request, "parent": os.getpid()}))
             proc = subprocess.Popen(
                 [sys.executable, "-m", "almadeliver.casa.child", str(call)],

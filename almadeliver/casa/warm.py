@@ -11,14 +11,16 @@ the next: every call is a fresh process.
 Protocol over a Unix socket pair, one call at a time: the caller sends a JSON request with the write
 end of a pipe (``SCM_RIGHTS``); the warm process forks, the child's stdout and stderr go to that pipe
 (the caller streams its lines as it does a cold child's), and the warm process answers
-``{"pid": ...}`` then ``{"exit": code}``. The chain of parent-death signals (caller -> warm process ->
-call) means no CASA process outlives the process that started it. Set ``ALMADELIVER_CASA_WARM=0``
+``{"pid": ...}`` then ``{"exit": code}``. No CASA process outlives the process that started it: the
+warm process ends, killing a running call, when the caller's end of the socket closes (the kernel closes
+it when the caller dies), and a call ends when the warm process dies (a parent-death signal). Set ``ALMADELIVER_CASA_WARM=0``
 to start a cold child per call instead.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -63,6 +65,10 @@ def _recv(sock: socket.socket, with_fd: bool = False) -> tuple[dict[str, Any], l
     return json.loads(_recv_exact(sock, size)), list(fds)
 
 
+class WarmUnavailable(OSError):
+    """The warm process could not take a call (it had ended): nothing ran, a cold child may."""
+
+
 class WarmCasa:
     """A warm CASA process of this process (see the module doc); ``run`` makes one call in a fork of it.
 
@@ -82,7 +88,7 @@ class WarmCasa:
         ours, theirs = socket.socketpair()
         self.key = warm_key(env)
         self.lock = threading.Lock()
-        self.proc = subprocess.Popen([sys.executable, "-m", "almadeliver.casa.warm", str(theirs.fileno()), str(os.getpid())],
+        self.proc = subprocess.Popen([sys.executable, "-m", "almadeliver.casa.warm", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=env.get("HOME", "/"))
         theirs.close()
@@ -128,16 +134,24 @@ class WarmCasa:
 
         Raises
         ------
+        WarmUnavailable
+            The warm process was gone before the call started (nothing ran).
         EOFError
-            The warm process died (the caller forgets it).
+            The warm process died during the call.
         """
         read, write = os.pipe()
         try:
             _send(self.sock, {"call": str(call), "cwd": str(workdir), "env": env, "logfile": str(logfile)}, [write])
-        finally:
             os.close(write)
-        with os.fdopen(read, "r", buffering=1, errors="replace") as lines:
             pid = _recv(self.sock)[0]["pid"]
+        except (EOFError, OSError) as exc:          # nothing ran: the caller may start a cold child
+            for fd in (read, write):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            raise WarmUnavailable(str(exc)) from exc
+        with os.fdopen(read, "r", buffering=1, errors="replace") as lines:
 
             def kill() -> None:
                 try:
@@ -205,10 +219,7 @@ def forget(warm: WarmCasa) -> None:
 
 
 # -- the warm process ------------------------------------------------------------------------------------
-def _serve(sock: socket.socket, parent: int) -> None:
-    from . import child
-
-    child._die_with_parent(parent)
+def _serve(sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the caller's to handle: it kills the call
     try:
         import casatasks  # noqa: F401  (the point: every task imported once, before the forks)
@@ -229,8 +240,38 @@ def _serve(sock: socket.socket, parent: int) -> None:
             _call(sock, request, fds[0])
         os.close(fds[0])
         _send(sock, {"pid": pid})
-        _, status = os.waitpid(pid, 0)
+        status = _wait_or_caller_gone(sock, pid)
+        if status is None:
+            return                                    # the caller is gone: so is its call
         _send(sock, {"exit": os.waitstatus_to_exitcode(status)})
+
+
+def _wait_or_caller_gone(sock: socket.socket, pid: int) -> int | None:
+    """The wait status of call ``pid``; or None once the caller closed the socket (it died: a caller
+    sends nothing while its call runs), after killing the call's process group.
+
+    Not a parent-death signal: Linux sends that when the *thread* that started this process ends,
+    and a caller's threads come and go (dask runs tasks in a thread pool)."""
+    try:
+        watch = [sock, os.pidfd_open(pid)]
+    except (AttributeError, OSError):                 # no pidfd (not Linux 5.3+): look every 0.2 s
+        watch = [sock]
+    try:
+        while True:
+            ready, _, _ = select.select(watch, [], [], 0.2)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if sock in ready and not sock.recv(1, socket.MSG_PEEK):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                return None
+    finally:
+        for fd in watch[1:]:
+            os.close(fd)
 
 
 def _call(sock: socket.socket, request: dict[str, Any], out: int) -> None:
@@ -261,4 +302,4 @@ def _call(sock: socket.socket, request: dict[str, Any], out: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(socket.socket(fileno=int(sys.argv[1])), int(sys.argv[2]))
+    _serve(socket.socket(fileno=int(sys.argv[1])))
