@@ -330,3 +330,15 @@ def test_readme_copy_and_staff_readme_get_the_new_beam_and_rms_beside_the_delive
     assert "with nbin=2" in note
     assert ("x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec "
             "(delivered: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec)") in note
+    # image --selfcal re-makes the continuum under another name: its line keeps the delivered numbers
+    # and names the new image with its own (casa/selfcal.comparisons)
+    selfcal = Comparison("x_selfcal.image.pbcor.fits", ImageStats(8.50, 6.61, 12.0, 0.0021, 0.9, 1, "Jy/beam"),
+                         ImageStats(8.52, 6.60, 12.0, 0.0088, 0.8, 1, "Jy/beam"), None,
+                         delivered_fits="x.cont.I.tt0.pbcor.fits")
+    (tmp_path / "sc").mkdir()
+    text = updated_readme(member, tmp_path / "sc", [selfcal], how="self-calibration of W51").read_text()
+    assert ("x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec [re-made as "
+            "x_selfcal.image.pbcor.fits: rms 2.10 mJy/beam, beamsize 8.50x6.61 arcsec]\n") in text
+    assert ("x_selfcal.image.pbcor.fits: rms 2.10 mJy/beam, beamsize 8.50x6.61 arcsec (delivered "
+            "x.cont.I.tt0.pbcor.fits: rms 8.80 mJy/beam, beamsize 8.52x6.60 arcsec)") in text
+    assert "Re-imaged by almadeliver (self-calibration of W51)" in text

@@ -125,11 +125,16 @@ def _note(restore_log: Path, images: Path) -> str:
     record = images / "image_record.json"
     overrides = json.loads(record.read_text()).get("overrides") if record.is_file() else None
     how = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
+    measure = README_MEASURE
+    if not record.is_file() and (images / "selfcal_record.json").is_file():   # image --selfcal
+        from ..casa.selfcal import SELFCAL_MEASURE
+
+        record, how, measure = images / "selfcal_record.json", " and self-calibrated (image --selfcal)", SELFCAL_MEASURE
     comparisons = comparisons_from_record(record) if record.is_file() else []
     numbers = "".join(f"{readme_numbers_line(c)}\n" for c in comparisons)
     return (f"\nRe-processing: calibrated data restored with scriptForPI.py (CASA log {restore_log.name}); "
             f"images re-made from scriptForImaging.py{how}.\n"
-            + (f"Re-made images ({README_MEASURE}; the delivered image beside each):\n{numbers}" if numbers else ""))
+            + (f"Re-made images ({measure}; the delivered image beside each):\n{numbers}" if numbers else ""))
 
 
 def _log_name(text: str) -> str:

@@ -34,6 +34,7 @@ class Comparison:
     delivered: ImageStats | None
     max_diff: float | None
     quicklook: str | None = None        # <name>.png beside the FITS: new beside delivered, one colour scale
+    delivered_fits: str | None = None   # the delivered product's name when it differs (image --selfcal)
 
 
 def image_stats(path: Path) -> ImageStats:
@@ -192,26 +193,30 @@ def readme_numbers(stats: ImageStats) -> dict[str, str]:
     return {"rms": rms, "beamsize": beam}
 
 
+def _figures(stats: ImageStats) -> str:
+    numbers = readme_numbers(stats)
+    return numbers["rms"] + (f", {numbers['beamsize']}" if numbers["beamsize"] else "")
+
+
 def readme_numbers_line(c: Comparison) -> str:
     """One re-made image as the README lists it: ``<fits>: rms ..., beamsize ... (delivered: rms ...,
-    beamsize ...)``, the delivered product measured the same way (``image_stats``) beside the new one."""
-    new = readme_numbers(c.new)
-    text = f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else "")
+    beamsize ...)``, the delivered product measured the same way beside the new one."""
+    text = f"{c.fits}: {_figures(c.new)}"
     if c.delivered is None:
         return text + " (no delivered image of this name)"
-    old = readme_numbers(c.delivered)
-    return text + f" (delivered: {old['rms']}" + (f", {old['beamsize']}" if old["beamsize"] else "") + ")"
+    return text + f" (delivered{' ' + c.delivered_fits if c.delivered_fits else ''}: {_figures(c.delivered)})"
 
 
 def comparisons_from_record(record: Path) -> list[Comparison]:
     """The comparisons ``write_record`` saved in ``image_record.json`` (empty when it has none)."""
     data = json.loads(Path(record).read_text())
     return [Comparison(c["fits"], ImageStats(**c["new"]), ImageStats(**c["delivered"]) if c.get("delivered") else None,
-                       c.get("max_diff"), c.get("quicklook")) for c in data.get("comparison", [])]
+                       c.get("max_diff"), c.get("quicklook"), c.get("delivered_fits"))
+            for c in data.get("comparison", [])]
 
 
-def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None
-                   ) -> Path | None:
+def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None,
+                   how: str | None = None, measure: str = README_MEASURE) -> Path | None:
     """OUT/README: the delivered README (member/README, never changed) with the numbers users read
     brought up to date.
 
@@ -219,16 +224,22 @@ def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overr
     followed by the delivered image's, measured the same way (``(delivered: ...)``); a line giving a
     beam or noise figure that names no re-made product (another product, or free text such as "an
     RMS of 4.2 mJy/beam") is marked ``[as delivered]``; a closing section lists every re-made
-    image's beam and rms beside the delivered ones (``readme_numbers_line``). None when the member
-    has no README."""
+    image's beam and rms beside the delivered ones (``readme_numbers_line``). A product re-made
+    under another name (``Comparison.delivered_fits``, image --selfcal) keeps its line's numbers
+    and gets ``[re-made as <fits>: ...]``. ``how`` replaces the "overrides: ..." words of the
+    closing section and ``measure`` says how the rms was measured. None when the member has no README."""
     readme = Path(member) / "README"
     if not readme.is_file():
         return None
     by_name = {c.fits: c for c in comparisons}
+    renamed = {c.delivered_fits: c for c in comparisons if c.delivered_fits and c.delivered_fits != c.fits}
     lines = []
     for line in readme.read_text(errors="replace").splitlines():
         name = next((n for n in by_name if n in line), None)
-        if name is not None:
+        other = next((n for n in renamed if n in line), None) if name is None else None
+        if other is not None:
+            line += f" [re-made as {renamed[other].fits}: {_figures(renamed[other].new)}]"
+        elif name is not None:
             c = by_name[name]
             new = readme_numbers(c.new)
             line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
@@ -240,8 +251,8 @@ def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overr
             line += " [as delivered]"
         lines.append(line)
     changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
-    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
-              f"({README_MEASURE}; the delivered image beside each):", ""]
+    lines += ["", "#####", "", f"Re-imaged by almadeliver ({how or 'overrides: ' + changes}); images in "
+              f"{Path(out).name}/ ({measure}; the delivered image beside each):", ""]
     lines += [readme_numbers_line(c) for c in comparisons]
     target = Path(out) / "README"
     target.write_text("\n".join(lines) + "\n")
