@@ -719,7 +719,7 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
     work, casa_log, _ = _logs(plan)
     start = time.monotonic()
     if script is None:
-        made = run_in_casa(concat_in_casa, {"vis": [str(p) for p in inputs], "concatvis": str(output)},
+        made = run_in_casa(cycle0_concat_in_casa, {"vis": [str(p) for p in inputs], "concatvis": str(output)},
                            workdir=work, logfile=casa_log, on_line=on_line)
     else:
         stage = work / f"fluxcal-{casa_log.stem[len('casa-'):]}" / "calibrated"
@@ -743,15 +743,21 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
                         ", ".join(made["calibrators"]))
 
 
-def concat_in_casa(vis: list[str], concatvis: str) -> dict:
-    """(CASA child) ``concat`` as the Cycle 0 flux-calibration scripts end; the phase calibrator's
-    amplitudes before and after (``calibrator_amplitudes``)."""
+def concat_in_casa(vis: list[str], concatvis: str) -> str:
+    """(CASA child) ``concat`` as the Cycle 0 flux-calibration scripts end."""
     from casatasks import concat
 
-    before = {v: calibrator_amplitudes(v)[0] for v in vis}
     concat(vis=vis, concatvis=concatvis)
     if not os.path.isfile(os.path.join(concatvis, "table.dat")):
         raise CasaError(f"concat did not write {concatvis}")
+    return concatvis
+
+
+def cycle0_concat_in_casa(vis: list[str], concatvis: str) -> dict:
+    """(CASA child) ``concat_in_casa`` alone (no flux scaling), with the phase calibrator's amplitudes
+    before and after (``_amplitudes_by_eb``)."""
+    before = {v: calibrator_amplitudes(v) for v in vis}
+    concat_in_casa(vis, concatvis)
     return _amplitudes_by_eb(before, concatvis)
 
 
@@ -760,7 +766,7 @@ def flux_script_in_casa(script: str, cwd: str, inputs: list[str], converted: str
     as a CASA 3.4-4.x script (``legacy.run_clean_era_script_in_casa``; a Python 2 script's Python 3
     text is kept in ``converted``); it must leave ``cwd/calibrated.ms``. Returns the phase
     calibrator's amplitudes (``_amplitudes_by_eb``)."""
-    before = {v: calibrator_amplitudes(v)[0] for v in inputs}
+    before = {v: calibrator_amplitudes(v) for v in inputs}
     legacy.run_clean_era_script_in_casa(script, cwd, converted=converted)
     concatvis = os.path.join(cwd, "calibrated.ms")
     if not os.path.isfile(os.path.join(concatvis, "table.dat")):
@@ -768,16 +774,15 @@ def flux_script_in_casa(script: str, cwd: str, inputs: list[str], converted: str
     return _amplitudes_by_eb(before, concatvis)
 
 
-def _amplitudes_by_eb(before: dict[str, dict], concatvis: str) -> dict:
-    """(CASA child) ``before`` (input MS -> its ``calibrator_amplitudes`` observation) matched with the
-    observations of ``concatvis`` by start time: ``{"before": {vis: {spw: Jy}}, "after": {vis: {spw:
-    Jy}}, "calibrators": [names]}``."""
+def _amplitudes_by_eb(before: dict[str, list[dict]], concatvis: str) -> dict:
+    """(CASA child) ``before`` (input MS -> its ``calibrator_amplitudes``, one observation) matched with
+    the observations of ``concatvis`` by start time: ``{"before": {vis: {spw: Jy}}, "after": {vis:
+    {spw: Jy}}, "calibrators": [names]}`` (MSs without a phase calibrator left out)."""
     after = calibrator_amplitudes(concatvis)
-    matched = {}
-    for vis, obs in before.items():
-        best = min(after, key=lambda o: abs(o["begin_s"] - obs["begin_s"]))
-        matched[vis] = best["spw_jy"]
-    return {"before": {v: o["spw_jy"] for v, o in before.items()}, "after": matched,
+    first = {vis: obs[0] for vis, obs in before.items() if obs}
+    matched = {vis: min(after, key=lambda o: abs(o["begin_s"] - obs["begin_s"]))["spw_jy"]
+               for vis, obs in first.items() if after}
+    return {"before": {v: o["spw_jy"] for v, o in first.items() if v in matched}, "after": matched,
             "calibrators": sorted({n for o in after for n in o["fields"]})}
 
 
@@ -790,12 +795,8 @@ def calibrator_amplitudes(ms: str) -> list[dict]:
     Returns
     -------
     list of dict
-        ``{"observation": id, "begin_s": MJD seconds, "fields": [names], "spw_jy": {spw: Jy}}``.
-
-    Raises
-    ------
-    CasaError
-        No field with intent CALIBRATE_PHASE.
+        ``{"observation": id, "begin_s": MJD seconds, "fields": [names], "spw_jy": {spw: Jy}}``; empty
+        when no field has intent CALIBRATE_PHASE.
     """
     import casatools
     import numpy as np
@@ -809,7 +810,7 @@ def calibrator_amplitudes(ms: str) -> list[dict]:
                     for obs in range(msmd.nobservations())}
     msmd.close()
     if not fields:
-        raise CasaError(f"{ms} has no field with intent CALIBRATE_PHASE")
+        return []
     tb = casatools.table()
     tb.open(ms)
     out = []
