@@ -724,6 +724,9 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
     else:
         stage = work / f"fluxcal-{casa_log.stem[len('casa-'):]}" / "calibrated"
         stage.mkdir(parents=True)
+        for name in ("script", "calibration", "raw", "product"):      # the member's layout around calibrated/
+            if (plan.path / name).exists():
+                (stage.parent / name).symlink_to(plan.path / name)
         try:
             for p in inputs:
                 shutil.copytree(p, stage / p.name, symlinks=True)

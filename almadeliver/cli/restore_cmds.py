@@ -114,7 +114,10 @@ def restore_cmd(
         if not concat and sys.stdin.isatty() and n > 1:
             concat = typer.confirm("Concatenate them into calibrated/calibrated.ms?", default=False)
         if not concat:
-            typer.echo(f"To concatenate them: almadeliver restore {member_dir} --concat")
+            flux = plan.path / "script" / "scriptForFluxCalibration.py"
+            typer.echo(f"To combine them into calibrated/calibrated.ms: almadeliver restore {member_dir} --concat"
+                       + (" (runs script/scriptForFluxCalibration.py: flux scaling, then concat)"
+                          if flux.is_file() and n > 1 else ""))
             return
         r = concat_cycle0(plan, scaling=flux_scaling)
         how = (f"ran script/{r.script.name} (each EB's phase calibrator scaled to allFluxes' weighted mean, "
