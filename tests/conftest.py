@@ -201,7 +201,7 @@ GROUP_COST = {
     "test_restore_tp.py": 4,
     "test_recalibrate.py": 4,
     "test_image_legacy_casa.py": 4,
-    "test_restore_casa.py::test_cycle0_is_already_calibrated_and_concat_makes_calibrated_ms": 3,
+    "test_restore_casa.py::test_cycle0_is_already_calibrated_and_concat_runs_the_flux_calibration_script": 3,
     "test_image_casa.py::test_simulated_manual_delivery_restored_then_reimaged": 3,
     "test_image_casa.py::test_spacesaving_2_split_cal_reimages_the_same_products": 3,
     "test_scale.py::test_pool_backend_keeps_the_limit_and_recovers_from_a_dead_process": 2,

@@ -21,8 +21,16 @@ TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def cycle0_member(simulated, unpack, tmp_path_factory) -> Path:
+    """The simulated Cycle 0 member with calibrated/calibrated.ms made as the Cycle 0 guide makes it
+    (restore --concat runs the delivered scriptForFluxCalibration.py: "The imaging script will then work
+    with the calibrated.ms", seed 000); the reducer imaged that flux-scaled calibrated.ms, and the
+    delivered *.ms.split.cal are not scaled."""
+    from almadeliver.casa.restore import concat_cycle0, plan_restore
+
     tree = unpack(simulated("2011.0.00340.S", flavour="cycle0", ebs=2), tmp_path_factory.mktemp("image-cycle0"))
-    return next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
+    member = next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))
+    assert concat_cycle0(plan_restore(member)).script is not None
+    return member
 
 
 @pytest.fixture

@@ -296,20 +296,49 @@ def test_moments_planned_for_each_cube_with_cont_dat_line_free_ranges(member, ca
         imaging.plan_images(member, Overrides(moments="0", specmode="cont"))
 
 
-def test_readme_copy_gets_the_new_beam_and_rms(tmp_path):
-    from almadeliver.casa.imaging import Comparison, ImageStats, updated_readme
+def test_readme_copy_and_staff_readme_get_the_new_beam_and_rms_beside_the_delivered(tmp_path):
+    """Item 7 of issue 26: after re-imaging, OUT/README and the staff README show each re-made image's
+    beam and rms with the delivered image's beside them; free-text figures of the delivered images
+    are marked as such (the request lines are not)."""
+    from almadeliver.casa.imaging import Comparison, ImageStats, updated_readme, write_record
+    from almadeliver.packaging.fromdelivery import _note
 
     member, out = tmp_path / "member.uid___A001_X1_X3", tmp_path / "reimage"
     member.mkdir()
     out.mkdir()
-    delivered = ("Imaging:\n\nTarget: W51\nx.spw0.cube.I.pbcor.fits: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec\n"
-                 "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n")
+    delivered = ("Proposed rms: 25.0 mJy/beam in 5.9 MHz at Rep. Freq. 97.981 GHz\nImaging:\n\nTarget: W51\n"
+                 "x.spw0.cube.I.pbcor.fits: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec\n"
+                 "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n"
+                 "Cubes of concatenated dataset has an RMS of 4.2 mJy/beam (no cont. subtraction)\n")
     (member / "README").write_text(delivered)
     new = Comparison("x.spw0.cube.I.pbcor.fits", ImageStats(9.69, 7.30, 10.0, 0.4012, 1.2, 16, "Jy/beam"),
                      ImageStats(10.0, 7.76, 10.0, 0.4858, 1.2, 32, "Jy/beam"), None)
     readme = updated_readme(member, out, [new], Overrides(nbin=2))
     text = readme.read_text()
-    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec\n" in text
-    assert "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec\n" in text   # not re-made
+    assert ("x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec "
+            "(delivered: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec)\n") in text
+    assert "x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec [as delivered]\n" in text  # not re-made
+    assert "an RMS of 4.2 mJy/beam (no cont. subtraction) [as delivered]\n" in text
+    assert "Proposed rms: 25.0 mJy/beam in 5.9 MHz at Rep. Freq. 97.981 GHz\n" in text      # the request
     assert "Re-imaged by almadeliver (overrides: nbin=2)" in text
+    closing = text.split("Re-imaged by almadeliver")[1]
+    assert "x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec (delivered: rms 485.80" in closing
     assert (member / "README").read_text() == delivered                                       # never changed
+    # the staff README (packaging.fromdelivery): the same numbers, read back from image_record.json
+    write_record(out, [], [new], {}, Overrides(nbin=2))
+    note = _note(tmp_path / "casa-20240101-000000.log", out)
+    assert "with nbin=2" in note
+    assert ("x.spw0.cube.I.pbcor.fits: rms 401.20 mJy/beam, beamsize 9.69x7.30 arcsec "
+            "(delivered: rms 485.80 mJy/beam, beamsize 10.00x7.76 arcsec)") in note
+    # image --selfcal re-makes the continuum under another name: its line keeps the delivered numbers
+    # and names the new image with its own (casa/selfcal.comparisons)
+    selfcal = Comparison("x_selfcal.image.pbcor.fits", ImageStats(8.50, 6.61, 12.0, 0.0021, 0.9, 1, "Jy/beam"),
+                         ImageStats(8.52, 6.60, 12.0, 0.0088, 0.8, 1, "Jy/beam"), None,
+                         delivered_fits="x.cont.I.tt0.pbcor.fits")
+    (tmp_path / "sc").mkdir()
+    text = updated_readme(member, tmp_path / "sc", [selfcal], how="self-calibration of W51").read_text()
+    assert ("x.cont.I.tt0.pbcor.fits: rms 8.77 mJy/beam, beamsize 8.52x6.60 arcsec [re-made as "
+            "x_selfcal.image.pbcor.fits: rms 2.10 mJy/beam, beamsize 8.50x6.61 arcsec]\n") in text
+    assert ("x_selfcal.image.pbcor.fits: rms 2.10 mJy/beam, beamsize 8.50x6.61 arcsec (delivered "
+            "x.cont.I.tt0.pbcor.fits: rms 8.80 mJy/beam, beamsize 8.52x6.60 arcsec)") in text
+    assert "Re-imaged by almadeliver (self-calibration of W51)" in text

@@ -154,16 +154,68 @@ def test_two_ebs_level1_then_resume_level3(simulated, unpack, tmp_path):
 
 
 
-def test_cycle0_is_already_calibrated_and_concat_makes_calibrated_ms(simulated, unpack, tmp_path):
+AMPLITUDE_TOLERANCE = 0.01     # calibrator amplitude against the flux it was scaled to (noise: ~0.2%)
+
+
+def _amplitude_errors(amplitudes: dict[str, dict[int, float]], means: dict[int, float]) -> dict[str, float]:
+    """EB -> worst relative difference of its phase calibrator's amplitude from allFluxes' mean over spws."""
+    return {eb: max(abs(amp / means[spw] - 1) for spw, amp in spws.items()) for eb, spws in amplitudes.items()}
+
+
+def test_cycle0_is_already_calibrated_and_concat_runs_the_flux_calibration_script(simulated, unpack, tmp_path):
+    """--concat runs the delivered scriptForFluxCalibration.py (seed 000: it "does the flux calibration,
+    then combines"): each EB's phase calibrator in calibrated.ms has allFluxes' weighted mean flux,
+    although the delivered EBs carry flux scales 10% off either way (what concat alone would keep)."""
+    from almadeliver.casa.restore import calibrator_amplitudes
+    from almadeliver.casa.runtime import run_in_casa
+    from almadeliver.delivery.checklist import read_allfluxes
+    from almadeliver.sim.manual import flux_scale_error
+    from almadeliver.sim.plan import REF_FREQ_HZ, make_plan
+
     [member] = find_members(unpack(simulated("2011.0.00340.S", flavour="cycle0", ebs=2), tmp_path / "c0"))
     cycle0 = member.path
+    delivered_ms = sorted((cycle0 / "calibrated").glob("*.ms.split.cal"))
     r = _cli(["restore", str(cycle0)], tmp_path)
     assert r.returncode == 0 and "already calibrated" in r.stdout and "--concat" in r.stdout, r.stdout + r.stderr
     r = _cli(["restore", str(cycle0), "--concat"], tmp_path, offline=True, prefix=_no_network())
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (cycle0 / "calibrated" / "calibrated.ms" / "table.dat").is_file()
-    scatter = phase_scatter([cycle0 / "calibrated" / "calibrated.ms"], tmp_path)
-    assert scatter[str(cycle0 / "calibrated" / "calibrated.ms")]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
+    assert "ran script/scriptForFluxCalibration.py" in r.stdout, r.stdout
+    calibrated_ms = cycle0 / "calibrated" / "calibrated.ms"
+    assert (calibrated_ms / "table.dat").is_file()
+    assert sorted((cycle0 / "calibrated").glob("*.ms.split.cal")) == delivered_ms   # the delivered EBs untouched
+    scatter = phase_scatter([calibrated_ms], tmp_path)
+    assert scatter[str(calibrated_ms)]["rms_deg"] < PHASE_TOLERANCE_DEG, scatter
+
+    # allFluxes.txt's lines, as the generator writes them into the script (comments)
+    script = (cycle0 / "script" / "scriptForFluxCalibration.py").read_text()
+    (tmp_path / "allFluxes.txt").write_text("\n".join(line.lstrip("#") for line in script.splitlines()))
+    rows = read_allfluxes(tmp_path / "allFluxes.txt")
+    means = {row["spw"]: row["mean_jy"] for row in rows}
+    assert len(rows) == 2 * 3 and len(means) == 3, rows                          # 2 EBs x 3 spws
+
+    def measured(ms: Path) -> list[dict]:
+        return run_in_casa(calibrator_amplitudes, {"ms": str(ms)}, workdir=tmp_path,
+                           logfile=tmp_path / "amplitudes.casa.log")
+
+    before = {ms.name.split(".ms")[0]: measured(ms)[0] for ms in delivered_ms}
+    after = {eb: min(measured(calibrated_ms), key=lambda o: abs(o["begin_s"] - obs["begin_s"]))
+             for eb, obs in before.items()}
+    assert len({o["observation"] for o in after.values()}) == 2                 # one observation per EB
+    as_jy = {eb: {int(spw): amp for spw, amp in o["spw_jy"].items()} for eb, o in after.items()}
+    assert max(_amplitude_errors(as_jy, means).values()) < AMPLITUDE_TOLERANCE, (as_jy, means)
+    # without the scaling (concat alone keeps the delivered data): the same check fails for both EBs
+    delivered_jy = {eb: {int(spw): amp for spw, amp in o["spw_jy"].items()} for eb, o in before.items()}
+    assert min(_amplitude_errors(delivered_jy, means).values()) > 3 * AMPLITUDE_TOLERANCE, (delivered_jy, means)
+    # the delivered EBs are off the truth by the simulated reducer's flux errors; the mean is close to it
+    plan = make_plan("2011.0.00340.S", flavour="cycle0", ebs=2)
+    mous = plan.mous[0]
+    phase = plan.field("phase")["components"][0]
+    freqs = {row["spw"]: row["freq_ghz"] * 1e9 for row in rows}
+    truth = {spw: phase["flux_jy"] * (f / REF_FREQ_HZ) ** phase["spix"] for spw, f in freqs.items()}
+    for j, eb in enumerate(mous.ebs):
+        for spw, amp in delivered_jy[eb.disk].items():
+            assert amp / truth[spw] == pytest.approx(1 + flux_scale_error(plan, mous, j), abs=0.02), (eb.disk, spw)
+    assert all(abs(means[spw] / truth[spw] - 1) < 0.07 for spw in means), (means, truth)
 
 
 def _fake_monolithic_casa(root: Path) -> Path:

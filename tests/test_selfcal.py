@@ -84,6 +84,13 @@ def test_run_selfcal_fixes_residual_phases_rejects_a_worse_round_and_leaves_cali
     assert abs(final - truth) < abs(delivered - truth) and math.isclose(final, truth, rel_tol=0.15), \
         (final, delivered, truth)
     assert r["cubes"] == [] and plan.cubes
+    # the README users read: the delivered continuum's line names the self-calibrated image and its numbers
+    [row] = r["comparison"]
+    assert row["fits"] == continuum.name and row["delivered_fits"] == plan.delivered_continuum.name
+    readme = (Path(outcome.output["out"]) / "README").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith(plan.delivered_continuum.name + ":"))
+    assert f"[re-made as {continuum.name}: rms {r['final']['rms'] * 1e3:.2f} mJy/beam" in line, line
+    assert f"(delivered {plan.delivered_continuum.name}: rms {r['delivered']['rms'] * 1e3:.2f} mJy/beam" in readme
     assert _listing(member.path / "calibrated") == before          # only read: the target was split out
     assert Path(outcome.output["out"]) == member.path / "run-selfcal"
     assert "round 1 p:int" in Path(outcome.log).read_text()

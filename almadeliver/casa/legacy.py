@@ -114,6 +114,78 @@ def legacy_globals(variables: dict[str, Any] | None = None, casa_version: str | 
     return namespace
 
 
+def clean_era_variables(casa_version: str | None = None) -> dict[str, Any]:
+    """What a CASA 3.4-4.x script (ALMA Cycles 0-3) finds in monolithic CASA's namespace besides the
+    tasks and tools (CASA side).
+
+    ``casadef.casa_version`` (the scripts' version gates read it: ``casa_version``, e.g. ``"3.4.0"``,
+    by default this CASA's ``X.Y.Z``), ``T`` and ``F`` (``calwt = F``), ``os`` (``os.system('rm -rf
+    ...')`` with no import), the display-only tasks
+    (viewer, imview, plotms, plotxy, plotcal) as no-ops that say so, ``input`` answered with '', and
+    ``setjy`` as CASA 3.4-4.1 took it: a ``fluxdensity`` with no ``standard`` set the flux (the
+    flux-calibration scripts' ``setjy(vis=..., field=..., spw=..., fluxdensity=[S, 0, 0, 0])``),
+    which CASA 6 ignores unless ``standard='manual'``; it is run so and said so.
+
+    Parameters
+    ----------
+    casa_version : str, optional
+        The version ``casadef.casa_version`` answers.
+
+    Returns
+    -------
+    dict
+        Globals to pass to ``run_script_in_casa`` (``variables``).
+    """
+    import casatasks
+    import casatools
+
+    version = casa_version or ".".join(str(n) for n in casatools.version()[:3])
+    variables: dict[str, Any] = {"casadef": types.SimpleNamespace(casa_version=version, subversion_revision="0"),
+                                 "T": True, "F": False, "os": os}
+    for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
+        variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
+    variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
+
+    def setjy(*args: Any, **kwargs: Any) -> Any:
+        flux = kwargs.get("fluxdensity", -1)
+        if "standard" not in kwargs and isinstance(flux, (list, tuple)) and flux and flux[0] > 0:
+            kwargs["standard"] = "manual"
+            print(f"almadeliver: setjy(field={kwargs.get('field', '')!r}, spw={kwargs.get('spw', '')!r}, "
+                  f"fluxdensity={list(flux)}) with no standard (CASA 3.4-4.1 form) runs with standard='manual'")
+        return casatasks.setjy(*args, **kwargs)
+
+    variables["setjy"] = setjy
+    return variables
+
+
+def run_clean_era_script_in_casa(script: str, cwd: str, variables: dict[str, Any] | None = None,
+                                 casa_version: str | None = None, converted: str | None = None) -> dict[str, Any]:
+    """Run a CASA 3.4-4.x script (Python 2) in CASA 6 (CASA side): its Python 2 converted for the run
+    (``imaging_legacy.python3_text``; the Python 3 text goes to ``converted``, by default
+    ``<cwd>/<name>.py3.py``, and the delivered file is not changed), in the legacy namespace with
+    ``clean_era_variables(casa_version)`` and ``variables``. Without ``casa_version`` the script's
+    version gates are passed (a line says so); with it, ``casadef`` answers that version (the
+    simulated reducer's CASA).
+
+    Raises
+    ------
+    TreeError
+        The script is neither Python 3 nor convertible Python 2.
+    RuntimeError
+        The script exited with an error (``sys.exit('ERROR: ...')``).
+    """
+    from .imaging_legacy import python3_text
+
+    text = python3_text(Path(script))
+    run = Path(script)
+    if text.python2:
+        run = Path(converted or Path(cwd) / (run.stem + ".py3.py"))
+        run.write_text(text.text)
+        print(f"almadeliver: {text.describe()}", flush=True)
+    return run_script_in_casa(str(run), cwd, {**clean_era_variables(casa_version), **(variables or {})},
+                              pass_version_gates=casa_version is None)
+
+
 def run_script_in_casa(script: str, cwd: str, variables: dict[str, Any] | None = None, casa_version: str | None = None,
                pass_version_gates: bool = False) -> dict[str, Any]:
     """Exec ``script`` with ``cwd`` as the current directory in a fresh legacy namespace

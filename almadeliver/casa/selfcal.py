@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TreeError, UsageError
-from .imaging import ImageStats, calibrated_column, image_stats, restored_mss
+from .imaging import Comparison, ImageStats, calibrated_column, image_stats, restored_mss, updated_readme
 from .runtime import run_in_casa
 from .selfcal_child import ROUND_LINE, selfcal_in_casa
 
@@ -129,6 +129,7 @@ class SelfcalResult:
     tables: list[Path]                # the gain tables kept, in the order applied
     seconds: float
     casa_log: Path
+    readme: Path | None = None        # OUT/README: the delivered README with these images' numbers
 
     @property
     def gain_over_delivered(self) -> float | None:
@@ -312,6 +313,7 @@ def selfcal(plan: SelfcalPlan, on_line: Callable[[str], None] | None = None,
                            flat_stats(plan.delivered_continuum) if plan.delivered_continuum else None, cubes,
                            [Path(v) for v in outcome["vis"]], [Path(t) for t in outcome["tables"]],
                            time.monotonic() - start, casa_log)
+    rows = comparisons(result, plan.delivered_continuum, [Path(c["delivered"]) for c in outcome["cubes"]])
     (out / "selfcal_record.json").write_text(json.dumps({
         "rounds_asked": [asdict(r) for r in plan.rounds], "field": result.field,
         "rounds": [asdict(r) for r in rounds], "tables": [str(t) for t in result.tables],
@@ -319,5 +321,23 @@ def selfcal(plan: SelfcalPlan, on_line: Callable[[str], None] | None = None,
         "delivered_continuum": str(plan.delivered_continuum) if plan.delivered_continuum else None,
         "gain_over_delivered": result.gain_over_delivered, "gain_over_start": result.gain_over_start,
         "cubes": [{"fits": str(c[0]), "new": asdict(c[1]), "delivered": asdict(c[2]) if c[2] else None}
-                  for c in cubes], "seconds": result.seconds}, indent=2, default=str) + "\n")
+                  for c in cubes], "seconds": result.seconds,
+        "comparison": [asdict(c) for c in rows]}, indent=2, default=str) + "\n")
+    result.readme = updated_readme(plan.member, out, rows, how=f"self-calibration of {result.field or 'the target'}",
+                                   measure=SELFCAL_MEASURE)
     return result
+
+
+SELFCAL_MEASURE = "rms: MAD over the flat-noise image, pbcor x pb"
+
+
+def comparisons(result: SelfcalResult, delivered_continuum: Path | None, delivered_cubes: list[Path]
+                ) -> list[Comparison]:
+    """The self-calibrated continuum and cubes beside the delivered products they re-make
+    (``delivered_cubes`` in the order of ``result.cubes``), as the README and the staff README list
+    them (``imaging.updated_readme``; flat-noise figures)."""
+    rows = [Comparison(result.continuum.name, result.final, result.delivered, None,
+                       delivered_fits=delivered_continuum.name if delivered_continuum else None)]
+    rows += [Comparison(fits.name, new, old, None, delivered_fits=d.name)
+             for (fits, new, old), d in zip(result.cubes, delivered_cubes)]
+    return rows

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..casa.restore import Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter, restore
+from ..casa.restore import (ConcatResult, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
+                            restore)
 from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state
@@ -66,6 +67,16 @@ def _show_plan(plan: RestorePlan) -> None:
         typer.echo(f"  {level:>11}   {need:>9}   {fits}{mark}")
 
 
+def _show_amplitudes(r: ConcatResult) -> None:
+    """Cycle 0 --concat: the phase calibrator's amplitude per EB and spw, delivered -> calibrated.ms."""
+    if not r.amplitudes:
+        return
+    typer.echo(f"phase calibrator {r.calibrator or '?'}: amplitude (Jy) delivered -> calibrated.ms")
+    for eb, spws in sorted(r.amplitudes.items()):
+        typer.echo(f"  {eb}  " + "  ".join(f"spw {spw}: {a:.3f} -> {b:.3f} (x{b / a:.3f})"
+                                          for spw, (a, b) in sorted(spws.items()) if a))
+
+
 def _where(p: Progress) -> str:
     """The step a restore is at: ``EB 1/2 uid___A002_X1_X2  step 3 Apply WVR``."""
     where = f"EB {p.eb_index}/{p.eb_total} {p.eb}" if p.phase == "calibration" and p.eb else p.phase
@@ -83,8 +94,11 @@ def restore_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the version gates and the disk need; "
                                  "run nothing."),
     resume: bool = typer.Option(False, "--resume", help="Keep the EBs an earlier run finished in calibrated/."),
-    concat: bool = typer.Option(False, "--concat", help="Cycle 0: concatenate the delivered *.ms.split.cal "
-                                "into calibrated/calibrated.ms."),
+    concat: bool = typer.Option(False, "--concat", help="Cycle 0: run the delivered scriptForFluxCalibration.py "
+                                "(flux scaling of each EB, then concat) into calibrated/calibrated.ms."),
+    flux_scaling: bool = typer.Option(True, "--flux-scaling/--no-flux-scaling",
+                                      help="With --concat: --no-flux-scaling only concatenates (keeps each EB's "
+                                      "own flux scale, e.g. EBs days apart)."),
 ) -> None:
     """Restore the calibrated measurement sets of a delivery with its own scriptForPI.py."""
     options = RestoreOptions(spacesaving=spacesaving, dosplit=dosplit, casa=casa, engine=engine,
@@ -100,10 +114,16 @@ def restore_cmd(
         if not concat and sys.stdin.isatty() and n > 1:
             concat = typer.confirm("Concatenate them into calibrated/calibrated.ms?", default=False)
         if not concat:
-            typer.echo(f"To concatenate them: almadeliver restore {member_dir} --concat")
+            flux = plan.path / "script" / "scriptForFluxCalibration.py"
+            typer.echo(f"To combine them into calibrated/calibrated.ms: almadeliver restore {member_dir} --concat"
+                       + (" (runs script/scriptForFluxCalibration.py: flux scaling, then concat)"
+                          if flux.is_file() and n > 1 else ""))
             return
-        r = concat_cycle0(plan)
-        typer.echo(f"concatenated {len(r.inputs)} MSs into {r.output} in {r.seconds:.1f} s (CASA log {r.casa_log})")
+        r = concat_cycle0(plan, scaling=flux_scaling)
+        how = (f"ran script/{r.script.name} (each EB's phase calibrator scaled to allFluxes' weighted mean, "
+               f"then concat)" if r.script else "concatenated (no flux scaling)")
+        typer.echo(f"{how}: {len(r.inputs)} MSs into {r.output} in {r.seconds:.1f} s (CASA log {r.casa_log})")
+        _show_amplitudes(r)
         return
     if dry_run:
         plan.check()

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..casa.imaging import ImageStats
 from ..casa.selfcal import RoundResult, plan_selfcal, selfcal
 from ..errors import UsageError
 from .app import state
@@ -53,11 +54,17 @@ def selfcal_cmd(member: Path, rounds: str, field: Optional[str], out: Optional[P
     _table([ROUND_COLUMNS, *(_row(x) for x in r.rounds)])
     d = r.delivered
     typer.echo(f"continuum {r.continuum.name}: peak {r.final.peak:.4g}, rms {r.final.rms:.3g}, "
-               f"DR {r.final.peak / r.final.rms:.1f}"
-               + (f"; delivered {plan.delivered_continuum.name}: DR {d.peak / d.rms:.1f} "
+               f"DR {r.final.peak / r.final.rms:.1f}{_beam(r.final)}"
+               + (f"; delivered {plan.delivered_continuum.name}: DR {d.peak / d.rms:.1f}{_beam(d)} "
                   f"(gain {r.gain_over_delivered:.2f}x)" if d and r.gain_over_delivered else "")
                + f"; gain over round 0 {r.gain_over_start:.2f}x")
     for fits, new, old in r.cubes:
-        typer.echo(f"cube {fits.name}: rms {new.rms:.3g}, peak {new.peak:.4g}"
-                   + (f" (delivered: rms {old.rms:.3g}, peak {old.peak:.4g})" if old else ""))
-    typer.echo(f"in {r.out} ({r.seconds:.0f} s); record selfcal_record.json, CASA log {r.casa_log.name}")
+        typer.echo(f"cube {fits.name}: rms {new.rms:.3g}, peak {new.peak:.4g}{_beam(new)}"
+                   + (f" (delivered: rms {old.rms:.3g}, peak {old.peak:.4g}{_beam(old)})" if old else ""))
+    typer.echo(f"in {r.out} ({r.seconds:.0f} s); record selfcal_record.json, CASA log {r.casa_log.name}"
+               + (f"; README with the new beams and rms (delivered beside) in {r.readme.name}" if r.readme else ""))
+
+
+def _beam(stats: ImageStats) -> str:
+    """``, beam 9.69 x 7.30 arcsec`` of an image (empty without a beam)."""
+    return f", beam {stats.bmaj_arcsec:.2f} x {stats.bmin_arcsec:.2f} arcsec" if stats.bmaj_arcsec else ""

@@ -118,12 +118,23 @@ def _read(path: Path) -> str:
 
 
 def _note(restore_log: Path, images: Path) -> str:
-    """The README paragraph saying how these data were re-processed (with the imaging overrides)."""
+    """The README paragraph saying how these data were re-processed (with the imaging overrides) and
+    each re-made image's beam and rms beside the delivered one's (``image_record.json``)."""
+    from ..casa.imaging.compare import README_MEASURE, comparisons_from_record, readme_numbers_line
+
     record = images / "image_record.json"
     overrides = json.loads(record.read_text()).get("overrides") if record.is_file() else None
     how = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""
+    measure = README_MEASURE
+    if not record.is_file() and (images / "selfcal_record.json").is_file():   # image --selfcal
+        from ..casa.selfcal import SELFCAL_MEASURE
+
+        record, how, measure = images / "selfcal_record.json", " and self-calibrated (image --selfcal)", SELFCAL_MEASURE
+    comparisons = comparisons_from_record(record) if record.is_file() else []
+    numbers = "".join(f"{readme_numbers_line(c)}\n" for c in comparisons)
     return (f"\nRe-processing: calibrated data restored with scriptForPI.py (CASA log {restore_log.name}); "
-            f"images re-made from scriptForImaging.py{how}.\n")
+            f"images re-made from scriptForImaging.py{how}.\n"
+            + (f"Re-made images ({measure}; the delivered image beside each):\n{numbers}" if numbers else ""))
 
 
 def _log_name(text: str) -> str:

@@ -62,16 +62,35 @@ def generator_header(casa_version: str) -> str:
     return fill(template("generator_header.py.in"), {"CASAGATE": casa_gate(casa_version)})
 
 
+# A Cycle 0 reducer's flux calibrator model was off by up to this much in each EB (relative, spread
+# evenly from -x to +x over the EBs of the MOUS, so their mean is right): each EB's .ms.split.cal then
+# carries its own amplitude scale, which scriptForFluxCalibration.py's setjy/gaincal/applycal bring to
+# the weighted mean of allFluxes.txt (ALMA-FACTS.md section 5; seed 001, Combination).
+CYCLE0_FLUX_ERROR = 0.10
+
+
+def flux_scale_error(plan: ProjectPlan, mous: MousPlan, eb_index: int) -> float:
+    """The relative error of EB ``eb_index``'s flux calibrator model (see CYCLE0_FLUX_ERROR); 0 but
+    in Cycle 0 members of several EBs."""
+    n = len(mous.ebs)
+    if plan.flavour != "cycle0" or n < 2:
+        return 0.0
+    return float(np.linspace(-CYCLE0_FLUX_ERROR, CYCLE0_FLUX_ERROR, n)[eb_index])
+
+
 def calibration_values(plan: ProjectPlan, mous: MousPlan, eb_disk: str) -> dict[str, object]:
-    """The placeholders of the calibration script template for the EB ``eb_disk`` of ``mous``."""
+    """The placeholders of the calibration script template for the EB ``eb_disk`` of ``mous`` (its
+    flux calibrator model off by ``flux_scale_error``)."""
     bp = plan.field("bandpass")
     comp = bp["components"][0]
+    error = flux_scale_error(plan, mous, [eb.disk for eb in mous.ebs].index(eb_disk))
     return {"EB": eb_disk, "CASAVERSION": plan.casa_version, "HEADER": generator_header(plan.casa_version),
             "CASAGATE": casa_gate(plan.casa_version),
             "BPCAL": bp["name"],
             "PHCAL": plan.field("phase")["name"], "TARGET": plan.field("target")["name"], "REFANT": refant(mous.array),
             "SPWS": ",".join(str(i) for i in range(len(plan.spws))), "EDGECHANNELS": edge_channels(plan.spws),
-            "BPCHANNELS": bandpass_channels(plan.spws), "FLUXDENSITY": comp["flux_jy"], "SPIX": comp["spix"],
+            "BPCHANNELS": bandpass_channels(plan.spws), "FLUXDENSITY": round(comp["flux_jy"] * (1 + error), 6),
+            "SPIX": comp["spix"],
             "REFFREQ": f"{bp['ref_freq_hz'] / 1e9:.1f}GHz"}
 
 
@@ -112,7 +131,7 @@ def write_scripts(plan: ProjectPlan, mous: MousPlan, member: Path, work: Path | 
     for eb in mous.ebs:
         (script / f"{eb.disk}.ms.scriptForCalibration.py").write_text(
             fill(template("scriptForCalibration.py.in"), calibration_values(plan, mous, eb.disk)))
-    if len(mous.ebs) > 1:
+    if len(mous.ebs) > 1 and plan.flavour != "cycle0":   # Cycle 0: written after calibration (cycle0_flux_script)
         vislist = ", ".join(f"'{eb.disk}.ms.split.cal'" for eb in mous.ebs)
         (script / "scriptForFluxCalibration.py").write_text(fill(template("scriptForFluxCalibration.py.in"), {
             "CASAVERSION": plan.casa_version, "VISLIST": vislist, "PHCAL": plan.field("phase")["name"],
@@ -190,6 +209,75 @@ def qa_products(plan: dict, eb: str, calwork: Path, calibrated_ms: Path, qa: Pat
     return {"eb": eb, "phase_rms_deg": rms, "raw_phase_rms_deg": float(np.nanstd(ph_raw))}
 
 
+def cycle0_flux_script(plan: dict, mous: dict, calibrated: Path, script: Path) -> list[dict]:
+    """(CASA side) What a Cycle 0 reducer's ``es.generateReducScript(<split.cal>, step='fluxcal')``
+    wrote once every EB was calibrated: ``script`` (scriptForFluxCalibration.py, CASA 3.4 form:
+    Python 2, setjy with a bare fluxdensity) that sets the phase calibrator of each EB's
+    ``.ms.split.cal`` to the weighted mean of its fluxscale fluxes in each spw, solves the amplitude
+    per EB (gaincal calmode 'a', solint 'inf' on the calibrator), applies it to the calibrator and
+    the target, splits and concatenates into calibrated.ms; allFluxes.txt's lines are its comments.
+    Returns the allFluxes rows (field, spw, freq_ghz, flux_jy, mean_jy, date, vis)."""
+    import casatools
+
+    from ..delivery.checklist import read_fluxscale
+
+    phasecal = next(f["name"] for f in plan["fields"] if f["role"] == "phase")
+    target = next(f["name"] for f in plan["fields"] if f["role"] == "target")
+    vislist = [f"{Uid(eb['uid']).disk}.ms.split.cal" for eb in mous["ebs"]]
+    measured, ids = {}, {}
+    quanta, msmd = casatools.quanta(), casatools.msmetadata()
+    for vis in vislist:
+        eb = vis[:-len(".ms.split.cal")]
+        fluxes = read_fluxscale(calibrated / f"{eb}.calibration" / f"{eb}.ms.split.fluxscale")
+        msmd.open(str(calibrated / vis))
+        start = quanta.time(msmd.timerangeforobs(0)["begin"]["m0"], form="fits")[0]
+        ids[vis] = (int(msmd.fieldsforname(phasecal)[0]), int(msmd.fieldsforname(target)[0]))
+        for (field, spw), (flux, err) in fluxes.items():
+            if field == phasecal:
+                measured[(vis, spw)] = (msmd.meanfreq(spw) / 1e9, flux, err, start)
+        msmd.close()
+    rows = []
+    for spw in sorted({spw for _, spw in measured}):
+        these = [(vis, measured[(vis, spw)]) for vis in vislist if (vis, spw) in measured]
+        weights = [1.0 / max(err, 1e-6) ** 2 for _, (_, _, err, _) in these]
+        mean = sum(w * flux for w, (_, (_, flux, _, _)) in zip(weights, these)) / sum(weights)
+        rows += [{"field": phasecal, "spw": spw, "freq_ghz": freq, "flux_jy": flux, "mean_jy": mean, "date": date,
+                  "vis": vis} for vis, (freq, flux, _, date) in these]
+    allfluxes = "\n".join(f'#{"":39}"{r["field"]}"     {r["spw"]}     {r["freq_ghz"]:.2f}      {r["flux_jy"]:.5f}'
+                           f'      {r["mean_jy"]:.5f}       {r["date"]}  {r["vis"]}' for r in rows)
+    setjy = "".join(f"setjy(vis = '{r['vis']}',\n  field = '{phasecal}',\n  spw = '{r['spw']}',\n"
+                    f"  fluxdensity = [{r['mean_jy']:.5f}, 0, 0, 0])\n\n"
+                    for spw in sorted({r["spw"] for r in rows}) for r in rows if r["spw"] == spw)
+    scaling = "".join(
+        f"os.system('rm -rf {vis}.ampli_inf') \n"
+        f"gaincal(vis = '{vis}',\n  caltable = '{vis}.ampli_inf',\n  field = '{phasecal}',\n  solint = 'inf',\n"
+        f"  combine = 'scan',\n  refant = '{refant(mous['array'])}',\n  gaintype = 'T',\n  calmode = 'a')\n\n"
+        f"applycal(vis = '{vis}',\n  field = '{ids[vis][0]},{ids[vis][1]}', # {phasecal},{target}\n"
+        f"  gaintable = '{vis}.ampli_inf',\n  gainfield = '{ids[vis][0]}', # {phasecal}\n  calwt = F,\n"
+        f"  flagbackup = F)\n\n" for vis in vislist)
+    script.write_text(fill(template("scriptForFluxCalibration_cycle0.py.in"), {
+        "CASAGATE": ".".join(CLEAN_ERA_CASA[0].split(".")[:2]), "ALLFLUXES": allfluxes, "SETJY": setjy,
+        "SCALING": scaling, "VISLINES": ",\n              ".join(f"'{v}'" for v in vislist),
+        "VISLIST": ", ".join(f"'{v}'" for v in vislist)}))
+    return rows
+
+
+def run_cycle0_flux_script(script: Path, calibrated: Path, work: Path) -> None:
+    """(CASA side) The reducer runs scriptForFluxCalibration.py (``cycle0_flux_script``) on copies of
+    the EBs' ``.ms.split.cal`` in ``work``: calibrated/ gets the flux-scaled calibrated.ms for imaging
+    and keeps the unscaled ``.ms.split.cal`` that Cycle 0 deliveries ship."""
+    from ..casa.legacy import run_clean_era_script_in_casa
+
+    combination = work / "Combination" / "calibrated"
+    combination.mkdir(parents=True)
+    for ms in sorted(calibrated.glob("*.ms.split.cal")):
+        shutil.copytree(ms, combination / ms.name, symlinks=True)
+    run_clean_era_script_in_casa(str(script), str(combination), casa_version=CLEAN_ERA_CASA[0])
+    shutil.move(combination / "calibrated.ms", calibrated / "calibrated.ms")
+    os.chdir(work)
+    shutil.rmtree(work / "Combination")
+
+
 def reducer_analysis_utils():
     """What the simulated reducer's calibration run needs of analysisUtils: the generator's header
     makes ``es = aU.stuffForScienceDataReduction()`` when applyonly is not True; the simulated
@@ -239,6 +327,11 @@ def build_mous_in_casa(plan: dict, index: int, member: str, work: str, cycle0: b
                {"SPACESAVING": 0 if cycle0 else 1, "applyonly": False, "aU": reducer_analysis_utils()},
                casa_version=plan["casa_version"])
     calibrated = member_p / "calibrated"
+    if cycle0 and len(mous["ebs"]) > 1:
+        print(f"running scriptForFluxCalibration.py for {mous['uid']}", flush=True)
+        script = member_p / "script" / "scriptForFluxCalibration.py"
+        cycle0_flux_script(plan, mous, calibrated, script)
+        run_cycle0_flux_script(script, calibrated, work_p)
     calibration, qa = member_p / "calibration", member_p / "qa"
     calibration.mkdir(exist_ok=True)
     qa.mkdir(exist_ok=True)

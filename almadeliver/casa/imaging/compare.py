@@ -34,6 +34,7 @@ class Comparison:
     delivered: ImageStats | None
     max_diff: float | None
     quicklook: str | None = None        # <name>.png beside the FITS: new beside delivered, one colour scale
+    delivered_fits: str | None = None   # the delivered product's name when it differs (image --selfcal)
 
 
 def image_stats(path: Path) -> ImageStats:
@@ -176,38 +177,83 @@ class ImagingResult:
 
 
 _README_IMAGE_RE = re.compile(r"rms\s+[-+\d.eE]+\s*(?:mJy|uJy|Jy)/beam|beamsize\s+[\d.]+\s*x\s*[\d.]+\s*arcsec")
+# an image's noise or beam as a reducer writes it in free text ("an RMS of 4.2 mJy/beam", "beam: 0.51x0.59
+# arcsec"), not the request ("Proposed rms: 25.0 mJy/beam", "Requested RMS 5.85 mJy")
+_README_FIGURE_RE = re.compile(r"\d\s*(?:mJy|uJy|Jy)/beam|beam(?:size)?:?\s+[\d.]+\s*x\s*[\d.]+", re.IGNORECASE)
+_README_REQUEST_RE = re.compile(r"propos|request", re.IGNORECASE)
+README_MEASURE = "rms: MAD over the pbcor image, as in comparison.tsv"
 
 
-def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None
-                   ) -> Path | None:
+def readme_numbers(stats: ImageStats) -> dict[str, str]:
+    """``{"rms": "rms 3.10 mJy/beam", "beamsize": "beamsize 9.69x7.30 arcsec"}`` of an image, in the
+    words of the README's imaging notes (``beamsize`` empty when the image has no beam)."""
+    rms = (f"rms {stats.rms * 1e3:.2f} mJy/beam" if stats.unit.lower().startswith("jy")
+           else f"rms {stats.rms:.4g} {stats.unit}")
+    beam = f"beamsize {stats.bmaj_arcsec:.2f}x{stats.bmin_arcsec:.2f} arcsec" if stats.bmaj_arcsec else ""
+    return {"rms": rms, "beamsize": beam}
+
+
+def _figures(stats: ImageStats) -> str:
+    numbers = readme_numbers(stats)
+    return numbers["rms"] + (f", {numbers['beamsize']}" if numbers["beamsize"] else "")
+
+
+def readme_numbers_line(c: Comparison) -> str:
+    """One re-made image as the README lists it: ``<fits>: rms ..., beamsize ... (delivered: rms ...,
+    beamsize ...)``, the delivered product measured the same way beside the new one."""
+    text = f"{c.fits}: {_figures(c.new)}"
+    if c.delivered is None:
+        return text + " (no delivered image of this name)"
+    return text + f" (delivered{' ' + c.delivered_fits if c.delivered_fits else ''}: {_figures(c.delivered)})"
+
+
+def comparisons_from_record(record: Path) -> list[Comparison]:
+    """The comparisons ``write_record`` saved in ``image_record.json`` (empty when it has none)."""
+    data = json.loads(Path(record).read_text())
+    return [Comparison(c["fits"], ImageStats(**c["new"]), ImageStats(**c["delivered"]) if c.get("delivered") else None,
+                       c.get("max_diff"), c.get("quicklook"), c.get("delivered_fits"))
+            for c in data.get("comparison", [])]
+
+
+def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overrides: Overrides | None = None,
+                   how: str | None = None, measure: str = README_MEASURE) -> Path | None:
     """OUT/README: the delivered README (member/README, never changed) with the numbers users read
-    brought up to date: a line naming a re-made product gets the new ``rms ... mJy/beam`` and
-    ``beamsize AxB arcsec``, and a closing section lists every re-made image's beam and rms (real
-    READMEs also give them in free text). None when the member has no README."""
+    brought up to date.
+
+    A line naming a re-made product gets its new ``rms ... mJy/beam`` and ``beamsize AxB arcsec``
+    followed by the delivered image's, measured the same way (``(delivered: ...)``); a line giving a
+    beam or noise figure that names no re-made product (another product, or free text such as "an
+    RMS of 4.2 mJy/beam") is marked ``[as delivered]``; a closing section lists every re-made
+    image's beam and rms beside the delivered ones (``readme_numbers_line``). A product re-made
+    under another name (``Comparison.delivered_fits``, image --selfcal) keeps its line's numbers
+    and gets ``[re-made as <fits>: ...]``. ``how`` replaces the "overrides: ..." words of the
+    closing section and ``measure`` says how the rms was measured. None when the member has no README."""
     readme = Path(member) / "README"
     if not readme.is_file():
         return None
     by_name = {c.fits: c for c in comparisons}
-
-    def numbers(c: Comparison) -> dict[str, str]:
-        rms = f"rms {c.new.rms * 1e3:.2f} mJy/beam" if c.new.unit.lower().startswith("jy") else f"rms {c.new.rms:.4g} {c.new.unit}"
-        beam = f"beamsize {c.new.bmaj_arcsec:.2f}x{c.new.bmin_arcsec:.2f} arcsec" if c.new.bmaj_arcsec else ""
-        return {"rms": rms, "beamsize": beam}
-
+    renamed = {c.delivered_fits: c for c in comparisons if c.delivered_fits and c.delivered_fits != c.fits}
     lines = []
     for line in readme.read_text(errors="replace").splitlines():
         name = next((n for n in by_name if n in line), None)
-        if name is not None:
-            new = numbers(by_name[name])
+        other = next((n for n in renamed if n in line), None) if name is None else None
+        if other is not None:
+            line += f" [re-made as {renamed[other].fits}: {_figures(renamed[other].new)}]"
+        elif name is not None:
+            c = by_name[name]
+            new = readme_numbers(c.new)
             line = _README_IMAGE_RE.sub(lambda m: new["rms"] if m.group(0).startswith("rms") else
                                         (new["beamsize"] or m.group(0)), line)
+            if c.delivered is not None and _README_IMAGE_RE.search(line):
+                old = readme_numbers(c.delivered)
+                line += f" (delivered: {old['rms']}" + (f", {old['beamsize']}" if old["beamsize"] else "") + ")"
+        elif comparisons and _README_FIGURE_RE.search(line) and not _README_REQUEST_RE.search(line):
+            line += " [as delivered]"
         lines.append(line)
     changes = ", ".join(f"{k}={v}" for k, v in (overrides or Overrides()).changes().items()) or "none"
-    lines += ["", "#####", "", f"Re-imaged by almadeliver (overrides: {changes}); images in {Path(out).name}/ "
-              "(rms: MAD over the pbcor image, as in comparison.tsv):", ""]
-    for c in comparisons:
-        new = numbers(c)
-        lines.append(f"{c.fits}: {new['rms']}" + (f", {new['beamsize']}" if new["beamsize"] else ""))
+    lines += ["", "#####", "", f"Re-imaged by almadeliver ({how or 'overrides: ' + changes}); images in "
+              f"{Path(out).name}/ ({measure}; the delivered image beside each):", ""]
+    lines += [readme_numbers_line(c) for c in comparisons]
     target = Path(out) / "README"
     target.write_text("\n".join(lines) + "\n")
     return target

@@ -128,16 +128,14 @@ def script_in_casa(script: str, out: str, overrides: dict[str, Any], legacy: boo
     """Exec scriptForImaging.py in the legacy namespace with tclean and exportfits wrapped (see
     run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
     as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
-    its version gates are passed, ``casadef`` answers this CASA's version and display-only tasks
-    (viewer, imview, plotms) are skipped."""
+    its version gates are passed and the rest of CASA 3.4-4.x's namespace is there
+    (``legacy.clean_era_variables``: ``casadef``, ``T``/``F``, display-only tasks skipped)."""
     import inspect
-    import types
 
     import casatasks
-    import casatools
 
     from ..imaging_legacy import clean_arguments, link_clean_outputs
-    from ..legacy import run_script_in_casa
+    from ..legacy import clean_era_variables, run_script_in_casa
 
     ov = Overrides(**overrides)
     names = list(inspect.signature(casatasks.tclean).parameters)
@@ -216,11 +214,6 @@ def script_in_casa(script: str, out: str, overrides: dict[str, Any], legacy: boo
         if hasattr(casatasks, task):
             variables[task] = guarded(getattr(casatasks, task))
     if legacy:
-        version = ".".join(str(n) for n in casatools.version()[:3])
-        variables["clean"] = clean
-        variables["casadef"] = types.SimpleNamespace(casa_version=version, subversion_revision="0")
-        for task in ("viewer", "imview", "plotms", "plotxy", "plotcal"):
-            variables[task] = lambda *a, _task=task, **k: print(f"almadeliver: {_task}() skipped (no display)")
-        variables["input"] = lambda *a: print("almadeliver: a prompt for input answered with ''") or ""
+        variables = {**clean_era_variables(), **variables, "clean": clean}
     run_script_in_casa(script, os.getcwd(), variables, pass_version_gates=legacy)
     return {"calls": calls, "exports": exports, "skipped": skipped}
