@@ -34,9 +34,10 @@ from ..delivery.layout import Flavour, Member, one_member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
 from .calsteps import CalibrationStep, parse_steps, read_steps
+from .concat import concat_in_casa
 from .recalibrate_child import DONE_LINE, RESTORED_LINE, START_LINE, recalibrate_in_casa, written_since
 from .recalibrate_copy import delivered_file, prepare_working_copy, read_fluxscale
-from .restore import MISMATCH_CHOICES, concat_in_casa
+from .restore import MISMATCH_CHOICES
 from .runtime import run_in_casa
 from .scriptcheck import first_three, modular_casa_version, read_gate
 
