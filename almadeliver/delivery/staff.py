@@ -142,7 +142,7 @@ def check_area(area: Path | StaffArea, requested_rms_jy: float | None = None,
     -------
     Report
         One finding per item: info (pass), warning (warn) or error (FAIL), with its path and, in
-        ``numbers``, the figures behind the verdict (seed 001's final checklist; see checklist.py).
+        ``numbers``, the figures behind the verdict (seed 001's final checklist; see the checklist package).
 
     Raises
     ------
