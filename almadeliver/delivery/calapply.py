@@ -42,7 +42,13 @@ class ApplyCal:
     other: dict[str, Any] = dataclasses.field(default_factory=dict)   # e.g. parang, applymode, flagbackup
 
     def ms_intents(self) -> str:
-        """The ``intent`` selection rewritten from pipeline names to the MS's scan intents."""
+        """The ``intent`` selection rewritten from pipeline names to the MS's scan intents.
+
+        Returns
+        -------
+        str
+            The intent selection in the MS's words (``CALIBRATE_PHASE#ON_SOURCE``, ...).
+        """
         names = [n.strip() for n in self.intent.split(",") if n.strip()]
         unknown = [n for n in names if n not in PIPELINE_INTENTS and "#" not in n]
         if unknown:
@@ -56,7 +62,20 @@ _STRINGS = ("vis", "field", "intent", "spw", "antenna")
 
 
 def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
-    """Every applycal line of a calapply.txt; a malformed line raises ParseError with its number."""
+    """Every applycal line of a calapply.txt; a malformed line raises ParseError with its number.
+
+    Parameters
+    ----------
+    text : str
+        The text of a calapply.txt file.
+    source : str, default "calapply.txt"
+        Its name, for the error messages.
+
+    Returns
+    -------
+    list[ApplyCal]
+        The applycal calls, in file order.
+    """
     calls = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
@@ -81,6 +100,17 @@ def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
 
 
 def read_calapply(path: Path) -> list[ApplyCal]:
-    """The applycal calls of a pipeline ``calapply.txt`` file."""
+    """The applycal calls of a pipeline ``calapply.txt`` file.
+
+    Parameters
+    ----------
+    path : Path
+        The calapply.txt file.
+
+    Returns
+    -------
+    list[ApplyCal]
+        The applycal calls, in file order.
+    """
     path = Path(path)
     return parse_calapply(path.read_text(), source=path.name)

@@ -22,13 +22,35 @@ _ALLFLUXES = re.compile(r'^\s*"(?P<field>[^"]+)"\s+(?P<spw>\d+)\s+(?P<freq>[0-9.
 
 # -- Combination ---------------------------------------------------------------------------------------
 def read_fluxscale(path: Path) -> dict[tuple[str, int], tuple[float, float]]:
-    """``(field, spw) -> (flux, error)`` in Jy from a fluxscale listfile (``<EB>.ms.split.fluxscale``)."""
+    """``(field, spw) -> (flux, error)`` in Jy from a fluxscale listfile (``<EB>.ms.split.fluxscale``).
+
+    Parameters
+    ----------
+    path : Path
+        The fluxscale listfile.
+
+    Returns
+    -------
+    dict[tuple[str, int], tuple[float, float]]
+        ``(field, spw) -> (flux, error)``, both in Jy.
+    """
     return {(m.group("field"), int(m.group("spw"))): (float(m.group("flux")), float(m.group("err")))
             for m in _FLUXSCALE.finditer(path.read_text(errors="replace"))}
 
 
 def read_allfluxes(path: Path) -> list[dict]:
-    """allFluxes.txt lines: ``"field" spw freq(GHz) flux(this EB) mean-flux date vis``."""
+    """allFluxes.txt lines: ``"field" spw freq(GHz) flux(this EB) mean-flux date vis``.
+
+    Parameters
+    ----------
+    path : Path
+        The allFluxes.txt file.
+
+    Returns
+    -------
+    list[dict]
+        One dict per line: field, spw, freq_ghz (GHz), flux_jy and mean_jy (Jy), date, eb.
+    """
     return [{"field": m.group("field"), "spw": int(m.group("spw")), "freq_ghz": float(m.group("freq")),
              "flux_jy": float(m.group("flux")), "mean_jy": float(m.group("mean")), "date": m.group("date"),
              "eb": Path(m.group("vis")).name.split(".ms")[0]}
@@ -36,7 +58,20 @@ def read_allfluxes(path: Path) -> list[dict]:
 
 
 def check_fluxscale_copies(check: "_Checker", area: "StaffArea") -> dict[str, Path]:
-    """Item: each EB's ``.fluxscale`` table is copied into Combination/calibrated; returns EB -> table."""
+    """Item: each EB's ``.fluxscale`` table is copied into Combination/calibrated; returns EB -> table.
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+
+    Returns
+    -------
+    dict[str, Path]
+        EB (``uid___...``) -> its ``.ms.split.fluxscale`` in Combination/calibrated.
+    """
     found = {}
     for eb in area.ebs:
         if eb.uid is None:
@@ -56,7 +91,17 @@ def check_fluxscale_copies(check: "_Checker", area: "StaffArea") -> dict[str, Pa
 
 
 def check_allfluxes(check: "_Checker", area: "StaffArea", fluxscales: dict[str, Path]) -> None:
-    """Item: ``allFluxes.txt`` exists and agrees with the ``.fluxscale`` tables' fluxes."""
+    """Item: ``allFluxes.txt`` exists and agrees with the ``.fluxscale`` tables' fluxes.
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    fluxscales : dict[str, Path]
+        EB -> its ``.fluxscale`` copy (``check_fluxscale_copies``).
+    """
     path = area.combination / "allFluxes.txt"
     if not path.is_file():
         check.fail("staff.combination.allfluxes", path, "missing",
@@ -94,7 +139,17 @@ def check_allfluxes(check: "_Checker", area: "StaffArea", fluxscales: dict[str, 
 
 
 def check_separation(check: "_Checker", area: "StaffArea", cals: dict[str, "vis.MsSummary"]) -> None:
-    """How far apart the EBs were observed (helps decide whether to scale fluxes to a mean)."""
+    """How far apart the EBs were observed (helps decide whether to scale fluxes to a mean).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    cals : dict[str, vis.MsSummary]
+        EB -> the summary of its ``.ms.split.cal`` (start times).
+    """
     if len(cals) < 2:
         return
     starts = sorted((c.start_s, eb) for eb, c in cals.items())
@@ -111,7 +166,22 @@ def check_separation(check: "_Checker", area: "StaffArea", cals: dict[str, "vis.
 
 
 def check_concat(check: "_Checker", area: "StaffArea", cals: dict[str, "vis.MsSummary"]) -> "vis.MsSummary | None":
-    """calibrated.ms after concat: as many fields and spws as the EBs have (more: dirtol, Doppler setting)."""
+    """calibrated.ms after concat: as many fields and spws as the EBs have (more: dirtol, Doppler setting).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    cals : dict[str, vis.MsSummary]
+        EB -> the summary of its ``.ms.split.cal`` (fields and spws).
+
+    Returns
+    -------
+    vis.MsSummary | None
+        The summary of calibrated.ms, or None when it is missing or unreadable.
+    """
     path = area.combination / "calibrated.ms"
     if not path.is_dir():
         check.fail("staff.combination.concat", path, "missing", "run scriptForFluxCalibration.py (concat)")

@@ -23,7 +23,15 @@ _QA2_PART = re.compile(r"qa2_part(\d)\.png$")
 
 # -- EB folder -----------------------------------------------------------------------------------------
 def check_qa2(check: "_Checker", eb: "StaffEb") -> None:
-    """Three ``qa2_part`` PNGs and a textfile (es.generateQA2Report; seed 002 section 4.5)."""
+    """Three ``qa2_part`` PNGs and a textfile (es.generateQA2Report; seed 002 section 4.5).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    eb : StaffEb
+        One EB folder of the area.
+    """
     qa2 = eb.folder / "qa2"
     files = [p.name for p in qa2.rglob("*") if p.is_file()] if qa2.is_dir() else []
     parts = sorted({int(m.group(1)) for n in files if (m := _QA2_PART.search(n))})
@@ -38,7 +46,20 @@ def check_qa2(check: "_Checker", eb: "StaffEb") -> None:
 
 
 def split_cal(area: "StaffArea", eb: "StaffEb") -> Path | None:
-    """``<EB>.ms.split.cal`` in the EB folder or in Combination/calibrated."""
+    """``<EB>.ms.split.cal`` in the EB folder or in Combination/calibrated.
+
+    Parameters
+    ----------
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    eb : StaffEb
+        One EB folder of the area.
+
+    Returns
+    -------
+    Path | None
+        The ``.ms.split.cal`` folder, or None when there is none.
+    """
     for folder in (eb.folder, area.combination):
         path = folder / f"{eb.uid.disk}.ms.split.cal"
         if path.is_dir():
@@ -56,7 +77,22 @@ def _readable_ms(check: "_Checker", item: str, path: Path, fix: str) -> "vis.MsS
 
 
 def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis.MsSummary | None":
-    """Item: the EB's ``.ms.split.cal`` exists and opens; returns its summary (None when absent)."""
+    """Item: the EB's ``.ms.split.cal`` exists and opens; returns its summary (None when absent).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    eb : StaffEb
+        One EB folder of the area.
+
+    Returns
+    -------
+    vis.MsSummary | None
+        The MS's summary, or None when it is absent or does not open.
+    """
     path = split_cal(area, eb)
     if path is None:
         check.fail("staff.eb.split-cal", eb.folder, f"no {eb.uid.disk}.ms.split.cal here nor in Combination/calibrated",
@@ -74,7 +110,22 @@ def check_split_cal(check: "_Checker", area: "StaffArea", eb: "StaffEb") -> "vis
 def check_flagging(check: "_Checker", eb: "StaffEb", cal: "vis.MsSummary | None") -> dict:
     """Flagged fraction per stage and spw: the flag versions of the split MS (per spw, cross-correlations,
     read with the rows of ``.ms.split.cal``) and of the imported MS (overall), then the final flags of
-    ``.ms.split.cal``. Judged on what is per spw; overall fractions are reported only."""
+    ``.ms.split.cal``. Judged on what is per spw; overall fractions are reported only.
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    eb : StaffEb
+        One EB folder of the area.
+    cal : vis.MsSummary | None
+        The summary of the EB's ``.ms.split.cal`` (None when absent).
+
+    Returns
+    -------
+    dict
+        Stage -> spw (or ``all``) -> flagged fraction (0-1).
+    """
     stages: dict[str, dict[str, float]] = {}
     for fv in sorted(eb.folder.glob("*.flagversions")):
         matched = cal if cal is not None and fv.name == f"{eb.uid.disk}.ms.split.flagversions" else None
@@ -104,7 +155,20 @@ def check_flagging(check: "_Checker", eb: "StaffEb", cal: "vis.MsSummary | None"
 
 
 def check_calibrators(check: "_Checker", cal: "vis.MsSummary") -> list["vis.CalibratorSeries"]:
-    """Amplitude and phase scatter of each calibrator and spw on ``.ms.split.cal`` (flat = good)."""
+    """Amplitude and phase scatter of each calibrator and spw on ``.ms.split.cal`` (flat = good).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    cal : vis.MsSummary
+        The summary of the EB's ``.ms.split.cal``.
+
+    Returns
+    -------
+    list[vis.CalibratorSeries]
+        The amplitude and phase series of each calibrator and spw.
+    """
     series = vis.calibrator_series(cal)
     numbers = {f"{s.field} spw {s.spw}": s.numbers() for s in series}
     if not series:
@@ -132,7 +196,18 @@ def check_calibrators(check: "_Checker", cal: "vis.MsSummary") -> list["vis.Cali
 
 
 def read_flux_csv(path: Path) -> list[dict]:
-    """The pipeline's flux.csv (ms, field, spw, I, Q, U, V, spix, ...): rows with field and I (Jy)."""
+    """The pipeline's flux.csv (ms, field, spw, I, Q, U, V, spix, ...): rows with field and I (Jy).
+
+    Parameters
+    ----------
+    path : Path
+        The flux.csv file.
+
+    Returns
+    -------
+    list[dict]
+        One dict per row: field, spw and flux_jy (Stokes I, Jy).
+    """
     rows = []
     with path.open(newline="") as f:
         for row in csv.DictReader(line for line in f if not line.startswith("#")):
@@ -145,7 +220,15 @@ def read_flux_csv(path: Path) -> list[dict]:
 
 
 def check_setjy(check: "_Checker", area: "StaffArea") -> None:
-    """setjy fluxes of each EB's script against the other EBs of the MOUS and any delivered flux.csv."""
+    """setjy fluxes of each EB's script against the other EBs of the MOUS and any delivered flux.csv.
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    """
     per_eb: dict[str, list[dict]] = {}
     for eb in area.ebs:
         if eb.uid is not None and eb.script is not None and eb.script.is_file():

@@ -36,7 +36,20 @@ class ImageFigures:
 
 def image_figures(pbcor: Path, flux: Path | None) -> ImageFigures:
     """Frequency coverage, beam and noise of a ``.pbcor.fits`` (the noise on pbcor x pb, i.e. the
-    flat-noise image, where the primary beam is above 0.5)."""
+    flat-noise image, where the primary beam is above 0.5).
+
+    Parameters
+    ----------
+    pbcor : Path
+        The primary-beam-corrected image (``.pbcor.fits``).
+    flux : Path | None
+        Its primary beam (``.flux.fits``); None to measure the noise on the whole pbcor image.
+
+    Returns
+    -------
+    ImageFigures
+        Frequency range (Hz), channels, channel width (Hz), beam (arcsec) and rms (Jy/beam).
+    """
     from astropy.io import fits
 
     with fits.open(pbcor) as hdul:
@@ -78,7 +91,18 @@ def image_figures(pbcor: Path, flux: Path | None) -> ImageFigures:
 
 
 def imaged_ms(area: "StaffArea") -> Path | None:
-    """The MS the images were made from: calibrated.ms (several EBs) or the one .ms.split.cal."""
+    """The MS the images were made from: calibrated.ms (several EBs) or the one .ms.split.cal.
+
+    Parameters
+    ----------
+    area : StaffArea
+        The staff reduction area of the MOUS.
+
+    Returns
+    -------
+    Path | None
+        The MS, or None when the area has none.
+    """
     for path in [area.combination / "calibrated.ms", area.imaging / "calibrated.ms"]:
         if path.is_dir():
             return path
@@ -87,7 +111,17 @@ def imaged_ms(area: "StaffArea") -> Path | None:
 
 
 def check_products(check: "_Checker", area: "StaffArea", images: list[ImageFigures]) -> None:
-    """Per spw one cube, per sideband one continuum image (seed 002, section 3)."""
+    """Per spw one cube, per sideband one continuum image (seed 002, section 3).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    images : list[ImageFigures]
+        The figures of the product images (``image_figures``).
+    """
     ms = imaged_ms(area)
     if ms is None:
         check.fail("staff.imaging.products", area.imaging, "no calibrated.ms or .ms.split.cal to read the spws from",
@@ -132,7 +166,15 @@ def check_products(check: "_Checker", area: "StaffArea", images: list[ImageFigur
 
 
 def check_fits_verify(check: "_Checker", paths: list[Path]) -> None:
-    """Every FITS file conforms to the standard (astropy's verify)."""
+    """Every FITS file conforms to the standard (astropy's verify).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    paths : list[Path]
+        The FITS files of Imaging/.
+    """
     from astropy.io import fits
 
     problems = {}
@@ -178,7 +220,18 @@ def _verify(hdul) -> list[str]:
 def readme_request(text: str) -> dict[str, float]:
     """The requested rms and resolution a README states: ``Proposed rms: 5.85 mJy/beam in 0.728 MHz``
     and ``Requested angular resolution 1.0 arcsec`` (the real W51 README's lines; the last stated
-    value when it was changed)."""
+    value when it was changed).
+
+    Parameters
+    ----------
+    text : str
+        The README's text.
+
+    Returns
+    -------
+    dict[str, float]
+        Any of ``rms_jy`` (Jy/beam), ``bandwidth_hz`` (Hz) and ``beam_arcsec`` (arcsec) the README states.
+    """
     out: dict[str, float] = {}
     m = re.search(r"Proposed rms:\s*([0-9.]+)\s*(mJy|uJy|Jy)(?:/beam)?(?:\s+in\s+([0-9.]+)\s*(kHz|MHz|GHz))?", text)
     if m:
@@ -193,7 +246,21 @@ def readme_request(text: str) -> dict[str, float]:
 
 def check_request(check: "_Checker", area: "StaffArea", images: list[ImageFigures],
                   rms_jy: float | None, beam_arcsec: float | None) -> None:
-    """Achieved rms of the cubes (scaled to the requested bandwidth) and beam against the request."""
+    """Achieved rms of the cubes (scaled to the requested bandwidth) and beam against the request.
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+    images : list[ImageFigures]
+        The figures of the product images (``image_figures``).
+    rms_jy : float | None
+        The requested rms in Jy/beam (``--requested-rms``); None: the README's.
+    beam_arcsec : float | None
+        The requested resolution in arcsec (``--requested-beam``); None: the README's.
+    """
     stated = readme_request(area.readme.read_text(errors="replace")) if area.readme.is_file() else {}
     source = "--requested-rms/--requested-beam" if rms_jy or beam_arcsec else "README"
     rms_req = rms_jy or stated.get("rms_jy")
@@ -248,7 +315,18 @@ def _verdict(check: "_Checker", item: str, path: Path, msg: str, ratio: float, w
 
 def imaging_masks(script_text: str) -> list[str]:
     """Mask images scriptForImaging.py names (``mask='x.mask'`` or a list of them); region strings
-    ('circle[...]', 'box[...]') and CRTF files are analytic and need no mask image."""
+    ('circle[...]', 'box[...]') and CRTF files are analytic and need no mask image.
+
+    Parameters
+    ----------
+    script_text : str
+        The text of scriptForImaging.py.
+
+    Returns
+    -------
+    list[str]
+        The mask image names, in script order.
+    """
     names = []
     for m in re.finditer(r"\bmask\s*=\s*(\[[^\]]*\]|(['\"])[^'\"]*\2)", script_text):
         for s in re.findall(r"['\"]([^'\"]+)['\"]", m.group(1)):
@@ -259,7 +337,20 @@ def imaging_masks(script_text: str) -> list[str]:
 
 
 def check_masks(check: "_Checker", area: "StaffArea") -> list[Path]:
-    """The mask images the imaging script names are in Imaging/ (they are delivered as CASA images)."""
+    """The mask images the imaging script names are in Imaging/ (they are delivered as CASA images).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    area : StaffArea
+        The staff reduction area of the MOUS.
+
+    Returns
+    -------
+    list[Path]
+        The mask images found in Imaging/.
+    """
     script = area.imaging / "scriptForImaging.py"
     names = imaging_masks(script.read_text(errors="replace")) if script.is_file() else []
     found = [area.imaging / n for n in names if (area.imaging / n).is_dir()]

@@ -22,19 +22,51 @@ KNOWN_WARNINGS = {
 
 # -- logs ----------------------------------------------------------------------------------------------
 def log_warnings(log: Path) -> list[str]:
-    """The WARN lines of a CASA log (origin and text)."""
+    """The WARN lines of a CASA log (origin and text).
+
+    Parameters
+    ----------
+    log : Path
+        The CASA log file.
+
+    Returns
+    -------
+    list[str]
+        ``origin text`` of each WARN line, in log order.
+    """
     return [f"{m.group('origin')} {m.group('text')}".strip() for m in _WARN_LINE.finditer(log.read_text(errors="replace"))]
 
 
 def log_casa_version(log: Path) -> str | None:
-    """The CASA version a log names (``CASA Version CASA 6.7.0-31`` -> ``6.7.0``)."""
+    """The CASA version a log names (``CASA Version CASA 6.7.0-31`` -> ``6.7.0``).
+
+    Parameters
+    ----------
+    log : Path
+        The CASA log file.
+
+    Returns
+    -------
+    str | None
+        ``major.minor.patch``, or None when the log names no version.
+    """
     m = _CASA_VERSION.search(log.read_text(errors="replace"))
     return m.group("v") if m else None
 
 
 def check_log_warnings(check: "_Checker", item: str, log: Path) -> None:
     """The log's WARN lines: pass when there are none or all are of the harmless kinds in
-    KNOWN_WARNINGS, warn otherwise (the manual: check for error/warning messages)."""
+    KNOWN_WARNINGS, warn otherwise (the manual: check for error/warning messages).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    item : str
+        The checklist item's name (``staff.eb.log-warnings``, ...).
+    log : Path
+        The CASA log file.
+    """
     warnings = log_warnings(log)
     known = {k: sum(k in w for w in warnings) for k in KNOWN_WARNINGS}
     other = [w for w in warnings if not any(k in w for k in KNOWN_WARNINGS)]
@@ -50,7 +82,15 @@ def check_log_warnings(check: "_Checker", item: str, log: Path) -> None:
 
 
 def check_casa_versions(check: "_Checker", logs: dict[str, Path]) -> None:
-    """One CASA version in every log (calibration, combination, imaging)."""
+    """One CASA version in every log (calibration, combination, imaging).
+
+    Parameters
+    ----------
+    check : _Checker
+        The checker the item adds its verdict to (pass, warn or FAIL, with its numbers).
+    logs : dict[str, Path]
+        Stage name -> its CASA log.
+    """
     versions = {name: log_casa_version(log) for name, log in logs.items()}
     numbers = {"versions": versions}
     named = {v for v in versions.values() if v}

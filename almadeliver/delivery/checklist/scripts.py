@@ -35,7 +35,21 @@ def flagversions_removal(text: str, eb: Uid) -> tuple[bool, int | None, int | No
     """(whether step 0 removes ``<EB>.ms.flagversions`` before its importasdm call, the line of the
     removal, the line of importasdm). Removal forms: ``os.system('rm -rf <EB>.ms.flagversions')``
     (the manual's), with the name built from variables (``'rm -rf ' + vis + '.flagversions'``), or
-    ``shutil.rmtree(...)``; a glob ``<EB>.ms*`` counts too."""
+    ``shutil.rmtree(...)``; a glob ``<EB>.ms*`` counts too.
+
+    Parameters
+    ----------
+    text : str
+        The calibration script's text.
+    eb : Uid
+        The EB the script calibrates.
+
+    Returns
+    -------
+    tuple[bool, int | None, int | None]
+        (removed before importasdm, line of the removal or None, line of importasdm or None); lines are
+        1-based.
+    """
     block_start = re.search(r"^\s*mystep\s*=\s*0\s*$", text, re.MULTILINE)
     block = _step_block(text, 0)
     if block is None or block_start is None:
@@ -59,7 +73,18 @@ def flagversions_removal(text: str, eb: Uid) -> tuple[bool, int | None, int | No
 
 
 def setjy_fluxes(text: str) -> list[dict]:
-    """The setjy calls of a script that set a flux density: ``[{field, flux_jy, line}]``."""
+    """The setjy calls of a script that set a flux density: ``[{field, flux_jy, line}]``.
+
+    Parameters
+    ----------
+    text : str
+        The calibration script's text.
+
+    Returns
+    -------
+    list[dict]
+        One dict per call: field, flux_jy (Jy) and line (1-based).
+    """
     names = _string_vars(text)
     out = []
     for m in re.finditer(r"\bsetjy\s*\(", text):
