@@ -65,7 +65,18 @@ class EbRecalibration:
     delivered_calibrated: Path | None = None   # calibrated/<EB>.ms.split.cal to compare with
 
     def title(self, number: int) -> str:
-        """The title of step ``number`` as the script's ``thesteps`` names it (``step N`` when it has none)."""
+        """The title of step ``number`` as the script's ``thesteps`` names it (``step N`` when it has none).
+
+        Parameters
+        ----------
+        number : int
+            The step number.
+
+        Returns
+        -------
+        str
+            The title.
+        """
         return next((s.title for s in self.steps if s.number == number), f"step {number}")
 
 
@@ -336,12 +347,20 @@ def recalibrate(plan: RecalibrationPlan, on_event: Callable[[StepEvent], None] |
     concat : afterwards, concatenate the working copies' ``<EB>.ms.split.cal`` into
         ``<member>/recalibration/calibrated.ms`` (the guide's last step), replacing an older one.
 
+    Returns
+    -------
+    RecalibrationResult
+        Per EB: the steps run, their times (s), the flagged fraction and the comparison with the delivered
+        data.
+
     Raises
     ------
     BusyError
         Another recalibration holds the EB's working copy.
     CasaError
         A step failed (the message names the step and the CASA log).
+    UsageError
+        ``concat`` is asked and an EB has no ``<EB>.ms.split.cal``.
     """
     plan.check()
     results = []

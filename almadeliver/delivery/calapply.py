@@ -48,6 +48,11 @@ class ApplyCal:
         -------
         str
             The intent selection in the MS's words (``CALIBRATE_PHASE#ON_SOURCE``, ...).
+
+        Raises
+        ------
+        ParseError
+            An intent is not one the pipeline writes (the message names the line).
         """
         names = [n.strip() for n in self.intent.split(",") if n.strip()]
         unknown = [n for n in names if n not in PIPELINE_INTENTS and "#" not in n]
@@ -75,6 +80,11 @@ def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
     -------
     list[ApplyCal]
         The applycal calls, in file order.
+
+    Raises
+    ------
+    ParseError
+        A line is not an applycal call with string vis= and gaintable= (the message names it).
     """
     calls = []
     for number, raw in enumerate(text.splitlines(), start=1):

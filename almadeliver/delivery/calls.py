@@ -51,6 +51,11 @@ def parse_call(text: str, line: int = 1, source: str = "<text>") -> TaskCall:
     -------
     TaskCall
         The task name and its literal arguments.
+
+    Raises
+    ------
+    ParseError
+        The text is not a call with literal keyword arguments only.
     """
     try:
         node = ast.parse(text.strip(), mode="eval").body
@@ -83,6 +88,12 @@ def iter_calls(text: str, source: str = "<text>") -> Iterator[TaskCall]:
         The text of a script or command log.
     source : str, default "<text>"
         Where the text comes from, for the errors.
+
+    Raises
+    ------
+    ParseError
+        A call is not closed, is indented, or text that is not a call follows (when the iterator reaches
+        it).
     """
     lines = text.splitlines(keepends=True)
     start: int | None = None

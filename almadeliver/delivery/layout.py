@@ -139,6 +139,11 @@ def scan(path: str | Path) -> TreeIndex:
     -------
     TreeIndex
         Every folder's listing, keyed by its path relative to ``path``.
+
+    Raises
+    ------
+    UsageError
+        ``path`` does not exist or is not a folder.
     """
     root = Path(path)
     if not root.exists():
@@ -607,6 +612,11 @@ def load(path: str | Path, index: TreeIndex | None = None) -> DeliveryTree:
     -------
     DeliveryTree
         The member folders and staff areas found.
+
+    Raises
+    ------
+    TreeError
+        There is no member folder and no staff area under ``path``.
     """
     index = index or scan(path)
     members: list[Member] = []

@@ -54,6 +54,11 @@ def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
     -------
     Path
         The area folder, ``root/<MOUS>``.
+
+    Raises
+    ------
+    UsageError
+        No EB is given, or one is given twice.
     """
     if not ebs:
         raise UsageError("no EB given", "name every EB of the MOUS with --eb UID")
@@ -80,6 +85,11 @@ def load_area(area: Path) -> StaffArea:
     -------
     StaffArea
         The area and its EBs.
+
+    Raises
+    ------
+    TreeError
+        ``area`` is not a folder, or not named for a uid.
     """
     area = Path(area).resolve()
     if not area.is_dir():

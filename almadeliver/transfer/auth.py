@@ -44,6 +44,11 @@ def get_credentials(user: str, prompt: Callable[[str], str] = getpass.getpass) -
     -------
     Credentials
         The user name and password (the password is never logged).
+
+    Raises
+    ------
+    AuthError
+        No password was given (empty answer at the prompt).
     """
     password = os.environ.get(PASSWORD_ENV)
     if not password:

@@ -36,6 +36,11 @@ def parse_what(text: str) -> set[TarballKind]:
     -------
     set[TarballKind]
         The tarball kinds.
+
+    Raises
+    ------
+    UsageError
+        A kind is not one of ``WHAT``, or the text names none.
     """
     kinds: set[TarballKind] = set()
     for word in filter(None, (w.strip().lower() for w in text.split(","))):
@@ -176,6 +181,11 @@ def check_space(plan: DownloadPlan, dest: Path, untar: bool = True, journal: Jou
     -------
     SpaceCheck
         The bytes (B) needed and free on DEST's file system.
+
+    Raises
+    ------
+    DiskSpaceError
+        DEST's file system has less free space than the download plus its unpacked tree.
     """
     dest = Path(dest)
     journal = journal or Journal(dest)

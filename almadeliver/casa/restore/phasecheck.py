@@ -9,7 +9,20 @@ from ..runtime import run_in_casa
 
 # -- checking the result ---------------------------------------------------------------------------------
 def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict]:
-    """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child."""
+    """Phase rms (deg) on the phase calibrator of each MS, computed in a CASA child.
+
+    Parameters
+    ----------
+    measurement_sets : list[Path]
+        The restored MSs.
+    workdir : Path
+        The folder the CASA child runs in (its log goes there).
+
+    Returns
+    -------
+    dict[str, dict]
+        MS path -> ``fields``, ``rms_deg`` (degrees) and ``visibilities`` (count).
+    """
     return run_in_casa(phase_scatter_in_casa,
                        {"measurement_sets": [str(p) for p in measurement_sets]},
                        workdir=workdir, logfile=Path(workdir) / "phase-check.casa.log")
@@ -18,7 +31,23 @@ def phase_scatter(measurement_sets: list[Path], workdir: Path) -> dict[str, dict
 def phase_scatter_in_casa(measurement_sets: list[str]) -> dict[str, dict]:
     """(CASA child) For each MS: the rms about the mean of the phase of every unflagged cross-correlation
     (channel-averaged, first correlation, science spws) on the fields observed with intent CALIBRATE_PHASE, in DATA
-    (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms."""
+    (split MSs), or CORRECTED_DATA for a pipeline restore's calibrated/working/<EB>.ms.
+
+    Parameters
+    ----------
+    measurement_sets : list[str]
+        The MS paths.
+
+    Returns
+    -------
+    dict[str, dict]
+        MS path -> ``fields``, ``rms_deg`` (degrees) and ``visibilities`` (count).
+
+    Raises
+    ------
+    CasaError
+        An MS has no field observed with intent CALIBRATE_PHASE.
+    """
     import casatools
     import numpy as np
 

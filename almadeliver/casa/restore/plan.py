@@ -42,7 +42,23 @@ class ScriptInfo:
 
 
 def inspect_script(path: Path) -> ScriptInfo:
-    """Read scriptForPI.py: Python 2 when Python 3 cannot compile it and it has Python 2 statements."""
+    """Read scriptForPI.py: Python 2 when Python 3 cannot compile it and it has Python 2 statements.
+
+    Parameters
+    ----------
+    path : Path
+        The scriptForPI.py file.
+
+    Returns
+    -------
+    ScriptInfo
+        Its path, CVS version and whether it is Python 2.
+
+    Raises
+    ------
+    CasaError
+        The script parses neither as Python 3 nor looks like Python 2.
+    """
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     m = _SCRIPT_ID_RE.search(text)
     try:
@@ -148,13 +164,43 @@ def _readme_casa(member: Member) -> str | None:
 def finished_ebs(calibrated: Path, ebs: list[str], total_power: list[str] = ()) -> list[str]:
     """EBs whose ``<EB>.ms.split.cal`` is complete in calibrated/ (scriptForPI moves it there last);
     for the Total Power EBs in ``total_power``, their ``<EB>.calibration/<EB>.ms.cal`` (what the SD
-    script writes last, and scriptForPI v2.x leaves there)."""
+    script writes last, and scriptForPI v2.x leaves there).
+
+    Parameters
+    ----------
+    calibrated : Path
+        The member's ``calibrated/`` folder.
+    ebs : list[str]
+        The EBs (``uid___...``) to look for.
+    total_power : list[str], default ()
+        Those of them that are Total Power EBs.
+
+    Returns
+    -------
+    list[str]
+        The finished EBs, in ``ebs`` order.
+    """
     return [eb for eb in ebs if (calibrated / f"{eb}.ms.split.cal" / "table.dat").is_file()
             or (eb in total_power and (total_power_calibrated(calibrated, eb) / "table.dat").is_file())]
 
 
 def check_options(spacesaving: int | None, engine: str, casa_version_mismatch: str) -> None:
-    """Raise UsageError (one line) unless the restore options are among the known values."""
+    """Raise UsageError (one line) unless the restore options are among the known values.
+
+    Parameters
+    ----------
+    spacesaving : int | None
+        The SPACESAVING level (0, 1, 2, 3, -1; None: the lowest that fits).
+    engine : str
+        ``auto``, ``native`` or ``casa``.
+    casa_version_mismatch : str
+        ``refuse`` or ``allow``.
+
+    Raises
+    ------
+    UsageError
+        ``engine``, ``casa_version_mismatch`` or ``spacesaving`` is not one of the known values.
+    """
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine} is not an engine", f"use one of {', '.join(ENGINES)}")
     if casa_version_mismatch not in MISMATCH_CHOICES:
@@ -174,7 +220,31 @@ def plan_restore(member_dir: str | Path, spacesaving: int | None = None, dosplit
     monolithic CASA with the pipeline is available, else ``casa``. ``casa_version_mismatch``:
     ``refuse`` (default) when a calibration script's exact-version gate asks for another CASA than
     the one that would run, ``allow`` to run anyway with the gates passed (recorded in the report).
-    Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``."""
+    Raises UsageError for a bad option; every other reason not to run is ``plan.refusal``.
+
+    Parameters
+    ----------
+    member_dir : str | Path
+        The member folder.
+    spacesaving : int | None, default None
+        scriptForPI's SPACESAVING level (0, 1, 2, 3, -1 to skip its disk check); None: the lowest that fits.
+    dosplit : bool, default False
+        scriptForPI's DOSPLIT.
+    casa : str | Path | None, default None
+        A monolithic CASA to run the script (else ``$ALMADELIVER_CASA`` or ``casa`` on PATH when one is
+        needed).
+    resume : bool, default False
+        Keep the EBs a failed run finished.
+    engine : str, default "auto"
+        ``auto``, ``native`` or ``casa``.
+    casa_version_mismatch : str, default "refuse"
+        ``refuse`` or ``allow``.
+
+    Returns
+    -------
+    RestorePlan
+        The plan; ``refusal`` is the first reason not to run (None when it can).
+    """
     check_options(spacesaving, engine, casa_version_mismatch)
     member = one_member(Path(member_dir).resolve())
     est = estimate(member.path)
@@ -284,7 +354,18 @@ def _choose_engine(plan: RestorePlan, casa: str | Path | None, engine: str = "au
 
 
 def calibration_scripts(plan: RestorePlan) -> list[Path]:
-    """The scripts scriptForPI runs for the EBs to do, then the combining scripts, in that order."""
+    """The scripts scriptForPI runs for the EBs to do, then the combining scripts, in that order.
+
+    Parameters
+    ----------
+    plan : RestorePlan
+        The restore plan (``plan_restore``).
+
+    Returns
+    -------
+    list[Path]
+        The script paths, in run order.
+    """
     m = plan.member
     ebs = {eb.disk: eb for eb in m.calibration_scripts}
     scripts = [m.file(m.calibration_scripts[ebs[eb]]) for eb in plan.todo if eb in ebs]

@@ -30,14 +30,31 @@ _DONE_RE = re.compile(r"^Done\. Please find results in directory|^scriptForPI\.p
 
 
 class ProgressParser:
-    """Turns scriptForPI's output lines into ``Progress`` (None when a line changes nothing)."""
+    """Turns scriptForPI's output lines into ``Progress`` (None when a line changes nothing).
+
+    Parameters
+    ----------
+    ebs : list[str]
+        The EBs (``uid___...``) the run will calibrate, in order.
+    """
 
     def __init__(self, ebs: list[str]):
         self.ebs = list(ebs)
         self.state = Progress(None, 0, len(self.ebs), None, None, "checks")
 
     def feed(self, line: str) -> Progress | None:
-        """Read one output line; the new progress when it changes the phase, EB or step, else None."""
+        """Read one output line; the new progress when it changes the phase, EB or step, else None.
+
+        Parameters
+        ----------
+        line : str
+            One line of scriptForPI's output.
+
+        Returns
+        -------
+        Progress | None
+            The new progress, or None.
+        """
         s = self.state
         if m := _EB_RE.match(line):
             eb = m.group(1)
@@ -61,7 +78,18 @@ class ProgressParser:
 def script_logs(casa_log: Path) -> dict[str, str]:
     """A restore's CASA log cut where scriptForPI starts each script: EB uid -> the log of its
     calibration script, ``scriptForFluxCalibration.py`` (and the other combining scripts) -> theirs.
-    Lines before the first script and after scriptForPI's last message are left out."""
+    Lines before the first script and after scriptForPI's last message are left out.
+
+    Parameters
+    ----------
+    casa_log : Path
+        The restore's CASA log.
+
+    Returns
+    -------
+    dict[str, str]
+        EB uid or script name -> its part of the log.
+    """
     parser = ProgressParser([])
     parts: dict[str, list[str]] = {}
     current: str | None = None

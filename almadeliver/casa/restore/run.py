@@ -69,7 +69,23 @@ def _variables(plan: RestorePlan) -> dict:
 
 def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa_log: Path,
                on_line: Callable[[str], None]) -> None:
-    """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA."""
+    """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA.
+
+    Parameters
+    ----------
+    plan : RestorePlan
+        The restore plan (``plan_restore``).
+    script : Path
+        The script to run.
+    cwd : Path
+        The folder to run it in.
+    variables : dict
+        Globals for the script (``SPACESAVING``, ``DOSPLIT``, ``applyonly``).
+    casa_log : Path
+        The CASA log file.
+    on_line : Callable[[str], None]
+        Called with each output line.
+    """
     if plan.engine == "monolithic":
         assert plan.casa is not None
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
@@ -102,6 +118,22 @@ def restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None = 
     """Run the delivery's scriptForPI.py as planned (raises the plan's refusal first).
 
     One restore per member at a time: a second one raises BusyError naming the pid that holds it.
+
+    Parameters
+    ----------
+    plan : RestorePlan
+        The restore plan (``plan_restore``).
+    on_progress : Callable[[Progress], None] | None, default None
+        Called when the EB, step or phase changes.
+    on_line : Callable[[str], None] | None, default None
+        Called with each output line of the script.
+    interval : float, default 0.25
+        Seconds between two samples of the disk use of calibrated/.
+
+    Returns
+    -------
+    RestoreResult
+        The time (s), peak and final disk use (bytes) against the estimate, the MSs made and the logs.
     """
     with FolderLock(plan.path, wait=False, what="restore of", path=plan.path / WORK / "lock"):
         return _restore(plan, on_progress, on_line, interval)
@@ -181,7 +213,18 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
 
 
 def casa_description(plan: RestorePlan) -> str:
-    """Which CASA runs the restore, in words: ``modular CASA 6.7.0-31`` or ``monolithic CASA ... (path)``."""
+    """Which CASA runs the restore, in words: ``modular CASA 6.7.0-31`` or ``monolithic CASA ... (path)``.
+
+    Parameters
+    ----------
+    plan : RestorePlan
+        The restore plan (``plan_restore``).
+
+    Returns
+    -------
+    str
+        The description.
+    """
     if plan.engine == "monolithic" and plan.casa:
         return f"monolithic CASA {plan.casa.version or '(version unknown)'} ({plan.casa.executable})"
     if plan.engine == "native":
