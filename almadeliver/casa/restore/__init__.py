@@ -21,11 +21,11 @@ from .phasecheck import phase_scatter, phase_scatter_in_casa
 from .plan import (ENGINES, LEVELS, MISMATCH_CHOICES, RestorePlan, ScriptInfo, calibration_scripts, check_options,
                    finished_ebs, inspect_script, plan_restore)
 from .progress import Progress, ProgressParser, script_logs
-from .run import WORK, RestoreResult, _logs, casa_description, restore, run_script
+from .run import WORK, RestoreResult, casa_description, restore, run_script
+from .run import _logs  # noqa: F401  (casa/concat.py names its logs with it)
 
 __all__ = [
     "phase_scatter", "phase_scatter_in_casa", "ENGINES", "LEVELS", "MISMATCH_CHOICES", "RestorePlan", "ScriptInfo",
     "calibration_scripts", "check_options", "finished_ebs", "inspect_script", "plan_restore", "Progress",
     "ProgressParser", "script_logs", "WORK", "RestoreResult", "casa_description", "restore", "run_script",
-    "_logs",   # casa/concat.py's log names
 ]
