@@ -322,7 +322,24 @@ def member_in_tree(dest: Path, project: ProjectCode, mous: Uid, cycle0: bool = F
 
     Cycle 0 member folders (``member_ouss_<date>_id``) carry no uid; with ``cycle0``, one is taken as
     the MOUS's when it is the only member folder without a uid in the project's tree (a Cycle 0 project
-    of one MOUS, as the steps after download find it)."""
+    of one MOUS, as the steps after download find it).
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination holding the standard tree.
+    project : ProjectCode
+        The project code (``2019.1.00001.S``).
+    mous : Uid
+        The member ObsUnitSet's uid.
+    cycle0 : bool, default False
+        Accept the one member folder without a uid of the project's tree as the MOUS's (Cycle 0).
+
+    Returns
+    -------
+    Path | None
+        The member folder, or None when the tree has none for ``mous``.
+    """
     found = sorted(Path(dest).glob(f"{project}/*/*/member.{mous.disk}"))
     if found:
         return found[0]
@@ -421,6 +438,18 @@ def _move_member(staging: Path, dest: Path, mous: Uid) -> Path:
 def plan_member_restore(member: Path, options: RestoreOptions) -> RestorePlan:
     """How (and whether) to restore ``member`` with ``options``: ``casa.restore.plan_restore``.
 
+    Parameters
+    ----------
+    member : Path
+        The member folder to restore.
+    options : RestoreOptions
+        The restore options (SPACESAVING level, engine, CASA, resume, version-gate choice).
+
+    Returns
+    -------
+    RestorePlan
+        The plan; its ``refusal`` is the first reason not to run (None when it can run).
+
     Raises
     ------
     UsageError
@@ -433,6 +462,18 @@ def plan_member_restore(member: Path, options: RestoreOptions) -> RestorePlan:
 
 def plan_member_images(member: Path, options: ImageOptions) -> imaging.ImagingPlan:
     """The images to remake in ``member`` with ``options`` (no CASA): ``casa.imaging.plan``.
+
+    Parameters
+    ----------
+    member : Path
+        The restored member folder.
+    options : ImageOptions
+        The imaging options (overrides of the delivered tclean calls, output folder).
+
+    Returns
+    -------
+    imaging.ImagingPlan
+        The images to make, each a tclean call with the overrides applied.
 
     Raises
     ------

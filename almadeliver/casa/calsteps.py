@@ -49,7 +49,13 @@ def _au_uses(node: ast.AST) -> list[str]:
 
 
 def analysis_utils_available() -> bool:
-    """True when ``import analysisUtils`` works (it is not on PyPI; some sites put it on PYTHONPATH)."""
+    """True when ``import analysisUtils`` works (it is not on PyPI; some sites put it on PYTHONPATH).
+
+    Returns
+    -------
+    bool
+        True when analysisUtils imports.
+    """
     import importlib.util
 
     return importlib.util.find_spec("analysisUtils") is not None
@@ -62,9 +68,19 @@ def read_steps(script: Path) -> list[CalibrationStep]:
     seed 004); its title is ``step_title[N]``. Lacks: modules and tasks ``scriptcheck.lacking`` finds
     on the step's lines, and analysisUtils calls (``aU.x``, ``es.x``) when analysisUtils is not importable.
 
+    Parameters
+    ----------
+    script : Path
+        The EB's calibration script (scriptForCalibration.py).
+
+    Returns
+    -------
+    list[CalibrationStep]
+        The steps, in script order.
+
     Raises
     ------
-    CasaError
+    CasaNotFoundError
         The script does not parse as Python 3 (a CASA 3/4/5 script: run it in monolithic CASA).
     UsageError
         The script has no ``step_title`` or no ``mystep`` blocks (not a generator's calibration script).
@@ -104,7 +120,25 @@ def read_steps(script: Path) -> list[CalibrationStep]:
 def parse_steps(spec: str, known: list[int]) -> list[int]:
     """``"9-18"``, ``"9,11,13-15"`` -> step numbers, in the script's order.
 
-    Raises UsageError for a malformed spec or a step the script does not have."""
+    Raises UsageError for a malformed spec or a step the script does not have.
+
+    Parameters
+    ----------
+    spec : str
+        The ``--steps`` value.
+    known : list[int]
+        The step numbers the script has, in its order.
+
+    Returns
+    -------
+    list[int]
+        The step numbers, in the script's order.
+
+    Raises
+    ------
+    UsageError
+        A part is not a step or a range, a range runs backwards, or the script has no such step.
+    """
     chosen: set[int] = set()
     for part in spec.replace(" ", "").split(","):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)

@@ -10,7 +10,22 @@ WRAP = 100
 
 def render_call(task: str, kwargs: dict[str, Any], width: int = WRAP) -> str:
     """A call as casa_commands.log holds it: arguments wrapped at ``width``, continuation lines
-    indented under the opening bracket (every break falls between two arguments)."""
+    indented under the opening bracket (every break falls between two arguments).
+
+    Parameters
+    ----------
+    task : str
+        The task name.
+    kwargs : dict[str, Any]
+        Its arguments.
+    width : int, default WRAP
+        The line width to wrap at (characters).
+
+    Returns
+    -------
+    str
+        The call, possibly on several lines.
+    """
     indent = " " * (len(task) + 1)
     lines, line = [], f"{task}("
     args = [f"{k}={v!r}" for k, v in kwargs.items()]
@@ -33,7 +48,13 @@ class CommandRecorder:
         self.lines: list[str] = []
 
     def stage(self, text: str) -> None:
-        """Record a comment line (``# text``) that names the stage the next calls belong to."""
+        """Record a comment line (``# text``) that names the stage the next calls belong to.
+
+        Parameters
+        ----------
+        text : str
+            The stage's name.
+        """
         self.lines.append(f"# {text}")
 
     def __call__(self, task: str, **kwargs: Any) -> Any:
@@ -47,6 +68,17 @@ class CommandRecorder:
         return value
 
     def write(self, path: Path) -> Path:
-        """Write the recorded calls, one per line (the form of a pipeline's casa_commands.log); returns ``path``."""
+        """Write the recorded calls, one per line (the form of a pipeline's casa_commands.log); returns ``path``.
+
+        Parameters
+        ----------
+        path : Path
+            The file to write.
+
+        Returns
+        -------
+        Path
+            ``path``.
+        """
         Path(path).write_text("\n".join(self.lines) + "\n")
         return Path(path)

@@ -31,7 +31,18 @@ _ACRENORM_RE = re.compile(r"^[^#\n]*\bACreNorm\b", re.M)   # used on a line that
 def du_bytes(path: Path) -> int:
     """Bytes allocated to ``path`` and below, as ``du -s path/`` counts them: blocks, the folder
     itself included (a symlinked folder is followed), links inside not followed, a file with
-    several hard links counted once."""
+    several hard links counted once.
+
+    Parameters
+    ----------
+    path : Path
+        A file or folder.
+
+    Returns
+    -------
+    int
+        Bytes (B) allocated.
+    """
     try:
         total = os.stat(path).st_blocks * 512
     except FileNotFoundError:
@@ -60,12 +71,34 @@ def du_bytes(path: Path) -> int:
 
 
 def du_mb(path: Path) -> int:
-    """``du -sm``: megabytes, rounded up."""
+    """``du -sm``: megabytes, rounded up.
+
+    Parameters
+    ----------
+    path : Path
+        A file or folder.
+
+    Returns
+    -------
+    int
+        Megabytes (MB, 2**20 B) allocated, rounded up.
+    """
     return -(-du_bytes(path) // MB)
 
 
 def free_mb(path: Path) -> int:
-    """The "Available" column of ``df -P -m``: megabytes, rounded up."""
+    """The "Available" column of ``df -P -m``: megabytes, rounded up.
+
+    Parameters
+    ----------
+    path : Path
+        A path on the file system.
+
+    Returns
+    -------
+    int
+        Megabytes (MB, 2**20 B) available, rounded up.
+    """
     return -(-shutil.disk_usage(path).free // MB)
 
 
@@ -80,11 +113,33 @@ class DiskEstimate:
     acrenorm: bool = False             # ACreNorm data: scriptForPI caps SPACESAVING at ACRENORM_CAP
 
     def effective_level(self, level: int) -> int:
-        """The level scriptForPI really applies (ACreNorm data: at most ACRENORM_CAP)."""
+        """The level scriptForPI really applies (ACreNorm data: at most ACRENORM_CAP).
+
+        Parameters
+        ----------
+        level : int
+            The SPACESAVING level asked (0, 1, 2, 3 or -1).
+
+        Returns
+        -------
+        int
+            The level applied.
+        """
         return min(level, ACRENORM_CAP) if self.acrenorm and level >= 0 else level
 
     def need_mb(self, level: int) -> int:
-        """MB scriptForPI asks to be free at ``level`` (0 for -1, which skips the check)."""
+        """MB scriptForPI asks to be free at ``level`` (0 for -1, which skips the check).
+
+        Parameters
+        ----------
+        level : int
+            The SPACESAVING level (0, 1, 2, 3 or -1).
+
+        Returns
+        -------
+        int
+            Megabytes (MB) needed free.
+        """
         if level == -1:
             return 0
         level = self.effective_level(level)
@@ -96,21 +151,60 @@ class DiskEstimate:
         return {level: self.need_mb(level) for level in LEVEL_FACTORS}
 
     def fits(self, level: int) -> bool:
-        """True when ``level`` fits in the free space (-1 always does)."""
+        """True when ``level`` fits in the free space (-1 always does).
+
+        Parameters
+        ----------
+        level : int
+            The SPACESAVING level (0, 1, 2, 3 or -1).
+
+        Returns
+        -------
+        bool
+            True when it fits.
+        """
         return level == -1 or self.need_mb(level) <= self.free_mb
 
     def shortfall_mb(self, level: int) -> int:
-        """MB missing for ``level`` (0 when it fits)."""
+        """MB missing for ``level`` (0 when it fits).
+
+        Parameters
+        ----------
+        level : int
+            The SPACESAVING level (0, 1, 2, 3 or -1).
+
+        Returns
+        -------
+        int
+            Megabytes (MB) missing.
+        """
         return max(0, self.need_mb(level) - self.free_mb)
 
     def best_level(self) -> int | None:
-        """The lowest SPACESAVING level that fits (keeping the most intermediate files), if any."""
+        """The lowest SPACESAVING level that fits (keeping the most intermediate files), if any.
+
+        Returns
+        -------
+        int | None
+            The level, or None when none fits.
+        """
         return next((level for level in LEVEL_FACTORS if self.fits(level)), None)
 
 
 def estimate(member: Path) -> DiskEstimate:
     """Measure raw/ and the free space: scriptForPI checks it where raw/ is (a link to another disk
-    is followed), the MSs are written to calibrated/ in the member; both must suffice."""
+    is followed), the MSs are written to calibrated/ in the member; both must suffice.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+
+    Returns
+    -------
+    DiskEstimate
+        raw/ size, free space (MB) and the need at each SPACESAVING level.
+    """
     member = Path(member)
     scripts = {plain_name(p.name) for p in (member / "script").glob("*.py")}
     extra = tuple(s for s in EXTRA_SCRIPTS if s in scripts)
@@ -140,7 +234,13 @@ class DiskSampler:
     def sample(self) -> int:
         """Measure the folder now (bytes; 0 while it does not exist); updates ``last`` and ``peak``.
 
-        A file removed while the folder is walked (SPACESAVING deletes as it goes) keeps the last value."""
+        A file removed while the folder is walked (SPACESAVING deletes as it goes) keeps the last value.
+
+        Returns
+        -------
+        int
+            Bytes (B) in the folder now.
+        """
         try:
             self.last = du_bytes(self.path)
         except OSError:

@@ -91,7 +91,13 @@ class ConvertedScript:
     changed_lines: list[int] = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line for the plan and the record."""
+        """One line for the plan and the record.
+
+        Returns
+        -------
+        str
+            The line.
+        """
         if not self.python2:
             return f"{self.path.name} is Python 3: runs as delivered"
         return (f"{self.path.name} is Python 2 (CASA 3.4-4.x): converted for the run with fissix's 2to3 fixers "
@@ -100,6 +106,16 @@ class ConvertedScript:
 
 def python3_text(script: Path) -> ConvertedScript:
     """The script as Python 3: as delivered when it parses, else converted from Python 2 with fissix.
+
+    Parameters
+    ----------
+    script : Path
+        The script file.
+
+    Returns
+    -------
+    ConvertedScript
+        The Python 3 text and what the conversion changed.
 
     Raises
     ------
@@ -162,7 +178,13 @@ class CleanTranslation:
     pbcor_in_place: bool = False     # clean's pbcor=True corrected <imagename>.image itself
 
     def lines(self) -> list[str]:
-        """The translation as lines for ``--dry-run`` and the image record: what was mapped, what was not."""
+        """The translation as lines for ``--dry-run`` and the image record: what was mapped, what was not.
+
+        Returns
+        -------
+        list[str]
+            The lines.
+        """
         out = [f"  {t}" for t in self.translated]
         out += [f"  not translated: {n}" for n in self.not_translated]
         if self.interactive:
@@ -171,14 +193,38 @@ class CleanTranslation:
 
 
 def clean_arguments(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A clean() call's arguments by name (positional ones matched against CASA 4.x's signature)."""
+    """A clean() call's arguments by name (positional ones matched against CASA 4.x's signature).
+
+    Parameters
+    ----------
+    args : tuple
+        The call's positional arguments.
+    kwargs : dict[str, Any]
+        Its keyword arguments.
+
+    Returns
+    -------
+    dict[str, Any]
+        Argument name -> value.
+    """
     return {**dict(zip(CLEAN_PARAMETERS, args)), **kwargs}
 
 
 def mask_region(mask: Any) -> Any:
     """clean's mask as tclean takes it: a box ``[blcx, blcy, trcx, trcy]`` (pixels) -> the CASA region
     ``'box[[blcxpix,blcypix],[trcxpix,trcypix]]'``; a list of boxes or names -> a list; a name (mask
-    image or region file) as it is; '' or [] -> ''."""
+    image or region file) as it is; '' or [] -> ''.
+
+    Parameters
+    ----------
+    mask : Any
+        clean's mask value.
+
+    Returns
+    -------
+    Any
+        tclean's mask value.
+    """
     def is_box(v: Any) -> bool:
         return isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(x, (int, float)) for x in v)
 
@@ -330,7 +376,18 @@ def translate_clean(call: dict[str, Any], delivered_masks: dict[str, str] | None
 
 def delivered_masks(member: Path) -> dict[str, str]:
     """imagename -> path of each mask image the delivery ships in product/ (``<imagename>.mask``, a
-    CASA image folder: Cycle 0 deliveries list e.g. ``TWHya.continuum.mask``)."""
+    CASA image folder: Cycle 0 deliveries list e.g. ``TWHya.continuum.mask``).
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+
+    Returns
+    -------
+    dict[str, str]
+        imagename -> mask image path.
+    """
     product = Path(member) / "product"
     return {p.name[: -len(".mask")]: str(p.resolve()) for p in sorted(product.glob("*.mask"))
             if p.is_dir()} if product.is_dir() else {}
@@ -341,7 +398,20 @@ def link_clean_outputs(imagename: str, pbcor_in_place: bool) -> list[str]:
 
     ``<imagename>.flux`` (clean's primary beam) links to tclean's ``.pb``; with clean's
     ``pbcor=True``, ``<imagename>.image`` becomes the primary-beam-corrected image (the flat-noise
-    one is kept as ``.image.flat``). Returns the names made."""
+    one is kept as ``.image.flat``). Returns the names made.
+
+    Parameters
+    ----------
+    imagename : str
+        The image name of the clean call.
+    pbcor_in_place : bool
+        clean's ``pbcor=True`` (the .image is the corrected one).
+
+    Returns
+    -------
+    list[str]
+        The names made.
+    """
     made = []
     flux, pb = Path(imagename + ".flux"), Path(imagename + ".pb")
     if pb.is_dir() and not flux.exists():

@@ -29,7 +29,18 @@ def casalith_module(casa_version: str | None = None) -> types.ModuleType:
     ``version()`` answers ``[major, minor, patch, build]`` and ``version_string()`` ``"6.7.0-31"``, as
     monolithic CASA 6's do (ALMA's CASA 6 calibration scripts gate on the first three numbers). They
     answer the CASA that runs (``casatools``), unless ``casa_version`` (e.g. ``"6.5.4-9"``) names the
-    CASA a simulated reducer ran (almadeliver's simulator only)."""
+    CASA a simulated reducer ran (almadeliver's simulator only).
+
+    Parameters
+    ----------
+    casa_version : str | None, default None
+        The version to answer (None: the CASA that runs).
+
+    Returns
+    -------
+    types.ModuleType
+        The module.
+    """
     import re
 
     if casa_version is None:
@@ -47,7 +58,18 @@ def casalith_module(casa_version: str | None = None) -> types.ModuleType:
 
 def is_version_gate(node: ast.stmt) -> bool:
     """True for the generator's version gate: ``if re.search('^X.Y.Z', <CASA version>) == None:``
-    (or ``is None``) whose body is one ``sys.exit(...)`` call (ALMA-FACTS.md section 4)."""
+    (or ``is None``) whose body is one ``sys.exit(...)`` call (ALMA-FACTS.md section 4).
+
+    Parameters
+    ----------
+    node : ast.stmt
+        A statement of the script.
+
+    Returns
+    -------
+    bool
+        True for a version gate.
+    """
     if not isinstance(node, ast.If) or len(node.body) != 1 or node.orelse:
         return False
     test, body = node.test, node.body[0]
@@ -80,7 +102,22 @@ def legacy_globals(variables: dict[str, Any] | None = None, casa_version: str | 
                    pass_version_gates: bool = False) -> dict[str, Any]:
     """A namespace like monolithic CASA's: tasks, tools, ``casalog``, ``sys``, ``execfile`` and
     ``variables``; ``import casalith`` gives ``casalith_module(casa_version)``. With
-    ``pass_version_gates`` the scripts' exact-version gates print instead of exiting."""
+    ``pass_version_gates`` the scripts' exact-version gates print instead of exiting.
+
+    Parameters
+    ----------
+    variables : dict[str, Any] | None, default None
+        Extra globals (``SPACESAVING``, ``applyonly``, ...).
+    casa_version : str | None, default None
+        The version casalith answers (None: the CASA that runs).
+    pass_version_gates : bool, default False
+        Let the exact-version gates pass.
+
+    Returns
+    -------
+    dict[str, Any]
+        The namespace.
+    """
     import casatasks
     import casatools
 
@@ -193,6 +230,24 @@ def run_script_in_casa(script: str, cwd: str, variables: dict[str, Any] | None =
 
     A ``sys.exit('ERROR: ...')`` from the script becomes a ``RuntimeError`` carrying its message
     (the CASA child reports it as the error). Returns the script path and the final directory.
+
+    Parameters
+    ----------
+    script : str
+        The script's path.
+    cwd : str
+        The folder to run it in.
+    variables : dict[str, Any] | None, default None
+        Extra globals (``SPACESAVING``, ``applyonly``, ...).
+    casa_version : str | None, default None
+        The version casalith answers (None: the CASA that runs).
+    pass_version_gates : bool, default False
+        Let the exact-version gates pass.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``script`` and ``cwd`` (the directory at the end).
     """
     script_path = Path(script).resolve()
     os.chdir(cwd)

@@ -79,7 +79,13 @@ class RestoreScript:
         return RESTORE_TASKS.get(self.task or "", (self.task or "no restore task", ""))[0]
 
     def native_refusal(self) -> CasaNotFoundError | None:
-        """Why the native engine cannot restore with this script (None: it can)."""
+        """Why the native engine cannot restore with this script (None: it can).
+
+        Returns
+        -------
+        CasaNotFoundError | None
+            The error to raise, or None.
+        """
         if self.task == NATIVE_TASK and self.kwargs.get("ocorr_mode", "ca") == "ca":
             return None
         if self.task is None:
@@ -106,6 +112,16 @@ def read_restore_script(path: Path) -> RestoreScript:
     wrapper and ``try``/``finally`` are the pipeline's frame and restore nothing; anything else (an
     extra ``hifa_importdata(bdfflags=False)``, ``fixsyscaltimes(...)``, imports, assignments) is listed,
     as are restore-task arguments other than ``vis``, ``session`` and ``ocorr_mode='ca'``.
+
+    Parameters
+    ----------
+    path : Path
+        The ``*casa_piperestorescript.py`` file.
+
+    Returns
+    -------
+    RestoreScript
+        The restore task, its arguments and the statements not run.
 
     Raises
     ------
@@ -161,13 +177,35 @@ def read_restore_script(path: Path) -> RestoreScript:
 
 
 def restore_script(member: Member) -> RestoreScript | None:
-    """The member's ``*casa_piperestorescript.py``, read (None when there is none)."""
+    """The member's ``*casa_piperestorescript.py``, read (None when there is none).
+
+    Parameters
+    ----------
+    member : Member
+        The member folder.
+
+    Returns
+    -------
+    RestoreScript | None
+        The script read, or None.
+    """
     found = sorted((member.path / "script").glob("*casa_piperestorescript.py"))
     return read_restore_script(found[0]) if found else None
 
 
 def imaged_manually(member: Member) -> bool:
-    """A pipeline-calibrated MOUS imaged by hand ships a ``scriptForImaging.py`` (scriptForPI then always splits)."""
+    """A pipeline-calibrated MOUS imaged by hand ships a ``scriptForImaging.py`` (scriptForPI then always splits).
+
+    Parameters
+    ----------
+    member : Member
+        The member folder.
+
+    Returns
+    -------
+    bool
+        True when script/ has a scriptForImaging.py.
+    """
     return any((member.path / "script").glob("*scriptForImaging*.py"))
 
 
@@ -246,7 +284,25 @@ def _tgz_tables(tgz: Path) -> set[str]:
 
 
 def plan_native_restore(member: Member | str | Path) -> NativeRestorePlan:
-    """Check a pipeline member can be restored natively; raises a typed error naming what is missing."""
+    """Check a pipeline member can be restored natively; raises a typed error naming what is missing.
+
+    Parameters
+    ----------
+    member : Member | str | Path
+        The pipeline member (or its folder).
+
+    Returns
+    -------
+    NativeRestorePlan
+        The EBs, their calibration tables and what is skipped.
+
+    Raises
+    ------
+    UsageError
+        The member is not a pipeline delivery.
+    TreeError
+        The restore script, an EB's calapply.txt, flag versions, calibration table or ASDM is missing.
+    """
     m = _member(member)
     if m.flavour is not Flavour.PIPELINE:
         raise UsageError(f"{m.path} is a {m.flavour.value} delivery, not a pipeline one",
@@ -298,7 +354,20 @@ def plan_native_restore(member: Member | str | Path) -> NativeRestorePlan:
 
 
 def applycal_kwargs(call: ApplyCal, eb: str) -> dict[str, Any]:
-    """The applycal arguments of a calapply line for ``working/``: MS intents, local table paths."""
+    """The applycal arguments of a calapply line for ``working/``: MS intents, local table paths.
+
+    Parameters
+    ----------
+    call : ApplyCal
+        A calapply.txt line.
+    eb : str
+        The EB (``uid___...``).
+
+    Returns
+    -------
+    dict[str, Any]
+        The applycal arguments.
+    """
     kwargs: dict[str, Any] = dict(vis=f"{eb}.ms", field=call.field, intent=call.ms_intents(), spw=call.spw,
                                   antenna=call.antenna,
                                   gaintable=[os.path.basename(t.rstrip("/")) for t in call.gaintable])
@@ -317,7 +386,33 @@ def _extract(tgz: Path, dest: Path) -> None:
 
 def native_restore(member: Member | str | Path, spacesaving: int = 0, *, dosplit: bool = True,
                    on_line: Callable[[str], None] | None = None) -> NativeRestoreResult:
-    """Restore a pipeline delivery with modular CASA (see the module doc); returns what was made."""
+    """Restore a pipeline delivery with modular CASA (see the module doc); returns what was made.
+
+    Parameters
+    ----------
+    member : Member | str | Path
+        The pipeline member (or its folder).
+    spacesaving : int, default 0
+        scriptForPI's SPACESAVING level (0, 1, 2, 3).
+    dosplit : bool, default True
+        Split the calibrated science data to ``<EB>.ms.split.cal``.
+    on_line : Callable[[str], None] | None, default None
+        Called with each line the CASA child prints.
+
+    Returns
+    -------
+    NativeRestoreResult
+        The MSs made, the CASA log and the time taken (s).
+
+    Raises
+    ------
+    UsageError
+        ``spacesaving`` is not a level.
+    TreeError
+        calibrated/ exists already, or a file the plan needs is missing (``plan_native_restore``).
+    DiskSpaceError
+        The free space is less than scriptForPI's estimate at ``spacesaving``.
+    """
     if spacesaving not in (0, 1, 2, 3, -1):
         raise UsageError(f"SPACESAVING {spacesaving} is not a level", "use 0, 1, 2, 3 or -1 (no disk check)")
     started = time.monotonic()
@@ -359,7 +454,18 @@ def native_restore(member: Member | str | Path, spacesaving: int = 0, *, dosplit
 
 def science_spws(vis: str) -> list[int]:
     """CASA side: scriptForPI v2.x's science spws of an MS, the ``OBSERVE_TARGET*`` spws with more than 4
-    channels (WVR: 4 channels, channel averages: 1)."""
+    channels (WVR: 4 channels, channel averages: 1).
+
+    Parameters
+    ----------
+    vis : str
+        The MS path.
+
+    Returns
+    -------
+    list[int]
+        The science spw ids.
+    """
     import casatools
 
     msmd = casatools.msmetadata()
@@ -372,7 +478,27 @@ def science_spws(vis: str) -> list[int]:
 
 def restore_in_casa(ebs: list[dict], spacesaving: int, dosplit: bool) -> dict:
     """CASA side, in ``calibrated/working``: import, Pipeline_Final, applycal; then split (``dosplit``)
-    or name the MSs to link; SPACESAVING."""
+    or name the MSs to link; SPACESAVING.
+
+    Parameters
+    ----------
+    ebs : list[dict]
+        Per EB: ``eb`` (uid), ``applycal`` (the calls' arguments) and ``flagversions``.
+    spacesaving : int
+        scriptForPI's SPACESAVING level.
+    dosplit : bool
+        Split the calibrated science data.
+
+    Returns
+    -------
+    dict
+        ``split``, ``kept``, ``link`` (MSs to link into calibrated/) and ``reindex``.
+
+    Raises
+    ------
+    TreeError
+        An EB's flag versions tarball does not hold its ``<EB>.ms.flagversions``.
+    """
     from .commands import CommandRecorder
 
     run = CommandRecorder()

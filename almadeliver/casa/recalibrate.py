@@ -34,9 +34,10 @@ from ..delivery.layout import Flavour, Member, one_member
 from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, TreeError, UsageError
 from ..transfer.lock import FolderLock
 from .calsteps import CalibrationStep, parse_steps, read_steps
+from .concat import concat_in_casa
 from .recalibrate_child import DONE_LINE, RESTORED_LINE, START_LINE, recalibrate_in_casa, written_since
 from .recalibrate_copy import delivered_file, prepare_working_copy, read_fluxscale
-from .restore import MISMATCH_CHOICES, concat_in_casa
+from .restore import MISMATCH_CHOICES
 from .runtime import run_in_casa
 from .scriptcheck import first_three, modular_casa_version, read_gate
 
@@ -64,7 +65,18 @@ class EbRecalibration:
     delivered_calibrated: Path | None = None   # calibrated/<EB>.ms.split.cal to compare with
 
     def title(self, number: int) -> str:
-        """The title of step ``number`` as the script's ``thesteps`` names it (``step N`` when it has none)."""
+        """The title of step ``number`` as the script's ``thesteps`` names it (``step N`` when it has none).
+
+        Parameters
+        ----------
+        number : int
+            The step number.
+
+        Returns
+        -------
+        str
+            The title.
+        """
         return next((s.title for s in self.steps if s.number == number), f"step {number}")
 
 
@@ -335,12 +347,20 @@ def recalibrate(plan: RecalibrationPlan, on_event: Callable[[StepEvent], None] |
     concat : afterwards, concatenate the working copies' ``<EB>.ms.split.cal`` into
         ``<member>/recalibration/calibrated.ms`` (the guide's last step), replacing an older one.
 
+    Returns
+    -------
+    RecalibrationResult
+        Per EB: the steps run, their times (s), the flagged fraction and the comparison with the delivered
+        data.
+
     Raises
     ------
     BusyError
         Another recalibration holds the EB's working copy.
     CasaError
         A step failed (the message names the step and the CASA log).
+    UsageError
+        ``concat`` is asked and an EB has no ``<EB>.ms.split.cal``.
     """
     plan.check()
     results = []

@@ -52,7 +52,20 @@ def _analysis_utils():
 
 
 def written_since(path: str | Path, epoch: float) -> bool:
-    """True when ``path`` exists and was modified at or after ``epoch`` (s since 1970)."""
+    """True when ``path`` exists and was modified at or after ``epoch`` (s since 1970).
+
+    Parameters
+    ----------
+    path : str | Path
+        A file.
+    epoch : float
+        A time, seconds since 1970 (a 1 s tolerance is allowed).
+
+    Returns
+    -------
+    bool
+        True when written since.
+    """
     return os.path.isfile(path) and os.path.getmtime(path) >= epoch - 1.0
 
 
@@ -89,7 +102,21 @@ def compare_calibrated(new: str, delivered: str) -> dict[str, Any]:
     """(CASA child) Flags and DATA of two calibrated MSs (same shape), and their phase rms.
 
     ``max_relative_difference`` is max |new - delivered| over the visibilities unflagged in both,
-    divided by the rms of |delivered| over them."""
+    divided by the rms of |delivered| over them.
+
+    Parameters
+    ----------
+    new : str
+        The recalibrated MS.
+    delivered : str
+        The delivered calibrated MS.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``flags_equal``, ``flags_differing``, ``max_relative_difference``, ``phase_rms_deg`` and
+        ``delivered_phase_rms_deg`` (degrees).
+    """
     import casatools
     import numpy as np
 
@@ -120,7 +147,31 @@ def compare_calibrated(new: str, delivered: str) -> dict[str, Any]:
 def recalibrate_in_casa(script: str, eb: str, steps: list[int], split_step: int | None, titles: dict[str, str],
                         pass_version_gates: bool = False, delivered_calibrated: str | None = None) -> dict[str, Any]:
     """(CASA child, run in the working copy) Run ``steps`` of ``script`` one by one, with applyonly
-    false, saving (first run) or restoring (a rerun) the flags before each step; then compare."""
+    false, saving (first run) or restoring (a rerun) the flags before each step; then compare.
+
+    Parameters
+    ----------
+    script : str
+        The EB's calibration script (the working copy's).
+    eb : str
+        The EB (``uid___...``).
+    steps : list[int]
+        The step numbers to run, in order.
+    split_step : int | None
+        The step that splits out the science spws (None: none run).
+    titles : dict[str, str]
+        Step number (text) -> title.
+    pass_version_gates : bool, default False
+        Let the exact-version gates pass.
+    delivered_calibrated : str | None, default None
+        The delivered ``.ms.split.cal`` to compare with (None: no comparison).
+
+    Returns
+    -------
+    dict[str, Any]
+        ``times`` ((step, seconds) pairs), ``flagged_fraction``, ``started`` (s since 1970) and
+        ``comparison``.
+    """
     from casatasks import flagmanager
 
     from .legacy import legacy_globals

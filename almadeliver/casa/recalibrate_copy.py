@@ -23,7 +23,13 @@ class WorkingCopy(Protocol):
 
 def prepare_working_copy(item: WorkingCopy) -> None:
     """Make the working copy: the starting MS (copied) or ASDM (linked), the delivered tables and
-    flag versions (not over the working copy's own), and the script to run."""
+    flag versions (not over the working copy's own), and the script to run.
+
+    Parameters
+    ----------
+    item : WorkingCopy
+        The EB's recalibration (what to copy and where).
+    """
     work = item.workdir
     work.mkdir(parents=True, exist_ok=True)
     if item.source is not None:
@@ -64,7 +70,18 @@ def prepare_working_copy(item: WorkingCopy) -> None:
 
 def read_fluxscale(listfile: Path) -> dict[str, float]:
     """``"<field> spw <n>" -> flux density (Jy)`` from a fluxscale listfile (its "Flux density for"
-    lines, as CASA writes them: ``# Flux density for J0554-3451 in SpW=1 (freq=...) is: 0.8996 +/- ...``)."""
+    lines, as CASA writes them: ``# Flux density for J0554-3451 in SpW=1 (freq=...) is: 0.8996 +/- ...``).
+
+    Parameters
+    ----------
+    listfile : Path
+        The fluxscale listfile.
+
+    Returns
+    -------
+    dict[str, float]
+        ``<field> spw <n>`` -> flux density in Jy.
+    """
     out: dict[str, float] = {}
     if not Path(listfile).is_file():
         return out
@@ -74,7 +91,22 @@ def read_fluxscale(listfile: Path) -> dict[str, float]:
 
 
 def delivered_file(item: WorkingCopy, name: str, workdir_tmp: Path) -> Path | None:
-    """A delivered table file (the fluxscale listfile) from the calibration folder or tgz."""
+    """A delivered table file (the fluxscale listfile) from the calibration folder or tgz.
+
+    Parameters
+    ----------
+    item : WorkingCopy
+        The EB's recalibration.
+    name : str
+        The file's name.
+    workdir_tmp : Path
+        A folder to extract it from the tgz into.
+
+    Returns
+    -------
+    Path | None
+        The file, or None when it was not delivered.
+    """
     tables = item.delivered_tables
     if tables is None:
         return None

@@ -34,14 +34,26 @@ CASA_ENV = "ALMADELIVER_CASA"
 
 
 def home() -> Path:
-    """The folder almadeliver owns for its own state (site config, caches)."""
+    """The folder almadeliver owns for its own state (site config, caches).
+
+    Returns
+    -------
+    Path
+        The folder (``$ALMADELIVER_HOME``, else ``~/.almadeliver``).
+    """
     if os.environ.get("ALMADELIVER_HOME"):
         return Path(os.environ["ALMADELIVER_HOME"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "almadeliver"
 
 
 def casadata_path() -> Path | None:
-    """The measures and data tree shipped by the casadata package (found without importing CASA)."""
+    """The measures and data tree shipped by the casadata package (found without importing CASA).
+
+    Returns
+    -------
+    Path | None
+        The casadata data folder, or None when casadata is not installed.
+    """
     spec = importlib.util.find_spec("casadata")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -69,6 +81,11 @@ def configure_offline() -> Path:
 
     Nothing in the environment changes: ``casa_env`` (a CASA child) and ``offline_environment``
     (CASA in this process) point ``CASASITECONFIG`` at it when the user has not set their own.
+
+    Returns
+    -------
+    Path
+        The site config file.
     """
     folder = home() / "casa"
     path = folder / "casasiteconfig.py"
@@ -81,14 +98,26 @@ def configure_offline() -> Path:
 
 def site_config() -> Path:
     """The CASA site config in force: the user's ``$CASASITECONFIG`` when set, else almadeliver's
-    offline one (written by ``configure_offline``)."""
+    offline one (written by ``configure_offline``).
+
+    Returns
+    -------
+    Path
+        The site config file.
+    """
     return Path(os.environ["CASASITECONFIG"]) if os.environ.get("CASASITECONFIG") else configure_offline()
 
 
 def offline_environment() -> Path:
     """Make this process ready to import casatools: ``CASASITECONFIG`` and the log file variable
     are set only when unset (the user's own values stay). Call it just before CASA is imported
-    in this process; returns the site config in force."""
+    in this process; returns the site config in force.
+
+    Returns
+    -------
+    Path
+        The site config in force.
+    """
     path = site_config()
     os.environ.setdefault("CASASITECONFIG", str(path))
     os.environ.setdefault(LOGFILE_ENV, str(home() / "casa" / "casa.log"))
@@ -97,7 +126,18 @@ def offline_environment() -> Path:
 
 def casa_env(logfile: Path) -> dict[str, str]:
     """The environment of a CASA child process writing its log to ``logfile``: this process's,
-    with ``CASASITECONFIG`` set to almadeliver's offline site config unless the user set one."""
+    with ``CASASITECONFIG`` set to almadeliver's offline site config unless the user set one.
+
+    Parameters
+    ----------
+    logfile : Path
+        The CASA log file of the child.
+
+    Returns
+    -------
+    dict[str, str]
+        The environment variables.
+    """
     env = dict(os.environ)
     env["CASASITECONFIG"] = str(site_config())
     env[LOGFILE_ENV] = str(Path(logfile).resolve())
@@ -114,7 +154,20 @@ class MonolithicCasa:
     has_pipeline: bool
 
     def command(self, script: Path, pipeline: bool = False) -> list[str]:
-        """The command line that runs ``script`` in this CASA without GUI or logger (``--pipeline`` for pipeline work)."""
+        """The command line that runs ``script`` in this CASA without GUI or logger (``--pipeline`` for pipeline work).
+
+        Parameters
+        ----------
+        script : Path
+            The Python script to run.
+        pipeline : bool, default False
+            Start CASA with the pipeline.
+
+        Returns
+        -------
+        list[str]
+            The command line (argument list).
+        """
         cmd = [str(self.executable), "--nologger", "--nogui", "--nologfile"]
         if pipeline:
             cmd.append("--pipeline")
@@ -125,6 +178,21 @@ def find_monolithic_casa(casa: str | Path | None = None) -> MonolithicCasa | Non
     """Find monolithic CASA: ``--casa PATH``, else ``$ALMADELIVER_CASA``, else ``casa`` on PATH.
 
     A path that was named but is not a CASA install raises ``CasaNotFoundError``.
+
+    Parameters
+    ----------
+    casa : str | Path | None, default None
+        The ``--casa`` path (a ``casa`` executable or its install folder).
+
+    Returns
+    -------
+    MonolithicCasa | None
+        The CASA found (executable, version, pipeline), or None.
+
+    Raises
+    ------
+    CasaNotFoundError
+        A CASA was named (``casa`` or ``$ALMADELIVER_CASA``) but is not a CASA executable or install.
     """
     named = casa or os.environ.get(CASA_ENV)
     if named:
@@ -159,7 +227,18 @@ class CasaInfo:
 
 
 def casa_info(casa: str | Path | None = None) -> CasaInfo:
-    """Versions of the installed modular CASA, its data path, the site config and any monolithic CASA found."""
+    """Versions of the installed modular CASA, its data path, the site config and any monolithic CASA found.
+
+    Parameters
+    ----------
+    casa : str | Path | None, default None
+        The ``--casa`` path, if any.
+
+    Returns
+    -------
+    CasaInfo
+        The versions and paths.
+    """
     def _v(name: str) -> str | None:
         try:
             return version(name)
@@ -216,13 +295,39 @@ def stream_lines(lines: Iterable[str], kill: Callable[[], None], on_line: Callab
 
 
 def last_words(tail: list[str], code: int | None) -> str:
-    """The reason a child gave for failing: its last non-blank line, else its exit code."""
+    """The reason a child gave for failing: its last non-blank line, else its exit code.
+
+    Parameters
+    ----------
+    tail : list[str]
+        The last output lines of the child.
+    code : int | None
+        Its exit code.
+
+    Returns
+    -------
+    str
+        The reason, one line.
+    """
     return next((line for line in reversed(tail) if line.strip()), f"exit code {code}")
 
 
 def task_in_casa(task: str, **kwargs: Any) -> Any:
     """Run the casatasks task named ``task`` with ``kwargs``: for ``run_in_casa(task_in_casa, {"task": ...})``,
-    so that the caller never imports casatasks (CASA starts in the child only)."""
+    so that the caller never imports casatasks (CASA starts in the child only).
+
+    Parameters
+    ----------
+    task : str
+        The casatasks task name.
+    **kwargs
+        Its arguments.
+
+    Returns
+    -------
+    Any
+        What the task returns.
+    """
     import casatasks
 
     return getattr(casatasks, task)(**kwargs)

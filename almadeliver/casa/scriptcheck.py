@@ -59,7 +59,18 @@ def read_gate(script: Path) -> VersionGate | None:
     """The version gate of ``script``, or None when it has none (or it is commented out).
 
     Raises ScriptCheckError when a line exits asking for "the same version of CASA" but no gate
-    with a plain ``X.Y.Z`` version can be read before it."""
+    with a plain ``X.Y.Z`` version can be read before it.
+
+    Parameters
+    ----------
+    script : Path
+        A calibration script.
+
+    Returns
+    -------
+    VersionGate | None
+        The gate (script, line, version asked), or None.
+    """
     text = _active_lines(Path(script).read_text(errors="replace"))
     for m in _GATE_RE.finditer(text):
         after = text[m.end():].lstrip()
@@ -86,12 +97,29 @@ def read_gate(script: Path) -> VersionGate | None:
 
 
 def read_gates(scripts: list[Path]) -> list[VersionGate]:
-    """The version gates of ``scripts`` (those without a gate are left out); see ``read_gate``."""
+    """The version gates of ``scripts`` (those without a gate are left out); see ``read_gate``.
+
+    Parameters
+    ----------
+    scripts : list[Path]
+        The calibration scripts.
+
+    Returns
+    -------
+    list[VersionGate]
+        The gates, in script order.
+    """
     return [g for g in (read_gate(s) for s in scripts) if g is not None]
 
 
 def modular_casa_version() -> str | None:
-    """The installed modular CASA (casatools) as ``6.7.0-31``, read without importing CASA."""
+    """The installed modular CASA (casatools) as ``6.7.0-31``, read without importing CASA.
+
+    Returns
+    -------
+    str | None
+        The version, or None when casatools is not installed.
+    """
     try:
         numbers = version("casatools").split(".")
     except PackageNotFoundError:
@@ -100,7 +128,18 @@ def modular_casa_version() -> str | None:
 
 
 def first_three(casa_version: str | None) -> str | None:
-    """``6.5.4`` of ``6.5.4-9`` or ``6.5.4.9`` (what the gates compare); None when not a version."""
+    """``6.5.4`` of ``6.5.4-9`` or ``6.5.4.9`` (what the gates compare); None when not a version.
+
+    Parameters
+    ----------
+    casa_version : str | None
+        A CASA version.
+
+    Returns
+    -------
+    str | None
+        ``X.Y.Z``, or None.
+    """
     m = re.match(r"^(\d+)\.(\d+)\.(\d+)", casa_version or "")
     return ".".join(m.groups()) if m else None
 
@@ -174,7 +213,20 @@ def lacking(scripts: list[Path], context: list[Path] | None = None) -> list[Lack
     casatasks/casatools names, shim globals, or bound in one of ``scripts`` or ``context`` (scriptForPI,
     whose namespace the calibration scripts share).
     Lines under ``if applyonly != True:`` are skipped (scriptForPI sets applyonly). Python 2
-    scripts are skipped (restore refuses them on their own)."""
+    scripts are skipped (restore refuses them on their own).
+
+    Parameters
+    ----------
+    scripts : list[Path]
+        The scripts to check.
+    context : list[Path] | None, default None
+        Scripts whose names they may use (scriptForPI).
+
+    Returns
+    -------
+    list[Lack]
+        What is lacking (script, line, what, hint), in script order.
+    """
     trees = {}
     for script in [*scripts, *(context or [])]:
         try:
@@ -216,5 +268,11 @@ def lacking(scripts: list[Path], context: list[Path] | None = None) -> list[Lack
 
 
 def python_executable() -> str:
-    """The Python that runs modular CASA (named in messages about missing modules)."""
+    """The Python that runs modular CASA (named in messages about missing modules).
+
+    Returns
+    -------
+    str
+        The path of its Python.
+    """
     return sys.executable

@@ -56,7 +56,23 @@ class SelfcalRound:
 
 
 def parse_rounds(text: str) -> list[SelfcalRound]:
-    """``"p:inf,p:30s,p:int,ap:inf"`` -> rounds. Raises UsageError for a bad mode or solint."""
+    """``"p:inf,p:30s,p:int,ap:inf"`` -> rounds. Raises UsageError for a bad mode or solint.
+
+    Parameters
+    ----------
+    text : str
+        The ``--selfcal-rounds`` value.
+
+    Returns
+    -------
+    list[SelfcalRound]
+        The rounds, in order.
+
+    Raises
+    ------
+    UsageError
+        A round is not ``MODE:SOLINT`` (mode p or ap), or the text names none.
+    """
     rounds = []
     for part in [p for p in text.replace(" ", "").split(",") if p]:
         mode, _, solint = part.partition(":")
@@ -147,7 +163,18 @@ class SelfcalResult:
 
 def primary_beam_of(pbcor: Path) -> Path | None:
     """The primary-beam FITS delivered beside a ``.pbcor.fits`` image: ``<name>.pb.fits`` (pipeline,
-    and ours) or ``<name>.flux.fits`` (scriptForImaging's ``.image.pbcor`` / ``.flux`` pair)."""
+    and ours) or ``<name>.flux.fits`` (scriptForImaging's ``.image.pbcor`` / ``.flux`` pair).
+
+    Parameters
+    ----------
+    pbcor : Path
+        The ``.pbcor.fits`` image.
+
+    Returns
+    -------
+    Path | None
+        The primary-beam FITS, or None.
+    """
     name = pbcor.name
     for candidate in (name.replace(".image.pbcor.fits", ".pb.fits"), name.replace(".pbcor.fits", ".pb.fits"),
                       name.replace(".image.pbcor.fits", ".flux.fits")):
@@ -158,7 +185,18 @@ def primary_beam_of(pbcor: Path) -> Path | None:
 
 def flat_stats(pbcor: Path) -> ImageStats:
     """``imaging.image_stats`` of the flat-noise image (pbcor x primary beam) when the primary beam is
-    beside it: a pbcor image's noise grows toward its edges, which would dominate its rms."""
+    beside it: a pbcor image's noise grows toward its edges, which would dominate its rms.
+
+    Parameters
+    ----------
+    pbcor : Path
+        The ``.pbcor.fits`` image.
+
+    Returns
+    -------
+    ImageStats
+        Beam (arcsec), rms and peak (Jy/beam).
+    """
     import numpy as np
     from astropy.io import fits
 
@@ -204,7 +242,20 @@ def _products(member: Path) -> tuple[Path | None, list[CubeGrid]]:
 
 
 def new_selfcal_folder(member: Path, out: Path | None) -> Path:
-    """``--out`` (new or empty, not in product/), else member/selfcal[.N]."""
+    """``--out`` (new or empty, not in product/), else member/selfcal[.N].
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+    out : Path | None
+        The ``--out`` folder (None: member/selfcal[.N]).
+
+    Returns
+    -------
+    Path
+        The folder, made (new or empty).
+    """
     from .imaging import new_out_folder
 
     member = Path(member).resolve()
@@ -227,6 +278,11 @@ def plan_selfcal(member: str | Path, rounds: str = DEFAULT_ROUNDS, field: str | 
     field : the field to self-calibrate (default: the field observed with intent OBSERVE_TARGET).
     out : a new or empty folder (default member/selfcal, selfcal.2, ...).
     cubes : also remake the delivered cubes with the solutions (False: the continuum only).
+
+    Returns
+    -------
+    SelfcalPlan
+        The MSs, field, rounds, image size and cubes to remake.
 
     Raises
     ------
@@ -261,7 +317,18 @@ def plan_selfcal(member: str | Path, rounds: str = DEFAULT_ROUNDS, field: str | 
 def continuum_spw(member: Path) -> Any:
     """The spw selection of the delivered continuum image on the calibrated MSs (so that line spws
     stay out of the continuum model): the literal ``spw`` of scriptForImaging.py's mfs tclean, or the
-    pipeline's cont/mfs product call rewritten for the restored MSs; ``""`` (every spw) when unknown."""
+    pipeline's cont/mfs product call rewritten for the restored MSs; ``""`` (every spw) when unknown.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+
+    Returns
+    -------
+    Any
+        The spw selection (text, or a list per MS).
+    """
     from ..errors import AlmadeliverError
     from . import imaging
 
@@ -279,6 +346,20 @@ def continuum_spw(member: Path) -> Any:
 def selfcal(plan: SelfcalPlan, on_line: Callable[[str], None] | None = None,
             on_round: Callable[[RoundResult], None] | None = None) -> SelfcalResult:
     """Run the self-calibration loop of ``plan`` in one CASA child (see the module doc).
+
+    Parameters
+    ----------
+    plan : SelfcalPlan
+        The self-calibration plan (``plan_selfcal``).
+    on_line : Callable[[str], None] | None, default None
+        Called with each line the CASA child prints.
+    on_round : Callable[[RoundResult], None] | None, default None
+        Called with each round's result.
+
+    Returns
+    -------
+    SelfcalResult
+        Each round's peak, rms (Jy/beam) and beam, the final and delivered images' figures, and the tables.
 
     Raises
     ------

@@ -98,7 +98,34 @@ def _flagged_solutions(table: str) -> float:
 def selfcal_in_casa(vis: list[str], columns: list[str], field: str | None, rounds: list[dict],
                   cell_arcsec: float | None, imsize: int | None, cubes: list[dict], out: str,
                   spw: Any = "") -> dict[str, Any]:
-    """(CASA child, in ``out``) The self-calibration loop of the module doc; prints one line per round."""
+    """(CASA child, in ``out``) The self-calibration loop of the module doc; prints one line per round.
+
+    Parameters
+    ----------
+    vis : list[str]
+        The calibrated MSs.
+    columns : list[str]
+        The column holding the calibrated data of each.
+    field : str | None
+        The field to self-calibrate (None: the target).
+    rounds : list[dict]
+        The rounds (mode, solint).
+    cell_arcsec : float | None
+        The image cell in arcsec (None: from the longest baseline).
+    imsize : int | None
+        The image size in pixels (None: from the primary beam).
+    cubes : list[dict]
+        The delivered cubes to remake with the solutions.
+    out : str
+        The output folder.
+    spw : Any, default ""
+        The continuum spw selection.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``field``, ``rounds``, ``continuum``, ``cubes``, ``vis`` and ``tables``.
+    """
     from casatasks import applycal, clearcal, exportfits, ft, gaincal, split, tclean
 
     os.chdir(out)

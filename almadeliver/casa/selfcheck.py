@@ -3,7 +3,13 @@ from __future__ import annotations
 
 
 def measures_check_in_casa() -> dict:
-    """Convert a J2000 direction to AZEL at the ALMA site and UTC to TAI; needs the measures data."""
+    """Convert a J2000 direction to AZEL at the ALMA site and UTC to TAI; needs the measures data.
+
+    Returns
+    -------
+    dict
+        ``casa_version``, ``az_deg``, ``el_deg`` (degrees) and ``tai_minus_utc_s`` (s).
+    """
     from casatools import measures, quanta, version_string
 
     me, qa = measures(), quanta()

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ..casa.diskspace import MB
-from ..casa.restore import (ConcatResult, Progress, RestorePlan, casa_description, concat_cycle0, phase_scatter,
-                            restore)
+from ..casa.concat import ConcatResult, concat_cycle0
+from ..casa.restore import Progress, RestorePlan, casa_description, phase_scatter, restore
 from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state

@@ -42,7 +42,18 @@ class ApplyCal:
     other: dict[str, Any] = dataclasses.field(default_factory=dict)   # e.g. parang, applymode, flagbackup
 
     def ms_intents(self) -> str:
-        """The ``intent`` selection rewritten from pipeline names to the MS's scan intents."""
+        """The ``intent`` selection rewritten from pipeline names to the MS's scan intents.
+
+        Returns
+        -------
+        str
+            The intent selection in the MS's words (``CALIBRATE_PHASE#ON_SOURCE``, ...).
+
+        Raises
+        ------
+        ParseError
+            An intent is not one the pipeline writes (the message names the line).
+        """
         names = [n.strip() for n in self.intent.split(",") if n.strip()]
         unknown = [n for n in names if n not in PIPELINE_INTENTS and "#" not in n]
         if unknown:
@@ -56,7 +67,25 @@ _STRINGS = ("vis", "field", "intent", "spw", "antenna")
 
 
 def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
-    """Every applycal line of a calapply.txt; a malformed line raises ParseError with its number."""
+    """Every applycal line of a calapply.txt; a malformed line raises ParseError with its number.
+
+    Parameters
+    ----------
+    text : str
+        The text of a calapply.txt file.
+    source : str, default "calapply.txt"
+        Its name, for the error messages.
+
+    Returns
+    -------
+    list[ApplyCal]
+        The applycal calls, in file order.
+
+    Raises
+    ------
+    ParseError
+        A line is not an applycal call with string vis= and gaintable= (the message names it).
+    """
     calls = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip() or raw.lstrip().startswith("#"):
@@ -81,6 +110,17 @@ def parse_calapply(text: str, source: str = "calapply.txt") -> list[ApplyCal]:
 
 
 def read_calapply(path: Path) -> list[ApplyCal]:
-    """The applycal calls of a pipeline ``calapply.txt`` file."""
+    """The applycal calls of a pipeline ``calapply.txt`` file.
+
+    Parameters
+    ----------
+    path : Path
+        The calapply.txt file.
+
+    Returns
+    -------
+    list[ApplyCal]
+        The applycal calls, in file order.
+    """
     path = Path(path)
     return parse_calapply(path.read_text(), source=path.name)

@@ -24,13 +24,39 @@ class TaskCall:
     text: str = field(repr=False, default="")
 
     def render(self) -> str:
-        """The call as CASA would log it (one line)."""
+        """The call as CASA would log it (one line).
+
+        Returns
+        -------
+        str
+            ``task(arg=value, ...)`` on one line.
+        """
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{self.task}({args})"
 
 
 def parse_call(text: str, line: int = 1, source: str = "<text>") -> TaskCall:
-    """Parse one call; ParseError names ``source`` and ``line`` when it is not a literal call."""
+    """Parse one call; ParseError names ``source`` and ``line`` when it is not a literal call.
+
+    Parameters
+    ----------
+    text : str
+        The text of one task call.
+    line : int, default 1
+        The line it starts at in ``source`` (1-based), for the errors.
+    source : str, default "<text>"
+        Where the text comes from, for the errors.
+
+    Returns
+    -------
+    TaskCall
+        The task name and its literal arguments.
+
+    Raises
+    ------
+    ParseError
+        The text is not a call with literal keyword arguments only.
+    """
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
@@ -55,6 +81,19 @@ def iter_calls(text: str, source: str = "<text>") -> Iterator[TaskCall]:
 
     Call boundaries come from Python's tokenizer (brackets and strings balanced), so a ')' inside a
     string never ends a call early.
+
+    Parameters
+    ----------
+    text : str
+        The text of a script or command log.
+    source : str, default "<text>"
+        Where the text comes from, for the errors.
+
+    Raises
+    ------
+    ParseError
+        A call is not closed, is indented, or text that is not a call follows (when the iterator reaches
+        it).
     """
     lines = text.splitlines(keepends=True)
     start: int | None = None

@@ -7,7 +7,18 @@ from .calls import TaskCall, iter_calls
 
 
 def read_commands(path: Path) -> list[TaskCall]:
-    """The task calls of a pipeline ``casa_commands.log`` file."""
+    """The task calls of a pipeline ``casa_commands.log`` file.
+
+    Parameters
+    ----------
+    path : Path
+        The casa_commands.log file.
+
+    Returns
+    -------
+    list[TaskCall]
+        The task calls, in log order.
+    """
     path = Path(path)
     return list(iter_calls(path.read_text(), source=path.name))
 
@@ -17,6 +28,16 @@ def product_tclean_calls(calls: list[TaskCall]) -> list[TaskCall]:
 
     Pipeline image names end in ``.iter0`` (dirty, for the mask and the noise) or ``.iter1``
     (cleaned, exported as the product); only the cleaned ones are kept, the latest one winning.
+
+    Parameters
+    ----------
+    calls : list[TaskCall]
+        The task calls of a casa_commands.log (``read_commands``).
+
+    Returns
+    -------
+    list[TaskCall]
+        The product tclean calls, in log order.
     """
     chosen: dict[tuple, TaskCall] = {}
     for call in calls:

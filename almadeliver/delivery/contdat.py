@@ -89,7 +89,20 @@ class ContDat:
     generation: int = 2
 
     def ranges(self, field_name: str, spw: int) -> list[FreqRange]:
-        """The continuum ranges of ``field_name`` in ``spw`` (none when cont.dat has no entry)."""
+        """The continuum ranges of ``field_name`` in ``spw`` (none when cont.dat has no entry).
+
+        Parameters
+        ----------
+        field_name : str
+            The field (source) name as cont.dat writes it.
+        spw : int
+            The spw id.
+
+        Returns
+        -------
+        list[FreqRange]
+            The continuum frequency ranges (Hz, with their frame).
+        """
         return self.fields.get(field_name, {}).get(spw, SpwRanges(spw)).ranges
 
     @property
@@ -99,7 +112,13 @@ class ContDat:
         return FRAMELESS_FRAME if self.generation == 1 else "LSRK"
 
     def flagged(self) -> list[tuple[str, int, list[str]]]:
-        """(field, spw, flags) for every spw with a ``Flags:`` line, in file order."""
+        """(field, spw, flags) for every spw with a ``Flags:`` line, in file order.
+
+        Returns
+        -------
+        list[tuple[str, int, list[str]]]
+            (field, spw, flags) tuples.
+        """
         return [(f, s, sr.flags) for f, spws in self.fields.items() for s, sr in spws.items() if sr.flags]
 
 
@@ -197,5 +216,16 @@ def parse_contdat_text(text: str, path: str = "cont.dat") -> ContDat:
 
 
 def parse_contdat(path: str | Path) -> ContDat:
-    """Read and parse a cont.dat file (see ``parse_contdat_text``)."""
+    """Read and parse a cont.dat file (see ``parse_contdat_text``).
+
+    Parameters
+    ----------
+    path : str | Path
+        The cont.dat file.
+
+    Returns
+    -------
+    ContDat
+        The ranges per field and spw.
+    """
     return parse_contdat_text(Path(path).read_text(encoding="utf-8", errors="replace"), str(path))

@@ -16,7 +16,15 @@ CARDS = {"ID": ("SODAID", "product this SODA cutout was cut from"),
 
 
 def stamp_cutout(path: Path, params: dict[str, str]) -> None:
-    """Write the SODA ``params`` (ID, CIRCLE, BAND) into the primary header of the cutout at ``path``."""
+    """Write the SODA ``params`` (ID, CIRCLE, BAND) into the primary header of the cutout at ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        The cutout FITS file.
+    params : dict[str, str]
+        The SODA parameters of the request (ID, CIRCLE in degrees, BAND in metres).
+    """
     from astropy.io import fits
 
     with fits.open(path, mode="update") as hdul:
@@ -28,7 +36,20 @@ def stamp_cutout(path: Path, params: dict[str, str]) -> None:
 
 
 def cutout_stamped(path: Path, params: dict[str, str]) -> bool:
-    """True when the cutout at ``path`` exists and its header records exactly the SODA ``params``."""
+    """True when the cutout at ``path`` exists and its header records exactly the SODA ``params``.
+
+    Parameters
+    ----------
+    path : Path
+        The cutout FITS file.
+    params : dict[str, str]
+        The SODA parameters of the request (ID, CIRCLE in degrees, BAND in metres).
+
+    Returns
+    -------
+    bool
+        True when the file can be kept as the cutout of ``params``.
+    """
     from astropy.io import fits
 
     if not Path(path).is_file():

@@ -68,7 +68,20 @@ def _parse_command(line: str, where: str, notes: list[str]) -> dict[str, str]:
 
 
 def parse_flagtemplate_text(text: str, path: str = "flagtemplate.txt") -> FlagTemplate:
-    """Parse a flag template; ParseError names the line that is not a flagdata command."""
+    """Parse a flag template; ParseError names the line that is not a flagdata command.
+
+    Parameters
+    ----------
+    text : str
+        The template's text.
+    path : str, default "flagtemplate.txt"
+        Its name, for the error messages.
+
+    Returns
+    -------
+    FlagTemplate
+        The flagdata commands of the template.
+    """
     result = FlagTemplate(path)
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -80,5 +93,16 @@ def parse_flagtemplate_text(text: str, path: str = "flagtemplate.txt") -> FlagTe
 
 
 def parse_flagtemplate(path: str | Path) -> FlagTemplate:
-    """Read a flag template file (see ``parse_flagtemplate_text``)."""
+    """Read a flag template file (see ``parse_flagtemplate_text``).
+
+    Parameters
+    ----------
+    path : str | Path
+        The flag template file.
+
+    Returns
+    -------
+    FlagTemplate
+        The flagdata commands of the template.
+    """
     return parse_flagtemplate_text(Path(path).read_text(encoding="utf-8", errors="replace"), str(path))

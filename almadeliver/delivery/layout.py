@@ -42,7 +42,13 @@ class Listing:
     in_table: bool = False     # inside a CASA table (MS, caltable): sizes are not read
 
     def names(self) -> list[str]:
-        """Every entry of the folder: files, sub-folders and links."""
+        """Every entry of the folder: files, sub-folders and links.
+
+        Returns
+        -------
+        list[str]
+            The entry names, unsorted.
+        """
         return [*self.files, *self.dirs, *self.links]
 
 
@@ -60,15 +66,43 @@ class TreeIndex:
         return sum(len(d.files) + len(d.links) for d in self.dirs.values())
 
     def get(self, rel: str) -> Listing:
-        """The listing of folder ``rel`` (an empty one when it is not indexed)."""
+        """The listing of folder ``rel`` (an empty one when it is not indexed).
+
+        Parameters
+        ----------
+        rel : str
+            A folder relative to the indexed root (``.`` for the root).
+
+        Returns
+        -------
+        Listing
+            Its files, folders and links.
+        """
         return self.dirs.get(rel) or Listing()
 
     def path(self, rel: str) -> Path:
-        """The path on disk of ``rel`` (relative to the indexed root)."""
+        """The path on disk of ``rel`` (relative to the indexed root).
+
+        Parameters
+        ----------
+        rel : str
+            A path relative to the indexed root.
+
+        Returns
+        -------
+        Path
+            The absolute path.
+        """
         return self.root / rel if rel else self.root
 
     def under(self, rel: str):
-        """(rel, Listing) for rel and every folder below it."""
+        """(rel, Listing) for rel and every folder below it.
+
+        Parameters
+        ----------
+        rel : str
+            A folder relative to the indexed root.
+        """
         prefix = rel + "/" if rel else ""
         for key, listing in self.dirs.items():
             if key == rel or key.startswith(prefix):
@@ -76,12 +110,41 @@ class TreeIndex:
 
 
 def join(rel: str, name: str) -> str:
-    """``rel/name`` (just ``name`` at the root)."""
+    """``rel/name`` (just ``name`` at the root).
+
+    Parameters
+    ----------
+    rel : str
+        A folder relative to the scanned root (``.`` for the root).
+    name : str
+        An entry of it.
+
+    Returns
+    -------
+    str
+        The entry's path relative to the root.
+    """
     return f"{rel}/{name}" if rel else name
 
 
 def scan(path: str | Path) -> TreeIndex:
-    """Walk ``path`` once with os.scandir; symlinks are recorded, never followed."""
+    """Walk ``path`` once with os.scandir; symlinks are recorded, never followed.
+
+    Parameters
+    ----------
+    path : str | Path
+        The folder to walk.
+
+    Returns
+    -------
+    TreeIndex
+        Every folder's listing, keyed by its path relative to ``path``.
+
+    Raises
+    ------
+    UsageError
+        ``path`` does not exist or is not a folder.
+    """
     root = Path(path)
     if not root.exists():
         raise UsageError(f"{root} does not exist", "give a delivery folder: its project, a member or a staff area")
@@ -118,12 +181,34 @@ def scan(path: str | Path) -> TreeIndex:
 
 
 def plain_name(name: str) -> str:
-    """A file name without the pipeline's ``member.<MOUS>.`` prefix."""
+    """A file name without the pipeline's ``member.<MOUS>.`` prefix.
+
+    Parameters
+    ----------
+    name : str
+        A file name, perhaps with the pipeline's prefix.
+
+    Returns
+    -------
+    str
+        The name without the prefix.
+    """
     return _MEMBER_PREFIX_RE.sub("", name)
 
 
 def eb_of(name: str) -> Uid | None:
-    """The EB uid a file or folder name starts with (``uid___A002_...``), if any."""
+    """The EB uid a file or folder name starts with (``uid___A002_...``), if any.
+
+    Parameters
+    ----------
+    name : str
+        A file or folder name.
+
+    Returns
+    -------
+    Uid | None
+        The EB uid, or None.
+    """
     uid = uid_at_start(plain_name(name))
     return None if uid is None or uid.is_ous else uid
 
@@ -152,7 +237,18 @@ class Member:
 
     def file(self, rel: str) -> Path:
         """The absolute path of ``rel``, a path this member's scan gave (relative to the scanned root:
-        the member's own ``rel`` prefix is dropped when the scan started above the member)."""
+        the member's own ``rel`` prefix is dropped when the scan started above the member).
+
+        Parameters
+        ----------
+        rel : str
+            A path from this member's scan.
+
+        Returns
+        -------
+        Path
+            The absolute path.
+        """
         own = self.rel
         return self.path / (rel[len(own) + 1:] if own and rel.startswith(own + "/") else rel)
 
@@ -178,7 +274,18 @@ class Member:
         return [eb for eb in self.ebs_in_raw if eb not in self.ebs_in_scripts]
 
     def raw_tarball(self, eb: Uid) -> str:
-        """The archive file to fetch for an EB's ASDM."""
+        """The archive file to fetch for an EB's ASDM.
+
+        Parameters
+        ----------
+        eb : Uid
+            The EB.
+
+        Returns
+        -------
+        str
+            The raw tarball's file name (``<project>_<MOUS>.<EB>.asdm.sdm.tar``).
+        """
         return raw_name(self.project or "<project>", eb)
 
 
@@ -202,7 +309,22 @@ def total_power_calibrated(calibrated: Path, eb: str, final: bool = False) -> Pa
     """Where scriptForPI v2.x leaves the calibrated data of Total Power EB ``eb`` (``uid___...``):
     ``calibrated/<EB>.calibration/<EB>.ms.cal``, which every SD script writes (see
     TP_CALIBRATED_SUFFIX). ``final``: the script's last product, ``<EB>.ms.cal.jy`` when an older
-    script made it (TP_JY_SUFFIX), else ``<EB>.ms.cal``."""
+    script made it (TP_JY_SUFFIX), else ``<EB>.ms.cal``.
+
+    Parameters
+    ----------
+    calibrated : Path
+        The member's ``calibrated/`` folder.
+    eb : str
+        The Total Power EB (``uid___...``).
+    final : bool, default False
+        Give the script's last product (``.ms.cal.jy`` when there is one).
+
+    Returns
+    -------
+    Path
+        The calibrated MS's path (it may not exist yet).
+    """
     folder = Path(calibrated) / f"{eb}.calibration"
     if final and (folder / f"{eb}{TP_JY_SUFFIX}").exists():
         return folder / f"{eb}{TP_JY_SUFFIX}"
@@ -223,7 +345,18 @@ class StaffEb:
         return self.folder.name[len(STAFF_CALIBRATION_PREFIX):]
 
     def fits(self, uid: Uid) -> bool:
-        """True when ``uid`` is an EB this folder is named for."""
+        """True when ``uid`` is an EB this folder is named for.
+
+        Parameters
+        ----------
+        uid : Uid
+            An EB uid.
+
+        Returns
+        -------
+        bool
+            True when the folder's name covers ``uid``.
+        """
         return uid.disk.endswith("_" + self.tail)
 
     @property
@@ -234,7 +367,20 @@ class StaffEb:
 
 def calibration_folder(eb: Uid, ebs: list[Uid]) -> str:
     """``Calibration_X<tail>`` (ALMA staff manual); ``Calibration_X<range>_X<tail>`` when another EB of
-    the area ends in the same tail (exportasdm names every simulated EB ``.../X1``)."""
+    the area ends in the same tail (exportasdm names every simulated EB ``.../X1``).
+
+    Parameters
+    ----------
+    eb : Uid
+        The EB the folder is for.
+    ebs : list[Uid]
+        Every EB of the area.
+
+    Returns
+    -------
+    str
+        The folder name.
+    """
     clash = sum(other.tail == eb.tail for other in ebs) > 1
     return STAFF_CALIBRATION_PREFIX + ("_".join(eb.archive.rsplit("/", 2)[1:]) if clash else eb.tail)
 
@@ -268,11 +414,28 @@ class StaffArea:
 
     def read_readme(self) -> Readme:
         """The area's README read by the one README reader (readme.py; a staff README may leave the
-        project code to the packager). Raises ParseError when it does not parse, OSError when unreadable."""
+        project code to the packager). Raises ParseError when it does not parse, OSError when unreadable.
+
+        Returns
+        -------
+        Readme
+            The README's fields.
+        """
         return parse_readme(self.readme, require_project=False)
 
     def rel_path(self, path: Path) -> str:
-        """``path`` (inside the area) relative to the scanned folder."""
+        """``path`` (inside the area) relative to the scanned folder.
+
+        Parameters
+        ----------
+        path : Path
+            A path inside the area.
+
+        Returns
+        -------
+        str
+            The path relative to the scanned folder.
+        """
         return join(self.rel, str(path.relative_to(self.root)))
 
 
@@ -405,7 +568,18 @@ def _staff(index: TreeIndex, rel: str) -> StaffArea:
 
 
 def read_staff_area(path: str | Path) -> StaffArea:
-    """The staff area at ``path`` on its own (one walk of it)."""
+    """The staff area at ``path`` on its own (one walk of it).
+
+    Parameters
+    ----------
+    path : str | Path
+        The staff reduction area (a folder named for its MOUS).
+
+    Returns
+    -------
+    StaffArea
+        The area, its EB folders and its Combination and Imaging folders.
+    """
     return _staff(scan(path), "")
 
 
@@ -425,7 +599,25 @@ class DeliveryTree:
 
 
 def load(path: str | Path, index: TreeIndex | None = None) -> DeliveryTree:
-    """Scan ``path`` and find its member folders and staff areas (raises TreeError when there are none)."""
+    """Scan ``path`` and find its member folders and staff areas (raises TreeError when there are none).
+
+    Parameters
+    ----------
+    path : str | Path
+        The delivery tree (a DEST, project, or member folder).
+    index : TreeIndex | None, default None
+        An index of ``path`` already made (``scan``); None to walk it.
+
+    Returns
+    -------
+    DeliveryTree
+        The member folders and staff areas found.
+
+    Raises
+    ------
+    TreeError
+        There is no member folder and no staff area under ``path``.
+    """
     index = index or scan(path)
     members: list[Member] = []
     staff: list[StaffArea] = []
@@ -453,7 +645,18 @@ def load(path: str | Path, index: TreeIndex | None = None) -> DeliveryTree:
 
 
 def find_members(path: str | Path) -> list[Member]:
-    """The member folders under ``path`` (or ``path`` itself), with flavour and EB lists."""
+    """The member folders under ``path`` (or ``path`` itself), with flavour and EB lists.
+
+    Parameters
+    ----------
+    path : str | Path
+        A tree, or one member folder.
+
+    Returns
+    -------
+    list[Member]
+        The member folders, in path order.
+    """
     return load(path).members
 
 
@@ -487,5 +690,16 @@ def one_member(path: str | Path, action: str = "restore") -> Member:
 
 
 def find_staff_areas(path: str | Path) -> list[StaffArea]:
-    """The staff reduction areas under ``path`` (or ``path`` itself)."""
+    """The staff reduction areas under ``path`` (or ``path`` itself).
+
+    Parameters
+    ----------
+    path : str | Path
+        A tree, or one staff area.
+
+    Returns
+    -------
+    list[StaffArea]
+        The staff areas, in path order.
+    """
     return load(path).staff_areas

@@ -30,13 +30,30 @@ class SelectionRecord:
     cutouts: dict[str, dict[str, str]] = field(default_factory=dict)   # tree path -> SODA parameters
 
     def to_json(self) -> str:
-        """The record as JSON (with its schema name)."""
+        """The record as JSON (with its schema name).
+
+        Returns
+        -------
+        str
+            The JSON text.
+        """
         return json.dumps({"schema": SCHEMA, "patterns": self.patterns, "files": self.files,
                            "cutouts": self.cutouts}, indent=1)
 
 
 def read_selection(dest: Path) -> SelectionRecord | None:
-    """The record in ``dest`` (None when there is none, or it is not one)."""
+    """The record in ``dest`` (None when there is none, or it is not one).
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination.
+
+    Returns
+    -------
+    SelectionRecord | None
+        The selection record, or None.
+    """
     path = Path(dest) / SELECTION_FILE
     try:
         data = json.loads(path.read_text())
@@ -48,7 +65,24 @@ def read_selection(dest: Path) -> SelectionRecord | None:
 
 
 def record_selection(dest: Path, patterns: list[str], files: list[str], cutouts: dict[str, dict[str, str]]) -> Path:
-    """Add a download's selection to ``dest``'s record (runs with other patterns add up); returns its path."""
+    """Add a download's selection to ``dest``'s record (runs with other patterns add up); returns its path.
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination.
+    patterns : list[str]
+        The ``--files`` patterns of this download.
+    files : list[str]
+        The files (paths relative to DEST) they selected.
+    cutouts : dict[str, dict[str, str]]
+        Cutout path -> its SODA parameters (CIRCLE in degrees, BAND in metres).
+
+    Returns
+    -------
+    Path
+        The record file's path.
+    """
     record = read_selection(dest) or SelectionRecord()
     record.patterns += [p for p in patterns if p not in record.patterns]
     record.files += [f for f in files if f not in record.files]
@@ -62,7 +96,20 @@ def record_selection(dest: Path, patterns: list[str], files: list[str], cutouts:
 
 
 def find_selection(root: Path, levels: int = 6) -> tuple[Path, SelectionRecord] | None:
-    """The DEST holding ``root`` (a project, member or any folder of a tree) and its record, if partial."""
+    """The DEST holding ``root`` (a project, member or any folder of a tree) and its record, if partial.
+
+    Parameters
+    ----------
+    root : Path
+        A folder of a downloaded tree.
+    levels : int, default 6
+        How many parent folders to look in.
+
+    Returns
+    -------
+    tuple[Path, SelectionRecord] | None
+        (DEST, its record), or None when ``root`` is not in a partial download.
+    """
     here = Path(root).resolve()
     for folder in [here, *here.parents][:levels]:
         record = read_selection(folder)
@@ -76,6 +123,13 @@ def review_partial(report: Report, root: Path) -> None:
 
     Absence findings (``ABSENCE_CHECKS``) become information ("not asked"); every asked file under
     ``root`` that is not on disk is an error; one summary line says what was asked and found.
+
+    Parameters
+    ----------
+    report : Report
+        The validation report of ``root`` (changed in place).
+    root : Path
+        The folder validated.
     """
     found = find_selection(root)
     if found is None:

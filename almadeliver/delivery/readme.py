@@ -43,7 +43,18 @@ def casa_version_problem(value: str) -> str | None:
 
     A placeholder left in a template (``4.x``, ``5.6.x``, ``X.Y.Z``, ``<version>``, ``TBD``) and a value
     that is no version at all (``unknown``, empty) are both problems; check, validate and package all ask
-    this function (via ``parse_readme_text``), so they cannot disagree."""
+    this function (via ``parse_readme_text``), so they cannot disagree.
+
+    Parameters
+    ----------
+    value : str
+        The value after ``CASA version used for reduction:``.
+
+    Returns
+    -------
+    str | None
+        None for a version, else what is wrong with the value.
+    """
     value = value.strip()
     if not value:
         return "the CASA version line is empty"
@@ -145,7 +156,18 @@ def _tree(lines: list[str], project: str) -> str | None:
 
 
 def read_readme_text(path: str | Path) -> str:
-    """A README's text in any encoding ALMA used (utf-8 or latin-1)."""
+    """A README's text in any encoding ALMA used (utf-8 or latin-1).
+
+    Parameters
+    ----------
+    path : str | Path
+        The README file.
+
+    Returns
+    -------
+    str
+        Its text.
+    """
     data = Path(path).read_bytes()
     try:
         return data.decode("utf-8")
@@ -154,13 +176,37 @@ def read_readme_text(path: str | Path) -> str:
 
 
 def parse_readme(path: str | Path, require_project: bool = True) -> Readme:
-    """Read and parse a README file (see ``parse_readme_text``)."""
+    """Read and parse a README file (see ``parse_readme_text``).
+
+    Parameters
+    ----------
+    path : str | Path
+        The README file.
+    require_project : bool, default True
+        Ask for a project code (a staff README may leave it to the packager).
+
+    Returns
+    -------
+    Readme
+        The README's fields.
+    """
     return parse_readme_text(read_readme_text(path), str(path), require_project)
 
 
 def reducer_section(text: str) -> str:
     """The reducer's part of a delivered README (its header fields and QA2 notes): the first block
-    between ``#####`` lines that holds a ``Key: value`` line; the whole text when there is none."""
+    between ``#####`` lines that holds a ``Key: value`` line; the whole text when there is none.
+
+    Parameters
+    ----------
+    text : str
+        A delivered README's text.
+
+    Returns
+    -------
+    str
+        The reducer's part of it.
+    """
     blocks: list[list[str]] = [[]]
     for line in text.splitlines():
         if _SEPARATOR_RE.match(line):

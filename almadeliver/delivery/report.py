@@ -34,17 +34,61 @@ class Report:
 
     def add(self, severity: Severity, check: str, path: str, message: str, hint: str | None = None,
             numbers: dict | None = None) -> None:
-        """Add a finding (``numbers``: the figures it was judged on, e.g. a flagged fraction)."""
+        """Add a finding (``numbers``: the figures it was judged on, e.g. a flagged fraction).
+
+        Parameters
+        ----------
+        severity : Severity
+            How bad the finding is.
+        check : str
+            The check's name (``readme.casa-version``, ``staff.eb.flagging``, ...).
+        path : str
+            The file or folder it is about.
+        message : str
+            What was found.
+        hint : str | None, default None
+            What to do about it.
+        numbers : dict | None, default None
+            The figures it was judged on.
+        """
         self.findings.append(Finding(severity, check, path, message, hint, numbers))
 
     def of(self, severity: Severity) -> list[Finding]:
-        """The findings of ``severity``."""
+        """The findings of ``severity``.
+
+        Parameters
+        ----------
+        severity : Severity
+            The severity to keep.
+
+        Returns
+        -------
+        list[Finding]
+            The findings, in report order.
+        """
         return [f for f in self.findings if f.severity is severity]
 
     def ok(self, strict: bool = False) -> bool:
-        """No errors (and, when strict, no warnings either)."""
+        """No errors (and, when strict, no warnings either).
+
+        Parameters
+        ----------
+        strict : bool, default False
+            Fail on warnings too (``--strict``).
+
+        Returns
+        -------
+        bool
+            True when the tree passes.
+        """
         return not self.of(Severity.ERROR) and not (strict and self.of(Severity.WARNING))
 
     def to_json(self) -> str:
-        """The report as JSON (``validate --format json``, ``check --json``)."""
+        """The report as JSON (``validate --format json``, ``check --json``).
+
+        Returns
+        -------
+        str
+            The JSON text: every finding and the verdict.
+        """
         return json.dumps(asdict(self), indent=1, default=str)

@@ -39,7 +39,27 @@ _STEP_KEY = re.compile(r"(\d+)\s*:\s*(['\"])(.*?)\2")
 
 def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
     """Make ``root/<MOUS>/`` with ``Calibration_X<tail>`` per EB (``Calibration_X<range>_X<tail>`` for
-    EBs whose tails clash), ``Combination/calibrated`` (several EBs) and ``Imaging``. Existing content is kept, so running it again is harmless."""
+    EBs whose tails clash), ``Combination/calibrated`` (several EBs) and ``Imaging``. Existing content is kept, so running it again is harmless.
+
+    Parameters
+    ----------
+    mous : Uid
+        The MOUS reduced.
+    ebs : list[Uid]
+        Its EBs.
+    root : Path
+        The folder the area is made in.
+
+    Returns
+    -------
+    Path
+        The area folder, ``root/<MOUS>``.
+
+    Raises
+    ------
+    UsageError
+        No EB is given, or one is given twice.
+    """
     if not ebs:
         raise UsageError("no EB given", "name every EB of the MOUS with --eb UID")
     if len(set(ebs)) != len(ebs):
@@ -54,7 +74,23 @@ def prepare_area(mous: Uid, ebs: list[Uid], root: Path) -> Path:
 
 
 def load_area(area: Path) -> StaffArea:
-    """Read the area's MOUS (or GOUS) from its folder name and its EBs from the Calibration_X folders."""
+    """Read the area's MOUS (or GOUS) from its folder name and its EBs from the Calibration_X folders.
+
+    Parameters
+    ----------
+    area : Path
+        The staff reduction area (a folder named for its MOUS).
+
+    Returns
+    -------
+    StaffArea
+        The area and its EBs.
+
+    Raises
+    ------
+    TreeError
+        ``area`` is not a folder, or not named for a uid.
+    """
     area = Path(area).resolve()
     if not area.is_dir():
         raise TreeError(f"{area} is not a folder", "give the reduction area made by 'almadeliver prepare'")
@@ -66,12 +102,34 @@ def load_area(area: Path) -> StaffArea:
 
 
 def casa_logs(folder: Path) -> list[Path]:
-    """The CASA log files in ``folder`` (none when it is missing)."""
+    """The CASA log files in ``folder`` (none when it is missing).
+
+    Parameters
+    ----------
+    folder : Path
+        A folder of the area.
+
+    Returns
+    -------
+    list[Path]
+        The ``casa-*.log`` files, sorted by name.
+    """
     return sorted(p for p in folder.glob(CASA_LOG_GLOB) if p.is_file()) if folder.is_dir() else []
 
 
 def script_steps(text: str) -> dict[int, str] | None:
-    """The ``step_title`` dict of an ALMA reduction script ({0: 'Import of the ASDM', ...})."""
+    """The ``step_title`` dict of an ALMA reduction script ({0: 'Import of the ASDM', ...}).
+
+    Parameters
+    ----------
+    text : str
+        The script's text.
+
+    Returns
+    -------
+    dict[int, str] | None
+        Step number -> title, or None when the script has no ``step_title`` dict.
+    """
     m = _STEP_TITLE.search(text)
     if not m:
         return None
@@ -85,6 +143,18 @@ def script_problem(text: str, eb: Uid) -> str | None:
     block for every step, ``thesteps = []`` so every step runs), and a last step that splits the
     corrected data out to ``<EB>.ms.split.cal`` (written out, or as ``vis + '.split.cal'`` with
     ``vis = '<EB>.ms'``).
+
+    Parameters
+    ----------
+    text : str
+        The script's text.
+    eb : Uid
+        The EB it calibrates.
+
+    Returns
+    -------
+    str | None
+        What is missing, or None.
     """
     steps = script_steps(text)
     if not steps:
@@ -107,7 +177,20 @@ def script_problem(text: str, eb: Uid) -> str | None:
 
 def log_problem(log: Path, steps: dict[int, str] | None = None) -> str | None:
     """Why a CASA log is not clean (None when it is): a SEVERE line (other than casacore's stale leap
-    second table), or a script step it never ran."""
+    second table), or a script step it never ran.
+
+    Parameters
+    ----------
+    log : Path
+        The CASA log file.
+    steps : dict[int, str] | None, default None
+        The script's steps (``script_steps``); None to skip the step check.
+
+    Returns
+    -------
+    str | None
+        What is wrong, or None.
+    """
     text = log.read_text(errors="replace")
     for severe in _SEVERE.finditer(text):
         if not _STALE_LEAP_TABLE.match(text, severe.start()):
@@ -121,7 +204,18 @@ def log_problem(log: Path, steps: dict[int, str] | None = None) -> str | None:
 
 
 def stale_leap_table(log: Path) -> bool:
-    """True when CASA wrote in this log that its leap second table is out of date."""
+    """True when CASA wrote in this log that its leap second table is out of date.
+
+    Parameters
+    ----------
+    log : Path
+        The CASA log file.
+
+    Returns
+    -------
+    bool
+        True when the leap second table is stale.
+    """
     return bool(_STALE_LEAP_TABLE.search(log.read_text(errors="replace")))
 
 
@@ -142,7 +236,7 @@ def check_area(area: Path | StaffArea, requested_rms_jy: float | None = None,
     -------
     Report
         One finding per item: info (pass), warning (warn) or error (FAIL), with its path and, in
-        ``numbers``, the figures behind the verdict (seed 001's final checklist; see checklist.py).
+        ``numbers``, the figures behind the verdict (seed 001's final checklist; see the checklist package).
 
     Raises
     ------
@@ -184,7 +278,18 @@ def check_area(area: Path | StaffArea, requested_rms_jy: float | None = None,
 
 
 def check_group_area(area: Path | StaffArea) -> Report:
-    """The checklist of a group area: README, Imaging script and clean log, images."""
+    """The checklist of a group area: README, Imaging script and clean log, images.
+
+    Parameters
+    ----------
+    area : Path | StaffArea
+        The group area (a folder named for its GOUS), or it already read.
+
+    Returns
+    -------
+    Report
+        One finding per checklist item.
+    """
     staff = area if isinstance(area, StaffArea) else load_area(area)
     report = Report(str(staff.root), "staff-group-area", details={"gous": staff.ous.archive})
     _check_imaging(_Checker(report, staff.root), staff, products=False)

@@ -36,6 +36,11 @@ def write_html_report(report: Report, area: Path, output: Path) -> Path:
         The reduction area the report is about (its MSs and images are plotted).
     output : Path
         The HTML file to write.
+
+    Returns
+    -------
+    Path
+        ``output``.
     """
     from .staff import load_area
 

@@ -32,7 +32,18 @@ _BEAM_FREE = (".pb.", ".flux.", ".mask", ".alpha", ".psf.", ".residual.", ".mode
 
 
 def validate(path: str | Path) -> Report:
-    """Check the tree at ``path``; the Report lists every finding (empty means a clean tree)."""
+    """Check the tree at ``path``; the Report lists every finding (empty means a clean tree).
+
+    Parameters
+    ----------
+    path : str | Path
+        A delivery tree: a DEST, a project or a member folder.
+
+    Returns
+    -------
+    Report
+        Every finding; ``report.ok()`` tells whether the tree passes.
+    """
     tree = load(path)
     index = tree.index
     report = Report(root=str(index.root), flavour=tree.flavour,
@@ -319,7 +330,17 @@ def _check_fits_folder(index: TreeIndex, rel: str, report: Report) -> None:
 
 
 def check_fits(path: Path, rel: str, report: Report) -> None:
-    """A product FITS file opens with astropy, is not cut short, and (for images) carries a beam."""
+    """A product FITS file opens with astropy, is not cut short, and (for images) carries a beam.
+
+    Parameters
+    ----------
+    path : Path
+        The FITS file.
+    rel : str
+        Its path relative to the validated tree (for the finding).
+    report : Report
+        The report the findings are added to.
+    """
     from astropy.io import fits
 
     hint = "fetch the product tarball holding it again"

@@ -82,7 +82,18 @@ class MsSummary:
 
 
 def ms_summary(ms: Path | str) -> MsSummary:
-    """Fields, spws, time range and calibrator fields of ``ms`` (TreeError when it is not an MS)."""
+    """Fields, spws, time range and calibrator fields of ``ms`` (TreeError when it is not an MS).
+
+    Parameters
+    ----------
+    ms : Path | str
+        The measurement set.
+
+    Returns
+    -------
+    MsSummary
+        Its fields, spws (Hz), time range (s) and calibrator fields.
+    """
     ms = Path(ms)
     tb = _table(ms)
     try:
@@ -124,7 +135,18 @@ def ms_summary(ms: Path | str) -> MsSummary:
 
 def sidebands(spws: list[SpwInfo]) -> list[list[SpwInfo]]:
     """The spws grouped by sideband: by NET_SIDEBAND when the MS tells them apart, else by frequency
-    (an ALMA sideband spans at most 4 GHz of IF, and two sidebands lie at least 8 GHz apart)."""
+    (an ALMA sideband spans at most 4 GHz of IF, and two sidebands lie at least 8 GHz apart).
+
+    Parameters
+    ----------
+    spws : list[SpwInfo]
+        The spws of an MS.
+
+    Returns
+    -------
+    list[list[SpwInfo]]
+        The spws of each sideband, lowest frequency first.
+    """
     if len({s.net_sideband for s in spws}) > 1:
         groups: dict[int, list[SpwInfo]] = {}
         for s in spws:
@@ -145,7 +167,20 @@ def flag_fractions(flagversions: Path, ms: MsSummary | None = None) -> dict[str,
     ``flagversions`` is ``<vis>.flagversions``; each ``flags.<name>`` table holds the FLAG column of
     ``<vis>`` as flagmanager saved it. When ``ms`` has the same rows (``.ms.split.cal`` split from
     ``.ms.split`` with keepflags=True), fractions are per spw over the cross-correlations; otherwise
-    one fraction over all rows (key ``"all"``)."""
+    one fraction over all rows (key ``"all"``).
+
+    Parameters
+    ----------
+    flagversions : Path
+        The ``<vis>.flagversions`` folder.
+    ms : MsSummary | None, default None
+        The summary of an MS with the same rows (per-spw fractions); None for one overall fraction.
+
+    Returns
+    -------
+    dict[str, dict[str, float]]
+        Version -> spw (or ``all``) -> flagged fraction (0-1).
+    """
     ddid = cross = None
     if ms is not None:
         ddid, cross = _spw_and_cross(ms.path)
@@ -161,7 +196,18 @@ def flag_fractions(flagversions: Path, ms: MsSummary | None = None) -> dict[str,
 
 
 def ms_flag_fractions(ms: MsSummary) -> dict[str, float]:
-    """Flagged fraction per spw of the cross-correlations in ``ms`` itself (the final flags)."""
+    """Flagged fraction per spw of the cross-correlations in ``ms`` itself (the final flags).
+
+    Parameters
+    ----------
+    ms : MsSummary
+        The MS's summary.
+
+    Returns
+    -------
+    dict[str, float]
+        Spw -> flagged fraction (0-1).
+    """
     spw_of_row, cross = _spw_and_cross(ms.path)
     tb = _table(ms.path)
     try:
@@ -227,7 +273,14 @@ class CalibratorSeries:
     phase_f_deg: np.ndarray
 
     def numbers(self) -> dict[str, float]:
-        """Scatter in time and frequency: amplitude as a fraction of its mean, phase rms in degrees."""
+        """Scatter in time and frequency: amplitude as a fraction of its mean, phase rms in degrees.
+
+        Returns
+        -------
+        dict[str, float]
+            ``amp_scatter_time``, ``amp_scatter_freq`` (fractions), ``phase_rms_time_deg``,
+            ``phase_rms_freq_deg`` (degrees).
+        """
         return {"amp_scatter_time": _rel_std(self.amp_t), "phase_rms_time_deg": _std(self.phase_t_deg),
                 "amp_scatter_freq": _rel_std(self.amp_f), "phase_rms_freq_deg": _std(self.phase_f_deg),
                 "mean_amp_jy": float(np.nanmean(self.amp_t)) if self.amp_t.size else float("nan")}
@@ -245,7 +298,20 @@ def _rel_std(x: np.ndarray) -> float:
 
 def calibrator_series(ms: MsSummary, column: str = "DATA") -> list[CalibratorSeries]:
     """Per calibrator field and spw of ``ms`` (a ``.ms.split.cal``, whose DATA is the corrected data):
-    amplitude and phase against time and frequency, unflagged cross-correlations only."""
+    amplitude and phase against time and frequency, unflagged cross-correlations only.
+
+    Parameters
+    ----------
+    ms : MsSummary
+        The summary of a ``.ms.split.cal``.
+    column : str, default "DATA"
+        The data column to read.
+
+    Returns
+    -------
+    list[CalibratorSeries]
+        One series per calibrator field and spw.
+    """
     tb = _table(ms.path / "DATA_DESCRIPTION")
     dd_spw = tb.getcol("SPECTRAL_WINDOW_ID")
     tb.close()

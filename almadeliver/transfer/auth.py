@@ -31,7 +31,25 @@ class Credentials:
 
 
 def get_credentials(user: str, prompt: Callable[[str], str] = getpass.getpass) -> Credentials:
-    """The password of ``user``: ALMA_PASSWORD, else the keyring (if installed), else ``prompt``."""
+    """The password of ``user``: ALMA_PASSWORD, else the keyring (if installed), else ``prompt``.
+
+    Parameters
+    ----------
+    user : str
+        The ALMA archive user name.
+    prompt : Callable[[str], str], default getpass.getpass
+        Asks for the password when neither ALMA_PASSWORD nor the keyring has one.
+
+    Returns
+    -------
+    Credentials
+        The user name and password (the password is never logged).
+
+    Raises
+    ------
+    AuthError
+        No password was given (empty answer at the prompt).
+    """
     password = os.environ.get(PASSWORD_ENV)
     if not password:
         try:
@@ -47,7 +65,15 @@ def get_credentials(user: str, prompt: Callable[[str], str] = getpass.getpass) -
 
 
 class ArchiveAuth(AuthBase):
-    """Basic auth for the archive's hosts only (requests drops it on redirects to other hosts)."""
+    """Basic auth for the archive's hosts only (requests drops it on redirects to other hosts).
+
+    Parameters
+    ----------
+    credentials : Credentials
+        The user name and password.
+    hosts : set[str]
+        The host names that may receive them (``archive_hosts``).
+    """
 
     def __init__(self, credentials: Credentials, hosts: set[str]):
         self._basic = HTTPBasicAuth(credentials.user, credentials.password)
@@ -70,14 +96,36 @@ TOKEN_PATH = "/auth/realms/ALMA/protocol/openid-connect/token"
 def auth_urls(archive: str) -> list[str]:
     """Where the password is checked for ``archive``: ALMA's Keycloak hosts for the ALMA mirrors
     (ALMA-FACTS section 2, from astroquery 0.4.11 alma/core.py); the archive itself otherwise (a
-    local archive implements the same endpoint)."""
+    local archive implements the same endpoint).
+
+    Parameters
+    ----------
+    archive : str
+        The mirror (``eso``, ``nrao``, ``naoj``) or archive root URL.
+
+    Returns
+    -------
+    list[str]
+        The login endpoints to try, in order.
+    """
     root = archive.rstrip("/")
     known = {m.rstrip("/") for m in (DEFAULT_ARCHIVE, *MIRRORS.values())}
     return [f"{h}{TOKEN_PATH}" for h in AUTH_HOSTS] if root in known else [f"{root}{TOKEN_PATH}"]
 
 
 def archive_hosts(archive: str) -> set[str]:
-    """The hosts that may receive the credentials: the mirrors ``--archive`` names (``mirror_list``)."""
+    """The hosts that may receive the credentials: the mirrors ``--archive`` names (``mirror_list``).
+
+    Parameters
+    ----------
+    archive : str
+        The mirror (``eso``, ``nrao``, ``naoj``) or archive root URL.
+
+    Returns
+    -------
+    set[str]
+        The host names (no scheme, no port).
+    """
     return {urlsplit(m).netloc.lower() for m in mirror_list(archive)}
 
 

@@ -47,12 +47,24 @@ class FileEntry:
     preallocated: bool = False              # the .part was preallocated (its size says nothing of progress)
 
     def fetched(self) -> int:
-        """Bytes already on disk in the ``.part`` (the sum of the ranges' progress)."""
+        """Bytes already on disk in the ``.part`` (the sum of the ranges' progress).
+
+        Returns
+        -------
+        int
+            Bytes (B) already in the ``.part`` file.
+        """
         return sum(done - start for start, _end, done in self.segments)
 
 
 class Journal:
-    """A thread-safe view of DEST/.almadeliver/journal.json."""
+    """A thread-safe view of DEST/.almadeliver/journal.json.
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination (the journal is DEST/.almadeliver/journal.json).
+    """
 
     def __init__(self, dest: Path):
         self.folder = Path(dest) / JOURNAL_DIR
@@ -66,7 +78,20 @@ class Journal:
                               for name, entry in data["files"].items()}
 
     def entry(self, name: str, size: int) -> FileEntry:
-        """The entry of ``name``; a new one if unknown or if the archive's size changed."""
+        """The entry of ``name``; a new one if unknown or if the archive's size changed.
+
+        Parameters
+        ----------
+        name : str
+            The file's name in the plan.
+        size : int
+            The file's size in bytes (B) as the archive gives it.
+
+        Returns
+        -------
+        FileEntry
+            The journal's entry of the file (new when unknown or the size changed).
+        """
         with self.lock:
             e = self.files.get(name)
             if e is None or e.size != size:
@@ -74,13 +99,36 @@ class Journal:
             return e
 
     def state(self, name: str, size: int) -> FileState | None:
-        """The recorded state of ``name`` at ``size`` (None when unknown or the size changed)."""
+        """The recorded state of ``name`` at ``size`` (None when unknown or the size changed).
+
+        Parameters
+        ----------
+        name : str
+            The file's name in the plan.
+        size : int
+            The file's size in bytes (B) as the archive gives it.
+
+        Returns
+        -------
+        FileState | None
+            The recorded state, or None.
+        """
         with self.lock:
             e = self.files.get(name)
             return e.state if e is not None and e.size == size else None
 
     def set_state(self, name: str, size: int, state: FileState) -> None:
-        """Record the state of ``name`` and save the journal; a finished file forgets its ranges."""
+        """Record the state of ``name`` and save the journal; a finished file forgets its ranges.
+
+        Parameters
+        ----------
+        name : str
+            The file's name in the plan.
+        size : int
+            The file's size in bytes (B) as the archive gives it.
+        state : FileState
+            Its new state.
+        """
         with self.lock:
             e = self.files.setdefault(name, FileEntry(size=size))
             e.size, e.state = size, state
@@ -100,7 +148,13 @@ class Journal:
                 reserve.unlink(missing_ok=True)
 
     def save(self) -> bool:
-        """Write the journal atomically (safe to call from any thread); False if the disk is full."""
+        """Write the journal atomically (safe to call from any thread); False if the disk is full.
+
+        Returns
+        -------
+        bool
+            True when written; False when the disk is full (the old journal is kept).
+        """
         with self.lock:
             text = json.dumps({"schema": SCHEMA, "files": {n: asdict(e) for n, e in self.files.items()}})
             for _attempt in range(2):

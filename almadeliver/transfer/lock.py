@@ -47,7 +47,13 @@ class FolderLock:
         self.fd: int | None = None
 
     def holder(self) -> str:
-        """What the lock file says of the process holding it (``host:pid``), or "unknown"."""
+        """What the lock file says of the process holding it (``host:pid``), or "unknown".
+
+        Returns
+        -------
+        str
+            ``host:pid`` of the holder, or ``unknown``.
+        """
         try:
             return self.path.read_text().strip() or "unknown"
         except OSError:
@@ -87,5 +93,18 @@ class FolderLock:
 
 
 def DestLock(dest: Path, wait: bool = True) -> FolderLock:  # noqa: N802 (reads as a class at the call site)
-    """The lock of a download destination."""
+    """The lock of a download destination.
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination.
+    wait : bool, default True
+        Wait for another download to release it (else raise BusyError at once).
+
+    Returns
+    -------
+    FolderLock
+        The lock, to be used as a context manager.
+    """
     return FolderLock(dest, wait=wait, what="download into")

@@ -25,7 +25,23 @@ SPACE_MARGIN = 16 << 20      # bytes kept free beyond the files themselves
 
 
 def parse_what(text: str) -> set[TarballKind]:
-    """``--what products,raw`` -> the tarball kinds to fetch."""
+    """``--what products,raw`` -> the tarball kinds to fetch.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated kinds, as ``--what`` takes them.
+
+    Returns
+    -------
+    set[TarballKind]
+        The tarball kinds.
+
+    Raises
+    ------
+    UsageError
+        A kind is not one of ``WHAT``, or the text names none.
+    """
     kinds: set[TarballKind] = set()
     for word in filter(None, (w.strip().lower() for w in text.split(","))):
         if word not in WHAT:
@@ -37,12 +53,34 @@ def parse_what(text: str) -> set[TarballKind]:
 
 
 def mirror_url(archive: str) -> str:
-    """``eso|nrao|naoj`` or a URL -> the mirror root URL."""
+    """``eso|nrao|naoj`` or a URL -> the mirror root URL.
+
+    Parameters
+    ----------
+    archive : str
+        A mirror name (``eso``, ``nrao``, ``naoj``) or a URL.
+
+    Returns
+    -------
+    str
+        The mirror's root URL.
+    """
     return mirror_list(archive)[0]
 
 
 def is_tarball(f: ArchiveFile) -> bool:
-    """True for the tarballs (every file but the README and the single files taken from inside a tarball)."""
+    """True for the tarballs (every file but the README and the single files taken from inside a tarball).
+
+    Parameters
+    ----------
+    f : ArchiveFile
+        A file of the archive's DataLink answer.
+
+    Returns
+    -------
+    bool
+        True when ``f`` is a tarball.
+    """
     return f.kind is not TarballKind.README and f.member_of is None
 
 
@@ -72,7 +110,22 @@ class DownloadPlan:
 
 
 def make_plan(view: ProjectView, kinds: set[TarballKind], archive: str | None = None) -> DownloadPlan:
-    """The files of ``view`` of the given kinds, once each; ``archive`` moves every URL to that mirror."""
+    """The files of ``view`` of the given kinds, once each; ``archive`` moves every URL to that mirror.
+
+    Parameters
+    ----------
+    view : ProjectView
+        The project as the archive lists it (DataLink).
+    kinds : set[TarballKind]
+        The tarball kinds to fetch.
+    archive : str | None, default None
+        A mirror name or URL to fetch from (None: the URLs as the archive gives them).
+
+    Returns
+    -------
+    DownloadPlan
+        The files to fetch and their total size.
+    """
     root = mirror_url(archive) if archive else view.archive.rstrip("/")
     seen: set[tuple[str, int]] = set()
     files, dropped, unreadable = [], 0, []
@@ -112,6 +165,27 @@ def check_space(plan: DownloadPlan, dest: Path, untar: bool = True, journal: Jou
 
     A tarball unpacks to about its own size (uncompressed tar); files already fetched or extracted,
     and bytes already in ``.part`` files, are not counted again.
+
+    Parameters
+    ----------
+    plan : DownloadPlan
+        The files to fetch.
+    dest : Path
+        The download destination.
+    untar : bool, default True
+        Count the unpacked tree too (about each tarball's size).
+    journal : Journal | None, default None
+        The destination's journal (its ``.part`` bytes are not counted again).
+
+    Returns
+    -------
+    SpaceCheck
+        The bytes (B) needed and free on DEST's file system.
+
+    Raises
+    ------
+    DiskSpaceError
+        DEST's file system has less free space than the download plus its unpacked tree.
     """
     dest = Path(dest)
     journal = journal or Journal(dest)

@@ -69,7 +69,13 @@ class Cutout:
                              "(--freq, or --line with --width)", "e.g. --cutout --target 'Orion KL' --radius 15arcsec")
 
     def params(self) -> dict[str, str]:
-        """The SODA query parameters (CIRCLE in degrees, BAND in metres)."""
+        """The SODA query parameters (CIRCLE in degrees, BAND in metres).
+
+        Returns
+        -------
+        dict[str, str]
+            The SODA parameters (``CIRCLE`` in degrees, ``BAND`` in metres), as strings.
+        """
         out = {}
         if self.radius_deg is not None:
             out["CIRCLE"] = f"{self.ra_deg!r} {self.dec_deg!r} {self.radius_deg!r}"
@@ -92,7 +98,18 @@ class FileSelection:
         return bool(self.patterns) or self.cutout is not None
 
     def matches(self, name: str) -> bool:
-        """True when ``name`` matches a pattern (the cutout default when only a cutout is asked)."""
+        """True when ``name`` matches a pattern (the cutout default when only a cutout is asked).
+
+        Parameters
+        ----------
+        name : str
+            A file name of the plan.
+
+        Returns
+        -------
+        bool
+            True when the file is selected.
+        """
         patterns = self.patterns or (CUTOUT_DEFAULT_FILES if self.cutout else ())
         return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -122,6 +139,22 @@ class SelectedPlan:
 def tree_folder(code: str, sg: str | None, gous: str, mous: str | None) -> str:
     """The OUS folder of the delivery tree: ``<project>/science_goal.<SG>/group.<GOUS>[/member.<MOUS>]``.
 
+    Parameters
+    ----------
+    code : str
+        The project code.
+    sg : str | None
+        The science goal's uid (None when unknown).
+    gous : str
+        The group ObsUnitSet's uid.
+    mous : str | None
+        The member ObsUnitSet's uid (None for the group folder).
+
+    Returns
+    -------
+    str
+        The folder, relative to DEST.
+
     Raises
     ------
     UsageError
@@ -135,7 +168,20 @@ def tree_folder(code: str, sg: str | None, gous: str, mous: str | None) -> str:
 
 
 def member_path(link: Link, ous_folder: str) -> str:
-    """Where a file of a nested DataLink answer lies in the untarred tree (from its description's kind)."""
+    """Where a file of a nested DataLink answer lies in the untarred tree (from its description's kind).
+
+    Parameters
+    ----------
+    link : Link
+        The file's DataLink row.
+    ous_folder : str
+        The OUS folder of the tree (``tree_folder``).
+
+    Returns
+    -------
+    str
+        The file's path relative to DEST.
+    """
     description = link.description
     kind = _TYPE_RE.search(description)
     folder = "log" if "documentation for log/" in description else _TYPE_FOLDER.get(kind.group(1)) if kind else None
@@ -162,7 +208,18 @@ def _ous_parts(match: re.Match) -> list[str]:
 
 
 def cutout_name(path: str) -> str:
-    """``.../product/x.pbcor.fits`` -> ``.../product/x.pbcor.cutout.fits``."""
+    """``.../product/x.pbcor.fits`` -> ``.../product/x.pbcor.cutout.fits``.
+
+    Parameters
+    ----------
+    path : str
+        The path of a product FITS file.
+
+    Returns
+    -------
+    str
+        The path of its cutout.
+    """
     return path.removesuffix(".fits") + ".cutout.fits"
 
 
@@ -288,6 +345,20 @@ def target_centre(client: ArchiveClient, name: str, projects: list[str]) -> tupl
     """The ICRS position (degrees) of target ``name``: its ObsCore ``s_ra, s_dec`` in ``projects``
     (the field centre the data were taken at), else a name resolver's (astropy Sesame).
 
+    Parameters
+    ----------
+    client : ArchiveClient
+        The archive client (TAP).
+    name : str
+        The target name (ObsCore ``target_name``).
+    projects : list[str]
+        The project codes to look in.
+
+    Returns
+    -------
+    tuple[float, float]
+        (RA, Dec) in ICRS degrees.
+
     Raises
     ------
     NotFoundError, ArchiveUnreachable
@@ -326,6 +397,11 @@ def make_cutout(ra: str | None = None, dec: str | None = None, radius: str | Non
         The redshift of ``line``.
     width_kms : float, optional
         The full velocity width of the band around ``line``, km/s (radio convention).
+
+    Returns
+    -------
+    Cutout
+        The cutout (SODA circle and band).
 
     Raises
     ------

@@ -14,7 +14,19 @@ from .restored import calibrated_column
 def flagtargets_in_casa(run: dict[str, Any]) -> dict[str, Any]:
     """CASA child: copy the calibrated data of one MS (its science target scans) to ``outputvis``
     (DATA) and apply the target flag template's commands there, as hifa_flagtargets does on
-    ``<EB>_targets.ms``. Returns the flagged fraction before and after."""
+    ``<EB>_targets.ms``. Returns the flagged fraction before and after.
+
+    Parameters
+    ----------
+    run : dict[str, Any]
+        ``vis``, ``outputvis``, ``commands`` (the flag template's flagdata commands) and optionally
+        ``datacolumn`` of one MS.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``flagged_before`` and ``flagged_after``: the flagged fractions (0-1) of the copy.
+    """
     from casatasks import flagdata, split
 
     out = Path(run["outputvis"])
@@ -38,7 +50,31 @@ def tclean_in_casa(tclean: dict[str, Any], exports: dict[str, str], out: str,
     """tclean (arguments this CASA does not know are dropped and reported), then exportfits. Before
     tclean, every MS must hold the column the plan says it is read from (``reads``): the calibrated
     visibilities, never the raw ones. ``cont_ranges`` (per vis, spw -> cont.dat ranges): the spw
-    selection becomes the channels of each MS inside the ranges (towards ``field``)."""
+    selection becomes the channels of each MS inside the ranges (towards ``field``).
+
+    Parameters
+    ----------
+    tclean : dict[str, Any]
+        The tclean arguments.
+    exports : dict[str, str]
+        CASA image suffix -> FITS file name to export.
+    out : str
+        The output folder.
+    reads : list[dict[str, str]] | None, default None
+        Per vis: the column it must hold (``vis``, ``column``).
+    cont_ranges : list[dict[str, list]] | None, default None
+        Per vis: spw -> cont.dat ranges (low Hz, high Hz, frame).
+    field : str | None, default None
+        The field the ranges are towards (frequency frames).
+    moments : dict[str, Any] | None, default None
+        The moment maps to make of the exported cube (``moment_maps``).
+
+    Returns
+    -------
+    dict[str, Any]
+        ``fits`` (the exported FITS files), ``dropped`` (arguments this CASA does not know), ``moments``
+        (the maps made) and, with ``cont_ranges``, the ``spw`` selection used.
+    """
     import inspect
 
     from casatasks import exportfits
@@ -76,7 +112,23 @@ def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
     from pixels where the flat-noise cube (``.image`` beside the ``.image.pbcor``) is above 3 x its rms
     in the line-free channels (MAD; of the whole cube without them): one threshold holds across the
     field only before the primary-beam correction. Each map goes to FITS in ``out`` with a PNG
-    quick-look beside it."""
+    quick-look beside it.
+
+    Parameters
+    ----------
+    cube : str
+        The pbcor cube (CASA image).
+    moments : dict[str, Any]
+        ``moments`` (ids), ``line_free`` ranges (low Hz, high Hz, frame) and ``fits`` (moment -> FITS name).
+    out : str
+        The output folder.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``line_channels`` (runs of channels), ``rms`` (Jy/beam of the flat-noise cube), ``frame``,
+        ``rms_from`` (the cube it was measured on) and ``maps`` (moment -> its FITS name and mask).
+    """
     import numpy as np
     from casatasks import exportfits, immoments
     from casatools import image
@@ -122,7 +174,19 @@ def moment_maps(cube: str, moments: dict[str, Any], out: str) -> dict[str, Any]:
 
 def contsub_in_casa(run: dict[str, Any]) -> dict[str, Any]:
     """uvcontsub of one MS and field (its calibrated column), fitted on the channels whose frequency (in
-    cont.dat's frame) lies in its ranges."""
+    cont.dat's frame) lies in its ranges.
+
+    Parameters
+    ----------
+    run : dict[str, Any]
+        ``vis``, ``outputvis``, ``field``, ``ranges`` (spw id -> [(low Hz, high Hz, frame)]) and optionally
+        ``datacolumn`` of one MS.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``fitspec``: the channels the continuum was fitted on, per spw (uvcontsub's form).
+    """
     from casatasks import uvcontsub
 
     fitspec = []
@@ -146,7 +210,22 @@ def contsub_in_casa(run: dict[str, Any]) -> dict[str, Any]:
 
 def cont_selection(vis: str, ranges: dict[str, list], field: str | None = None) -> str:
     """CASA child: a tclean spw selection of the channels of ``vis`` whose frequency (in each range's
-    frame, towards ``field``) lies in cont.dat's ranges: '0:2~9;20~28,1' (a spw wholly inside: its id)."""
+    frame, towards ``field``) lies in cont.dat's ranges: '0:2~9;20~28,1' (a spw wholly inside: its id).
+
+    Parameters
+    ----------
+    vis : str
+        The MS.
+    ranges : dict[str, list]
+        spw id -> cont.dat ranges (low Hz, high Hz, frame).
+    field : str | None, default None
+        The field the frequencies are towards (None: the MS's first).
+
+    Returns
+    -------
+    str
+        The tclean spw selection.
+    """
     parts = []
     for spw, spw_ranges in ranges.items():
         if not spw_ranges:
@@ -186,7 +265,24 @@ def _check_column(vis: str, column: str, fallback: bool = False) -> None:
 
 def channel_frequencies(vis: str, spw: int, frame: str = "LSRK", field: str | None = None) -> list[float]:
     """The channel centres (Hz) of one spw of an MS in ``frame``, towards ``field`` (a name; default the
-    MS's first field) (CASA child)."""
+    MS's first field) (CASA child).
+
+    Parameters
+    ----------
+    vis : str
+        The MS.
+    spw : int
+        The spw id.
+    frame : str, default "LSRK"
+        The frequency frame (LSRK, TOPO, ...).
+    field : str | None, default None
+        The field name (None: the MS's first field).
+
+    Returns
+    -------
+    list[float]
+        The channel centres in Hz.
+    """
     from casatools import ms as mstool
     from casatools import msmetadata
 

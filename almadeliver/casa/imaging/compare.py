@@ -38,7 +38,18 @@ class Comparison:
 
 
 def image_stats(path: Path) -> ImageStats:
-    """Beam (header BMAJ/BMIN/BPA, else the median of a BEAMS table), MAD rms and peak of a FITS image."""
+    """Beam (header BMAJ/BMIN/BPA, else the median of a BEAMS table), MAD rms and peak of a FITS image.
+
+    Parameters
+    ----------
+    path : Path
+        The FITS image.
+
+    Returns
+    -------
+    ImageStats
+        Beam (arcsec, deg), rms and peak (image units, Jy/beam).
+    """
     import numpy as np
     from astropy.io import fits
 
@@ -60,7 +71,20 @@ def image_stats(path: Path) -> ImageStats:
 
 
 def max_difference(new: Path, delivered: Path) -> float | None:
-    """max |new - delivered| over pixels finite in both, in units of the delivered peak; None if shapes differ."""
+    """max |new - delivered| over pixels finite in both, in units of the delivered peak; None if shapes differ.
+
+    Parameters
+    ----------
+    new : Path
+        The re-made FITS image.
+    delivered : Path
+        The delivered FITS image.
+
+    Returns
+    -------
+    float | None
+        The difference as a fraction of the delivered peak, or None.
+    """
     import numpy as np
     from astropy.io import fits
 
@@ -76,7 +100,20 @@ def max_difference(new: Path, delivered: Path) -> float | None:
 
 
 def compare(out: Path, jobs: list[ImagingJob]) -> list[Comparison]:
-    """A row per exported pbcor image: new stats beside the delivered product's."""
+    """A row per exported pbcor image: new stats beside the delivered product's.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder of the run.
+    jobs : list[ImagingJob]
+        The jobs run.
+
+    Returns
+    -------
+    list[Comparison]
+        One comparison per exported pbcor image.
+    """
     rows = []
     for job in jobs:
         for fits_name in job.exports.values():
@@ -227,7 +264,28 @@ def updated_readme(member: Path, out: Path, comparisons: list[Comparison], overr
     image's beam and rms beside the delivered ones (``readme_numbers_line``). A product re-made
     under another name (``Comparison.delivered_fits``, image --selfcal) keeps its line's numbers
     and gets ``[re-made as <fits>: ...]``. ``how`` replaces the "overrides: ..." words of the
-    closing section and ``measure`` says how the rms was measured. None when the member has no README."""
+    closing section and ``measure`` says how the rms was measured. None when the member has no README.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder (restored, for the imaging functions).
+    out : Path
+        The output folder.
+    comparisons : list[Comparison]
+        The comparisons of the re-made images.
+    overrides : Overrides | None, default None
+        The user's overrides of the delivered tclean calls.
+    how : str | None, default None
+        Replaces the "overrides: ..." words of the closing section.
+    measure : str
+        How the rms was measured (said in the closing section).
+
+    Returns
+    -------
+    Path | None
+        OUT/README, or None.
+    """
     readme = Path(member) / "README"
     if not readme.is_file():
         return None
@@ -263,7 +321,28 @@ def write_record(out: Path, jobs: list[ImagingJob], comparisons: list[Comparison
                  failures: dict[str, str], overrides: Overrides | None = None,
                  script_notes: list[str] | None = None) -> tuple[Path, Path]:
     """``image_record.json`` (exact parameters per image; for a script, its conversion and clean()
-    translations) and ``comparison.tsv``."""
+    translations) and ``comparison.tsv``.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder.
+    jobs : list[ImagingJob]
+        The jobs run.
+    comparisons : list[Comparison]
+        Their comparisons.
+    failures : dict[str, str]
+        Image name -> why it failed.
+    overrides : Overrides | None, default None
+        The user's overrides of the delivered tclean calls.
+    script_notes : list[str] | None, default None
+        The script's conversion notes (``ImagingPlan.script_notes``).
+
+    Returns
+    -------
+    tuple[Path, Path]
+        (image_record.json, comparison.tsv).
+    """
     out = Path(out)
     record = out / "image_record.json"
     record.write_text(json.dumps({
@@ -282,7 +361,18 @@ COMPARISON_COLUMNS = ("image", "beam new (arcsec x arcsec, deg)", "beam delivere
 
 
 def comparison_rows(comparisons: list[Comparison]) -> list[tuple[str, ...]]:
-    """The rows of the comparison table (``COMPARISON_COLUMNS``), as text: beam, rms and peak, delivered vs remade."""
+    """The rows of the comparison table (``COMPARISON_COLUMNS``), as text: beam, rms and peak, delivered vs remade.
+
+    Parameters
+    ----------
+    comparisons : list[Comparison]
+        The comparisons.
+
+    Returns
+    -------
+    list[tuple[str, ...]]
+        One tuple of text cells per comparison.
+    """
     def beam(s: ImageStats | None) -> str:
         if s is None or s.bmaj_arcsec is None:
             return "-"

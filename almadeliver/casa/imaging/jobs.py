@@ -49,6 +49,16 @@ def product_name(imagename: str) -> str:
     """ALMA's product base for a pipeline imagename: the stage token and ``.iterN`` dropped.
 
     ``uid___A001_X1_X3.s36_0.src_sci.spw0.cube.I.iter1`` -> ``uid___A001_X1_X3.src_sci.spw0.cube.I``
+
+    Parameters
+    ----------
+    imagename : str
+        The tclean imagename.
+
+    Returns
+    -------
+    str
+        The product's base name.
     """
     base = Path(str(imagename)).name
     base = re.sub(r"\.iter\d+$", "", base)
@@ -56,7 +66,18 @@ def product_name(imagename: str) -> str:
 
 
 def image_kind(call: TaskCall) -> str:
-    """cube, mfs or cont: from the name token the pipeline writes, else from specmode and the spws."""
+    """cube, mfs or cont: from the name token the pipeline writes, else from specmode and the spws.
+
+    Parameters
+    ----------
+    call : TaskCall
+        A tclean call.
+
+    Returns
+    -------
+    str
+        ``cube``, ``mfs`` or ``cont``.
+    """
     name = str(call.kwargs.get("imagename", ""))
     for kind in ("cube", "cont", "mfs"):
         if f".{kind}." in name or name.endswith(f".{kind}"):
@@ -67,7 +88,20 @@ def image_kind(call: TaskCall) -> str:
 
 
 def export_names(base: str, tclean: dict[str, Any]) -> dict[str, str]:
-    """CASA image suffix -> ALMA product FITS name (pbcor and pb; mtmfs carries tt0)."""
+    """CASA image suffix -> ALMA product FITS name (pbcor and pb; mtmfs carries tt0).
+
+    Parameters
+    ----------
+    base : str
+        The product's base name (``product_name``).
+    tclean : dict[str, Any]
+        The tclean arguments (deconvolver, specmode).
+
+    Returns
+    -------
+    dict[str, str]
+        CASA image suffix -> FITS file name.
+    """
     if tclean.get("deconvolver") == "mtmfs" and int(tclean.get("nterms", 2) or 2) > 1:
         return {".image.tt0.pbcor": f"{base}.tt0.pbcor.fits", ".pb.tt0": f"{base}.pb.tt0.fits"}
     return {".image.pbcor": f"{base}.pbcor.fits", ".pb": f"{base}.pb.fits"}
@@ -75,7 +109,36 @@ def export_names(base: str, tclean: dict[str, Any]) -> dict[str, str]:
 
 def jobs_from_calls(calls: Iterable[TaskCall], member: Path, source: str, ov: Overrides,
                     restored: Restored | None = None, check_vis: bool = True) -> list[ImagingJob]:
-    """ImagingJobs for the product tclean calls, selected and overridden; refuses unknown spw/field."""
+    """ImagingJobs for the product tclean calls, selected and overridden; refuses unknown spw/field.
+
+    Parameters
+    ----------
+    calls : Iterable[TaskCall]
+        The delivered tclean calls.
+    member : Path
+        The member folder (restored, for the imaging functions).
+    source : str
+        ``pipeline`` or ``script``.
+    ov : Overrides
+        The user's overrides of the delivered tclean calls.
+    restored : Restored | None, default None
+        The restored MSs (None: found under calibrated/).
+    check_vis : bool, default True
+        Require the restored MSs (False for a listing).
+
+    Returns
+    -------
+    list[ImagingJob]
+        One job per product image.
+
+    Raises
+    ------
+    TreeError
+        No call made a product image (no imagename ending .iter1).
+    UsageError
+        The selection (--spw, --field, --specmode) leaves no image, or cube options are given and no cube is
+        selected.
+    """
     member = Path(member)
     calls = product_tclean_calls(list(calls))
     if not calls:
@@ -146,7 +209,18 @@ def _check_per_spw(ov: Overrides, known_spws: list[str]) -> None:
 
 def continuum_subtracted(call: TaskCall) -> bool:
     """True when a delivered tclean call imaged continuum-subtracted data: ``<EB>_targets_line.ms``
-    (hif_uvcontsub, PL2022 on) holds the line data in DATA, the continuum fitted on cont.dat's ranges."""
+    (hif_uvcontsub, PL2022 on) holds the line data in DATA, the continuum fitted on cont.dat's ranges.
+
+    Parameters
+    ----------
+    call : TaskCall
+        A delivered tclean call.
+
+    Returns
+    -------
+    bool
+        True when its vis are continuum-subtracted.
+    """
     vis = call.kwargs.get("vis", "")
     return any(str(v).rstrip("/").endswith("_targets_line.ms") for v in (vis if isinstance(vis, (list, tuple)) else [vis]))
 

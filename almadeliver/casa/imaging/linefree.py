@@ -28,7 +28,13 @@ class FoundLineFree:
     ranges: list[tuple[float, float, str]]     # the line-free channels as (low Hz, high Hz, frame)
 
     def describe(self) -> str:
-        """One line for the plan and the record."""
+        """One line for the plan and the record.
+
+        Returns
+        -------
+        str
+            The line-free channels and the clip used.
+        """
         line = ", ".join(f"{a}-{b}" for a, b in self.line_channels) or "none"
         free = "; ".join(f"{lo / 1e9:.6f}~{hi / 1e9:.6f}GHz" for lo, hi, _ in self.ranges) or "none"
         frame = self.ranges[0][2] if self.ranges else ""
@@ -42,6 +48,18 @@ def find_line_free(fits_path: Path, clip: float = 4.0) -> FoundLineFree:
     |cube - continuum| over the pixels. Channels where it exceeds the median of the line-free channels
     by ``clip`` times their MAD rms (iterated until stable) hold line; they are widened by one channel
     on each side, and the rest is line-free. Raises ValueError when the file is not a cube in frequency.
+
+    Parameters
+    ----------
+    fits_path : Path
+        The cube (FITS).
+    clip : float, default 4.0
+        The threshold, in MAD rms of the line signal.
+
+    Returns
+    -------
+    FoundLineFree
+        The line-free channels and their frequency ranges (Hz).
     """
     import numpy as np                 # not at import: the command line starts without numpy
     from astropy.io import fits
@@ -87,14 +105,36 @@ def find_line_free(fits_path: Path, clip: float = 4.0) -> FoundLineFree:
 
 
 def u_scale(unit) -> float:
-    """Hz per unit of a FITS spectral axis unit ('' reads as Hz)."""
+    """Hz per unit of a FITS spectral axis unit ('' reads as Hz).
+
+    Parameters
+    ----------
+    unit : object
+        The CUNIT of the spectral axis (``Hz``, ``GHz``, ...).
+
+    Returns
+    -------
+    float
+        Hz per unit.
+    """
     from astropy import units as u
 
     return float(u.Unit(str(unit) or "Hz").to("Hz"))
 
 
 def channel_runs(chans: list[int]) -> list[tuple[int, int]]:
-    """[0,1,2,5,6] -> [(0,2),(5,6)]."""
+    """[0,1,2,5,6] -> [(0,2),(5,6)].
+
+    Parameters
+    ----------
+    chans : list[int]
+        Channel numbers, ascending.
+
+    Returns
+    -------
+    list[tuple[int, int]]
+        (first, last) of each run of consecutive channels.
+    """
     runs: list[tuple[int, int]] = []
     for c in sorted(chans):
         if runs and c == runs[-1][1] + 1:

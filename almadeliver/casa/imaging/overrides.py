@@ -67,7 +67,13 @@ class Overrides:
     def nbins(self) -> dict[str | None, int]:
         """--nbin as spw id -> channels to average (key None: every cube); {} when not set.
 
-        Takes the pipeline's form (hif_makeimlist ``nbins='17:8,23:2'``, seed 003) or one integer."""
+        Takes the pipeline's form (hif_makeimlist ``nbins='17:8,23:2'``, seed 003) or one integer.
+
+        Raises
+        ------
+        UsageError
+            ``--nbin`` is not a positive count nor ``spw:count`` pairs, or names a spw twice.
+        """
         if self.nbin is None:
             return {}
         text = str(self.nbin).strip()
@@ -89,7 +95,13 @@ class Overrides:
     @property
     def moment_list(self) -> list[int]:
         """--moments as immoments' moment numbers (CASA: -1 mean, 0 integrated, 1 velocity, 2 dispersion,
-        3 median, 5 std, 6 rms, 8 peak, 9 velocity of the peak, 10 minimum, 11 velocity of the minimum)."""
+        3 median, 5 std, 6 rms, 8 peak, 9 velocity of the peak, 10 minimum, 11 velocity of the minimum).
+
+        Raises
+        ------
+        UsageError
+            A ``--moments`` entry is not an immoments moment.
+        """
         if self.moments in (None, ""):
             return []
         out = []
@@ -101,26 +113,73 @@ class Overrides:
         return sorted(set(out))
 
     def nbin_for(self, spws: list[str]) -> int | None:
-        """The channels to average for a cube of ``spws`` (None: no binning)."""
+        """The channels to average for a cube of ``spws`` (None: no binning).
+
+        Parameters
+        ----------
+        spws : list[str]
+            The cube's spw ids.
+
+        Returns
+        -------
+        int | None
+            The channel count, or None.
+        """
         return _for_spws(self.nbins, spws)
 
     def per_spw(self, name: str) -> dict[str | None, Any]:
         """A per-spw option (``PER_SPW``: width, start, nchan, restfreq, spectral_range) as spw id -> value
-        (key None: every cube); {} when not set. Raises UsageError when a value is not of its kind."""
+        (key None: every cube); {} when not set. Raises UsageError when a value is not of its kind.
+
+        Parameters
+        ----------
+        name : str
+            The option's name (``PER_SPW``).
+
+        Returns
+        -------
+        dict[str | None, Any]
+            spw id (None: every cube) -> value.
+        """
         value = getattr(self, name)
         return {} if value in (None, "") else parse_per_spw(PER_SPW[name][0], value, *PER_SPW[name][1:])
 
     def value_for(self, name: str, spws: list[str]) -> Any:
-        """The value of the per-spw option ``name`` for a cube of ``spws`` (None: keep the delivered one)."""
+        """The value of the per-spw option ``name`` for a cube of ``spws`` (None: keep the delivered one).
+
+        Parameters
+        ----------
+        name : str
+            The option's name (``PER_SPW``).
+        spws : list[str]
+            The cube's spw ids.
+
+        Returns
+        -------
+        Any
+            The value, or None.
+        """
         return _for_spws(self.per_spw(name), spws)
 
     def spectral_options(self) -> list[str]:
-        """The cube options given (as --names): they apply to cubes only."""
+        """The cube options given (as --names): they apply to cubes only.
+
+        Returns
+        -------
+        list[str]
+            The option names, as ``--name``.
+        """
         names = {"nbin": "--nbin", **{n: PER_SPW[n][0] for n in PER_SPW}}
         return [flag for name, flag in names.items() if getattr(self, name) not in (None, "")]
 
     def changes(self) -> dict[str, Any]:
-        """The options the user set (for the record)."""
+        """The options the user set (for the record).
+
+        Returns
+        -------
+        dict[str, Any]
+            Option name -> value.
+        """
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
 
     @property
@@ -165,7 +224,18 @@ def _frequency(text: str) -> str:
 
 def spectral_range(text: str) -> tuple[Any, Any]:
     """``LO~HI`` (``-50~50km/s``, ``230.1GHz~230.3GHz``: a unit on HI serves both) as two astropy
-    Quantities of frequency or velocity, LO < HI. Raises ValueError otherwise."""
+    Quantities of frequency or velocity, LO < HI. Raises ValueError otherwise.
+
+    Parameters
+    ----------
+    text : str
+        ``LO~HI`` with a unit.
+
+    Returns
+    -------
+    tuple[Any, Any]
+        (LO, HI) as astropy Quantities (Hz-like or km/s-like).
+    """
     lo_text, sep, hi_text = text.partition("~")
     hi = _quantity(hi_text, "Hz")
     hi = hi if hi is not None else _quantity(hi_text, "km/s")
@@ -194,7 +264,18 @@ _FRAMES = ("LSRK", "TOPO", "BARY", "LSRD", "GEO", "REST", "GALACTO", "LGROUP", "
 def line_free_ranges(text: str) -> list[tuple[float, float, str]]:
     """``--line-free`` ranges of one spw: ``LO~HI[;LO~HI...]`` in frequency units (a unit on HI serves
     LO), optionally followed by a frame (``LSRK`` default, as cont.dat writes them), e.g.
-    ``230.0~230.1GHz;230.3~230.4GHz``. Returns [(low Hz, high Hz, frame)]; raises ValueError."""
+    ``230.0~230.1GHz;230.3~230.4GHz``. Returns [(low Hz, high Hz, frame)]; raises ValueError.
+
+    Parameters
+    ----------
+    text : str
+        The ``--line-free`` value of one spw.
+
+    Returns
+    -------
+    list[tuple[float, float, str]]
+        [(low Hz, high Hz, frame)].
+    """
     body, _, frame = text.strip().partition(" ")
     frame = frame.strip().upper() or "LSRK"
     if frame not in _FRAMES:
@@ -210,7 +291,29 @@ def line_free_ranges(text: str) -> list[tuple[float, float, str]]:
 
 def parse_per_spw(option: str, text: Any, parse: Callable[[str], Any], example: str) -> dict[str | None, Any]:
     """One value for every cube, or ``spw:value,spw:value`` (hif_makeimlist's nbins form, seed 003) as
-    spw id -> value (key None: every cube). Raises UsageError naming the part that is wrong."""
+    spw id -> value (key None: every cube). Raises UsageError naming the part that is wrong.
+
+    Parameters
+    ----------
+    option : str
+        The option's name, for the errors.
+    text : Any
+        The option's value (text or already parsed).
+    parse : Callable[[str], Any]
+        Reads one value.
+    example : str
+        An example value, for the hint.
+
+    Returns
+    -------
+    dict[str | None, Any]
+        spw id (None: every cube) -> value.
+
+    Raises
+    ------
+    UsageError
+        A part is not ``spw:value``, a spw is given twice, or ``parse`` refuses a value.
+    """
     text = str(text).strip()
     hint = f"e.g. {option} {example} (every cube) or {option} '17:{example},23:{example}' (per spw)"
     out: dict[str | None, Any] = {}
@@ -249,7 +352,18 @@ def _format_quantity(value: float, unit) -> str:
 
 
 def spw_ids(spw: Any) -> list[str]:
-    """The spw ids in a tclean spw= value: '0', '0,1', '17:90.1~90.2GHz;90.5~90.6GHz', or a list of them."""
+    """The spw ids in a tclean spw= value: '0', '0,1', '17:90.1~90.2GHz;90.5~90.6GHz', or a list of them.
+
+    Parameters
+    ----------
+    spw : Any
+        The tclean spw= value.
+
+    Returns
+    -------
+    list[str]
+        The spw ids, as text.
+    """
     items = spw if isinstance(spw, (list, tuple)) else [spw]
     ids: list[str] = []
     for item in items:
@@ -272,7 +386,24 @@ def apply_overrides(tclean: dict[str, Any], kind: str, ov: Overrides,
                     spws: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The tclean arguments with the overrides applied, and the ones that changed (old, new).
     ``spws``: the image's spw ids as the delivery names them (for the per-spw options; default: read
-    from the call's spw). Raises UsageError when --range cannot be turned into channels of the cube."""
+    from the call's spw). Raises UsageError when --range cannot be turned into channels of the cube.
+
+    Parameters
+    ----------
+    tclean : dict[str, Any]
+        The tclean arguments of one image.
+    kind : str
+        ``cube``, ``mfs`` or ``cont``.
+    ov : Overrides
+        The user's overrides of the delivered tclean calls.
+    spws : list[str] | None, default None
+        The image's spw ids (None: read from the call).
+
+    Returns
+    -------
+    tuple[dict[str, Any], dict[str, Any]]
+        (new tclean arguments, name -> (old, new) of those changed).
+    """
     new = dict(tclean)
     spws = spws if spws is not None else spw_ids(tclean.get("spw", ""))
     if ov.robust is not None:
@@ -309,6 +440,25 @@ def spectral_axis(tclean: dict[str, Any], ov: Overrides, spws: list[str]) -> dic
     covering it: nchan = ceil((HI - LO) / |width|), start the centre of the first channel (LO + width/2,
     or HI - |width|/2 for a negative width), as tclean reads ``start``. Velocities are radio velocities
     towards ``restfreq`` (--restfreq, else the call's, else the MS's rest frequency), as in tclean.
+
+    Parameters
+    ----------
+    tclean : dict[str, Any]
+        The tclean arguments of one image.
+    ov : Overrides
+        The user's overrides of the delivered tclean calls.
+    spws : list[str]
+        The cube's spw ids.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``start``, ``nchan`` and ``restfreq`` as changed.
+
+    Raises
+    ------
+    UsageError
+        ``--range`` is in units (velocity or frequency) the cube's width cannot be turned into.
     """
     out: dict[str, Any] = {}
     window = ov.value_for("spectral_range", spws)
@@ -338,6 +488,20 @@ def rebin(tclean: dict[str, Any], nbin: int | None = None, width: str | None = N
     same factor (floor) and a quantity ``start`` (a channel centre) moves by half the width change,
     so the first new channel still begins where the first delivered one began. When the factor
     cannot be known (velocity against frequency), nchan=-1 lets tclean cover the band.
+
+    Parameters
+    ----------
+    tclean : dict[str, Any]
+        The tclean arguments of one image.
+    nbin : int | None, default None
+        Channels to average (None: not binned by count).
+    width : str | None, default None
+        The new width: a channel count or a frequency or velocity quantity.
+
+    Returns
+    -------
+    dict[str, Any]
+        The new ``start``, ``width`` and ``nchan``.
     """
     old_w, nchan, start = tclean.get("width", ""), tclean.get("nchan", -1), tclean.get("start", "")
     old_q = _spectral(old_w)

@@ -20,7 +20,27 @@ from .script import _check_script_selection, _script_calls, script_clean_transla
 
 
 def plan_images(member: Path, overrides: Overrides | None = None, source: str = "auto") -> list[ImagingJob]:
-    """The images a pipeline re-run will make (one job per product tclean call). No CASA runs."""
+    """The images a pipeline re-run will make (one job per product tclean call). No CASA runs.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder (restored, for the imaging functions).
+    overrides : Overrides | None, default None
+        The user's overrides of the delivered tclean calls.
+    source : str, default "auto"
+        ``auto``, ``pipeline`` or ``script``.
+
+    Returns
+    -------
+    list[ImagingJob]
+        One job per image.
+
+    Raises
+    ------
+    UsageError
+        The member was imaged by scriptForImaging.py (use ``plan``).
+    """
     member = Path(member)
     ov = overrides or Overrides()
     if member_source(member, source) != "pipeline":
@@ -61,7 +81,13 @@ class ImagingPlan:
 
     def script_notes(self) -> list[str]:
         """What running the script involves beyond the overrides: its conversion and each clean()
-        call's translation (shown by ``image --dry-run`` and kept in image_record.json)."""
+        call's translation (shown by ``image --dry-run`` and kept in image_record.json).
+
+        Returns
+        -------
+        list[str]
+            The notes, one line each.
+        """
         if self.converted is None:
             return []
         notes = [self.converted.describe(), *self.line_free_notes]
@@ -77,7 +103,27 @@ class ImagingPlan:
 
 
 def plan(member: Path, overrides: Overrides | None = None, source: str = "auto") -> ImagingPlan:
-    """Check the request against the delivery (no CASA) and say what will run."""
+    """Check the request against the delivery (no CASA) and say what will run.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder (restored, for the imaging functions).
+    overrides : Overrides | None, default None
+        The user's overrides of the delivered tclean calls.
+    source : str, default "auto"
+        ``auto``, ``pipeline`` or ``script``.
+
+    Returns
+    -------
+    ImagingPlan
+        The jobs (or the script) to run and the checks made.
+
+    Raises
+    ------
+    TreeError
+        No restored MS is under calibrated/ (restore first).
+    """
     member = Path(member).resolve()
     ov = overrides or Overrides()
     kind = member_source(member, source)
@@ -99,7 +145,27 @@ def script_line_free(member: Path, script: Path, ov: Overrides) -> tuple[dict[st
     """The line-free ranges of a manual delivery's cubes for --contsub/--moments, per spw id of the
     script's MS (``ALL_SPWS``: every spw), and what they come from: ``--line-free``, else the channels
     ``find_line_free`` finds in each delivered cube (``product/<imagename>.*pbcor*.fits`` of the script's
-    literal cube calls). Raises UsageError when --contsub has no range for a cube."""
+    literal cube calls). Raises UsageError when --contsub has no range for a cube.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder (restored, for the imaging functions).
+    script : Path
+        The delivery's scriptForImaging.py.
+    ov : Overrides
+        The user's overrides of the delivered tclean calls.
+
+    Returns
+    -------
+    tuple[dict[str, list], list[str]]
+        (spw id -> [(low Hz, high Hz, frame)], where each range comes from).
+
+    Raises
+    ------
+    UsageError
+        --contsub is asked and a cube's spw has no line-free range.
+    """
     if ov.line_free:
         ranges = {(ALL_SPWS if s is None else s): r for s, r in ov.per_spw("line_free").items()}
         return ranges, [f"line-free ranges from --line-free {ov.line_free}"]
@@ -132,7 +198,20 @@ def script_line_free(member: Path, script: Path, ov: Overrides) -> tuple[dict[st
 
 
 def list_images(member: Path, source: str = "auto") -> list[ImagingJob]:
-    """The delivered images as jobs (pipeline: the product tclean calls; script: its literal tclean calls)."""
+    """The delivered images as jobs (pipeline: the product tclean calls; script: its literal tclean calls).
+
+    Parameters
+    ----------
+    member : Path
+        The member folder (restored, for the imaging functions).
+    source : str, default "auto"
+        ``auto``, ``pipeline`` or ``script``.
+
+    Returns
+    -------
+    list[ImagingJob]
+        One job per delivered image.
+    """
     member = Path(member).resolve()
     if member_source(member, source) == "pipeline":
         log = commands_log(member)

@@ -27,7 +27,18 @@ class Restored:
 def restored_mss(member: Path) -> Restored:
     """Restored MSs under calibrated/: working/<EB>.ms (pipeline ids) first, else calibrated/<EB>.ms (the
     link scriptForPI v2.x makes to it), else <EB>.ms.split.cal. Only these exact names count: an
-    ``<EB>_targets.ms`` a pipeline run left in working/ is not a restored MS."""
+    ``<EB>_targets.ms`` a pipeline run left in working/ is not a restored MS.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+
+    Returns
+    -------
+    Restored
+        The restored MSs, by EB uid, and where they were found.
+    """
     cal = Path(member) / "calibrated"
     by_eb: dict[str, Path] = {}
     for pattern, suffix in (("*.ms.split.cal", ".ms.split.cal"), ("*.ms", ".ms"), ("working/*.ms", ".ms")):
@@ -44,7 +55,18 @@ def calibrated_column(ms: str | Path) -> str:
     hifa_restoredata calibrates in place (``working/<EB>.ms``, and ``calibrated/<EB>.ms``, scriptForPI's
     link to it); ``data`` in split MSs (``<EB>.ms.split.cal``, ``calibrated.ms``, ``calibrated_final.ms``,
     ``<EB>_targets.ms``, continuum-subtracted copies). Decided from the name; the CASA child checks the
-    column is there before tclean reads it."""
+    column is there before tclean reads it.
+
+    Parameters
+    ----------
+    ms : str | Path
+        The MS path.
+
+    Returns
+    -------
+    str
+        ``corrected`` or ``data`` (tclean's datacolumn).
+    """
     name = Path(str(ms).rstrip("/")).name
     m = _EB_RE.match(name)
     return "corrected" if m and name == m.group(0) + ".ms" else "data"
@@ -54,7 +76,20 @@ def restore_spw_record(member: Path, eb: str) -> dict[str, str] | None:
     """Pipeline spw id -> spw id in ``<EB>.ms.split.cal`` as the restore made it, from the split or
     mstransform call that wrote it in ``calibrated/working/casa_commands.log`` (native restore): its spw
     selection, renumbered from 0 when it re-indexed (split always does; mstransform with reindex=True).
-    None when no such call is recorded."""
+    None when no such call is recorded.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+    eb : str
+        The EB (``uid___...``).
+
+    Returns
+    -------
+    dict[str, str] | None
+        Pipeline spw id -> split spw id, or None.
+    """
     from ...delivery.calls import iter_calls
 
     log = Path(member) / "calibrated" / "working" / "casa_commands.log"
@@ -79,7 +114,25 @@ def split_spw_map(member: Path, eb: str) -> dict[str, str]:
     Without a record, the split kept the science spws (those of the TARGET applycal lines in
     ``<EB>.ms.calapply.txt``); its SPECTRAL_WINDOW table says whether they were re-indexed: it keeps
     every row of the ASDM when they were not (scriptForPI v2.x, EBs with the same spws), and holds
-    only the science spws, renumbered from 0 in increasing order, when they were."""
+    only the science spws, renumbered from 0 in increasing order, when they were.
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+    eb : str
+        The EB (``uid___...``).
+
+    Returns
+    -------
+    dict[str, str]
+        Pipeline spw id -> split spw id.
+
+    Raises
+    ------
+    TreeError
+        Without a record, the calapply.txt has no TARGET applycal line to tell the science spws.
+    """
     from ...delivery.calapply import read_calapply
 
     recorded = restore_spw_record(member, eb)
@@ -114,7 +167,18 @@ def _spw_rows(ms: Path) -> int:
 
 
 def spw_rows_in_casa(ms: str) -> int:
-    """CASA child: rows of ``ms``/SPECTRAL_WINDOW."""
+    """CASA child: rows of ``ms``/SPECTRAL_WINDOW.
+
+    Parameters
+    ----------
+    ms : str
+        The MS path.
+
+    Returns
+    -------
+    int
+        The row count.
+    """
     from casatools import table
 
     tb = table()
@@ -126,7 +190,27 @@ def spw_rows_in_casa(ms: str) -> int:
 
 
 def remap_spw(spw: str, mapping: dict[str, str] | None, ms: str) -> str:
-    """A spw selection ('17:1~9;20~30,19', '') with its spw ids renumbered by ``mapping`` (None: as is)."""
+    """A spw selection ('17:1~9;20~30,19', '') with its spw ids renumbered by ``mapping`` (None: as is).
+
+    Parameters
+    ----------
+    spw : str
+        The spw selection.
+    mapping : dict[str, str] | None
+        Old spw id -> new spw id (None: keep the ids).
+    ms : str
+        The MS it selects in (for the error message).
+
+    Returns
+    -------
+    str
+        The selection with new ids.
+
+    Raises
+    ------
+    TreeError
+        A spw of the selection is not in ``mapping`` (not in the MS).
+    """
     if mapping is None:
         return spw
     parts = []
@@ -146,7 +230,29 @@ def rewrite_vis(vis: Any, spw: Any, restored: Restored, member: Path) -> tuple[l
     """The pipeline's vis names pointed at the restored MSs (matched by EB uid), and its spw selection
     renumbered for each MS that is an ``<EB>.ms.split.cal`` (``split_spw_map``). A spw list with one
     entry per vis stays one entry per MS; a single selection becomes one per MS when the MSs need
-    different numbers."""
+    different numbers.
+
+    Parameters
+    ----------
+    vis : Any
+        The call's vis (a name or a list).
+    spw : Any
+        The call's spw selection (text or a list).
+    restored : Restored
+        The restored MSs (``restored_mss``).
+    member : Path
+        The member folder.
+
+    Returns
+    -------
+    tuple[list[str], Any]
+        (the restored MS paths, the spw selection for them).
+
+    Raises
+    ------
+    TreeError
+        A vis has no restored MS under calibrated/.
+    """
     names = list(vis) if isinstance(vis, (list, tuple)) else [vis]
     per_vis = isinstance(spw, (list, tuple)) and len(spw) == len(names)
     mss: list[str] = []

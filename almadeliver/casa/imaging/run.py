@@ -23,7 +23,24 @@ from .script import script_in_casa
 
 def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
         on_done: Callable[[str, str | None], None] | None = None) -> "ImagingResult":
-    """Make the planned images in a new folder (product/ is never written)."""
+    """Make the planned images in a new folder (product/ is never written).
+
+    Parameters
+    ----------
+    plan_ : ImagingPlan
+        The imaging plan (``plan``).
+    out : Path | None, default None
+        The output folder (None: member/reimage[.N]).
+    workers : int | None, default None
+        CASA children at a time (None: as many as the CPUs allow).
+    on_done : Callable[[str, str | None], None] | None, default None
+        Called with each image's name and its error (None when it succeeded).
+
+    Returns
+    -------
+    ImagingResult
+        The images made, their comparison with the delivered ones, and the failures.
+    """
     folder = new_out_folder(plan_.member, out)
     if plan_.source == "pipeline":
         return run_images(plan_.jobs, folder, workers, on_done, plan_.overrides)
@@ -38,6 +55,20 @@ def run_script_images(plan_: ImagingPlan, out: Path,
     skipped when --spw/--field/--specmode exclude it; ``exportfits`` writes into ``out``. This works
     whatever the script computes its arguments from (real scripts use variables, so rewriting literal
     call text would miss most of them). One CASA process: the script's steps depend on each other.
+
+    Parameters
+    ----------
+    plan_ : ImagingPlan
+        The imaging plan of a manual delivery (``plan``).
+    out : Path
+        The output folder.
+    on_done : Callable[[str, str | None], None] | None, default None
+        Called with each image's name and its error (None when it succeeded).
+
+    Returns
+    -------
+    ImagingResult
+        The images made, their comparison with the delivered ones, and the failures.
     """
     from ..runtime import run_in_casa
 
@@ -87,7 +118,25 @@ def run_script_images(plan_: ImagingPlan, out: Path,
 
 
 def new_out_folder(member: Path, out: Path | None) -> Path:
-    """A new folder for the images: ``--out`` (must not hold anything yet) or member/reimage[.N]."""
+    """A new folder for the images: ``--out`` (must not hold anything yet) or member/reimage[.N].
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+    out : Path | None
+        The ``--out`` folder (None: member/reimage[.N]).
+
+    Returns
+    -------
+    Path
+        The folder, made (new or empty).
+
+    Raises
+    ------
+    UsageError
+        ``out`` is inside product/ or already holds files.
+    """
     member = Path(member).resolve()
     if out is None:
         out = member / "reimage"
@@ -111,6 +160,24 @@ def run_images(jobs: list[ImagingJob], out: Path, workers: int | None = None,
 
     Continuum subtraction runs first (once per output MS). A failed job does not stop the others;
     its error is in ``failures``.
+
+    Parameters
+    ----------
+    jobs : list[ImagingJob]
+        The imaging jobs.
+    out : Path
+        The output folder.
+    workers : int | None, default None
+        CASA children at a time (None: as many as the CPUs allow).
+    on_done : Callable[[str, str | None], None] | None, default None
+        Called with each image's name and its error (None when it succeeded).
+    overrides : Overrides | None, default None
+        The user's overrides (for the record and README).
+
+    Returns
+    -------
+    ImagingResult
+        The images made, their comparison with the delivered ones, and the failures.
     """
     from ..runtime import run_in_casa
 

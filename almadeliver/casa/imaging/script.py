@@ -20,7 +20,18 @@ def script_tclean_calls(script: Path) -> list[tuple[int, dict[str, Any]]]:
     """Every tclean/clean call in the script: (line, {arg: literal value, or its source text}), as
     written (a clean() call keeps clean's parameters: ``script_clean_translations`` translates them).
     A Python 2 script is read as converted (``imaging_legacy.python3_text``): the line numbers are
-    those of the converted text, which fissix keeps for every line it does not split or join."""
+    those of the converted text, which fissix keeps for every line it does not split or join.
+
+    Parameters
+    ----------
+    script : Path
+        The scriptForImaging.py file.
+
+    Returns
+    -------
+    list[tuple[int, dict[str, Any]]]
+        (line, arguments) per call, in script order.
+    """
     return [(line, kwargs) for line, _, kwargs in _script_calls(python3_text(script).text)]
 
 
@@ -54,7 +65,20 @@ def _script_calls(text: str) -> list[tuple[int, str, dict[str, Any]]]:
 
 def script_clean_translations(script: Path, masks: dict[str, str] | None = None) -> list[tuple[int, CleanTranslation]]:
     """Each clean() call of the script (line in the converted text) with its tclean translation,
-    read statically (computed arguments are translated when the script runs)."""
+    read statically (computed arguments are translated when the script runs).
+
+    Parameters
+    ----------
+    script : Path
+        The scriptForImaging.py file.
+    masks : dict[str, str] | None, default None
+        imagename -> delivered mask image (``delivered_masks``).
+
+    Returns
+    -------
+    list[tuple[int, CleanTranslation]]
+        (line, translation) per clean() call.
+    """
     return [(line, translate_clean(kwargs, masks)) for line, task, kwargs in _script_calls(python3_text(script).text)
             if task == "clean"]
 
@@ -103,7 +127,24 @@ def _check_script_selection(member: Path, script: Path, ov: Overrides) -> None:
 def script_contsub(tclean: dict[str, Any], spws: list[str], line_free: dict[str, list],
                    done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """CASA child: uvcontsub of each MS a cube's tclean call reads (once per MS and field), fitted on the
-    line-free ranges of its spws (the script's spw ids); the runs, each with its ``fitspec``."""
+    line-free ranges of its spws (the script's spw ids); the runs, each with its ``fitspec``.
+
+    Parameters
+    ----------
+    tclean : dict[str, Any]
+        The cube's tclean arguments (vis, field).
+    spws : list[str]
+        The cube's spw ids (the script's).
+    line_free : dict[str, list]
+        spw id -> line-free ranges (low Hz, high Hz, frame).
+    done : dict[str, dict[str, Any]]
+        Output MS -> its run, for MSs already subtracted (updated).
+
+    Returns
+    -------
+    list[dict[str, Any]]
+        The uvcontsub runs the cube reads from.
+    """
     from .child import contsub_in_casa
 
     field = str(tclean.get("field", ""))
@@ -129,7 +170,28 @@ def script_in_casa(script: str, out: str, overrides: dict[str, Any], legacy: boo
     run_script_images). ``legacy`` (a clean-era script, already converted to Python 3): ``clean`` runs
     as its tclean translation (``imaging_legacy.translate_clean``, ``masks``: the delivered masks),
     its version gates are passed and the rest of CASA 3.4-4.x's namespace is there
-    (``legacy.clean_era_variables``: ``casadef``, ``T``/``F``, display-only tasks skipped)."""
+    (``legacy.clean_era_variables``: ``casadef``, ``T``/``F``, display-only tasks skipped).
+
+    Parameters
+    ----------
+    script : str
+        The script's path.
+    out : str
+        The output folder (exportfits writes there).
+    overrides : dict[str, Any]
+        The overrides (``Overrides`` as a dict).
+    legacy : bool, default False
+        The script is a clean-era one, converted.
+    masks : dict[str, str] | None, default None
+        imagename -> delivered mask image.
+    line_free : dict[str, list] | None, default None
+        spw id -> line-free ranges (low Hz, high Hz, frame), for --contsub/--moments.
+
+    Returns
+    -------
+    dict[str, Any]
+        ``calls`` (the tclean calls made), ``exports`` and ``skipped``.
+    """
     import inspect
 
     import casatasks
