@@ -34,7 +34,7 @@ import pytest
 from almadeliver import errors
 
 ROOTS = ("almadeliver.api", "almadeliver.workflow", "almadeliver.transfer", "almadeliver.delivery", "almadeliver.casa")
-LEFT_OUT = {"almadeliver.transfer.download", "almadeliver.casa.concat"}
+LEFT_OUT = {"almadeliver.transfer.download"}
 CHECKS = {"GL08", "PR01", "RT01"}
 ERRORS = {name for name, value in vars(errors).items() if inspect.isclass(value) and issubclass(value, Exception)}
 

@@ -53,6 +53,21 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
     applied, and the EBs concatenated. Without the script (or with ``scaling`` False, the staff
     guide's "delete the setjy, gaincal and applycal commands") the MSs are only concatenated.
 
+    Parameters
+    ----------
+    plan : RestorePlan
+        The restore plan of a Cycle 0 member (``already_calibrated``).
+    on_line : callable, optional
+        Receives every line the CASA child prints.
+    scaling : bool, default True
+        Run the delivered flux-calibration script (False: concat only).
+
+    Returns
+    -------
+    ConcatResult
+        The inputs, calibrated.ms, the time taken, the CASA log, the script that ran and the phase
+        calibrator's amplitudes per EB and spw before and after.
+
     Raises
     ------
     UsageError
@@ -112,7 +127,25 @@ def concat_cycle0(plan: RestorePlan, on_line: Callable[[str], None] | None = Non
 
 
 def concat_in_casa(vis: list[str], concatvis: str) -> str:
-    """(CASA child) ``concat`` as the Cycle 0 flux-calibration scripts end."""
+    """(CASA child) ``concat`` as the Cycle 0 flux-calibration scripts end.
+
+    Parameters
+    ----------
+    vis : list[str]
+        The MSs to join.
+    concatvis : str
+        The MS to write.
+
+    Returns
+    -------
+    str
+        ``concatvis``.
+
+    Raises
+    ------
+    CasaError
+        concat wrote no MS.
+    """
     from casatasks import concat
 
     concat(vis=vis, concatvis=concatvis)
@@ -123,7 +156,20 @@ def concat_in_casa(vis: list[str], concatvis: str) -> str:
 
 def cycle0_concat_in_casa(vis: list[str], concatvis: str) -> dict:
     """(CASA child) ``concat_in_casa`` alone (no flux scaling), with the phase calibrator's amplitudes
-    before and after (``_amplitudes_by_eb``)."""
+    before and after.
+
+    Parameters
+    ----------
+    vis : list[str]
+        The MSs to join.
+    concatvis : str
+        The MS to write.
+
+    Returns
+    -------
+    dict
+        ``_amplitudes_by_eb``: the phase calibrator's amplitudes (Jy) per EB and spw, before and after.
+    """
     before = {v: calibrator_amplitudes(v) for v in vis}
     concat_in_casa(vis, concatvis)
     return _amplitudes_by_eb(before, concatvis)
@@ -132,8 +178,29 @@ def cycle0_concat_in_casa(vis: list[str], concatvis: str) -> dict:
 def flux_script_in_casa(script: str, cwd: str, inputs: list[str], converted: str) -> dict:
     """(CASA child) The delivered scriptForFluxCalibration.py run in ``cwd`` (copies of ``inputs``)
     as a CASA 3.4-4.x script (``legacy.run_clean_era_script_in_casa``; a Python 2 script's Python 3
-    text is kept in ``converted``); it must leave ``cwd/calibrated.ms``. Returns the phase
-    calibrator's amplitudes (``_amplitudes_by_eb``)."""
+    text is kept in ``converted``); it must leave ``cwd/calibrated.ms``.
+
+    Parameters
+    ----------
+    script : str
+        The delivered scriptForFluxCalibration.py.
+    cwd : str
+        The staging ``calibrated/`` folder it runs in.
+    inputs : list[str]
+        The copies of the ``*.ms.split.cal`` in ``cwd``.
+    converted : str
+        Where a Python 2 script's Python 3 text goes.
+
+    Returns
+    -------
+    dict
+        ``_amplitudes_by_eb``: the phase calibrator's amplitudes (Jy) per EB and spw, before and after.
+
+    Raises
+    ------
+    CasaError
+        The script ran but wrote no calibrated.ms.
+    """
     before = {v: calibrator_amplitudes(v) for v in inputs}
     legacy.run_clean_era_script_in_casa(script, cwd, converted=converted)
     concatvis = os.path.join(cwd, "calibrated.ms")

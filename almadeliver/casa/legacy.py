@@ -204,6 +204,24 @@ def run_clean_era_script_in_casa(script: str, cwd: str, variables: dict[str, Any
     version gates are passed (a line says so); with it, ``casadef`` answers that version (the
     simulated reducer's CASA).
 
+    Parameters
+    ----------
+    script : str
+        The delivered script's path.
+    cwd : str
+        The folder it runs in.
+    variables : dict[str, Any] | None, default None
+        More names for its namespace.
+    casa_version : str | None, default None
+        The CASA version ``casadef`` answers, e.g. ``"4.2.2"``; None passes the version gates.
+    converted : str | None, default None
+        Where the Python 3 text of a Python 2 script goes.
+
+    Returns
+    -------
+    dict[str, Any]
+        What ``run_script_in_casa`` returns.
+
     Raises
     ------
     TreeError

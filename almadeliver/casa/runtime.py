@@ -279,8 +279,24 @@ def stream_output(proc: subprocess.Popen, on_line: Callable[[str], None] | None 
 
 def stream_lines(lines: Iterable[str], kill: Callable[[], None], on_line: Callable[[str], None] | None = None,
                  keep: int = 20) -> list[str]:
-    """``stream_output`` for any source of a child's lines: ``kill()`` ends the child when the reading is
-    interrupted (then the exception goes on); returns the last ``keep`` lines."""
+    """``stream_output`` for any source of a child's lines.
+
+    Parameters
+    ----------
+    lines : Iterable[str]
+        The child's output lines (with their newlines).
+    kill : callable
+        Ends the child; called when the reading is interrupted, before the exception goes on.
+    on_line : callable, optional
+        Receives each line without its newline.
+    keep : int
+        How many of the last lines to return.
+
+    Returns
+    -------
+    list of str
+        The last ``keep`` lines.
+    """
     tail: list[str] = []
     try:
         for line in lines:

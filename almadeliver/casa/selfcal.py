@@ -416,7 +416,22 @@ def comparisons(result: SelfcalResult, delivered_continuum: Path | None, deliver
                 ) -> list[Comparison]:
     """The self-calibrated continuum and cubes beside the delivered products they re-make
     (``delivered_cubes`` in the order of ``result.cubes``), as the README and the staff README list
-    them (``imaging.updated_readme``; flat-noise figures)."""
+    them (``imaging.updated_readme``; flat-noise figures).
+
+    Parameters
+    ----------
+    result : SelfcalResult
+        The self-calibration run.
+    delivered_continuum : Path | None
+        The delivered continuum FITS it re-makes, if any.
+    delivered_cubes : list[Path]
+        The delivered cube FITS, in the order of ``result.cubes``.
+
+    Returns
+    -------
+    list[Comparison]
+        The continuum first, then the cubes.
+    """
     rows = [Comparison(result.continuum.name, result.final, result.delivered, None,
                        delivered_fits=delivered_continuum.name if delivered_continuum else None)]
     rows += [Comparison(fits.name, new, old, None, delivered_fits=d.name)

@@ -103,7 +103,13 @@ class WarmCasa:
             raise OSError(f"the warm CASA process could not import CASA: {ready['error']}")
 
     def alive(self) -> bool:
-        """Whether the warm process still runs."""
+        """Whether the warm process still runs.
+
+        Returns
+        -------
+        bool
+            True while it runs.
+        """
         return self.proc.poll() is None
 
     def run(self, call: Path, workdir: Path, env: dict[str, str], logfile: Path,
@@ -180,7 +186,18 @@ class WarmCasa:
 
 
 def warm_key(env: dict[str, str]) -> tuple[str, ...]:
-    """What a warm process fixed at import: a call with another key needs another warm process."""
+    """What a warm process fixed at import: a call with another key needs another warm process.
+
+    Parameters
+    ----------
+    env : dict[str, str]
+        A CASA child's environment (``runtime.casa_env``).
+
+    Returns
+    -------
+    tuple of str
+        The Python, site config, OpenMP threads, PYTHONPATH and almadeliver home it names.
+    """
     return (sys.executable, env.get("CASASITECONFIG", ""), env.get("OMP_NUM_THREADS", ""),
             env.get("PYTHONPATH", ""), env.get("ALMADELIVER_HOME", ""))
 
@@ -190,9 +207,19 @@ _WARM_LOCK = threading.Lock()
 
 
 def warm_casa(env: dict[str, str]) -> WarmCasa | None:
-    """This process's warm CASA for ``env`` (started on first use), locked for the caller; None when
-    warm CASA is off (``ALMADELIVER_CASA_WARM=0``), busy with another thread's call, or cannot start.
-    The caller releases ``.lock`` when its call is over."""
+    """This process's warm CASA for ``env`` (started on first use), locked for the caller.
+
+    Parameters
+    ----------
+    env : dict[str, str]
+        The call's environment (``runtime.casa_env``).
+
+    Returns
+    -------
+    WarmCasa | None
+        The warm process, its ``lock`` held (the caller releases it when its call is over); None when
+        warm CASA is off (``ALMADELIVER_CASA_WARM=0``), busy with another thread's call, or cannot start.
+    """
     if os.environ.get(WARM_ENV, "1") == "0":
         return None
     key = warm_key(env)
@@ -211,7 +238,13 @@ def warm_casa(env: dict[str, str]) -> WarmCasa | None:
 
 
 def forget(warm: WarmCasa) -> None:
-    """Close ``warm`` and forget it (after a call was interrupted or the process died)."""
+    """Close ``warm`` and forget it (after a call was interrupted or the process died).
+
+    Parameters
+    ----------
+    warm : WarmCasa
+        The warm process to end.
+    """
     with _WARM_LOCK:
         if _WARM.get(warm.key) is warm:
             del _WARM[warm.key]

@@ -223,7 +223,18 @@ README_MEASURE = "rms: MAD over the pbcor image, as in comparison.tsv"
 
 def readme_numbers(stats: ImageStats) -> dict[str, str]:
     """``{"rms": "rms 3.10 mJy/beam", "beamsize": "beamsize 9.69x7.30 arcsec"}`` of an image, in the
-    words of the README's imaging notes (``beamsize`` empty when the image has no beam)."""
+    words of the README's imaging notes (``beamsize`` empty when the image has no beam).
+
+    Parameters
+    ----------
+    stats : ImageStats
+        The image's measured figures (rms in its brightness unit, beam in arcsec).
+
+    Returns
+    -------
+    dict[str, str]
+        ``rms`` and ``beamsize`` as the README writes them.
+    """
     rms = (f"rms {stats.rms * 1e3:.2f} mJy/beam" if stats.unit.lower().startswith("jy")
            else f"rms {stats.rms:.4g} {stats.unit}")
     beam = f"beamsize {stats.bmaj_arcsec:.2f}x{stats.bmin_arcsec:.2f} arcsec" if stats.bmaj_arcsec else ""
@@ -237,7 +248,18 @@ def _figures(stats: ImageStats) -> str:
 
 def readme_numbers_line(c: Comparison) -> str:
     """One re-made image as the README lists it: ``<fits>: rms ..., beamsize ... (delivered: rms ...,
-    beamsize ...)``, the delivered product measured the same way beside the new one."""
+    beamsize ...)``, the delivered product measured the same way beside the new one.
+
+    Parameters
+    ----------
+    c : Comparison
+        The re-made image beside its delivered product.
+
+    Returns
+    -------
+    str
+        The README's line.
+    """
     text = f"{c.fits}: {_figures(c.new)}"
     if c.delivered is None:
         return text + " (no delivered image of this name)"
@@ -245,7 +267,18 @@ def readme_numbers_line(c: Comparison) -> str:
 
 
 def comparisons_from_record(record: Path) -> list[Comparison]:
-    """The comparisons ``write_record`` saved in ``image_record.json`` (empty when it has none)."""
+    """The comparisons ``write_record`` saved in ``image_record.json`` (empty when it has none).
+
+    Parameters
+    ----------
+    record : Path
+        An ``image_record.json``.
+
+    Returns
+    -------
+    list[Comparison]
+        Its comparisons, in the order written.
+    """
     data = json.loads(Path(record).read_text())
     return [Comparison(c["fits"], ImageStats(**c["new"]), ImageStats(**c["delivered"]) if c.get("delivered") else None,
                        c.get("max_diff"), c.get("quicklook"), c.get("delivered_fits"))
