@@ -227,6 +227,11 @@ def calibrator_amplitudes(ms: str) -> list[dict]:
     CALIBRATE_PHASE) in each science spw, in DATA (Jy; a point source at the phase centre, so this
     is its flux density once the phases are calibrated).
 
+    Parameters
+    ----------
+    ms : str
+        The measurement set.
+
     Returns
     -------
     list of dict
