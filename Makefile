@@ -17,8 +17,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing almadeliver (editable) and its dependencies into $(VENV) ..."
-	@( $(BIN)/python -m pip install -q --disable-pip-version-check uv \
-	   && $(BIN)/python -m uv pip install --compile-bytecode --python $(BIN)/python -e '.[test,dask]' ) \
+	@( UV="$$(command -v uv)"; \
+	   if [ -z "$$UV" ]; then $(BIN)/python -m pip install -q --disable-pip-version-check uv && UV="$(BIN)/python -m uv"; fi; \
+	   $$UV pip install --compile-bytecode --python $(BIN)/python -e '.[test,dask]' ) \
 	 || $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -e '.[test,dask]'
 	@touch $(STAMP)
 
