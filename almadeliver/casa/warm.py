@@ -18,6 +18,7 @@ to start a cold child per call instead.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -178,9 +179,11 @@ class WarmCasa:
             self.sock.settimeout(None)
 
     def close(self) -> None:
-        """End the warm process (its running call, if any, ends with it)."""
-        self.sock.close()
-        if self.proc.poll() is None:
+        """End the warm process (its running call, if any, ends with it) and reap it."""
+        self.sock.close()                             # it ends when it sees the socket close
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
 
@@ -204,6 +207,13 @@ def warm_key(env: dict[str, str]) -> tuple[str, ...]:
 
 _WARM: dict[tuple[str, ...], WarmCasa] = {}
 _WARM_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Reap the warm processes when this process ends (they would end by themselves, unreaped)."""
+    for warm in list(_WARM.values()):
+        forget(warm)
 
 
 def warm_casa(env: dict[str, str]) -> WarmCasa | None:
