@@ -418,11 +418,19 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
 
 
 def download_waves(plan: DownloadPlan) -> list[list[ArchiveFile]]:
-    """The plan's files in the order a restore needs them: one wave of every file but the raw data
-    (scripts, calibration, products, README), then each raw tarball alone, in the plan's order. A raw
-    tarball that packs several EBs makes them ready together (the overlap is per tarball)."""
-    others = [f for f in plan.files if f.kind is not TarballKind.RAW]
-    return [w for w in [others, *([f] for f in plan.files if f.kind is TarballKind.RAW)] if w]
+    """The plan's files in the order a restore needs them, in waves fetched one after the other.
+
+    First what holds script/ and calibration/: the auxiliary tarballs and READMEs (and the products
+    tarballs of the MOUS that have no auxiliary tarball: older deliveries pack everything there, and
+    Cycle 0 tarballs); then each raw tarball alone, in the plan's order; last what restoring does not
+    read (the products of the other MOUS: images, and external products). A raw tarball that packs
+    several EBs makes them ready together (the overlap is per tarball)."""
+    with_aux = {f.mous for f in plan.files if f.kind is TarballKind.AUXILIARY}
+    first = [f for f in plan.files if f.kind in (TarballKind.AUXILIARY, TarballKind.README, TarballKind.CYCLE0)
+             or (f.kind is TarballKind.PRODUCTS and f.mous not in with_aux)]
+    raw = [[f] for f in plan.files if f.kind is TarballKind.RAW]
+    last = [f for f in plan.files if f not in first and f.kind is not TarballKind.RAW]
+    return [w for w in [first, *raw, last] if w]
 
 
 def _fetch_in_waves(plan: DownloadPlan, staging: Path, config: TransferConfig, session,
@@ -675,7 +683,8 @@ def fetch_and_restore(project: ProjectCode, mous: Uid, dest: Path, staging: Path
                       say: Callable[[str], None] = log.info) -> FetchedAndRestored:
     """Fetch one MOUS and restore it, each EB calibrated as soon as its files are here.
 
-    The files come in ``download_waves`` order (scripts and calibration first, then each raw tarball).
+    The files come in ``download_waves`` order (scripts and calibration first, then each raw tarball,
+    the products last).
     For a manual delivery, each EB whose ASDM, calibration script and calibration/ are unpacked is
     calibrated by scriptForPI's per-EB stage (``casa.restore.restore_eb``: the delivery's scriptForPI
     in a shadow tree holding this EB alone) while the later EBs download; once the member folder is
