@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,6 +439,9 @@ class RestoreResult:
     casa_asked: list[str] = field(default_factory=list)    # versions the calibration scripts' gates demand
     mismatch_allowed: bool = False                         # gates passed by --casa-version-mismatch allow
     disk_plot: Path | None = None                          # restore-disk.png: disk use over time vs the estimate
+    # ``phase_scatter_in_casa`` of the calibrated MSs, measured in the restore's own CASA child (modular
+    # CASA, not resumed); None when it was not (then ``phase_scatter`` starts a CASA of its own)
+    phase_scatter: dict[str, dict] | None = None
 
     @property
     def within_estimate(self) -> bool:
@@ -460,17 +464,39 @@ def _variables(plan: RestorePlan) -> dict:
 
 
 def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa_log: Path,
-               on_line: Callable[[str], None]) -> None:
-    """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA."""
+               on_line: Callable[[str], None], phase_check: Path | None = None) -> dict | None:
+    """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA.
+
+    ``phase_check`` (modular CASA only): a calibrated/ folder whose MSs the same CASA then measures
+    (``script_then_phases_in_casa``), sparing the start of another CASA; returns that child's answer
+    (``phase_scatter`` in it when measured), None for a monolithic CASA."""
     if plan.engine == "monolithic":
         assert plan.casa is not None
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
-    else:
-        run_in_casa(legacy.run_script_in_casa,
-                    {"script": str(script), "cwd": str(cwd), "variables": variables,
-                     "pass_version_gates": plan.passes_gates},
-                    workdir=cwd, logfile=casa_log, on_line=on_line)
+        return None
+    return run_in_casa(script_then_phases_in_casa,
+                       {"script": str(script), "cwd": str(cwd), "variables": variables,
+                        "pass_version_gates": plan.passes_gates,
+                        "phase_check": str(phase_check) if phase_check else None},
+                       workdir=cwd, logfile=casa_log, on_line=on_line)
+
+
+def script_then_phases_in_casa(script: str, cwd: str, variables: dict, pass_version_gates: bool = False,
+                               phase_check: str | None = None) -> dict:
+    """(CASA child) ``legacy.run_script_in_casa``; then, with ``phase_check`` (a calibrated/ folder), the
+    phase rms (``phase_scatter_in_casa``) of the ``*.ms.split.cal`` and ``calibrated.ms`` the script left
+    there, as ``phase_scatter``. A phase check that cannot be made is left out (the caller then asks
+    ``phase_scatter``, which reports why); the script's own failure is raised."""
+    out = legacy.run_script_in_casa(script, cwd, variables, pass_version_gates=pass_version_gates)
+    if phase_check:
+        mss = sorted(str(p) for p in Path(phase_check).glob("*.ms*")
+                     if p.name.endswith((".ms.split.cal", "calibrated.ms")) and (p / "table.dat").is_file())
+        try:
+            out["phase_scatter"] = phase_scatter_in_casa(mss) if mss else {}
+        except Exception as exc:  # noqa: BLE001 (the check is redone, and its error reported, by the caller)
+            print(f"almadeliver: phase check left to a CASA of its own ({type(exc).__name__}: {exc})")
+    return out
 
 
 def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: dict, casa_log: Path,
@@ -536,6 +562,8 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                 on_progress(p)
 
         start = time.monotonic()
+        phases = None
+        threading.Thread(target=_preload_plotting, name="preload-matplotlib", daemon=True).start()
         if plan.resume and plan.calibrated.exists():
             sampler, kept = _resume(plan, work, casa_log, line_seen, interval)
         else:
@@ -547,8 +575,9 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                                                 on_line=line_seen)
                         casa_log = native.casa_log
                     else:
-                        run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log,
-                                   line_seen)
+                        child = run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan),
+                                           casa_log, line_seen, phase_check=plan.calibrated)
+                        phases = (child or {}).get("phase_scatter")
                 except CasaError as exc:
                     partial = left_behind if plan.calibrated.exists() else ""
                     raise CasaError(exc.message + partial,
@@ -569,7 +598,20 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                               f"{plan.path.name}: restore at SPACESAVING={plan.spacesaving} ({plan.engine})")
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
                          du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo),
-                         casa_ran, plan.casa_asked, plan.passes_gates, disk_plot)
+                         casa_ran, plan.casa_asked, plan.passes_gates, disk_plot,
+                         phase_scatter=phases if phases is not None and all(str(p) in phases for p in mss
+                                                                           if p.name.endswith((".ms.split.cal", "calibrated.ms"))) else None)
+
+
+def _preload_plotting() -> None:
+    """Import matplotlib (what ``plot_disk_use`` needs) while CASA runs in its child and this process
+    waits: the disk-use plot drawn after the restore then costs its drawing only (the import took
+    seconds on a loaded machine)."""
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001 (plot_disk_use imports it again and reports a real failure)
+        pass
 
 
 def casa_description(plan: RestorePlan) -> str:
