@@ -48,10 +48,12 @@ def _project() -> Path:
     return conftest.simulated.__wrapped__()("2019.1.00011.S", ebs=1, size="medium")
 
 
-def _run(args: list[str], cwd: Path) -> float:
+def _run(args: list[str], cwd: Path, log: Path) -> float:
+    """Seconds of one run of ``args`` (its output kept in ``log``)."""
     t0 = time.perf_counter()
     r = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    log.write_text(r.stdout + r.stderr)
     if r.returncode != 0:
         raise SystemExit(f"bench_restore: {' '.join(args[:4])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return seconds
@@ -87,19 +89,21 @@ def main() -> int:
             if who == "ours":
                 sides["restore ours"].runs.append(_run(
                     [py, "-m", "almadeliver", "restore", str(member), "--spacesaving", "1",
-                     "--casa-version-mismatch", "allow"], member))
+                     "--casa-version-mismatch", "allow"], member, copy / "restore.out"))
                 sides["image ours"].runs.append(_run(
-                    [py, "-m", "almadeliver", "image", str(member), "--out", str(member / "reimage")], member))
+                    [py, "-m", "almadeliver", "image", str(member), "--out", str(member / "reimage")], member,
+                    copy / "image.out"))
             else:
                 script = next((member / "script").glob("*scriptForPI.py"))
                 sides["restore bare"].runs.append(_run([py, str(bare_py), str(script), str(script.parent), "restore"],
-                                                       member))
+                                                       member, copy / "restore.out"))
                 out = member / "reimage"
                 out.mkdir()
                 for ms in sorted((member / "calibrated").glob("*.ms*")):
                     (out / ms.name).symlink_to(ms)
                 imaging = next((member / "script").glob("*scriptForImaging*.py"))
-                sides["image bare"].runs.append(_run([py, str(bare_py), str(imaging), str(out), "image"], member))
+                sides["image bare"].runs.append(_run([py, str(bare_py), str(imaging), str(out), "image"], member,
+                                                     copy / "image.out"))
         if i + 1 < args.repeat:
             for who in ("ours", "bare"):
                 shutil.rmtree(work / f"{who}{i}", ignore_errors=True)

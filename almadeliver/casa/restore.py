@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..ids import UID_DISK_PATTERN
 from . import legacy
 from .native_restore import native_restore, restore_script
 from .diskspace import EXTRA_SCRIPTS, MB, DiskEstimate, DiskSampler, du_bytes, estimate, plot_disk_use
-from .runtime import MonolithicCasa, find_monolithic_casa, last_words, run_in_casa, stream_output
+from .runtime import MonolithicCasa, find_monolithic_casa, last_words, preload, run_in_casa, stream_output
 from .scriptcheck import (ScriptCheckError, VersionGate, first_three, lacking, modular_casa_version,
                           python_executable, read_gates)
 
@@ -563,7 +562,7 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
 
         start = time.monotonic()
         phases = None
-        threading.Thread(target=_preload_plotting, name="preload-matplotlib", daemon=True).start()
+        preload("matplotlib.figure", "matplotlib.backends.backend_agg")   # for plot_disk_use, while CASA runs
         if plan.resume and plan.calibrated.exists():
             sampler, kept = _resume(plan, work, casa_log, line_seen, interval)
         else:
@@ -602,16 +601,6 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                          phase_scatter=phases if phases is not None and all(str(p) in phases for p in mss
                                                                            if p.name.endswith((".ms.split.cal", "calibrated.ms"))) else None)
 
-
-def _preload_plotting() -> None:
-    """Import matplotlib (what ``plot_disk_use`` needs) while CASA runs in its child and this process
-    waits: the disk-use plot drawn after the restore then costs its drawing only (the import took
-    seconds on a loaded machine)."""
-    try:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-    except Exception:  # noqa: BLE001 (plot_disk_use imports it again and reports a real failure)
-        pass
 
 
 def casa_description(plan: RestorePlan) -> str:
