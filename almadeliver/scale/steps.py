@@ -94,8 +94,9 @@ class StepTask:
     gate : callable or None
         The backend's connection gate (``gates.py``), set when submitted.
     overlap : bool
-        The run has both the download and the restore step: the download step restores each EB as
-        its files land (``workflow.fetch_and_restore``) and the restore step reports what it did.
+        The run has the download and the restore step and no validate step (which must see the
+        whole delivery before anything is restored): the download step restores each EB as its
+        files land (``workflow.fetch_and_restore``) and the restore step reports what it did.
     """
 
     project: ProjectCode
