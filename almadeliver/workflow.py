@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .archive.client import ArchiveClient, make_session, mirror_list
-from .archive.model import ProjectView
+from .archive.model import ArchiveFile, ProjectView
 from .casa import imaging
 from .casa.recalibrate import RecalibrationResult, StepEvent, plan_recalibration, recalibrate
-from .casa.restore import MISMATCH_CHOICES, RestorePlan, check_options, plan_restore
+from .casa.restore import MISMATCH_CHOICES, RestorePlan, RestoreResult, check_options, plan_restore
 from .casa.selfcal import DEFAULT_ROUNDS, RoundResult, SelfcalResult, parse_rounds, plan_selfcal, selfcal
 from .delivery.layout import find_members
 from .delivery.partial import record_selection
@@ -351,7 +353,8 @@ def member_in_tree(dest: Path, project: ProjectCode, mous: Uid, cycle0: bool = F
 
 
 def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, options: FetchOptions,
-               gate: Callable | None = None, say: Callable[[str], None] = log.info) -> FetchedMous:
+               gate: Callable | None = None, say: Callable[[str], None] = log.info,
+               on_wave: Callable[[Path, list[FileResult], list[ArchiveFile]], None] | None = None) -> FetchedMous:
     """Fetch one MOUS through ``staging`` and move its member folder into the tree under ``dest``.
 
     The MOUS's files are fetched and unpacked into ``staging`` (a transfer journal of its own, so
@@ -374,6 +377,11 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         A connection gate shared by several processes (``scale.gates``), keyed by host.
     say : callable
         Receives one line per file and per action.
+    on_wave : callable, optional
+        Fetch in the order a restore needs the files (``download_waves``: everything but the raw
+        data, then each raw tarball alone) and call ``on_wave(staging, results, files_to_come)`` after
+        each wave is fetched and unpacked, before the member folder moves (``fetch_and_restore``).
+        Not used with ``options.files`` or ``options.cutout``.
 
     Returns
     -------
@@ -407,8 +415,12 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
         for host in plan.hosts:      # make each host's semaphore in the task's own thread (Dask binds it
             gate(host)               # to this worker there; the engine's threads then share it)
     config = TransferConfig(parallel=options.parallel, split=options.split, progress=False, connection_gate=gate)
-    result: TransferResult = (fetch_selected(selected, staging, config, client.session) if selected
-                              else download(plan, staging, config, client.session))
+    if selected:
+        result: TransferResult = fetch_selected(selected, staging, config, client.session)
+    elif on_wave is not None:
+        result = _fetch_in_waves(plan, staging, config, client.session, on_wave)
+    else:
+        result = download(plan, staging, config, client.session)
     for f in result.files:
         say(f"{f.status:<8} {f.name}" + (f": {f.error}" if f.error else ""))
     if not result.ok:
@@ -420,6 +432,48 @@ def fetch_mous(project: ProjectCode, mous: Uid, dest: Path, staging: Path, optio
     shutil.rmtree(staging)
     say(f"member folder {member}")
     return FetchedMous(member, len(result.files), result.fetched_bytes)
+
+
+def download_waves(plan: DownloadPlan) -> list[list[ArchiveFile]]:
+    """The plan's files in the order a restore needs them, in waves fetched one after the other.
+
+    First what holds script/ and calibration/: the auxiliary tarballs and READMEs (and the products
+    tarballs of the MOUS that have no auxiliary tarball: older deliveries pack everything there, and
+    Cycle 0 tarballs); then each raw tarball alone, in the plan's order; last what restoring does not
+    read (the products of the other MOUS: images, and external products). A raw tarball that packs
+    several EBs makes them ready together (the overlap is per tarball).
+
+    Parameters
+    ----------
+    plan : DownloadPlan
+        The download plan of one or more MOUS.
+
+    Returns
+    -------
+    list[list[ArchiveFile]]
+        The waves, in the order to fetch them; every file of the plan is in one wave.
+    """
+    with_aux = {f.mous for f in plan.files if f.kind is TarballKind.AUXILIARY}
+    first = [f for f in plan.files if f.kind in (TarballKind.AUXILIARY, TarballKind.README, TarballKind.CYCLE0)
+             or (f.kind is TarballKind.PRODUCTS and f.mous not in with_aux)]
+    raw = [[f] for f in plan.files if f.kind is TarballKind.RAW]
+    last = [f for f in plan.files if f not in first and f.kind is not TarballKind.RAW]
+    return [w for w in [first, *raw, last] if w]
+
+
+def _fetch_in_waves(plan: DownloadPlan, staging: Path, config: TransferConfig, session,
+                    on_wave: Callable[[Path, list[FileResult], list[ArchiveFile]], None]) -> TransferResult:
+    """``download`` of each of ``download_waves(plan)`` in turn (a wave's connections steal ranges of its
+    large files), ``on_wave`` after each (also after a wave with failures: what is ready on disk counts)."""
+    waves = download_waves(plan)
+    files: list[FileResult] = []
+    seconds = 0.0
+    for i, wave in enumerate(waves):
+        got = download(DownloadPlan(plan.archive, wave, 0, []), staging, config, session)
+        files += got.files
+        seconds += got.seconds
+        on_wave(staging, got.files, [f for w in waves[i + 1:] for f in w])
+    return TransferResult(staging, files, seconds)
 
 
 def _move_member(staging: Path, dest: Path, mous: Uid) -> Path:
@@ -548,3 +602,190 @@ def selfcal_member(member: Path, options: SelfcalOptions = SelfcalOptions(), out
     """
     plan = plan_selfcal(member, options.rounds, field=options.field, out=out, cubes=options.cubes)
     return selfcal(plan, on_round=on_round)
+
+
+# -- download and restore at once (almadeliver run --steps download,restore) ------------------------
+@dataclass(frozen=True)
+class OverlapEvent:
+    """One moment of ``fetch_and_restore``: ``seconds`` after it started, ``what`` happened to ``name``.
+
+    ``what`` is one of ``downloaded`` (a file fetched, verified and unpacked), ``last download`` (the
+    last file of the MOUS fetched), ``eb restore started``, ``eb restore finished``, ``eb restore
+    failed``, ``restore started`` and ``restore finished`` (the combining restore, scriptForPI's
+    flux-calibration and imaging-prep scripts, or the whole restore when EBs could not go one by one).
+    """
+
+    seconds: float
+    what: str
+    name: str
+
+
+@dataclass
+class FetchedAndRestored:
+    """What ``fetch_and_restore`` did: the fetch, the restore, and when each part happened.
+
+    Attributes
+    ----------
+    fetched : FetchedMous
+        The member folder and what was transferred.
+    restore : RestoreResult or None
+        The combining (or whole) restore; None for a Cycle 0 delivery (nothing to restore).
+    early_ebs : list of str
+        EBs calibrated by scriptForPI's per-EB stage while later files were still downloading.
+    serial_reason : str or None
+        Why the EBs were restored after the download instead (a pipeline delivery, ...); None when
+        they went one by one.
+    events : list of OverlapEvent
+        In time order.
+    """
+
+    fetched: FetchedMous
+    restore: RestoreResult | None
+    early_ebs: list[str]
+    serial_reason: str | None
+    events: list[OverlapEvent]
+
+    @property
+    def overlapped(self) -> bool:
+        """True when an EB's restore started before the last download finished (from the events)."""
+        last = max((e.seconds for e in self.events if e.what == "last download"), default=None)
+        starts = [e.seconds for e in self.events if e.what == "eb restore started"]
+        return last is not None and any(s < last for s in starts)
+
+
+class _EbRestorer:
+    """Calibrates each EB of a manual delivery (scriptForPI's per-EB stage) as its files land, one at a
+    time in a thread of its own, while the download goes on."""
+
+    def __init__(self, mous: Uid, options: RestoreOptions, say: Callable[[str], None]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.mous, self.options, self.say = mous, options, say
+        self.level: int | None = options.spacesaving
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="eb-restore")
+        self.submitted: dict[str, object] = {}
+        self.done: list[str] = []
+        self.serial_reason: str | None = None
+        self.events: list[OverlapEvent] = []
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def event(self, what: str, name: str) -> None:
+        with self.lock:
+            self.events.append(OverlapEvent(round(time.monotonic() - self.t0, 3), what, name))
+
+    def wave(self, staging: Path, results: list[FileResult], to_come: list[ArchiveFile]) -> None:
+        """``fetch_mous``'s ``on_wave``: start the EBs now ready; after the last wave, wait for them."""
+        from .casa.restore import eb_ready
+        from .delivery.layout import Flavour
+
+        for r in results:
+            self.event("downloaded", r.name)
+        if not to_come:
+            self.event("last download", results[-1].name if results else "")
+        mine = [m for m in find_members(staging) if m.mous == self.mous]
+        if len(mine) == 1 and mine[0].flavour is Flavour.MANUAL and mine[0].script_for_pi:
+            member = mine[0]
+            for uid in member.ebs_in_scripts:
+                eb = uid.disk
+                if eb not in self.submitted and eb_ready(member, eb):
+                    if self.level is None:
+                        self.level = self._choose_level(member.path, to_come)
+                    self.submitted[eb] = self.pool.submit(self._one, member.path, eb)
+        elif len(mine) == 1 and mine[0].flavour is not Flavour.UNKNOWN and not self.serial_reason:
+            self.serial_reason = (f"a {mine[0].flavour.value} delivery: its EBs are restored together, "
+                                  "after the download")
+        if not to_come:
+            self.pool.shutdown(wait=True)
+
+    def _choose_level(self, member: Path, to_come: list[ArchiveFile]) -> int:
+        """The lowest SPACESAVING level that fits once every raw tarball is here (as scriptForPI picks
+        it from the whole raw/): the raw data still to come counts in the need and against the free space."""
+        from dataclasses import replace as _replace
+
+        from .casa.diskspace import MB, estimate
+
+        est = estimate(member)
+        coming = -(-sum(f.size for f in to_come if f.kind is TarballKind.RAW) // MB)
+        whole = _replace(est, raw_mb=est.raw_mb + coming, free_mb=est.free_mb - coming)
+        best = whole.best_level()
+        return 3 if best is None else best
+
+    def _one(self, member: Path, eb: str) -> None:
+        from .casa.restore import plan_eb_restore, restore_eb
+        from .errors import AlmadeliverError
+
+        self.event("eb restore started", eb)
+        self.say(f"{eb}: its files are here; calibrating it (scriptForPI's per-EB stage) while the download goes on")
+        try:
+            plan = plan_eb_restore(member, eb, self.level, dosplit=self.options.dosplit, casa=self.options.casa,
+                                   engine=self.options.engine,
+                                   casa_version_mismatch=self.options.casa_version_mismatch)
+            restore_eb(plan, on_line=self.say)
+        except AlmadeliverError as exc:   # the combining restore calibrates it again, after the download
+            self.event("eb restore failed", eb)
+            self.say(f"{eb}: the per-EB stage failed ({exc.message}); it is calibrated again after the download")
+            return
+        self.done.append(eb)
+        self.event("eb restore finished", eb)
+
+
+def fetch_and_restore(project: ProjectCode, mous: Uid, dest: Path, staging: Path, fetch: FetchOptions,
+                      restore_options: RestoreOptions, gate: Callable | None = None,
+                      say: Callable[[str], None] = log.info) -> FetchedAndRestored:
+    """Fetch one MOUS and restore it, each EB calibrated as soon as its files are here.
+
+    The files come in ``download_waves`` order (scripts and calibration first, then each raw tarball,
+    the products last).
+    For a manual delivery, each EB whose ASDM, calibration script and calibration/ are unpacked is
+    calibrated by scriptForPI's per-EB stage (``casa.restore.restore_eb``: the delivery's scriptForPI
+    in a shadow tree holding this EB alone) while the later EBs download; once the member folder is
+    in the tree, ``restore`` with ``resume`` keeps those EBs, calibrates any that failed, and runs the
+    combining scripts (flux calibration, concatenation into calibrated.ms, SPACESAVING 3), as
+    scriptForPI would. Pipeline deliveries (one ``hifa_restoredata`` for every EB) and a member
+    already in the tree are restored after the download, as ``serial_reason`` says. The result is the
+    serial run's: the same scripts run on the same data, at the same SPACESAVING level.
+
+    Parameters
+    ----------
+    project, mous, dest, staging, fetch, gate, say
+        As for ``fetch_mous``.
+    restore_options : RestoreOptions
+        As for ``plan_member_restore`` (``resume`` is always on: the EBs calibrated early are kept).
+
+    Returns
+    -------
+    FetchedAndRestored
+        The fetch, the restore, the EBs calibrated early and the timeline.
+
+    Raises
+    ------
+    TransferError, TreeError, AuthError
+        From ``fetch_mous``.
+    CasaError, CasaNotFoundError, CasaVersionMismatchError, DiskSpaceError, UsageError
+        The combining restore's refusal or failure (the EBs already calibrated stay in calibrated/).
+    """
+    from dataclasses import replace as _replace
+
+    from .casa.restore import restore
+
+    eb_restorer = _EbRestorer(mous, restore_options, say)
+    try:
+        fetched = fetch_mous(project, mous, dest, staging, fetch, gate, say, on_wave=eb_restorer.wave)
+    finally:
+        eb_restorer.pool.shutdown(wait=True)
+    reason = eb_restorer.serial_reason or (None if eb_restorer.submitted else
+                                           "no EB was ready before the download ended (or the member was there)")
+    options = _replace(restore_options, resume=True,
+                       spacesaving=eb_restorer.level if eb_restorer.level is not None else restore_options.spacesaving)
+    plan = plan_member_restore(fetched.member, options)
+    if plan.already_calibrated:
+        return FetchedAndRestored(fetched, None, [], "Cycle 0: calibrated/ already holds the calibrated MSs",
+                                  eb_restorer.events)
+    plan.check()
+    eb_restorer.event("restore started", "combining" if plan.finished else "all EBs")
+    say(f"running {plan.script.path.name if plan.script else 'scriptForPI.py'} with SPACESAVING={plan.spacesaving}"
+        + (f", keeping the {len(plan.finished)} EBs calibrated during the download" if plan.finished else ""))
+    result = restore(plan, on_line=say)
+    eb_restorer.event("restore finished", "combining" if plan.finished else "all EBs")
+    return FetchedAndRestored(fetched, result, list(eb_restorer.done), reason, eb_restorer.events)

@@ -439,3 +439,27 @@ def run_in_casa(
         reason = (outcome or {}).get("error") or last_words(tail, code)
         raise CasaError(f"CASA work failed ({name}): {reason}", f"see the CASA log {logfile}")
     return outcome["value"]
+
+
+def preload(*modules: str) -> None:
+    """Import ``modules`` in a background thread: started as a CASA child begins, the imports the parent
+    needs afterwards (matplotlib, astropy: seconds on a loaded machine) happen while it only waits for
+    the child. A module that fails to import is left for the code that needs it to report.
+
+    Parameters
+    ----------
+    *modules : str
+        Dotted module names, e.g. ``"matplotlib.figure"``.
+    """
+    import threading
+
+    def load() -> None:
+        import importlib
+
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 (imported again where it is used, which reports the error)
+                pass
+
+    threading.Thread(target=load, name="preload", daemon=True).start()

@@ -150,7 +150,10 @@ def restore_cmd(
     typer.echo("measurement sets (phase rms on the phase calibrator):")
     # Total Power data (autocorrelations, no phase calibrator) are listed without a phase rms
     interferometric = [ms for ms in r.measurement_sets if not ms.name.endswith((TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX))]
-    scatter = phase_scatter(interferometric, r.casa_log.parent) if interferometric else {}
+    if r.phase_scatter is not None and all(str(ms) in r.phase_scatter for ms in interferometric):
+        scatter = r.phase_scatter              # measured by the restore's own CASA
+    else:
+        scatter = phase_scatter(interferometric, r.casa_log.parent) if interferometric else {}
     for ms in r.measurement_sets:
         s = scatter.get(str(ms))
         tp = "  (Total Power, baseline subtracted)" if ms not in interferometric else ""

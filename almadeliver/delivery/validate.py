@@ -31,13 +31,16 @@ _MANIFEST_FILE_RE = re.compile(r"\.(tgz|tar|gz|txt|py|xml|fits|log|dat|csv|pdf|p
 _BEAM_FREE = (".pb.", ".flux.", ".mask", ".alpha", ".psf.", ".residual.", ".model.", ".sumwt.", ".weight.")
 
 
-def validate(path: str | Path) -> Report:
+def validate(path: str | Path, products: bool = True) -> Report:
     """Check the tree at ``path``; the Report lists every finding (empty means a clean tree).
 
     Parameters
     ----------
     path : str | Path
         A delivery tree: a DEST, a project or a member folder.
+    products : bool, default True
+        Open every product FITS file (astropy); False leaves that out: what a restore, which never
+        reads product/, asks before it runs.
 
     Returns
     -------
@@ -50,7 +53,7 @@ def validate(path: str | Path) -> Report:
                     details={"files": index.n_files, "folders": len(index.dirs), "members": [], "staff_areas": []})
     _check_files(index, report)
     for member in tree.members:
-        _check_member(index, member, report)
+        _check_member(index, member, report, products)
     for area in tree.staff_areas:
         _check_staff(index, area, report)
     review_partial(report, Path(index.root))     # single files fetched from inside the tarballs
@@ -92,7 +95,7 @@ def _tarball_kind(name: str) -> str | None:
 
 
 # -- one member ---------------------------------------------------------------------------------------
-def _check_member(index: TreeIndex, m: Member, report: Report) -> None:
+def _check_member(index: TreeIndex, m: Member, report: Report, products: bool = True) -> None:
     rel = m.rel or "."
     listing = index.get(m.rel)
     report.details["members"].append({
@@ -124,7 +127,8 @@ def _check_member(index: TreeIndex, m: Member, report: Report) -> None:
     else:
         _check_manual_calibration(index, m, report)
     _check_qa(index, m, report)
-    _check_fits_folder(index, join(m.rel, "product"), report)
+    if products:
+        _check_fits_folder(index, join(m.rel, "product"), report)
     _check_restored(index, m, report)
 
 

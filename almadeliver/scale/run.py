@@ -270,7 +270,8 @@ def run(config: RunConfig, mous: list[tuple[ProjectCode | str, Uid | str]],
     result = RunResult()
     ids = [(ProjectCode.parse(str(p)), Uid.parse(str(m))) for p, m in mous]
     queues = {str(m): [StepTask(p, m, Step(s), str(config.dest), config.fetch, config.restore, config.image,
-                                recalibrate=config.recalibrate, selfcal=config.selfcal)
+                                recalibrate=config.recalibrate, selfcal=config.selfcal,
+                                overlap={"download", "restore"} <= set(config.steps) and "validate" not in config.steps)
                        for s in config.steps] for p, m in ids}
     crashes: dict[tuple[Uid, Step], int] = {}
 

@@ -28,7 +28,7 @@ import shutil
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator
@@ -40,11 +40,11 @@ from ..casa import imaging
 from ..casa.restore import restore
 from ..delivery.report import Severity
 from ..delivery.validate import validate
-from ..errors import CasaError, TreeError
+from ..errors import CasaError, DiskSpaceError, TreeError, UsageError
 from ..ids import ProjectCode, Uid
 from ..workflow import (RUN_WHAT, FetchOptions, ImageOptions, RecalibrateOptions, RestoreOptions, SelfcalOptions,
-                        fetch_mous, member_in_tree, plan_member_images, plan_member_restore, recalibrate_member,
-                        selfcal_member)
+                        fetch_and_restore, fetch_mous, member_in_tree, plan_member_images, plan_member_restore,
+                        recalibrate_member, selfcal_member)
 from .journal import StepJournal, StepOutcome
 
 log = logging.getLogger("almadeliver.scale")
@@ -93,6 +93,10 @@ class StepTask:
         The options of ``recalibrate`` and ``image --selfcal`` that the run was given.
     gate : callable or None
         The backend's connection gate (``gates.py``), set when submitted.
+    overlap : bool
+        The run has the download and the restore step and no validate step (which must see the
+        whole delivery before anything is restored): the download step restores each EB as its
+        files land (``workflow.fetch_and_restore``) and the restore step reports what it did.
     """
 
     project: ProjectCode
@@ -105,6 +109,7 @@ class StepTask:
     gate: Callable | None = None
     recalibrate: RecalibrateOptions = field(default_factory=RecalibrateOptions)
     selfcal: SelfcalOptions = field(default_factory=SelfcalOptions)
+    overlap: bool = False
 
     def outcome(self, ok: bool, **details) -> StepOutcome:
         """The journal record of this task (``details``: the other fields of ``StepOutcome``)."""
@@ -165,11 +170,30 @@ def member_dir(task: StepTask) -> Path:
 
 # -- the steps ---------------------------------------------------------------------------------------
 def download_step(task: StepTask) -> dict:
-    """Fetch the MOUS's files (``--what``, as ``--user`` when given) into the tree under DEST."""
+    """Fetch the MOUS's files (``--what``, as ``--user`` when given) into the tree under DEST; with
+    ``task.overlap``, restore it too, each EB as its files land (``workflow.fetch_and_restore``). A
+    failed restore does not fail the download: the restore step then runs it again (resuming)."""
     with _logged(task) as say:
         staging = StepJournal(Path(task.dest)).folder(task.mous) / "download"
-        got = fetch_mous(task.project, task.mous, Path(task.dest), staging, task.fetch, task.gate, say)
-        return {"member": str(got.member), "files": got.files, "fetched_bytes": got.fetched_bytes}
+        if not task.overlap or task.fetch.selection:
+            got = fetch_mous(task.project, task.mous, Path(task.dest), staging, task.fetch, task.gate, say)
+            return {"member": str(got.member), "files": got.files, "fetched_bytes": got.fetched_bytes}
+        try:
+            both = fetch_and_restore(task.project, task.mous, Path(task.dest), staging, task.fetch, task.restore,
+                                     task.gate, say)
+        except (CasaError, TreeError, UsageError, DiskSpaceError) as exc:
+            if isinstance(exc, TreeError) and member_in_tree(Path(task.dest), task.project, task.mous, True) is None:
+                raise                         # the fetch itself failed
+            say(f"the restore during the download failed ({exc}); the restore step runs it again")
+            member = member_dir(task)
+            return {"member": str(member), "restore_error": str(exc)}
+        got, r = both.fetched, both.restore
+        restored = None if r is None else {
+            "measurement_sets": [str(p) for p in r.measurement_sets], "spacesaving": r.spacesaving,
+            "casa_log": str(r.casa_log), "output_log": str(r.output_log), "kept": r.kept}
+        return {"member": str(got.member), "files": got.files, "fetched_bytes": got.fetched_bytes,
+                "restore": restored, "early_ebs": both.early_ebs, "serial_reason": both.serial_reason,
+                "overlapped": both.overlapped, "events": [asdict(e) for e in both.events]}
 
 
 def validate_step(task: StepTask) -> dict:
@@ -191,6 +215,10 @@ def restore_step(task: StepTask) -> dict:
     """Restore the member folder with the run's restore options (resuming: a retry after a lost
     worker keeps the EBs already calibrated)."""
     with _logged(task) as say:
+        done = StepJournal(Path(task.dest)).load(task.mous, Step.DOWNLOAD.value) if task.overlap else None
+        if done is not None and done.ok and (done.output or {}).get("restore"):
+            say("restored during the download step (each EB as its files landed)")
+            return {**done.output["restore"], "during_download": True}
         plan = plan_member_restore(member_dir(task), replace(task.restore, resume=True))
         if plan.already_calibrated:
             say("Cycle 0 delivery: calibrated/ already holds the calibrated MSs")

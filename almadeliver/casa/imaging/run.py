@@ -41,7 +41,11 @@ def run(plan_: ImagingPlan, out: Path | None = None, workers: int | None = None,
     ImagingResult
         The images made, their comparison with the delivered ones, and the failures.
     """
+    from ..runtime import preload
+
     folder = new_out_folder(plan_.member, out)
+    # what the comparison and the quick-looks need afterwards, imported while CASA images
+    preload("astropy.io.fits", "matplotlib.figure", "matplotlib.patches", "matplotlib.backends.backend_agg")
     if plan_.source == "pipeline":
         return run_images(plan_.jobs, folder, workers, on_done, plan_.overrides)
     return run_script_images(plan_, folder, on_done)

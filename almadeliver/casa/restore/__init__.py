@@ -11,12 +11,13 @@ driver, and on ``--resume`` the finished EBs held aside and a shadow ``script/``
 
 The package, by concern: ``plan`` (scriptForPI.py read, the disk estimate, the engine and every
 reason to refuse; nothing written), ``progress`` (scriptForPI's output read as EB and step, its
-CASA log cut per script), ``run`` (running the script as planned, --resume) and ``phasecheck`` (the
-phase scatter of the restored MSs). Cycle 0's concat is in ``almadeliver.casa.concat``. The names
+CASA log cut per script), ``run`` (running the script as planned, --resume), ``eb`` (scriptForPI's per-EB stage
+while other EBs download) and ``phasecheck`` (the phase scatter of the restored MSs). Cycle 0's concat is in ``almadeliver.casa.concat``. The names
 below are the public API, importable from ``almadeliver.casa.restore`` as before the split.
 """
 from __future__ import annotations
 
+from .eb import eb_ready, plan_eb_restore, restore_eb
 from .phasecheck import phase_scatter, phase_scatter_in_casa
 from .plan import (ENGINES, LEVELS, MISMATCH_CHOICES, RestorePlan, ScriptInfo, calibration_scripts, check_options,
                    finished_ebs, inspect_script, plan_restore)
@@ -28,4 +29,5 @@ __all__ = [
     "phase_scatter", "phase_scatter_in_casa", "ENGINES", "LEVELS", "MISMATCH_CHOICES", "RestorePlan", "ScriptInfo",
     "calibration_scripts", "check_options", "finished_ebs", "inspect_script", "plan_restore", "Progress",
     "ProgressParser", "script_logs", "WORK", "RestoreResult", "casa_description", "restore", "run_script",
+    "eb_ready", "plan_eb_restore", "restore_eb",
 ]

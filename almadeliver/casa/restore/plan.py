@@ -270,7 +270,7 @@ def _refusal(plan: RestorePlan, casa: str | Path | None, engine: str = "auto") -
         names = ", ".join(m.raw_tarball(eb) for eb in m.ebs_in_scripts) or "the raw data tarballs"
         return TreeError(f"raw/ is not in {m.path}: scriptForPI needs the ASDMs",
                          f"fetch {names} and untar them at the top of the tree")
-    report = validate(m.path)
+    report = validate(m.path, products=False)          # product/ is never read by a restore
     errors = [f for f in report.of(Severity.ERROR) if not f.check.startswith("calibrated.")]
     if errors:
         shown = "; ".join(f"{f.path}: {f.message}" for f in errors[:3])

@@ -18,7 +18,8 @@ from ...transfer.lock import FolderLock
 from .. import legacy
 from ..diskspace import EXTRA_SCRIPTS, MB, DiskSampler, du_bytes, plot_disk_use
 from ..native_restore import native_restore
-from ..runtime import MonolithicCasa, last_words, run_in_casa, stream_output
+from ..runtime import MonolithicCasa, last_words, preload, run_in_casa, stream_output
+from .phasecheck import phase_scatter_in_casa
 from .plan import RestorePlan
 from .progress import _TP_NO_SPLIT_RE, Progress, ProgressParser
 
@@ -46,6 +47,9 @@ class RestoreResult:
     casa_asked: list[str] = field(default_factory=list)    # versions the calibration scripts' gates demand
     mismatch_allowed: bool = False                         # gates passed by --casa-version-mismatch allow
     disk_plot: Path | None = None                          # restore-disk.png: disk use over time vs the estimate
+    # ``phase_scatter_in_casa`` of the calibrated MSs, measured in the restore's own CASA child (modular
+    # CASA, not resumed); None when it was not (then ``phase_scatter`` starts a CASA of its own)
+    phase_scatter: dict[str, dict] | None = None
 
     @property
     def within_estimate(self) -> bool:
@@ -68,7 +72,7 @@ def _variables(plan: RestorePlan) -> dict:
 
 
 def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa_log: Path,
-               on_line: Callable[[str], None]) -> None:
+               on_line: Callable[[str], None], phase_check: Path | None = None) -> dict | None:
     """Run one ALMA script in ``cwd`` with ``variables`` as globals, in the plan's CASA.
 
     Parameters
@@ -85,16 +89,62 @@ def run_script(plan: RestorePlan, script: Path, cwd: Path, variables: dict, casa
         The CASA log file.
     on_line : Callable[[str], None]
         Called with each output line.
+    phase_check : Path | None, default None
+        (modular CASA only) a calibrated/ folder whose MSs the same CASA then measures
+        (``script_then_phases_in_casa``).
+
+    Returns
+    -------
+    dict | None
+        The CASA child's answer (``phase_scatter`` in it when measured); None for a monolithic CASA.
     """
     if plan.engine == "monolithic":
         assert plan.casa is not None
         _run_monolithic(plan.casa, script, cwd, variables, casa_log, on_line,
                         pipeline=plan.member.flavour is Flavour.PIPELINE)
-    else:
-        run_in_casa(legacy.run_script_in_casa,
-                    {"script": str(script), "cwd": str(cwd), "variables": variables,
-                     "pass_version_gates": plan.passes_gates},
-                    workdir=cwd, logfile=casa_log, on_line=on_line)
+        return None
+    return run_in_casa(script_then_phases_in_casa,
+                       {"script": str(script), "cwd": str(cwd), "variables": variables,
+                        "pass_version_gates": plan.passes_gates,
+                        "phase_check": str(phase_check) if phase_check else None},
+                       workdir=cwd, logfile=casa_log, on_line=on_line)
+
+
+def script_then_phases_in_casa(script: str, cwd: str, variables: dict, pass_version_gates: bool = False,
+                               phase_check: str | None = None) -> dict:
+    """(CASA child) ``legacy.run_script_in_casa``; then, with ``phase_check``, the phase rms of the
+    ``*.ms.split.cal`` and ``calibrated.ms`` the script left there.
+
+    A phase check that cannot be made is left out (the caller then asks ``phase_scatter``, which
+    reports why); the script's own failure is raised.
+
+    Parameters
+    ----------
+    script : str
+        The ALMA script.
+    cwd : str
+        The folder it runs in.
+    variables : dict
+        Globals for the script.
+    pass_version_gates : bool, default False
+        Pass the script's CASA version gates.
+    phase_check : str | None, default None
+        A calibrated/ folder to measure afterwards.
+
+    Returns
+    -------
+    dict
+        ``run_script_in_casa``'s answer, with ``phase_scatter`` (``phase_scatter_in_casa``) when measured.
+    """
+    out = legacy.run_script_in_casa(script, cwd, variables, pass_version_gates=pass_version_gates)
+    if phase_check:
+        mss = sorted(str(p) for p in Path(phase_check).glob("*.ms*")
+                     if p.name.endswith((".ms.split.cal", "calibrated.ms")) and (p / "table.dat").is_file())
+        try:
+            out["phase_scatter"] = phase_scatter_in_casa(mss) if mss else {}
+        except Exception as exc:  # noqa: BLE001 (the check is redone, and its error reported, by the caller)
+            print(f"almadeliver: phase check left to a CASA of its own ({type(exc).__name__}: {exc})")
+    return out
 
 
 def _run_monolithic(casa: MonolithicCasa, script: Path, cwd: Path, variables: dict, casa_log: Path,
@@ -176,6 +226,8 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                 on_progress(p)
 
         start = time.monotonic()
+        phases = None
+        preload("matplotlib.figure", "matplotlib.backends.backend_agg")   # for plot_disk_use, while CASA runs
         if plan.resume and plan.calibrated.exists():
             sampler, kept = _resume(plan, work, casa_log, line_seen, interval)
         else:
@@ -187,8 +239,9 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                                                 on_line=line_seen)
                         casa_log = native.casa_log
                     else:
-                        run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan), casa_log,
-                                   line_seen)
+                        child = run_script(plan, plan.script.path, plan.script.path.parent, _variables(plan),
+                                           casa_log, line_seen, phase_check=plan.calibrated)
+                        phases = (child or {}).get("phase_scatter")
                 except CasaError as exc:
                     partial = left_behind if plan.calibrated.exists() else ""
                     raise CasaError(exc.message + partial,
@@ -209,7 +262,10 @@ def _restore(plan: RestorePlan, on_progress: Callable[[Progress], None] | None,
                               f"{plan.path.name}: restore at SPACESAVING={plan.spacesaving} ({plan.engine})")
     return RestoreResult(plan.path, plan.spacesaving, plan.engine, seconds, plan.need_mb, sampler.peak,
                          du_bytes(plan.calibrated), mss, casa_log, out_log, kept, list(plan.todo),
-                         casa_ran, plan.casa_asked, plan.passes_gates, disk_plot)
+                         casa_ran, plan.casa_asked, plan.passes_gates, disk_plot,
+                         phase_scatter=phases if phases is not None and all(str(p) in phases for p in mss
+                                                                           if p.name.endswith((".ms.split.cal", "calibrated.ms"))) else None)
+
 
 
 def casa_description(plan: RestorePlan) -> str:
@@ -275,13 +331,7 @@ def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[
                                                 for suffix in CALIBRATION_SCRIPT_SUFFIXES)}
     with DiskSampler(shadow if plan.todo else cal, interval=interval) as sampler:
         if plan.todo:
-            (shadow / "script").mkdir(parents=True)
-            for p in script_dir.iterdir():
-                if p.name not in hidden:
-                    (shadow / "script" / p.name).symlink_to(p)
-            for name in ("calibration", "raw", "product"):
-                if (plan.path / name).exists():
-                    (shadow / name).symlink_to(plan.path / name)
+            _shadow_tree(plan, shadow, hidden)
             run_script(plan, shadow / "script" / plan.script.path.name, shadow / "script", _variables(plan),
                        casa_log, line_seen)
             (shadow / "calibrated").rename(cal)
@@ -302,3 +352,21 @@ def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[
     shutil.rmtree(shadow, ignore_errors=True)
     hold.rmdir()
     return sampler, kept
+
+
+def _shadow_tree(plan: RestorePlan, shadow: Path, hidden: set[str], raw_ebs: list[str] | None = None) -> None:
+    """A tree scriptForPI runs in as in the member: ``shadow/script`` links to the member's script files
+    but ``hidden``; ``calibration`` and ``product`` link to the member's; ``raw`` links to the member's
+    raw/, or (``raw_ebs``) is a folder linking only those EBs' ASDMs (EBs still downloading stay out)."""
+    script_dir = plan.script.path.parent
+    (shadow / "script").mkdir(parents=True)
+    for p in script_dir.iterdir():
+        if p.name not in hidden:
+            (shadow / "script" / p.name).symlink_to(p)
+    for name in ("calibration", "raw", "product"):
+        if name == "raw" and raw_ebs is not None:
+            (shadow / "raw").mkdir()
+            for eb in raw_ebs:
+                (shadow / "raw" / f"{eb}.asdm.sdm").symlink_to(plan.path / "raw" / f"{eb}.asdm.sdm")
+        elif (plan.path / name).exists():
+            (shadow / name).symlink_to(plan.path / name)
