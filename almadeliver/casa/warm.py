@@ -86,8 +86,11 @@ class WarmCasa:
     """
 
     def __init__(self, env: dict[str, str]) -> None:
+        from .runtime import LOGFILE_ENV
+
         ours, theirs = socket.socketpair()
         self.key = warm_key(env)
+        env = {**env, LOGFILE_ENV: os.devnull}        # the import's log lines go to each call's log
         self.lock = threading.Lock()
         self.proc = subprocess.Popen([sys.executable, "-m", "almadeliver.casa.warm", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
@@ -332,9 +335,15 @@ def _call(sock: socket.socket, request: dict[str, Any], out: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.path[0] = request["cwd"]                  # as `python -m` in that folder puts it
-        from casatasks import casalog
+        import platform
 
-        casalog.setlogfile(request["logfile"])
+        import casatasks
+
+        casatasks.casalog.setlogfile(request["logfile"])
+        # the lines casatasks posts on import, which every CASA log opens with (the staff checklist
+        # reads the version from them): this call's log is new, the import was in the warm process
+        casatasks.casalog.post("Python version " + platform.python_version())
+        casatasks.casalog.post(f"CASA Version {casatasks.package_variant.upper()} {casatasks.version_string()}")
         from . import child
 
         code = child._main(request["call"])        # its "parent" is this warm process
