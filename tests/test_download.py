@@ -186,8 +186,8 @@ def test_drop_every_30_mb_on_a_70_mb_file(tmp_path):
         f"{MEMBER}/product/big.fits": os.urandom(70 * MB)}, tmp_path / "st")}, MOUS)
     with LocalArchive(tmp_path / "arch", faults=Faults(drop_after=30 * MB)) as a:
         result = download(make_plan(view_of(a), parse_what("products")), tmp_path / "d",
-                          TransferConfig(progress=False, keep_tars=True, parallel=1))
-        assert result.ok and a.stats[name].gets == 3
+                          TransferConfig(progress=False, keep_tars=True, parallel=1, ask_min=64 * MB))
+        assert result.ok and a.stats[name].gets == 3           # asks of 64 MB and more, each cut at 30 MB
         assert a.stats[name].bytes_sent == (folder / FILES_DIR / name).stat().st_size
         assert sha(tmp_path / "d" / name) == sha(folder / FILES_DIR / name)
         assert (tmp_path / "d" / MEMBER / "product" / "big.fits").stat().st_size == 70 * MB

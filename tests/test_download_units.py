@@ -10,7 +10,8 @@ from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
 from almadeliver.errors import AuthError, DiskSpaceError, UsageError
 from almadeliver.ids import TarballKind
 from almadeliver.transfer import auth
-from almadeliver.transfer.download import _steal_point, backoff_delay, content_range_matches, looks_like_html
+from almadeliver.transfer.ranges import content_range_matches, steal_point as _steal_point
+from almadeliver.transfer.stream import backoff_delay, looks_like_html
 from almadeliver.transfer.journal import DOWNLOADED, EXTRACTED, Journal
 from almadeliver.transfer.plan import check_space, make_plan, mirror_url, parse_what
 

@@ -1,9 +1,11 @@
 """The download engine: parallel, resumable, verified; tarballs unpacked while the rest still arrives.
 
 Every file is fetched into ``DEST/<name>.part`` as one or more byte ranges ("segments"), written with
-``os.pwrite``. At most ``parallel`` connections per archive host run at once; a connection with
-nothing left to start takes over the second half of the largest range still running, so the last
-files do not leave connections idle. Progress is journalled (journal.py), so a killed run resumes.
+``os.pwrite``. At most ``parallel`` streams per archive host run at once (a semaphore per host),
+on kept-alive connections (a pool of ``parallel`` per host); every request asks a bounded range
+(ranges.py) and its answer is read to the end (stream.py). A connection with nothing left to start
+takes over the second half of the part of the largest running range that nobody asked for yet, so
+the last files do not leave connections idle and no byte is fetched twice. Progress is journalled (journal.py), so a killed run resumes.
 A range is trusted only from a 206 whose Content-Range matches; anything else restarts the file
 from byte 0. Finished tarballs go to one extraction thread (extract.py) while downloads continue.
 
@@ -20,8 +22,6 @@ import http.client
 import logging
 import os
 import queue
-import random
-import re
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
 from ..archive.model import ArchiveFile
@@ -43,19 +42,23 @@ from .extract import extract_tarball, read_members
 from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
 from .lock import DestLock
 from .plan import DownloadPlan, check_space, is_tarball
+from .ranges import Segment, content_range_end, content_range_matches, next_ask, split_evenly, stealable, steal_point
+from .stream import HostGates, backoff_delay, body_reader, check_answer, html_error, keep_alive, looks_like_html, \
+    size_pools, write_at
 from ..units import BAR_DIVISOR, human_size, middle_cut
 
 log = logging.getLogger("almadeliver.transfer")
 
 MiB = 1 << 20
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_READ_SECONDS = 0.25          # a read of the receive buffer should take about this long (bytes on disk, bars)
+_READ_MIN = 64 * 1024
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass
 class TransferConfig:
     """How to transfer: connections per host, range splitting, retries and byte budget, untar options."""
-    parallel: int = 5                 # connections per archive host
+    parallel: int = 5                 # streams (and kept-alive connections) per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
     steal_min: int = 4 * MiB          # an idle connection takes over half of a range with more left than 2x this
@@ -67,7 +70,10 @@ class TransferConfig:
     backoff_max: float = 30.0
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
-    chunk: int = MiB
+    chunk: int = 4 * MiB              # the receive buffer of each connection (a read fills up to ~0.25 s of it)
+    ask_min: int = 4 * MiB            # a connection's first request asks this many bytes of its range,
+    ask_max: int = 256 * MiB          # then twice as many each time, up to what it brings in
+    ask_seconds: float = 2.0          # ask_seconds (at most ask_max): steals take effect at these bounds
     untar: bool = True
     keep_tars: bool = False
     progress: bool = True             # tqdm bars on stderr (only when it is a terminal)
@@ -127,42 +133,6 @@ class TransferResult:
         return not self.failed
 
 
-# -- helpers (pure) ---------------------------------------------------------------------------------
-def looks_like_html(content_type: str | None, head: bytes) -> bool:
-    """True for an HTML page (an expired login, an error page) where a file was expected."""
-    if content_type and content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-        return True
-    text = head[:1024].lstrip().lower()
-    return text.startswith((b"<!doctype html", b"<html")) or (text.startswith(b"<?xml") and b"<html" in text)
-
-
-def content_range_matches(header: str | None, start: int, end: int, total: int) -> bool:
-    """True if a 206's Content-Range starts at ``start``, stays before ``end`` and names ``total``."""
-    m = _CONTENT_RANGE.match(header or "")
-    if not m:
-        return False
-    first, last, size = int(m[1]), int(m[2]), m[3]
-    return first == start and start <= last < end and (size == "*" or int(size) == total)
-
-
-def _steal_point(done: int, end: int, steal_min: int) -> int:
-    """Where a thief splits a running range ``[done, end)``: about half way, on a MiB boundary when
-    one leaves both halves at least ``steal_min``, else on a 4 KiB boundary. Always strictly inside
-    the range, so the victim keeps what it has and the thief never fetches those bytes again."""
-    mid = done + (end - done) // 2
-    for unit in (MiB, 4096):
-        aligned = mid - mid % unit
-        if aligned - done >= steal_min and end - aligned >= steal_min:
-            return aligned
-    return mid
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: half fixed, half random, capped."""
-    d = min(cap, base * 2 ** attempt)
-    return d / 2 + random.uniform(0, d / 2)
-
-
 # -- engine state ----------------------------------------------------------------------------------
 class _Restart(Exception):
     """The file was restarted from byte 0 by another connection: drop this range."""
@@ -175,14 +145,6 @@ class _Fatal(Exception):
 
 
 @dataclass(eq=False)
-class _Segment:
-    start: int
-    end: int
-    done: int
-    busy: bool = False
-
-
-@dataclass(eq=False)
 class _Job:
     f: ArchiveFile
     part: Path
@@ -190,7 +152,7 @@ class _Job:
     host: str
     entry: FileEntry
     result: FileResult
-    segments: list[_Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     fd: int | None = None
     generation: int = 0             # bumped when the file restarts from byte 0
     users: int = 0                  # connections working on this file right now
@@ -226,6 +188,8 @@ class _Engine:
         self.done_event = threading.Event()
         self.stop_event = threading.Event()            # set with self.stop: wakes sleeping retries
         self.refetch: list[tuple[ArchiveFile, FileResult]] = []   # tarballs that failed their check
+        self.gates = HostGates(config.parallel, config.connection_gate)
+        self.buffers = threading.local()                # one receive buffer per connection thread
 
     # ---- setup
     def prepare(self) -> None:
@@ -251,12 +215,9 @@ class _Engine:
                 entry.segments[0][2] = min(part_size, f.size)    # written in order: the size is the progress
             elif not entry.segments and not entry.preallocated:
                 entry.segments = [[0, f.size, min(part_size, f.size)]]   # a .part without journal (curl -C -)
-            job.segments = [_Segment(s, e, d) for s, e, d in entry.segments]
+            job.segments = [Segment(s, e, d) for s, e, d in entry.segments]
             self.jobs.append(job)
-        for host in {j.host for j in self.jobs}:
-            if self.config.parallel > 10:
-                scheme = urlsplit(next(j.f.url for j in self.jobs if j.host == host)).scheme
-                self.session.mount(f"{scheme}://{host}/", HTTPAdapter(pool_maxsize=self.config.parallel))
+        size_pools(self.session, [j.f.url for j in self.jobs], self.config.parallel)
 
     # ---- scheduling (callers hold self.cond)
     def _open(self, job: _Job) -> None:
@@ -276,8 +237,7 @@ class _Engine:
                     if exc.errno in _DISK_FULL:
                         raise
                     os.ftruncate(job.fd, size)
-            step = max(-(-size // n), 1)
-            job.segments = [_Segment(a, min(a + step, size), a) for a in range(0, size, step)]
+            job.segments = split_evenly(size, n)
             if n > 1:
                 self._journal_segments(job)
                 if not self.journal.save():
@@ -287,7 +247,7 @@ class _Engine:
         job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=BAR_DIVISOR,
                        desc=middle_cut(job.f.name), position=job.slot, leave=False, disable=self.bar_disable)
 
-    def _next(self) -> tuple[_Job, _Segment] | None:
+    def _next(self) -> tuple[_Job, Segment] | None:
         """The next range for an idle connection, or None when there is nothing left to do."""
         cfg = self.config
         while True:
@@ -307,17 +267,17 @@ class _Engine:
                     if seg is not None:
                         pick = (j, seg)
                         break
-            if pick is None:                                             # take over half of the largest range
+            if pick is None:                      # take over half of the largest range nobody asked for yet
                 best, left = None, 2 * cfg.steal_min
                 for j in live:
                     if j.host in free and self.ranges_ok.get(j.host, "unknown") in (True, "unknown"):
                         for s in j.segments:
-                            if s.busy and s.end - s.done > left:
-                                best, left = (j, s), s.end - s.done
+                            if s.busy and stealable(s) > left:
+                                best, left = (j, s), stealable(s)
                 if best is not None:
                     j, s = best
-                    mid = _steal_point(s.done, s.end, cfg.steal_min)
-                    new = _Segment(mid, s.end, mid)
+                    mid = steal_point(max(s.done, s.asked), s.end, cfg.steal_min)
+                    new = Segment(mid, s.end, mid)
                     s.end = mid
                     j.segments.append(new)
                     was, j.entry.preallocated = j.entry.preallocated, True   # written out of order from now on
@@ -339,7 +299,7 @@ class _Engine:
                 return None
             self.cond.wait(0.5)
 
-    def _release(self, job: _Job, seg: _Segment) -> None:
+    def _release(self, job: _Job, seg: Segment) -> None:
         """A connection is done with a range: finish or close the file once nobody works on it."""
         with self.cond:
             seg.busy = False
@@ -389,14 +349,14 @@ class _Engine:
     def _journal_segments(self, job: _Job) -> None:
         job.entry.segments = [[s.start, s.end, min(s.done, s.end)] for s in job.segments]
 
-    def _restart(self, job: _Job, seg: _Segment, gen: int) -> _Segment:
+    def _restart(self, job: _Job, seg: Segment, gen: int) -> Segment:
         """The server did not honour a range: drop every range and fetch the file again from byte 0."""
         with self.cond:
             if job.generation != gen:          # another connection restarted it already
                 raise _Restart()
             self.ranges_ok[job.host] = False
             job.generation += 1
-            fresh = _Segment(0, job.f.size, 0, busy=True)
+            fresh = Segment(0, job.f.size, 0, busy=True, asked=job.f.size)
             job.segments = [fresh]
             job.entry.preallocated = True      # old bytes stay in the .part: only the journal tells progress
             self._journal_segments(job)
@@ -408,23 +368,6 @@ class _Engine:
         return fresh
 
     # ---- one range
-    def _check_status(self, job: _Job, r: requests.Response) -> None:
-        name, code = job.f.name, r.status_code
-        if code in (401, 403):
-            raise _Fatal(AuthError(f"{name}: the archive refused access (HTTP {code})",
-                                   "proprietary data needs a login: rerun with --user NAME"))
-        if code == 404:
-            raise _Fatal(NotFoundError(f"{name}: not found on {job.host} (HTTP 404)",
-                                       "the plan may be stale: run the query again, or try another --archive"))
-        if code >= 500 or code in (408, 429):
-            raise requests.HTTPError(f"HTTP {code}")
-        if code not in (200, 206, 416):
-            raise _Fatal(TransferError(f"{name}: the archive answered HTTP {code}", "check the plan and the mirror"))
-        if looks_like_html(r.headers.get("Content-Type"), b""):
-            raise _Fatal(NotATarballError(
-                f"{name}: the archive sent an HTML page instead of the file",
-                "the login may have expired or the data is proprietary: rerun with --user NAME"))
-
     def _budget(self, job: _Job) -> int:
         """The most bytes this run may fetch for ``job`` before it gives up (bounded cost, whatever the faults)."""
         return int(self.config.budget * job.f.size) + self.config.budget_slack
@@ -442,55 +385,32 @@ class _Engine:
             f"{human_size(job.f.size)} file" + (f", {human_size(job.have)} kept in {job.part.name}" if kept else ""),
             "run the same command again later to resume, or try another --archive"))
 
-    def _fetch(self, job: _Job, seg: _Segment, holder: list[_Segment]) -> None:
-        """Fetch ``seg`` to its end, resuming after drops and retrying with backoff.
+    def _fetch(self, job: _Job, seg: Segment, holder: list[Segment]) -> None:
+        """Fetch ``seg`` to its end in bounded requests, resuming after drops and retrying with backoff.
 
-        Bytes are written as they arrive (``read1``), so every dropped connection keeps what it
-        brought. An attempt counts as progress only when the bytes verified on disk pass their
-        previous best; ``config.retries`` attempts in a row without progress, or more than
-        ``config.budget`` times the file's size fetched, give up (the .part is kept).
+        The host's lease (``HostGates``) is held while requests follow each other on one kept-alive
+        connection, and let go while waiting to retry. Bytes are written as they arrive, so every
+        dropped connection keeps what it brought. An attempt counts as progress only when the bytes
+        verified on disk pass their previous best; ``config.retries`` attempts in a row without
+        progress, or more than ``config.budget`` times the file's size fetched, give up (the .part is kept).
         """
         cfg = self.config
-        attempt, gen = 0, job.generation
+        attempt, gen, ask, rate = 0, job.generation, 0, 0.0
         while seg.done < seg.end:
             if self.stop is not None or job.result.error is not None:
                 return
             if job.generation != gen:
                 raise _Restart()
             self._check_budget(job)
-            headers = {"Accept-Encoding": "identity"}
-            start, end = seg.done, seg.end        # a thief may shorten seg.end while we wait for the answer
-            ranged = start > 0 or end < job.f.size
-            if ranged:
-                headers["Range"] = f"bytes={start}-{end - 1}"
-                with self.cond:
-                    self.ranges_ok.setdefault(job.host, "probe")
-            gate = cfg.connection_gate(job.host) if cfg.connection_gate else nullcontext()
             try:
-                with gate, self.session.get(job.f.url, headers=headers, stream=True,
-                                            timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
-                    self._check_status(job, r)
-                    good = r.status_code == 206 and content_range_matches(
-                        r.headers.get("Content-Range"), start, end, job.f.size)
-                    if good and self.ranges_ok.get(job.host) == "probe":
-                        with self.cond:
-                            self.ranges_ok[job.host] = True
-                            self.cond.notify_all()             # idle connections may take over ranges now
-                    if ranged and not good:
-                        seg = holder[0] = self._restart(job, seg, gen)
-                        gen = job.generation
-                        if r.status_code != 200:
-                            continue                     # ask again for the whole file, without Range
-                    elif not ranged and r.status_code != 200:
-                        raise _Fatal(TransferError(f"{job.f.name}: HTTP {r.status_code} to a plain GET",
-                                                   "try another --archive"))
-                    if r.status_code == 200:
-                        length = r.headers.get("Content-Length")
-                        if length is not None and length.strip().isdigit() and int(length) != job.f.size:
-                            raise _Fatal(SizeMismatchError(
-                                f"{job.f.name}: the archive sends {length} bytes, DataLink announced {job.f.size}",
-                                "the plan is stale: run the query again"))
-                    self._receive(job, seg, gen, r)
+                with self.gates(job.host):
+                    while seg.done < seg.end and self.stop is None and job.result.error is None:
+                        ask = next_ask(ask, rate, cfg.ask_seconds, cfg.ask_min, cfg.ask_max)
+                        t0, before = time.monotonic(), seg.done
+                        seg, gen = self._request(job, seg, holder, gen, ask)
+                        rate = max(seg.done - before, 0) / max(time.monotonic() - t0, 1e-3)
+                        job.best = max(job.best, job.have)
+                        attempt = 0
             except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
                     ConnectionError, TimeoutError) as exc:
                 have = job.have
@@ -510,32 +430,82 @@ class _Engine:
                     raise _Fatal(DiskSpaceError(f"{self.dest} is full while writing {job.part.name}",
                                                 f"free some space and run the same command again{kept}")) from None
                 raise
-            job.best = max(job.best, job.have)
 
-    def _receive(self, job: _Job, seg: _Segment, gen: int, r: requests.Response) -> None:
-        """Write the body of ``r`` into ``seg`` as it arrives."""
-        first = seg.done == 0
-        read = r.raw.read1 if hasattr(r.raw, "read1") else r.raw.read
-        while seg.done < seg.end:
-            chunk = read(self.config.chunk)
-            if not chunk:
-                if seg.done < seg.end:
-                    raise requests.ConnectionError("the connection closed before the end of the range")
-                break
-            if first:
-                first = False
-                if looks_like_html(None, chunk):
-                    raise _Fatal(NotATarballError(
-                        f"{job.f.name}: the archive sent an HTML page instead of the file",
-                        "the login may have expired or the data is proprietary: rerun with --user NAME"))
+    def _request(self, job: _Job, seg: Segment, holder: list[Segment], gen: int, ask: int) -> tuple[Segment, int]:
+        """One request for the next ``ask`` bytes of ``seg``, its answer read to the end (or to a failure).
+
+        A Range is asked unless the host is known to ignore it (then the whole file, from byte 0). A
+        206 is trusted only when its Content-Range starts where asked and ends within the ask; any
+        other answer to a Range restarts the file from byte 0. Returns the segment and generation
+        to go on with (both new after a restart).
+        """
+        with self.cond:                      # a thief may shorten seg.end, never below seg.asked
             if job.generation != gen:
                 raise _Restart()
-            n = min(len(chunk), seg.end - seg.done)
-            if n <= 0:
-                break
-            view = memoryview(chunk)[:n]
-            while view:                       # a full disk may write part of a chunk
-                view = view[os.pwrite(job.fd, view, seg.done + n - len(view)):]
+            start, bounded = seg.done, self.ranges_ok.get(job.host) is not False
+            ranged = bounded or start > 0 or seg.end < job.f.size
+            seg.asked = min(seg.end, start + ask) if bounded else seg.end
+            stop_at = seg.asked
+            if ranged:
+                self.ranges_ok.setdefault(job.host, "probe")
+        headers = {"Accept-Encoding": "identity"}
+        if ranged:
+            headers["Range"] = f"bytes={start}-{stop_at - 1}"
+        cfg = self.config
+        with self.session.get(job.f.url, headers=headers, stream=True,
+                              timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
+            check_answer(job.f.name, job.host, r)
+            content_range = r.headers.get("Content-Range")
+            good = r.status_code == 206 and content_range_matches(content_range, start, stop_at, job.f.size)
+            if good:
+                with self.cond:
+                    seg.asked = content_range_end(content_range)     # a shorter answer: the rest is asked next
+                    if self.ranges_ok.get(job.host) == "probe":
+                        self.ranges_ok[job.host] = True
+                        self.cond.notify_all()                        # idle connections may take over ranges now
+            elif ranged:
+                seg = holder[0] = self._restart(job, seg, gen)
+                gen = job.generation
+                if r.status_code != 200:
+                    return seg, gen                                   # ask again for the whole file, without Range
+            elif r.status_code != 200:
+                raise _Fatal(TransferError(f"{job.f.name}: HTTP {r.status_code} to a plain GET",
+                                           "try another --archive"))
+            if r.status_code == 200:
+                length = r.headers.get("Content-Length")
+                if length is not None and length.strip().isdigit() and int(length) != job.f.size:
+                    raise _Fatal(SizeMismatchError(
+                        f"{job.f.name}: the archive sends {length} bytes, DataLink announced {job.f.size}",
+                        "the plan is stale: run the query again"))
+            self._receive(job, seg, gen, r)
+            if seg.done >= seg.asked:
+                keep_alive(r)                # read to the end: the connection serves the next request
+        return seg, gen
+
+    def _receive(self, job: _Job, seg: Segment, gen: int, r: requests.Response) -> None:
+        """Write the body of ``r`` into ``seg`` up to ``seg.asked``, one large buffer at a time."""
+        mine = self.buffers
+        if getattr(mine, "view", None) is None or len(mine.view) != self.config.chunk:
+            mine.view, mine.size = memoryview(bytearray(self.config.chunk)), min(MiB, self.config.chunk)
+        view, read, first = mine.view, body_reader(r), seg.done == 0
+        while seg.done < seg.asked:
+            want = min(mine.size, seg.asked - seg.done)
+            t0 = time.monotonic()
+            n = read(view[:want])        # returns when ``want`` bytes are in (or at the end of the body)
+            took = time.monotonic() - t0
+            if took > _READ_SECONDS and mine.size > _READ_MIN:     # a slow link: land bytes on disk sooner
+                mine.size //= 2
+            elif took < _READ_SECONDS / 4 and n == mine.size < len(view):   # a fast one: fewer, larger reads
+                mine.size *= 2
+            if not n:
+                raise requests.ConnectionError("the connection closed before the end of the range")
+            if first:
+                first = False
+                if looks_like_html(None, bytes(view[:min(n, 1024)])):
+                    raise _Fatal(html_error(job.f.name))
+            if job.generation != gen:
+                raise _Restart()
+            write_at(job.fd, view[:n], seg.done)
             seg.done += n
             job.result.fetched += n
             job.bar.update(n)
@@ -580,6 +550,8 @@ class _Engine:
                 pass
             except _Fatal as exc:
                 self._fail(job, exc.error)
+            except AlmadeliverError as exc:   # refused by the archive (check_answer): never retried
+                self._fail(job, exc)
             except Exception as exc:  # an unexpected failure belongs to this file, not to the whole run
                 self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {_short(exc)}",
                                               "run the same command again (with --debug for details)"))
@@ -715,11 +687,12 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
         Re-raised within about a second of Ctrl-C, after the journal is saved and the bars closed.
     """
     config = config or TransferConfig()
+    own_session = session is None
     session = session or requests.Session()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with DestLock(dest, wait=wait_lock):
+    with DestLock(dest, wait=wait_lock), (session if own_session else nullcontext()):
         results = _run(plan, dest, config, session)
         by_name = {r.name: r for r in results}
         for _round in range(config.refetch):
