@@ -182,6 +182,7 @@ def test_parallel_3_and_split_stay_within_3_streams_and_send_every_byte_once(arc
     stats = archive.stats
     assert {f.name: stats[f.name].bytes_sent for f in plan.files} == {f.name: f.size for f in plan.files}
     assert stats.peak_streams == 3 and stats.peak_connections <= 3
+    assert stats.connections_opened <= 3 < stats.requests, "kept-alive connections serve request after request"
     assert stats[products_name(PROJECT, MOUS, 1, 2)].peak_streams == 3, "the 3 ranges of --split ran at once"
     assert stats[products_name(PROJECT, MOUS, 2, 2)].peak_streams >= 2, "an idle connection took over a range"
     assert all(sha(tmp_path / "d" / f.name) == sha(served(archive, f.name)) for f in plan.files)

@@ -42,6 +42,7 @@ class ArchiveStats:
         self.peak_streams = 0          # most file bodies sent at the same time (the archive is one host)
         self.connections = 0           # client connections open now
         self.peak_connections = 0      # most client connections open at the same time
+        self.connections_opened = 0    # client connections accepted (kept-alive ones count once)
 
     def __getitem__(self, name: str) -> FileStats:
         return self.files.get(name, FileStats())
@@ -55,7 +56,7 @@ class ArchiveStats:
         """Forget everything counted so far."""
         with self._lock:
             self.files.clear()
-            self.requests = 0
+            self.requests = self.connections_opened = 0
             self.peak_streams, self.peak_connections = self.active_streams, self.connections
 
     def _request(self) -> None:
@@ -85,4 +86,5 @@ class ArchiveStats:
     def _connection(self, delta: int) -> None:
         with self._lock:
             self.connections += delta
+            self.connections_opened += delta > 0
             self.peak_connections = max(self.peak_connections, self.connections)
