@@ -53,6 +53,8 @@ TESTS = {
     "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py",
                              "tests/test_faults.py::test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks"],
+    "transfer/ranges.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "transfer/stream.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
     "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
     "casa/imaging/restored.py": ["tests/test_image_plan.py"],

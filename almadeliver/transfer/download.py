@@ -21,12 +21,10 @@ import errno
 import http.client
 import logging
 import os
-import queue
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
@@ -36,15 +34,15 @@ import urllib3
 from tqdm import tqdm
 
 from ..archive.model import ArchiveFile
-from ..errors import (AlmadeliverError, AuthError, DiskSpaceError, NotATarballError, NotFoundError,
-                      SizeMismatchError, TransferError, UnsafeTarballError)
-from .extract import extract_tarball, read_members
+from ..errors import (AlmadeliverError, DiskSpaceError, SizeMismatchError, TransferError)
 from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
 from .lock import DestLock
 from .plan import DownloadPlan, check_space, is_tarball
 from .ranges import Segment, content_range_end, content_range_matches, next_ask, split_evenly, stealable, steal_point
+from .results import FileResult, FileStatus, TransferResult, short_reason
 from .stream import HostGates, backoff_delay, body_reader, check_answer, html_error, keep_alive, looks_like_html, \
     size_pools, write_at
+from .unpack import Unpacker
 from ..units import BAR_DIVISOR, human_size, middle_cut
 
 log = logging.getLogger("almadeliver.transfer")
@@ -82,55 +80,6 @@ class TransferConfig:
     # body read, inside the context it returns. A semaphore shared by several processes (almadeliver
     # run) keeps the host's connection limit across all of them. None: only ``parallel`` applies.
     connection_gate: Callable[[str], AbstractContextManager] | None = None
-
-
-class FileStatus(str, Enum):
-    """What became of one file of the plan in a run."""
-
-    FETCHED = "fetched"      # transferred (at least in part) by this run
-    ALREADY = "already"      # on disk (or unpacked) from an earlier run
-    FAILED = "failed"        # not complete: ``FileResult.error`` says why
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class FileResult:
-    """One file of the plan after the run. ``error`` is set when ``status`` is ``failed``."""
-
-    name: str
-    path: Path | None                 # the tarball (or README) on disk, None once extracted and removed
-    size: int
-    status: FileStatus
-    fetched: int = 0                  # bytes fetched by this run
-    extracted: bool = False
-    error: AlmadeliverError | None = None
-    unpacked_now: bool = False        # extracted by this run (also for files fetched by an earlier run)
-    rejected: list[str] = field(default_factory=list)   # why earlier copies of this tarball were set aside
-
-
-@dataclass
-class TransferResult:
-    """What a download did: every file of the plan with its status, and how long it took (seconds)."""
-    dest: Path
-    files: list[FileResult]
-    seconds: float
-
-    @property
-    def fetched_bytes(self) -> int:
-        """Bytes fetched by this run."""
-        return sum(f.fetched for f in self.files)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        """The files that did not complete."""
-        return [f for f in self.files if f.status is FileStatus.FAILED]
-
-    @property
-    def ok(self) -> bool:
-        """True when every file completed."""
-        return not self.failed
 
 
 # -- engine state ----------------------------------------------------------------------------------
@@ -181,13 +130,12 @@ class _Engine:
         self.ranges_ok: dict[str, bool | str] = {}     # per host: True, False, or "probe" (one range asked)
         self.results: list[FileResult] = []
         self.jobs: list[_Job] = []
-        self.to_extract: queue.Queue = queue.Queue()
+        self.unpacker = Unpacker(self.dest, config, self.journal)
         self.free_slots: list[int] = list(range(config.parallel * 2, 0, -1))
         self.bar_disable = None if config.progress else True
         self.total: tqdm | None = None
         self.done_event = threading.Event()
         self.stop_event = threading.Event()            # set with self.stop: wakes sleeping retries
-        self.refetch: list[tuple[ArchiveFile, FileResult]] = []   # tarballs that failed their check
         self.gates = HostGates(config.parallel, config.connection_gate)
         self.buffers = threading.local()                # one receive buffer per connection thread
 
@@ -203,7 +151,7 @@ class _Engine:
                 result.status, result.extracted = FileStatus.ALREADY, state == EXTRACTED
                 result.path = final if final.exists() else None
                 if state == DOWNLOADED and is_tarball(f):
-                    self.to_extract.put((f, result))
+                    self.unpacker.queue.put((f, result))
                 continue
             entry = self.journal.entry(f.name, f.size)
             entry.state = PARTIAL
@@ -344,7 +292,7 @@ class _Engine:
         os.replace(job.part, job.final)
         self.journal.set_state(job.f.name, job.f.size, DOWNLOADED)
         if is_tarball(job.f):
-            self.to_extract.put((job.f, job.result))
+            self.unpacker.queue.put((job.f, job.result))
 
     def _journal_segments(self, job: _Job) -> None:
         job.entry.segments = [[s.start, s.end, min(s.done, s.end)] for s in job.segments]
@@ -418,9 +366,9 @@ class _Engine:
                     job.best, attempt = have, 0
                     continue
                 if attempt >= cfg.retries:
-                    raise self._give_up(job, f"{attempt + 1} attempts without progress ({_short(exc)})") from None
+                    raise self._give_up(job, f"{attempt + 1} attempts without progress ({short_reason(exc)})") from None
                 delay = backoff_delay(attempt, cfg.backoff, cfg.backoff_max)
-                log.info("%s: %s; retrying in %.1f s", job.f.name, _short(exc), delay)
+                log.info("%s: %s; retrying in %.1f s", job.f.name, short_reason(exc), delay)
                 attempt += 1
                 if self.stop_event.wait(delay):
                     return
@@ -523,7 +471,7 @@ class _Engine:
         except BaseException as exc:          # noqa: BLE001 (a thread must never die with a traceback)
             with self.cond:
                 if self.stop is None:
-                    self.stop = TransferError(f"a download thread failed: {type(exc).__name__}: {_short(exc)}",
+                    self.stop = TransferError(f"a download thread failed: {type(exc).__name__}: {short_reason(exc)}",
                                               "run the same command again to resume (with --debug for details)")
                 self.stop_event.set()
                 self.cond.notify_all()
@@ -553,7 +501,7 @@ class _Engine:
             except AlmadeliverError as exc:   # refused by the archive (check_answer): never retried
                 self._fail(job, exc)
             except Exception as exc:  # an unexpected failure belongs to this file, not to the whole run
-                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {_short(exc)}",
+                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {short_reason(exc)}",
                                               "run the same command again (with --debug for details)"))
             finally:
                 self._release(job, holder[0])
@@ -566,67 +514,6 @@ class _Engine:
                 self.stop = error
                 self.stop_event.set()
             self.cond.notify_all()
-
-    def extractor(self) -> None:
-        """Verify (and unless --no-untar, extract) each finished tarball while downloads go on.
-
-        Any error is the failure of that tarball. A tarball that fails its check (truncated,
-        corrupt, unsafe) is set aside in ``DEST/.almadeliver/rejected/`` (kept, never deleted) and,
-        ``config.refetch`` times, fetched again after this pass.
-        """
-        while True:
-            item = self.to_extract.get()
-            if item is None:
-                return
-            f, result = item
-            try:
-                self._extract_one(f, result)
-            except BaseException as exc:      # noqa: BLE001 (RecursionError, MemoryError...: this file's failure)
-                result.status = FileStatus.FAILED
-                result.error = TransferError(f"{f.name}: extraction failed ({type(exc).__name__}: {_short(exc)})",
-                                             "the tarball is kept; run the same command again (with --debug for details)")
-
-    def _extract_one(self, f: ArchiveFile, result: FileResult) -> None:
-        path = self.dest / f.name
-        try:
-            if self.config.untar:
-                extract_tarball(path, self.dest, keep=self.config.keep_tars)
-                self.journal.set_state(f.name, f.size, EXTRACTED)
-                result.extracted = result.unpacked_now = True
-                result.path = path if self.config.keep_tars else None
-            else:
-                read_members(path)
-        except (UnsafeTarballError, TransferError) as exc:
-            kept = self._reject(f, path)
-            result.rejected.append(f"{exc.message} (kept as {kept})")
-            with self.journal.lock:
-                self.journal.files.pop(f.name, None)
-            self.journal.save()
-            if len(result.rejected) <= self.config.refetch:
-                self.refetch.append((f, result))
-            else:
-                result.status = FileStatus.FAILED
-                result.error = type(exc)(f"{exc.message}; the tarball is kept as {kept}",
-                                         "a second copy failed the same way: report it to the ALMA helpdesk")
-        except OSError as exc:                                # e.g. the disk filled while unpacking
-            error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
-            result.status = FileStatus.FAILED
-            result.error = error(f"{f.name}: extraction failed ({exc.strerror or exc})",
-                                 "free some space and run the same command again; the tarball is kept")
-
-    def _reject(self, f: ArchiveFile, path: Path) -> Path:
-        """Set a tarball that failed its check aside (it is evidence: never deleted)."""
-        folder = self.journal.folder / "rejected"
-        folder.mkdir(parents=True, exist_ok=True)
-        kept = folder / f.name
-        if not path.exists():
-            return kept
-        n = 1
-        while kept.exists():
-            n += 1
-            kept = folder / f"{f.name}.{n}"
-        os.replace(path, kept)
-        return kept
 
     def flusher(self) -> None:
         while not self.done_event.wait(self.config.journal_every):
@@ -647,11 +534,6 @@ class _Engine:
                     j.bar = None
         if self.total is not None:
             self.total.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 120 else text[:117] + "..."
 
 
 def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = None,
@@ -730,7 +612,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
     hosts = {j.host for j in engine.jobs} or {""}
     workers = [threading.Thread(target=engine.worker, name=f"download-{i}", daemon=True)
                for i in range(config.parallel * len(hosts))]
-    extractor = threading.Thread(target=engine.extractor, name="extract", daemon=True)
+    extractor = threading.Thread(target=engine.unpacker.run, name="extract", daemon=True)
     flusher = threading.Thread(target=engine.flusher, name="journal", daemon=True)
     for t in (*workers, extractor, flusher):
         t.start()
@@ -738,7 +620,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
         for t in workers:
             while t.is_alive():
                 t.join(0.2)
-        engine.to_extract.put(None)
+        engine.unpacker.queue.put(None)
         while extractor.is_alive():
             extractor.join(0.2)
     except KeyboardInterrupt:
@@ -765,7 +647,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
             j.result.error = engine.stop or TransferError(f"{j.f.name}: incomplete", "run the same command again to resume")
     if config.untar:
         for r, f in zip(engine.results, plan.files):      # a safety net: a tarball left packed is a failure
-            if is_tarball(f) and r.status is not FileStatus.FAILED and not r.extracted and all(r is not x for _f, x in engine.refetch):
+            if is_tarball(f) and r.status is not FileStatus.FAILED and not r.extracted and all(r is not x for _f, x in engine.unpacker.refetch):
                 r.status = FileStatus.FAILED
                 r.error = engine.stop or TransferError(f"{r.name}: fetched but not unpacked",
                                                        "run the same command again to unpack it")
