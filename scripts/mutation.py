@@ -45,6 +45,13 @@ _REAL = {"ALMADELIVER_REAL_FIXTURES": os.environ.get("ALMADELIVER_REAL_FIXTURES"
 # the 11 s test that reads /proc of a running download for the password: no mutant of these modules is
 # killed by it alone, and it would double every mutant's run
 _NO_PASSWORD = "--deselect=tests/test_download_units.py::test_password_never_on_the_command_line"
+# the download tests that ask ranges, split, steal and count the archive's streams and bytes
+_RANGE_TESTS = [f"tests/test_download.py::{t}" for t in (
+    "test_parallel_3_and_split_stay_within_3_streams_and_send_every_byte_once",
+    "test_faults_with_parallel_3_send_again_only_what_failed", "test_split_fetches_one_file_as_ranges",
+    "test_dropped_connections_resume_byte_identical", "test_range_ignored_restarts_from_zero_not_corrupted",
+    "test_a_206_for_another_range_restarts_from_zero_not_spliced", "test_html_page_is_refused_and_nothing_saved",
+    "test_proprietary_401_is_not_retried_and_login_fixes_it", "test_404_is_not_retried")]
 # module (under almadeliver/) -> the tests that exercise it without a simulated project or CASA run
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
@@ -53,8 +60,8 @@ TESTS = {
     "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py",
                              "tests/test_faults.py::test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks"],
-    "transfer/ranges.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
-    "transfer/stream.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "transfer/ranges.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
+    "transfer/stream.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
     "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
     "casa/imaging/restored.py": ["tests/test_image_plan.py"],
