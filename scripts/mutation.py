@@ -84,6 +84,8 @@ _RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between
                 "extent and the copy (a race); it never returns a negative count")
 _SAME_MAPS = ("maps[-1] for maps[0], mss[-1] for mss[0]: in this branch every MS has the same map, and the MS "
               "is only named in remap_spw's error")
+_ENUM_STATE = ("a journal state is always a FileState member (loaded with FileState(value), set with the module's "
+               "constants): enum members are singletons, so `is` and `==` agree")
 # keys: (module, the line's text stripped, operator) for every mutant of that operator on that line, or with the occurrence
 # last for one mutant only (e.g. a number made -1, when the same number made +1 is caught)
 EQUIVALENT: dict[tuple, str] = {
@@ -125,6 +127,10 @@ EQUIVALENT: dict[tuple, str] = {
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
         "a segment never ends past its file: s.end < size and s.end != size agree",
+    ("transfer/download.py", "result.status, result.extracted = FileStatus.ALREADY, state == EXTRACTED", "core/ReplaceComparisonOperator_Eq_Is"):
+        _ENUM_STATE,
+    ("transfer/download.py", "if state == EXTRACTED or (state == DOWNLOADED and final.is_file() and final.stat().st_size == f.size):",
+     "core/ReplaceComparisonOperator_Eq_Is"): _ENUM_STATE,
     ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",
