@@ -131,6 +131,8 @@ EQUIVALENT: dict[tuple, str] = {
         _ENUM_STATE,
     ("transfer/download.py", "if state == EXTRACTED or (state == DOWNLOADED and final.is_file() and final.stat().st_size == f.size):",
      "core/ReplaceComparisonOperator_Eq_Is"): _ENUM_STATE,
+    ("transfer/ranges.py", "step = max(-(-size // max(n, 1)), 1)", "core/NumberReplacer", 7):
+        "max(n, 0) for max(n, 1): every caller asks at least one range (1, or --split N of 2 or more)",
     ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",

@@ -301,3 +301,23 @@ def test_host_gates_hold_at_most_parallel_leases_per_host_and_take_the_shared_ga
     assert blocked.wait(5), "it starts when a lease is given back"
     t.join()
     b.close()
+
+
+@pytest.mark.parametrize("done, end, steal_min, point", [
+    (0, 100 * 2**20, 4 * 2**20, 50 * 2**20),
+    (0, 103 * 2**20, 4 * 2**20, 51 * 2**20),                  # half way (51.5 MiB) down to a MiB boundary
+    (2**20 - 10, 2**20 + 70_000, 16 * 1024, 2**20 + 32768),   # the MiB boundary is too near: 4 KiB
+    (0, 2**20 + 20_000, 16 * 1024, 532_480),                   # the MiB boundary below is the start: 4 KiB
+    (0, 20_000, 16 * 1024, 10_000),                            # too small for either: half way
+])
+def test_steal_point_exactly(done, end, steal_min, point):
+    assert _steal_point(done, end, steal_min) == point
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("bytes 101-199/1000", False),            # starts after the asked byte: a gap
+    ("bytes 100-100/1000", True),             # one byte is an answer
+    ("bytes 100-99/1000", False),             # ends before it starts
+])
+def test_content_range_edges(header, ok):
+    assert content_range_matches(header, 100, 200, 1000) is ok

@@ -119,6 +119,4 @@ def next_ask(previous: int, rate: float, seconds: float, smallest: int, largest:
     int
         The ask in bytes.
     """
-    if previous <= 0:
-        return smallest
     return max(smallest, min(2 * previous, max(int(rate * seconds), smallest), largest))
