@@ -86,7 +86,7 @@ def steal_point(done: int, end: int, steal_min: int) -> int:
     mid = done + (end - done) // 2
     for unit in (MiB, 4096):
         aligned = mid - mid % unit
-        if aligned - done >= steal_min and end - aligned >= steal_min:
+        if aligned - done >= steal_min:      # then end - aligned >= end - mid >= mid - done >= steal_min too
             return aligned
     return mid
 
