@@ -45,6 +45,13 @@ _REAL = {"ALMADELIVER_REAL_FIXTURES": os.environ.get("ALMADELIVER_REAL_FIXTURES"
 # the 11 s test that reads /proc of a running download for the password: no mutant of these modules is
 # killed by it alone, and it would double every mutant's run
 _NO_PASSWORD = "--deselect=tests/test_download_units.py::test_password_never_on_the_command_line"
+# the download tests that ask ranges, split, steal and count the archive's streams and bytes
+_RANGE_TESTS = [f"tests/test_download.py::{t}" for t in (
+    "test_parallel_3_and_split_stay_within_3_streams_and_send_every_byte_once",
+    "test_faults_with_parallel_3_send_again_only_what_failed", "test_split_fetches_one_file_as_ranges",
+    "test_dropped_connections_resume_byte_identical", "test_range_ignored_restarts_from_zero_not_corrupted",
+    "test_a_206_for_another_range_restarts_from_zero_not_spliced", "test_html_page_is_refused_and_nothing_saved",
+    "test_proprietary_401_is_not_retried_and_login_fixes_it", "test_404_is_not_retried")]
 # module (under almadeliver/) -> the tests that exercise it without a simulated project or CASA run
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
@@ -53,6 +60,8 @@ TESTS = {
     "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py",
                              "tests/test_faults.py::test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks"],
+    "transfer/ranges.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
+    "transfer/stream.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
     "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
     "casa/imaging/restored.py": ["tests/test_image_plan.py"],
@@ -75,6 +84,8 @@ _RACE_SHRINK = ("copy_file_range returns 0 only when the tarball shrinks between
                 "extent and the copy (a race); it never returns a negative count")
 _SAME_MAPS = ("maps[-1] for maps[0], mss[-1] for mss[0]: in this branch every MS has the same map, and the MS "
               "is only named in remap_spw's error")
+_ENUM_STATE = ("a journal state is always a FileState member (loaded with FileState(value), set with the module's "
+               "constants): enum members are singletons, so `is` and `==` agree")
 # keys: (module, the line's text stripped, operator) for every mutant of that operator on that line, or with the occurrence
 # last for one mutant only (e.g. a number made -1, when the same number made +1 is caught)
 EQUIVALENT: dict[tuple, str] = {
@@ -116,6 +127,12 @@ EQUIVALENT: dict[tuple, str] = {
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
         "a segment never ends past its file: s.end < size and s.end != size agree",
+    ("transfer/download.py", "result.status, result.extracted = FileStatus.ALREADY, state == EXTRACTED", "core/ReplaceComparisonOperator_Eq_Is"):
+        _ENUM_STATE,
+    ("transfer/download.py", "if state == EXTRACTED or (state == DOWNLOADED and final.is_file() and final.stat().st_size == f.size):",
+     "core/ReplaceComparisonOperator_Eq_Is"): _ENUM_STATE,
+    ("transfer/ranges.py", "step = max(-(-size // max(n, 1)), 1)", "core/NumberReplacer", 7):
+        "max(n, 0) for max(n, 1): every caller asks at least one range (1, or --split N of 2 or more)",
     ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",

@@ -167,6 +167,45 @@ def test_split_fetches_one_file_as_ranges(archive, tmp_path):
     assert archive.stats[name].bytes_sent == served(archive, name).stat().st_size
 
 
+PARALLEL_3 = dict(progress=False, parallel=3, split=3, split_min_size=8 * MB, untar=False, ask_min=256 * 1024,
+                  steal_min=128 * 1024, backoff=0.05, backoff_max=0.2)
+
+
+def test_parallel_3_and_split_stay_within_3_streams_and_send_every_byte_once(archive, tmp_path):
+    """The archive's own counts (issue 23): with --parallel 3 and the large file split in 3, never more
+    than 3 bodies in flight nor 3 connections open (kept alive, never thrown away), idle connections
+    take over part of a running unsplit file, and the archive sends each file's bytes exactly once."""
+    archive.faults.throttle = 4e6          # slow enough that connections run out of files to start
+    plan = plan_of(archive)
+    result = download(plan, tmp_path / "d", TransferConfig(**PARALLEL_3))
+    assert result.ok, [str(f.error) for f in result.failed]
+    stats = archive.stats
+    assert {f.name: stats[f.name].bytes_sent for f in plan.files} == {f.name: f.size for f in plan.files}
+    assert stats.peak_streams == 3 and stats.peak_connections <= 3
+    assert stats.connections_opened <= 3 < stats.requests, "kept-alive connections serve request after request"
+    assert stats[products_name(PROJECT, MOUS, 1, 2)].peak_streams == 3, "the 3 ranges of --split ran at once"
+    assert stats[products_name(PROJECT, MOUS, 2, 2)].peak_streams >= 2, "an idle connection took over a range"
+    assert all(sha(tmp_path / "d" / f.name) == sha(served(archive, f.name)) for f in plan.files)
+
+
+@pytest.mark.parametrize("fault, failing", [({"drop_after": 700_000}, True), ({"fail_503": 6}, True),
+                                            ({"ignore_range": True}, False)])
+def test_faults_with_parallel_3_send_again_only_what_failed(archive, tmp_path, fault, failing):
+    """A dropped answer resumes where its bytes stopped and a 503 is asked again: nothing is sent twice.
+    A server ignoring Range sends whole files (each once: the first answer of a file is all of it)."""
+    for key, value in fault.items():
+        setattr(archive.faults, key, value)
+    plan = plan_of(archive)
+    config = TransferConfig(**{**PARALLEL_3, "split": 1})
+    result = download(plan, tmp_path / "d", config)
+    assert result.ok, [str(f.error) for f in result.failed]
+    stats = archive.stats
+    assert {f.name: stats[f.name].bytes_sent for f in plan.files} == {f.name: f.size for f in plan.files}
+    assert stats.peak_streams <= 3
+    assert (sum(stats[f.name].gets for f in plan.files) > len(plan.files)) is failing, "requests failed and were asked again"
+    assert all(sha(tmp_path / "d" / f.name) == sha(served(archive, f.name)) for f in plan.files)
+
+
 # -- faults -------------------------------------------------------------------------------------------
 def test_dropped_connections_resume_byte_identical(archive, tmp_path):
     """'Dropped every 30 MB' scaled down: every 2 MB on a 12 MB tarball, and resumed each time."""
@@ -186,8 +225,8 @@ def test_drop_every_30_mb_on_a_70_mb_file(tmp_path):
         f"{MEMBER}/product/big.fits": os.urandom(70 * MB)}, tmp_path / "st")}, MOUS)
     with LocalArchive(tmp_path / "arch", faults=Faults(drop_after=30 * MB)) as a:
         result = download(make_plan(view_of(a), parse_what("products")), tmp_path / "d",
-                          TransferConfig(progress=False, keep_tars=True, parallel=1))
-        assert result.ok and a.stats[name].gets == 3
+                          TransferConfig(progress=False, keep_tars=True, parallel=1, ask_min=64 * MB))
+        assert result.ok and a.stats[name].gets == 3           # asks of 64 MB and more, each cut at 30 MB
         assert a.stats[name].bytes_sent == (folder / FILES_DIR / name).stat().st_size
         assert sha(tmp_path / "d" / name) == sha(folder / FILES_DIR / name)
         assert (tmp_path / "d" / MEMBER / "product" / "big.fits").stat().st_size == 70 * MB

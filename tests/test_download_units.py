@@ -10,7 +10,10 @@ from almadeliver.archive.model import ArchiveFile, Mous, Project, ProjectView
 from almadeliver.errors import AuthError, DiskSpaceError, UsageError
 from almadeliver.ids import TarballKind
 from almadeliver.transfer import auth
-from almadeliver.transfer.download import _steal_point, backoff_delay, content_range_matches, looks_like_html
+from almadeliver.transfer.ranges import (Segment, content_range_end, content_range_matches, next_ask, split_evenly,
+                                         stealable)
+from almadeliver.transfer.ranges import steal_point as _steal_point
+from almadeliver.transfer.stream import HostGates, backoff_delay, looks_like_html
 from almadeliver.transfer.journal import DOWNLOADED, EXTRACTED, Journal
 from almadeliver.transfer.plan import check_space, make_plan, mirror_url, parse_what
 
@@ -235,3 +238,86 @@ def test_steal_point_stays_inside_the_running_range(done, end, steal_min):
     assert done + steal_min <= mid <= end - steal_min
     if end - done >= 4 * 2**20 + 2 * steal_min:
         assert mid % 2**20 == 0
+
+
+# -- ranges: asks, splitting, what a thief may take ------------------------------------------------------
+def test_asks_start_small_double_and_stop_at_the_rate_or_the_cap():
+    """A connection's asks: 4 MiB first, then doubled, up to about 2 s of its rate, never above the cap."""
+    kw = dict(seconds=2.0, smallest=4 * 2**20, largest=256 * 2**20)
+    assert next_ask(0, 0.0, **kw) == 4 * 2**20
+    assert next_ask(4 * 2**20, 1e9, **kw) == 8 * 2**20                 # doubling, the rate allows far more
+    assert next_ask(8 * 2**20, 5e6, **kw) == 10_000_000                # 2 s at 5 MB/s
+    assert next_ask(8 * 2**20, 1e6, **kw) == 4 * 2**20                 # a slow link: the smallest ask
+    assert next_ask(200 * 2**20, 1e9, **kw) == 256 * 2**20             # the cap
+    assert next_ask(4 * 2**20, 0.0, **kw) == 4 * 2**20                 # an answer that brought nothing
+
+
+@pytest.mark.parametrize("size, n, starts", [
+    (10, 1, [0]), (10, 3, [0, 4, 8]), (12, 4, [0, 3, 6, 9]), (3, 5, [0, 1, 2]), (0, 3, [])])
+def test_a_file_splits_into_contiguous_ranges(size, n, starts):
+    segs = split_evenly(size, n)
+    assert [s.start for s in segs] == [s.done for s in segs] == starts
+    assert [s.end for s in segs] == starts[1:] + [size] * bool(starts)
+    assert not any(s.busy or s.asked for s in segs)
+
+
+def test_a_thief_takes_only_bytes_nobody_asked_for():
+    seg = Segment(0, 100, 10, busy=True, asked=60)
+    assert stealable(seg) == 40
+    seg.asked = 5                         # an answer shorter than asked: from done on
+    assert stealable(seg) == 90
+    assert stealable(Segment(0, 100, 100, asked=100)) == 0
+
+
+def test_the_end_of_a_checked_content_range():
+    assert content_range_end("bytes 100-199/1000") == 200
+    assert content_range_end("bytes 0-0/*") == 1
+
+
+# -- stream: the per-host semaphore ------------------------------------------------------------------
+def test_host_gates_hold_at_most_parallel_leases_per_host_and_take_the_shared_gate():
+    import threading
+    from contextlib import contextmanager
+    taken = []
+
+    @contextmanager
+    def shared(host):
+        taken.append(host)
+        yield
+    gates = HostGates(2, shared)
+    a, b = gates("h1"), gates("h1")
+    assert taken == ["h1", "h1"]
+    blocked = threading.Event()
+
+    def third():
+        with gates("h1"):
+            blocked.set()
+    t = threading.Thread(target=third)
+    t.start()
+    assert not blocked.wait(0.3), "a third stream of h1 waits"
+    with gates("h2"):                      # another host has its own leases
+        pass
+    a.close()
+    assert blocked.wait(5), "it starts when a lease is given back"
+    t.join()
+    b.close()
+
+
+@pytest.mark.parametrize("done, end, steal_min, point", [
+    (0, 100 * 2**20, 4 * 2**20, 50 * 2**20),
+    (0, 103 * 2**20, 4 * 2**20, 51 * 2**20),                  # half way (51.5 MiB) down to a MiB boundary
+    (2**20 - 10, 2**20 + 70_000, 16 * 1024, 2**20 + 32768),   # the MiB boundary is too near: 4 KiB
+    (0, 2**20 + 20_000, 16 * 1024, 532_480),                   # the MiB boundary below is the start: 4 KiB
+    (0, 20_000, 16 * 1024, 10_000),                            # too small for either: half way
+])
+def test_steal_point_exactly(done, end, steal_min, point):
+    assert _steal_point(done, end, steal_min) == point
+
+
+@pytest.mark.parametrize("header, ok", [
+    ("bytes 101-199/1000", False),            # starts after the asked byte: a gap
+    ("bytes 100-100/1000", True),             # one byte is an answer
+    ("bytes 100-99/1000", False),             # ends before it starts
+])
+def test_content_range_edges(header, ok):
+    assert content_range_matches(header, 100, 200, 1000) is ok

@@ -225,11 +225,11 @@ def test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks(archiv
 
 # -- worker threads ---------------------------------------------------------------------------------------
 def test_an_exception_in_the_extractor_is_that_files_failure(archive, tmp_path, monkeypatch):
-    from almadeliver.transfer import download as engine
+    from almadeliver.transfer import unpack
 
     def boom(*a, **k):
         raise RecursionError("maximum recursion depth exceeded")
-    monkeypatch.setattr(engine, "extract_tarball", boom)
+    monkeypatch.setattr(unpack, "extract_tarball", boom)
     hooks = []
     monkeypatch.setattr(threading, "excepthook", lambda args: hooks.append(args))
     result = download(fa.plan(archive), tmp_path / "d", TransferConfig(**fa.FAST))

@@ -1,9 +1,11 @@
 """The download engine: parallel, resumable, verified; tarballs unpacked while the rest still arrives.
 
 Every file is fetched into ``DEST/<name>.part`` as one or more byte ranges ("segments"), written with
-``os.pwrite``. At most ``parallel`` connections per archive host run at once; a connection with
-nothing left to start takes over the second half of the largest range still running, so the last
-files do not leave connections idle. Progress is journalled (journal.py), so a killed run resumes.
+``os.pwrite``. At most ``parallel`` streams per archive host run at once (a semaphore per host),
+on kept-alive connections (a pool of ``parallel`` per host); every request asks a bounded range
+(ranges.py) and its answer is read to the end (stream.py). A connection with nothing left to start
+takes over the second half of the part of the largest running range that nobody asked for yet, so
+the last files do not leave connections idle and no byte is fetched twice. Progress is journalled (journal.py), so a killed run resumes.
 A range is trusted only from a 206 whose Content-Range matches; anything else restarts the file
 from byte 0. Finished tarballs go to one extraction thread (extract.py) while downloads continue.
 
@@ -19,43 +21,42 @@ import errno
 import http.client
 import logging
 import os
-import queue
-import random
-import re
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
 from ..archive.model import ArchiveFile
-from ..errors import (AlmadeliverError, AuthError, DiskSpaceError, NotATarballError, NotFoundError,
-                      SizeMismatchError, TransferError, UnsafeTarballError)
-from .extract import extract_tarball, read_members
+from ..errors import (AlmadeliverError, DiskSpaceError, SizeMismatchError, TransferError)
 from .journal import DOWNLOADED, EXTRACTED, PARTIAL, FileEntry, Journal
 from .lock import DestLock
 from .plan import DownloadPlan, check_space, is_tarball
+from .ranges import Segment, content_range_end, content_range_matches, next_ask, split_evenly, stealable, steal_point
+from .results import FileResult, FileStatus, TransferResult, short_reason
+from .stream import HostGates, backoff_delay, body_reader, check_answer, html_error, keep_alive, looks_like_html, \
+    size_pools, write_at
+from .unpack import Unpacker
 from ..units import BAR_DIVISOR, human_size, middle_cut
 
 log = logging.getLogger("almadeliver.transfer")
 
 MiB = 1 << 20
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_READ_SECONDS = 0.25          # a read of the receive buffer should take about this long (bytes on disk, bars)
+_READ_MIN = 64 * 1024
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass
 class TransferConfig:
     """How to transfer: connections per host, range splitting, retries and byte budget, untar options."""
-    parallel: int = 5                 # connections per archive host
+    parallel: int = 5                 # streams (and kept-alive connections) per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
     steal_min: int = 4 * MiB          # an idle connection takes over half of a range with more left than 2x this
@@ -67,7 +68,10 @@ class TransferConfig:
     backoff_max: float = 30.0
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
-    chunk: int = MiB
+    chunk: int = 4 * MiB              # the receive buffer of each connection (a read fills up to ~0.25 s of it)
+    ask_min: int = 4 * MiB            # a connection's first request asks this many bytes of its range,
+    ask_max: int = 256 * MiB          # then twice as many each time, up to what it brings in
+    ask_seconds: float = 2.0          # ask_seconds (at most ask_max): steals take effect at these bounds
     untar: bool = True
     keep_tars: bool = False
     progress: bool = True             # tqdm bars on stderr (only when it is a terminal)
@@ -76,91 +80,6 @@ class TransferConfig:
     # body read, inside the context it returns. A semaphore shared by several processes (almadeliver
     # run) keeps the host's connection limit across all of them. None: only ``parallel`` applies.
     connection_gate: Callable[[str], AbstractContextManager] | None = None
-
-
-class FileStatus(str, Enum):
-    """What became of one file of the plan in a run."""
-
-    FETCHED = "fetched"      # transferred (at least in part) by this run
-    ALREADY = "already"      # on disk (or unpacked) from an earlier run
-    FAILED = "failed"        # not complete: ``FileResult.error`` says why
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class FileResult:
-    """One file of the plan after the run. ``error`` is set when ``status`` is ``failed``."""
-
-    name: str
-    path: Path | None                 # the tarball (or README) on disk, None once extracted and removed
-    size: int
-    status: FileStatus
-    fetched: int = 0                  # bytes fetched by this run
-    extracted: bool = False
-    error: AlmadeliverError | None = None
-    unpacked_now: bool = False        # extracted by this run (also for files fetched by an earlier run)
-    rejected: list[str] = field(default_factory=list)   # why earlier copies of this tarball were set aside
-
-
-@dataclass
-class TransferResult:
-    """What a download did: every file of the plan with its status, and how long it took (seconds)."""
-    dest: Path
-    files: list[FileResult]
-    seconds: float
-
-    @property
-    def fetched_bytes(self) -> int:
-        """Bytes fetched by this run."""
-        return sum(f.fetched for f in self.files)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        """The files that did not complete."""
-        return [f for f in self.files if f.status is FileStatus.FAILED]
-
-    @property
-    def ok(self) -> bool:
-        """True when every file completed."""
-        return not self.failed
-
-
-# -- helpers (pure) ---------------------------------------------------------------------------------
-def looks_like_html(content_type: str | None, head: bytes) -> bool:
-    """True for an HTML page (an expired login, an error page) where a file was expected."""
-    if content_type and content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-        return True
-    text = head[:1024].lstrip().lower()
-    return text.startswith((b"<!doctype html", b"<html")) or (text.startswith(b"<?xml") and b"<html" in text)
-
-
-def content_range_matches(header: str | None, start: int, end: int, total: int) -> bool:
-    """True if a 206's Content-Range starts at ``start``, stays before ``end`` and names ``total``."""
-    m = _CONTENT_RANGE.match(header or "")
-    if not m:
-        return False
-    first, last, size = int(m[1]), int(m[2]), m[3]
-    return first == start and start <= last < end and (size == "*" or int(size) == total)
-
-
-def _steal_point(done: int, end: int, steal_min: int) -> int:
-    """Where a thief splits a running range ``[done, end)``: about half way, on a MiB boundary when
-    one leaves both halves at least ``steal_min``, else on a 4 KiB boundary. Always strictly inside
-    the range, so the victim keeps what it has and the thief never fetches those bytes again."""
-    mid = done + (end - done) // 2
-    for unit in (MiB, 4096):
-        aligned = mid - mid % unit
-        if aligned - done >= steal_min and end - aligned >= steal_min:
-            return aligned
-    return mid
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: half fixed, half random, capped."""
-    d = min(cap, base * 2 ** attempt)
-    return d / 2 + random.uniform(0, d / 2)
 
 
 # -- engine state ----------------------------------------------------------------------------------
@@ -175,14 +94,6 @@ class _Fatal(Exception):
 
 
 @dataclass(eq=False)
-class _Segment:
-    start: int
-    end: int
-    done: int
-    busy: bool = False
-
-
-@dataclass(eq=False)
 class _Job:
     f: ArchiveFile
     part: Path
@@ -190,7 +101,7 @@ class _Job:
     host: str
     entry: FileEntry
     result: FileResult
-    segments: list[_Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     fd: int | None = None
     generation: int = 0             # bumped when the file restarts from byte 0
     users: int = 0                  # connections working on this file right now
@@ -219,13 +130,14 @@ class _Engine:
         self.ranges_ok: dict[str, bool | str] = {}     # per host: True, False, or "probe" (one range asked)
         self.results: list[FileResult] = []
         self.jobs: list[_Job] = []
-        self.to_extract: queue.Queue = queue.Queue()
+        self.unpacker = Unpacker(self.dest, config, self.journal)
         self.free_slots: list[int] = list(range(config.parallel * 2, 0, -1))
         self.bar_disable = None if config.progress else True
         self.total: tqdm | None = None
         self.done_event = threading.Event()
         self.stop_event = threading.Event()            # set with self.stop: wakes sleeping retries
-        self.refetch: list[tuple[ArchiveFile, FileResult]] = []   # tarballs that failed their check
+        self.gates = HostGates(config.parallel, config.connection_gate)
+        self.buffers = threading.local()                # one receive buffer per connection thread
 
     # ---- setup
     def prepare(self) -> None:
@@ -239,7 +151,7 @@ class _Engine:
                 result.status, result.extracted = FileStatus.ALREADY, state == EXTRACTED
                 result.path = final if final.exists() else None
                 if state == DOWNLOADED and is_tarball(f):
-                    self.to_extract.put((f, result))
+                    self.unpacker.queue.put((f, result))
                 continue
             entry = self.journal.entry(f.name, f.size)
             entry.state = PARTIAL
@@ -251,12 +163,9 @@ class _Engine:
                 entry.segments[0][2] = min(part_size, f.size)    # written in order: the size is the progress
             elif not entry.segments and not entry.preallocated:
                 entry.segments = [[0, f.size, min(part_size, f.size)]]   # a .part without journal (curl -C -)
-            job.segments = [_Segment(s, e, d) for s, e, d in entry.segments]
+            job.segments = [Segment(s, e, d) for s, e, d in entry.segments]
             self.jobs.append(job)
-        for host in {j.host for j in self.jobs}:
-            if self.config.parallel > 10:
-                scheme = urlsplit(next(j.f.url for j in self.jobs if j.host == host)).scheme
-                self.session.mount(f"{scheme}://{host}/", HTTPAdapter(pool_maxsize=self.config.parallel))
+        size_pools(self.session, [j.f.url for j in self.jobs], self.config.parallel)
 
     # ---- scheduling (callers hold self.cond)
     def _open(self, job: _Job) -> None:
@@ -276,8 +185,7 @@ class _Engine:
                     if exc.errno in _DISK_FULL:
                         raise
                     os.ftruncate(job.fd, size)
-            step = max(-(-size // n), 1)
-            job.segments = [_Segment(a, min(a + step, size), a) for a in range(0, size, step)]
+            job.segments = split_evenly(size, n)
             if n > 1:
                 self._journal_segments(job)
                 if not self.journal.save():
@@ -287,7 +195,7 @@ class _Engine:
         job.bar = tqdm(total=size, initial=size - job.remaining, unit="B", unit_scale=True, unit_divisor=BAR_DIVISOR,
                        desc=middle_cut(job.f.name), position=job.slot, leave=False, disable=self.bar_disable)
 
-    def _next(self) -> tuple[_Job, _Segment] | None:
+    def _next(self) -> tuple[_Job, Segment] | None:
         """The next range for an idle connection, or None when there is nothing left to do."""
         cfg = self.config
         while True:
@@ -307,17 +215,17 @@ class _Engine:
                     if seg is not None:
                         pick = (j, seg)
                         break
-            if pick is None:                                             # take over half of the largest range
+            if pick is None:                      # take over half of the largest range nobody asked for yet
                 best, left = None, 2 * cfg.steal_min
                 for j in live:
                     if j.host in free and self.ranges_ok.get(j.host, "unknown") in (True, "unknown"):
                         for s in j.segments:
-                            if s.busy and s.end - s.done > left:
-                                best, left = (j, s), s.end - s.done
+                            if s.busy and stealable(s) > left:
+                                best, left = (j, s), stealable(s)
                 if best is not None:
                     j, s = best
-                    mid = _steal_point(s.done, s.end, cfg.steal_min)
-                    new = _Segment(mid, s.end, mid)
+                    mid = steal_point(max(s.done, s.asked), s.end, cfg.steal_min)
+                    new = Segment(mid, s.end, mid)
                     s.end = mid
                     j.segments.append(new)
                     was, j.entry.preallocated = j.entry.preallocated, True   # written out of order from now on
@@ -339,7 +247,7 @@ class _Engine:
                 return None
             self.cond.wait(0.5)
 
-    def _release(self, job: _Job, seg: _Segment) -> None:
+    def _release(self, job: _Job, seg: Segment) -> None:
         """A connection is done with a range: finish or close the file once nobody works on it."""
         with self.cond:
             seg.busy = False
@@ -384,19 +292,19 @@ class _Engine:
         os.replace(job.part, job.final)
         self.journal.set_state(job.f.name, job.f.size, DOWNLOADED)
         if is_tarball(job.f):
-            self.to_extract.put((job.f, job.result))
+            self.unpacker.queue.put((job.f, job.result))
 
     def _journal_segments(self, job: _Job) -> None:
         job.entry.segments = [[s.start, s.end, min(s.done, s.end)] for s in job.segments]
 
-    def _restart(self, job: _Job, seg: _Segment, gen: int) -> _Segment:
+    def _restart(self, job: _Job, seg: Segment, gen: int) -> Segment:
         """The server did not honour a range: drop every range and fetch the file again from byte 0."""
         with self.cond:
             if job.generation != gen:          # another connection restarted it already
                 raise _Restart()
             self.ranges_ok[job.host] = False
             job.generation += 1
-            fresh = _Segment(0, job.f.size, 0, busy=True)
+            fresh = Segment(0, job.f.size, 0, busy=True, asked=job.f.size)
             job.segments = [fresh]
             job.entry.preallocated = True      # old bytes stay in the .part: only the journal tells progress
             self._journal_segments(job)
@@ -408,23 +316,6 @@ class _Engine:
         return fresh
 
     # ---- one range
-    def _check_status(self, job: _Job, r: requests.Response) -> None:
-        name, code = job.f.name, r.status_code
-        if code in (401, 403):
-            raise _Fatal(AuthError(f"{name}: the archive refused access (HTTP {code})",
-                                   "proprietary data needs a login: rerun with --user NAME"))
-        if code == 404:
-            raise _Fatal(NotFoundError(f"{name}: not found on {job.host} (HTTP 404)",
-                                       "the plan may be stale: run the query again, or try another --archive"))
-        if code >= 500 or code in (408, 429):
-            raise requests.HTTPError(f"HTTP {code}")
-        if code not in (200, 206, 416):
-            raise _Fatal(TransferError(f"{name}: the archive answered HTTP {code}", "check the plan and the mirror"))
-        if looks_like_html(r.headers.get("Content-Type"), b""):
-            raise _Fatal(NotATarballError(
-                f"{name}: the archive sent an HTML page instead of the file",
-                "the login may have expired or the data is proprietary: rerun with --user NAME"))
-
     def _budget(self, job: _Job) -> int:
         """The most bytes this run may fetch for ``job`` before it gives up (bounded cost, whatever the faults)."""
         return int(self.config.budget * job.f.size) + self.config.budget_slack
@@ -442,55 +333,32 @@ class _Engine:
             f"{human_size(job.f.size)} file" + (f", {human_size(job.have)} kept in {job.part.name}" if kept else ""),
             "run the same command again later to resume, or try another --archive"))
 
-    def _fetch(self, job: _Job, seg: _Segment, holder: list[_Segment]) -> None:
-        """Fetch ``seg`` to its end, resuming after drops and retrying with backoff.
+    def _fetch(self, job: _Job, seg: Segment, holder: list[Segment]) -> None:
+        """Fetch ``seg`` to its end in bounded requests, resuming after drops and retrying with backoff.
 
-        Bytes are written as they arrive (``read1``), so every dropped connection keeps what it
-        brought. An attempt counts as progress only when the bytes verified on disk pass their
-        previous best; ``config.retries`` attempts in a row without progress, or more than
-        ``config.budget`` times the file's size fetched, give up (the .part is kept).
+        The host's lease (``HostGates``) is held while requests follow each other on one kept-alive
+        connection, and let go while waiting to retry. Bytes are written as they arrive, so every
+        dropped connection keeps what it brought. An attempt counts as progress only when the bytes
+        verified on disk pass their previous best; ``config.retries`` attempts in a row without
+        progress, or more than ``config.budget`` times the file's size fetched, give up (the .part is kept).
         """
         cfg = self.config
-        attempt, gen = 0, job.generation
+        attempt, gen, ask, rate = 0, job.generation, 0, 0.0
         while seg.done < seg.end:
             if self.stop is not None or job.result.error is not None:
                 return
             if job.generation != gen:
                 raise _Restart()
             self._check_budget(job)
-            headers = {"Accept-Encoding": "identity"}
-            start, end = seg.done, seg.end        # a thief may shorten seg.end while we wait for the answer
-            ranged = start > 0 or end < job.f.size
-            if ranged:
-                headers["Range"] = f"bytes={start}-{end - 1}"
-                with self.cond:
-                    self.ranges_ok.setdefault(job.host, "probe")
-            gate = cfg.connection_gate(job.host) if cfg.connection_gate else nullcontext()
             try:
-                with gate, self.session.get(job.f.url, headers=headers, stream=True,
-                                            timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
-                    self._check_status(job, r)
-                    good = r.status_code == 206 and content_range_matches(
-                        r.headers.get("Content-Range"), start, end, job.f.size)
-                    if good and self.ranges_ok.get(job.host) == "probe":
-                        with self.cond:
-                            self.ranges_ok[job.host] = True
-                            self.cond.notify_all()             # idle connections may take over ranges now
-                    if ranged and not good:
-                        seg = holder[0] = self._restart(job, seg, gen)
-                        gen = job.generation
-                        if r.status_code != 200:
-                            continue                     # ask again for the whole file, without Range
-                    elif not ranged and r.status_code != 200:
-                        raise _Fatal(TransferError(f"{job.f.name}: HTTP {r.status_code} to a plain GET",
-                                                   "try another --archive"))
-                    if r.status_code == 200:
-                        length = r.headers.get("Content-Length")
-                        if length is not None and length.strip().isdigit() and int(length) != job.f.size:
-                            raise _Fatal(SizeMismatchError(
-                                f"{job.f.name}: the archive sends {length} bytes, DataLink announced {job.f.size}",
-                                "the plan is stale: run the query again"))
-                    self._receive(job, seg, gen, r)
+                with self.gates(job.host):
+                    while seg.done < seg.end and self.stop is None and job.result.error is None:
+                        ask = next_ask(ask, rate, cfg.ask_seconds, cfg.ask_min, cfg.ask_max)
+                        t0, before = time.monotonic(), seg.done
+                        seg, gen = self._request(job, seg, holder, gen, ask)
+                        rate = max(seg.done - before, 0) / max(time.monotonic() - t0, 1e-3)
+                        job.best = max(job.best, job.have)
+                        attempt = 0
             except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
                     ConnectionError, TimeoutError) as exc:
                 have = job.have
@@ -498,9 +366,9 @@ class _Engine:
                     job.best, attempt = have, 0
                     continue
                 if attempt >= cfg.retries:
-                    raise self._give_up(job, f"{attempt + 1} attempts without progress ({_short(exc)})") from None
+                    raise self._give_up(job, f"{attempt + 1} attempts without progress ({short_reason(exc)})") from None
                 delay = backoff_delay(attempt, cfg.backoff, cfg.backoff_max)
-                log.info("%s: %s; retrying in %.1f s", job.f.name, _short(exc), delay)
+                log.info("%s: %s; retrying in %.1f s", job.f.name, short_reason(exc), delay)
                 attempt += 1
                 if self.stop_event.wait(delay):
                     return
@@ -510,32 +378,82 @@ class _Engine:
                     raise _Fatal(DiskSpaceError(f"{self.dest} is full while writing {job.part.name}",
                                                 f"free some space and run the same command again{kept}")) from None
                 raise
-            job.best = max(job.best, job.have)
 
-    def _receive(self, job: _Job, seg: _Segment, gen: int, r: requests.Response) -> None:
-        """Write the body of ``r`` into ``seg`` as it arrives."""
-        first = seg.done == 0
-        read = r.raw.read1 if hasattr(r.raw, "read1") else r.raw.read
-        while seg.done < seg.end:
-            chunk = read(self.config.chunk)
-            if not chunk:
-                if seg.done < seg.end:
-                    raise requests.ConnectionError("the connection closed before the end of the range")
-                break
-            if first:
-                first = False
-                if looks_like_html(None, chunk):
-                    raise _Fatal(NotATarballError(
-                        f"{job.f.name}: the archive sent an HTML page instead of the file",
-                        "the login may have expired or the data is proprietary: rerun with --user NAME"))
+    def _request(self, job: _Job, seg: Segment, holder: list[Segment], gen: int, ask: int) -> tuple[Segment, int]:
+        """One request for the next ``ask`` bytes of ``seg``, its answer read to the end (or to a failure).
+
+        A Range is asked unless the host is known to ignore it (then the whole file, from byte 0). A
+        206 is trusted only when its Content-Range starts where asked and ends within the ask; any
+        other answer to a Range restarts the file from byte 0. Returns the segment and generation
+        to go on with (both new after a restart).
+        """
+        with self.cond:                      # a thief may shorten seg.end, never below seg.asked
             if job.generation != gen:
                 raise _Restart()
-            n = min(len(chunk), seg.end - seg.done)
-            if n <= 0:
-                break
-            view = memoryview(chunk)[:n]
-            while view:                       # a full disk may write part of a chunk
-                view = view[os.pwrite(job.fd, view, seg.done + n - len(view)):]
+            start, bounded = seg.done, self.ranges_ok.get(job.host) is not False
+            ranged = bounded or start > 0 or seg.end < job.f.size
+            seg.asked = min(seg.end, start + ask) if bounded else seg.end
+            stop_at = seg.asked
+            if ranged:
+                self.ranges_ok.setdefault(job.host, "probe")
+        headers = {"Accept-Encoding": "identity"}
+        if ranged:
+            headers["Range"] = f"bytes={start}-{stop_at - 1}"
+        cfg = self.config
+        with self.session.get(job.f.url, headers=headers, stream=True,
+                              timeout=(cfg.connect_timeout, cfg.read_timeout)) as r:
+            check_answer(job.f.name, job.host, r)
+            content_range = r.headers.get("Content-Range")
+            good = r.status_code == 206 and content_range_matches(content_range, start, stop_at, job.f.size)
+            if good:
+                with self.cond:
+                    seg.asked = content_range_end(content_range)     # a shorter answer: the rest is asked next
+                    if self.ranges_ok.get(job.host) == "probe":
+                        self.ranges_ok[job.host] = True
+                        self.cond.notify_all()                        # idle connections may take over ranges now
+            elif ranged:
+                seg = holder[0] = self._restart(job, seg, gen)
+                gen = job.generation
+                if r.status_code != 200:
+                    return seg, gen                                   # ask again for the whole file, without Range
+            elif r.status_code != 200:
+                raise _Fatal(TransferError(f"{job.f.name}: HTTP {r.status_code} to a plain GET",
+                                           "try another --archive"))
+            if r.status_code == 200:
+                length = r.headers.get("Content-Length")
+                if length is not None and length.strip().isdigit() and int(length) != job.f.size:
+                    raise _Fatal(SizeMismatchError(
+                        f"{job.f.name}: the archive sends {length} bytes, DataLink announced {job.f.size}",
+                        "the plan is stale: run the query again"))
+            self._receive(job, seg, gen, r)
+            if seg.done >= seg.asked:
+                keep_alive(r)                # read to the end: the connection serves the next request
+        return seg, gen
+
+    def _receive(self, job: _Job, seg: Segment, gen: int, r: requests.Response) -> None:
+        """Write the body of ``r`` into ``seg`` up to ``seg.asked``, one large buffer at a time."""
+        mine = self.buffers
+        if getattr(mine, "view", None) is None or len(mine.view) != self.config.chunk:
+            mine.view, mine.size = memoryview(bytearray(self.config.chunk)), min(MiB, self.config.chunk)
+        view, read, first = mine.view, body_reader(r), seg.done == 0
+        while seg.done < seg.asked:
+            want = min(mine.size, seg.asked - seg.done)
+            t0 = time.monotonic()
+            n = read(view[:want])        # returns when ``want`` bytes are in (or at the end of the body)
+            took = time.monotonic() - t0
+            if took > _READ_SECONDS and mine.size > _READ_MIN:     # a slow link: land bytes on disk sooner
+                mine.size //= 2
+            elif took < _READ_SECONDS / 4 and n == mine.size < len(view):   # a fast one: fewer, larger reads
+                mine.size *= 2
+            if not n:
+                raise requests.ConnectionError("the connection closed before the end of the range")
+            if first:
+                first = False
+                if looks_like_html(None, bytes(view[:min(n, 1024)])):
+                    raise _Fatal(html_error(job.f.name))
+            if job.generation != gen:
+                raise _Restart()
+            write_at(job.fd, view[:n], seg.done)
             seg.done += n
             job.result.fetched += n
             job.bar.update(n)
@@ -553,7 +471,7 @@ class _Engine:
         except BaseException as exc:          # noqa: BLE001 (a thread must never die with a traceback)
             with self.cond:
                 if self.stop is None:
-                    self.stop = TransferError(f"a download thread failed: {type(exc).__name__}: {_short(exc)}",
+                    self.stop = TransferError(f"a download thread failed: {type(exc).__name__}: {short_reason(exc)}",
                                               "run the same command again to resume (with --debug for details)")
                 self.stop_event.set()
                 self.cond.notify_all()
@@ -580,8 +498,10 @@ class _Engine:
                 pass
             except _Fatal as exc:
                 self._fail(job, exc.error)
+            except AlmadeliverError as exc:   # refused by the archive (check_answer): never retried
+                self._fail(job, exc)
             except Exception as exc:  # an unexpected failure belongs to this file, not to the whole run
-                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {_short(exc)}",
+                self._fail(job, TransferError(f"{job.f.name}: {type(exc).__name__}: {short_reason(exc)}",
                                               "run the same command again (with --debug for details)"))
             finally:
                 self._release(job, holder[0])
@@ -594,67 +514,6 @@ class _Engine:
                 self.stop = error
                 self.stop_event.set()
             self.cond.notify_all()
-
-    def extractor(self) -> None:
-        """Verify (and unless --no-untar, extract) each finished tarball while downloads go on.
-
-        Any error is the failure of that tarball. A tarball that fails its check (truncated,
-        corrupt, unsafe) is set aside in ``DEST/.almadeliver/rejected/`` (kept, never deleted) and,
-        ``config.refetch`` times, fetched again after this pass.
-        """
-        while True:
-            item = self.to_extract.get()
-            if item is None:
-                return
-            f, result = item
-            try:
-                self._extract_one(f, result)
-            except BaseException as exc:      # noqa: BLE001 (RecursionError, MemoryError...: this file's failure)
-                result.status = FileStatus.FAILED
-                result.error = TransferError(f"{f.name}: extraction failed ({type(exc).__name__}: {_short(exc)})",
-                                             "the tarball is kept; run the same command again (with --debug for details)")
-
-    def _extract_one(self, f: ArchiveFile, result: FileResult) -> None:
-        path = self.dest / f.name
-        try:
-            if self.config.untar:
-                extract_tarball(path, self.dest, keep=self.config.keep_tars)
-                self.journal.set_state(f.name, f.size, EXTRACTED)
-                result.extracted = result.unpacked_now = True
-                result.path = path if self.config.keep_tars else None
-            else:
-                read_members(path)
-        except (UnsafeTarballError, TransferError) as exc:
-            kept = self._reject(f, path)
-            result.rejected.append(f"{exc.message} (kept as {kept})")
-            with self.journal.lock:
-                self.journal.files.pop(f.name, None)
-            self.journal.save()
-            if len(result.rejected) <= self.config.refetch:
-                self.refetch.append((f, result))
-            else:
-                result.status = FileStatus.FAILED
-                result.error = type(exc)(f"{exc.message}; the tarball is kept as {kept}",
-                                         "a second copy failed the same way: report it to the ALMA helpdesk")
-        except OSError as exc:                                # e.g. the disk filled while unpacking
-            error = DiskSpaceError if exc.errno in _DISK_FULL else TransferError
-            result.status = FileStatus.FAILED
-            result.error = error(f"{f.name}: extraction failed ({exc.strerror or exc})",
-                                 "free some space and run the same command again; the tarball is kept")
-
-    def _reject(self, f: ArchiveFile, path: Path) -> Path:
-        """Set a tarball that failed its check aside (it is evidence: never deleted)."""
-        folder = self.journal.folder / "rejected"
-        folder.mkdir(parents=True, exist_ok=True)
-        kept = folder / f.name
-        if not path.exists():
-            return kept
-        n = 1
-        while kept.exists():
-            n += 1
-            kept = folder / f"{f.name}.{n}"
-        os.replace(path, kept)
-        return kept
 
     def flusher(self) -> None:
         while not self.done_event.wait(self.config.journal_every):
@@ -675,11 +534,6 @@ class _Engine:
                     j.bar = None
         if self.total is not None:
             self.total.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 120 else text[:117] + "..."
 
 
 def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = None,
@@ -715,11 +569,12 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
         Re-raised within about a second of Ctrl-C, after the journal is saved and the bars closed.
     """
     config = config or TransferConfig()
+    own_session = session is None
     session = session or requests.Session()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with DestLock(dest, wait=wait_lock):
+    with DestLock(dest, wait=wait_lock), (session if own_session else nullcontext()):
         results = _run(plan, dest, config, session)
         by_name = {r.name: r for r in results}
         for _round in range(config.refetch):
@@ -757,7 +612,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
     hosts = {j.host for j in engine.jobs} or {""}
     workers = [threading.Thread(target=engine.worker, name=f"download-{i}", daemon=True)
                for i in range(config.parallel * len(hosts))]
-    extractor = threading.Thread(target=engine.extractor, name="extract", daemon=True)
+    extractor = threading.Thread(target=engine.unpacker.run, name="extract", daemon=True)
     flusher = threading.Thread(target=engine.flusher, name="journal", daemon=True)
     for t in (*workers, extractor, flusher):
         t.start()
@@ -765,7 +620,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
         for t in workers:
             while t.is_alive():
                 t.join(0.2)
-        engine.to_extract.put(None)
+        engine.unpacker.queue.put(None)
         while extractor.is_alive():
             extractor.join(0.2)
     except KeyboardInterrupt:
@@ -792,7 +647,7 @@ def _run(plan: DownloadPlan, dest: Path, config: TransferConfig, session: reques
             j.result.error = engine.stop or TransferError(f"{j.f.name}: incomplete", "run the same command again to resume")
     if config.untar:
         for r, f in zip(engine.results, plan.files):      # a safety net: a tarball left packed is a failure
-            if is_tarball(f) and r.status is not FileStatus.FAILED and not r.extracted and all(r is not x for _f, x in engine.refetch):
+            if is_tarball(f) and r.status is not FileStatus.FAILED and not r.extracted and all(r is not x for _f, x in engine.unpacker.refetch):
                 r.status = FileStatus.FAILED
                 r.error = engine.stop or TransferError(f"{r.name}: fetched but not unpacked",
                                                        "run the same command again to unpack it")

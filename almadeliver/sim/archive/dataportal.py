@@ -69,28 +69,33 @@ class DataPortal:
             return
         if faults.slow_first_byte:
             time.sleep(faults.slow_first_byte)
-        archive.stats._stream(+1)
+        archive.stats._stream(+1, name)
         open_ = [True]
 
         def ended() -> None:
             if open_[0]:
                 open_[0] = False
-                archive.stats._stream(-1)
+                archive.stats._stream(-1, name)
         try:
             self._body(served, served.offset + start, end - start + 1, ended)
         finally:
             ended()
 
     def _body(self, served: ServedFile, offset: int, count: int, ended: Callable[[], None]) -> None:
-        """Send the bytes; a chunked body calls ``ended`` before its last chunk, so a client holding
-        the whole body never finds its stream still counted in ``peak_streams``."""
+        """Send the bytes; ``ended`` is called before the last chunk goes out, so a client holding
+        the whole body (and starting its next request) never finds its stream still counted in
+        ``peak_streams``."""
         faults, stats, name = self.archive.faults, self.archive.stats, served.name
         limit = faults.drop_after
         rate = faults.throttle
         with open(served.path, "rb") as fh:
             if rate is None and limit is None:   # the fast path: the kernel copies file to socket
+                tail = min(count, _CHUNK)
                 try:
-                    self.connection.sendfile(fh, offset, count)
+                    if count > tail:
+                        self.connection.sendfile(fh, offset, count - tail)
+                    ended()
+                    self.connection.sendfile(fh, offset + count - tail, tail)
                 finally:
                     stats._sent(name, fh.tell() - offset)
                 return

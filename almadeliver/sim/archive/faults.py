@@ -27,6 +27,8 @@ class FileStats:
     bytes_sent: int = 0                # body bytes written
     gets: int = 0
     heads: int = 0
+    streams: int = 0                   # bodies of this file being sent now
+    peak_streams: int = 0              # most bodies of this file sent at the same time (ranges of one file)
 
 
 class ArchiveStats:
@@ -37,7 +39,10 @@ class ArchiveStats:
         self.files: dict[str, FileStats] = {}
         self.requests = 0              # every HTTP request, any path
         self.active_streams = 0        # file bodies being sent now
-        self.peak_streams = 0          # most file bodies sent at the same time
+        self.peak_streams = 0          # most file bodies sent at the same time (the archive is one host)
+        self.connections = 0           # client connections open now
+        self.peak_connections = 0      # most client connections open at the same time
+        self.connections_opened = 0    # client connections accepted (kept-alive ones count once)
 
     def __getitem__(self, name: str) -> FileStats:
         return self.files.get(name, FileStats())
@@ -51,7 +56,8 @@ class ArchiveStats:
         """Forget everything counted so far."""
         with self._lock:
             self.files.clear()
-            self.requests = self.peak_streams = 0
+            self.requests = self.connections_opened = 0
+            self.peak_streams, self.peak_connections = self.active_streams, self.connections
 
     def _request(self) -> None:
         with self._lock:
@@ -69,7 +75,16 @@ class ArchiveStats:
         with self._lock:
             self.files.setdefault(name, FileStats()).bytes_sent += nbytes
 
-    def _stream(self, delta: int) -> None:
+    def _stream(self, delta: int, name: str) -> None:
         with self._lock:
             self.active_streams += delta
             self.peak_streams = max(self.peak_streams, self.active_streams)
+            entry = self.files.setdefault(name, FileStats())
+            entry.streams += delta
+            entry.peak_streams = max(entry.peak_streams, entry.streams)
+
+    def _connection(self, delta: int) -> None:
+        with self._lock:
+            self.connections += delta
+            self.connections_opened += delta > 0
+            self.peak_connections = max(self.peak_connections, self.connections)

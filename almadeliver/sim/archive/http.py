@@ -53,11 +53,15 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         with self.sockets_lock:
             self.open_sockets.add(request)
+        self.archive.stats._connection(+1)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request):
         with self.sockets_lock:
+            known = request in self.open_sockets
             self.open_sockets.discard(request)
+        if known:
+            self.archive.stats._connection(-1)
         super().shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
