@@ -55,7 +55,63 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 @dataclass
 class TransferConfig:
-    """How to transfer: connections per host, range splitting, retries and byte budget, untar options."""
+    """How to transfer: connections per host, range splitting, retries and byte budget, untar options.
+
+    Attributes
+    ----------
+    parallel : int
+        Streams in flight, and kept-alive connections, per archive host (``--parallel``).
+    split : int
+        Byte ranges a file of at least ``split_min_size`` is split into from the start (``--split N``);
+        1: one range, written in order.
+    split_min_size : int
+        Smallest file split into ``split`` ranges, in bytes.
+    steal_min : int
+        An idle connection takes over half of a running range only when more than twice this many
+        bytes of it are not asked for yet; bytes.
+    retries : int
+        Attempts in a row without progress (no new bytes verified on disk) before a file fails.
+    budget : float
+        A file fails once this run fetched more than ``budget`` times its size (plus
+        ``budget_slack``) without completing it; a ratio.
+    budget_slack : int
+        Bytes allowed on top of the budget, so tiny files survive a few dropped connections.
+    refetch : int
+        Times a tarball that fails its check (set aside in ``DEST/.almadeliver/rejected/``) is
+        fetched again.
+    backoff : float
+        Seconds before the first retry, doubled each attempt, with jitter (``backoff_delay``).
+    backoff_max : float
+        The longest wait between retries, in seconds.
+    connect_timeout : float
+        Seconds to wait for a connection to the archive host.
+    read_timeout : float
+        Seconds to wait for the next bytes of an answer before the connection counts as broken.
+    chunk : int
+        The receive buffer of each connection, in bytes; one read fills up to about 0.25 s of it.
+    ask_min : int
+        Bytes the first request of a connection asks for (``Range: bytes=a-b``).
+    ask_max : int
+        The most bytes one request asks for; each request asks twice the previous, up to
+        ``ask_seconds`` of transfer at the connection's rate (``next_ask``).
+    ask_seconds : float
+        Transfer time one request should last, in seconds; an idle connection taking over a range
+        takes effect at these request bounds.
+    untar : bool
+        Verify and extract each tarball while the rest still downloads (off: ``--no-untar``, the
+        member list is still read to check the tarball).
+    keep_tars : bool
+        Keep each tarball after it is extracted (``--keep-tars``).
+    progress : bool
+        Show tqdm bars on stderr (only when it is a terminal).
+    journal_every : float
+        Seconds between journal writes while bytes arrive (what a killed run resumes from).
+    connection_gate : callable or None
+        Called with the archive host before each request for file bytes; the request is made, and
+        its body read, inside the context it returns. A semaphore shared by several processes
+        (``almadeliver run``) keeps the host's connection limit across all of them. None: only
+        ``parallel`` applies.
+    """
     parallel: int = 5                 # streams (and kept-alive connections) per archive host
     split: int = 1                    # ranges per file of at least split_min_size (--split N)
     split_min_size: int = 32 * MiB
@@ -540,31 +596,39 @@ def download(plan: DownloadPlan, dest: Path, config: TransferConfig | None = Non
              session: requests.Session | None = None, wait_lock: bool = True) -> TransferResult:
     """Fetch every file of ``plan`` into ``dest`` and (unless ``config.untar`` is off) unpack the tarballs.
 
+    Each file is written to ``DEST/<name>.part`` (in byte ranges asked with ``Range``, trusted only
+    from a 206 whose Content-Range matches) and renamed to its name when its size is verified; a
+    rerun resumes the ``.part`` files from the ranges recorded in the journal
+    (``DEST/.almadeliver/journal.json``). A tarball that fails its check is set aside and fetched again
+    ``config.refetch`` times.
+
     Parameters
     ----------
     plan : DownloadPlan
         What to fetch (from ``make_plan``).
     dest : Path
-        The folder that receives the files and the delivery tree.
+        The folder that receives the files and the delivery tree (created if missing).
     config : TransferConfig, optional
-        Connections, retries, byte budget, untar options.
+        Connections, retries, byte budget, untar options (default: ``TransferConfig()``).
     session : requests.Session, optional
-        The HTTP session (carries the login).
+        The HTTP session (carries the login); default: a new session, closed on return.
     wait_lock : bool
-        When another process holds ``dest``, wait for it (True) or raise TransferError (False).
+        When another process holds ``dest``, wait for it (True) or raise BusyError (False).
 
     Returns
     -------
     TransferResult
-        One FileResult per plan file; failures are per file (``TransferResult.failed``).
+        One FileResult per plan file, in plan order, with the bytes fetched and the run's duration
+        in seconds; failures are per file (``TransferResult.failed``, each with its error: an
+        AuthError, NotFoundError, NotATarballError, SizeMismatchError or TransferError).
 
     Raises
     ------
     DiskSpaceError
-        Before starting if ``dest`` lacks room, or when the disk fills (the .part files are kept).
-    TransferError
-        ``dest`` is locked by another run and ``wait_lock`` is False, or a download thread failed
-        outside any file.
+        Before starting if ``dest`` lacks room for the download plus its unpacked tree, or when the
+        disk fills while writing (the .part files are kept).
+    BusyError
+        ``dest`` is locked by another run and ``wait_lock`` is False (the message names its pid).
     KeyboardInterrupt
         Re-raised within about a second of Ctrl-C, after the journal is saved and the bars closed.
     """

@@ -48,7 +48,30 @@ def split_evenly(size: int, n: int) -> list[Segment]:
 
 def content_range_matches(header: str | None, start: int, end: int, total: int) -> bool:
     """True if a 206's Content-Range (RFC 9110 section 14.4) starts at ``start``, stays before ``end``
-    and names ``total`` (or ``*``)."""
+    and names ``total`` (or ``*``).
+
+    A 206 is trusted only when this holds: the caller writes the body at ``start`` of the ``.part``,
+    so an answer for other bytes (a server or proxy that ignored or changed the Range) would corrupt
+    the file; it restarts the file from byte 0 instead.
+
+    Parameters
+    ----------
+    header : str or None
+        The Content-Range header of the answer, ``bytes FIRST-LAST/TOTAL`` (None: the answer had none).
+    start : int
+        First byte asked for (the ``a`` of ``Range: bytes=a-b``), in bytes from the file's start.
+    end : int
+        End (exclusive) of the bytes asked for (``b + 1``), in bytes from the file's start; a shorter
+        answer (LAST below ``end - 1``) is accepted, one past it is not.
+    total : int
+        The file's size in bytes (as DataLink announced it).
+
+    Returns
+    -------
+    bool
+        True when the header parses, FIRST is ``start``, ``start <= LAST < end`` and TOTAL is
+        ``total`` or ``*``; False otherwise (also for a missing or malformed header).
+    """
     m = _CONTENT_RANGE.match(header or "")
     if not m:
         return False
@@ -57,7 +80,21 @@ def content_range_matches(header: str | None, start: int, end: int, total: int) 
 
 
 def content_range_end(header: str) -> int:
-    """The end (exclusive) of a Content-Range already checked by ``content_range_matches``."""
+    """The end (exclusive) of a Content-Range already checked by ``content_range_matches``.
+
+    A server may send fewer bytes than asked (LAST before the end of the Range); the request then
+    ends here and the rest of the segment is asked by the next request.
+
+    Parameters
+    ----------
+    header : str
+        A Content-Range header, ``bytes FIRST-LAST/TOTAL``, that ``content_range_matches`` accepted.
+
+    Returns
+    -------
+    int
+        ``LAST + 1``: the first byte past the answer's body, in bytes from the file's start.
+    """
     m = _CONTENT_RANGE.match(header)
     assert m is not None
     return int(m[2]) + 1
@@ -72,9 +109,9 @@ def steal_point(done: int, end: int, steal_min: int) -> int:
     Parameters
     ----------
     done : int
-        First byte not yet asked for (the victim's ``max(done, asked)``).
+        First byte not yet asked for (the victim's ``max(done, asked)``), in bytes from the file's start.
     end : int
-        End (exclusive) of the victim's range.
+        End (exclusive) of the victim's range, in bytes from the file's start.
     steal_min : int
         Smallest half worth a connection, in bytes.
 
@@ -92,7 +129,19 @@ def steal_point(done: int, end: int, steal_min: int) -> int:
 
 
 def stealable(seg: Segment) -> int:
-    """Bytes of a running segment that no request has asked for yet (what a thief may split)."""
+    """Bytes of a running segment that no request has asked for yet (what a thief may split).
+
+    Parameters
+    ----------
+    seg : Segment
+        A segment, usually one a connection is working on (``busy``).
+
+    Returns
+    -------
+    int
+        ``seg.end - max(seg.done, seg.asked)``, in bytes: the part past what is on disk and past the
+        request in flight (0 or less: nothing to take over).
+    """
     return seg.end - max(seg.done, seg.asked)
 
 
@@ -108,9 +157,9 @@ def next_ask(previous: int, rate: float, seconds: float, smallest: int, largest:
     previous : int
         The previous ask of this connection in bytes (0: none yet).
     rate : float
-        The connection's measured bytes per second (0: not known).
+        The connection's measured rate in bytes/s (0: not known).
     seconds : float
-        Transfer time one request should last.
+        Transfer time one request should last, in seconds.
     smallest, largest : int
         Bounds of an ask in bytes.
 

@@ -58,6 +58,18 @@ class TransferResult:
 
 
 def short_reason(exc: BaseException) -> str:
-    """An exception's text cut to one short line (for an error message)."""
+    """An exception's text cut to one short line (for an error message).
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception to describe (any kind: an HTTP, OS or almadeliver error).
+
+    Returns
+    -------
+    str
+        ``str(exc)``, or the exception's class name when that is empty; cut to 117 characters plus
+        ``...`` when 120 characters or longer.
+    """
     text = str(exc) or type(exc).__name__
     return text if len(text) < 120 else text[:117] + "..."

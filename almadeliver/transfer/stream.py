@@ -23,7 +23,23 @@ from ..errors import AuthError, NotATarballError, NotFoundError, TransferError
 
 
 def looks_like_html(content_type: str | None, head: bytes) -> bool:
-    """True for an HTML page (an expired login, an error page) where a file was expected."""
+    """True for an HTML page (an expired login, an error page) where a file was expected.
+
+    Parameters
+    ----------
+    content_type : str or None
+        The answer's Content-Type header (None: not known or not looked at); ``text/html`` and
+        ``application/xhtml+xml`` (with any parameters) mean HTML.
+    head : bytes
+        The first bytes of the body (only the first 1024 are looked at; empty: not read yet).
+
+    Returns
+    -------
+    bool
+        True when the Content-Type is HTML, or the body starts (after white space, in any case)
+        with ``<!doctype html`` or ``<html``, or with ``<?xml`` and has ``<html`` in its first
+        1024 bytes.
+    """
     if content_type and content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
         return True
     text = head[:1024].lstrip().lower()
@@ -31,13 +47,39 @@ def looks_like_html(content_type: str | None, head: bytes) -> bool:
 
 
 def html_error(name: str) -> NotATarballError:
-    """The error for an HTML page sent instead of the file ``name``."""
+    """The error for an HTML page sent instead of the file ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The file asked for (a tarball or README name, for the message).
+
+    Returns
+    -------
+    NotATarballError
+        The error, not raised: its hint says the login may have expired or the data be proprietary.
+    """
     return NotATarballError(f"{name}: the archive sent an HTML page instead of the file",
                             "the login may have expired or the data is proprietary: rerun with --user NAME")
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: half fixed, half random, capped (seconds)."""
+    """Exponential backoff with jitter: half fixed, half random, capped (seconds).
+
+    Parameters
+    ----------
+    attempt : int
+        Attempts without progress so far (0 before the first retry).
+    base : float
+        The delay before the first retry, in seconds (``TransferConfig.backoff``); doubled each attempt.
+    cap : float
+        The largest delay, in seconds (``TransferConfig.backoff_max``).
+
+    Returns
+    -------
+    float
+        Seconds to wait: with ``d = min(cap, base * 2**attempt)``, between ``d / 2`` and ``d``.
+    """
     d = min(cap, base * 2 ** attempt)
     return d / 2 + random.uniform(0, d / 2)
 
@@ -85,7 +127,17 @@ def check_answer(name: str, host: str, r: requests.Response) -> None:
 def size_pools(session: requests.Session, urls: list[str], parallel: int) -> None:
     """Keep up to ``parallel`` kept-alive connections per archive host in ``session`` (requests keeps
     10 by default: with more, connections were opened and thrown away). An adapter mounted by the
-    caller (its own retries or TLS) is left alone."""
+    caller (its own retries or TLS) is left alone.
+
+    Parameters
+    ----------
+    session : requests.Session
+        The HTTP session of the download; changed in place (an ``HTTPAdapter`` mounted per host).
+    urls : list of str
+        The URLs to be fetched (only their scheme and host are used).
+    parallel : int
+        Kept-alive connections per host (``TransferConfig.parallel``).
+    """
     for url in urls:
         parts = urlsplit(url)
         prefix = f"{parts.scheme}://{parts.netloc}/"
@@ -95,7 +147,18 @@ def size_pools(session: requests.Session, urls: list[str], parallel: int) -> Non
 
 class HostGates:
     """At most ``parallel`` streams in flight per archive host in this process (a semaphore each),
-    then the caller's gate shared with other processes (``TransferConfig.connection_gate``)."""
+    then the caller's gate shared with other processes (``TransferConfig.connection_gate``).
+
+    Called with a host, it returns a context that holds one lease of that host.
+
+    Parameters
+    ----------
+    parallel : int
+        Streams in flight per archive host in this process (``TransferConfig.parallel``).
+    shared : callable, optional
+        Called with the host, returns a context manager holding a lease shared with other
+        processes (``almadeliver run``); None: only ``parallel`` applies.
+    """
 
     def __init__(self, parallel: int, shared: Callable[[str], AbstractContextManager] | None = None):
         self.parallel, self.shared = parallel, shared
@@ -119,7 +182,20 @@ class HostGates:
 
 def body_reader(r: requests.Response) -> Callable[[memoryview], int]:
     """``readinto`` for the body of ``r``: from http.client itself when urllib3 exposes it (the
-    buffer is filled in C, no copy), else through urllib3. A read error is a ``requests.ConnectionError``."""
+    buffer is filled in C, no copy), else through urllib3. A read error is a ``requests.ConnectionError``.
+
+    Parameters
+    ----------
+    r : requests.Response
+        An answer opened with ``stream=True``, body not read yet.
+
+    Returns
+    -------
+    callable
+        ``read(view) -> int``: fills the memoryview with the next bytes of the body and returns
+        how many bytes it read (0 at the end of the body). It raises ``requests.ConnectionError``
+        when the connection breaks (reset, timeout, TLS); the bytes read before are kept.
+    """
     fp = getattr(r.raw, "_fp", None)
     readinto = fp.readinto if isinstance(fp, http.client.HTTPResponse) else r.raw.readinto
 
@@ -133,14 +209,36 @@ def body_reader(r: requests.Response) -> Callable[[memoryview], int]:
 
 def keep_alive(r: requests.Response) -> None:
     """Give the connection of ``r`` back to the pool if its body was read to the end (otherwise
-    closing the answer closes the connection)."""
+    closing the answer closes the connection).
+
+    Parameters
+    ----------
+    r : requests.Response
+        An answer opened with ``stream=True`` whose body was read with ``body_reader``.
+    """
     fp = getattr(r.raw, "_fp", None)
     if isinstance(fp, http.client.HTTPResponse) and fp.isclosed():
         r.raw.release_conn()
 
 
 def write_at(fd: int, view: memoryview, offset: int) -> None:
-    """Write all of ``view`` at ``offset`` of ``fd`` (a full disk may write part of it, then raise)."""
+    """Write all of ``view`` at ``offset`` of ``fd`` (a full disk may write part of it, then raise).
+
+    Parameters
+    ----------
+    fd : int
+        An open file descriptor of the ``.part`` file, opened for writing.
+    view : memoryview
+        The bytes to write.
+    offset : int
+        Where the first byte goes, in bytes from the start of the file.
+
+    Raises
+    ------
+    OSError
+        From ``os.pwrite``: ENOSPC, EDQUOT or EFBIG when the disk or quota is full (the caller
+        turns it into DiskSpaceError), any other write error as is.
+    """
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n

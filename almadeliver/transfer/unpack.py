@@ -21,7 +21,24 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 class Unpacker:
     """The tarballs handed over by the download engine (``queue``; None ends the thread), checked
-    and unpacked in turn; ``refetch`` lists those set aside to be fetched once more."""
+    and unpacked in turn; ``refetch`` lists those set aside to be fetched once more.
+
+    The engine puts ``(ArchiveFile, FileResult)`` on ``queue`` once a tarball's ``.part`` is complete
+    and renamed (or one an earlier run downloaded and did not unpack); ``run`` (one thread per download pass) records each outcome in that FileResult
+    and in the journal, and raises nothing.
+
+    Parameters
+    ----------
+    dest : Path
+        The download destination: the tarballs are there, and the delivery tree is unpacked there.
+    config : TransferConfig
+        The run's options used here: ``untar`` (extract, or only read the member list),
+        ``keep_tars`` (keep the tarball after extracting it) and ``refetch`` (how many times a
+        tarball that fails its check is fetched again).
+    journal : Journal
+        The destination's journal: a tarball extracted is marked ``extracted``; one set aside is
+        dropped from it, so the next pass fetches it from byte 0.
+    """
 
     def __init__(self, dest: Path, config: "TransferConfig", journal: Journal):
         self.dest, self.config, self.journal = Path(dest), config, journal
@@ -34,6 +51,12 @@ class Unpacker:
         Any error is the failure of that tarball. A tarball that fails its check (truncated,
         corrupt, unsafe) is set aside in ``DEST/.almadeliver/rejected/`` (kept, never deleted) and,
         ``config.refetch`` times, fetched again after this pass.
+
+        Nothing is raised: each tarball's outcome goes to its FileResult. A failed check
+        (UnsafeTarballError, TransferError) the last allowed time is that error, naming where the
+        tarball is kept; a full disk (ENOSPC, EDQUOT, EFBIG) while unpacking is a DiskSpaceError,
+        any other OS error or exception a TransferError; the tarball is kept in each case. Returns
+        when ``None`` is taken from ``queue``.
         """
         while True:
             item = self.queue.get()
