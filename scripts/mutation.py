@@ -49,11 +49,14 @@ _NO_PASSWORD = "--deselect=tests/test_download_units.py::test_password_never_on_
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
     "transfer/extract.py": ["tests/test_extract.py"],
-    "transfer/journal.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "transfer/journal.py": ["tests/test_journal.py"],
     "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py",
                              "tests/test_faults.py::test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks"],
-    "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
+    # (validate's CLI usage test: 10 s of subprocesses for the CLI's own checks; test_library_errors keeps
+    # validate()'s errors)
+    "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py",
+                             "--deselect=tests/test_validate.py::test_cli_bad_usage"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
     "casa/imaging/restored.py": ["tests/test_image_plan.py"],
     "casa/imaging/overrides.py": ["tests/test_image_plan.py"],
@@ -181,20 +184,75 @@ def function_lines(source: str, names: list[str]) -> list[tuple[int, int]]:
     return [r for n in names for r in found[n]]
 
 
-def _select(session: Path, work: Path, module: str, functions: list[str] | None, limit: int | None) -> tuple[int, int]:
-    """Mark as skipped, in the cosmic-ray session, the mutants outside ``functions`` and those beyond a
-    seeded random sample of ``limit``. Returns (mutants in scope, mutants to run)."""
+def enclosing(source: str) -> dict[int, str]:
+    """Line -> the name of the innermost function (``Class.method`` for a method) holding it; lines
+    outside every function are absent (module level: constants, imports, class bodies)."""
+    import ast
+
+    names: dict[int, str] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                for line in range(first, child.end_lineno + 1):
+                    names[line] = name                  # inner functions overwrite below
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return names
+
+
+def stratified_sample(items: list, strata: list[str], limit: int, seed: int) -> list:
+    """A seeded random sample of ``limit`` of ``items`` spread over their ``strata`` (one per item: the
+    function it mutates): each stratum gets its share of ``limit`` in proportion to its size (largest
+    remainders first, then at least one each while the limit allows), drawn at random within it. So a
+    sample covers every function of the module, not the first N mutants nor one crowded function."""
     import random
 
+    rng = random.Random(seed)
+    groups: dict[str, list] = {}
+    for item, stratum in zip(items, strata):
+        groups.setdefault(stratum, []).append(item)
+    shares = {g: limit * len(v) / len(items) for g, v in groups.items()}
+    take = {g: int(x) for g, x in shares.items()}
+    order = sorted(groups, key=lambda g: (-(shares[g] - take[g]), rng.random()))
+    for g in order:                                    # the rest of the limit: largest remainders first
+        if sum(take.values()) >= limit:
+            break
+        take[g] += 1
+    for g in sorted(groups, key=lambda g: rng.random()):  # every function at least once, if room is left
+        if take[g] == 0 and sum(take.values()) < limit:
+            take[g] = 1
+    while sum(take.values()) > limit:                   # the minimum of one pushed it over: trim the biggest
+        biggest = max(take, key=lambda g: take[g])
+        take[biggest] -= 1
+    return [item for g, v in groups.items() for item in rng.sample(v, min(take[g], len(v)))]
+
+
+def _select(session: Path, work: Path, module: str, functions: list[str] | None, limit: int | None) -> tuple[int, int]:
+    """Mark as skipped, in the cosmic-ray session, the mutants outside ``functions`` and those beyond a
+    seeded random sample of ``limit`` stratified by function (``stratified_sample``). Returns (mutants in
+    scope, mutants to run)."""
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    ranges = function_lines((work / "almadeliver" / module).read_text(), functions) if functions else None
+    source = (work / "almadeliver" / module).read_text()
+    ranges = function_lines(source, functions) if functions else None
+    where = enclosing(source)
     with use_db(str(session)) as db:
-        pending = sorted(db.pending_work_items, key=lambda w: w.job_id)
+        # job ids are random uuids: order by the mutation itself, so the same limit gives the same sample
+        pending = sorted(db.pending_work_items, key=lambda w: (w.mutations[0].start_pos, w.mutations[0].operator_name,
+                                                               w.mutations[0].occurrence))
         inside = [w for w in pending if ranges is None or any(
             a <= w.mutations[0].start_pos[0] <= b for a, b in ranges)]
-        keep = inside if limit is None or limit >= len(inside) else random.Random(limit).sample(inside, limit)
+        keep = inside if limit is None or limit >= len(inside) else stratified_sample(
+            inside, [where.get(w.mutations[0].start_pos[0], "<module>") for w in inside], limit, seed=limit)
         keep_ids = {w.job_id for w in keep}
         skip = [w.job_id for w in pending if w.job_id not in keep_ids]
         if skip:
