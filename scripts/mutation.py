@@ -45,6 +45,10 @@ _REAL = {"ALMADELIVER_REAL_FIXTURES": os.environ.get("ALMADELIVER_REAL_FIXTURES"
 # the 11 s test that reads /proc of a running download for the password: no mutant of these modules is
 # killed by it alone, and it would double every mutant's run
 _NO_PASSWORD = "--deselect=tests/test_download_units.py::test_password_never_on_the_command_line"
+# test_image_plan's tests of the comparison maths, the CLI and the quick-look plot (8 s): no column or spw choice
+_NOT_SPW = [f"--deselect=tests/test_image_plan.py::{t}" for t in (
+    "test_comparison_maths_and_record", "test_cli_list_dry_run_and_refusal",
+    "test_quicklook_draws_new_beside_delivered_on_one_scale_with_beam_and_numbers")]
 # module (under almadeliver/) -> the tests that exercise it without a simulated project or CASA run
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
@@ -58,14 +62,14 @@ TESTS = {
     "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py",
                              "--deselect=tests/test_validate.py::test_cli_bad_usage"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
-    "casa/imaging/restored.py": ["tests/test_image_plan.py"],
-    "casa/imaging/overrides.py": ["tests/test_image_plan.py"],
+    "casa/imaging/restored.py": ["tests/test_image_plan.py", *_NOT_SPW],
+    "casa/imaging/overrides.py": ["tests/test_image_plan.py", *_NOT_SPW],
 }
 # module -> the functions mutated in it (the rest of the module is not where the choice is made):
 # the calibrated column and the spw ids tclean reads in a restored MS
 FUNCTIONS = {
-    "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "remap_spw",
-                                 "rewrite_vis"],
+    "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "science_spws",
+                                 "split_ids", "remap_spw", "rewrite_vis"],
     "casa/imaging/overrides.py": ["spw_ids", "_narrow_spw"],
 }
 EXCLUDED_OPERATORS = [
