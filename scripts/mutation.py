@@ -64,6 +64,7 @@ TESTS = {
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
     "casa/imaging/restored.py": ["tests/test_image_plan.py", *_NOT_SPW],
     "casa/imaging/overrides.py": ["tests/test_image_plan.py", *_NOT_SPW],
+    "casa/imaging/jobs.py": ["tests/test_image_plan.py", *_NOT_SPW],
 }
 # module -> the functions mutated in it (the rest of the module is not where the choice is made):
 # the calibrated column and the spw ids tclean reads in a restored MS
@@ -71,6 +72,7 @@ FUNCTIONS = {
     "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "science_spws",
                                  "split_ids", "remap_spw", "rewrite_vis"],
     "casa/imaging/overrides.py": ["spw_ids", "_narrow_spw"],
+    "casa/imaging/jobs.py": ["_read_columns"],
 }
 EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_.*_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod|FloorDiv)$",
@@ -140,6 +142,11 @@ EQUIVALENT: dict[tuple, str] = {
         "by fchmod before the file is closed",
     ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
     ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
+    ("transfer/extract.py", 'if rest.count(0) != len(rest):', "core/ReplaceComparisonOperator_NotEq_Lt"):
+        "a count of zero bytes is never above the number of bytes: != and < agree",
+    ("transfer/extract.py", 'data = os.pread(src, min(left, 1 << 22), offset)', "core/NumberReplacer"):
+        "the pread piece size (4 MiB; 2 << 22 is 8, 1 << 21 is 2) only sets how many reads a copy takes "
+        "(0 << 22 reads nothing and is caught)",
     ("transfer/extract.py", 'with open(tarball, "rb", buffering=0) as raw:', "core/NumberReplacer"):
         "buffering=+-1: only the file's descriptor is used (copy_file_range, pread), never its buffer",
 }
