@@ -119,6 +119,10 @@ EQUIVALENT: dict[tuple, str] = {
     ("packaging/tarballs.py", 'with open(src, "rb", buffering=0) as data:', "core/NumberReplacer"):
         "buffering=+-1: the source is read in chunks of a given size; buffering changes the system calls only",
     ("packaging/tarballs.py", 'self._queue: queue.Queue = queue.Queue(maxsize=8)', "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
+    ("packaging/tarballs.py", '_CHUNK = 4 << 20', "core/NumberReplacer"):
+        "the read size (4 MiB; 5 << 20, 3 << 20, 4 << 21 alike) only sets how many reads a file takes (0 is caught)",
+    ("packaging/tarballs.py", 'with open(part, "wb", buffering=0) as fh:', "core/NumberReplacer"):
+        "buffering=+-1: the tarball is written through a buffer instead of straight; same bytes, same hash",
     ("packaging/tarballs.py", 'compresslevel=6) as gz:', "core/NumberReplacer"):
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
