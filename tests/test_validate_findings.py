@@ -190,3 +190,10 @@ def test_an_eb_whose_calibration_script_is_missing_is_named(tmp_path, real):
     (semi,) = [f for f in report.findings if f.check == "raw.semipass"]
     assert semi.path.endswith(f"raw/{EBS[1]}.asdm.sdm") and "no calibration script" in semi.message
     assert "uid://A002/Xa8df68/Xb4b" in semi.message
+
+
+def test_a_staff_area_validated_itself_is_reported_as_dot(tmp_path, real):
+    area = staff_area(tmp_path, real)
+    report = validate(area)
+    (info,) = report.details["staff_areas"]
+    assert info["path"] == "." and info["mous"] == "uid://A001/X13e/X1fe"
