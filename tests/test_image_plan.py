@@ -200,6 +200,12 @@ def test_a_split_keeps_the_ids_only_when_its_spw_table_has_the_highest_one(scien
     assert split_ids(science, rows) == expect
 
 
+def test_spw_ids_are_read_without_the_spaces_around_them():
+    """A selection written with spaces ('17, 19', ' 21:1~5'): the ids alone, once each, in order."""
+    assert imaging.spw_ids(["17, 19", " 21:1~5;7~9", "19"]) == ["17", "19", "21"]
+    assert imaging.spw_ids("25:90.1~90.2GHz, 27") == ["25", "27"] and imaging.spw_ids("") == []
+
+
 def test_the_science_spws_are_those_of_the_target_applycal_lines_in_numerical_order(split_member):
     (split_member / "calibration" / f"{EB}.ms.calapply.txt").write_text(
         f"applycal(vis='{EB}.ms', field='J1924-2914', intent='AMPLITUDE,BANDPASS', spw='9,17,19,21,25', "
