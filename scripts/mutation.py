@@ -5,15 +5,17 @@ Run by hand (not part of `make test`; minutes to hours, one CPU per run):
     VIRTUAL_ENV=.venv uv pip install -e '.[mutation]'      # cosmic-ray
     .venv/bin/python scripts/mutation.py                    # every module below
     .venv/bin/python scripts/mutation.py casa/diskspace.py transfer/extract.py   # some of them
-    .venv/bin/python scripts/mutation.py delivery/validate.py --limit 60          # a sample of 60 mutants
+    .venv/bin/python scripts/mutation.py delivery/validate.py --limit 80 --minutes 16   # 80, over all functions
     .venv/bin/python scripts/mutation.py casa/imaging/restored.py::remap_spw,split_spw_map      # only these functions
 
 Each module is mutated in a copy of the work tree (never in place: an interrupted run leaves the sources
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
 failure. Prints, per module: mutants, killed, survived, the kill rate; and every survivor (file, line,
 operator) so it can be killed by a new test or listed in EQUIVALENT below with the reason it cannot be.
-``--limit N`` runs a random sample of N of a module's mutants (seeded: the same N give the same sample;
-the report says how many of how many). ``MODULE::f,g`` mutates only the functions (or methods) named f
+``--limit N`` runs a random sample of N of a module's mutants, stratified by function (each function,
+method and the module level gets its share of N in proportion to its mutants, at least one each while N
+allows: the sample covers the whole file, not its first lines); seeded: the same N give the same sample;
+the report says how many of how many. ``MODULE::f,g`` mutates only the functions (or methods) named f
 and g, found by name (so the choice survives a move of the code within the file); a module in FUNCTIONS
 below is limited to its functions unless named with ``::*``.
 ``--report FILE`` also writes that text to FILE; ``--recheck FILE`` runs again only the mutants that
