@@ -459,3 +459,16 @@ def test_folders_are_made_rwx_for_the_owner_rx_for_others(tmp_path):
         os.umask(old)
     for folder in ("2013.1.00308.S", "2013.1.00308.S/product", "2013.1.00308.S/script"):
         assert (tmp_path / "dest" / folder).stat().st_mode & 0o7777 == 0o755, folder
+
+
+def test_a_file_larger_than_one_copy_call_is_copied_whole(tmp_path):
+    """Past 64 MiB the kernel copy takes several calls, each from where the last stopped (ALMA ASDM
+    binaries and FITS cubes are often larger)."""
+    import hashlib
+    import os
+
+    data = os.urandom((1 << 26) + 3 * 4096 + 7)
+    tarball = _one_file(tmp_path / "big.tar", "2013.1.00308.S/raw/big.bin", data)
+    extract_tarball(tarball, tmp_path / "dest")
+    got = (tmp_path / "dest/2013.1.00308.S/raw/big.bin").read_bytes()
+    assert len(got) == len(data) and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
