@@ -131,6 +131,14 @@ EQUIVALENT: dict[tuple, str] = {
         "1e6 +- 1: one byte per MB, below the 0.1 MB the message shows (but at an exact half-way size)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 16):
         "an ASDM table XML of 1 byte counted as missing: it is as unusable as an empty one (no XML fits in 1 byte)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 20):
+        "an ASDM table .bin of 1 byte counted as missing: as unusable as an empty one",
+    ("delivery/validate.py", 'if m.ebs_in_scripts and m.flavour is not Flavour.CYCLE0:', "core/ReplaceComparisonOperator_IsNot_NotEq"):
+        "Flavour is an Enum: its members are singletons, identity and equality agree",
+    ("delivery/validate.py", 'with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:', "core/ReplaceTrueWithFalse"):
+        "lazy_load_hdus=False reads every HDU header at open instead of on demand; the BEAMS search reads them all anyway",
+    ("delivery/validate.py", 'for i in range(1, header.get("NAXIS", 0) + 1):', "core/NumberReplacer"):
+        "the NAXIS default (0 made 1) is used only without NAXIS, which FITS requires (astropy refuses such a file)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):

@@ -400,3 +400,51 @@ def test_delivered_readme_with_a_placeholder_casa_version(tmp_path, real):
     assert f.severity is Severity.WARNING and f.message == "line 12: '4.x' is a placeholder, not a CASA version"
     assert "readme.unparsed" not in checks(report)      # the rest of the README is still read
     assert report.details["members"][0]["readme"]["pi"] == "Adam Ginsburg"
+
+
+def test_asdm_tables_named_up_to_six_then_dots_and_a_missing_main_xml(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    asdm = m / f"raw/{EBS[0]}.asdm.sdm"
+    six = ["Antenna", "ConfigDescription", "DataDescription", "ExecBlock", "Field", "Polarization"]
+    for t in six:
+        (asdm / f"{t}.xml").unlink()
+    (msg,) = [f.message for f in validate(tmp_path).findings if f.check == "raw.truncated-asdm"]
+    assert msg.endswith("6 table(s) missing or empty (" + ", ".join(f"{t}.xml" for t in six) + ")")
+    (asdm / "Main.xml").unlink()                          # the 7th: named as missing, not read
+    (msg,) = [f.message for f in validate(tmp_path).findings if f.check == "raw.truncated-asdm"]
+    assert "7 table(s) missing or empty (" in msg and msg.endswith("Field.xml, Main.xml ...)")   # sorted, 6 shown
+
+
+def test_a_leftover_tarballs_size_is_given_in_mb(tmp_path, real):
+    manual_member(tmp_path, real)
+    (tmp_path / f"{PROJECT}_uid___A001_X196_X93_001_of_001.tar").write_bytes(bytes(2_500_000))
+    (tar,) = [f for f in validate(tmp_path).findings if f.check == "tree.leftover-tarball"]
+    assert "(2.5 MB)" in tar.message
+
+
+def test_each_members_readme_goes_with_that_member(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    other = m.parent / "member.uid___A001_X196_X95"
+    shutil.copytree(m, other)
+    readme = (other / "README").read_text()
+    assert "PI name: Adam Ginsburg" in readme
+    (other / "README").write_text(readme.replace("PI name: Adam Ginsburg", "PI name: Someone Else"))
+    members = validate(tmp_path).details["members"]
+    assert [(x["mous"], x["readme"]["pi"]) for x in members] == [
+        ("uid://A001/X196/X93", "Adam Ginsburg"), ("uid://A001/X196/X95", "Someone Else")]
+
+
+def test_fits_of_8_byte_pixels_and_a_header_only_primary(tmp_path, real):
+    """A float64 cube cut short is named with 8 bytes a pixel; a primary HDU without data (NAXIS = 0,
+    the beams in a table after it) is not truncated."""
+    m = manual_member(tmp_path, real)
+    path = m / "product/f64.image.pbcor.fits"
+    fits.PrimaryHDU(np.zeros((1, 1, 8, 8), dtype=np.float64)).writeto(path)
+    with fits.open(path) as hdul:
+        end = hdul.fileinfo(0)["datLoc"] + 8 * 64
+    path.write_bytes(path.read_bytes()[:3000])
+    beams = fits.BinTableHDU.from_columns([fits.Column(name="BMAJ", format="E", array=np.ones(1))], name="BEAMS")
+    fits.HDUList([fits.PrimaryHDU(), beams]).writeto(m / "product/headeronly.image.pbcor.fits")
+    by_path = {Path(f.path).name: f for f in validate(tmp_path).findings if f.check.startswith("product.")}
+    assert by_path["f64.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
+    assert "headeronly.image.pbcor.fits" not in by_path
