@@ -143,6 +143,13 @@ EQUIVALENT: dict[tuple, str] = {
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
         "a segment never ends past its file: s.end < size and s.end != size agree",
+    ("transfer/journal.py", 'if state != PARTIAL:', "core/ReplaceComparisonOperator_NotEq_Lt"):
+        "FileState is a str Enum: 'downloaded' and 'extracted' both sort before 'partial', so != and < agree",
+    ("transfer/journal.py", 'if state != PARTIAL:', "core/ReplaceComparisonOperator_NotEq_IsNot"):
+        "callers pass FileState members (singletons): identity and equality agree",
+    ("transfer/journal.py", 'for _attempt in range(2):', "core/NumberReplacer"):
+        "range(3): a third attempt finds the reserve gone and returns False, as the loop's end does "
+        "(range(1) is caught: the save after giving up the reserve)",
     ("transfer/journal.py", 'return False', "core/ReplaceFalseWithTrue", 3):
         "the save's last line is not reached: the second full-disk failure finds the reserve gone and returns "
         "False in the loop (only another process making a new reserve between the two could reach it)",

@@ -91,6 +91,9 @@ def test_a_journal_of_another_schema_is_not_trusted(tmp_path):
     (folder / "journal.json").write_text(json.dumps({"schema": "almadeliver.journal/0", "files": {
         "a.tar": {"size": 5, "state": "downloaded", "segments": [], "preallocated": False}}}))
     assert Journal(tmp_path).files == {} and Journal(tmp_path).state("a.tar", 5) is None
+    (folder / "journal.json").write_text(json.dumps({"schema": "almadeliver.journal/2", "files": {
+        "a.tar": {"size": 5, "state": "downloaded", "segments": [], "preallocated": False}}}))
+    assert Journal(tmp_path).files == {}, "nor a newer one"
 
 
 def test_fetched_counts_each_ranges_progress_from_its_start():
@@ -180,3 +183,46 @@ def test_the_reserve_and_the_journal_are_made_with_a_destination_not_yet_there(t
     j = Journal(tmp_path / "other" / "dest")
     j.entry("a.tar", 1)
     assert j.save() is True and (tmp_path / "other" / "dest" / ".almadeliver" / "journal.json").is_file()
+
+
+def test_a_file_that_shrank_is_a_different_file_too(tmp_path):
+    j = Journal(tmp_path)
+    j.entry("a.tar", 100).segments = [[0, 100, 60]]
+    e = j.entry("a.tar", 99)
+    assert (e.size, e.segments) == (99, [])
+
+
+def test_sizes_of_many_gib_are_compared_by_value(tmp_path):
+    """Sizes read back from JSON are new int objects: a 5 GB tarball's state survives a reload."""
+    size = 5_000_000_000
+    Journal(tmp_path).set_state("big.tar", size, DOWNLOADED)
+    again = Journal(tmp_path)
+    assert again.state("big.tar", int(str(size))) == DOWNLOADED
+    assert again.entry("big.tar", int(str(size))).state == DOWNLOADED
+
+
+def test_the_reserve_is_made_in_a_journal_folder_that_exists(tmp_path):
+    j = Journal(tmp_path)
+    j.entry("a.tar", 1)
+    j.save()
+    j.reserve()
+    assert (tmp_path / ".almadeliver" / "journal.reserve").stat().st_size == MIB
+
+
+def test_no_inode_left_for_the_reserve_is_no_error(tmp_path):
+    """A filesystem out of inodes (not of bytes): the reserve cannot even be created; reserve() says nothing."""
+    mnt = tmp_path / "few"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=6", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (mnt / ".almadeliver").mkdir()
+        with pytest.raises(OSError) as full:
+            for i in range(100):
+                (mnt / f"f{i}").write_bytes(b"")
+        assert full.value.errno == errno.ENOSPC
+        Journal(mnt).reserve()
+        assert not (mnt / ".almadeliver" / "journal.reserve").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
