@@ -184,3 +184,19 @@ def test_a_part_exactly_at_its_limit_is_not_oversized(tmp_path):
     size = tar_size(entries)
     (record,) = write_parts(lambda m, n: tmp_path / f"x_{m}_of_{n}.tar", entries, size)
     assert record.size == size and record.oversized is False
+
+
+def test_the_size_of_a_tarball_of_many_folders_counts_each_folder_header_exactly(tmp_path):
+    """520 folders (a header each, no data) and one file of 9216 bytes: the archive's body plus end
+    marker is 27 records and one block, so the tarball takes 28 records; a count off by even one byte
+    per folder would land on 27."""
+    root = tmp_path / "t"
+    for i in range(519):
+        (root / f"d{i:03d}").mkdir(parents=True)
+    (root / "f").write_bytes(os.urandom(9216))
+    entries = tree_entries(root, "t")
+    assert sum(1 for _, p in entries if p.is_dir()) == 520
+    body = 512 * len(entries) + 9216
+    assert body + 1024 == 27 * RECORD + 512
+    record = write_tar_record(tmp_path / "t.tar", entries)
+    assert tar_size(entries) == record.size == (tmp_path / "t.tar").stat().st_size == 28 * RECORD

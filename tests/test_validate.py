@@ -445,6 +445,8 @@ def test_fits_of_8_byte_pixels_and_a_header_only_primary(tmp_path, real):
     path.write_bytes(path.read_bytes()[:3000])
     beams = fits.BinTableHDU.from_columns([fits.Column(name="BMAJ", format="E", array=np.ones(1))], name="BEAMS")
     fits.HDUList([fits.PrimaryHDU(), beams]).writeto(m / "product/headeronly.image.pbcor.fits")
+    fits.PrimaryHDU().writeto(m / "product/alone.pb.fits")         # one header block, nothing after it
+    assert (m / "product/alone.pb.fits").stat().st_size == 2880
     by_path = {Path(f.path).name: f for f in validate(tmp_path).findings if f.check.startswith("product.")}
     assert by_path["f64.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
-    assert "headeronly.image.pbcor.fits" not in by_path
+    assert "headeronly.image.pbcor.fits" not in by_path and "alone.pb.fits" not in by_path
