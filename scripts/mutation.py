@@ -139,6 +139,16 @@ EQUIVALENT: dict[tuple, str] = {
         "lazy_load_hdus=False reads every HDU header at open instead of on demand; the BEAMS search reads them all anyway",
     ("delivery/validate.py", 'for i in range(1, header.get("NAXIS", 0) + 1):', "core/NumberReplacer"):
         "the NAXIS default (0 made 1) is used only without NAXIS, which FITS requires (astropy refuses such a file)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/ReplaceComparisonOperator_LtE_Eq"):
+        "file sizes are never negative: <= 0 and == 0 agree",
+    ("delivery/validate.py", 'if n.endswith((".ms.split.cal", ".ms")) or n == "calibrated.ms"}', "core/ReplaceComparisonOperator_Eq_Is"):
+        "calibrated.ms ends with .ms: the test before the or already takes it",
+    ("delivery/validate.py", 'naming_severity = I if m.flavour is Flavour.CYCLE0 else W', "core/ReplaceComparisonOperator_Is_LtE"):
+        "Flavour is a str Enum and no flavour's value sorts before 'cycle0': <= and is agree",
+    ("delivery/validate.py", 'if m.flavour is Flavour.UNKNOWN:', "core/ReplaceComparisonOperator_Is_GtE"):
+        "Flavour is a str Enum and no flavour's value sorts after 'unknown': >= and is agree",
+    ("delivery/validate.py", 'need = abs(header.get("BITPIX", 8)) // 8 if header.get("NAXIS", 0) else 0', "core/NumberReplacer", 46):
+        "the NAXIS default (0 made 1) is used only without NAXIS, which FITS requires (astropy refuses such a file)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):

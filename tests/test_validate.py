@@ -439,9 +439,9 @@ def test_fits_of_8_byte_pixels_and_a_header_only_primary(tmp_path, real):
     the beams in a table after it) is not truncated."""
     m = manual_member(tmp_path, real)
     path = m / "product/f64.image.pbcor.fits"
-    fits.PrimaryHDU(np.zeros((1, 1, 8, 8), dtype=np.float64)).writeto(path)
+    fits.PrimaryHDU(np.zeros((1, 4, 8, 8), dtype=np.float64)).writeto(path)     # 4 channels: every axis counts
     with fits.open(path) as hdul:
-        end = hdul.fileinfo(0)["datLoc"] + 8 * 64
+        end = hdul.fileinfo(0)["datLoc"] + 8 * 4 * 64
     path.write_bytes(path.read_bytes()[:3000])
     beams = fits.BinTableHDU.from_columns([fits.Column(name="BMAJ", format="E", array=np.ones(1))], name="BEAMS")
     fits.HDUList([fits.PrimaryHDU(), beams]).writeto(m / "product/headeronly.image.pbcor.fits")
@@ -450,3 +450,11 @@ def test_fits_of_8_byte_pixels_and_a_header_only_primary(tmp_path, real):
     by_path = {Path(f.path).name: f for f in validate(tmp_path).findings if f.check.startswith("product.")}
     assert by_path["f64.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
     assert "headeronly.image.pbcor.fits" not in by_path and "alone.pb.fits" not in by_path
+
+
+def test_an_empty_file_of_a_pipeline_run_is_not_a_zero_size_warning(tmp_path, real):
+    """CASA output outside calibrated/ (a pipeline-<date> working folder) may hold empty files."""
+    m = manual_member(tmp_path, real)
+    (m / "pipeline-20260101T000000" / "empty.txt").parent.mkdir()
+    (m / "pipeline-20260101T000000" / "empty.txt").write_text("")
+    assert "tree.zero-size" not in checks(validate(tmp_path), "warning")
