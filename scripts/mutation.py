@@ -5,15 +5,17 @@ Run by hand (not part of `make test`; minutes to hours, one CPU per run):
     VIRTUAL_ENV=.venv uv pip install -e '.[mutation]'      # cosmic-ray
     .venv/bin/python scripts/mutation.py                    # every module below
     .venv/bin/python scripts/mutation.py casa/diskspace.py transfer/extract.py   # some of them
-    .venv/bin/python scripts/mutation.py delivery/validate.py --limit 60          # a sample of 60 mutants
+    .venv/bin/python scripts/mutation.py delivery/validate.py --limit 80 --minutes 16   # 80, over all functions
     .venv/bin/python scripts/mutation.py casa/imaging/restored.py::remap_spw,split_spw_map      # only these functions
 
 Each module is mutated in a copy of the work tree (never in place: an interrupted run leaves the sources
 as they were) and each mutant runs only that module's fast tests (the TESTS table), stopping at the first
 failure. Prints, per module: mutants, killed, survived, the kill rate; and every survivor (file, line,
 operator) so it can be killed by a new test or listed in EQUIVALENT below with the reason it cannot be.
-``--limit N`` runs a random sample of N of a module's mutants (seeded: the same N give the same sample;
-the report says how many of how many). ``MODULE::f,g`` mutates only the functions (or methods) named f
+``--limit N`` runs a random sample of N of a module's mutants, stratified by function (each function,
+method and the module level gets its share of N in proportion to its mutants, at least one each while N
+allows: the sample covers the whole file, not its first lines); seeded: the same N give the same sample;
+the report says how many of how many. ``MODULE::f,g`` mutates only the functions (or methods) named f
 and g, found by name (so the choice survives a move of the code within the file); a module in FUNCTIONS
 below is limited to its functions unless named with ``::*``.
 ``--report FILE`` also writes that text to FILE; ``--recheck FILE`` runs again only the mutants that
@@ -52,27 +54,36 @@ _RANGE_TESTS = [f"tests/test_download.py::{t}" for t in (
     "test_dropped_connections_resume_byte_identical", "test_range_ignored_restarts_from_zero_not_corrupted",
     "test_a_206_for_another_range_restarts_from_zero_not_spliced", "test_html_page_is_refused_and_nothing_saved",
     "test_proprietary_401_is_not_retried_and_login_fixes_it", "test_404_is_not_retried")]
+# test_image_plan's tests of the comparison maths, the CLI and the quick-look plot (8 s): no column or spw choice
+_NOT_SPW = [f"--deselect=tests/test_image_plan.py::{t}" for t in (
+    "test_comparison_maths_and_record", "test_cli_list_dry_run_and_refusal",
+    "test_quicklook_draws_new_beside_delivered_on_one_scale_with_beam_and_numbers")]
 # module (under almadeliver/) -> the tests that exercise it without a simulated project or CASA run
 TESTS = {
     "casa/diskspace.py": ["tests/test_diskspace.py"],
     "transfer/extract.py": ["tests/test_extract.py"],
-    "transfer/journal.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py"],
+    "transfer/journal.py": ["tests/test_journal.py"],
     "transfer/plan.py": ["tests/test_download_units.py", _NO_PASSWORD],
     "transfer/download.py": ["tests/test_download_units.py", _NO_PASSWORD, "tests/test_download.py",
                              "tests/test_faults.py::test_a_tarball_corrupted_in_transit_once_is_fetched_again_and_unpacks"],
     "transfer/ranges.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
     "transfer/stream.py": ["tests/test_download_units.py", _NO_PASSWORD, *_RANGE_TESTS],
-    "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py"],
+    # (validate's CLI usage test: 10 s of subprocesses for the CLI's own checks; test_library_errors keeps
+    # validate()'s errors)
+    "delivery/validate.py": ["tests/test_validate_findings.py", "tests/test_validate.py",
+                             "--deselect=tests/test_validate.py::test_cli_bad_usage"],
     "packaging/tarballs.py": ["tests/test_tarballs.py", "tests/test_extract.py"],
-    "casa/imaging/restored.py": ["tests/test_image_plan.py"],
-    "casa/imaging/overrides.py": ["tests/test_image_plan.py"],
+    "casa/imaging/restored.py": ["tests/test_image_plan.py", *_NOT_SPW],
+    "casa/imaging/overrides.py": ["tests/test_image_plan.py", *_NOT_SPW],
+    "casa/imaging/jobs.py": ["tests/test_image_plan.py", *_NOT_SPW],
 }
 # module -> the functions mutated in it (the rest of the module is not where the choice is made):
 # the calibrated column and the spw ids tclean reads in a restored MS
 FUNCTIONS = {
-    "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "remap_spw",
-                                 "rewrite_vis"],
+    "casa/imaging/restored.py": ["calibrated_column", "restore_spw_record", "split_spw_map", "science_spws",
+                                 "split_ids", "remap_spw", "rewrite_vis"],
     "casa/imaging/overrides.py": ["spw_ids", "_narrow_spw"],
+    "casa/imaging/jobs.py": ["_read_columns"],
 }
 EXCLUDED_OPERATORS = [
     r"core/ReplaceBinaryOperator_.*_(RShift|LShift|BitOr|BitAnd|BitXor|Pow|Mod|FloorDiv)$",
@@ -121,8 +132,34 @@ EQUIVALENT: dict[tuple, str] = {
     ("packaging/tarballs.py", 'with open(src, "rb", buffering=0) as data:', "core/NumberReplacer"):
         "buffering=+-1: the source is read in chunks of a given size; buffering changes the system calls only",
     ("packaging/tarballs.py", 'self._queue: queue.Queue = queue.Queue(maxsize=8)', "core/NumberReplacer"): "the hashing queue's depth bounds memory only",
+    ("packaging/tarballs.py", '_CHUNK = 4 << 20', "core/NumberReplacer"):
+        "the read size (4 MiB; 5 << 20, 3 << 20, 4 << 21 alike) only sets how many reads a file takes (0 is caught)",
+    ("packaging/tarballs.py", 'with open(part, "wb", buffering=0) as fh:', "core/NumberReplacer"):
+        "buffering=+-1: the tarball is written through a buffer instead of straight; same bytes, same hash",
     ("packaging/tarballs.py", 'compresslevel=6) as gz:', "core/NumberReplacer"):
         "the gzip level trades size for time; the bytes stay deterministic and gunzip to the same tar (tested)",
+    ("delivery/validate.py", 'f"delivery {kind} tarball inside the tree ({size / 1e6:.1f} MB)",', "core/NumberReplacer"):
+        "1e6 +- 1: one byte per MB, below the 0.1 MB the message shows (but at an exact half-way size)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 16):
+        "an ASDM table XML of 1 byte counted as missing: it is as unusable as an empty one (no XML fits in 1 byte)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 20):
+        "an ASDM table .bin of 1 byte counted as missing: as unusable as an empty one",
+    ("delivery/validate.py", 'if m.ebs_in_scripts and m.flavour is not Flavour.CYCLE0:', "core/ReplaceComparisonOperator_IsNot_NotEq"):
+        "Flavour is an Enum: its members are singletons, identity and equality agree",
+    ("delivery/validate.py", 'with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:', "core/ReplaceTrueWithFalse"):
+        "lazy_load_hdus=False reads every HDU header at open instead of on demand; the BEAMS search reads them all anyway",
+    ("delivery/validate.py", 'for i in range(1, header.get("NAXIS", 0) + 1):', "core/NumberReplacer"):
+        "the NAXIS default (0 made 1) is used only without NAXIS, which FITS requires (astropy refuses such a file)",
+    ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/ReplaceComparisonOperator_LtE_Eq"):
+        "file sizes are never negative: <= 0 and == 0 agree",
+    ("delivery/validate.py", 'if n.endswith((".ms.split.cal", ".ms")) or n == "calibrated.ms"}', "core/ReplaceComparisonOperator_Eq_Is"):
+        "calibrated.ms ends with .ms: the test before the or already takes it",
+    ("delivery/validate.py", 'naming_severity = I if m.flavour is Flavour.CYCLE0 else W', "core/ReplaceComparisonOperator_Is_LtE"):
+        "Flavour is a str Enum and no flavour's value sorts before 'cycle0': <= and is agree",
+    ("delivery/validate.py", 'if m.flavour is Flavour.UNKNOWN:', "core/ReplaceComparisonOperator_Is_GtE"):
+        "Flavour is a str Enum and no flavour's value sorts after 'unknown': >= and is agree",
+    ("delivery/validate.py", 'need = abs(header.get("BITPIX", 8)) // 8 if header.get("NAXIS", 0) else 0', "core/NumberReplacer", 46):
+        "the NAXIS default (0 made 1) is used only without NAXIS, which FITS requires (astropy refuses such a file)",
     ("delivery/validate.py", 'if files.get(f"{t}.xml", 0) <= 0 and files.get(f"{t}.bin", 0) <= 0)', "core/NumberReplacer", 15):
         "a missing .xml counted as size -1 instead of 0: missing and empty alike either way",
     ("transfer/download.py", 'if s.done > 0 or s.end < j.f.size:       # a Range will be asked: no thieves until it is proven', "core/ReplaceComparisonOperator_Lt_NotEq"):
@@ -133,6 +170,16 @@ EQUIVALENT: dict[tuple, str] = {
      "core/ReplaceComparisonOperator_Eq_Is"): _ENUM_STATE,
     ("transfer/ranges.py", "step = max(-(-size // max(n, 1)), 1)", "core/NumberReplacer", 7):
         "max(n, 0) for max(n, 1): every caller asks at least one range (1, or --split N of 2 or more)",
+    ("transfer/journal.py", 'if state != PARTIAL:', "core/ReplaceComparisonOperator_NotEq_Lt"):
+        "FileState is a str Enum: 'downloaded' and 'extracted' both sort before 'partial', so != and < agree",
+    ("transfer/journal.py", 'if state != PARTIAL:', "core/ReplaceComparisonOperator_NotEq_IsNot"):
+        "callers pass FileState members (singletons): identity and equality agree",
+    ("transfer/journal.py", 'for _attempt in range(2):', "core/NumberReplacer"):
+        "range(3): a third attempt finds the reserve gone and returns False, as the loop's end does "
+        "(range(1) is caught: the save after giving up the reserve)",
+    ("transfer/journal.py", 'return False', "core/ReplaceFalseWithTrue", 3):
+        "the save's last line is not reached: the second full-disk failure finds the reserve gone and returns "
+        "False in the loop (only another process making a new reserve between the two could reach it)",
     ("casa/imaging/restored.py", 'return mss, ([remap_spw(s, maps[0], mss[0]) for s in spw] if isinstance(spw, (list, tuple))', "core/NumberReplacer"): _SAME_MAPS,
     ("casa/imaging/restored.py", 'else remap_spw(spw, maps[0], mss[0]))', "core/NumberReplacer"): _SAME_MAPS,
     ("transfer/extract.py", '_CHUNK = 1 << 26          # bytes per copy_file_range call', "core/NumberReplacer", 2): "the chunk only sets how many bytes one copy_file_range moves",
@@ -150,6 +197,11 @@ EQUIVALENT: dict[tuple, str] = {
         "by fchmod before the file is closed",
     ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_Lt"): _RACE_SHRINK,
     ("transfer/extract.py", 'if n == 0:', "core/ReplaceComparisonOperator_Eq_LtE"): _RACE_SHRINK,
+    ("transfer/extract.py", 'if rest.count(0) != len(rest):', "core/ReplaceComparisonOperator_NotEq_Lt"):
+        "a count of zero bytes is never above the number of bytes: != and < agree",
+    ("transfer/extract.py", 'data = os.pread(src, min(left, 1 << 22), offset)', "core/NumberReplacer"):
+        "the pread piece size (4 MiB; 2 << 22 is 8, 1 << 21 is 2) only sets how many reads a copy takes "
+        "(0 << 22 reads nothing and is caught)",
     ("transfer/extract.py", 'with open(tarball, "rb", buffering=0) as raw:', "core/NumberReplacer"):
         "buffering=+-1: only the file's descriptor is used (copy_file_range, pread), never its buffer",
 }
@@ -198,20 +250,75 @@ def function_lines(source: str, names: list[str]) -> list[tuple[int, int]]:
     return [r for n in names for r in found[n]]
 
 
-def _select(session: Path, work: Path, module: str, functions: list[str] | None, limit: int | None) -> tuple[int, int]:
-    """Mark as skipped, in the cosmic-ray session, the mutants outside ``functions`` and those beyond a
-    seeded random sample of ``limit``. Returns (mutants in scope, mutants to run)."""
+def enclosing(source: str) -> dict[int, str]:
+    """Line -> the name of the innermost function (``Class.method`` for a method) holding it; lines
+    outside every function are absent (module level: constants, imports, class bodies)."""
+    import ast
+
+    names: dict[int, str] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                for line in range(first, child.end_lineno + 1):
+                    names[line] = name                  # inner functions overwrite below
+                visit(child, name + ".")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return names
+
+
+def stratified_sample(items: list, strata: list[str], limit: int, seed: int) -> list:
+    """A seeded random sample of ``limit`` of ``items`` spread over their ``strata`` (one per item: the
+    function it mutates): each stratum gets its share of ``limit`` in proportion to its size (largest
+    remainders first, then at least one each while the limit allows), drawn at random within it. So a
+    sample covers every function of the module, not the first N mutants nor one crowded function."""
     import random
 
+    rng = random.Random(seed)
+    groups: dict[str, list] = {}
+    for item, stratum in zip(items, strata):
+        groups.setdefault(stratum, []).append(item)
+    shares = {g: limit * len(v) / len(items) for g, v in groups.items()}
+    take = {g: int(x) for g, x in shares.items()}
+    order = sorted(groups, key=lambda g: (-(shares[g] - take[g]), rng.random()))
+    for g in order:                                    # the rest of the limit: largest remainders first
+        if sum(take.values()) >= limit:
+            break
+        take[g] += 1
+    for g in sorted(groups, key=lambda g: rng.random()):  # every function at least once, if room is left
+        if take[g] == 0 and sum(take.values()) < limit:
+            take[g] = 1
+    while sum(take.values()) > limit:                   # the minimum of one pushed it over: trim the biggest
+        biggest = max(take, key=lambda g: take[g])
+        take[biggest] -= 1
+    return [item for g, v in groups.items() for item in rng.sample(v, min(take[g], len(v)))]
+
+
+def _select(session: Path, work: Path, module: str, functions: list[str] | None, limit: int | None) -> tuple[int, int]:
+    """Mark as skipped, in the cosmic-ray session, the mutants outside ``functions`` and those beyond a
+    seeded random sample of ``limit`` stratified by function (``stratified_sample``). Returns (mutants in
+    scope, mutants to run)."""
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    ranges = function_lines((work / "almadeliver" / module).read_text(), functions) if functions else None
+    source = (work / "almadeliver" / module).read_text()
+    ranges = function_lines(source, functions) if functions else None
+    where = enclosing(source)
     with use_db(str(session)) as db:
-        pending = sorted(db.pending_work_items, key=lambda w: w.job_id)
+        # job ids are random uuids: order by the mutation itself, so the same limit gives the same sample
+        pending = sorted(db.pending_work_items, key=lambda w: (w.mutations[0].start_pos, w.mutations[0].operator_name,
+                                                               w.mutations[0].occurrence))
         inside = [w for w in pending if ranges is None or any(
             a <= w.mutations[0].start_pos[0] <= b for a, b in ranges)]
-        keep = inside if limit is None or limit >= len(inside) else random.Random(limit).sample(inside, limit)
+        keep = inside if limit is None or limit >= len(inside) else stratified_sample(
+            inside, [where.get(w.mutations[0].start_pos[0], "<module>") for w in inside], limit, seed=limit)
         keep_ids = {w.job_id for w in keep}
         skip = [w.job_id for w in pending if w.job_id not in keep_ids]
         if skip:

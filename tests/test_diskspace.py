@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from almadeliver.casa.diskspace import MB, DiskEstimate, DiskSampler, du_bytes, du_mb, estimate, free_mb, plot_disk_use
+from almadeliver.casa.diskspace import (MB, DiskEstimate, DiskSampler, disk_use_figure, du_bytes, du_mb, estimate,
+                                        free_mb, plot_disk_use)
 from processes import run_as_nobody
 
 
@@ -230,3 +231,18 @@ def test_the_sampler_keeps_the_disk_use_over_time_and_the_plot_draws_it_against_
     image = imread(png)
     assert image.shape[:2] == (400, 700)
     assert (image[..., :3].std(axis=(0, 1)) > 0).all()     # something is drawn, in colour
+
+
+def test_the_disk_plot_draws_minutes_mb_and_the_level_run_solid(tmp_path):
+    """What restore-disk.png shows, read back from the figure: the measured curve in minutes and MiB,
+    one line per level at its estimate (the level run solid and thicker), the free space in red."""
+    est = estimate(_member(tmp_path, MB))
+    ax = disk_use_figure([(0.0, 0), (60.0, 2 * MB), (150.0, 5 * MB)], est, 1).axes[0]
+    measured, *levels, free = ax.lines
+    assert list(measured.get_xdata()) == [0.0, 1.0, 2.5] and list(measured.get_ydata()) == [0.0, 2.0, 5.0]
+    assert [(line.get_ydata()[0], line.get_linestyle(), line.get_linewidth(), line.get_color()) for line in levels] \
+        == [(est.need_mb(0), "--", 0.8, "C0"), (est.need_mb(1), "-", 1.5, "C1"), (est.need_mb(2), "--", 0.8, "C2"),
+            (est.need_mb(3), "--", 0.8, "C3")]
+    assert (free.get_ydata()[0], free.get_color(), free.get_linestyle()) == (est.free_mb, "red", ":")
+    empty = disk_use_figure([], est, 0).axes[0].lines[0]
+    assert list(empty.get_xdata()) == [0.0] and list(empty.get_ydata()) == [0.0]

@@ -352,7 +352,7 @@ def test_the_destination_plus_the_longest_member_must_stay_below_path_max(tmp_pa
     """root + '/' + member of exactly PATH_MAX bytes has no room for the NUL: refused; one byte less extracts."""
     import os
 
-    from almadeliver.transfer.extract import PATH_MAX
+    PATH_MAX = os.pathconf(tmp_path, "PC_PATH_MAX")               # the system's, not the module's (4096)
 
     member = "2013.1.00308.S/README"
     tarball = _one_file(tmp_path / "t.tar", member, b"readme\n")
@@ -373,8 +373,12 @@ def test_the_destination_plus_the_longest_member_must_stay_below_path_max(tmp_pa
 
 
 def test_a_name_of_1024_bytes_with_a_255_byte_component_extracts_and_one_byte_more_does_not(tmp_path):
-    from almadeliver.transfer.extract import MAX_COMPONENT, MAX_NAME
+    import os
 
+    # the limits as documented (1024 bytes a member path) and as the system has them (NAME_MAX), not
+    # imported from the module under test
+    MAX_NAME, MAX_COMPONENT = 1024, os.pathconf(tmp_path, "PC_NAME_MAX")
+    assert MAX_COMPONENT == 255
     top = "2013.1.00308.S/" + "c" * MAX_COMPONENT + "/"
     name = top + "/".join(["d" * 99] * 7) + "/"
     name += "f" * (MAX_NAME - len(name))
@@ -412,3 +416,59 @@ def test_a_tarball_of_dot_made_by_gnu_tar_extracts_every_member(tmp_path):
     assert read_members(tmp_path / "x.tar")[0].name in (".", "./")
     extract_tarball(tmp_path / "x.tar", tmp_path / "dest")
     assert (tmp_path / "dest/2013.1.00308.S/product/a.fits").read_bytes() == b"SIMPLE"
+
+
+def test_a_tarball_ending_right_after_its_end_marker_is_complete(tmp_path):
+    """The two zero blocks and no record padding (a tar writer with a 1-block record): complete."""
+    tarball = _one_file(tmp_path / "t.tar", "2013.1.00308.S/README", b"readme\n")
+    with tarfile.open(tarball) as tar:
+        tar.getmembers()
+        stopped = tar.offset
+    tarball.write_bytes(tarball.read_bytes()[:stopped + 1024])
+    assert [m.name for m in read_members(tarball)] == ["2013.1.00308.S", "2013.1.00308.S/README"]
+    extract_tarball(tarball, tmp_path / "dest")
+    assert (tmp_path / "dest/2013.1.00308.S/README").read_bytes() == b"readme\n"
+
+
+def test_a_path_64_folders_deep_extracts_and_65_does_not(tmp_path):
+    name = "/".join(["d"] * 63) + "/f"
+    assert len(name.split("/")) == 64
+    extract_tarball(_hostile(tmp_path / "ok.tar", _file(name)), tmp_path / "dest")
+    assert (tmp_path / "dest" / name).read_bytes() == b"evil"
+    with pytest.raises(UnsafeTarballError, match="is 65 folders deep"):
+        extract_tarball(_hostile(tmp_path / "deep.tar", _file("d/" + name)), tmp_path / "d2")
+
+
+@pytest.mark.parametrize("kind, what", [(tarfile.SYMTYPE, "symlink"), (tarfile.LNKTYPE, "hard link")])
+def test_a_refused_links_target_is_named_up_to_80_characters(tmp_path, kind, what):
+    target = "../" * 26 + "XY" + "z" * 100              # 78 characters, then X (the 80th is Y)
+    with pytest.raises(UnsafeTarballError) as err:
+        extract_tarball(_hostile(tmp_path / "l.tar", _link("2013.1.00308.S/l", target, kind)), tmp_path / "dest")
+    assert f"is a {what} (to '{target[:80]}')" in str(err.value) and target[:80].endswith("XY")
+
+
+def test_folders_are_made_rwx_for_the_owner_rx_for_others(tmp_path):
+    """Folders the tarball names and those it only implies: 0755 under the usual umask 022."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        extract_tarball(_hostile(tmp_path / "f.tar", _file("2013.1.00308.S/product/x.fits")), tmp_path / "dest")
+        extract_tarball(_one_file(tmp_path / "g.tar", "2013.1.00308.S/script/x.py", b"1\n"), tmp_path / "dest")
+    finally:
+        os.umask(old)
+    for folder in ("2013.1.00308.S", "2013.1.00308.S/product", "2013.1.00308.S/script"):
+        assert (tmp_path / "dest" / folder).stat().st_mode & 0o7777 == 0o755, folder
+
+
+def test_a_file_larger_than_one_copy_call_is_copied_whole(tmp_path):
+    """Past 64 MiB the kernel copy takes several calls, each from where the last stopped (ALMA ASDM
+    binaries and FITS cubes are often larger)."""
+    import hashlib
+    import os
+
+    data = os.urandom((1 << 26) + 3 * 4096 + 7)
+    tarball = _one_file(tmp_path / "big.tar", "2013.1.00308.S/raw/big.bin", data)
+    extract_tarball(tarball, tmp_path / "dest")
+    got = (tmp_path / "dest/2013.1.00308.S/raw/big.bin").read_bytes()
+    assert len(got) == len(data) and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()

@@ -10,6 +10,7 @@ from imaging_member import EB, MOUS, pipeline_member
 
 from almadeliver.casa import imaging
 from almadeliver.casa.imaging import Overrides
+from almadeliver.casa.imaging.restored import science_spws, split_ids
 from almadeliver.cli import main
 from almadeliver.delivery.contdat import parse_contdat
 from almadeliver.errors import TreeError, UsageError
@@ -184,6 +185,36 @@ def test_split_cal_without_calapply_cannot_be_mapped(split_member):
     (split_member / "calibration" / f"{EB}.ms.calapply.txt").unlink()
     with pytest.raises(TreeError, match=rf"cannot map the pipeline's spw ids onto {EB}.ms.split.cal"):
         imaging.plan_images(split_member)
+
+
+@pytest.mark.parametrize("science,rows,expect", [
+    (["17", "19", "21"], 3, {"17": "0", "19": "1", "21": "2"}),      # re-indexed: only the science rows
+    (["17", "19", "21"], 21, {"17": "0", "19": "1", "21": "2"}),     # no row 21: re-indexed
+    (["17", "19", "21"], 22, {"17": "17", "19": "19", "21": "21"}),  # a row 21: every ASDM row kept
+    (["1", "2", "3"], 3, {"1": "0", "2": "1", "3": "2"}),            # 3 rows, the highest id 3: re-indexed
+    (["0", "1"], 2, {"0": "0", "1": "1"}),
+])
+def test_a_split_keeps_the_ids_only_when_its_spw_table_has_the_highest_one(science, rows, expect):
+    """Without a restore record, the split MS's SPECTRAL_WINDOW rows tell a re-indexed split (science spws
+    from 0) from one that kept every row of the ASDM (the rows are read in CASA; the choice is not)."""
+    assert split_ids(science, rows) == expect
+
+
+def test_spw_ids_are_read_without_the_spaces_around_them():
+    """A selection written with spaces ('17, 19', ' 21:1~5'): the ids alone, once each, in order."""
+    assert imaging.spw_ids(["17, 19", " 21:1~5;7~9", "19"]) == ["17", "19", "21"]
+    assert imaging.spw_ids("25:90.1~90.2GHz, 27") == ["25", "27"] and imaging.spw_ids("") == []
+
+
+def test_the_science_spws_are_those_of_the_target_applycal_lines_in_numerical_order(split_member):
+    (split_member / "calibration" / f"{EB}.ms.calapply.txt").write_text(
+        f"applycal(vis='{EB}.ms', field='J1924-2914', intent='AMPLITUDE,BANDPASS', spw='9,17,19,21,25', "
+        "gaintable=['a.tbl'])\n"
+        f"applycal(vis='{EB}.ms', field='J1925', intent='PHASE', spw='27', gaintable=['a.tbl'])\n"
+        f"applycal(vis='{EB}.ms', field='src', intent='CHECK,TARGET', spw='21,9', gaintable=['a.tbl'])\n"
+        f"applycal(vis='{EB}.ms', field='src2', intent='TARGET', spw='17,9', gaintable=['a.tbl'])\n")
+    assert science_spws(split_member, EB) == ["9", "17", "21"]
+    assert science_spws(split_member, "uid___A002_Xab_X99") == []     # no calapply.txt for that EB
 
 
 @pytest.mark.parametrize("ov,msg", [

@@ -132,3 +132,71 @@ def test_a_fifo_is_refused_and_no_part_is_left(tmp_path):
         write_tar(tmp_path / "t.tar", tree_entries(tmp_path / "tree", "p/member"))
     assert not (tmp_path / "t.tar").exists() and not (tmp_path / "t.tar.part").exists()
     assert write_tar(tmp_path / "t.tar", entries).exists()
+
+
+def test_members_carry_2020_01_01_utc_as_their_time(tmp_path):
+    """The fixed time from the calendar, not from the module under test."""
+    from datetime import datetime, timezone
+
+    _tree(tmp_path / "a")
+    tarball = write_tar(tmp_path / "t.tar", tree_entries(tmp_path / "a" / "member", "member"))
+    with tarfile.open(tarball) as tar:
+        times = {m.mtime for m in tar.getmembers()}
+    assert times == {int(datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp())}
+
+
+def test_a_tarball_of_exactly_one_record_is_sized_exactly(tmp_path):
+    """A folder header, a file header and 8192 bytes of data, then the end marker: 10240 bytes, one record
+    with no padding (an extra byte counted anywhere would add a whole record)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(os.urandom(8192))
+    entries = tree_entries(tmp_path / "a", "a")
+    record = write_tar_record(tmp_path / "t.tar", entries)
+    assert tar_size(entries) == record.size == (tmp_path / "t.tar").stat().st_size == RECORD
+    (part,) = plan_parts(entries, 4 * RECORD)
+    assert part == sorted(entries)
+
+
+def test_parts_are_as_full_as_they_can_be_at_every_part_size(tmp_path):
+    """Every part size from 4 records up in steps of a record (the sizes a tarball can have, so parts land
+    exactly on their limit):
+    each part fits, and the next part's first entry would not have fitted into it."""
+    entries = _sizes_tree(tmp_path / "tree")
+    for name in ("a/b/c/d/deep", "b/x", "b/y", "c/z"):              # folders opened anew, different depths
+        (tmp_path / "tree" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / name).write_bytes(os.urandom(3000 + 700 * len(name)))
+    entries = tree_entries(tmp_path / "tree", "p/member")
+    exact = 0
+    for max_size in range(4 * RECORD, tar_size(entries) + RECORD, RECORD):   # every size a tarball can have
+        parts = plan_parts(entries, max_size)
+        for part, nxt in zip(parts, parts[1:] + [None]):
+            size = tar_size(part)
+            files = [e for e in part if e[1] is not None and e[1].is_file()]
+            assert size <= max_size or len(files) == 1, (max_size, part)
+            exact += size == max_size
+            if nxt is not None:
+                assert tar_size(part + nxt[:1]) > max_size, (max_size, part, nxt[0])
+    assert exact > 0, "some part lands exactly on its limit"
+
+
+def test_a_part_exactly_at_its_limit_is_not_oversized(tmp_path):
+    entries = _sizes_tree(tmp_path / "tree")
+    size = tar_size(entries)
+    (record,) = write_parts(lambda m, n: tmp_path / f"x_{m}_of_{n}.tar", entries, size)
+    assert record.size == size and record.oversized is False
+
+
+def test_the_size_of_a_tarball_of_many_folders_counts_each_folder_header_exactly(tmp_path):
+    """520 folders (a header each, no data) and one file of 9216 bytes: the archive's body plus end
+    marker is 27 records and one block, so the tarball takes 28 records; a count off by even one byte
+    per folder would land on 27."""
+    root = tmp_path / "t"
+    for i in range(519):
+        (root / f"d{i:03d}").mkdir(parents=True)
+    (root / "f").write_bytes(os.urandom(9216))
+    entries = tree_entries(root, "t")
+    assert sum(1 for _, p in entries if p.is_dir()) == 520
+    body = 512 * len(entries) + 9216
+    assert body + 1024 == 27 * RECORD + 512
+    record = write_tar_record(tmp_path / "t.tar", entries)
+    assert tar_size(entries) == record.size == (tmp_path / "t.tar").stat().st_size == 28 * RECORD

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def test_clean_manual_delivery(tmp_path, real):
     assert info["readme"]["casa_version"] == "4.4.0" and info["readme"]["pi"] == "Adam Ginsburg"
     summary = [f for f in report.findings if f.check == "readme.summary"]
     assert summary[0].message.startswith("project 2013.1.00308.S, PI Adam Ginsburg, CASA 4.4.0, QA2 notes")
+    notes = int(re.search(r"QA2 notes (\d+) lines$", summary[0].message).group(1))    # plural past one
+    assert notes > 1
     # the member folder itself validates the same way
     again = validate(m)
     assert again.flavour == "manual" and again.ok(strict=True) and again.details["members"][0]["path"] == "."
@@ -208,6 +211,10 @@ def test_product_fits_checks(tmp_path, real):
     assert by_path["nobeam.image.pbcor.fits"].check == "product.no-beam"
     assert "perplane.image.pbcor.fits" not in by_path
     assert by_path["cut.image.pbcor.fits"].check == "product.truncated"
+    # in whole bytes: where the data starts plus |BITPIX|/8 bytes per pixel, read here with astropy
+    with fits.open(m / "product/w51_H2CO_303_202_contsub.image.pbcor.fits") as hdul:
+        end = hdul.fileinfo(0)["datLoc"] + abs(hdul[0].header["BITPIX"]) // 8 * hdul[0].data.size
+    assert by_path["cut.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
     assert by_path["login.image.pbcor.fits"].check == "product.unreadable"
     assert set(by_path) == {"nobeam.image.pbcor.fits", "cut.image.pbcor.fits", "login.image.pbcor.fits"}
 
@@ -242,6 +249,9 @@ def test_restored_but_empty_calibrated(tmp_path, real):
     (m / "calibrated").mkdir()
     report = validate(tmp_path)
     assert report.details["members"][0]["restored"] and checks(report, "warning") == ["calibrated.empty"]
+    (m / "calibrated" / "working").mkdir()                 # a folder that is not an MS: still no calibrated MS
+    (m / "calibrated" / "casa-20260101.log").write_text("x\n")
+    assert checks(validate(tmp_path), "warning") == ["calibrated.empty"]
     (m / f"calibrated/{EBS[0]}.ms.split.cal").mkdir()
     assert validate(tmp_path).ok(strict=True)
 
@@ -276,6 +286,7 @@ def test_pipeline_missing_files_and_bad_contdat(tmp_path, real):
     by_check = {f.check: f for f in report.findings}
     assert by_check["pipeline.missing-eb-file"].path.endswith(f"{PIPE_EBS[1]}.ms.calapply.txt")
     assert by_check["pipeline.unparsed"].message == "line 3: '104.5 to 104.6 GHz' is not a frequency range"
+    assert by_check["pipeline.unparsed"].hint == "expected e.g. '93.10~93.15GHz LSRK'", "the parser's own hint"
     assert by_check["pipeline.manifest-missing"].message.startswith(f"manifest lists {PIPE_EBS[1]}.ms.calapply.txt")
     assert "closing quote missing" in by_check["pipeline.flagtemplate-note"].message
     assert sorted(checks(report, "error")) == ["pipeline.manifest-missing", "pipeline.missing-eb-file",
@@ -389,3 +400,61 @@ def test_delivered_readme_with_a_placeholder_casa_version(tmp_path, real):
     assert f.severity is Severity.WARNING and f.message == "line 12: '4.x' is a placeholder, not a CASA version"
     assert "readme.unparsed" not in checks(report)      # the rest of the README is still read
     assert report.details["members"][0]["readme"]["pi"] == "Adam Ginsburg"
+
+
+def test_asdm_tables_named_up_to_six_then_dots_and_a_missing_main_xml(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    asdm = m / f"raw/{EBS[0]}.asdm.sdm"
+    six = ["Antenna", "ConfigDescription", "DataDescription", "ExecBlock", "Field", "Polarization"]
+    for t in six:
+        (asdm / f"{t}.xml").unlink()
+    (msg,) = [f.message for f in validate(tmp_path).findings if f.check == "raw.truncated-asdm"]
+    assert msg.endswith("6 table(s) missing or empty (" + ", ".join(f"{t}.xml" for t in six) + ")")
+    (asdm / "Main.xml").unlink()                          # the 7th: named as missing, not read
+    (msg,) = [f.message for f in validate(tmp_path).findings if f.check == "raw.truncated-asdm"]
+    assert "7 table(s) missing or empty (" in msg and msg.endswith("Field.xml, Main.xml ...)")   # sorted, 6 shown
+
+
+def test_a_leftover_tarballs_size_is_given_in_mb(tmp_path, real):
+    manual_member(tmp_path, real)
+    (tmp_path / f"{PROJECT}_uid___A001_X196_X93_001_of_001.tar").write_bytes(bytes(2_500_000))
+    (tar,) = [f for f in validate(tmp_path).findings if f.check == "tree.leftover-tarball"]
+    assert "(2.5 MB)" in tar.message
+
+
+def test_each_members_readme_goes_with_that_member(tmp_path, real):
+    m = manual_member(tmp_path, real)
+    other = m.parent / "member.uid___A001_X196_X95"
+    shutil.copytree(m, other)
+    readme = (other / "README").read_text()
+    assert "PI name: Adam Ginsburg" in readme
+    (other / "README").write_text(readme.replace("PI name: Adam Ginsburg", "PI name: Someone Else"))
+    members = validate(tmp_path).details["members"]
+    assert [(x["mous"], x["readme"]["pi"]) for x in members] == [
+        ("uid://A001/X196/X93", "Adam Ginsburg"), ("uid://A001/X196/X95", "Someone Else")]
+
+
+def test_fits_of_8_byte_pixels_and_a_header_only_primary(tmp_path, real):
+    """A float64 cube cut short is named with 8 bytes a pixel; a primary HDU without data (NAXIS = 0,
+    the beams in a table after it) is not truncated."""
+    m = manual_member(tmp_path, real)
+    path = m / "product/f64.image.pbcor.fits"
+    fits.PrimaryHDU(np.zeros((1, 4, 8, 8), dtype=np.float64)).writeto(path)     # 4 channels: every axis counts
+    with fits.open(path) as hdul:
+        end = hdul.fileinfo(0)["datLoc"] + 8 * 4 * 64
+    path.write_bytes(path.read_bytes()[:3000])
+    beams = fits.BinTableHDU.from_columns([fits.Column(name="BMAJ", format="E", array=np.ones(1))], name="BEAMS")
+    fits.HDUList([fits.PrimaryHDU(), beams]).writeto(m / "product/headeronly.image.pbcor.fits")
+    fits.PrimaryHDU().writeto(m / "product/alone.pb.fits")         # one header block, nothing after it
+    assert (m / "product/alone.pb.fits").stat().st_size == 2880
+    by_path = {Path(f.path).name: f for f in validate(tmp_path).findings if f.check.startswith("product.")}
+    assert by_path["f64.image.pbcor.fits"].message == f"FITS data cut short (3000 of {end} bytes)"
+    assert "headeronly.image.pbcor.fits" not in by_path and "alone.pb.fits" not in by_path
+
+
+def test_an_empty_file_of_a_pipeline_run_is_not_a_zero_size_warning(tmp_path, real):
+    """CASA output outside calibrated/ (a pipeline-<date> working folder) may hold empty files."""
+    m = manual_member(tmp_path, real)
+    (m / "pipeline-20260101T000000" / "empty.txt").parent.mkdir()
+    (m / "pipeline-20260101T000000" / "empty.txt").write_text("")
+    assert "tree.zero-size" not in checks(validate(tmp_path), "warning")

@@ -190,3 +190,26 @@ def test_an_eb_whose_calibration_script_is_missing_is_named(tmp_path, real):
     (semi,) = [f for f in report.findings if f.check == "raw.semipass"]
     assert semi.path.endswith(f"raw/{EBS[1]}.asdm.sdm") and "no calibration script" in semi.message
     assert "uid://A002/Xa8df68/Xb4b" in semi.message
+
+
+def test_a_staff_area_validated_itself_is_reported_as_dot(tmp_path, real):
+    area = staff_area(tmp_path, real)
+    report = validate(area)
+    (info,) = report.details["staff_areas"]
+    assert info["path"] == "." and info["mous"] == "uid://A001/X13e/X1fe"
+
+
+def test_each_total_power_eb_in_raw_needs_its_calibrated_data_even_after_one_not_in_raw(tmp_path, real):
+    """Two Total Power EBs; the first's ASDM is not in raw/ (not restored, nothing to look for): the second's
+    missing <EB>.calibration/<EB>.ms.cal is still reported."""
+    from test_validate import EBS
+
+    m = manual_member(tmp_path, real)
+    for eb in EBS:
+        (m / f"script/{eb}.ms.scriptForCalibration.py").rename(m / f"script/{eb}.ms.scriptForSDCalibration.py")
+    first, second = sorted(EBS)
+    shutil.rmtree(m / f"raw/{first}.asdm.sdm")
+    (m / f"calibrated/{second}.calibration").mkdir(parents=True)
+    (m / f"calibrated/{second}.ms").mkdir()
+    missing = [f for f in validate(tmp_path).findings if f.check == "calibrated.missing-eb"]
+    assert [f.path.rsplit("/", 2)[-2:] for f in missing] == [[f"{second}.calibration", f"{second}.ms.cal"]]

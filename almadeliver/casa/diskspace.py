@@ -14,7 +14,7 @@ import re
 import shutil
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,6 +292,16 @@ def plot_disk_use(samples: list[tuple[float, int]], estimate: DiskEstimate, spac
     Path
         ``path``, written.
     """
+    fig = disk_use_figure(samples, estimate, spacesaving, title)
+    fig.savefig(path)
+    return Path(path)
+
+
+def disk_use_figure(samples: list[tuple[float, int]], estimate: DiskEstimate, spacesaving: int,
+                    title: str = "") -> Any:
+    """The figure ``plot_disk_use`` writes (a matplotlib Figure, no pyplot): time in minutes, disk use
+    in MB (2^20 bytes), one horizontal line per SPACESAVING level (the level run solid, the others
+    dashed) and the free space at the start."""
     from matplotlib.figure import Figure     # no pyplot: no display, no global state
 
     fig = Figure(figsize=(7, 4), dpi=100)
@@ -308,5 +318,4 @@ def plot_disk_use(samples: list[tuple[float, int]], estimate: DiskEstimate, spac
     ax.set_title(title or "restore: disk use against scriptForPI's estimate", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return fig

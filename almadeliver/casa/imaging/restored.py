@@ -109,12 +109,8 @@ def restore_spw_record(member: Path, eb: str) -> dict[str, str] | None:
 
 def split_spw_map(member: Path, eb: str) -> dict[str, str]:
     """Pipeline spw id -> spw id in ``<EB>.ms.split.cal``: as the restore recorded it
-    (``restore_spw_record``), else read from the split MS itself.
-
-    Without a record, the split kept the science spws (those of the TARGET applycal lines in
-    ``<EB>.ms.calapply.txt``); its SPECTRAL_WINDOW table says whether they were re-indexed: it keeps
-    every row of the ASDM when they were not (scriptForPI v2.x, EBs with the same spws), and holds
-    only the science spws, renumbered from 0 in increasing order, when they were.
+    (``restore_spw_record``), else from the science spws (``science_spws``) and the number of rows of
+    the split MS's SPECTRAL_WINDOW table, read in CASA (``split_ids``).
 
     Parameters
     ----------
@@ -133,20 +129,61 @@ def split_spw_map(member: Path, eb: str) -> dict[str, str]:
     TreeError
         Without a record, the calapply.txt has no TARGET applycal line to tell the science spws.
     """
-    from ...delivery.calapply import read_calapply
-
     recorded = restore_spw_record(member, eb)
     if recorded is not None:
         return recorded
-    found = sorted((Path(member) / "calibration").glob(f"*{eb}.ms.calapply.txt"))
-    science = sorted({s for c in (read_calapply(found[0]) if found else []) if "TARGET" in c.intent.split(",")
-                      for s in spw_ids(c.spw)}, key=int)
+    science = science_spws(member, eb)
     if not science:
         raise TreeError(f"cannot map the pipeline's spw ids onto {eb}.ms.split.cal: no TARGET applycal line "
                         f"with spws in calibration/{eb}.ms.calapply.txt",
                         f"restore with SPACESAVING below 2 to keep calibrated/working/{eb}.ms")
-    rows = _spw_rows(Path(member) / "calibrated" / f"{eb}.ms.split.cal")
-    if rows > max(int(s) for s in science):
+    return split_ids(science, _spw_rows(Path(member) / "calibrated" / f"{eb}.ms.split.cal"))
+
+
+def science_spws(member: Path, eb: str) -> list[str]:
+    """The science spw ids of an EB in the pipeline's numbering: the spws of the applycal lines with
+    the TARGET intent in ``calibration/*<EB>.ms.calapply.txt`` (the spws the split of scriptForPI keeps).
+
+    Parameters
+    ----------
+    member : Path
+        The member folder.
+    eb : str
+        The EB's uid in its disk form (``uid___A002_Xab_X12``).
+
+    Returns
+    -------
+    list of str
+        The spw ids in increasing numerical order; empty when there is no such file or line.
+    """
+    from ...delivery.calapply import read_calapply
+
+    found = sorted((Path(member) / "calibration").glob(f"*{eb}.ms.calapply.txt"))
+    return sorted({s for c in (read_calapply(found[0]) if found else []) if "TARGET" in c.intent.split(",")
+                   for s in spw_ids(c.spw)}, key=int)
+
+
+def split_ids(science: list[str], spw_rows: int) -> dict[str, str]:
+    """Pipeline spw id -> spw id in a split MS, from the spws it kept and its SPECTRAL_WINDOW rows.
+
+    A split that did not re-index keeps every row of the ASDM (scriptForPI v2.x, EBs with the same
+    spws): the table then has a row past the highest science id, and the ids are kept. A split that
+    re-indexed holds only the science spws, renumbered from 0 in increasing order: fewer rows than
+    the highest science id + 1.
+
+    Parameters
+    ----------
+    science : list of str
+        The science spw ids the split kept (``science_spws``), increasing, not empty.
+    spw_rows : int
+        The number of rows of the split MS's SPECTRAL_WINDOW table.
+
+    Returns
+    -------
+    dict of str to str
+        Pipeline spw id -> spw id in the split MS.
+    """
+    if spw_rows > max(int(s) for s in science):
         return {old: old for old in science}
     return {old: str(new) for new, old in enumerate(science)}
 
