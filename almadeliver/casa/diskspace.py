@@ -301,7 +301,24 @@ def disk_use_figure(samples: list[tuple[float, int]], estimate: DiskEstimate, sp
                     title: str = "") -> Any:
     """The figure ``plot_disk_use`` writes (a matplotlib Figure, no pyplot): time in minutes, disk use
     in MB (2^20 bytes), one horizontal line per SPACESAVING level (the level run solid, the others
-    dashed) and the free space at the start."""
+    dashed) and the free space at the start.
+
+    Parameters
+    ----------
+    samples : list[tuple[float, int]]
+        (seconds since the start, bytes in calibrated/) as ``DiskSampler`` took them.
+    estimate : DiskEstimate
+        scriptForPI's estimate of the member (the lines of each level).
+    spacesaving : int
+        The SPACESAVING level the restore ran (its line drawn solid).
+    title : str, default ""
+        The figure's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, not yet saved.
+    """
     from matplotlib.figure import Figure     # no pyplot: no display, no global state
 
     fig = Figure(figsize=(7, 4), dpi=100)
