@@ -25,7 +25,8 @@ def cycle0_member(simulated, unpack, tmp_path_factory) -> Path:
     (restore --concat runs the delivered scriptForFluxCalibration.py: "The imaging script will then work
     with the calibrated.ms", seed 000); the reducer imaged that flux-scaled calibrated.ms, and the
     delivered *.ms.split.cal are not scaled."""
-    from almadeliver.casa.restore import concat_cycle0, plan_restore
+    from almadeliver.casa.concat import concat_cycle0
+    from almadeliver.casa.restore import plan_restore
 
     tree = unpack(simulated("2011.0.00340.S", flavour="cycle0", ebs=2), tmp_path_factory.mktemp("image-cycle0"))
     member = next(tree.glob("sg_ouss_id/group_ouss_id/member_ouss_*_id"))

@@ -166,7 +166,7 @@ def test_cycle0_is_already_calibrated_and_concat_runs_the_flux_calibration_scrip
     """--concat runs the delivered scriptForFluxCalibration.py (seed 000: it "does the flux calibration,
     then combines"): each EB's phase calibrator in calibrated.ms has allFluxes' weighted mean flux,
     although the delivered EBs carry flux scales 10% off either way (what concat alone would keep)."""
-    from almadeliver.casa.restore import calibrator_amplitudes
+    from almadeliver.casa.concat import calibrator_amplitudes
     from almadeliver.casa.runtime import run_in_casa
     from almadeliver.delivery.checklist import read_allfluxes
     from almadeliver.sim.manual import flux_scale_error

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..delivery.staff import FLUX_SCRIPT
+from ..delivery.layout import FLUX_SCRIPT
 from ..errors import CasaError, DiskSpaceError, TreeError, UsageError
 from . import legacy
 from .diskspace import MB, du_bytes

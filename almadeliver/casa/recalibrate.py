@@ -35,7 +35,7 @@ from ..errors import CasaError, CasaNotFoundError, CasaVersionMismatchError, Tre
 from ..transfer.lock import FolderLock
 from .calsteps import CalibrationStep, parse_steps, read_steps
 from .concat import concat_in_casa
-from .recalibrate_child import DONE_LINE, RESTORED_LINE, START_LINE, recalibrate_in_casa, written_since
+from .recalibrate_child import DONE_LINE, RESTORED_LINE, START_LINE, recalibrate_in_casa, file_stamp
 from .recalibrate_copy import delivered_file, prepare_working_copy, read_fluxscale
 from .restore import MISMATCH_CHOICES
 from .runtime import run_in_casa
@@ -404,6 +404,8 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
             on_event(event)
 
     delivered_flux = delivered_file(item, f"{item.eb}.ms.split.fluxscale", item.workdir)
+    listfile = item.workdir / f"{item.eb}.ms.split.fluxscale"
+    listed_before = file_stamp(listfile)
     outcome = run_in_casa(
         recalibrate_in_casa,
         {"script": str(item.script), "eb": item.eb, "steps": item.run, "split_step": item.split_step,
@@ -412,8 +414,7 @@ def _recalibrate_eb(plan: RecalibrationPlan, item: EbRecalibration, on_event: Ca
         workdir=item.workdir, logfile=casa_log, on_line=seen)
     times = [StepTime(int(n), item.title(int(n)), float(s), int(n) in restored) for n, s in outcome["times"]]
     comp = EbComparison(**{k: v for k, v in (outcome.get("comparison") or {}).items()})
-    listfile = item.workdir / f"{item.eb}.ms.split.fluxscale"
-    new_flux = read_fluxscale(listfile) if written_since(listfile, outcome["started"]) else {}
+    new_flux = read_fluxscale(listfile) if file_stamp(listfile) not in (None, listed_before) else {}
     old_flux = read_fluxscale(delivered_flux) if delivered_flux else {}
     comp.fluxes = {k: (new_flux.get(k), old_flux.get(k)) for k in sorted(new_flux)}
     cal = item.workdir / f"{item.eb}.ms.split.cal"

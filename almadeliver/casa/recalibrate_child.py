@@ -51,22 +51,28 @@ def _analysis_utils():
     return Missing("aU")
 
 
-def written_since(path: str | Path, epoch: float) -> bool:
-    """True when ``path`` exists and was modified at or after ``epoch`` (s since 1970).
+def file_stamp(path: str | Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from another: (inode, mtime in ns, size), None when missing.
+
+    A file (re)written by a run has another stamp after it than before; comparing times instead
+    would take a file written just before the run (within the clock's or the filesystem's
+    resolution) for one the run wrote.
 
     Parameters
     ----------
     path : str | Path
         A file.
-    epoch : float
-        A time, seconds since 1970 (a 1 s tolerance is allowed).
 
     Returns
     -------
-    bool
-        True when written since.
+    tuple[int, int, int] | None
+        Its inode, modification time (ns since 1970) and size in bytes; None when it does not exist.
     """
-    return os.path.isfile(path) and os.path.getmtime(path) >= epoch - 1.0
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _columns_by_spw(tb: Any, columns: list[str]) -> Iterator[list[Any]]:
@@ -169,8 +175,8 @@ def recalibrate_in_casa(script: str, eb: str, steps: list[int], split_step: int 
     Returns
     -------
     dict[str, Any]
-        ``times`` ((step, seconds) pairs), ``flagged_fraction``, ``started`` (s since 1970) and
-        ``comparison``.
+        ``times`` ((step, seconds) pairs), ``flagged_fraction`` and ``comparison`` (when the run
+        (re)made the ``.split.cal``).
     """
     from casatasks import flagmanager
 
@@ -181,7 +187,8 @@ def recalibrate_in_casa(script: str, eb: str, steps: list[int], split_step: int 
                                pass_version_gates=pass_version_gates)
     times: list[tuple[int, float]] = []
     last_target = vis
-    started = time.time()
+    cal = vis + ".split.cal"
+    before = file_stamp(os.path.join(cal, "table.dat"))
     for n in steps:
         target = vis + ".split" if split_step is not None and n > split_step else vis
         last_target = target
@@ -211,9 +218,8 @@ def recalibrate_in_casa(script: str, eb: str, steps: list[int], split_step: int 
             for stale in _flag_versions(ms):
                 if stale.startswith(FLAG_PREFIX) and int(stale[len(FLAG_PREFIX):]) > n:
                     flagmanager(vis=ms, mode="delete", versionname=stale)
-    out: dict[str, Any] = {"times": times, "flagged_fraction": _flagged_fraction(last_target), "started": started}
-    cal = vis + ".split.cal"
+    out: dict[str, Any] = {"times": times, "flagged_fraction": _flagged_fraction(last_target)}
     # compared only when this run (re)made it: an older one would not show the steps just run
-    if delivered_calibrated and written_since(os.path.join(cal, "table.dat"), started):
+    if delivered_calibrated and file_stamp(os.path.join(cal, "table.dat")) not in (None, before):
         out["comparison"] = compare_calibrated(os.path.abspath(cal), delivered_calibrated)
     return out

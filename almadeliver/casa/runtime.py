@@ -399,7 +399,7 @@ def run_in_casa(
         call = Path(tmp) / "call.json"
         result = Path(tmp) / "result.json"
         request = {"func": name, "kwargs": kwargs or {}, "result": str(result)}
-        warm = warm_casa(env)
+        warm = warm_casa(env, {**env, LOGFILE_ENV: os.devnull})   # the import logs to no call's log
         code = tail = None
         if warm is not None:      # a fork of this process's warm CASA (casatasks already imported)
             lock = warm.lock

@@ -76,8 +76,11 @@ class WarmCasa:
     Parameters
     ----------
     env : dict
-        The environment the warm process imports CASA in (``runtime.casa_env``): its site config,
-        ``OMP_NUM_THREADS`` and the like are read once, at import.
+        The calls' environment (``runtime.casa_env``): its site config, ``OMP_NUM_THREADS`` and the
+        like are read once, at import (``warm_key``).
+    import_env : dict, optional
+        The environment of the import itself, when it differs (its CASA log file: the import's log
+        lines belong to no call; each call's log gets its own, ``_call``).
 
     Raises
     ------
@@ -85,12 +88,10 @@ class WarmCasa:
         The warm process could not start or did not import CASA (the caller then starts cold children).
     """
 
-    def __init__(self, env: dict[str, str]) -> None:
-        from .runtime import LOGFILE_ENV
-
+    def __init__(self, env: dict[str, str], import_env: dict[str, str] | None = None) -> None:
         ours, theirs = socket.socketpair()
         self.key = warm_key(env)
-        env = {**env, LOGFILE_ENV: os.devnull}        # the import's log lines go to each call's log
+        env = import_env or env
         self.lock = threading.Lock()
         self.proc = subprocess.Popen([sys.executable, "-m", "almadeliver.casa.warm", str(theirs.fileno())],
                                      pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
@@ -219,13 +220,15 @@ def _close_all() -> None:
         forget(warm)
 
 
-def warm_casa(env: dict[str, str]) -> WarmCasa | None:
+def warm_casa(env: dict[str, str], import_env: dict[str, str] | None = None) -> WarmCasa | None:
     """This process's warm CASA for ``env`` (started on first use), locked for the caller.
 
     Parameters
     ----------
     env : dict[str, str]
         The call's environment (``runtime.casa_env``).
+    import_env : dict[str, str] | None, default None
+        The environment a new warm process imports CASA in (``WarmCasa``).
 
     Returns
     -------
@@ -244,7 +247,7 @@ def warm_casa(env: dict[str, str]) -> WarmCasa | None:
             warm = None
         if warm is None:
             try:
-                warm = _WARM[key] = WarmCasa(env)
+                warm = _WARM[key] = WarmCasa(env, import_env)
             except OSError:
                 return None
     return warm if warm.lock.acquire(blocking=False) else None

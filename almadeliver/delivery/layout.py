@@ -289,6 +289,8 @@ class Member:
         return raw_name(self.project or "<project>", eb)
 
 
+# script/'s combining script of a manual member with several EBs (ALMA-FACTS.md section 3)
+FLUX_SCRIPT = "scriptForFluxCalibration.py"
 STAFF_CALIBRATION_PREFIX = "Calibration_"
 STAFF_COMBINATION = "Combination/calibrated"
 STAFF_IMAGING = "Imaging"

@@ -22,13 +22,12 @@ from pathlib import Path
 from ..errors import ParseError, TreeError, UsageError
 from ..ids import Uid
 from . import checklist
-from .layout import (STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
+from .layout import (FLUX_SCRIPT, STAFF_COMBINATION, STAFF_IMAGING, StaffArea, StaffEb,
                      calibration_folder, read_staff_area)
 from .report import Report, Severity
 
 CASA_LOG_GLOB = "casa*.log"
 IMAGING_SCRIPT = "scriptForImaging.py"
-FLUX_SCRIPT = "scriptForFluxCalibration.py"
 _SEVERE = re.compile(r"^\S+ \S+\s+SEVERE\s", re.MULTILINE)
 # casacore's "Leap second table TAI_UTC seems out-of-date": a fact about the CASA install (its measures
 # data is older than the clock), not about the reduction, so the checklist reports it as a warning.
