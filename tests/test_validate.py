@@ -317,6 +317,25 @@ def test_cycle0_delivery(tmp_path):
     assert report.flavour == "cycle0" and report.ok(strict=True), report.findings
     (member,) = find_members(tmp_path)
     assert member.ebs_in_raw == [Uid.parse(eb)] and member.restored and member.mous is None
+    [summary] = [f for f in report.findings if f.check == "readme.summary"]
+    assert summary.message.endswith("QA2 notes 0 lines")
+
+    # a Cycle 0 tree's folder names are its own: a name the archive's layout would flag is info only
+    m.rename(m.parent / "my_member")
+    report = validate(tmp_path)
+    naming = [f for f in report.findings if f.check == "layout.naming"]
+    assert naming and {f.severity.value for f in naming} == {"info"}, naming
+    assert report.flavour == "cycle0" and report.ok(strict=True), report.findings
+
+
+def test_one_line_of_qa2_notes_is_singular(tmp_path):
+    eb = "uid___A002_X554543_X207"
+    m = tmp_path / "2011.0.00340.S/sg_ouss_id/group_ouss_id/member_ouss_2012-12-05_id"
+    touch(m / "README", "Project code: 2011.0.00340.S\nPI name: Someone\nCASA version used for reduction: 3.4\n"
+                        "Comments from Reducer: the phase calibrator was weak in spw 2\n")
+    touch(m / f"script/{eb}.ms.scriptForCalibration.py")
+    [summary] = [f for f in validate(tmp_path).findings if f.check == "readme.summary"]
+    assert summary.message.endswith("QA2 notes 1 line"), summary.message
 
 
 def test_staff_area(tmp_path):
