@@ -268,7 +268,10 @@ def local_archive(simulated, tmp_path_factory):
         yield archive
 
 
-# -- where the suite's CPU goes: ALMADELIVER_TEST_CPU=FILE appends one JSON line per test phase ----------
+# -- where the suite's time goes: ALMADELIVER_TEST_CPU=FILE appends one JSON line per test phase ---------
+# (wall seconds, and CPU seconds of the worker and its reaped children: CASA calls run in forks of the
+# worker's warm CASA process, whose CPU is reaped only when that process ends, so with warm CASA on the
+# CPU column leaves them out; ALMADELIVER_CASA_WARM=0 counts each call in its test)
 _CPU_LOG = os.environ.get("ALMADELIVER_TEST_CPU")
 
 

@@ -18,11 +18,11 @@ from typing import Any, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..delivery.layout import plain_name
+from ..delivery.layout import FLUX_SCRIPT, plain_name
 
 LEVEL_FACTORS = {0: 11, 1: 7, 2: 3, 3: 3}
 EXTRA_FACTOR = 3
-EXTRA_SCRIPTS = ("scriptForFluxCalibration.py", "scriptForPolCalibration.py", "scriptForImagingPrep.py")
+EXTRA_SCRIPTS = (FLUX_SCRIPT, "scriptForPolCalibration.py", "scriptForImagingPrep.py")
 MB = 1 << 20
 ACRENORM_CAP = 1                                   # scriptForPI v2.x: highest level for ACreNorm data
 _ACRENORM_RE = re.compile(r"^[^#\n]*\bACreNorm\b", re.M)   # used on a line that is not a comment

@@ -10,7 +10,7 @@ import typer
 from ..casa.diskspace import MB
 from ..casa.concat import ConcatResult, concat_cycle0
 from ..casa.restore import Progress, RestorePlan, casa_description, phase_scatter, restore
-from ..delivery.layout import TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
+from ..delivery.layout import FLUX_SCRIPT, TP_CALIBRATED_SUFFIX, TP_JY_SUFFIX
 from ..workflow import RestoreOptions, plan_member_restore
 from .app import app, state
 from .status import StatusLine
@@ -114,9 +114,9 @@ def restore_cmd(
         if not concat and sys.stdin.isatty() and n > 1:
             concat = typer.confirm("Concatenate them into calibrated/calibrated.ms?", default=False)
         if not concat:
-            flux = plan.path / "script" / "scriptForFluxCalibration.py"
+            flux = plan.path / "script" / FLUX_SCRIPT
             typer.echo(f"To combine them into calibrated/calibrated.ms: almadeliver restore {member_dir} --concat"
-                       + (" (runs script/scriptForFluxCalibration.py: flux scaling, then concat)"
+                       + (f" (runs script/{FLUX_SCRIPT}: flux scaling, then concat)"
                           if flux.is_file() and n > 1 else ""))
             return
         r = concat_cycle0(plan, scaling=flux_scaling)

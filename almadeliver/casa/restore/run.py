@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ...delivery.layout import CALIBRATION_SCRIPT_SUFFIXES, Flavour, plain_name, total_power_calibrated
+from ...delivery.layout import CALIBRATION_SCRIPT_SUFFIXES, FLUX_SCRIPT, Flavour, plain_name, total_power_calibrated
 from ...errors import CasaError, UsageError
 from ...transfer.lock import FolderLock
 from .. import legacy
@@ -340,7 +340,7 @@ def _resume(plan: RestorePlan, work: Path, casa_log: Path, line_seen: Callable[[
         sampler.path = cal
         for p in sorted(hold.iterdir()):
             p.rename(cal / p.name)
-        order = {name: i for i, name in enumerate(("scriptForPolCalibration.py", "scriptForFluxCalibration.py",
+        order = {name: i for i, name in enumerate(("scriptForPolCalibration.py", FLUX_SCRIPT,
                                                   "scriptForImagingPrep.py"))}
         for extra in sorted(extras, key=lambda p: order[plain_name(p.name)]):
             line_seen(f"Executing {extra.name} ...")
