@@ -47,9 +47,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-casa-start-") as tmp:
         def side(name: str, code: str, env: dict[str, str]):
             def run() -> None:
-                out = subprocess.run([sys.executable, "-c", code, str(args.calls), tmp], env=env,
-                                     capture_output=True, text=True, check=True).stdout
-                answers[name] = json.loads(out.strip().splitlines()[-1])
+                r = subprocess.run([sys.executable, "-c", code, str(args.calls), tmp], env=env,
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+                    raise SystemExit(f"bench_casa_start: the {name} side failed: {last}")
+                answers[name] = json.loads(r.stdout.strip().splitlines()[-1])
             return run
 
         env = dict(os.environ)
