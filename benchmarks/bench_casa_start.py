@@ -39,6 +39,7 @@ print(json.dumps([casatasks.version_string() for _ in range(int(sys.argv[1]))]))
 
 
 def main() -> int:
+    """Run the three sides, print their times and the targets; 1 when a target is missed, else 0."""
     p = parser(__doc__)
     p.add_argument("--calls", type=int, default=6, help="CASA calls per run (default 6)")
     args = p.parse_args()
